@@ -1,0 +1,33 @@
+# compose-ckpt developer entry points. Run as root (the engine and CRIU need it).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: engine engine-status engine-stop install test unit plugin
+
+engine:  ## install and start Docker 26 + CRIU 4.2, build the local test images
+	scripts/engine up
+
+engine-status:
+	scripts/engine status
+
+engine-stop:  ## stop the dockerd that `make engine` started
+	scripts/engine stop
+
+$(BIN)/compose-ckpt: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+install: $(BIN)/compose-ckpt  ## .venv with compose-ckpt (editable) and the test tools
+
+test: install  ## the whole suite: unit tests and integration tests against the engine
+	$(BIN)/python -m pytest
+
+unit: install
+	$(BIN)/python -m pytest tests/unit
+
+plugin: install  ## make `docker ckpt ...` work for this user
+	mkdir -p $(HOME)/.docker/cli-plugins
+	ln -sf $(CURDIR)/$(BIN)/docker-ckpt $(HOME)/.docker/cli-plugins/docker-ckpt
+	docker ckpt --help >/dev/null && echo "docker ckpt is ready"

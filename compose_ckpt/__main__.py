@@ -1,0 +1,3 @@
+from compose_ckpt.cli.main import entry
+
+entry()

@@ -1,0 +1,1 @@
+"""The command line: Typer parsing and printing only; the work happens in compose_ckpt.domain."""

@@ -1,0 +1,17 @@
+"""Names shared across layers: compose labels, our own labels, environment variables."""
+
+from __future__ import annotations
+
+# Labels docker compose puts on the containers it creates (compose v1 const.py names).
+LABEL_PROJECT = "com.docker.compose.project"
+LABEL_SERVICE = "com.docker.compose.service"
+LABEL_CONTAINER_NUMBER = "com.docker.compose.container-number"
+LABEL_ONEOFF = "com.docker.compose.oneoff"
+LABEL_WORKING_DIR = "com.docker.compose.project.working_dir"
+LABEL_CONFIG_FILES = "com.docker.compose.project.config_files"
+
+# Environment variables read by compose-ckpt itself.
+ENV_HOME = "COMPOSE_CKPT_HOME"  # where the snapshot store lives
+
+# Names of checkpoints we create inside Docker start with this, so they are recognisable.
+CHECKPOINT_PREFIX = "ckpt-"

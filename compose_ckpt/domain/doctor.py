@@ -1,0 +1,155 @@
+"""`compose-ckpt doctor`: can checkpoint/restore work on this engine, and if not, why."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from compose_ckpt.engine import Engine, host
+from compose_ckpt.engine.types import EngineInfo
+from compose_ckpt.errors import CkptError
+
+CRIU_RECOMMENDED = (4, 2)
+BROKEN_RESTORE_MAJORS = (28, 29)
+LOW_DISK_BYTES = 2 * 1024**3
+
+
+class Status(str, Enum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    remedy: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "status": self.status.value}
+
+
+@dataclass(frozen=True)
+class Report:
+    checks: list[Check]
+
+    @property
+    def can_checkpoint(self) -> bool:
+        return all(check.status is not Status.FAIL for check in self.checks)
+
+
+def run_checks(connect: Any, store_home: Path) -> Report:
+    """Run every check. `connect` returns an Engine or raises EngineUnavailable."""
+    try:
+        engine: Engine = connect()
+        info = engine.info()
+    except CkptError as exc:
+        return Report([Check("daemon", Status.FAIL, exc.message, exc.hint or "")])
+    checks = [
+        Check("daemon", Status.OK, f"reachable at {engine.base_url}"),
+        Check("api", Status.OK, f"Docker {info.server_version}, API {info.api_version}"),
+        _docker_version(info),
+        _experimental(info),
+        Check("cgroup", Status.OK, f"cgroup v{info.cgroup_version}, kernel {info.kernel_version}"),
+    ]
+    if info.local:
+        checks += _host_checks(info)
+    else:
+        checks.append(
+            Check("host", Status.WARN, "the engine runs on another host: CRIU, capabilities and disk not checked",
+                  "Run `compose-ckpt doctor` on the Docker host itself for those checks.")
+        )
+    checks.append(_disk("store", store_home))
+    return Report(checks)
+
+
+def _docker_version(info: EngineInfo) -> Check:
+    major = _major(info.server_version)
+    if major in BROKEN_RESTORE_MAJORS:
+        return Check(
+            "docker-version", Status.WARN,
+            f"Docker {info.server_version}: restore fails for containers on bridge or none networks "
+            "(moby#50750, containerd#12141); only network_mode host or service:X restore",
+            "Use Docker 26 or 27 for checkpoint/restore (this repository tests 26.1.5).",
+        )
+    return Check("docker-version", Status.OK, f"Docker {info.server_version} has no known restore breakage")
+
+
+def _experimental(info: EngineInfo) -> Check:
+    if info.experimental:
+        return Check("experimental", Status.OK, "experimental features enabled")
+    return Check(
+        "experimental", Status.FAIL, "experimental features are off: Docker refuses checkpoints",
+        'Add {"experimental": true} to /etc/docker/daemon.json and restart the daemon.',
+    )
+
+
+def _host_checks(info: EngineInfo) -> list[Check]:
+    pid = host.daemon_pid()
+    criu = host.probe_criu(host.daemon_path(pid))
+    checks: list[Check] = []
+    if criu.path is None:
+        checks.append(Check("criu", Status.FAIL, "no criu on the daemon's PATH",
+                            "Install CRIU >= 4.2 (in this repository: `make engine`)."))
+    elif _version_tuple(criu.version) < CRIU_RECOMMENDED:
+        checks.append(Check("criu", Status.WARN, f"criu {criu.version} at {criu.path}",
+                            "CRIU before 4.2 fails on recent kernels (vDSO bounds, SO_PASSCRED); use 4.2 or newer."))
+    else:
+        checks.append(Check("criu", Status.OK, f"criu {criu.version} at {criu.path}"))
+    if criu.path is not None:
+        checks.append(
+            Check("criu-check", Status.OK, criu.check_output) if criu.check_ok
+            else Check("criu-check", Status.FAIL, criu.check_output,
+                       "Run `criu check --all` as root to see which kernel feature is missing.")
+        )
+    if host.has_capability(pid, host.CAP_SYS_RESOURCE):
+        checks.append(Check("capabilities", Status.OK, "CAP_SYS_RESOURCE held: processes of any uid can be dumped"))
+    else:
+        checks.append(Check(
+            "capabilities", Status.WARN,
+            "CAP_SYS_RESOURCE is missing: CRIU cannot dump processes running as a non-root uid "
+            "(`Can't get rlimit 0: Operation not permitted`)",
+            "Run dockerd with full root capabilities, or run checkpointed services as root inside their containers.",
+        ))
+    if host.runc_tcp_established():
+        checks.append(Check("tcp-established", Status.OK, f"{host.RUNC_CRIU_CONFIG} allows established TCP connections"))
+    else:
+        checks.append(Check(
+            "tcp-established", Status.WARN,
+            "containers with established TCP connections cannot be checkpointed",
+            f"Add a line `tcp-established` to {host.RUNC_CRIU_CONFIG} (or set the container annotation "
+            "org.criu.config to such a file); peers must tolerate the pause.",
+        ))
+    checks.append(_disk("disk", Path(info.docker_root_dir)))
+    return checks
+
+
+def _disk(name: str, path: Path) -> Check:
+    free = shutil.disk_usage(_existing_parent(path)).free
+    text = f"{free / 1024**3:.1f} GiB free under {path}"
+    if free < LOW_DISK_BYTES:
+        return Check(name, Status.WARN, text, "Checkpoints need about as much disk as the containers' memory.")
+    return Check(name, Status.OK, text)
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _major(version: str) -> int:
+    return _version_tuple(version)[0]
+
+
+def _version_tuple(version: str | None) -> tuple[int, ...]:
+    parts = []
+    for part in (version or "0").split("+")[0].split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)

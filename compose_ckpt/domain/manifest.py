@@ -1,0 +1,107 @@
+"""The manifest: what one stack snapshot holds, written as manifest.json in its folder."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from compose_ckpt.errors import CkptError, UsageError
+
+FORMAT_VERSION = 1
+# Docker's own rule for checkpoint names, and safe as a folder name.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class SnapshotStatus(str, Enum):
+    INCOMPLETE = "incomplete"  # being written, or its writer was killed: never restored
+    COMPLETE = "complete"
+    FAILED = "failed"  # rolled back; kept for its error message until pruned
+
+
+class ManifestError(CkptError):
+    """A manifest on disk is unreadable or has been tampered with."""
+
+
+def validate_name(name: str, what: str = "snapshot name") -> str:
+    if not NAME_PATTERN.match(name):
+        raise UsageError(
+            f"invalid {what} {name!r}",
+            hint="Use 1-100 letters, digits, '_', '.' or '-', starting with a letter or digit.",
+        )
+    return name
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class ContainerRecord:
+    """One container of the snapshot and its checkpoint."""
+
+    service: str
+    container_id: str
+    container_name: str
+    number: int
+    image: str
+    image_id: str
+    checkpoint: str  # the checkpoint's name inside Docker while it is placed there
+    size: int = 0
+    dump_seconds: float = 0.0
+    fingerprint: str | None = None  # ProcessFingerprint.as_text() of the init process, when readable
+    inspect: dict[str, Any] = field(default_factory=dict, repr=False)  # recorded to recreate the container
+
+
+@dataclass
+class Manifest:
+    name: str
+    project: str
+    created: str
+    status: SnapshotStatus
+    stopped: bool  # taken with --stop: the stack was left stopped
+    compose_files: list[str]
+    compose_hash: str
+    services: list[str]
+    dependencies: dict[str, list[str]]  # service -> services it depends on, for restore order
+    containers: list[ContainerRecord] = field(default_factory=list)
+    networks: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    volumes: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    engine: dict[str, str] = field(default_factory=dict)
+    freeze_seconds: float = 0.0
+    total_seconds: float = 0.0
+    error: str | None = None
+    format: int = FORMAT_VERSION
+
+    @property
+    def size(self) -> int:
+        return sum(record.size for record in self.containers)
+
+    def to_dict(self) -> dict[str, Any]:
+        document = asdict(self)
+        document["status"] = self.status.value
+        return document
+
+    @classmethod
+    def from_dict(cls, document: Any, where: str) -> Manifest:
+        """Parse and validate; anything off is a ManifestError naming `where`."""
+        try:
+            if not isinstance(document, dict) or document.get("format") != FORMAT_VERSION:
+                raise ValueError(f"unknown manifest format {document.get('format') if isinstance(document, dict) else None!r}")
+            fields = dict(document)
+            containers = [ContainerRecord(**record) for record in fields.pop("containers")]
+            manifest = cls(**fields, containers=containers)
+            manifest.status = SnapshotStatus(manifest.status)
+            validate_name(manifest.name)
+            validate_name(manifest.project, "project name")
+            for record in containers:
+                validate_name(record.container_name, "container name")
+                validate_name(record.checkpoint, "checkpoint name")
+                if record.service not in manifest.services:
+                    raise ValueError(f"container {record.container_name} belongs to unknown service {record.service}")
+        except (TypeError, ValueError, KeyError, CkptError) as exc:
+            raise ManifestError(f"invalid manifest {where}: {exc}",
+                                hint="The snapshot's files were changed by hand or are damaged; remove it with `compose-ckpt rm`.") from exc
+        return manifest

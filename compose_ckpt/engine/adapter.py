@@ -1,0 +1,366 @@
+"""Engine adapter: every call compose-ckpt makes to Docker goes through `Engine`.
+
+The docker SDK 7 has no checkpoint API, so the raw endpoints are called here:
+POST/GET /containers/{id}/checkpoints, DELETE /containers/{id}/checkpoints/{name}
+and POST /containers/{id}/start?checkpoint=NAME. SDK and connection errors are
+translated into `compose_ckpt.errors` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from compose_ckpt.engine.types import ContainerInfo, EngineInfo, ProcessFingerprint
+from compose_ckpt.errors import EngineError, EngineUnavailable, NotFoundError
+
+T = TypeVar("T")
+
+START_HINT = (
+    "Start the Docker daemon (in this repository: `make engine`; on a systemd host: "
+    "`sudo systemctl start docker`), or point DOCKER_HOST or -H/--host at a running engine."
+)
+
+# The daemon sometimes fails a checkpoint create or restore with
+# `content sha256:...: already exists` when several run at once; retrying helps.
+_TRANSIENT = re.compile(r"content sha256:[0-9a-f]+.*already exists")
+_CRIU_LOG = re.compile(r"(/\S+/criu-(?:dump|restore)\.log)")
+RETRY_DELAYS = (0.2, 0.4, 0.8, 1.6, 3.2)
+
+
+@contextmanager
+def translated(action: str) -> Iterator[None]:
+    """Turn docker SDK and connection errors raised inside into CkptErrors naming `action`."""
+    try:
+        yield
+    except docker.errors.NotFound as exc:
+        raise NotFoundError(f"{action}: {_explanation(exc)}") from exc
+    except docker.errors.APIError as exc:
+        raise EngineError(f"{action}: {_explanation(exc)}") from exc
+    except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
+        raise EngineUnavailable(f"{action}: cannot reach the Docker daemon ({exc})", hint=START_HINT) from exc
+
+
+def _explanation(exc: docker.errors.APIError | docker.errors.NotFound) -> str:
+    return str(exc.explanation or exc).strip()
+
+
+def _retry_transient(call: Callable[[], T]) -> T:
+    """Run `call`, retrying with back-off while the daemon reports a transient `already exists`."""
+    for delay in (*RETRY_DELAYS, None):
+        try:
+            return call()
+        except docker.errors.APIError as exc:
+            if delay is None or not _TRANSIENT.search(_explanation(exc)):
+                raise
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+class Engine:
+    """A connection to one Docker engine."""
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self._client = client
+        self._api = client.api
+        self._info: EngineInfo | None = None
+
+    @classmethod
+    def connect(cls, host: str | None = None, timeout: int = 120) -> Engine:
+        """Connect to `host`, else to what DOCKER_HOST (and DOCKER_TLS_VERIFY/DOCKER_CERT_PATH) selects."""
+        where = host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        try:
+            if host:
+                client = docker.DockerClient(base_url=host, timeout=timeout)
+            else:
+                client = docker.from_env(timeout=timeout)
+        except docker.errors.DockerException as exc:
+            raise EngineUnavailable(f"Cannot reach the Docker daemon at {where}: {exc}", hint=START_HINT) from exc
+        return cls(client)
+
+    @property
+    def base_url(self) -> str:
+        return str(self._api.base_url)
+
+    def close(self) -> None:
+        self._client.close()
+
+    # --- engine facts --------------------------------------------------------
+
+    def info(self) -> EngineInfo:
+        if self._info is None:
+            with translated("read engine info"):
+                info = self._client.info()
+                version = self._client.version()
+            components = {c.get("Name"): c.get("Version", "") for c in version.get("Components") or []}
+            root = info.get("DockerRootDir", "")
+            self._info = EngineInfo(
+                server_version=version.get("Version", ""),
+                api_version=version.get("ApiVersion", ""),
+                experimental=bool(version.get("Experimental") or info.get("ExperimentalBuild")),
+                docker_root_dir=root,
+                cgroup_version=str(info.get("CgroupVersion", "")),
+                kernel_version=info.get("KernelVersion", ""),
+                architecture=info.get("Architecture", ""),
+                operating_system=info.get("OperatingSystem", ""),
+                storage_driver=info.get("Driver", ""),
+                containerd_version=components.get("containerd", ""),
+                runc_version=components.get("runc", ""),
+                local=self._is_local(root),
+            )
+        return self._info
+
+    def _is_local(self, root: str) -> bool:
+        # docker-py names a unix-socket connection http+docker://localhost (ssh is http+docker://ssh).
+        containers = Path(root, "containers")
+        return (
+            self.base_url == "http+docker://localhost"
+            and containers.is_dir()
+            and os.access(containers, os.R_OK | os.W_OK)
+        )
+
+    # --- containers ----------------------------------------------------------
+
+    def inspect(self, ref: str) -> ContainerInfo | None:
+        """The container named or identified by `ref`, or None when there is none."""
+        try:
+            with translated(f"inspect container {ref}"):
+                return ContainerInfo.from_inspect(self._api.inspect_container(ref))
+        except NotFoundError:
+            return None
+
+    def list_containers(self, labels: dict[str, str]) -> list[ContainerInfo]:
+        """All containers (running or not) carrying every label in `labels`."""
+        label_filters = [f"{key}={value}" for key, value in labels.items()]
+        with translated("list containers"):
+            summaries = self._api.containers(all=True, filters={"label": label_filters})
+            return [ContainerInfo.from_inspect(self._api.inspect_container(s["Id"])) for s in summaries]
+
+    def pause(self, container_id: str) -> None:
+        with translated(f"pause {container_id[:12]}"):
+            self._api.pause(container_id)
+
+    def unpause(self, container_id: str) -> None:
+        with translated(f"unpause {container_id[:12]}"):
+            self._api.unpause(container_id)
+
+    def kill(self, container_id: str) -> None:
+        """SIGKILL. On a paused container the signal lands before any thaw, so nothing runs after it."""
+        with translated(f"kill {container_id[:12]}"):
+            self._api.kill(container_id)
+
+    def stop(self, container_id: str, timeout: int = 10) -> None:
+        with translated(f"stop {container_id[:12]}"):
+            self._api.stop(container_id, timeout=timeout)
+
+    def start(self, container_id: str) -> None:
+        with translated(f"start {container_id[:12]}"):
+            self._api.start(container_id)
+
+    def remove(self, container_id: str) -> None:
+        with translated(f"remove {container_id[:12]}"):
+            self._api.remove_container(container_id, force=True)
+
+    def wait_exited(self, container_id: str, timeout: float = 60.0) -> ContainerInfo:
+        """Poll until the container is no longer running or paused."""
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self.inspect(container_id)
+            if info is None:
+                raise NotFoundError(f"container {container_id[:12]} disappeared while waiting for it to exit")
+            if info.exited:
+                return info
+            if time.monotonic() > deadline:
+                raise EngineError(f"container {info.name} did not exit within {timeout:.0f} s")
+            time.sleep(0.1)
+
+    # --- checkpoints (raw endpoints) ----------------------------------------
+
+    def checkpoint_create(self, container_id: str, name: str, *, leave_running: bool) -> None:
+        """POST /containers/{id}/checkpoints. Raises EngineError with the CRIU log's key lines."""
+
+        def call() -> None:
+            response = self._api._post_json(
+                self._api._url("/containers/{0}/checkpoints", container_id),
+                data={"CheckpointID": name, "Exit": not leave_running},
+            )
+            self._api._raise_for_status(response)
+
+        try:
+            with translated(f"checkpoint {container_id[:12]}"):
+                _retry_transient(call)
+        except EngineError as exc:
+            exc.details = criu_log_key_lines(exc.message)
+            raise
+
+    def checkpoint_list(self, container_id: str) -> list[str]:
+        with translated(f"list checkpoints of {container_id[:12]}"):
+            response = self._api._get(self._api._url("/containers/{0}/checkpoints", container_id))
+            return [entry["Name"] for entry in self._api._result(response, json=True) or []]
+
+    def checkpoint_delete(self, container_id: str, name: str) -> None:
+        with translated(f"delete checkpoint {name} of {container_id[:12]}"):
+            response = self._api._delete(self._api._url("/containers/{0}/checkpoints/{1}", container_id, name))
+            self._api._raise_for_status(response)
+
+    def start_from_checkpoint(self, container_id: str, name: str) -> None:
+        """POST /containers/{id}/start?checkpoint=NAME. The container must have exited."""
+
+        def call() -> None:
+            response = self._api._post(
+                self._api._url("/containers/{0}/start", container_id), params={"checkpoint": name}
+            )
+            self._api._raise_for_status(response)
+
+        try:
+            with translated(f"restore {container_id[:12]} from checkpoint {name}"):
+                _retry_transient(call)
+        except EngineError as exc:
+            exc.details = criu_log_key_lines(exc.message)
+            raise
+
+    def _checkpoint_dir(self, container_id: str, name: str = "") -> Path:
+        info = self.info()
+        if not info.local:
+            raise EngineError(
+                f"the engine at {self.base_url} keeps its files on another host",
+                hint="Run compose-ckpt on the Docker host itself; remote engines come with export/import.",
+            )
+        return Path(info.docker_root_dir, "containers", container_id, "checkpoints", name)
+
+    def copy_checkpoint_out(self, container_id: str, name: str, destination: Path) -> int:
+        """Copy a checkpoint's files into `destination` (hard links where possible); return bytes."""
+        return _link_or_copy_tree(self._checkpoint_dir(container_id, name), destination)
+
+    def place_checkpoint(self, container_id: str, name: str, source: Path) -> None:
+        """Put checkpoint files from `source` where `docker start --checkpoint NAME` looks for them."""
+        target = self._checkpoint_dir(container_id, name)
+        if target.exists():
+            shutil.rmtree(target)
+        _link_or_copy_tree(source, target)
+
+    def fingerprint(self, container: ContainerInfo) -> ProcessFingerprint | None:
+        """Memory-layout fingerprint of the container's init process; None when /proc shows none."""
+        if not container.pid or not self.info().local:
+            return None
+        try:
+            stat = Path(f"/proc/{container.pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat[stat.rindex(")") + 2 :].split()  # fields from 3 on; comm may hold spaces
+        values = [int(value) for value in fields[44:49]]  # fields 47..51
+        if len(values) < 5 or not any(values):  # zeros: no permission to read them
+            return None
+        return ProcessFingerprint(*values)
+
+    # --- recreating containers, networks, volumes ----------------------------
+
+    def network_exists(self, name: str) -> bool:
+        try:
+            with translated(f"inspect network {name}"):
+                self._api.inspect_network(name)
+            return True
+        except NotFoundError:
+            return False
+
+    def inspect_network(self, name: str) -> dict[str, Any]:
+        with translated(f"inspect network {name}"):
+            return dict(self._api.inspect_network(name))
+
+    def create_network(self, recorded: dict[str, Any]) -> None:
+        """Create a network like the recorded `docker network inspect` document."""
+        ipam = recorded.get("IPAM") or {}
+        with translated(f"create network {recorded['Name']}"):
+            self._api.create_network(
+                recorded["Name"],
+                driver=recorded.get("Driver"),
+                options=recorded.get("Options") or None,
+                labels=recorded.get("Labels") or None,
+                internal=bool(recorded.get("Internal")),
+                attachable=bool(recorded.get("Attachable")),
+                enable_ipv6=bool(recorded.get("EnableIPv6")),
+                ipam=docker.types.IPAMConfig(driver=ipam.get("Driver") or "default", options=ipam.get("Options")),
+            )
+
+    def inspect_volume(self, name: str) -> dict[str, Any]:
+        with translated(f"inspect volume {name}"):
+            return dict(self._api.inspect_volume(name))
+
+    def volume_exists(self, name: str) -> bool:
+        try:
+            self.inspect_volume(name)
+            return True
+        except NotFoundError:
+            return False
+
+    def create_volume(self, recorded: dict[str, Any]) -> None:
+        with translated(f"create volume {recorded['Name']}"):
+            self._api.create_volume(
+                recorded["Name"],
+                driver=recorded.get("Driver"),
+                driver_opts=recorded.get("Options") or None,
+                labels=recorded.get("Labels") or None,
+            )
+
+    def create_container(self, recorded: dict[str, Any]) -> ContainerInfo:
+        """Create (not start) a container from a recorded `docker inspect` document, same name and config."""
+        networks: dict[str, Any] = (recorded.get("NetworkSettings") or {}).get("Networks") or {}
+        endpoints = {
+            network: {key: endpoint.get(key) for key in ("Aliases", "IPAMConfig", "Links", "DriverOpts")}
+            for network, endpoint in networks.items()
+        }
+        body = dict(recorded["Config"])
+        body["HostConfig"] = recorded["HostConfig"]
+        body["NetworkingConfig"] = {"EndpointsConfig": endpoints}
+        name = recorded["Name"].lstrip("/")
+        with translated(f"create container {name}"):
+            created = self._api.create_container_from_config(body, name=name)
+            return ContainerInfo.from_inspect(self._api.inspect_container(created["Id"]))
+
+
+def criu_log_key_lines(message: str, limit: int = 8) -> list[str]:
+    """The `Error (...)` lines of the CRIU log that a daemon error message names, when readable here."""
+    match = _CRIU_LOG.search(message)
+    if not match:
+        return []
+    try:
+        lines = Path(match.group(1)).read_text(errors="replace").splitlines()
+    except OSError:
+        return [f"CRIU log: {match.group(1)} (not readable from here)"]
+    errors = [line.strip() for line in lines if "Error (" in line]
+    return [f"CRIU log: {match.group(1)}", *errors[-limit:]]
+
+
+def _link_or_copy_tree(source: Path, destination: Path) -> int:
+    """Hard-link every file of `source` into `destination`, copying across filesystems; return bytes.
+
+    CRIU image files are written once and never changed, so sharing them by
+    hard link is safe and makes a snapshot of a large container nearly free.
+    """
+    total = 0
+    for folder, _, files in os.walk(source):
+        target_folder = destination / Path(folder).relative_to(source)
+        target_folder.mkdir(parents=True, exist_ok=True)
+        for file_name in files:
+            src, dst = Path(folder, file_name), target_folder / file_name
+            try:
+                os.link(src, dst)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                    raise
+                shutil.copy2(src, dst)
+            total += dst.stat().st_size
+    if total == 0 and not destination.exists():
+        raise NotFoundError(f"no checkpoint files at {source}")
+    return total

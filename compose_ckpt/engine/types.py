@@ -1,0 +1,94 @@
+"""Values the engine adapter hands to the domain: plain dataclasses, no Docker objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What the domain needs to know about one container, read from `docker inspect`."""
+
+    id: str
+    name: str
+    image: str  # the image reference the container was created from
+    image_id: str
+    status: str  # created | running | paused | restarting | exited | dead
+    pid: int  # host pid of the container's init process, 0 when not running
+    exit_code: int
+    labels: dict[str, str]
+    started_at: str
+    attrs: dict[str, Any] = field(repr=False, compare=False)  # the raw inspect document
+
+    @property
+    def running(self) -> bool:
+        """Running and not paused."""
+        return self.status == "running"
+
+    @property
+    def paused(self) -> bool:
+        return self.status == "paused"
+
+    @property
+    def exited(self) -> bool:
+        return self.status in ("created", "exited", "dead")
+
+    @classmethod
+    def from_inspect(cls, attrs: dict[str, Any]) -> ContainerInfo:
+        state = attrs.get("State") or {}
+        config = attrs.get("Config") or {}
+        return cls(
+            id=attrs["Id"],
+            name=attrs.get("Name", "").lstrip("/"),
+            image=config.get("Image", ""),
+            image_id=attrs.get("Image", ""),
+            status=state.get("Status", "unknown"),
+            pid=int(state.get("Pid") or 0),
+            exit_code=int(state.get("ExitCode") or 0),
+            labels=dict(config.get("Labels") or {}),
+            started_at=state.get("StartedAt", ""),
+            attrs=attrs,
+        )
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """Versions and settings of the Docker engine, from `docker info` and `docker version`."""
+
+    server_version: str
+    api_version: str
+    experimental: bool
+    docker_root_dir: str
+    cgroup_version: str
+    kernel_version: str
+    architecture: str
+    operating_system: str
+    storage_driver: str
+    containerd_version: str
+    runc_version: str
+    local: bool  # the daemon runs on this host and its files are readable here
+
+
+@dataclass(frozen=True)
+class ProcessFingerprint:
+    """Memory-layout addresses of a container's init process (/proc/PID/stat fields 47-51).
+
+    The kernel randomises them at every fresh start (ASLR); CRIU restores them
+    exactly. Equal fingerprints before the checkpoint and after the restore show
+    that the container was really restored and not silently started fresh.
+    """
+
+    start_brk: int
+    arg_start: int
+    arg_end: int
+    env_start: int
+    env_end: int
+
+    def as_text(self) -> str:
+        return f"{self.start_brk}:{self.arg_start}:{self.arg_end}:{self.env_start}:{self.env_end}"
+
+    @classmethod
+    def from_text(cls, text: str) -> ProcessFingerprint:
+        start_brk, arg_start, arg_end, env_start, env_end = (int(part) for part in text.split(":"))
+        return cls(start_brk, arg_start, arg_end, env_start, env_end)

@@ -1,0 +1,66 @@
+"""Fixtures for tests against the real Docker engine with CRIU.
+
+Everything a test creates carries the label `compose-ckpt.test=<unique id>` or a
+unique compose project name, and is removed in teardown. Without an engine the
+tests skip, except under CI=true, where a missing engine is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from compose_ckpt.engine import Engine
+from compose_ckpt.errors import CkptError
+
+TEST_LABEL = "compose-ckpt.test"
+BUSYBOX = "local/busybox:latest"
+DEBIAN = "local/debian:bookworm"
+
+
+def engine_missing(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"the Docker engine is required under CI: {reason}")
+    pytest.skip(f"no Docker engine with CRIU: {reason} (run `make engine`)")
+
+
+@pytest.fixture(scope="session")
+def engine() -> Iterator[Engine]:
+    try:
+        connected = Engine.connect()
+        info = connected.info()
+    except CkptError as exc:
+        engine_missing(str(exc))
+        raise
+    if not info.experimental:
+        engine_missing("the daemon does not run with experimental features")
+    yield connected
+    connected.close()
+
+
+@pytest.fixture
+def test_id() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def labelled(test_id: str, engine: Engine) -> Iterator[dict[str, str]]:
+    """Labels to put on what a test creates; everything carrying them is removed afterwards."""
+    labels = {TEST_LABEL: test_id}
+    yield labels
+    for container in engine.list_containers(labels):
+        engine.remove(container.id)
+
+
+@pytest.fixture
+def project_name(test_id: str) -> str:
+    return f"ckpttest{test_id}"
+
+
+def run_docker(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], cwd=cwd, check=check, capture_output=True, text=True)

@@ -1,0 +1,40 @@
+"""`compose-ckpt doctor` against the real engine, and against one that is not there."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from compose_ckpt.engine import Engine
+
+pytestmark = pytest.mark.engine
+
+
+def doctor(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "compose_ckpt", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_doctor_json_passes_on_the_provisioned_engine(engine: Engine) -> None:
+    done = doctor("doctor", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    checks = {check["name"]: check for check in report["checks"]}
+    assert report["ok"] is True
+    assert checks["experimental"]["status"] == "ok"
+    assert checks["criu"]["status"] == "ok" and "criu 4." in checks["criu"]["detail"]
+    assert checks["criu-check"]["detail"] == "Looks good."
+    assert {check["status"] for check in report["checks"]} <= {"ok", "warn", "fail"}
+
+
+def test_doctor_fails_clearly_when_the_daemon_is_unreachable(tmp_path) -> None:
+    done = doctor("-H", f"unix://{tmp_path}/missing.sock", "doctor", "--json")
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    assert report["ok"] is False
+    daemon = report["checks"][0]
+    assert daemon["name"] == "daemon" and daemon["status"] == "fail"
+    assert "Cannot reach the Docker daemon" in daemon["detail"]
+    assert "make engine" in daemon["remedy"]

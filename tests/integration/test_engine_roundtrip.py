@@ -1,0 +1,73 @@
+"""The engine adapter's raw checkpoint calls, proven against the real engine."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+import time
+
+import pytest
+
+from compose_ckpt.engine import Engine
+from tests.integration.conftest import BUSYBOX, run_docker
+
+pytestmark = pytest.mark.engine
+
+# A counter held only in a shell variable; the file just lets the test read it.
+COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done"
+
+
+def read_counter(container: str) -> int:
+    return int(run_docker("exec", container, "cat", "/tmp/count").stdout)
+
+
+def test_checkpoint_and_restore_continue_the_counter(engine: Engine, labelled: dict[str, str], test_id: str) -> None:
+    name = f"ckpt-roundtrip-{test_id}"
+    label_args = [arg for key, value in labelled.items() for arg in ("--label", f"{key}={value}")]
+    run_docker("run", "-d", "--name", name, *label_args, BUSYBOX, "sh", "-c", COUNTER)
+    time.sleep(1.5)
+    container = engine.inspect(name)
+    assert container is not None and container.running
+    before = engine.fingerprint(container)
+
+    engine.checkpoint_create(container.id, "c1", leave_running=False)
+    at_checkpoint = read_counter_from_file_after_exit(engine, container.id)
+    assert "c1" in engine.checkpoint_list(container.id)
+
+    engine.start_from_checkpoint(container.id, "c1")
+    restored = engine.inspect(container.id)
+    assert restored is not None and restored.running
+    first = read_counter(name)
+    time.sleep(0.5)
+    later = read_counter(name)
+    # A fresh start would count from 1 again; a restore goes on from the checkpoint.
+    assert first >= at_checkpoint > 5
+    assert later > first
+    assert before is not None and engine.fingerprint(restored) == before
+
+    engine.checkpoint_delete(container.id, "c1")
+    assert engine.checkpoint_list(container.id) == []
+
+
+def read_counter_from_file_after_exit(engine: Engine, container_id: str) -> int:
+    """Wait until the checkpointed container has exited (a restore before that fails), then read its count."""
+    assert engine.wait_exited(container_id, timeout=30).exited
+    raw = subprocess.run(["docker", "cp", f"{container_id}:/tmp/count", "-"], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(raw)) as archive:
+        member = archive.extractfile("count")
+        assert member is not None
+        return int(member.read())
+
+
+def test_fingerprint_changes_on_a_fresh_start(engine: Engine, labelled: dict[str, str], test_id: str) -> None:
+    name = f"ckpt-fresh-{test_id}"
+    label_args = [arg for key, value in labelled.items() for arg in ("--label", f"{key}={value}")]
+    run_docker("run", "-d", "--name", name, *label_args, BUSYBOX, "sleep", "300")
+    first = engine.inspect(name)
+    assert first is not None
+    before = engine.fingerprint(first)
+    run_docker("restart", "-t", "0", name)
+    second = engine.inspect(name)
+    assert second is not None and before is not None
+    assert engine.fingerprint(second) != before

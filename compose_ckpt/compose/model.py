@@ -1,0 +1,63 @@
+"""The compose project as compose-ckpt sees it: plain, frozen values.
+
+Only what checkpointing needs is kept (names, images, ordering, scale); every
+other compose key is read past. The loader in ``loader.py`` builds these.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
+
+
+@dataclass(frozen=True)
+class ServiceDependency:
+    service: str
+    condition: str = "service_started"
+    # required=False: compose starts the service even if this dependency is missing.
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    name: str
+    image: str | None
+    container_name: str | None
+    depends_on: tuple[ServiceDependency, ...]
+    profiles: tuple[str, ...]
+    labels: Mapping[str, str]
+    replicas: int  # deploy.replicas, else scale, else 1
+    has_build: bool
+
+
+@dataclass(frozen=True)
+class ComposeProject:
+    name: str
+    working_dir: Path
+    config_files: tuple[Path, ...]  # absolute, in merge order
+    services: Mapping[str, ServiceConfig]  # active services only, in file order
+    disabled_services: tuple[str, ...]  # excluded by profiles
+    # The bytes the project was loaded from, so the hash matches what was parsed
+    # even if the files change on disk afterwards.
+    file_contents: tuple[bytes, ...] = field(default=(), repr=False)
+
+    def config_hash(self) -> str:
+        """sha256 hex digest of the config files' bytes, concatenated in merge order."""
+        return hashlib.sha256(b"".join(self.file_contents)).hexdigest()
+
+
+@dataclass(frozen=True)
+class ProjectOptions:
+    """The compose CLI's global flags, plus the environment and cwd they apply to."""
+
+    files: tuple[str, ...] = ()  # -f
+    project_name: str | None = None  # -p
+    project_directory: str | None = None  # --project-directory
+    profiles: tuple[str, ...] = ()  # --profile
+    env_files: tuple[str, ...] = ()  # --env-file, replaces the default .env
+    environ: Mapping[str, str] | None = None  # None: os.environ
+    cwd: Path | None = None  # None: Path.cwd()

@@ -7,6 +7,7 @@ once, in `run`, and turned into a message and an exit code.
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,7 +17,7 @@ import typer
 from compose_ckpt import __version__
 from rich.markup import escape
 
-from compose_ckpt.cli.output import console, err_console, print_error, print_json, print_table
+from compose_ckpt.cli.output import console, err_console, human_size, print_error, print_json, print_table
 from compose_ckpt.errors import CkptError, ExitCode
 
 app = typer.Typer(
@@ -96,6 +97,211 @@ def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
         console.print(f"checkpoint/restore {verdict} work with this engine")
     if not report.can_checkpoint:
         raise typer.Exit(ExitCode.FAILURE)
+
+
+def _store() -> Any:
+    from compose_ckpt.domain.store import SnapshotStore, default_home
+
+    return SnapshotStore(default_home())
+
+
+def _compose_project(options: GlobalOptions) -> Any:
+    from compose_ckpt.compose import ProjectOptions, load_project
+
+    return load_project(ProjectOptions(
+        files=options.files, project_name=options.project_name, project_directory=options.project_directory,
+        profiles=options.profiles, env_files=options.env_files,
+    ))
+
+
+def _project_name(options: GlobalOptions) -> str:
+    """-p when given (no compose files needed, e.g. after an import), else from the compose files."""
+    if options.project_name:
+        from compose_ckpt.domain.manifest import validate_name
+
+        return validate_name(options.project_name, "project name")
+    return str(_compose_project(options).name)
+
+
+def _progress(enabled: bool) -> Any:
+    """Phase lines on stderr while long work runs, when stderr is a terminal."""
+    started = time.monotonic()
+
+    def show(container: str, phase: str) -> None:
+        if enabled:
+            err_console.print(f"[dim]{time.monotonic() - started:6.2f}s[/] {escape(container)}: {phase}", highlight=False)
+
+    return show
+
+
+def _summary(manifest: Any) -> dict[str, Any]:
+    return {
+        "name": manifest.name, "project": manifest.project, "created": manifest.created,
+        "status": manifest.status.value, "stopped": manifest.stopped, "services": manifest.services,
+        "size": manifest.size,
+    }
+
+
+def _details(manifest: Any) -> dict[str, Any]:
+    return {
+        **_summary(manifest),
+        "compose_files": manifest.compose_files, "compose_hash": manifest.compose_hash,
+        "freeze_seconds": manifest.freeze_seconds, "total_seconds": manifest.total_seconds,
+        "engine": manifest.engine, "error": manifest.error,
+        "containers": [
+            {"service": r.service, "container": r.container_name, "container_id": r.container_id,
+             "image": r.image, "image_id": r.image_id, "size": r.size, "dump_seconds": r.dump_seconds}
+            for r in manifest.containers
+        ],
+    }
+
+
+Services = Annotated[list[str] | None, typer.Argument(help="Services to include (default: all active services).", show_default=False)]
+Parallel = Annotated[int, typer.Option("--parallel", min=1, max=64, help="Containers worked on at once.")]
+
+
+@app.command()
+def snapshot(
+    ctx: typer.Context,
+    services: Services = None,
+    name: Annotated[str | None, typer.Option("--name", help="Snapshot name (default: the UTC time, sortable).")] = None,
+    stop: Annotated[bool, typer.Option("--stop", help="Leave the stack stopped (for a reboot or a migration).")] = False,
+    parallel: Parallel = 4,
+    as_json: JsonOption = False,
+) -> None:
+    """Checkpoint the stack as one consistent snapshot: freeze all, dump all, then resume (or stop)."""
+    from compose_ckpt.domain.project import Project
+    from compose_ckpt.domain.snapshot import SnapshotRequest, take_snapshot
+
+    options: GlobalOptions = ctx.obj
+    project = Project(_compose_project(options), options.connect())
+    request = SnapshotRequest(services=tuple(services or ()), name=name, stop=stop, parallel=parallel)
+    manifest = take_snapshot(project, _store(), request, _progress(sys.stderr.isatty()))
+    if as_json:
+        print_json(_details(manifest))
+        return
+    state = "stopped" if manifest.stopped else "running"
+    console.print(
+        f"snapshot [bold]{manifest.name}[/] of {manifest.project}: {len(manifest.containers)} containers, "
+        f"{human_size(manifest.size)}, frozen {manifest.freeze_seconds:.2f}s; the stack is {state}",
+        highlight=False,
+    )
+
+
+@app.command()
+def restore(
+    ctx: typer.Context,
+    snapshot_name: Annotated[str | None, typer.Argument(metavar="[SNAPSHOT]", help="Snapshot (default: the latest complete one).")] = None,
+    services: Services = None,
+    force: Annotated[bool, typer.Option("--force", help="Stop running containers and restore over their state.")] = False,
+    parallel: Parallel = 4,
+    as_json: JsonOption = False,
+) -> None:
+    """Bring the stack back from a snapshot, dependencies first, recreating missing containers."""
+    from compose_ckpt.domain.restore import RestoreRequest, restore_snapshot
+
+    options: GlobalOptions = ctx.obj
+    request = RestoreRequest(snapshot=snapshot_name, services=tuple(services or ()), force=force, parallel=parallel)
+    result = restore_snapshot(options.connect(), _store(), _project_name(options), request, _progress(sys.stderr.isatty()))
+    if as_json:
+        print_json({"snapshot": result.snapshot.name, "project": result.snapshot.project,
+                    "containers": [vars(c) for c in result.containers]})
+        return
+    print_table(["SERVICE", "CONTAINER", "RECREATED", "VERIFIED BY"],
+                [(c.service, c.container, "yes" if c.recreated else "no", c.verified) for c in result.containers])
+    console.print(f"restored {len(result.containers)} containers from snapshot {result.snapshot.name}", highlight=False)
+
+
+@app.command()
+def ps(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Show the project as resolved: services, their containers and whether a snapshot would take them."""
+    from compose_ckpt.domain.project import Project
+
+    options: GlobalOptions = ctx.obj
+    project = Project(_compose_project(options), options.connect())
+    rows = [
+        {"service": entry.service, "container": c.name, "state": c.status, "snapshot": c.running}
+        for entry in project.resolve(project.select([]))
+        for c in entry.containers or ()
+    ]
+    missing = [name for name in project.select([]) if not any(row["service"] == name for row in rows)]
+    rows += [{"service": name, "container": None, "state": "missing", "snapshot": False} for name in missing]
+    if as_json:
+        print_json({"project": project.name, "containers": rows})
+        return
+    console.print(f"project {project.name}", highlight=False)
+    print_table(["SERVICE", "CONTAINER", "STATE", "SNAPSHOT"],
+                [(r["service"], r["container"] or "-", r["state"], "yes" if r["snapshot"] else "no") for r in rows])
+
+
+@app.command("ls")
+def list_snapshots(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """List this project's snapshots, oldest first."""
+    store = _store()
+    project = _project_name(ctx.obj)
+    manifests = store.list(project)
+    if as_json:
+        print_json([_summary(m) for m in manifests])
+        return
+    print_table(["NAME", "CREATED", "STATUS", "SERVICES", "SIZE"],
+                [(m.name, m.created, m.status.value, ",".join(m.services), human_size(m.size)) for m in manifests])
+
+
+@app.command()
+def inspect(ctx: typer.Context, snapshot_name: Annotated[str, typer.Argument(metavar="SNAPSHOT")], as_json: JsonOption = False) -> None:
+    """Show one snapshot: per container its image, checkpoint size and dump time."""
+    manifest = _store().load(_project_name(ctx.obj), snapshot_name)
+    document = _details(manifest)
+    if as_json:
+        print_json(document)
+        return
+    console.print(
+        f"snapshot {manifest.name} of {manifest.project}, {manifest.status.value}, created {manifest.created}, "
+        f"frozen {manifest.freeze_seconds:.2f}s, total {manifest.total_seconds:.2f}s, "
+        f"{'stopped' if manifest.stopped else 'left running'}", highlight=False,
+    )
+    if manifest.error:
+        console.print(f"error: {escape(manifest.error)}", highlight=False)
+    print_table(["SERVICE", "CONTAINER", "IMAGE", "SIZE", "DUMP"],
+                [(c["service"], c["container"], c["image"], human_size(c["size"]), f"{c['dump_seconds']:.2f}s")
+                 for c in document["containers"]])
+
+
+@app.command()
+def rm(ctx: typer.Context, snapshot_names: Annotated[list[str], typer.Argument(metavar="SNAPSHOT...")]) -> None:
+    """Remove snapshots and their checkpoint files."""
+    store = _store()
+    project = _project_name(ctx.obj)
+    with store.locked(project):
+        for name in snapshot_names:
+            store.remove(project, name)
+            console.print(f"removed {name}", highlight=False)
+
+
+@app.command()
+def prune(
+    ctx: typer.Context,
+    keep: Annotated[int, typer.Option("--keep", min=0, help="Complete snapshots to keep, newest first.")],
+    older_than: Annotated[str | None, typer.Option("--older-than", metavar="DURATION", help="Only remove snapshots older than this (e.g. 7d, 12h).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Remove all but the newest complete snapshots, and every failed or incomplete one."""
+    from datetime import datetime, timezone
+
+    from compose_ckpt.domain.retention import parse_duration, to_prune
+
+    store = _store()
+    project = _project_name(ctx.obj)
+    age = parse_duration(older_than) if older_than else None
+    with store.locked(project):
+        doomed = to_prune(store.list(project), keep, age, datetime.now(timezone.utc))
+        for manifest in doomed:
+            store.remove(project, manifest.name)
+    if as_json:
+        print_json({"removed": [m.name for m in doomed]})
+        return
+    console.print(f"removed {len(doomed)} snapshots" + (f": {', '.join(m.name for m in doomed)}" if doomed else ""),
+                  highlight=False)
 
 
 def run(argv: list[str] | None = None, prog_name: str = "compose-ckpt") -> int:

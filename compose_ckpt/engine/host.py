@@ -55,15 +55,21 @@ def daemon_path(pid: int | None) -> str:
     return os.environ.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 
 
+def criu_version(search_path: str) -> str | None:
+    criu = shutil.which("criu", path=search_path)
+    if criu is None:
+        return None
+    match = re.search(r"Version:\s*([0-9.]+)", _run([criu, "--version"]))
+    return match.group(1) if match else None
+
+
 def probe_criu(search_path: str) -> CriuProbe:
     criu = shutil.which("criu", path=search_path)
     if criu is None:
         return CriuProbe(None, None, "criu not found", False)
-    version = _run([criu, "--version"])
-    match = re.search(r"Version:\s*([0-9.]+)", version)
     check = _run([criu, "check"]).strip().splitlines()
     last = check[-1] if check else "no output"
-    return CriuProbe(criu, match.group(1) if match else None, last, last == "Looks good.")
+    return CriuProbe(criu, criu_version(search_path), last, last == "Looks good.")
 
 
 def has_capability(pid: int | None, capability: int) -> bool:

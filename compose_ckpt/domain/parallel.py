@@ -1,0 +1,32 @@
+"""Run one call per item on a bounded thread pool, keeping results and failures apart."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+@dataclass
+class Outcome(Generic[K, V]):
+    results: dict[K, V] = field(default_factory=dict)
+    failures: dict[K, Exception] = field(default_factory=dict)
+
+
+def run_parallel(items: Sequence[K], call: Callable[[K], V], workers: int) -> Outcome[K, V]:
+    """Call `call(item)` for every item, at most `workers` at a time; wait for all of them."""
+    outcome: Outcome[K, V] = Outcome()
+    if not items:
+        return outcome
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items)))) as pool:
+        futures = {item: pool.submit(call, item) for item in items}
+        for item, future in futures.items():
+            try:
+                outcome.results[item] = future.result()
+            except Exception as exc:  # noqa: BLE001 - collected and reported by the caller
+                outcome.failures[item] = exc
+    return outcome

@@ -1,0 +1,167 @@
+"""Bringing a stack back from a snapshot, dependencies first, and proving it really was restored."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus
+from compose_ckpt.domain.ordering import dependency_levels
+from compose_ckpt.domain.parallel import run_parallel
+from compose_ckpt.domain.snapshot import DEFAULT_PARALLEL, ProgressCallback
+from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.engine import ContainerInfo, Engine, ProcessFingerprint
+from compose_ckpt.errors import CkptError, ConflictError, RestoreFailed, UsageError
+
+# A container that dies right after its restore shows it within this time.
+SETTLE_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    snapshot: str | None = None  # None: the latest complete snapshot
+    services: tuple[str, ...] = ()
+    force: bool = False
+    parallel: int = DEFAULT_PARALLEL
+
+
+@dataclass(frozen=True)
+class RestoredContainer:
+    service: str
+    container: str
+    recreated: bool
+    verified: str  # "memory layout" when the fingerprint matched, else "running" (fingerprint unreadable)
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    snapshot: Manifest
+    containers: list[RestoredContainer]
+
+
+def restore_snapshot(engine: Engine, store: SnapshotStore, project: str, request: RestoreRequest,
+                     progress: ProgressCallback = lambda name, phase: None) -> RestoreResult:
+    with store.locked(project):
+        manifest = store.load(project, request.snapshot) if request.snapshot else store.latest_complete(project)
+        if manifest.status is not SnapshotStatus.COMPLETE:
+            raise ConflictError(f"snapshot {manifest.name} is {manifest.status.value} and cannot be restored",
+                                hint="`compose-ckpt ls` shows which snapshots are complete.")
+        return _Restore(engine, store, manifest, request, progress).execute()
+
+
+class _Restore:
+    def __init__(self, engine: Engine, store: SnapshotStore, manifest: Manifest, request: RestoreRequest,
+                 progress: ProgressCallback) -> None:
+        self.engine = engine
+        self.store = store
+        self.manifest = manifest
+        self.request = request
+        self.progress = progress
+        self.services = self._select(request.services)
+        self.records = [r for r in manifest.containers if r.service in self.services]
+        self.targets: dict[str, ContainerInfo] = {}  # container name -> the container to restore into
+        self.recreated: set[str] = set()
+
+    def _select(self, requested: Sequence[str]) -> list[str]:
+        unknown = [name for name in requested if name not in self.manifest.services]
+        if unknown:
+            raise UsageError(f"snapshot {self.manifest.name} holds no service {', '.join(unknown)} "
+                             f"(it holds: {', '.join(self.manifest.services)})")
+        return list(dict.fromkeys(requested)) or list(self.manifest.services)
+
+    def execute(self) -> RestoreResult:
+        self._prepare_containers()
+        restored: list[RestoredContainer] = []
+        for level in dependency_levels(self.manifest.dependencies, self.services):
+            names = [r.container_name for r in self.records if r.service in level]
+            outcome = run_parallel(names, self._restore_one, self.request.parallel)
+            restored.extend(outcome.results[name] for name in names if name in outcome.results)
+            if outcome.failures:
+                raise self._failure(outcome.failures, restored)
+        return RestoreResult(self.manifest, restored)
+
+    def _prepare_containers(self) -> None:
+        """Find each container; refuse running ones unless forced; recreate missing ones."""
+        in_the_way: list[ContainerInfo] = []
+        for record in self.records:
+            current = self.engine.inspect(record.container_name)
+            if current is None:
+                continue
+            if current.image_id != record.image_id:
+                raise ConflictError(
+                    f"container {current.name} now runs image {current.image_id[:19]}, "
+                    f"the snapshot was taken from {record.image_id[:19]}",
+                    hint=f"Remove it (`docker rm -f {current.name}`) and restore will recreate it as it was.",
+                )
+            if not current.exited:
+                in_the_way.append(current)
+            self.targets[record.container_name] = current
+        if in_the_way and not self.request.force:
+            names = ", ".join(f"{c.name} ({c.status})" for c in in_the_way)
+            raise ConflictError(f"these containers are running: {names}",
+                                hint="Stop them first, or pass --force to stop them and restore over their state.")
+        for container in in_the_way:
+            self.progress(container.name, "stopping")
+            self.engine.stop(container.id)
+        missing = [r for r in self.records if r.container_name not in self.targets]
+        if missing:
+            self._recreate_networks_and_volumes()
+        for record in missing:
+            self.progress(record.container_name, "recreating")
+            self.targets[record.container_name] = self.engine.create_container(record.inspect)
+            self.recreated.add(record.container_name)
+
+    def _recreate_networks_and_volumes(self) -> None:
+        for network in self.manifest.networks:
+            if not self.engine.network_exists(network["Name"]):
+                self.engine.create_network(network)
+        for volume in self.manifest.volumes:
+            if not self.engine.volume_exists(volume["Name"]):
+                self.engine.create_volume(volume)
+
+    def _restore_one(self, container_name: str) -> RestoredContainer:
+        record = next(r for r in self.records if r.container_name == container_name)
+        target = self.targets[record.container_name]
+        self.progress(record.container_name, "restoring")
+        source = self.store.checkpoint_dir(self.manifest.project, self.manifest.name, record.container_name)
+        self.engine.place_checkpoint(target.id, record.checkpoint, source)
+        try:
+            self.engine.start_from_checkpoint(target.id, record.checkpoint)
+        finally:
+            self.engine.checkpoint_delete(target.id, record.checkpoint)
+        verified = self._verify(record, target)
+        self.progress(record.container_name, "restored")
+        return RestoredContainer(record.service, record.container_name, record.container_name in self.recreated, verified)
+
+    def _verify(self, record: ContainerRecord, target: ContainerInfo) -> str:
+        """Fail loudly when the container is not running, or was started fresh instead of restored."""
+        time.sleep(SETTLE_SECONDS)
+        now = self.engine.inspect(target.id)
+        if now is None or not now.running:
+            state = now.status if now else "gone"
+            raise RestoreFailed(f"{record.container_name} is {state} right after its restore"
+                                + (f" (exit code {now.exit_code})" if now else ""),
+                                hint=f"See `docker logs {record.container_name}`.")
+        if record.fingerprint is None:
+            return "running"
+        fingerprint = self.engine.fingerprint(now)
+        if fingerprint is None:
+            return "running"
+        if fingerprint != ProcessFingerprint.from_text(record.fingerprint):
+            raise RestoreFailed(f"{record.container_name} was started fresh, not restored: its memory layout "
+                                "differs from the checkpoint's", hint="Its in-memory state is lost; restore again with --force.")
+        return "memory layout"
+
+    def _failure(self, failures: dict[str, Exception], restored: list[RestoredContainer]) -> RestoreFailed:
+        details = []
+        for container_name, exc in failures.items():
+            details.append(f"{container_name}: {exc}")
+            details.extend(f"  {line}" for line in getattr(exc, "details", []))
+        done = ", ".join(r.container for r in restored) or "none"
+        hint = next((exc.hint for exc in failures.values() if isinstance(exc, CkptError) and exc.hint), None)
+        return RestoreFailed(
+            f"restore of {', '.join(failures)} failed "
+            f"(restored before the failure: {done}); services that depend on them were not started",
+            details=details, hint=hint,
+        )

@@ -1,0 +1,246 @@
+"""Taking a consistent snapshot of a stack, and putting the stack back when that fails.
+
+Consistency: every selected container is paused (cgroup freezer) before the
+first dump and stays frozen until the last one is done, so no service can see
+another move on in between. Dumps run with leave-running while frozen; with
+`stop` the frozen containers are then killed, which lands before they could
+run again (and, unlike a checkpoint with exit, keeps `restart: always` from
+starting them fresh).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from compose_ckpt.const import CHECKPOINT_PREFIX, LABEL_CONTAINER_NUMBER
+from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso, validate_name
+from compose_ckpt.domain.parallel import run_parallel
+from compose_ckpt.domain.project import Project
+from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.engine import ContainerInfo, Engine, host
+from compose_ckpt.errors import CkptError, SnapshotFailed, UsageError
+
+# Called with (container name, phase) as work progresses: pausing, dumping, ...
+ProgressCallback = Callable[[str, str], None]
+
+DEFAULT_PARALLEL = 4
+
+
+@dataclass(frozen=True)
+class SnapshotRequest:
+    services: tuple[str, ...] = ()
+    name: str | None = None
+    stop: bool = False
+    parallel: int = DEFAULT_PARALLEL
+
+
+def default_snapshot_name() -> str:
+    """Sortable by time, to the millisecond."""
+    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")[:-3]
+
+
+def take_snapshot(project: Project, store: SnapshotStore, request: SnapshotRequest,
+                  progress: ProgressCallback = lambda name, phase: None) -> Manifest:
+    if request.parallel < 1:
+        raise UsageError("--parallel must be at least 1")
+    name = validate_name(request.name or default_snapshot_name())
+    services = project.select(request.services)
+    with store.locked(project.name):
+        if store.exists(project.name, name):
+            raise UsageError(f"snapshot {name!r} of project {project.name} already exists",
+                             hint="Choose another --name, or remove the old one with `compose-ckpt rm`.")
+        resolved = project.running_containers(services)
+        run = _SnapshotRun(project, store, name, [(e.service, c) for e in resolved for c in e.containers],
+                           request, progress)
+        return run.execute(services)
+
+
+class _SnapshotRun:
+    """One snapshot attempt: holds what has been done so that a failure can undo exactly that."""
+
+    def __init__(self, project: Project, store: SnapshotStore, name: str,
+                 members: list[tuple[str, ContainerInfo]], request: SnapshotRequest,
+                 progress: ProgressCallback) -> None:
+        self.project = project
+        self.engine: Engine = project.engine
+        self.store = store
+        self.request = request
+        self.progress = progress
+        self.members = {container.id: (service, container) for service, container in members}
+        self.checkpoint = f"{CHECKPOINT_PREFIX}{name}"
+        self.paused: set[str] = set()
+        self.dumped: set[str] = set()
+        self.killed: set[str] = set()
+        self.manifest = Manifest(
+            name=name, project=project.name, created=now_iso(), status=SnapshotStatus.INCOMPLETE,
+            stopped=request.stop, compose_files=[str(p) for p in project.compose.config_files],
+            compose_hash=project.compose.config_hash(), services=[],
+            dependencies=project.dependencies(),
+        )
+
+    def execute(self, services: list[str]) -> Manifest:
+        started = time.monotonic()
+        self.manifest.services = services
+        self.manifest.engine = self._engine_facts()
+        self.manifest.networks, self.manifest.volumes = self._record_networks_and_volumes()
+        self.manifest.containers = [self._record(service, c) for service, c in self.members.values()]
+        self.store.write(self.manifest)  # `incomplete` until the end: a killed run is never restorable
+        try:
+            self.manifest.freeze_seconds = self._freeze_dump_release()
+            self._move_checkpoints_to_store()
+        except BaseException as exc:
+            self._roll_back()
+            self.manifest.status = SnapshotStatus.FAILED
+            self.manifest.error = str(exc)
+            shutil.rmtree(self.store.snapshot_dir(self.project.name, self.manifest.name) / "checkpoints",
+                          ignore_errors=True)
+            self.store.write(self.manifest)
+            raise
+        self.manifest.total_seconds = round(time.monotonic() - started, 3)
+        self.manifest.status = SnapshotStatus.COMPLETE
+        self.store.write(self.manifest)
+        return self.manifest
+
+    def _engine_facts(self) -> dict[str, str]:
+        info = self.engine.info()
+        facts = {"docker": info.server_version, "api": info.api_version, "kernel": info.kernel_version,
+                 "architecture": info.architecture, "containerd": info.containerd_version, "runc": info.runc_version}
+        if info.local:
+            facts["criu"] = host.criu_version(host.daemon_path(host.daemon_pid())) or ""
+        return facts
+
+    def _record(self, service: str, container: ContainerInfo) -> ContainerRecord:
+        fingerprint = self.engine.fingerprint(container)
+        return ContainerRecord(
+            service=service, container_id=container.id, container_name=container.name,
+            number=int(container.labels.get(LABEL_CONTAINER_NUMBER, "1") or 1),
+            image=container.image, image_id=container.image_id, checkpoint=self.checkpoint,
+            fingerprint=fingerprint.as_text() if fingerprint else None, inspect=container.attrs,
+        )
+
+    def _record_networks_and_volumes(self) -> tuple[list[dict], list[dict]]:
+        """What a restore needs to recreate around a removed container."""
+        networks: set[str] = set()
+        volumes: set[str] = set()
+        for _, container in self.members.values():
+            settings = container.attrs.get("NetworkSettings") or {}
+            networks.update(n for n in (settings.get("Networks") or {}) if n not in ("bridge", "host", "none"))
+            volumes.update(m["Name"] for m in container.attrs.get("Mounts") or [] if m.get("Type") == "volume")
+        return ([self.engine.inspect_network(n) for n in sorted(networks)],
+                [self.engine.inspect_volume(v) for v in sorted(volumes)])
+
+    # --- the frozen window -------------------------------------------------------
+
+    def _freeze_dump_release(self) -> float:
+        ids = list(self.members)
+        frozen_at = time.monotonic()
+        self._each(ids, "pausing", self._pause)
+        self._each(ids, "dumping", self._dump)
+        if self.request.stop:
+            self._each(ids, "stopping", self._kill)
+        else:
+            self._each(ids, "resuming", self._unpause)
+        frozen = round(time.monotonic() - frozen_at, 3)
+        if self.request.stop:
+            self._each(ids, "waiting for exit", lambda cid: self.engine.wait_exited(cid, timeout=60))
+        return frozen
+
+    def _pause(self, container_id: str) -> None:
+        self.engine.pause(container_id)
+        self.paused.add(container_id)
+
+    def _dump(self, container_id: str) -> None:
+        began = time.monotonic()
+        self.engine.checkpoint_create(container_id, self.checkpoint, leave_running=True)
+        self.dumped.add(container_id)
+        self._record_for(container_id).dump_seconds = round(time.monotonic() - began, 3)
+
+    def _kill(self, container_id: str) -> None:
+        self.engine.kill(container_id)
+        self.killed.add(container_id)
+        self.paused.discard(container_id)
+
+    def _unpause(self, container_id: str) -> None:
+        self.engine.unpause(container_id)
+        self.paused.discard(container_id)
+
+    def _each(self, ids: list[str], phase: str, call: Callable[[str], object]) -> None:
+        """Run `call` on every container in parallel; one failure fails the phase, naming all that failed."""
+
+        def step(container_id: str) -> object:
+            self.progress(self.members[container_id][1].name, phase)
+            return call(container_id)
+
+        outcome = run_parallel(ids, step, self.request.parallel)
+        if outcome.failures:
+            raise _phase_failure(phase, {self.members[cid][1].name: exc for cid, exc in outcome.failures.items()})
+
+    # --- after the window ------------------------------------------------------
+
+    def _move_checkpoints_to_store(self) -> None:
+        """Copy each checkpoint into the store (hard links where possible), then drop Docker's copy."""
+
+        def move(container_id: str) -> None:
+            record = self._record_for(container_id)
+            self.progress(record.container_name, "saving")
+            target = self.store.checkpoint_dir(self.project.name, self.manifest.name, record.container_name)
+            record.size = self.engine.copy_checkpoint_out(container_id, self.checkpoint, target)
+
+        self._each(list(self.members), "saving", move)
+        for container_id in list(self.dumped):
+            self.engine.checkpoint_delete(container_id, self.checkpoint)
+            self.dumped.discard(container_id)
+
+    def _record_for(self, container_id: str) -> ContainerRecord:
+        return next(r for r in self.manifest.containers if r.container_id == container_id)
+
+    def _roll_back(self) -> None:
+        """Leave every container as it was before: running, with its state. Best effort, all of it."""
+        for container_id in list(self.killed):
+            self._quietly(lambda cid=container_id: self._resume_killed(cid))
+        for container_id in list(self.paused):
+            self._quietly(lambda cid=container_id: self.engine.unpause(cid))
+        for container_id in list(self.dumped):
+            self._quietly(lambda cid=container_id: self.engine.checkpoint_delete(cid, self.checkpoint))
+
+    def _resume_killed(self, container_id: str) -> None:
+        """A container killed after its dump: bring it back from that very checkpoint."""
+        self.engine.wait_exited(container_id, timeout=60)
+        self.engine.start_from_checkpoint(container_id, self.checkpoint)
+
+    @staticmethod
+    def _quietly(action: Callable[[], object]) -> None:
+        try:
+            action()
+        except CkptError:
+            pass  # rollback goes on with the others; the original failure is what gets reported
+
+
+def _phase_failure(phase: str, failures: dict[str, Exception]) -> SnapshotFailed:
+    details: list[str] = []
+    for container, exc in sorted(failures.items()):
+        details.append(f"{container}: {exc}")
+        details.extend(f"  {line}" for line in getattr(exc, "details", []))
+    text = " ".join(details)
+    failed = ", ".join(sorted(failures))
+    return SnapshotFailed(
+        f"snapshot failed while {phase} {failed}; every service was left running as before",
+        details=details, hint=remedy_for(text),
+    )
+
+
+def remedy_for(text: str) -> str | None:
+    """A remedy for the common reasons CRIU refuses a dump, read from its error lines."""
+    if "Connected TCP socket" in text or "tcp-established" in text:
+        return ("A service has an established TCP connection. Add a line `tcp-established` to "
+                "/etc/criu/runc.conf on the Docker host (peers must tolerate the pause), or close it first.")
+    if "rlimit" in text or "Operation not permitted" in text:
+        return ("CRIU lacks a capability to dump a process running under another uid (CAP_SYS_RESOURCE). "
+                "Run dockerd with full root capabilities, or run the service as root; `compose-ckpt doctor` checks this.")
+    if "unsupported" in text.lower() or "Can't dump" in text:
+        return "A process holds a file or socket CRIU cannot dump; the CRIU log lines above name it."
+    return None

@@ -1,0 +1,78 @@
+"""A compose stack for integration tests: unique project, helpers to read its state, removed afterwards."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.integration.conftest import run_docker
+
+COUNTER = "i=0; while true; do i=$$((i+1)); echo $$i > /tmp/count; sleep 0.1; done"
+
+# kv, counter (2 replicas) and web with a named volume and a tmpfs; state only in memory.
+THREE_SERVICES = f"""
+services:
+  kv:
+    image: local/debian:bookworm
+    command: ["redis-server", "--save", "", "--appendonly", "no", "--protected-mode", "no"]
+  counter:
+    image: local/busybox:latest
+    command: ["sh", "-c", "{COUNTER}"]
+    depends_on: [kv]
+    deploy:
+      replicas: 2
+  web:
+    image: local/busybox:latest
+    command: ["sh", "-c", "httpd -p 8080 -h /srv; {COUNTER}"]
+    depends_on:
+      counter:
+        condition: service_started
+    volumes: [site:/srv]
+    tmpfs: [/scratch]
+volumes:
+  site:
+"""
+
+
+@dataclass
+class Stack:
+    folder: Path
+    project: str
+
+    def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run_docker("compose", "-p", self.project, *args, cwd=self.folder, check=check)
+
+    def ckpt(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run the real CLI in the stack's folder, as a user would."""
+        return subprocess.run([sys.executable, "-m", "compose_ckpt", "-p", self.project, *args],
+                              cwd=self.folder, capture_output=True, text=True, timeout=300)
+
+    def ckpt_ok(self, *args: str) -> subprocess.CompletedProcess[str]:
+        done = self.ckpt(*args)
+        assert done.returncode == 0, f"compose-ckpt {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        return done
+
+    def containers(self, service: str) -> list[str]:
+        return sorted(self.compose("ps", "-a", "-q", service).stdout.split())
+
+    def states(self) -> dict[str, str]:
+        lines = self.compose("ps", "-a", "--format", "{{.Name}} {{.State}}").stdout.splitlines()
+        return dict(line.split(" ", 1) for line in lines)
+
+    def count(self, container: str) -> int:
+        return int(run_docker("exec", container, "cat", "/tmp/count").stdout)
+
+    def counts(self) -> dict[str, int]:
+        return {c: self.count(c) for service in ("counter", "web") for c in self.containers(service)}
+
+    def redis(self, *args: str) -> str:
+        return run_docker("exec", self.containers("kv")[0], "redis-cli", *args).stdout.strip()
+
+    def snapshots(self) -> list[dict]:
+        return json.loads(self.ckpt_ok("ls", "--json").stdout)
+
+    def down(self) -> None:
+        self.compose("down", "--volumes", "--remove-orphans", "-t", "0", check=False)

@@ -1,0 +1,72 @@
+"""A snapshot that fails on one service leaves the whole stack as it was, and is never listed complete."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from compose_ckpt.engine.host import runc_tcp_established
+from tests.integration.conftest import run_docker
+from tests.integration.stack import COUNTER, Stack
+
+pytestmark = pytest.mark.engine
+
+# `talker` holds an established TCP connection to itself: without tcp-established CRIU refuses it.
+WITH_A_CONNECTION = f"""
+services:
+  one:
+    image: local/busybox:latest
+    command: ["sh", "-c", "{COUNTER}"]
+  two:
+    image: local/busybox:latest
+    command: ["sh", "-c", "{COUNTER}"]
+  talker:
+    image: local/busybox:latest
+    command: ["sh", "-c", "nc -l -p 9000 -e cat & sleep 0.5; tail -f /dev/null | nc 127.0.0.1 9000 & {COUNTER}"]
+"""
+
+
+@pytest.fixture
+def stack(engine, tmp_path: Path, project_name: str) -> Iterator[Stack]:
+    if runc_tcp_established():
+        pytest.fail("/etc/criu/runc.conf allows tcp-established; this test needs it off")
+    (tmp_path / "compose.yaml").write_text(WITH_A_CONNECTION)
+    stack = Stack(tmp_path, project_name)
+    stack.compose("up", "-d")
+    time.sleep(1.5)
+    yield stack
+    stack.down()
+
+
+@pytest.mark.parametrize("mode", [[], ["--stop"]], ids=["leave-running", "stop"])
+def test_failed_dump_rolls_every_service_back(stack: Stack, mode: list[str]) -> None:
+    containers = {service: stack.containers(service)[0] for service in ("one", "two", "talker")}
+    before = {service: stack.count(c) for service, c in containers.items()}
+
+    failed = stack.ckpt("snapshot", "--name", "doomed", *mode)
+
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "talker" in failed.stderr and "left running" in failed.stderr
+    assert "Connected TCP socket" in failed.stderr  # the key line of CRIU's log
+    assert "tcp-established" in failed.stderr  # the remedy
+    assert "Traceback" not in failed.stderr
+    assert set(stack.states().values()) == {"running"}
+    time.sleep(0.5)
+    for service, container in containers.items():
+        assert stack.count(container) > before[service], f"{service} did not continue from its state"
+        assert run_docker("checkpoint", "ls", container).stdout.strip() in ("", "CHECKPOINT NAME")
+
+    listed = stack.snapshots()
+    assert [(s["name"], s["status"]) for s in listed] == [("doomed", "failed")]
+    refused = stack.ckpt("restore", "doomed")
+    assert refused.returncode != 0 and "failed" in refused.stderr
+    no_complete = stack.ckpt("restore")
+    assert no_complete.returncode == 4 and "no complete snapshot" in no_complete.stderr
+
+
+def test_snapshot_of_healthy_services_alone_succeeds(stack: Stack) -> None:
+    stack.ckpt_ok("snapshot", "one", "two", "--name", "healthy")
+    assert [(s["name"], s["status"], s["services"]) for s in stack.snapshots()] == [("healthy", "complete", ["one", "two"])]

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: engine engine-status engine-stop install test unit plugin
+.PHONY: engine engine-status engine-stop install test unit plugin demo bench
 
 engine:  ## install and start Docker 26 + CRIU 4.2, build the local test images
 	scripts/engine up
@@ -31,3 +31,9 @@ plugin: install  ## make `docker ckpt ...` work for this user
 	mkdir -p $(HOME)/.docker/cli-plugins
 	ln -sf $(CURDIR)/$(BIN)/docker-ckpt $(HOME)/.docker/cli-plugins/docker-ckpt
 	docker ckpt --help >/dev/null && echo "docker ckpt is ready"
+
+demo: engine install  ## the main job on examples/counter: snapshot, "reboot", restore, state goes on
+	scripts/demo
+
+bench: engine install  ## benchmarks against the plain docker checkpoint loop; see bench/README.md
+	$(BIN)/python bench/run.py

@@ -12,6 +12,7 @@ LABEL_CONFIG_FILES = "com.docker.compose.project.config_files"
 
 # Environment variables read by compose-ckpt itself.
 ENV_HOME = "COMPOSE_CKPT_HOME"  # where the snapshot store lives
+ENV_LOCK_TIMEOUT = "COMPOSE_CKPT_LOCK_TIMEOUT"  # seconds to wait for another command on the same project
 
 # Names of checkpoints we create inside Docker start with this, so they are recognisable.
 CHECKPOINT_PREFIX = "ckpt-"

@@ -156,7 +156,7 @@ def _details(manifest: Any) -> dict[str, Any]:
     }
 
 
-Services = Annotated[list[str] | None, typer.Argument(help="Services to include (default: all active services).", show_default=False)]
+Services = Annotated[list[str] | None, typer.Argument(metavar="SERVICE", help="Services to include (default: all active services).", show_default=False)]
 Parallel = Annotated[int, typer.Option("--parallel", min=1, max=64, help="Containers worked on at once.")]
 
 
@@ -191,7 +191,7 @@ def snapshot(
 @app.command()
 def restore(
     ctx: typer.Context,
-    snapshot_name: Annotated[str | None, typer.Argument(metavar="[SNAPSHOT]", help="Snapshot (default: the latest complete one).")] = None,
+    snapshot: Annotated[str | None, typer.Argument(metavar="SNAPSHOT", help="Snapshot (default: the latest complete one).", show_default=False)] = None,
     services: Services = None,
     force: Annotated[bool, typer.Option("--force", help="Stop running containers and restore over their state.")] = False,
     parallel: Parallel = 4,
@@ -201,7 +201,7 @@ def restore(
     from compose_ckpt.domain.restore import RestoreRequest, restore_snapshot
 
     options: GlobalOptions = ctx.obj
-    request = RestoreRequest(snapshot=snapshot_name, services=tuple(services or ()), force=force, parallel=parallel)
+    request = RestoreRequest(snapshot=snapshot, services=tuple(services or ()), force=force, parallel=parallel)
     result = restore_snapshot(options.connect(), _store(), _project_name(options), request, _progress(sys.stderr.isatty()))
     if as_json:
         print_json({"snapshot": result.snapshot.name, "project": result.snapshot.project,
@@ -248,9 +248,9 @@ def list_snapshots(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
 
 @app.command()
-def inspect(ctx: typer.Context, snapshot_name: Annotated[str, typer.Argument(metavar="SNAPSHOT")], as_json: JsonOption = False) -> None:
+def inspect(ctx: typer.Context, snapshot: Annotated[str, typer.Argument(metavar="SNAPSHOT", help="Snapshot name.")], as_json: JsonOption = False) -> None:
     """Show one snapshot: per container its image, checkpoint size and dump time."""
-    manifest = _store().load(_project_name(ctx.obj), snapshot_name)
+    manifest = _store().load(_project_name(ctx.obj), snapshot)
     document = _details(manifest)
     if as_json:
         print_json(document)
@@ -268,12 +268,12 @@ def inspect(ctx: typer.Context, snapshot_name: Annotated[str, typer.Argument(met
 
 
 @app.command()
-def rm(ctx: typer.Context, snapshot_names: Annotated[list[str], typer.Argument(metavar="SNAPSHOT...")]) -> None:
+def rm(ctx: typer.Context, snapshots: Annotated[list[str], typer.Argument(metavar="SNAPSHOT", help="Snapshot names.")]) -> None:
     """Remove snapshots and their checkpoint files."""
     store = _store()
     project = _project_name(ctx.obj)
     with store.locked(project):
-        for name in snapshot_names:
+        for name in snapshots:
             store.remove(project, name)
             console.print(f"removed {name}", highlight=False)
 

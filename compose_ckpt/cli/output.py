@@ -13,8 +13,8 @@ from rich.table import Table
 
 from compose_ckpt.errors import CkptError
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def print_json(document: Any) -> None:

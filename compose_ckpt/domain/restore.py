@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus
 from compose_ckpt.domain.ordering import dependency_levels
 from compose_ckpt.domain.parallel import run_parallel
+from compose_ckpt.domain.recovery import recover_interrupted
 from compose_ckpt.domain.snapshot import DEFAULT_PARALLEL, ProgressCallback
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo, Engine, ProcessFingerprint
@@ -43,6 +44,7 @@ class RestoreResult:
 def restore_snapshot(engine: Engine, store: SnapshotStore, project: str, request: RestoreRequest,
                      progress: ProgressCallback = lambda name, phase: None) -> RestoreResult:
     with store.locked(project):
+        recover_interrupted(engine, store, project)
         manifest = store.load(project, request.snapshot) if request.snapshot else store.latest_complete(project)
         if manifest.status is not SnapshotStatus.COMPLETE:
             raise ConflictError(f"snapshot {manifest.name} is {manifest.status.value} and cannot be restored",

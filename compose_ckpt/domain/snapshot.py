@@ -20,6 +20,7 @@ from compose_ckpt.const import CHECKPOINT_PREFIX, LABEL_CONTAINER_NUMBER
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso, validate_name
 from compose_ckpt.domain.parallel import run_parallel
 from compose_ckpt.domain.project import Project
+from compose_ckpt.domain.recovery import recover_interrupted
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo, Engine, host
 from compose_ckpt.errors import CkptError, SnapshotFailed, UsageError
@@ -50,6 +51,7 @@ def take_snapshot(project: Project, store: SnapshotStore, request: SnapshotReque
     name = validate_name(request.name or default_snapshot_name())
     services = project.select(request.services)
     with store.locked(project.name):
+        recover_interrupted(project.engine, store, project.name)
         if store.exists(project.name, name):
             raise UsageError(f"snapshot {name!r} of project {project.name} already exists",
                              hint="Choose another --name, or remove the old one with `compose-ckpt rm`.")

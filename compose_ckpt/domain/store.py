@@ -21,11 +21,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from compose_ckpt.const import ENV_HOME
+from compose_ckpt.const import ENV_HOME, ENV_LOCK_TIMEOUT
 from compose_ckpt.domain.manifest import Manifest, ManifestError, SnapshotStatus, validate_name
-from compose_ckpt.errors import ConflictError, NotFoundError
+from compose_ckpt.errors import ConflictError, NotFoundError, UsageError
 
 DEFAULT_HOME = Path("/var/lib/compose-ckpt")
+DEFAULT_LOCK_TIMEOUT = 30.0
 MANIFEST = "manifest.json"
 
 
@@ -47,8 +48,9 @@ class SnapshotStore:
         return self.snapshot_dir(project, name) / "checkpoints" / validate_name(container_name, "container name")
 
     @contextmanager
-    def locked(self, project: str, wait_seconds: float = 30.0) -> Iterator[None]:
-        """Hold the project's lock; wait up to `wait_seconds` for another holder, then refuse."""
+    def locked(self, project: str) -> Iterator[None]:
+        """Hold the project's lock; wait for another holder up to $COMPOSE_CKPT_LOCK_TIMEOUT s, then refuse."""
+        wait_seconds = _lock_timeout()
         folder = self.project_dir(project)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.home.chmod(0o700)
@@ -62,7 +64,8 @@ class SnapshotStore:
                     if time.monotonic() > deadline:
                         raise ConflictError(
                             f"another compose-ckpt command is working on project {project}",
-                            hint="Wait for it to finish (a snapshot or restore of the same project), then retry.",
+                            hint=f"It held the lock for {wait_seconds:g} s; retry when it is done "
+                            f"(or wait longer with {ENV_LOCK_TIMEOUT}).",
                         ) from None
                     time.sleep(0.2)
             try:
@@ -127,3 +130,11 @@ class SnapshotStore:
         doomed = folder.with_name(f".removing-{name}")
         os.replace(folder, doomed)
         shutil.rmtree(doomed)
+
+
+def _lock_timeout() -> float:
+    text = os.environ.get(ENV_LOCK_TIMEOUT)
+    try:
+        return float(text) if text else DEFAULT_LOCK_TIMEOUT
+    except ValueError:
+        raise UsageError(f"{ENV_LOCK_TIMEOUT} must be a number of seconds, not {text!r}") from None

@@ -65,8 +65,11 @@ class Stack:
     def count(self, container: str) -> int:
         return int(run_docker("exec", container, "cat", "/tmp/count").stdout)
 
+    def counts_of(self, *services: str) -> dict[str, int]:
+        return {c: self.count(c) for service in services for c in self.containers(service)}
+
     def counts(self) -> dict[str, int]:
-        return {c: self.count(c) for service in ("counter", "web") for c in self.containers(service)}
+        return self.counts_of("counter", "web")
 
     def redis(self, *args: str) -> str:
         return run_docker("exec", self.containers("kv")[0], "redis-cli", *args).stdout.strip()

@@ -193,7 +193,7 @@ def restore(
     ctx: typer.Context,
     snapshot: Annotated[str | None, typer.Argument(metavar="SNAPSHOT", help="Snapshot (default: the latest complete one).", show_default=False)] = None,
     services: Services = None,
-    force: Annotated[bool, typer.Option("--force", help="Stop running containers and restore over their state.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Kill running containers and restore over their state.")] = False,
     parallel: Parallel = 4,
     as_json: JsonOption = False,
 ) -> None:

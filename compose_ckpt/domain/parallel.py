@@ -16,6 +16,11 @@ class Outcome(Generic[K, V]):
     results: dict[K, V] = field(default_factory=dict)
     failures: dict[K, Exception] = field(default_factory=dict)
 
+    def raise_first(self) -> None:
+        """For callers with nothing to undo: re-raise the first failure, if any."""
+        for exc in self.failures.values():
+            raise exc
+
 
 def run_parallel(items: Sequence[K], call: Callable[[K], V], workers: int) -> Outcome[K, V]:
     """Call `call(item)` for every item, at most `workers` at a time; wait for all of them."""

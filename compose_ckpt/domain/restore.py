@@ -102,10 +102,9 @@ class _Restore:
         if in_the_way and not self.request.force:
             names = ", ".join(f"{c.name} ({c.status})" for c in in_the_way)
             raise ConflictError(f"these containers are running: {names}",
-                                hint="Stop them first, or pass --force to stop them and restore over their state.")
-        for container in in_the_way:
-            self.progress(container.name, "stopping")
-            self.engine.stop(container.id)
+                                hint="Stop them first, or pass --force to kill them and restore over their state.")
+        names = {c.id: c.name for c in in_the_way}
+        run_parallel(list(names), lambda cid: self._discard_running(cid, names[cid]), self.request.parallel).raise_first()
         missing = [r for r in self.records if r.container_name not in self.targets]
         if missing:
             self._recreate_networks_and_volumes()
@@ -113,6 +112,12 @@ class _Restore:
             self.progress(record.container_name, "recreating")
             self.targets[record.container_name] = self.engine.create_container(record.inspect)
             self.recreated.add(record.container_name)
+
+    def _discard_running(self, container_id: str, name: str) -> None:
+        """--force: kill rather than stop, so no shutdown hook writes state newer than the snapshot."""
+        self.progress(name, "stopping")
+        self.engine.kill(container_id)
+        self.engine.wait_exited(container_id, timeout=60)
 
     def _recreate_networks_and_volumes(self) -> None:
         for network in self.manifest.networks:

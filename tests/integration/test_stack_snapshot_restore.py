@@ -60,16 +60,17 @@ def test_snapshot_leaves_the_stack_running_and_restore_force_goes_back(stack: St
     assert set(stack.states().values()) == {"running"}
     at_snapshot = stack.counts()
     stack.redis("set", "visits", "1000")
-    time.sleep(2)
+    time.sleep(4)
     refused = stack.ckpt("restore", "live")
     assert refused.returncode == 6 and "running" in refused.stderr and "--force" in refused.stderr
+    live = stack.counts()  # about 40 counts past the snapshot by now
 
     stack.ckpt_ok("restore", "live", "--force")
-    assert stack.redis("get", "visits") == "42"  # the value at the snapshot, not the later one
     after = stack.counts()
+    assert stack.redis("get", "visits") == "42"  # the value at the snapshot, not the later one
     for container, value in at_snapshot.items():
-        # Back near the snapshot's count: far below where the live counter had got to (+20 in 2 s).
-        assert value - 15 <= after[container] < value + 15
+        # Back to the snapshot's count and going on from there, well below where the live counter was.
+        assert value <= after[container] < live[container], (value, after[container], live[container])
 
 
 def test_restore_recreates_removed_containers_and_network(stack: Stack) -> None:

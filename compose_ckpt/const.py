@@ -10,6 +10,9 @@ LABEL_ONEOFF = "com.docker.compose.oneoff"
 LABEL_WORKING_DIR = "com.docker.compose.project.working_dir"
 LABEL_CONFIG_FILES = "com.docker.compose.project.config_files"
 
+# Our own label: on the short-lived helper containers that move checkpoint files through the API.
+LABEL_HELPER = "compose-ckpt.helper-for"
+
 # Environment variables read by compose-ckpt itself.
 ENV_HOME = "COMPOSE_CKPT_HOME"  # where the snapshot store lives
 ENV_LOCK_TIMEOUT = "COMPOSE_CKPT_LOCK_TIMEOUT"  # seconds to wait for another command on the same project

@@ -21,6 +21,7 @@ class ExitCode(IntEnum):
     NOT_FOUND = 4  # no such snapshot, service or container
     ENGINE = 5  # the Docker engine is unreachable or refused a call
     CONFLICT = 6  # another operation holds the project, or a container is in the way
+    ARCHIVE = 7  # the archive is damaged, tampered with or unsafe
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -75,6 +76,12 @@ class EngineError(CkptError):
 
 class ConflictError(CkptError):
     exit_code = ExitCode.CONFLICT
+
+
+class ArchiveError(CkptError):
+    """A snapshot archive is damaged, tampered with or unsafe to unpack."""
+
+    exit_code = ExitCode.ARCHIVE
 
 
 class SnapshotFailed(CkptError):

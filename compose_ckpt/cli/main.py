@@ -304,6 +304,39 @@ def prune(
                   highlight=False)
 
 
+@app.command()
+def migrate(
+    ctx: typer.Context,
+    to: Annotated[str, typer.Option("--to", metavar="HOST", help="Target engine: a Docker host URL (unix://, tcp://, ssh://) or a context name.")],
+    snapshot: Annotated[str | None, typer.Argument(metavar="SNAPSHOT", help="Snapshot to move (default: take one now, with --stop).", show_default=False)] = None,
+    keep_source: Annotated[bool, typer.Option("--keep-source", help="Keep the source containers, stopped, instead of removing them.")] = False,
+    parallel: Parallel = 4,
+    as_json: JsonOption = False,
+) -> None:
+    """Move the stack to another Docker engine; the source is removed only once the target runs restored."""
+    from compose_ckpt.domain.migrate import MigrateRequest
+    from compose_ckpt.domain.migrate import migrate as migrate_stack
+    from compose_ckpt.domain.project import Project
+    from compose_ckpt.engine import Engine
+
+    options: GlobalOptions = ctx.obj
+    project = Project(_compose_project(options), options.connect())
+    target = Engine.connect(to)
+    request = MigrateRequest(snapshot=snapshot, keep_source=keep_source, parallel=parallel)
+    result = migrate_stack(project, target, _store(), request, _progress(sys.stderr.isatty()))
+    if as_json:
+        print_json({"snapshot": result.snapshot.name, "project": result.snapshot.project, "target": target.base_url,
+                    "seconds": result.seconds, "warnings": result.warnings, "source_removed": result.source_removed,
+                    "containers": [vars(c) for c in result.restored]})
+        return
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    print_table(["SERVICE", "CONTAINER", "VERIFIED BY"], [(c.service, c.container, c.verified) for c in result.restored])
+    timing = ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in result.seconds.items())
+    source = "removed from" if result.source_removed else "kept stopped on"
+    console.print(f"migrated {result.snapshot.project} to {to} ({timing}); {source} the source", highlight=False)
+
+
 def run(argv: list[str] | None = None, prog_name: str = "compose-ckpt") -> int:
     """Run the CLI and return its exit code; the one place where errors become messages."""
     args = sys.argv[1:] if argv is None else argv

@@ -96,7 +96,7 @@ def _host_checks(info: EngineInfo) -> list[Check]:
     if criu.path is None:
         checks.append(Check("criu", Status.FAIL, "no criu on the daemon's PATH",
                             "Install CRIU >= 4.2 (in this repository: `make engine`)."))
-    elif _version_tuple(criu.version) < CRIU_RECOMMENDED:
+    elif version_tuple(criu.version) < CRIU_RECOMMENDED:
         checks.append(Check("criu", Status.WARN, f"criu {criu.version} at {criu.path}",
                             "CRIU before 4.2 fails on recent kernels (vDSO bounds, SO_PASSCRED); use 4.2 or newer."))
     else:
@@ -144,10 +144,10 @@ def _existing_parent(path: Path) -> Path:
 
 
 def _major(version: str) -> int:
-    return _version_tuple(version)[0]
+    return version_tuple(version)[0]
 
 
-def _version_tuple(version: str | None) -> tuple[int, ...]:
+def version_tuple(version: str | None) -> tuple[int, ...]:
     parts = []
     for part in (version or "0").split("+")[0].split("."):
         digits = "".join(ch for ch in part if ch.isdigit())

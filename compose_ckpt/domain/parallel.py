@@ -7,6 +7,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+# Called with (container name, phase) as work progresses: pausing, dumping, ...
+ProgressCallback = Callable[[str, str], None]
+
+DEFAULT_PARALLEL = 4
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 

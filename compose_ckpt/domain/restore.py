@@ -6,11 +6,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from compose_ckpt.domain.containers import recreate_containers
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus
 from compose_ckpt.domain.ordering import dependency_levels
-from compose_ckpt.domain.parallel import run_parallel
 from compose_ckpt.domain.recovery import recover_interrupted
-from compose_ckpt.domain.snapshot import DEFAULT_PARALLEL, ProgressCallback
+from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback, run_parallel
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo, Engine, ProcessFingerprint
 from compose_ckpt.errors import CkptError, ConflictError, RestoreFailed, UsageError
@@ -106,26 +106,15 @@ class _Restore:
         names = {c.id: c.name for c in in_the_way}
         run_parallel(list(names), lambda cid: self._discard_running(cid, names[cid]), self.request.parallel).raise_first()
         missing = [r for r in self.records if r.container_name not in self.targets]
-        if missing:
-            self._recreate_networks_and_volumes()
-        for record in missing:
-            self.progress(record.container_name, "recreating")
-            self.targets[record.container_name] = self.engine.create_container(record.inspect)
-            self.recreated.add(record.container_name)
+        created = recreate_containers(self.engine, self.manifest, missing, self.progress)
+        self.targets.update(created)
+        self.recreated.update(created)
 
     def _discard_running(self, container_id: str, name: str) -> None:
         """--force: kill rather than stop, so no shutdown hook writes state newer than the snapshot."""
         self.progress(name, "stopping")
         self.engine.kill(container_id)
         self.engine.wait_exited(container_id, timeout=60)
-
-    def _recreate_networks_and_volumes(self) -> None:
-        for network in self.manifest.networks:
-            if not self.engine.network_exists(network["Name"]):
-                self.engine.create_network(network)
-        for volume in self.manifest.volumes:
-            if not self.engine.volume_exists(volume["Name"]):
-                self.engine.create_volume(volume)
 
     def _restore_one(self, container_name: str) -> RestoredContainer:
         record = next(r for r in self.records if r.container_name == container_name)

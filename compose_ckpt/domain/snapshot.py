@@ -18,17 +18,12 @@ from datetime import datetime, timezone
 
 from compose_ckpt.const import CHECKPOINT_PREFIX, LABEL_CONTAINER_NUMBER
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso, validate_name
-from compose_ckpt.domain.parallel import run_parallel
+from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback, run_parallel
 from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.recovery import recover_interrupted
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo, Engine, host
 from compose_ckpt.errors import CkptError, SnapshotFailed, UsageError
-
-# Called with (container name, phase) as work progresses: pausing, dumping, ...
-ProgressCallback = Callable[[str, str], None]
-
-DEFAULT_PARALLEL = 4
 
 
 @dataclass(frozen=True)

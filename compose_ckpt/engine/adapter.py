@@ -9,19 +9,24 @@ translated into `compose_ckpt.errors` here and nowhere else.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
 import shutil
+import tarfile
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import docker
+import docker.context
 import docker.errors
 import requests.exceptions
 
+from compose_ckpt.const import LABEL_HELPER
 from compose_ckpt.engine.types import ContainerInfo, EngineInfo, ProcessFingerprint
 from compose_ckpt.errors import EngineError, EngineUnavailable, NotFoundError
 
@@ -37,6 +42,7 @@ START_HINT = (
 _TRANSIENT = re.compile(r"content sha256:[0-9a-f]+.*already exists")
 _CRIU_LOG = re.compile(r"(/\S+/criu-(?:dump|restore)\.log)")
 RETRY_DELAYS = (0.2, 0.4, 0.8, 1.6, 3.2)
+HELPER_MOUNT = "/checkpoints"
 
 
 @contextmanager
@@ -78,11 +84,14 @@ class Engine:
 
     @classmethod
     def connect(cls, host: str | None = None, timeout: int = 120) -> Engine:
-        """Connect to `host`, else to what DOCKER_HOST (and DOCKER_TLS_VERIFY/DOCKER_CERT_PATH) selects."""
+        """Connect to `host` (a URL such as unix://, tcp://, ssh://, or a Docker context name),
+        else to what DOCKER_HOST (and DOCKER_TLS_VERIFY/DOCKER_CERT_PATH) selects."""
         where = host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         try:
-            if host:
-                client = docker.DockerClient(base_url=host, timeout=timeout)
+            if host and "://" not in host:
+                client = _client_for_context(host, timeout)
+            elif host:
+                client = docker.DockerClient(base_url=host, timeout=timeout, use_ssh_client=host.startswith("ssh://"))
             else:
                 client = docker.from_env(timeout=timeout)
         except docker.errors.DockerException as exc:
@@ -231,24 +240,52 @@ class Engine:
             raise
 
     def _checkpoint_dir(self, container_id: str, name: str = "") -> Path:
-        info = self.info()
-        if not info.local:
-            raise EngineError(
-                f"the engine at {self.base_url} keeps its files on another host",
-                hint="Run compose-ckpt on the Docker host itself; remote engines come with export/import.",
-            )
-        return Path(info.docker_root_dir, "containers", container_id, "checkpoints", name)
+        return Path(self.info().docker_root_dir, "containers", container_id, "checkpoints", name)
 
     def copy_checkpoint_out(self, container_id: str, name: str, destination: Path) -> int:
-        """Copy a checkpoint's files into `destination` (hard links where possible); return bytes."""
-        return _link_or_copy_tree(self._checkpoint_dir(container_id, name), destination)
+        """Copy a checkpoint's files into `destination`; return their size in bytes.
+
+        On this host: hard links where possible. Remote engines: through a helper container (see
+        `_checkpoints_helper`), as a tar stream over the API."""
+        if self.info().local:
+            return _link_or_copy_tree(self._checkpoint_dir(container_id, name), destination)
+        with self._checkpoints_helper(container_id) as helper, translated(f"read checkpoint {name}"):
+            stream, _ = self._api.get_archive(helper, f"{HELPER_MOUNT}/{name}")
+            return _extract_tree(stream, name, destination)
 
     def place_checkpoint(self, container_id: str, name: str, source: Path) -> None:
         """Put checkpoint files from `source` where `docker start --checkpoint NAME` looks for them."""
-        target = self._checkpoint_dir(container_id, name)
-        if target.exists():
-            shutil.rmtree(target)
-        _link_or_copy_tree(source, target)
+        if self.info().local:
+            target = self._checkpoint_dir(container_id, name)
+            if target.exists():
+                shutil.rmtree(target)
+            _link_or_copy_tree(source, target)
+            return
+        with self._checkpoints_helper(container_id) as helper, translated(f"upload checkpoint {name}"):
+            if not self._api.put_archive(helper, HELPER_MOUNT, _tar_stream(source, name)):
+                raise EngineError(f"the engine refused the upload of checkpoint {name}")
+
+    @contextmanager
+    def _checkpoints_helper(self, container_id: str) -> Iterator[str]:
+        """A created, never started container that bind-mounts `container_id`'s checkpoints folder.
+
+        `docker start --checkpoint-dir` is refused by current Docker, and the
+        engine's files may be on another host: the archive endpoints of such a
+        helper reach that folder through the Docker API alone."""
+        target = self.inspect(container_id)
+        if target is None:
+            raise NotFoundError(f"container {container_id[:12]} is gone")
+        binds = {str(self._checkpoint_dir(container_id)): {"bind": HELPER_MOUNT, "mode": "rw"}}
+        with translated("create checkpoint helper container"):
+            helper = self._api.create_container(
+                target.image_id, command=["true"], entrypoint=[], network_disabled=True,
+                labels={LABEL_HELPER: container_id}, host_config=self._api.create_host_config(binds=binds),
+            )["Id"]
+        try:
+            yield helper
+        finally:
+            with translated("remove checkpoint helper container"):
+                self._api.remove_container(helper, force=True)
 
     def fingerprint(self, container: ContainerInfo) -> ProcessFingerprint | None:
         """Memory-layout fingerprint of the container's init process; None when /proc shows none."""
@@ -263,6 +300,27 @@ class Engine:
         if len(values) < 5 or not any(values):  # zeros: no permission to read them
             return None
         return ProcessFingerprint(*values)
+
+    # --- images -------------------------------------------------------------
+
+    def image_id(self, reference: str) -> str | None:
+        """The id of the image `reference` names on this engine, or None."""
+        try:
+            with translated(f"inspect image {reference}"):
+                return str(self._api.inspect_image(reference)["Id"])
+        except NotFoundError:
+            return None
+
+    def save_image(self, reference: str) -> Iterator[bytes]:
+        """`docker save` of one image (with its tag), streamed."""
+        with translated(f"save image {reference}"):
+            yield from self._api.get_image(reference, chunk_size=1024**2)
+
+    def load_image(self, chunks: Iterable[bytes]) -> None:
+        """`docker load` from a stream."""
+        with translated("load image"):
+            for _ in self._api.load_image(chunks):
+                pass
 
     # --- recreating containers, networks, volumes ----------------------------
 
@@ -327,6 +385,83 @@ class Engine:
         with translated(f"create container {name}"):
             created = self._api.create_container_from_config(body, name=name)
             return ContainerInfo.from_inspect(self._api.inspect_container(created["Id"]))
+
+
+def _client_for_context(name: str, timeout: int) -> docker.DockerClient:
+    """A client for a Docker context (`docker context ls`), as the docker CLI would connect."""
+    context = docker.context.ContextAPI.get_context(name)
+    if context is None:
+        raise docker.errors.DockerException(f"no Docker context named {name!r}")
+    host = context.Host or "unix:///var/run/docker.sock"
+    tls = context.TLSConfig if context.TLSConfig else False
+    return docker.DockerClient(base_url=host, tls=tls, timeout=timeout, use_ssh_client=host.startswith("ssh://"))
+
+
+def _tar_stream(folder: Path, arcname: str) -> Iterator[bytes]:
+    """A tar of `folder` (named `arcname` inside), produced by a thread while it is sent: no temp file."""
+    read_end, write_end = os.pipe()
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            with os.fdopen(write_end, "wb") as sink, tarfile.open(fileobj=sink, mode="w|") as archive:
+                archive.add(folder, arcname=arcname)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer below
+            failure.append(exc)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    with os.fdopen(read_end, "rb") as source:
+        while chunk := source.read(1024**2):
+            yield chunk
+    producer.join()
+    if failure:
+        raise EngineError(f"reading checkpoint files from {folder} failed: {failure[0]}")
+
+
+def _extract_tree(stream: Iterable[bytes], name: str, destination: Path) -> int:
+    """Write the regular files of a tar stream whose members sit under `name/` into `destination`."""
+    total = 0
+    with tarfile.open(fileobj=_IterReader(stream), mode="r|") as archive:
+        for member in archive:
+            parts = Path(member.name).parts
+            if not parts or parts[0] != name or ".." in parts or member.name.startswith("/"):
+                raise EngineError(f"unexpected member {member.name!r} in checkpoint {name} from the engine")
+            target = destination.joinpath(*parts[1:])
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+            elif member.isfile():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = archive.extractfile(member)
+                assert source is not None
+                with open(target, "wb") as sink:
+                    shutil.copyfileobj(source, sink, 1024**2)
+                total += member.size
+            else:
+                raise EngineError(f"unexpected {member.type!r} member {member.name!r} in checkpoint {name}")
+    return total
+
+
+class _IterReader(io.RawIOBase):
+    """A readable file over an iterator of byte chunks (the SDK's archive streams)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            try:
+                self._pending = next(self._chunks)
+            except StopIteration:
+                return 0
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
 
 
 def criu_log_key_lines(message: str, limit: int = 8) -> list[str]:

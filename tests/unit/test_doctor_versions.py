@@ -1,4 +1,4 @@
-from compose_ckpt.domain.doctor import Status, _docker_version, _version_tuple
+from compose_ckpt.domain.doctor import Status, _docker_version, version_tuple
 from compose_ckpt.engine.types import EngineInfo
 
 
@@ -6,11 +6,11 @@ def info(version: str) -> EngineInfo:
     return EngineInfo(version, "1.45", True, "/var/lib/docker", "2", "6.1", "x86_64", "Debian", "overlay2", "", "", True)
 
 
-def test_version_tuple_ignores_distribution_suffixes() -> None:
-    assert _version_tuple("26.1.5+dfsg1") == (26, 1, 5)
-    assert _version_tuple("4.2") >= (4, 2)
-    assert _version_tuple("3.17.1") < (4, 2)
-    assert _version_tuple(None) == (0,)
+def testversion_tuple_ignores_distribution_suffixes() -> None:
+    assert version_tuple("26.1.5+dfsg1") == (26, 1, 5)
+    assert version_tuple("4.2") >= (4, 2)
+    assert version_tuple("3.17.1") < (4, 2)
+    assert version_tuple(None) == (0,)
 
 
 def test_docker_28_and_29_warn_about_broken_restore() -> None:

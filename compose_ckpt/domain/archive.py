@@ -1,0 +1,354 @@
+"""The snapshot archive: one zstd-compressed tar, written and read as streams.
+
+Layout of the tar (every name is checked against it, on writing and on reading):
+
+    manifest.json                       the snapshot manifest (opaque bytes here)
+    compose/<file>                      copies of the compose files
+    checkpoints/<container>/<path...>   the CRIU image files of one container
+    images/<key>/<NNNNNN>               `docker save` of one image, cut into numbered chunks
+    SHA256SUMS                          last: "<sha256>  <name>" for every other file member
+
+Archives travel between hosts, so the reader trusts nothing: it stages members
+one by one under a fresh private folder, refuses anything outside the layout
+before writing it, and checks every byte against SHA256SUMS at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import stat
+import tarfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import zstandard
+
+from compose_ckpt.errors import ArchiveError
+
+MANIFEST = "manifest.json"
+SUMS = "SHA256SUMS"
+MAX_MEMBERS = 100_000
+DEFAULT_CHUNK_SIZE = 64 * 1024**2
+
+_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
+_CHUNK_NAME = re.compile(r"[0-9]{6}")
+_SUMS_LINE = re.compile(r"([0-9a-f]{64})  (\S+)")
+_MAX_SUMS_BYTES = 64 * 1024**2  # SHA256SUMS is read into memory; 100000 long lines fit
+_IO_SIZE = 1024**2
+# A zstd block can expand about 32000 times, so feeding the decompressor small
+# pieces bounds the memory a hostile archive can make us allocate (~64 MiB).
+_ZSTD_FEED = 2048
+
+
+def _name_problem(name: str, folder: bool) -> str | None:
+    """Say what is wrong with a member name, or None if it fits the layout."""
+    if name.startswith("/"):
+        return "absolute path"
+    if "\\" in name:
+        return "backslash in path"
+    parts = name.split("/")
+    if ".." in parts:
+        return "'..' in path"
+    if "" in parts:
+        return "empty path component"
+    for part in parts:
+        if not _COMPONENT.fullmatch(part):
+            return f"{part!r} is not a plain name (letters, digits, '_.-', not starting with '_.-', at most 200)"
+    top, rest = parts[0], parts[1:]
+    if folder:
+        fits = top == "checkpoints" or (top == "images" and len(rest) <= 1) or (top == "compose" and not rest)
+    else:
+        fits = (name == MANIFEST or (top == "compose" and len(rest) == 1) or (top == "checkpoints" and len(rest) >= 2)
+                or (top == "images" and len(rest) == 2 and _CHUNK_NAME.fullmatch(rest[1]) is not None))
+    if not fits:
+        return "not part of the layout (manifest.json, compose/<file>, checkpoints/<container>/..., images/<key>/<NNNNNN>)"
+    return None
+
+
+def _check_name(name: str, *, folder: bool = False) -> None:
+    problem = _name_problem(name, folder)
+    if problem:
+        raise ArchiveError(f"unsafe archive member {name!r}: {problem}")
+
+
+class _HashingReader:
+    """Hands tarfile the member's bytes while hashing and counting them: one pass."""
+
+    def __init__(self, raw: BinaryIO, on_read: Callable[[int], None]) -> None:
+        self._raw = raw
+        self._on_read = on_read
+        self.digest = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        self.digest.update(data)
+        self._on_read(len(data))
+        return data
+
+
+class ArchiveWriter:
+    """Writes an archive to any binary stream, never seeking and never spilling to disk."""
+
+    def __init__(self, out: BinaryIO, *, level: int = 3, threads: int = 0) -> None:
+        self._out = out
+        # The frame checksum lets the reader notice a flipped byte before it even reaches our sha256s.
+        compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
+        self._zstd = compressor.stream_writer(out, closefd=False)
+        self._tar = tarfile.open(fileobj=self._zstd, mode="w|", format=tarfile.PAX_FORMAT, bufsize=_IO_SIZE)
+        self._sums: dict[str, str] = {}
+        self.bytes_in = 0
+
+    def add_bytes(self, path: str, data: bytes) -> None:
+        self._add(path, len(data), io.BytesIO(data))
+
+    def add_file(self, path: str, source: Path) -> None:
+        with source.open("rb") as raw:
+            self._add(path, os.fstat(raw.fileno()).st_size, raw)
+
+    def add_tree(self, prefix: str, folder: Path) -> None:
+        """Add every regular file under `folder` as prefix/<relative path>; empty folders are not kept."""
+        for entry in sorted(folder.rglob("*")):
+            mode = entry.lstat().st_mode
+            if stat.S_ISDIR(mode):
+                continue
+            if not stat.S_ISREG(mode):  # a symlink could point anywhere on the host
+                raise ArchiveError(f"refusing to archive {entry}: only regular files and folders are allowed")
+            self.add_file(f"{prefix}/{entry.relative_to(folder).as_posix()}", entry)
+
+    def add_stream(self, prefix: str, chunks: Iterable[bytes], chunk_size: int = DEFAULT_CHUNK_SIZE) -> None:
+        """Store a byte stream of unknown length as prefix/000000, prefix/000001, ...
+
+        tar wants each member's size before its data, so one chunk is buffered at a time.
+        An empty stream still gets an (empty) 000000, so the key survives the round trip.
+        """
+        buffer = bytearray()
+        index = 0
+        for piece in chunks:
+            buffer += piece
+            while len(buffer) >= chunk_size:
+                self.add_bytes(f"{prefix}/{index:06d}", bytes(buffer[:chunk_size]))
+                del buffer[:chunk_size]
+                index += 1
+        if buffer or index == 0:
+            self.add_bytes(f"{prefix}/{index:06d}", bytes(buffer))
+
+    def close(self) -> None:
+        """Append SHA256SUMS and end the tar and the zstd frame; `out` stays open."""
+        if self._tar.closed:
+            return
+        sums = "".join(f"{digest}  {path}\n" for path, digest in self._sums.items()).encode()
+        self._tar.addfile(_tar_info(SUMS, len(sums)), io.BytesIO(sums))
+        self._tar.close()
+        self._zstd.close()
+        self._out.flush()
+
+    def __enter__(self) -> ArchiveWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        # On failure leave the output unfinished (no SHA256SUMS, no frame end): readers refuse it.
+        if exc_type is None:
+            self.close()
+
+    def _add(self, path: str, size: int, raw: BinaryIO) -> None:
+        _check_name(path)
+        if path in self._sums:
+            raise ArchiveError(f"archive member {path!r} added twice")
+        reader = _HashingReader(raw, self._count)
+        self._tar.addfile(_tar_info(path, size), reader)  # type: ignore[arg-type]  # tarfile only calls read()
+        self._sums[path] = reader.digest.hexdigest()
+
+    def _count(self, size: int) -> None:
+        self.bytes_in += size
+
+
+def _tar_info(path: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(path)  # defaults: uid/gid 0, no user names, mtime 0: reproducible
+    info.size = size
+    info.mode = 0o600  # checkpoints hold process memory, secrets included
+    return info
+
+
+class _ZstdSource:
+    """The decompressed stream, for tarfile.
+
+    Unlike zstandard's stream_reader, which ends quietly when its input is cut
+    off mid-frame, this notices a frame that never ends and data after its end.
+    """
+
+    def __init__(self, source: BinaryIO, progress: Callable[[int], None] | None) -> None:
+        self._source = source
+        self._progress = progress
+        self._decompressor = zstandard.ZstdDecompressor().decompressobj()
+        self._pending = memoryview(b"")
+        self._output = bytearray()
+        self.bytes_read = 0
+
+    def read(self, size: int) -> bytes:
+        while len(self._output) < size and not self._decompressor.eof:
+            if not self._pending:
+                self._pending = memoryview(self._next_input())
+            piece, self._pending = self._pending[:_ZSTD_FEED], self._pending[_ZSTD_FEED:]
+            self._output += self._decompressor.decompress(piece)
+        data = bytes(self._output[:size])
+        del self._output[:size]
+        return data
+
+    def finish(self) -> None:
+        """Read to the end of the frame (verifying its checksum) and make sure nothing follows."""
+        left = 0
+        while chunk := self.read(_IO_SIZE):
+            left += len(chunk)
+            if left > tarfile.RECORDSIZE:  # more than tar's end padding
+                raise ArchiveError("damaged archive: unexpected data after the end of the tar")
+        if self._decompressor.unused_data or self._pending or self._source.read(1):
+            raise ArchiveError("damaged archive: unexpected data after the end of the zstd frame")
+
+    def _next_input(self) -> bytes:
+        data = self._source.read(_IO_SIZE)
+        if not data:
+            raise ArchiveError("damaged or truncated archive: " + ("the input is empty" if self.bytes_read == 0
+                                                                    else "the compressed stream ends too early"))
+        self.bytes_read += len(data)
+        if self._progress:
+            self._progress(self.bytes_read)
+        return data
+
+
+@dataclass(frozen=True)
+class StagedArchive:
+    root: Path  # the staging folder
+    manifest: bytes
+    compose_files: dict[str, Path]  # file name -> staged path
+    checkpoints: dict[str, Path]  # container -> staged folder
+    images: dict[str, list[Path]]  # key -> chunk files in order
+
+
+def read_archive(source: BinaryIO, staging: Path, *, max_bytes: int = 64 * 1024**3,
+                 progress: Callable[[int], None] | None = None) -> StagedArchive:
+    """Unpack and verify an archive into `staging`, which must not exist yet.
+
+    `progress` is called with the number of compressed bytes read from `source` so far.
+    On any error `staging` is removed again, so nothing unverified is left behind.
+    """
+    staging.mkdir(mode=0o700)  # FileExistsError: we only ever delete a folder we created
+    try:
+        try:
+            stream = _ZstdSource(source, progress)
+            archive = _unpack(stream, staging, max_bytes)
+            stream.finish()
+            return archive
+        except (zstandard.ZstdError, tarfile.TarError, EOFError) as error:
+            raise ArchiveError(f"damaged or truncated archive: {error}") from error
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _unpack(stream: _ZstdSource, root: Path, max_bytes: int) -> StagedArchive:
+    hashes: dict[str, str] = {}
+    seen: set[str] = set()
+    listed: dict[str, str] | None = None
+    total = 0
+    with tarfile.open(fileobj=stream, mode="r|", bufsize=_IO_SIZE) as tar:  # type: ignore[call-overload]
+        for count, member in enumerate(tar, start=1):
+            name = member.name
+            if count > MAX_MEMBERS:
+                raise ArchiveError(f"the archive has more than {MAX_MEMBERS} members")
+            if listed is not None:
+                raise ArchiveError(f"archive member {name!r} comes after {SUMS}, which must be last")
+            if name in seen:
+                raise ArchiveError(f"duplicate archive member {name!r}")
+            seen.add(name)
+            if not (member.isdir() or member.type in (tarfile.REGTYPE, tarfile.AREGTYPE)):
+                raise ArchiveError(f"archive member {name!r} is {_describe_type(member.type)}: "
+                                   "only regular files and folders are allowed")
+            if name != SUMS:
+                _check_name(name, folder=member.isdir())
+            total += member.size
+            if total > max_bytes or (name == SUMS and member.size > _MAX_SUMS_BYTES):
+                raise ArchiveError(f"archive member {name!r} ({member.size} bytes) exceeds the size limit")
+            data = tar.extractfile(member)
+            try:
+                if name == SUMS:
+                    listed = _parse_sums(data.read() if data else b"")
+                elif data is None:
+                    (root / name).mkdir(parents=True, exist_ok=True)
+                else:
+                    hashes[name] = _stage(data, root / name)
+            except (FileExistsError, NotADirectoryError) as error:
+                raise ArchiveError(f"archive member {name!r} clashes with another member's path") from error
+    _verify(hashes, listed)
+    return _staged(root)
+
+
+def _describe_type(kind: bytes) -> str:
+    names = {tarfile.SYMTYPE: "a symlink", tarfile.LNKTYPE: "a hard link", tarfile.CHRTYPE: "a character device",
+             tarfile.BLKTYPE: "a block device", tarfile.FIFOTYPE: "a FIFO"}
+    return names.get(kind, f"of tar type {kind!r}")
+
+
+def _stage(data: BinaryIO, target: Path) -> str:
+    """Write one member to a new private file, returning its sha256."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    with os.fdopen(os.open(target, flags, 0o600), "wb") as out:
+        while chunk := data.read(_IO_SIZE):
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
+
+
+def _parse_sums(data: bytes) -> dict[str, str]:
+    text = data.decode("ascii", errors="replace")
+    lines = text.split("\n")
+    if lines.pop() != "":
+        raise ArchiveError(f"malformed {SUMS}: it does not end with a newline")
+    listed: dict[str, str] = {}
+    for line in lines:
+        match = _SUMS_LINE.fullmatch(line)
+        if not match or match[2] in listed:
+            raise ArchiveError(f"malformed {SUMS}: bad or repeated line {line[:120]!r}")
+        listed[match[2]] = match[1]
+    return listed
+
+
+def _verify(hashes: dict[str, str], listed: dict[str, str] | None) -> None:
+    if listed is None:
+        raise ArchiveError(f"{SUMS} is missing: the archive is incomplete or was not made by compose-ckpt")
+    problems = {
+        f"not listed in {SUMS}": hashes.keys() - listed.keys(),
+        f"listed in {SUMS} but missing from the archive": listed.keys() - hashes.keys(),
+        "sha256 mismatch (damaged or tampered with)": {n for n in hashes.keys() & listed.keys() if hashes[n] != listed[n]},
+    }
+    for problem, names in problems.items():
+        if names:
+            ordered = sorted(names)
+            raise ArchiveError(f"archive members {problem}: {', '.join(ordered[:5])}", details=ordered)
+    if MANIFEST not in hashes:
+        raise ArchiveError(f"the archive has no {MANIFEST}")
+
+
+def _staged(root: Path) -> StagedArchive:
+    """Describe what was staged; the folder holds only verified members, so listing it is safe."""
+
+    def children(folder: str) -> dict[str, Path]:
+        base = root / folder
+        return {path.name: path for path in sorted(base.iterdir())} if base.is_dir() else {}
+
+    images: dict[str, list[Path]] = {}
+    for key, folder in children("images").items():
+        chunks = sorted(folder.iterdir())
+        if [chunk.name for chunk in chunks] != [f"{i:06d}" for i in range(len(chunks))]:
+            found = ", ".join(chunk.name for chunk in chunks[:5]) or "none"
+            raise ArchiveError(f"image {key!r}: chunks are not consecutive from 000000 (found {found})")
+        images[key] = chunks
+    return StagedArchive(root=root, manifest=(root / MANIFEST).read_bytes(), compose_files=children("compose"),
+                         checkpoints=children("checkpoints"), images=images)

@@ -1,0 +1,137 @@
+"""Moving a running stack to another Docker engine, with the source kept safe until the target runs.
+
+Both engines are reachable from here and the store is local, so nothing is
+written to an intermediate archive: images stream from `docker save` on the
+source straight into `docker load` on the target, and the restore on the
+target places each checkpoint from the store through the target's API.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from compose_ckpt.domain.compat import check_target
+from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
+from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback
+from compose_ckpt.domain.project import Project
+from compose_ckpt.domain.restore import RestoredContainer, RestoreRequest, restore_snapshot
+from compose_ckpt.domain.snapshot import SnapshotRequest, take_snapshot
+from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.engine import Engine
+from compose_ckpt.errors import CkptError, ConflictError, EngineError
+
+
+class MigrateFailed(CkptError):
+    """The target could not take the stack; the source was put back."""
+
+
+@dataclass(frozen=True)
+class MigrateRequest:
+    snapshot: str | None = None  # None: take one now, with --stop
+    keep_source: bool = False
+    parallel: int = DEFAULT_PARALLEL
+
+
+@dataclass
+class MigrateResult:
+    snapshot: Manifest
+    restored: list[RestoredContainer]
+    seconds: dict[str, float] = field(default_factory=dict)  # snapshot, transfer, restore
+    warnings: list[str] = field(default_factory=list)
+    source_removed: bool = False
+
+
+def migrate(project: Project, target: Engine, store: SnapshotStore, request: MigrateRequest,
+            progress: ProgressCallback = lambda name, phase: None) -> MigrateResult:
+    source = project.engine
+    clock = _Clock()
+    manifest = _snapshot_to_move(project, store, request, progress)
+    result = MigrateResult(snapshot=manifest, restored=[])
+    result.seconds["snapshot"] = clock.lap()
+    existing_on_target = {r.container_name for r in manifest.containers if target.inspect(r.container_name)}
+    try:
+        compatibility = check_target(manifest.engine, target)
+        if compatibility.blockers:
+            raise MigrateFailed("the target engine cannot restore this snapshot: " + "; ".join(compatibility.blockers))
+        result.warnings = compatibility.warnings
+        copy_images(source, target, manifest, progress)
+        result.seconds["transfer"] = clock.lap()
+        restored = restore_snapshot(target, store, project.name,
+                                    RestoreRequest(snapshot=manifest.name, parallel=request.parallel), progress)
+        result.restored = restored.containers
+        result.seconds["restore"] = clock.lap()
+    except CkptError as exc:
+        try:
+            _put_source_back(source, target, store, manifest, existing_on_target, request, progress)
+        except CkptError as undo:
+            raise MigrateFailed(
+                f"migration to {target.base_url} failed: {exc.message}; putting the stack back on the source "
+                f"failed too: {undo.message}",
+                details=exc.details + undo.details,
+                hint=f"Snapshot {manifest.name} holds the stack's state: `compose-ckpt restore {manifest.name}`.",
+            ) from exc
+        raise MigrateFailed(
+            f"migration to {target.base_url} failed: {exc.message}; the stack runs on the source again",
+            details=exc.details, hint=exc.hint,
+        ) from exc
+    for record in manifest.containers:
+        progress(record.container_name, "kept stopped on the source" if request.keep_source else "removing from the source")
+        if request.keep_source:
+            _ensure_stopped(source, record.container_name)
+        elif source.inspect(record.container_name) is not None:
+            source.remove(record.container_name)
+    result.source_removed = not request.keep_source
+    return result
+
+
+def _snapshot_to_move(project: Project, store: SnapshotStore, request: MigrateRequest,
+                      progress: ProgressCallback) -> Manifest:
+    if request.snapshot is None:
+        return take_snapshot(project, store, SnapshotRequest(stop=True, parallel=request.parallel), progress)
+    manifest = store.load(project.name, request.snapshot)
+    if manifest.status is not SnapshotStatus.COMPLETE:
+        raise ConflictError(f"snapshot {manifest.name} is {manifest.status.value} and cannot be migrated")
+    return manifest
+
+
+def copy_images(source: Engine, target: Engine, manifest: Manifest, progress: ProgressCallback) -> None:
+    """Stream every image the snapshot's containers use that the target lacks, tag included."""
+    for reference, image_id in sorted({(r.image, r.image_id) for r in manifest.containers}):
+        if target.image_id(reference) == image_id:
+            continue
+        progress(reference, "copying image")
+        target.load_image(source.save_image(reference))
+        if target.image_id(reference) != image_id:
+            raise EngineError(f"image {reference} on the target is not {image_id[:19]} after loading it")
+
+
+def _put_source_back(source: Engine, target: Engine, store: SnapshotStore, manifest: Manifest,
+                     existing_on_target: set[str], request: MigrateRequest, progress: ProgressCallback) -> None:
+    """Undo the target side, then make sure the stack runs on the source with its state."""
+    for record in manifest.containers:
+        if record.container_name not in existing_on_target and target.inspect(record.container_name):
+            progress(record.container_name, "removing from the target")
+            target.remove(record.container_name)
+    stopped = [r for r in manifest.containers if (c := source.inspect(r.container_name)) is not None and c.exited]
+    if stopped:
+        services = tuple(sorted({r.service for r in stopped}))
+        restore_snapshot(source, store, manifest.project,
+                         RestoreRequest(snapshot=manifest.name, services=services, parallel=request.parallel), progress)
+
+
+def _ensure_stopped(engine: Engine, name: str) -> None:
+    container = engine.inspect(name)
+    if container is not None and not container.exited:
+        engine.kill(container.id)
+        engine.wait_exited(container.id)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self._last = time.monotonic()
+
+    def lap(self) -> float:
+        now = time.monotonic()
+        seconds, self._last = round(now - self._last, 3), now
+        return seconds

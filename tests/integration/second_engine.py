@@ -1,0 +1,92 @@
+"""A second Docker daemon on this machine, standing in for another host in migration tests.
+
+It has its own data-root, exec-root, pid file, unix socket and bridge, and
+also listens on tcp://127.0.0.1 so that tests reach it the way they would
+reach a remote engine (compose-ckpt then moves checkpoints through the API,
+not the file system). Started and stopped by pid, never by process name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+BRIDGE = "ckpt-br2"
+BRIDGE_CIDR = "10.213.0.1/24"
+ADDRESS_POOL = "base=10.214.0.0/16,size=24"  # apart from the first daemon's default pools
+DAEMON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # CRIU wrapper first
+
+
+@dataclass
+class SecondEngine:
+    root: Path
+    exec_root: Path
+    tcp: str
+    unix: str
+    process: subprocess.Popen[bytes]
+
+    def docker(self, *args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(["docker", "-H", self.unix, *args], check=check, capture_output=True, input=input)
+
+    def copy_image_from_first(self, image: str) -> None:
+        saved = subprocess.run(["docker", "save", image], check=True, capture_output=True).stdout
+        self.docker("load", input=saved)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
+        for folder in (self.root, self.exec_root):
+            subprocess.run(["umount", "-R", "-l", str(folder)], capture_output=True)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_second_engine() -> SecondEngine:
+    tag = uuid.uuid4().hex[:8]
+    root = Path(f"/var/lib/ckpt-engine2-{tag}")
+    exec_root = Path(f"/run/ckpt2-{tag}")  # short: unix socket paths are limited to 108 bytes
+    root.mkdir(parents=True)
+    exec_root.mkdir(parents=True)
+    subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
+    for command in (["ip", "link", "add", BRIDGE, "type", "bridge"],
+                    ["ip", "addr", "add", BRIDGE_CIDR, "dev", BRIDGE],
+                    ["ip", "link", "set", BRIDGE, "up"]):
+        subprocess.run(command, check=True, capture_output=True)
+    config = root / "daemon.json"
+    config.write_text(json.dumps({}))  # --experimental is passed as a flag; a flag and a config key may not both set it
+    unix = f"unix://{exec_root}/docker.sock"
+    tcp = f"tcp://127.0.0.1:{free_port()}"
+    log = open(root / "dockerd.log", "ab")
+    process = subprocess.Popen(
+        ["dockerd", "--experimental", "--config-file", str(config), "--data-root", str(root / "data"),
+         "--exec-root", str(exec_root), "--pidfile", str(exec_root / "docker.pid"), "-H", unix, "-H", tcp,
+         "--tls=false", "--bridge", BRIDGE, "--default-address-pool", ADDRESS_POOL, "--iptables=false"],
+        stdout=log, stderr=log, env={**os.environ, "PATH": DAEMON_PATH}, start_new_session=True,
+    )
+    engine = SecondEngine(root, exec_root, tcp, unix, process)
+    for _ in range(300):
+        if engine.docker("info", check=False).returncode == 0:
+            return engine
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    engine.stop()
+    raise RuntimeError(f"the second dockerd did not start; see {root / 'dockerd.log'}")

@@ -1,0 +1,89 @@
+"""Moving a running stack to a second Docker engine (another dockerd on this machine, reached over tcp)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from compose_ckpt.engine import Engine
+from tests.integration.second_engine import SecondEngine, start_second_engine
+from tests.integration.stack import THREE_SERVICES, Stack
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture(scope="module")
+def second(engine: Engine) -> Iterator[SecondEngine]:
+    started = start_second_engine()
+    yield started
+    started.stop()
+
+
+@pytest.fixture
+def stack(engine: Engine, tmp_path: Path, project_name: str, second: SecondEngine) -> Iterator[Stack]:
+    (tmp_path / "compose.yaml").write_text(THREE_SERVICES)
+    stack = Stack(tmp_path, project_name)
+    stack.compose("up", "-d")
+    stack.redis("set", "visits", "42")
+    time.sleep(1.5)
+    yield stack
+    stack.down()
+    for container in second_containers(second, project_name):
+        second.docker("rm", "-f", container, check=False)
+    second.docker("volume", "rm", f"{project_name}_site", check=False)
+    second.docker("network", "rm", f"{project_name}_default", check=False)
+
+
+def second_containers(second: SecondEngine, project: str) -> list[str]:
+    listing = second.docker("ps", "-a", "--filter", f"label=com.docker.compose.project={project}",
+                            "--format", "{{.Names}}").stdout.decode()
+    return sorted(listing.split())
+
+
+def read_on_second(second: SecondEngine, container: str, *command: str) -> str:
+    return second.docker("exec", container, *command).stdout.decode().strip()
+
+
+def test_migrate_moves_the_running_stack_with_its_state(stack: Stack, second: SecondEngine) -> None:
+    done = stack.ckpt_ok("migrate", "--to", second.tcp, "--json")
+    document = json.loads(done.stdout)
+
+    assert set(document["seconds"]) == {"snapshot", "transfer", "restore"}
+    assert document["source_removed"] is True
+    assert {c["service"] for c in document["containers"]} == {"kv", "counter", "web"}
+    assert stack.states() == {}  # gone from the source
+    moved = second_containers(second, stack.project)
+    assert len(moved) == 4
+    assert read_on_second(second, f"{stack.project}-kv-1", "redis-cli", "get", "visits") == "42"
+    for container in moved:
+        if "-kv-" not in container:
+            first = int(read_on_second(second, container, "cat", "/tmp/count"))
+            assert first > 5, f"{container} started fresh on the target"
+    helpers = second.docker("ps", "-a", "-q", "--filter", "label=compose-ckpt.helper-for").stdout
+    assert helpers == b"", "checkpoint helper containers were left behind"
+    # the project's snapshot records the move and can still be listed
+    assert [s["status"] for s in stack.snapshots()] == ["complete"]
+
+
+def test_a_failure_on_the_target_leaves_the_stack_running_on_the_source(stack: Stack, second: SecondEngine) -> None:
+    # A different container already holds the web service's name on the target.
+    second.copy_image_from_first("local/debian:bookworm")
+    squatter = f"{stack.project}-web-1"
+    second.docker("run", "-d", "--name", squatter, "--label", f"com.docker.compose.project={stack.project}",
+                  "local/debian:bookworm", "sleep", "600")
+    before = stack.counts()
+
+    failed = stack.ckpt("migrate", "--to", second.tcp)
+
+    assert failed.returncode != 0 and "Traceback" not in failed.stderr
+    assert "runs on the source again" in failed.stderr and squatter in failed.stderr
+    assert set(stack.states().values()) == {"running"}
+    after = stack.counts()
+    assert all(after[c] >= before[c] for c in before), "the source stack lost its state"
+    assert stack.redis("get", "visits") == "42"
+    assert second_containers(second, stack.project) == [squatter]  # nothing else left on the target

@@ -6,6 +6,7 @@ once, in `run`, and turned into a message and an exit code.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from compose_ckpt import __version__
 from rich.markup import escape
 
 from compose_ckpt.cli.output import console, err_console, human_size, print_error, print_json, print_table
-from compose_ckpt.errors import CkptError, ExitCode
+from compose_ckpt.errors import CkptError, ExitCode, NotFoundError, UsageError
 
 app = typer.Typer(
     name="compose-ckpt",
@@ -302,6 +303,85 @@ def prune(
         return
     console.print(f"removed {len(doomed)} snapshots" + (f": {', '.join(m.name for m in doomed)}" if doomed else ""),
                   highlight=False)
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    snapshot: Annotated[str, typer.Argument(metavar="SNAPSHOT", help="Snapshot to export.")],
+    output: Annotated[str, typer.Option("--output", "-o", metavar="FILE", help="Archive to write (zstd-compressed tar), or - for stdout.")],
+    with_images: Annotated[bool, typer.Option("--with-images", help="Include the images (docker save), so the target needs no registry.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a snapshot into one archive: manifest, checkpoints, compose files, a sha256 for every member."""
+    from compose_ckpt.domain.transfer import export_snapshot
+
+    options: GlobalOptions = ctx.obj
+    project = _project_name(options)
+    engine = options.connect() if with_images else None
+    progress = _progress(sys.stderr.isatty())
+    if output == "-":
+        if sys.stdout.isatty():
+            raise UsageError("refusing to write an archive to a terminal", hint="Redirect stdout, or use -o FILE.")
+        result = export_snapshot(_store(), project, snapshot, sys.stdout.buffer, images_from=engine, progress=progress)
+    else:
+        result = _export_to_file(Path(output), lambda out: export_snapshot(
+            _store(), project, snapshot, out, images_from=engine, progress=progress))
+    summary = {"snapshot": snapshot, "project": project, "output": output, "bytes": result.bytes_in, "images": result.images}
+    if as_json and output != "-":
+        print_json(summary)
+    elif output != "-":
+        console.print(f"exported {snapshot} of {project} to {output} ({human_size(result.bytes_in)} before compression"
+                      + (f", images: {', '.join(result.images)})" if result.images else ")"), highlight=False)
+
+
+def _export_to_file(path: Path, write: Any) -> Any:
+    """Write through a temporary file renamed into place, so a failed export leaves no archive behind."""
+    temporary = path.with_name(f".{path.name}.partial")
+    try:
+        with open(temporary, "wb") as out:
+            os.fchmod(out.fileno(), 0o600)  # checkpoints hold process memory, secrets included
+            result = write(out)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return result
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    archive: Annotated[str, typer.Argument(metavar="FILE", help="Archive made by export, or - for stdin.")],
+    name: Annotated[str | None, typer.Option("--name", help="Import the snapshot under another name.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Verify an archive, then load its images, store its snapshot and create its containers on this engine."""
+    from compose_ckpt.domain.transfer import import_snapshot
+
+    options: GlobalOptions = ctx.obj
+    engine = options.connect()
+    progress = _progress(sys.stderr.isatty())
+    expected = options.project_name
+    if archive == "-":
+        result = import_snapshot(_store(), engine, sys.stdin.buffer, rename=name, expected_project=expected, progress=progress)
+    else:
+        try:
+            source = open(archive, "rb")
+        except OSError as exc:
+            raise NotFoundError(f"cannot open {archive}: {exc.strerror}") from None
+        with source:
+            result = import_snapshot(_store(), engine, source, rename=name, expected_project=expected, progress=progress)
+    manifest = result.manifest
+    if as_json:
+        print_json({"snapshot": manifest.name, "project": manifest.project, "warnings": result.warnings,
+                    "loaded_images": result.loaded_images, "created_containers": result.created_containers})
+        return
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    console.print(f"imported snapshot {manifest.name} of project {manifest.project}: "
+                  f"{len(result.created_containers)} containers created, {len(result.loaded_images)} images loaded; "
+                  f"restore it with `compose-ckpt -p {manifest.project} restore {manifest.name}`", highlight=False)
 
 
 @app.command()

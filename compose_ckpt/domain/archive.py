@@ -25,7 +25,7 @@ import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 import zstandard
 
@@ -44,6 +44,8 @@ _IO_SIZE = 1024**2
 # A zstd block can expand about 32000 times, so feeding the decompressor small
 # pieces bounds the memory a hostile archive can make us allocate (~64 MiB).
 _ZSTD_FEED = 2048
+_TYPE_NAMES = {tarfile.SYMTYPE: "a symlink", tarfile.LNKTYPE: "a hard link", tarfile.CHRTYPE: "a character device",
+               tarfile.BLKTYPE: "a block device", tarfile.FIFOTYPE: "a FIFO"}
 
 
 def _name_problem(name: str, folder: bool) -> str | None:
@@ -113,6 +115,8 @@ class ArchiveWriter:
 
     def add_tree(self, prefix: str, folder: Path) -> None:
         """Add every regular file under `folder` as prefix/<relative path>; empty folders are not kept."""
+        if not stat.S_ISDIR(folder.lstat().st_mode):
+            raise ArchiveError(f"refusing to archive {folder}: not a folder")
         for entry in sorted(folder.rglob("*")):
             mode = entry.lstat().st_mode
             if stat.S_ISDIR(mode):
@@ -161,7 +165,7 @@ class ArchiveWriter:
         if path in self._sums:
             raise ArchiveError(f"archive member {path!r} added twice")
         reader = _HashingReader(raw, self._count)
-        self._tar.addfile(_tar_info(path, size), reader)  # type: ignore[arg-type]  # tarfile only calls read()
+        self._tar.addfile(_tar_info(path, size), reader)  # tarfile only calls read()
         self._sums[path] = reader.digest.hexdigest()
 
     def _count(self, size: int) -> None:
@@ -200,15 +204,21 @@ class _ZstdSource:
         del self._output[:size]
         return data
 
-    def finish(self) -> None:
-        """Read to the end of the frame (verifying its checksum) and make sure nothing follows."""
+    def finish(self, max_bytes: int) -> None:
+        """Read to the end of the frame, which verifies its checksum, and make sure nothing follows.
+
+        Called as soon as tar stops, before the sums are checked, so that damage is reported
+        as damage even when it made tar stop early (tar takes a garbled header for the end).
+        """
         left = 0
         while chunk := self.read(_IO_SIZE):
             left += len(chunk)
-            if left > tarfile.RECORDSIZE:  # more than tar's end padding
-                raise ArchiveError("damaged archive: unexpected data after the end of the tar")
+            if left > max_bytes:
+                break
+        if left > tarfile.RECORDSIZE:  # more than tar's end padding
+            raise ArchiveError("damaged or truncated archive: the tar ends early or has data after its end")
         if self._decompressor.unused_data or self._pending or self._source.read(1):
-            raise ArchiveError("damaged archive: unexpected data after the end of the zstd frame")
+            raise ArchiveError("damaged or truncated archive: unexpected data after the end of the zstd frame")
 
     def _next_input(self) -> bytes:
         data = self._source.read(_IO_SIZE)
@@ -240,10 +250,7 @@ def read_archive(source: BinaryIO, staging: Path, *, max_bytes: int = 64 * 1024*
     staging.mkdir(mode=0o700)  # FileExistsError: we only ever delete a folder we created
     try:
         try:
-            stream = _ZstdSource(source, progress)
-            archive = _unpack(stream, staging, max_bytes)
-            stream.finish()
-            return archive
+            return _unpack(_ZstdSource(source, progress), staging, max_bytes)
         except (zstandard.ZstdError, tarfile.TarError, EOFError) as error:
             raise ArchiveError(f"damaged or truncated archive: {error}") from error
     except BaseException:
@@ -256,7 +263,7 @@ def _unpack(stream: _ZstdSource, root: Path, max_bytes: int) -> StagedArchive:
     seen: set[str] = set()
     listed: dict[str, str] | None = None
     total = 0
-    with tarfile.open(fileobj=stream, mode="r|", bufsize=_IO_SIZE) as tar:  # type: ignore[call-overload]
+    with tarfile.open(fileobj=stream, mode="r|", bufsize=_IO_SIZE) as tar:
         for count, member in enumerate(tar, start=1):
             name = member.name
             if count > MAX_MEMBERS:
@@ -267,13 +274,15 @@ def _unpack(stream: _ZstdSource, root: Path, max_bytes: int) -> StagedArchive:
                 raise ArchiveError(f"duplicate archive member {name!r}")
             seen.add(name)
             if not (member.isdir() or member.type in (tarfile.REGTYPE, tarfile.AREGTYPE)):
-                raise ArchiveError(f"archive member {name!r} is {_describe_type(member.type)}: "
+                kind = _TYPE_NAMES.get(member.type, f"of tar type {member.type!r}")
+                raise ArchiveError(f"archive member {name!r} is {kind}: "
                                    "only regular files and folders are allowed")
-            if name != SUMS:
+            if not (name == SUMS and member.isfile()):
                 _check_name(name, folder=member.isdir())
             total += member.size
-            if total > max_bytes or (name == SUMS and member.size > _MAX_SUMS_BYTES):
-                raise ArchiveError(f"archive member {name!r} ({member.size} bytes) exceeds the size limit")
+            if member.size < 0 or total > max_bytes or (name == SUMS and member.size > _MAX_SUMS_BYTES):
+                raise ArchiveError(f"archive member {name!r} declares {member.size} bytes: negative or "
+                                   f"beyond the size limit ({max_bytes} bytes in all)")
             data = tar.extractfile(member)
             try:
                 if name == SUMS:
@@ -284,17 +293,12 @@ def _unpack(stream: _ZstdSource, root: Path, max_bytes: int) -> StagedArchive:
                     hashes[name] = _stage(data, root / name)
             except (FileExistsError, NotADirectoryError) as error:
                 raise ArchiveError(f"archive member {name!r} clashes with another member's path") from error
+    stream.finish(max_bytes)
     _verify(hashes, listed)
     return _staged(root)
 
 
-def _describe_type(kind: bytes) -> str:
-    names = {tarfile.SYMTYPE: "a symlink", tarfile.LNKTYPE: "a hard link", tarfile.CHRTYPE: "a character device",
-             tarfile.BLKTYPE: "a block device", tarfile.FIFOTYPE: "a FIFO"}
-    return names.get(kind, f"of tar type {kind!r}")
-
-
-def _stage(data: BinaryIO, target: Path) -> str:
+def _stage(data: IO[bytes], target: Path) -> str:
     """Write one member to a new private file, returning its sha256."""
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
@@ -326,7 +330,8 @@ def _verify(hashes: dict[str, str], listed: dict[str, str] | None) -> None:
     problems = {
         f"not listed in {SUMS}": hashes.keys() - listed.keys(),
         f"listed in {SUMS} but missing from the archive": listed.keys() - hashes.keys(),
-        "sha256 mismatch (damaged or tampered with)": {n for n in hashes.keys() & listed.keys() if hashes[n] != listed[n]},
+        "whose sha256 does not match (damaged or tampered with)":
+            {n for n in hashes.keys() & listed.keys() if hashes[n] != listed[n]},
     }
     for problem, names in problems.items():
         if names:

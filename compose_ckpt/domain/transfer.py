@@ -1,0 +1,178 @@
+"""export and import: a snapshot as one self-checking archive, to carry to another engine.
+
+export streams the manifest, compose files, checkpoint files and (optionally)
+images into a zstd-compressed tar. import verifies every member's sha256 in
+a private staging folder before it touches the engine, then loads images,
+moves the checkpoints into the store and creates the project's containers,
+so `compose-ckpt restore` works there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+from compose_ckpt.domain.archive import MANIFEST, ArchiveWriter, read_archive
+from compose_ckpt.domain.compat import check_target
+from compose_ckpt.domain.containers import recreate_containers
+from compose_ckpt.domain.manifest import Manifest, ManifestError, SnapshotStatus, validate_name
+from compose_ckpt.domain.parallel import ProgressCallback
+from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.engine import Engine
+from compose_ckpt.errors import ArchiveError, CkptError, ConflictError, NotFoundError, UsageError
+
+ByteProgress = Callable[[int], None]
+# Archive member names allow letters, digits, '_', '.', '-' only.
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    manifest: Manifest
+    bytes_in: int  # uncompressed bytes archived
+    images: list[str]
+
+
+@dataclass
+class ImportResult:
+    manifest: Manifest
+    warnings: list[str] = field(default_factory=list)
+    loaded_images: list[str] = field(default_factory=list)
+    created_containers: list[str] = field(default_factory=list)
+
+
+def image_key(image_id: str) -> str:
+    """The archive folder of an image: its id without the `sha256:` prefix."""
+    return image_id.split(":")[-1]
+
+
+def export_snapshot(store: SnapshotStore, project: str, name: str, out: BinaryIO, *,
+                    images_from: Engine | None = None, progress: ProgressCallback = lambda item, phase: None) -> ExportResult:
+    """Write snapshot `name` to `out`. With `images_from`, include `docker save` of every image it uses."""
+    manifest = store.load(project, name)
+    if manifest.status is not SnapshotStatus.COMPLETE:
+        raise ConflictError(f"snapshot {name} is {manifest.status.value}; only complete snapshots can be exported")
+    images = _images(manifest)
+    try:
+        with ArchiveWriter(out) as writer:
+            writer.add_bytes(MANIFEST, json.dumps(manifest.to_dict(), indent=2).encode())
+            for index, path in enumerate(Path(p) for p in manifest.compose_files):
+                if path.is_file():  # kept for reference on the target; restore does not need them
+                    writer.add_file(f"compose/{index}-{_UNSAFE_NAME_CHARS.sub('_', path.name)}", path)
+            for record in manifest.containers:
+                progress(record.container_name, "archiving checkpoint")
+                writer.add_tree(f"checkpoints/{record.container_name}",
+                                store.checkpoint_dir(project, name, record.container_name))
+            if images_from is not None:
+                for reference, image_id in images:
+                    progress(reference, "archiving image")
+                    writer.add_stream(f"images/{image_key(image_id)}", images_from.save_image(reference))
+    except OSError as exc:  # a full disk or a closed pipe: say so, not a traceback
+        raise CkptError(f"export of {name} failed: {exc}") from exc
+    return ExportResult(manifest, writer.bytes_in, [reference for reference, _ in images] if images_from else [])
+
+
+def import_snapshot(store: SnapshotStore, engine: Engine, source: BinaryIO, *, rename: str | None = None,
+                    expected_project: str | None = None, progress: ProgressCallback = lambda item, phase: None,
+                    byte_progress: ByteProgress | None = None) -> ImportResult:
+    staging = store.home / "tmp" / f"import-{uuid.uuid4().hex}"
+    staging.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        staged = read_archive(source, staging, progress=byte_progress)  # every checksum verified here
+    except OSError as exc:  # the archive is fine, but writing the staged copy failed (disk full)
+        raise CkptError(f"cannot stage the archive under {staging.parent}: {exc}") from exc
+    try:
+        manifest = _staged_manifest(staged.manifest, staged.checkpoints.keys(), staged.images.keys())
+        if expected_project and expected_project != manifest.project:
+            raise UsageError(f"the archive holds project {manifest.project}, not {expected_project}",
+                             hint="Leave out -p, or give the archive's project name.")
+        if rename:
+            manifest.name = validate_name(rename)
+        if store.exists(manifest.project, manifest.name):
+            raise ConflictError(f"project {manifest.project} already has a snapshot {manifest.name}",
+                                hint="Import it under another name with --name.")
+        compatibility = check_target(manifest.engine, engine)
+        if compatibility.blockers:
+            raise ConflictError("this engine cannot restore the snapshot: " + "; ".join(compatibility.blockers))
+        result = ImportResult(manifest, warnings=compatibility.warnings)
+        result.loaded_images = _load_images(engine, manifest, staged.images, progress)
+        with store.locked(manifest.project):
+            if store.exists(manifest.project, manifest.name):
+                raise ConflictError(f"project {manifest.project} already has a snapshot {manifest.name}")
+            _move_into_store(store, manifest, staged.checkpoints, staged.compose_files)
+            missing = [r for r in manifest.containers if engine.inspect(r.container_name) is None]
+            result.created_containers = list(recreate_containers(engine, manifest, missing, progress))
+        return result
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _staged_manifest(document: bytes, checkpoints: Collection[str], images: Collection[str]) -> Manifest:
+    try:
+        manifest = Manifest.from_dict(json.loads(document), "in the archive")
+    except (ValueError, ManifestError) as exc:
+        raise ArchiveError(f"the archive's manifest is invalid: {exc}") from exc
+    if manifest.status is not SnapshotStatus.COMPLETE:
+        raise ArchiveError(f"the archive holds a {manifest.status.value} snapshot")
+    recorded = {r.container_name for r in manifest.containers}
+    if set(checkpoints) != recorded:
+        raise ArchiveError(f"the archive's checkpoints ({', '.join(sorted(checkpoints))}) do not match its "
+                           f"manifest ({', '.join(sorted(recorded))})")
+    unknown_images = set(images) - {image_key(image_id) for _, image_id in _images(manifest)}
+    if unknown_images:
+        raise ArchiveError(f"the archive holds images its manifest does not use: {', '.join(sorted(unknown_images))}")
+    return manifest
+
+
+def _images(manifest: Manifest) -> list[tuple[str, str]]:
+    return sorted({(r.image, r.image_id) for r in manifest.containers})
+
+
+def _load_images(engine: Engine, manifest: Manifest, staged: dict[str, list[Path]],
+                 progress: ProgressCallback) -> list[str]:
+    loaded, missing = [], []
+    for reference, image_id in _images(manifest):
+        chunks = staged.get(image_key(image_id))
+        if chunks is not None and engine.image_id(reference) != image_id:
+            progress(reference, "loading image")
+            engine.load_image(_read_chunks(chunks))
+            loaded.append(reference)
+        if engine.image_id(reference) != image_id:
+            missing.append(f"{reference} ({image_id[:19]})")
+    if missing:
+        raise NotFoundError(f"images missing on the target engine: {', '.join(missing)}",
+                            hint="Export with --with-images, or `docker load` these images on the target first.")
+    return loaded
+
+
+def _read_chunks(chunks: list[Path]) -> Iterator[bytes]:
+    for chunk in chunks:
+        with chunk.open("rb") as handle:
+            while piece := handle.read(1024**2):
+                yield piece
+
+
+def _move_into_store(store: SnapshotStore, manifest: Manifest, checkpoints: dict[str, Path],
+                     compose_files: dict[str, Path]) -> None:
+    """Rename the verified files into place (same filesystem as the staging folder), manifest last."""
+    folder = store.snapshot_dir(manifest.project, manifest.name)
+    try:
+        for container, staged in checkpoints.items():
+            target = store.checkpoint_dir(manifest.project, manifest.name, container)
+            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.replace(staged, target)
+        if compose_files:
+            (folder / "compose").mkdir(mode=0o700)
+            for name, staged in compose_files.items():
+                os.replace(staged, folder / "compose" / name)
+        store.write(manifest)
+    except OSError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise CkptError(f"cannot write the imported snapshot into {folder}: {exc}") from exc

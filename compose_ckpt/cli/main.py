@@ -20,6 +20,7 @@ from rich.markup import escape
 
 from compose_ckpt.cli.output import console, err_console, human_size, print_error, print_json, print_table
 from compose_ckpt.errors import CkptError, ExitCode, NotFoundError, UsageError
+from datetime import UTC
 
 app = typer.Typer(
     name="compose-ckpt",
@@ -287,7 +288,7 @@ def prune(
     as_json: JsonOption = False,
 ) -> None:
     """Remove all but the newest complete snapshots, and every failed or incomplete one."""
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from compose_ckpt.domain.retention import parse_duration, to_prune
 
@@ -295,7 +296,7 @@ def prune(
     project = _project_name(ctx.obj)
     age = parse_duration(older_than) if older_than else None
     with store.locked(project):
-        doomed = to_prune(store.list(project), keep, age, datetime.now(timezone.utc))
+        doomed = to_prune(store.list(project), keep, age, datetime.now(UTC))
         for manifest in doomed:
             store.remove(project, manifest.name)
     if as_json:

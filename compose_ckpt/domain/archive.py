@@ -25,7 +25,7 @@ import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, cast
 
 import zstandard
 
@@ -104,6 +104,7 @@ class ArchiveWriter:
         self._zstd = compressor.stream_writer(out, closefd=False)
         self._tar = tarfile.open(fileobj=self._zstd, mode="w|", format=tarfile.PAX_FORMAT, bufsize=_IO_SIZE)
         self._sums: dict[str, str] = {}
+        self._closed = False
         self.bytes_in = 0
 
     def add_bytes(self, path: str, data: bytes) -> None:
@@ -144,8 +145,9 @@ class ArchiveWriter:
 
     def close(self) -> None:
         """Append SHA256SUMS and end the tar and the zstd frame; `out` stays open."""
-        if self._tar.closed:
+        if self._closed:
             return
+        self._closed = True
         sums = "".join(f"{digest}  {path}\n" for path, digest in self._sums.items()).encode()
         self._tar.addfile(_tar_info(SUMS, len(sums)), io.BytesIO(sums))
         self._tar.close()
@@ -263,7 +265,7 @@ def _unpack(stream: _ZstdSource, root: Path, max_bytes: int) -> StagedArchive:
     seen: set[str] = set()
     listed: dict[str, str] | None = None
     total = 0
-    with tarfile.open(fileobj=stream, mode="r|", bufsize=_IO_SIZE) as tar:
+    with tarfile.open(fileobj=cast(IO[bytes], stream), mode="r|", bufsize=_IO_SIZE) as tar:
         for count, member in enumerate(tar, start=1):
             name = member.name
             if count > MAX_MEMBERS:

@@ -103,8 +103,9 @@ class _Restore:
             names = ", ".join(f"{c.name} ({c.status})" for c in in_the_way)
             raise ConflictError(f"these containers are running: {names}",
                                 hint="Stop them first, or pass --force to kill them and restore over their state.")
-        names = {c.id: c.name for c in in_the_way}
-        run_parallel(list(names), lambda cid: self._discard_running(cid, names[cid]), self.request.parallel).raise_first()
+        names_by_id = {c.id: c.name for c in in_the_way}
+        run_parallel(list(names_by_id), lambda cid: self._discard_running(cid, names_by_id[cid]),
+                     self.request.parallel).raise_first()
         missing = [r for r in self.records if r.container_name not in self.targets]
         created = recreate_containers(self.engine, self.manifest, missing, self.progress)
         self.targets.update(created)

@@ -14,7 +14,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from compose_ckpt.const import CHECKPOINT_PREFIX, LABEL_CONTAINER_NUMBER
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso, validate_name
@@ -36,7 +36,7 @@ class SnapshotRequest:
 
 def default_snapshot_name() -> str:
     """Sortable by time, to the millisecond."""
-    return datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")[:-3]
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")[:-3]
 
 
 def take_snapshot(project: Project, store: SnapshotStore, request: SnapshotRequest,
@@ -189,7 +189,7 @@ class _SnapshotRun:
 
         self._each(list(self.members), "saving", move)
         for container_id in list(self.dumped):
-            self.engine.checkpoint_delete(container_id, self.checkpoint)
+            self._delete_checkpoint(container_id)
             self.dumped.discard(container_id)
 
     def _record_for(self, container_id: str) -> ContainerRecord:
@@ -198,11 +198,14 @@ class _SnapshotRun:
     def _roll_back(self) -> None:
         """Leave every container as it was before: running, with its state. Best effort, all of it."""
         for container_id in list(self.killed):
-            self._quietly(lambda cid=container_id: self._resume_killed(cid))
+            self._quietly(self._resume_killed, container_id)
         for container_id in list(self.paused):
-            self._quietly(lambda cid=container_id: self.engine.unpause(cid))
+            self._quietly(self.engine.unpause, container_id)
         for container_id in list(self.dumped):
-            self._quietly(lambda cid=container_id: self.engine.checkpoint_delete(cid, self.checkpoint))
+            self._quietly(self._delete_checkpoint, container_id)
+
+    def _delete_checkpoint(self, container_id: str) -> None:
+        self.engine.checkpoint_delete(container_id, self.checkpoint)
 
     def _resume_killed(self, container_id: str) -> None:
         """A container killed after its dump: bring it back from that very checkpoint."""
@@ -210,9 +213,9 @@ class _SnapshotRun:
         self.engine.start_from_checkpoint(container_id, self.checkpoint)
 
     @staticmethod
-    def _quietly(action: Callable[[], object]) -> None:
+    def _quietly(action: Callable[[str], object], container_id: str) -> None:
         try:
-            action()
+            action(container_id)
         except CkptError:
             pass  # rollback goes on with the others; the original failure is what gets reported
 

@@ -17,7 +17,8 @@ import uuid
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
+from collections.abc import Callable
 
 from compose_ckpt.domain.archive import MANIFEST, ArchiveWriter, read_archive
 from compose_ckpt.domain.compat import check_target

@@ -2,6 +2,6 @@
 
 from compose_ckpt.engine import host
 from compose_ckpt.engine.adapter import Engine
-from compose_ckpt.engine.types import ContainerInfo, EngineInfo, ProcessFingerprint
+from compose_ckpt.engine.types import ContainerEvent, ContainerInfo, EngineInfo, ProcessFingerprint
 
-__all__ = ["ContainerInfo", "Engine", "EngineInfo", "ProcessFingerprint", "host"]
+__all__ = ["ContainerEvent", "ContainerInfo", "Engine", "EngineInfo", "ProcessFingerprint", "host"]

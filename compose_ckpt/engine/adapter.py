@@ -27,7 +27,7 @@ import docker.errors
 import requests.exceptions
 
 from compose_ckpt.const import LABEL_HELPER
-from compose_ckpt.engine.types import ContainerInfo, EngineInfo, ProcessFingerprint
+from compose_ckpt.engine.types import CONTAINER_ACTIONS, ContainerEvent, ContainerInfo, EngineInfo, ProcessFingerprint
 from compose_ckpt.errors import EngineError, EngineUnavailable, NotFoundError
 
 T = TypeVar("T")
@@ -155,6 +155,24 @@ class Engine:
         with translated("list containers"):
             summaries = self._api.containers(all=True, filters={"label": label_filters})
             return [ContainerInfo.from_inspect(self._api.inspect_container(s["Id"])) for s in summaries]
+
+    def containers_with_label(self, key: str) -> list[ContainerInfo]:
+        """All containers (running or not) that carry the label `key`, whatever its value."""
+        with translated("list containers"):
+            summaries = self._api.containers(all=True, filters={"label": [key]})
+            return [ContainerInfo.from_inspect(self._api.inspect_container(s["Id"])) for s in summaries]
+
+    def events(self, label: str, since: float, until: float) -> Iterator[ContainerEvent]:
+        """GET /events: container start, die, destroy and rename events of containers carrying the label
+        `label`, from `since` until `until` (epoch seconds; a future `until` streams live events until then).
+
+        A bounded window lets a caller reconnect, and change the label, between windows."""
+        filters = {"type": ["container"], "event": list(CONTAINER_ACTIONS), "label": [label]}
+        with translated("read engine events"):
+            for raw in self._api.events(since=since, until=until, filters=filters, decode=True):
+                actor = raw.get("Actor") or {}
+                yield ContainerEvent(action=raw.get("Action", ""), container_id=actor.get("ID", ""),
+                                     attributes=dict(actor.get("Attributes") or {}), time=float(raw.get("time", 0)))
 
     def pause(self, container_id: str) -> None:
         with translated(f"pause {container_id[:12]}"):

@@ -92,3 +92,17 @@ class ProcessFingerprint:
     def from_text(cls, text: str) -> ProcessFingerprint:
         start_brk, arg_start, arg_end, env_start, env_end = (int(part) for part in text.split(":"))
         return cls(start_brk, arg_start, arg_end, env_start, env_end)
+
+
+# The container events that change what is running (a re-create shows as destroy + start).
+CONTAINER_ACTIONS = ("start", "die", "destroy", "rename")
+
+
+@dataclass(frozen=True)
+class ContainerEvent:
+    """One `docker events` entry about a container."""
+
+    action: str  # one of CONTAINER_ACTIONS
+    container_id: str
+    attributes: dict[str, str]  # the container's labels, plus name and image
+    time: float  # epoch seconds

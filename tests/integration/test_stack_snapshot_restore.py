@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import run_docker
 from tests.integration.stack import THREE_SERVICES, Stack
 
 pytestmark = pytest.mark.engine

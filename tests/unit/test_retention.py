@@ -1,4 +1,4 @@
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 
@@ -6,7 +6,7 @@ from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
 from compose_ckpt.domain.retention import parse_duration, to_prune
 from compose_ckpt.errors import UsageError
 
-NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
 
 def snapshot(name: str, hours_ago: float, status: SnapshotStatus = SnapshotStatus.COMPLETE) -> Manifest:

@@ -9,6 +9,7 @@ LABEL_CONTAINER_NUMBER = "com.docker.compose.container-number"
 LABEL_ONEOFF = "com.docker.compose.oneoff"
 LABEL_WORKING_DIR = "com.docker.compose.project.working_dir"
 LABEL_CONFIG_FILES = "com.docker.compose.project.config_files"
+LABEL_DEPENDS_ON = "com.docker.compose.depends_on"  # service:condition:restart,...
 
 # Our own label: on the short-lived helper containers that move checkpoint files through the API.
 LABEL_HELPER = "compose-ckpt.helper-for"

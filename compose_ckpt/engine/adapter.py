@@ -9,7 +9,9 @@ translated into `compose_ckpt.errors` here and nowhere else.
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
+import json
 import os
 import re
 import shutil
@@ -22,8 +24,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import docker
-import docker.context
 import docker.errors
+import docker.tls
 import requests.exceptions
 
 from compose_ckpt.const import LABEL_HELPER
@@ -406,12 +408,28 @@ class Engine:
 
 
 def _client_for_context(name: str, timeout: int) -> docker.DockerClient:
-    """A client for a Docker context (`docker context ls`), as the docker CLI would connect."""
-    context = docker.context.ContextAPI.get_context(name)
-    if context is None:
-        raise docker.errors.DockerException(f"no Docker context named {name!r}")
-    host = context.Host or "unix:///var/run/docker.sock"
-    tls = context.TLSConfig if context.TLSConfig else False
+    """A client for a Docker context (`docker context ls`), read from the docker CLI's own files.
+
+    docker-py's ContextAPI looks in the wrong folder when ~/.docker/config.json
+    does not exist, so the context's meta.json and TLS files are read here.
+    """
+    if name == "default":
+        return docker.from_env(timeout=timeout)
+    config_dir = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    try:
+        meta = json.loads((config_dir / "contexts" / "meta" / digest / "meta.json").read_text())
+        endpoint = meta["Endpoints"]["docker"]
+        host = str(endpoint["Host"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise docker.errors.DockerException(f"no usable Docker context named {name!r} in {config_dir}") from exc
+    tls_dir = config_dir / "contexts" / "tls" / digest / "docker"
+    tls: docker.tls.TLSConfig | bool = False
+    if tls_dir.is_dir():
+        cert = (str(tls_dir / "cert.pem"), str(tls_dir / "key.pem")) if (tls_dir / "cert.pem").exists() else None
+        ca = str(tls_dir / "ca.pem") if (tls_dir / "ca.pem").exists() else None
+        verify = False if endpoint.get("SkipTLSVerify") else (ca or True)
+        tls = docker.tls.TLSConfig(client_cert=cert, ca_cert=ca, verify=verify)
     return docker.DockerClient(base_url=host, tls=tls, timeout=timeout, use_ssh_client=host.startswith("ssh://"))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,3 +87,22 @@ def test_a_failure_on_the_target_leaves_the_stack_running_on_the_source(stack: S
     assert all(after[c] >= before[c] for c in before), "the source stack lost its state"
     assert stack.redis("get", "visits") == "42"
     assert second_containers(second, stack.project) == [squatter]  # nothing else left on the target
+
+
+def test_a_docker_context_names_the_target(stack: Stack, second: SecondEngine, test_id: str) -> None:
+    context = f"ckpt2-{test_id}"
+    subprocess.run(["docker", "context", "create", context, "--docker", f"host={second.tcp}"],
+                   check=True, capture_output=True)
+    try:
+        done = stack.ckpt_ok("migrate", "--to", context, "--keep-source", "--json")
+        assert json.loads(done.stdout)["source_removed"] is False
+        assert set(stack.states().values()) == {"exited"}  # kept, stopped
+        assert len(second_containers(second, stack.project)) == 4
+    finally:
+        subprocess.run(["docker", "context", "rm", "-f", context], capture_output=True)
+
+
+def test_an_unknown_context_is_a_clear_error(stack: Stack) -> None:
+    done = stack.ckpt("migrate", "--to", "no-such-context-here")
+    assert done.returncode == 5 and "no-such-context-here" in done.stderr and "Traceback" not in done.stderr
+    assert set(stack.states().values()) == {"running"}  # nothing was touched

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import docker
 import docker.errors
 import docker.tls
+import requests
 import requests.exceptions
 
 from compose_ckpt.const import LABEL_HELPER
@@ -159,10 +160,12 @@ class Engine:
             return [ContainerInfo.from_inspect(self._api.inspect_container(s["Id"])) for s in summaries]
 
     def containers_with_label(self, key: str) -> list[ContainerInfo]:
-        """All containers (running or not) that carry the label `key`, whatever its value."""
+        """All containers (running or not) that carry the label `key`, whatever its value.
+
+        One removed between the listing and its inspection is left out."""
         with translated("list containers"):
             summaries = self._api.containers(all=True, filters={"label": [key]})
-            return [ContainerInfo.from_inspect(self._api.inspect_container(s["Id"])) for s in summaries]
+        return [info for s in summaries if (info := self.inspect(s["Id"])) is not None]
 
     def events(self, label: str, since: float, until: float) -> Iterator[ContainerEvent]:
         """GET /events: container start, die, destroy and rename events of containers carrying the label
@@ -217,21 +220,11 @@ class Engine:
     # --- checkpoints (raw endpoints) ----------------------------------------
 
     def checkpoint_create(self, container_id: str, name: str, *, leave_running: bool) -> None:
-        """POST /containers/{id}/checkpoints. Raises EngineError with the CRIU log's key lines."""
-
-        def call() -> None:
-            response = self._api._post_json(
-                self._api._url("/containers/{0}/checkpoints", container_id),
-                data={"CheckpointID": name, "Exit": not leave_running},
-            )
-            self._api._raise_for_status(response)
-
-        try:
-            with translated(f"checkpoint {container_id[:12]}"):
-                _retry_transient(call)
-        except EngineError as exc:
-            exc.details = criu_log_key_lines(exc.message)
-            raise
+        """POST /containers/{id}/checkpoints."""
+        self._run_criu(f"checkpoint {container_id[:12]}", lambda: self._api._post_json(
+            self._api._url("/containers/{0}/checkpoints", container_id),
+            data={"CheckpointID": name, "Exit": not leave_running},
+        ))
 
     def checkpoint_list(self, container_id: str) -> list[str]:
         with translated(f"list checkpoints of {container_id[:12]}"):
@@ -245,15 +238,19 @@ class Engine:
 
     def start_from_checkpoint(self, container_id: str, name: str) -> None:
         """POST /containers/{id}/start?checkpoint=NAME. The container must have exited."""
+        self._run_criu(f"restore {container_id[:12]} from checkpoint {name}", lambda: self._api._post(
+            self._api._url("/containers/{0}/start", container_id), params={"checkpoint": name},
+        ))
+
+    def _run_criu(self, action: str, request: Callable[[], requests.Response]) -> None:
+        """A raw call that makes the daemon run CRIU: retried while the daemon reports its transient
+        `already exists`; a failure carries the key lines of CRIU's log in its details."""
 
         def call() -> None:
-            response = self._api._post(
-                self._api._url("/containers/{0}/start", container_id), params={"checkpoint": name}
-            )
-            self._api._raise_for_status(response)
+            self._api._raise_for_status(request())
 
         try:
-            with translated(f"restore {container_id[:12]} from checkpoint {name}"):
+            with translated(action):
                 _retry_transient(call)
         except EngineError as exc:
             exc.details = criu_log_key_lines(exc.message)

@@ -17,6 +17,7 @@ import pytest
 
 from compose_ckpt.engine import Engine
 from compose_ckpt.errors import CkptError
+from tests.integration.second_engine import SecondEngine, start_second_engine
 
 TEST_LABEL = "compose-ckpt.test"
 BUSYBOX = "local/busybox:latest"
@@ -41,6 +42,14 @@ def engine() -> Iterator[Engine]:
         engine_missing("the daemon does not run with experimental features")
     yield connected
     connected.close()
+
+
+@pytest.fixture(scope="session")
+def second(engine: Engine) -> Iterator[SecondEngine]:
+    """A second dockerd standing in for another host; started once, stopped at the end."""
+    started = start_second_engine()
+    yield started
+    started.stop()
 
 
 @pytest.fixture

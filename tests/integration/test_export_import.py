@@ -17,17 +17,10 @@ import zstandard
 
 from compose_ckpt.engine import Engine
 from tests.integration.conftest import run_docker
-from tests.integration.second_engine import SecondEngine, start_second_engine
+from tests.integration.second_engine import SecondEngine
 from tests.integration.stack import COUNTER, Stack
 
 pytestmark = pytest.mark.engine
-
-
-@pytest.fixture(scope="module")
-def second(engine: Engine) -> Iterator[SecondEngine]:
-    started = start_second_engine()
-    yield started
-    started.stop()
 
 
 @pytest.fixture

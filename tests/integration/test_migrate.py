@@ -11,17 +11,10 @@ from pathlib import Path
 import pytest
 
 from compose_ckpt.engine import Engine
-from tests.integration.second_engine import SecondEngine, start_second_engine
+from tests.integration.second_engine import SecondEngine
 from tests.integration.stack import THREE_SERVICES, Stack
 
 pytestmark = pytest.mark.engine
-
-
-@pytest.fixture(scope="module")
-def second(engine: Engine) -> Iterator[SecondEngine]:
-    started = start_second_engine()
-    yield started
-    started.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,116 @@
+"""Counters of job runs, shown as Prometheus text at /metrics, and the health /healthz reports."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+Key = tuple[str, str]  # (project, job)
+
+PREFIX = "compose_ckpt_sidecar_"
+
+
+@dataclass
+class JobStats:
+    runs: int = 0
+    failures: int = 0
+    skips: int = 0
+    timeouts: int = 0
+    pruned: int = 0
+    last_success: float | None = None
+    last_duration: float | None = None
+    duration_sum: float = 0.0
+    last_failed: bool = False
+
+
+# Per-job series: name, type, help, value (None: not shown yet).
+_SERIES: tuple[tuple[str, str, str, Callable[[JobStats], float | int | None]], ...] = (
+    ("runs_total", "counter", "Job runs that finished, successful or not.", lambda s: s.runs),
+    ("failures_total", "counter", "Job runs that failed (the stack was rolled back).", lambda s: s.failures),
+    ("skips_total", "counter", "Scheduled runs skipped because the previous run of the job was still going.",
+     lambda s: s.skips),
+    ("timeouts_total", "counter", "Runs that took longer than run-timeout (reported failed, left to finish).",
+     lambda s: s.timeouts),
+    ("pruned_total", "counter", "Snapshots removed by the job's retention.", lambda s: s.pruned),
+    ("last_success_timestamp_seconds", "gauge", "When the job last succeeded (Unix time).", lambda s: s.last_success),
+    ("last_run_duration_seconds", "gauge", "How long the job's last run took.", lambda s: s.last_duration),
+)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[Key, JobStats] = defaultdict(JobStats)
+        self.engine_up = False
+        self.scheduled = 0
+
+    def finished(self, key: Key, ok: bool, seconds: float, at: float, pruned: int = 0) -> None:
+        with self._lock:
+            stats = self._jobs[key]
+            stats.runs += 1
+            stats.failures += 0 if ok else 1
+            stats.pruned += pruned
+            stats.last_duration = seconds
+            stats.duration_sum += seconds
+            stats.last_failed = not ok
+            if ok:
+                stats.last_success = at
+
+    def skipped(self, key: Key) -> None:
+        with self._lock:
+            self._jobs[key].skips += 1
+
+    def timed_out(self, key: Key) -> None:
+        with self._lock:
+            self._jobs[key].timeouts += 1
+            self._jobs[key].last_failed = True
+
+    def forget_failures(self, keys: list[Key]) -> None:
+        """Jobs that no longer exist no longer count against health (their counters stay)."""
+        with self._lock:
+            for key in keys:
+                if key in self._jobs:
+                    self._jobs[key].last_failed = False
+
+    def health(self) -> tuple[bool, str]:
+        with self._lock:
+            if not self.engine_up:
+                return False, "engine unreachable"
+            failing = sorted(f"{project}/{job}" for (project, job), s in self._jobs.items() if s.last_failed)
+        return (False, "last run failed: " + ", ".join(failing)) if failing else (True, "ok")
+
+    def render(self) -> str:
+        """Prometheus text exposition format 0.0.4."""
+        with self._lock:
+            jobs = sorted(self._jobs.items())
+            lines = [
+                f"# HELP {PREFIX}engine_up Whether the Docker engine answered the last call.",
+                f"# TYPE {PREFIX}engine_up gauge", f"{PREFIX}engine_up {int(self.engine_up)}",
+                f"# HELP {PREFIX}jobs Jobs on the timetable.",
+                f"# TYPE {PREFIX}jobs gauge", f"{PREFIX}jobs {self.scheduled}",
+            ]
+            for name, kind, text, value in _SERIES:
+                lines += [f"# HELP {PREFIX}{name} {text}", f"# TYPE {PREFIX}{name} {kind}"]
+                lines += [f"{PREFIX}{name}{{{_labels(key)}}} {_number(value(s))}"
+                          for key, s in jobs if value(s) is not None]
+            lines += [f"# HELP {PREFIX}run_duration_seconds Duration of job runs.",
+                      f"# TYPE {PREFIX}run_duration_seconds summary"]
+            for key, s in jobs:
+                lines += [f"{PREFIX}run_duration_seconds_sum{{{_labels(key)}}} {_number(s.duration_sum)}",
+                          f"{PREFIX}run_duration_seconds_count{{{_labels(key)}}} {s.runs}"]
+        return "\n".join(lines) + "\n"
+
+
+def _labels(key: Key) -> str:
+    project, job = key
+    return f'project="{_escape(project)}",job="{_escape(job)}"'
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _number(value: float | int | None) -> str:
+    return repr(round(value, 6)) if isinstance(value, float) else str(value)

@@ -1,0 +1,109 @@
+"""What the sidecar does to the engine and the store: discover jobs, run one, restore at boot.
+
+The same domain calls as the CLI: `take_snapshot` for a run, `to_prune` (through
+`Retention`) over the job's own snapshots, `restore_snapshot` at boot.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from compose_ckpt.const import LABEL_PROJECT
+from compose_ckpt.domain.labels import compose_project_from_labels
+from compose_ckpt.domain.project import Project
+from compose_ckpt.domain.restore import RestoreRequest, RestoreResult, restore_snapshot
+from compose_ckpt.domain.snapshot import SnapshotRequest, take_snapshot
+from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.engine import Engine
+from compose_ckpt.errors import NotFoundError
+from compose_ckpt.sidecar.policy import (
+    ContainerPolicy, LabelRules, Problem, StackJob, manual_job, parse_container, plan,
+)
+
+
+@dataclass(frozen=True)
+class Discovery:
+    policies: list[ContainerPolicy]
+    jobs: list[StackJob]
+    problems: list[Problem]
+
+    def job(self, project: str, name: str | None) -> StackJob:
+        """The project's job `name`, or with None a manual snapshot of its labelled services."""
+        if name is None:
+            return manual_job(project, self.policies)
+        for job in self.jobs:
+            if job.key == (project, name):
+                return job
+        known = ", ".join(job.job for job in self.jobs if job.project == project) or "none"
+        raise NotFoundError(f"project {project} has no job {name} (jobs: {known})")
+
+
+def discover(engine: Engine, rules: LabelRules) -> Discovery:
+    """Read every container labelled `<prefix>.enable` and plan the stack jobs."""
+    policies: list[ContainerPolicy] = []
+    problems: list[Problem] = []
+    for container in engine.containers_with_label(rules.label("enable")):
+        policy, found = parse_container(container, rules)
+        problems += found
+        if policy is not None:
+            policies.append(policy)
+    jobs, conflicts = plan(policies, rules)
+    return Discovery(policies, jobs, problems + conflicts)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    snapshot: str
+    services: tuple[str, ...]
+    pruned: list[str]
+    seconds: float
+
+
+class Runner:
+    def __init__(self, engine: Engine, store: SnapshotStore) -> None:
+        self.engine = engine
+        self.store = store
+        self._guard = threading.Lock()
+        # Two jobs of one project due together take turns here rather than fail on the store lock's timeout.
+        self._projects: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+
+    def _project_lock(self, project: str) -> threading.Lock:
+        with self._guard:
+            return self._projects[project]
+
+    def run(self, job: StackJob) -> RunResult:
+        """One consistent snapshot of the job's services, then the job's retention."""
+        with self._project_lock(job.project):
+            started = time.monotonic()
+            containers = self.engine.list_containers({LABEL_PROJECT: job.project})
+            project = Project(compose_project_from_labels(job.project, containers), self.engine)
+            request = SnapshotRequest(services=job.services, name=job.snapshot_name(datetime.now(timezone.utc)),
+                                      stop=not job.leave_running)
+            manifest = take_snapshot(project, self.store, request)
+            pruned = self._prune(job)
+            return RunResult(manifest.name, job.services, pruned, round(time.monotonic() - started, 3))
+
+    def _prune(self, job: StackJob) -> list[str]:
+        if job.retention is None:
+            return []
+        with self.store.locked(job.project):
+            doomed = job.retention.select(self.store.list(job.project), job.prefix, datetime.now(timezone.utc))
+            for manifest in doomed:
+                self.store.remove(job.project, manifest.name)
+        return [manifest.name for manifest in doomed]
+
+    def restore(self, project: str, services: Sequence[str]) -> RestoreResult:
+        """Restore `services` of `project` (those its latest complete snapshot holds), dependencies first."""
+        with self._project_lock(project):
+            latest = self.store.latest_complete(project)
+            held = tuple(service for service in services if service in latest.services)
+            if not held:
+                raise NotFoundError(f"the latest complete snapshot of {project}, {latest.name}, "
+                                    f"holds none of {', '.join(services)}")
+            return restore_snapshot(self.engine, self.store, project,
+                                    RestoreRequest(snapshot=latest.name, services=held))

@@ -1,0 +1,284 @@
+"""The sidecar image, run as a container against the real engine, as users run it.
+
+Each sidecar gets its own label prefix (`ckptside<id>`), so it sees only the
+containers of its own test; the stack, the sidecar container and the image are
+removed afterwards. The module's tests share one stack and one sidecar and run
+in file order; the last one stops the sidecar.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from compose_ckpt.const import ENV_HOME
+from tests.integration.conftest import BUSYBOX, run_docker
+from tests.integration.stack import COUNTER, Stack
+
+pytestmark = pytest.mark.engine
+REPO = Path(__file__).resolve().parents[2]
+CONFIG_DIR = "/etc/compose-ckpt"
+TRIGGER_DIR = "/run/compose-ckpt/trigger"
+PORT = 9321
+T = TypeVar("T")
+
+
+def counter_service(prefix: str, labels: dict[str, str], depends_on: str | None = None) -> str:
+    lines = [f"    image: {BUSYBOX}", f'    command: ["sh", "-c", "{COUNTER}"]', '    restart: "no"']
+    if depends_on:
+        lines.append(f"    depends_on: [{depends_on}]")
+    lines.append("    labels:")
+    lines += [f'      {prefix}.{key}: "{value}"' for key, value in labels.items()]
+    return "\n".join(lines)
+
+
+def wait_for(what: str, check: Callable[[], T], timeout: float = 30.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.3)
+
+
+@dataclass
+class Sidecar:
+    name: str
+    prefix: str
+    config_dir: Path
+    trigger_dir: Path
+
+    def logs(self) -> str:
+        return run_docker("logs", self.name).stderr
+
+    def events(self, event: str, **fields: str) -> list[str]:
+        wanted = [f"event={event}", *(f"{key}={value}" for key, value in fields.items())]
+        return [line for line in self.logs().splitlines() if all(f" {w}" in line for w in wanted)]
+
+    def exec(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_docker("exec", self.name, *args, check=False)
+
+    def http(self, path: str) -> tuple[int, str]:
+        """GET from inside the container (no port is published)."""
+        script = ("import urllib.request, urllib.error\n"
+                  "try:\n    r = urllib.request.urlopen('http://127.0.0.1:%d%s', timeout=5); print(r.status); print(r.read().decode())\n"
+                  "except urllib.error.HTTPError as e:\n    print(e.code); print(e.read().decode())\n") % (PORT, path)
+        status, _, body = self.exec("python3", "-c", script).stdout.partition("\n")
+        return int(status), body
+
+    def write_config(self, text: str) -> None:
+        path = self.config_dir / "sidecar.yaml"
+        temporary = path.with_name(".sidecar.yaml.tmp")
+        temporary.write_text(text)
+        temporary.replace(path)  # as editors and config tools do: a rename, never a half-written file
+
+
+@pytest.fixture(scope="module")
+def sidecar_image(engine) -> Iterator[str]:
+    tag = f"ckptside{uuid.uuid4().hex[:8]}/sidecar:test"
+    built = subprocess.run(["make", "sidecar-image", f"SIDECAR_IMAGE={tag}"], cwd=REPO,
+                           capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, f"make sidecar-image failed:\n{built.stdout[-3000:]}\n{built.stderr[-3000:]}"
+    yield tag
+    run_docker("rmi", "-f", tag, check=False)
+
+
+def start_sidecar(image: str, name: str, prefix: str, folder: Path, store: Path) -> Sidecar:
+    config_dir, trigger_dir = folder / "config", folder / "trigger"
+    config_dir.mkdir()
+    trigger_dir.mkdir()
+    sidecar = Sidecar(name, prefix, config_dir, trigger_dir)
+    sidecar.write_config(f"label-prefix: {prefix}\nresync-interval: 10s\n")
+    run_docker("run", "-d", "--name", name,
+               "-v", "/var/run/docker.sock:/var/run/docker.sock",
+               "-v", f"{store}:{store}", "-e", f"{ENV_HOME}={store}",
+               "-v", f"{config_dir}:{CONFIG_DIR}", "-v", f"{trigger_dir}:{TRIGGER_DIR}", image, "serve")
+    wait_for("the sidecar to start", lambda: sidecar.events("engine_reachable"))
+    return sidecar
+
+
+def log_time(line: str) -> datetime:
+    return datetime.fromisoformat(re.search(r"^time=(\S+)", line).group(1).replace("Z", "+00:00"))  # type: ignore[union-attr]
+
+
+# --- scheduled runs, labels, triggers, config, health -------------------------------
+
+
+@dataclass
+class Running:
+    stack: Stack
+    sidecar: Sidecar
+    store: Path
+
+
+@pytest.fixture(scope="module")
+def running(sidecar_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    test_id = uuid.uuid4().hex[:8]
+    prefix = project = f"ckptside{test_id}"
+    folder = tmp_path_factory.mktemp("sidecar")
+    every = {"enable": "true", "schedule": "@every 3s", "keep": "2"}
+    (folder / "compose.yaml").write_text("services:\n"
+                                         f"  one:\n{counter_service(prefix, every)}\n"
+                                         f"  two:\n{counter_service(prefix, every, depends_on='one')}\n"
+                                         f"  bad:\n{counter_service(prefix, {'enable': 'true', 'schedule': 'every 3 seconds'})}\n")
+    stack = Stack(folder, project)
+    store = folder / "store"
+    try:
+        stack.compose("up", "-d")
+        yield Running(stack, start_sidecar(sidecar_image, f"{project}-sidecar", prefix, folder, store), store)
+    finally:
+        run_docker("rm", "-f", f"{project}-sidecar", check=False)
+        stack.down()
+
+
+@pytest.fixture
+def live(running: Running, monkeypatch: pytest.MonkeyPatch) -> Running:
+    """The shared stack and sidecar; the CLI run by the test uses the sidecar's store."""
+    monkeypatch.setenv(ENV_HOME, str(running.store))
+    return running
+
+
+def done_runs(sidecar: Sidecar, job: str = "default") -> list[str]:
+    return sidecar.events("run_done", project=sidecar.prefix, job=job)
+
+
+def test_scheduled_runs_every_3s(live: Running) -> None:
+    sidecar = live.sidecar
+    started = log_time(sidecar.events("starting")[0])
+    wait_for("12 s of runs", lambda: (datetime.now(started.tzinfo) - started).total_seconds() > 12.5, timeout=20)
+    early = [line for line in done_runs(sidecar) if (log_time(line) - started).total_seconds() <= 12.5]
+    assert len(early) >= 3, sidecar.logs()
+    assert all("snapshot=auto-default-" in line for line in early)
+    scheduled = sidecar.events("job_scheduled", project=sidecar.prefix, job="default")
+    assert "services=one,two" in scheduled[0] and "keep=2" in scheduled[0] and "next_run=" in scheduled[0]
+
+
+def test_bad_labels_are_logged_once_and_skipped(live: Running) -> None:
+    sidecar = live.sidecar
+    bad = f"{sidecar.prefix}-bad-1"
+    wait_for("a resync", lambda: len(done_runs(sidecar)) >= 1)
+    lines = sidecar.events("bad_label", container=bad, label=f"{sidecar.prefix}.schedule")
+    assert len(lines) == 1 and "level=error" in lines[0] and "invalid schedule" in lines[0]
+    assert all("bad" not in line.split("services=")[1] for line in sidecar.events("job_scheduled"))
+
+
+def test_trigger_file_and_exec_run_snapshot_now(live: Running) -> None:
+    sidecar, stack = live.sidecar, live.stack
+    (sidecar.trigger_dir / stack.project).write_text("")
+    wait_for("the triggered run", lambda: done_runs(sidecar, job="manual"))
+    assert not (sidecar.trigger_dir / stack.project).exists()
+
+    done = sidecar.exec("compose-ckpt-sidecar", "run", stack.project, "--json")
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    assert document["snapshot"].startswith("manual-") and document["services"] == ["one", "two"]
+    manual = [s for s in stack.snapshots() if s["name"].startswith("manual-")]
+    assert len(manual) == 2 and {s["status"] for s in manual} == {"complete"}
+
+    unknown = sidecar.exec("compose-ckpt-sidecar", "run", stack.project, "nosuchjob")
+    assert unknown.returncode == 4 and "has no job nosuchjob" in unknown.stderr
+
+
+def test_config_change_applies_without_restart(live: Running) -> None:
+    sidecar = live.sidecar
+    sidecar.write_config(f"label-prefix: {sidecar.prefix}\nresync-interval: 10s\n"
+                         "jobs:\n  nightly:\n    schedule: '0 0 3 * * *'\n    keep: 7\n")
+    line = wait_for("the new job", lambda: sidecar.events("job_scheduled", project=sidecar.prefix, job="nightly"))
+    assert "schedule=\"0 0 3 * * *\"" in line[0] and "keep=7" in line[0]
+    assert sidecar.events("config_reloaded")
+
+    sidecar.write_config("concurrency: many\n")
+    wait_for("the invalid config to be refused", lambda: sidecar.events("config_invalid"))
+    time.sleep(1)
+    assert not sidecar.events("job_unscheduled")  # the previous config still holds
+    assert len(sidecar.events("starting")) == 1
+    assert run_docker("inspect", "-f", "{{.State.Running}} {{.RestartCount}}", sidecar.name).stdout.split() == ["true", "0"]
+
+
+def test_healthz_and_metrics(live: Running) -> None:
+    sidecar, stack = live.sidecar, live.stack
+    wait_for("a run", lambda: done_runs(sidecar))
+    assert sidecar.http("/healthz") == (200, "ok\n")
+    status, text = sidecar.http("/metrics")
+    assert status == 200
+    labels = f'{{project="{stack.project}",job="default"}}'
+    runs = re.search(rf"^compose_ckpt_sidecar_runs_total{re.escape(labels)} (\d+)$", text, re.M)
+    assert runs and int(runs.group(1)) >= 1
+    for series in ("failures_total", "skips_total", "last_success_timestamp_seconds", "run_duration_seconds_sum"):
+        assert f"compose_ckpt_sidecar_{series}{labels} " in text
+    assert "compose_ckpt_sidecar_engine_up 1" in text
+
+    # A paused container cannot be checkpointed: the next run fails, and health says so until one succeeds.
+    two = stack.containers("two")[0]
+    # Retry: a snapshot in progress may hold it paused for a moment.
+    wait_for("pausing two", lambda: run_docker("pause", two, check=False).returncode == 0)
+    try:
+        wait_for("a failed run", lambda: sidecar.events("run_failed", project=stack.project), timeout=15)
+        status, body = sidecar.http("/healthz")
+        assert status == 503 and f"{stack.project}/default" in body
+    finally:
+        run_docker("unpause", two)
+    wait_for("health to come back", lambda: sidecar.http("/healthz")[0] == 200, timeout=15)
+
+
+def test_sigterm_then_two_kept_and_each_restores(live: Running) -> None:
+    sidecar, stack = live.sidecar, live.stack
+    wait_for("pruning", lambda: any("pruned=auto-default-" in line for line in done_runs(sidecar)))
+    run_docker("stop", "-t", "60", sidecar.name)
+    assert sidecar.logs().splitlines()[-1].endswith("event=stopped")
+    snapshots = stack.snapshots()
+    assert not [s for s in snapshots if s["status"] == "incomplete"]
+    kept = [s["name"] for s in snapshots if s["name"].startswith("auto-default-") and s["status"] == "complete"]
+    assert len(kept) == 2, snapshots
+
+    for name in reversed(kept):  # newest first, so that each restore goes back in time
+        before = stack.counts_of("one", "two")
+        restored = json.loads(stack.ckpt_ok("restore", name, "--force", "--json").stdout)
+        assert [c["service"] for c in restored["containers"]] == ["one", "two"]  # dependencies first
+        after = stack.counts_of("one", "two")
+        for container, value in after.items():
+            # Back to the snapshot's count: not a fresh start (from 1), and behind where it was.
+            assert 20 < value < before[container], f"{container}: {before[container]} before, {value} after"
+
+
+# --- restore on boot ------------------------------------------------------------------
+
+
+def test_restore_on_boot(sidecar_image: str, tmp_path: Path, isolated_store: Path) -> None:
+    prefix = project = f"ckptside{uuid.uuid4().hex[:8]}"
+    labels = {"enable": "true", "restore-on-boot": "true", "schedule": "@hourly"}
+    (tmp_path / "compose.yaml").write_text(f"services:\n  one:\n{counter_service(prefix, labels)}\n"
+                                           f"  two:\n{counter_service(prefix, labels, depends_on='one')}\n")
+    stack = Stack(tmp_path, project)
+    try:
+        stack.compose("up", "-d")
+        time.sleep(3)
+        before_snapshot = stack.counts_of("one", "two")
+        stack.ckpt_ok("snapshot", "--name", "before-boot")
+        for container in (*stack.containers("one"), *stack.containers("two")):
+            run_docker("kill", container)  # the daemon or host went down: containers exited
+        assert set(stack.states().values()) == {"exited"}
+
+        sidecar = start_sidecar(sidecar_image, f"{project}-sidecar", prefix, tmp_path, isolated_store)
+        line = wait_for("the boot restore", lambda: sidecar.events("boot_restore_done", project=project), timeout=60)
+        assert "snapshot=before-boot" in line[0], sidecar.logs()
+        assert set(stack.states().values()) == {"running"}
+        after = stack.counts_of("one", "two")
+        for container, value in before_snapshot.items():
+            assert after[container] >= value > 20, f"{container}: {value} before the snapshot, {after[container]} after"
+        wait_for("the job after the restore", lambda: sidecar.events("job_scheduled", project=project))
+    finally:
+        run_docker("rm", "-f", f"{project}-sidecar", check=False)
+        stack.down()

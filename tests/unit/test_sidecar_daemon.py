@@ -1,0 +1,162 @@
+"""Timetable, metrics and the daemon's run bookkeeping, with a fake runner instead of the engine."""
+
+import io
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.errors import SnapshotFailed
+from compose_ckpt.sidecar.daemon import Sidecar, Slots
+from compose_ckpt.sidecar.log import Log, format_line
+from compose_ckpt.sidecar.metrics import Metrics
+from compose_ckpt.sidecar.policy import Retention, StackJob
+from compose_ckpt.sidecar.runner import RunResult
+from compose_ckpt.sidecar.schedule import parse_schedule
+from compose_ckpt.sidecar.timetable import Timetable
+
+UTC = timezone.utc
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def job(project: str = "shop", name: str = "default", schedule: str = "@every 10s",
+        services: tuple[str, ...] = ("web",)) -> StackJob:
+    return StackJob(project, name, services, f"auto-{name}-", True, parse_schedule(schedule, UTC), Retention(2))
+
+
+def test_timetable_keeps_the_next_run_of_unchanged_schedules() -> None:
+    table = Timetable()
+    changed, removed = table.update([job(), job(name="daily", schedule="@daily")], NOW)
+    assert [e.next_run for e in changed] == [NOW + timedelta(seconds=10), datetime(2026, 3, 2, tzinfo=UTC)]
+    later = NOW + timedelta(seconds=4)
+    changed, removed = table.update([job(services=("db", "web")), job(name="daily", schedule="@hourly")], later)
+    assert [(e.job.job, e.next_run) for e in changed] == [
+        ("default", NOW + timedelta(seconds=10)),  # more services, same schedule: same time
+        ("daily", datetime(2026, 3, 1, 13, tzinfo=UTC)),  # new schedule: new time
+    ]
+    assert table.update([job(name="daily", schedule="@hourly")], later) == ([], [("shop", "default")])
+
+
+def test_timetable_due_moves_jobs_on() -> None:
+    table = Timetable()
+    table.update([job(), job(project="blog", schedule="@every 30s")], NOW)
+    assert table.next_wakeup() == NOW + timedelta(seconds=10)
+    assert table.due(NOW + timedelta(seconds=5)) == []
+    at = NOW + timedelta(seconds=11)
+    assert [j.project for j in table.due(at)] == ["shop"]
+    assert table.next_wakeup() == at + timedelta(seconds=10)
+
+
+def test_metrics_text_and_health() -> None:
+    metrics = Metrics()
+    assert metrics.health() == (False, "engine unreachable")
+    metrics.engine_up = True
+    metrics.finished(("shop", "default"), True, 1.5, 1700000000.0, pruned=1)
+    metrics.finished(('we"ird', "daily"), False, 0.25, 1700000001.0)
+    metrics.skipped(("shop", "default"))
+    text = metrics.render()
+    assert 'compose_ckpt_sidecar_runs_total{project="shop",job="default"} 1' in text
+    assert 'compose_ckpt_sidecar_skips_total{project="shop",job="default"} 1' in text
+    assert 'compose_ckpt_sidecar_pruned_total{project="shop",job="default"} 1' in text
+    assert 'compose_ckpt_sidecar_failures_total{project="we\\"ird",job="daily"} 1' in text
+    assert 'compose_ckpt_sidecar_last_success_timestamp_seconds{project="shop",job="default"} 1700000000.0' in text
+    assert 'compose_ckpt_sidecar_run_duration_seconds_count{project="shop",job="default"} 1' in text
+    assert "# TYPE compose_ckpt_sidecar_runs_total counter" in text
+    assert metrics.health() == (False, 'last run failed: we"ird/daily')
+    metrics.forget_failures([('we"ird', "daily")])
+    assert metrics.health() == (True, "ok")
+
+
+def test_log_lines_are_logfmt() -> None:
+    line = format_line("info", "run_done", {"project": "shop", "error": 'say "hi"\nbye', "none": None}, NOW)
+    assert line == 'time=2026-03-01T12:00:00.000Z level=info event=run_done project=shop error="say \\"hi\\"\\nbye"'
+
+
+def test_slots_cap_runs_and_give_up_when_cancelled() -> None:
+    slots, cancelled = Slots(1), threading.Event()
+    assert slots.acquire(cancelled)
+    cancelled.set()
+    assert not slots.acquire(cancelled)
+    slots.release()
+
+
+class FakeRunner:
+    """Blocks every run until released; fails when told to."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.fail = False
+
+    def run(self, job: StackJob) -> RunResult:
+        self.started.set()
+        self.release.wait(5)
+        if self.fail:
+            raise SnapshotFailed("snapshot failed while dumping shop-web-1")
+        return RunResult("auto-default-x", job.services, ["auto-default-old"], 0.5)
+
+
+def daemon(tmp_path: Path) -> tuple[Sidecar, FakeRunner, io.StringIO]:
+    out = io.StringIO()
+    config = tmp_path / "sidecar.yaml"
+    config.write_text("http-port: 0\n")
+    sidecar = Sidecar(config, UTC, SnapshotStore(tmp_path / "store"), Log(out))
+    runner = FakeRunner()
+    sidecar.runner = runner  # type: ignore[assignment]
+    sidecar.metrics.engine_up = True
+    return sidecar, runner, out
+
+
+def wait_idle(sidecar: Sidecar) -> None:
+    for run in list(sidecar.runs.values()):
+        run.thread.join(5)
+
+
+def test_a_run_still_going_makes_the_next_tick_skip(tmp_path: Path) -> None:
+    sidecar, runner, out = daemon(tmp_path)
+    sidecar._launch(job(), "schedule")
+    assert runner.started.wait(5)
+    sidecar._launch(job(), "schedule")
+    sidecar._launch(job(project="blog"), "schedule")  # another job is not held up
+    runner.release.set()
+    wait_idle(sidecar)
+    text = sidecar.metrics.render()
+    assert 'compose_ckpt_sidecar_skips_total{project="shop",job="default"} 1' in text
+    assert 'compose_ckpt_sidecar_runs_total{project="shop",job="default"} 1' in text
+    assert 'compose_ckpt_sidecar_runs_total{project="blog",job="default"} 1' in text
+    assert "event=run_skipped project=shop job=default" in out.getvalue()
+    assert sidecar.runs == {}
+
+
+def test_a_failed_run_is_logged_and_makes_health_fail(tmp_path: Path) -> None:
+    sidecar, runner, out = daemon(tmp_path)
+    runner.fail = True
+    runner.release.set()
+    sidecar._launch(job(), "schedule")
+    wait_idle(sidecar)
+    assert "level=error event=run_failed project=shop job=default" in out.getvalue()
+    assert sidecar.metrics.health() == (False, "last run failed: shop/default")
+
+
+def test_a_run_past_the_timeout_is_reported_once(tmp_path: Path) -> None:
+    sidecar, runner, out = daemon(tmp_path)
+    (tmp_path / "sidecar.yaml").write_text("http-port: 0\nrun-timeout: 1s\n")
+    sidecar._reload()
+    sidecar._launch(job(), "schedule")
+    assert runner.started.wait(5)
+    sidecar.runs[("shop", "default")].started -= 2  # type: ignore[operator]
+    sidecar._check_timeouts()
+    sidecar._check_timeouts()
+    runner.release.set()
+    wait_idle(sidecar)
+    assert out.getvalue().count("event=run_timeout") == 1
+    assert 'compose_ckpt_sidecar_timeouts_total{project="shop",job="default"} 1' in sidecar.metrics.render()
+
+
+def test_a_trigger_file_for_an_unknown_project_is_refused_and_removed(tmp_path: Path) -> None:
+    sidecar, _, out = daemon(tmp_path)
+    sidecar.config = sidecar.config.__class__(http_port=0, trigger_dir=tmp_path)
+    (tmp_path / "nosuch").write_text("")
+    sidecar._trigger("nosuch")
+    assert not (tmp_path / "nosuch").exists()
+    assert "event=trigger_refused file=nosuch" in out.getvalue()

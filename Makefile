@@ -37,3 +37,12 @@ demo: engine install  ## the main job on examples/counter: snapshot, "reboot", r
 
 bench: engine install  ## benchmarks against the plain docker checkpoint loop; see bench/README.md
 	$(BIN)/python bench/run.py
+
+SIDECAR_IMAGE ?= compose-ckpt/sidecar:dev
+SIDECAR_BASE ?= local/debian:bookworm
+
+.PHONY: sidecar-image
+sidecar-image: install  ## the sidecar image, built offline from wheels made here (see sidecar/README.md)
+	rm -rf build/wheels
+	$(BIN)/pip wheel --quiet --disable-pip-version-check . -w build/wheels
+	docker build --build-arg BASE=$(SIDECAR_BASE) -t $(SIDECAR_IMAGE) .

@@ -38,7 +38,9 @@ def serve(config: ConfigOption = None) -> None:
 @app.command()
 def run(
     project: Annotated[str, typer.Argument(metavar="PROJECT", help="Compose project with labelled containers.")],
-    job: Annotated[str | None, typer.Argument(metavar="JOB", help="Run this job now, with its retention (default: a manual snapshot, never pruned by the sidecar).", show_default=False)] = None,
+    job: Annotated[str | None, typer.Argument(
+        metavar="JOB", show_default=False,
+        help="Run this job now, with its retention (default: a manual snapshot, never pruned by the sidecar).")] = None,
     config: ConfigOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:

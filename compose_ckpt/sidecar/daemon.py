@@ -133,7 +133,7 @@ class Sidecar:
                 self.engine = self.engine or Engine.connect()
                 self.runner = self.runner or Runner(self.engine, self.store)
             except CkptError as exc:
-                self._engine_state(False, exc)
+                self._engine_state(False, exc.message)
                 self.stopping.wait(RETRY)
                 continue
             if self._resync():
@@ -184,8 +184,8 @@ class Sidecar:
         assert self.engine is not None
         try:
             found = discover(self.engine, self.config.rules(self.zone))
-        except CkptError as exc:
-            self._engine_state(False, exc)
+        except Exception as exc:  # noqa: BLE001 - the SDK has errors the adapter does not translate
+            self._engine_state(False, str(exc))
             return False
         self._engine_state(True)
         self.discovery = found
@@ -196,7 +196,8 @@ class Sidecar:
             assert job.schedule is not None and job.retention is not None
             self.log.info("job_scheduled", project=job.project, job=job.job, schedule=job.schedule.text,
                           services=",".join(job.services), keep=job.retention.keep,
-                          max_age=job.retention.max_age, leave_running=job.leave_running,
+                          max_age_seconds=int(job.retention.max_age.total_seconds()) if job.retention.max_age else None,
+                          leave_running=job.leave_running,
                           next_run=entry.next_run.isoformat(timespec="seconds"))
         for project, job_name in removed:
             self.log.info("job_unscheduled", project=project, job=job_name)
@@ -211,13 +212,13 @@ class Sidecar:
             self.log.error("bad_label", container=problem.container, label=problem.label, problem=problem.message)
         self.reported = current
 
-    def _engine_state(self, up: bool, exc: CkptError | None = None) -> None:
+    def _engine_state(self, up: bool, error: str | None = None) -> None:
         """Log when the engine becomes reachable or unreachable, not at every failed retry."""
         if up != self.engine_known:
             if up:
                 self.log.info("engine_reachable")
             else:
-                self.log.error("engine_unreachable", error=exc.message if exc else None)
+                self.log.error("engine_unreachable", error=error)
         self.engine_known = up
         self.metrics.engine_up = up
 
@@ -233,8 +234,8 @@ class Sidecar:
                                   project=event.attributes.get("com.docker.compose.project"))
                     self.inbox.put(Message("resync"))
                 since = until
-            except CkptError as exc:
-                self._engine_state(False, exc)
+            except Exception as exc:  # noqa: BLE001 - a stream cut by a daemon restart fails in many ways
+                self._engine_state(False, str(exc))
                 self.stopping.wait(RETRY)
                 self.inbox.put(Message("resync"))  # events missed meanwhile: read everything again
 

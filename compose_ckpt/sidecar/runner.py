@@ -22,7 +22,7 @@ from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import Engine
 from compose_ckpt.errors import NotFoundError
 from compose_ckpt.sidecar.policy import (
-    ContainerPolicy, LabelRules, Problem, StackJob, manual_job, parse_container, plan,
+    ENABLE, ContainerPolicy, LabelRules, Problem, StackJob, manual_job, parse_container, plan,
 )
 
 
@@ -47,7 +47,7 @@ def discover(engine: Engine, rules: LabelRules) -> Discovery:
     """Read every container labelled `<prefix>.enable` and plan the stack jobs."""
     policies: list[ContainerPolicy] = []
     problems: list[Problem] = []
-    for container in engine.containers_with_label(rules.label("enable")):
+    for container in engine.containers_with_label(rules.label(ENABLE)):
         policy, found = parse_container(container, rules)
         problems += found
         if policy is not None:

@@ -13,6 +13,7 @@ from compose_ckpt.sidecar.policy import JobSettings
 from compose_ckpt.sidecar.schedule import parse_schedule
 
 UTC = timezone.utc
+REPO = Path(__file__).resolve().parents[2]
 
 FULL = """
 label-prefix: acme.ckpt
@@ -101,3 +102,8 @@ def test_reload_applies_a_valid_change_and_keeps_the_old_config_on_an_invalid_on
 def test_an_invalid_config_at_start_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UsageError):
         sidecar(tmp_path, "concurrency: -1\n")
+
+
+@pytest.mark.parametrize("example", ["sidecar/sidecar.example.yaml", "examples/sidecar/config/sidecar.yaml"])
+def test_the_shipped_example_configs_are_valid(example: str) -> None:
+    assert load_config(REPO / example, UTC) != SidecarConfig()

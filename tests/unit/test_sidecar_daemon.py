@@ -7,6 +7,7 @@ from pathlib import Path
 
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.errors import SnapshotFailed
+from compose_ckpt.sidecar.config import SidecarConfig
 from compose_ckpt.sidecar.daemon import Sidecar, Slots
 from compose_ckpt.sidecar.log import Log, format_line
 from compose_ckpt.sidecar.metrics import Metrics
@@ -155,7 +156,7 @@ def test_a_run_past_the_timeout_is_reported_once(tmp_path: Path) -> None:
 
 def test_a_trigger_file_for_an_unknown_project_is_refused_and_removed(tmp_path: Path) -> None:
     sidecar, _, out = daemon(tmp_path)
-    sidecar.config = sidecar.config.__class__(http_port=0, trigger_dir=tmp_path)
+    sidecar.config = SidecarConfig(http_port=0, trigger_dir=tmp_path)
     (tmp_path / "nosuch").write_text("")
     sidecar._trigger("nosuch")
     assert not (tmp_path / "nosuch").exists()

@@ -57,7 +57,8 @@ def translated(action: str) -> Iterator[None]:
         raise NotFoundError(f"{action}: {_explanation(exc)}") from exc
     except docker.errors.APIError as exc:
         raise EngineError(f"{action}: {_explanation(exc)}") from exc
-    except (requests.exceptions.ConnectionError, docker.errors.DockerException) as exc:
+    except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
+        # Refused, timed out, or a stream cut off by a daemon restart: all mean the engine is not there.
         raise EngineUnavailable(f"{action}: cannot reach the Docker daemon ({exc})", hint=START_HINT) from exc
 
 

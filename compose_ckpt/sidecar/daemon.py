@@ -184,7 +184,7 @@ class Sidecar:
         assert self.engine is not None
         try:
             found = discover(self.engine, self.config.rules(self.zone))
-        except Exception as exc:  # noqa: BLE001 - the SDK has errors the adapter does not translate
+        except CkptError as exc:
             self._engine_state(False, str(exc))
             return False
         self._engine_state(True)
@@ -234,7 +234,7 @@ class Sidecar:
                                   project=event.attributes.get("com.docker.compose.project"))
                     self.inbox.put(Message("resync"))
                 since = until
-            except Exception as exc:  # noqa: BLE001 - a stream cut by a daemon restart fails in many ways
+            except CkptError as exc:  # the adapter turns a stream cut by a daemon restart into this too
                 self._engine_state(False, str(exc))
                 self.stopping.wait(RETRY)
                 self.inbox.put(Message("resync"))  # events missed meanwhile: read everything again

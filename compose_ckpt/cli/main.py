@@ -19,6 +19,7 @@ from compose_ckpt import __version__
 from rich.markup import escape
 
 from compose_ckpt.cli.output import console, err_console, human_size, print_error, print_json, print_table
+from compose_ckpt.domain.parallel import DEFAULT_PARALLEL
 from compose_ckpt.errors import CkptError, ExitCode, NotFoundError, UsageError
 from datetime import UTC
 
@@ -168,7 +169,7 @@ def snapshot(
     services: Services = None,
     name: Annotated[str | None, typer.Option("--name", help="Snapshot name (default: the UTC time, sortable).")] = None,
     stop: Annotated[bool, typer.Option("--stop", help="Leave the stack stopped (for a reboot or a migration).")] = False,
-    parallel: Parallel = 4,
+    parallel: Parallel = DEFAULT_PARALLEL,
     as_json: JsonOption = False,
 ) -> None:
     """Checkpoint the stack as one consistent snapshot: freeze all, dump all, then resume (or stop)."""
@@ -196,7 +197,7 @@ def restore(
     snapshot: Annotated[str | None, typer.Argument(metavar="SNAPSHOT", help="Snapshot (default: the latest complete one).", show_default=False)] = None,
     services: Services = None,
     force: Annotated[bool, typer.Option("--force", help="Kill running containers and restore over their state.")] = False,
-    parallel: Parallel = 4,
+    parallel: Parallel = DEFAULT_PARALLEL,
     as_json: JsonOption = False,
 ) -> None:
     """Bring the stack back from a snapshot, dependencies first, recreating missing containers."""
@@ -391,7 +392,7 @@ def migrate(
     to: Annotated[str, typer.Option("--to", metavar="HOST", help="Target engine: a Docker host URL (unix://, tcp://, ssh://) or a context name.")],
     snapshot: Annotated[str | None, typer.Argument(metavar="SNAPSHOT", help="Snapshot to move (default: take one now, with --stop).", show_default=False)] = None,
     keep_source: Annotated[bool, typer.Option("--keep-source", help="Keep the source containers, stopped, instead of removing them.")] = False,
-    parallel: Parallel = 4,
+    parallel: Parallel = DEFAULT_PARALLEL,
     as_json: JsonOption = False,
 ) -> None:
     """Move the stack to another Docker engine; the source is removed only once the target runs restored."""

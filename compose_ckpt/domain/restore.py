@@ -81,7 +81,20 @@ class _Restore:
             restored.extend(outcome.results[name] for name in names if name in outcome.results)
             if outcome.failures:
                 raise self._failure(outcome.failures, restored)
+        self._check_still_running(restored)
         return RestoreResult(self.manifest, restored)
+
+    def _check_still_running(self, restored: list[RestoredContainer]) -> None:
+        """A process that dies right after its restore shows it within a moment: look once, for all."""
+        time.sleep(SETTLE_SECONDS)
+        failures: dict[str, Exception] = {}
+        for container in restored:
+            try:
+                _require_running(container.container, self.engine.inspect(self.targets[container.container].id))
+            except RestoreFailed as exc:
+                failures[container.container] = exc
+        if failures:
+            raise self._failure(failures, [c for c in restored if c.container not in failures])
 
     def _prepare_containers(self) -> None:
         """Find each container; refuse running ones unless forced; recreate missing ones."""
@@ -133,17 +146,9 @@ class _Restore:
 
     def _verify(self, record: ContainerRecord, target: ContainerInfo) -> str:
         """Fail loudly when the container is not running, or was started fresh instead of restored."""
-        time.sleep(SETTLE_SECONDS)
-        now = self.engine.inspect(target.id)
-        if now is None or not now.running:
-            state = now.status if now else "gone"
-            raise RestoreFailed(f"{record.container_name} is {state} right after its restore"
-                                + (f" (exit code {now.exit_code})" if now else ""),
-                                hint=f"See `docker logs {record.container_name}`.")
-        if record.fingerprint is None:
-            return "running"
+        now = _require_running(record.container_name, self.engine.inspect(target.id))
         fingerprint = self.engine.fingerprint(now)
-        if fingerprint is None:
+        if record.fingerprint is None or fingerprint is None:
             return "running"
         if fingerprint != ProcessFingerprint.from_text(record.fingerprint):
             raise RestoreFailed(f"{record.container_name} was started fresh, not restored: its memory layout "
@@ -162,3 +167,10 @@ class _Restore:
             f"(restored before the failure: {done}); services that depend on them were not started",
             details=details, hint=hint,
         )
+
+
+def _require_running(name: str, container: ContainerInfo | None) -> ContainerInfo:
+    if container is not None and container.running:
+        return container
+    state = f"{container.status} (exit code {container.exit_code})" if container else "gone"
+    raise RestoreFailed(f"{name} is {state} right after its restore", hint=f"See `docker logs {name}`.")

@@ -2,10 +2,12 @@
 
 Consistency: every selected container is paused (cgroup freezer) before the
 first dump and stays frozen until the last one is done, so no service can see
-another move on in between. Dumps run with leave-running while frozen; with
-`stop` the frozen containers are then killed, which lands before they could
-run again (and, unlike a checkpoint with exit, keeps `restart: always` from
-starting them fresh).
+another move on in between. Dumps run with leave-running while frozen, and
+the containers are resumed afterwards. With `stop`, a container without a
+restart policy is dumped with exit instead (CRIU ends it; the fastest way),
+and one with a restart policy is dumped with leave-running and then killed
+while still frozen: Docker would restart it fresh after a checkpoint with
+exit, but counts a kill as a manual stop.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ class _SnapshotRun:
         self.checkpoint = f"{CHECKPOINT_PREFIX}{name}"
         self.paused: set[str] = set()
         self.dumped: set[str] = set()
-        self.killed: set[str] = set()
+        self.stopped: set[str] = set()  # ended after their dump, by CRIU or by a kill
         self.manifest = Manifest(
             name=name, project=project.name, created=now_iso(), status=SnapshotStatus.INCOMPLETE,
             stopped=request.stop, compose_files=[str(p) for p in project.compose.config_files],
@@ -138,7 +140,7 @@ class _SnapshotRun:
         self._each(ids, "pausing", self._pause)
         self._each(ids, "dumping", self._dump)
         if self.request.stop:
-            self._each(ids, "stopping", self._kill)
+            self._each([cid for cid in ids if cid not in self.stopped], "stopping", self._kill)
         else:
             self._each(ids, "resuming", self._unpause)
         frozen = round(time.monotonic() - frozen_at, 3)
@@ -152,13 +154,19 @@ class _SnapshotRun:
 
     def _dump(self, container_id: str) -> None:
         began = time.monotonic()
-        self.engine.checkpoint_create(container_id, self.checkpoint, leave_running=True)
+        exit_now = self.request.stop and not _has_restart_policy(self.members[container_id][1])
+        self.engine.checkpoint_create(container_id, self.checkpoint, leave_running=not exit_now)
         self.dumped.add(container_id)
+        if exit_now:
+            self._mark_stopped(container_id)
         self._record_for(container_id).dump_seconds = round(time.monotonic() - began, 3)
 
     def _kill(self, container_id: str) -> None:
         self.engine.kill(container_id)
-        self.killed.add(container_id)
+        self._mark_stopped(container_id)
+
+    def _mark_stopped(self, container_id: str) -> None:
+        self.stopped.add(container_id)
         self.paused.discard(container_id)
 
     def _unpause(self, container_id: str) -> None:
@@ -188,17 +196,18 @@ class _SnapshotRun:
             record.size = self.engine.copy_checkpoint_out(container_id, self.checkpoint, target)
 
         self._each(list(self.members), "saving", move)
-        for container_id in list(self.dumped):
-            self._delete_checkpoint(container_id)
-            self.dumped.discard(container_id)
+        # The store now holds every file, so the snapshot is good whatever happens next: Docker's
+        # copies are dropped best effort (a leftover one only takes disk space, in Docker's folder).
+        run_parallel(list(self.dumped), self._delete_checkpoint, self.request.parallel)
+        self.dumped.clear()
 
     def _record_for(self, container_id: str) -> ContainerRecord:
         return next(r for r in self.manifest.containers if r.container_id == container_id)
 
     def _roll_back(self) -> None:
         """Leave every container as it was before: running, with its state. Best effort, all of it."""
-        for container_id in list(self.killed):
-            self._quietly(self._resume_killed, container_id)
+        for container_id in list(self.stopped):
+            self._quietly(self._resume_stopped, container_id)
         for container_id in list(self.paused):
             self._quietly(self.engine.unpause, container_id)
         for container_id in list(self.dumped):
@@ -207,8 +216,8 @@ class _SnapshotRun:
     def _delete_checkpoint(self, container_id: str) -> None:
         self.engine.checkpoint_delete(container_id, self.checkpoint)
 
-    def _resume_killed(self, container_id: str) -> None:
-        """A container killed after its dump: bring it back from that very checkpoint."""
+    def _resume_stopped(self, container_id: str) -> None:
+        """A container that ended after its dump: bring it back from that very checkpoint."""
         self.engine.wait_exited(container_id, timeout=60)
         self.engine.start_from_checkpoint(container_id, self.checkpoint)
 
@@ -218,6 +227,11 @@ class _SnapshotRun:
             action(container_id)
         except CkptError:
             pass  # rollback goes on with the others; the original failure is what gets reported
+
+
+def _has_restart_policy(container: ContainerInfo) -> bool:
+    policy = ((container.attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
+    return policy != "no"
 
 
 def _phase_failure(phase: str, failures: dict[str, Exception]) -> SnapshotFailed:

@@ -10,14 +10,16 @@ from pathlib import Path
 
 from tests.integration.conftest import run_docker
 
-COUNTER = "i=0; while true; do i=$$((i+1)); echo $$i > /tmp/count; sleep 0.1; done"
+COUNTER = "i=0; while true; do i=$$((i+1)); echo $$i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.1; done"
 
 # kv, counter (2 replicas) and web with a named volume and a tmpfs; state only in memory.
+# kv has a restart policy, so `snapshot --stop` must stop it in a way Docker does not undo.
 THREE_SERVICES = f"""
 services:
   kv:
     image: local/debian:bookworm
     command: ["redis-server", "--save", "", "--appendonly", "no", "--protected-mode", "no"]
+    restart: unless-stopped
   counter:
     image: local/busybox:latest
     command: ["sh", "-c", "{COUNTER}"]

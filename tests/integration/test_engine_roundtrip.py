@@ -15,7 +15,7 @@ from tests.integration.conftest import BUSYBOX, run_docker
 pytestmark = pytest.mark.engine
 
 # A counter held only in a shell variable; the file just lets the test read it.
-COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done"
+COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.1; done"
 
 
 def read_counter(container: str) -> int:

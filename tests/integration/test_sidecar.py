@@ -111,15 +111,8 @@ def start_sidecar(image: str, name: str, prefix: str, folder: Path, store: Path)
 
 
 def counts(stack: Stack) -> dict[str, int]:
-    """The counters of services one and two; a read that lands between the shell's truncate and
-    write of /tmp/count finds it empty, so read again."""
-
-    def read(container: str) -> int | None:
-        text = run_docker("exec", container, "cat", "/tmp/count", check=False).stdout.strip()
-        return int(text) if text.isdigit() else None
-
-    return {c: wait_for(f"the count of {c}", lambda c=c: read(c), timeout=5)
-            for service in ("one", "two") for c in stack.containers(service)}
+    """The counters of services one and two."""
+    return stack.counts_of("one", "two")
 
 
 def log_time(line: str) -> datetime:

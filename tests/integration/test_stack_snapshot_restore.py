@@ -42,6 +42,8 @@ def test_snapshot_stop_then_restore_keeps_memory_state(stack: Stack) -> None:
     assert {c["service"] for c in document["containers"]} == {"kv", "counter", "web"}
     assert len(document["containers"]) == 4 and all(c["size"] > 0 for c in document["containers"])
     assert set(stack.states().values()) == {"exited"}
+    time.sleep(2)
+    assert set(stack.states().values()) == {"exited"}  # not restarted by Docker's restart policy
 
     restored = json.loads(stack.ckpt_ok("restore", "--json").stdout)
     assert restored["snapshot"] == "first"

@@ -6,10 +6,12 @@ once, in `run`, and turned into a message and an exit code.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,6 +35,12 @@ app = typer.Typer(
 )
 
 
+class ProgressMode(str, Enum):
+    AUTO = "auto"  # phase lines when stderr is a terminal
+    PLAIN = "plain"  # always (for logs and scripts that follow the work)
+    QUIET = "quiet"
+
+
 @dataclass(frozen=True)
 class GlobalOptions:
     files: tuple[str, ...]
@@ -41,6 +49,7 @@ class GlobalOptions:
     profiles: tuple[str, ...]
     env_files: tuple[str, ...]
     host: str | None
+    progress: ProgressMode
 
     def connect(self) -> Any:
         from compose_ckpt.engine import Engine
@@ -63,6 +72,7 @@ def main(
     profile: Annotated[list[str] | None, typer.Option("--profile", metavar="PROFILE", help="Enable a compose profile (repeatable).")] = None,
     env_file: Annotated[list[str] | None, typer.Option("--env-file", metavar="FILE", help="Environment file instead of .env (repeatable).")] = None,
     host: Annotated[str | None, typer.Option("--host", "-H", metavar="HOST", help="Docker daemon to use (default: DOCKER_HOST or the local socket).")] = None,
+    progress: Annotated[ProgressMode, typer.Option("--progress", help="Phase lines on stderr: auto (on a terminal), plain (always) or quiet.")] = ProgressMode.AUTO,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show tracebacks of unexpected errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
@@ -73,6 +83,7 @@ def main(
         profiles=tuple(profile or ()),
         env_files=tuple(env_file or ()),
         host=host,
+        progress=progress,
     )
 
 
@@ -126,9 +137,10 @@ def _project_name(options: GlobalOptions) -> str:
     return str(_compose_project(options).name)
 
 
-def _progress(enabled: bool) -> Any:
-    """Phase lines on stderr while long work runs, when stderr is a terminal."""
+def _progress(options: GlobalOptions) -> Any:
+    """Phase lines on stderr while long work runs (see --progress)."""
     started = time.monotonic()
+    enabled = options.progress is ProgressMode.PLAIN or (options.progress is ProgressMode.AUTO and sys.stderr.isatty())
 
     def show(container: str, phase: str) -> None:
         if enabled:
@@ -179,7 +191,7 @@ def snapshot(
     options: GlobalOptions = ctx.obj
     project = Project(_compose_project(options), options.connect())
     request = SnapshotRequest(services=tuple(services or ()), name=name, stop=stop, parallel=parallel)
-    manifest = take_snapshot(project, _store(), request, _progress(sys.stderr.isatty()))
+    manifest = take_snapshot(project, _store(), request, _progress(options))
     if as_json:
         print_json(_details(manifest))
         return
@@ -205,7 +217,7 @@ def restore(
 
     options: GlobalOptions = ctx.obj
     request = RestoreRequest(snapshot=snapshot, services=tuple(services or ()), force=force, parallel=parallel)
-    result = restore_snapshot(options.connect(), _store(), _project_name(options), request, _progress(sys.stderr.isatty()))
+    result = restore_snapshot(options.connect(), _store(), _project_name(options), request, _progress(options))
     if as_json:
         print_json({"snapshot": result.snapshot.name, "project": result.snapshot.project,
                     "containers": [vars(c) for c in result.containers]})
@@ -248,6 +260,10 @@ def list_snapshots(ctx: typer.Context, as_json: JsonOption = False) -> None:
         return
     print_table(["NAME", "CREATED", "STATUS", "SERVICES", "SIZE"],
                 [(m.name, m.created, m.status.value, ",".join(m.services), human_size(m.size)) for m in manifests])
+    if any(m.status.value == "incomplete" for m in manifests):
+        err_console.print("[yellow]hint:[/] an incomplete snapshot is being taken now or its command was killed; "
+                          "if killed, `compose-ckpt recover` puts its containers back (snapshot and restore do it too)",
+                          highlight=False)
 
 
 @app.command()
@@ -271,10 +287,31 @@ def inspect(ctx: typer.Context, snapshot: Annotated[str, typer.Argument(metavar=
 
 
 @app.command()
+def recover(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Put back the containers a killed snapshot left frozen or stopped, and mark it failed.
+
+    snapshot and restore do this first on their own; this runs it alone."""
+    from compose_ckpt.domain.recovery import recover_project
+
+    options: GlobalOptions = ctx.obj
+    actions = recover_project(options.connect(), _store(), _project_name(options))
+    if as_json:
+        print_json({"actions": actions})
+        return
+    for action in actions:
+        console.print(action, highlight=False)
+    console.print("nothing to recover" if not actions else f"recovered {len(actions)} containers", highlight=False)
+
+
+@app.command()
 def rm(ctx: typer.Context, snapshots: Annotated[list[str], typer.Argument(metavar="SNAPSHOT", help="Snapshot names.")]) -> None:
     """Remove snapshots and their checkpoint files."""
+    from compose_ckpt.domain.manifest import validate_name
+
     store = _store()
     project = _project_name(ctx.obj)
+    for name in snapshots:  # all names checked before the lock creates the project's folder
+        validate_name(name)
     with store.locked(project):
         for name in snapshots:
             store.remove(project, name)
@@ -321,7 +358,7 @@ def export(
     options: GlobalOptions = ctx.obj
     project = _project_name(options)
     engine = options.connect() if with_images else None
-    progress = _progress(sys.stderr.isatty())
+    progress = _progress(options)
     if output == "-":
         if sys.stdout.isatty():
             raise UsageError("refusing to write an archive to a terminal", hint="Redirect stdout, or use -o FILE.")
@@ -345,8 +382,11 @@ def _export_to_file(path: Path, write: Any) -> Any:
             os.fchmod(out.fileno(), 0o600)  # checkpoints hold process memory, secrets included
             result = write(out)
         os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        if isinstance(exc, OSError):  # -o names a missing folder, a folder, or a place we may not write
+            raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
         raise
     return result
 
@@ -363,7 +403,7 @@ def import_(
 
     options: GlobalOptions = ctx.obj
     engine = options.connect()
-    progress = _progress(sys.stderr.isatty())
+    progress = _progress(options)
     expected = options.project_name
     if archive == "-":
         result = import_snapshot(_store(), engine, sys.stdin.buffer, rename=name, expected_project=expected, progress=progress)
@@ -405,7 +445,7 @@ def migrate(
     project = Project(_compose_project(options), options.connect())
     target = Engine.connect(to)
     request = MigrateRequest(snapshot=snapshot, keep_source=keep_source, parallel=parallel)
-    result = migrate_stack(project, target, _store(), request, _progress(sys.stderr.isatty()))
+    result = migrate_stack(project, target, _store(), request, _progress(options))
     if as_json:
         print_json({"snapshot": result.snapshot.name, "project": result.snapshot.project, "target": target.base_url,
                     "seconds": result.seconds, "warnings": result.warnings, "source_removed": result.source_removed,

@@ -41,3 +41,12 @@ def run_parallel(items: Sequence[K], call: Callable[[K], V], workers: int) -> Ou
             except Exception as exc:  # noqa: BLE001 - collected and reported by the caller
                 outcome.failures[item] = exc
     return outcome
+
+
+def describe_failures(failures: dict[str, Exception]) -> list[str]:
+    """One line per failed item, then that error's own detail lines (such as CRIU's log), indented."""
+    lines: list[str] = []
+    for item, exc in sorted(failures.items()):
+        lines.append(f"{item}: {exc}")
+        lines.extend(f"  {line}" for line in getattr(exc, "details", []))
+    return lines

@@ -16,6 +16,12 @@ from compose_ckpt.engine import Engine
 from compose_ckpt.errors import CkptError
 
 
+def recover_project(engine: Engine, store: SnapshotStore, project: str) -> list[str]:
+    """`compose-ckpt recover`: what snapshot and restore do first anyway, on its own."""
+    with store.locked(project):
+        return recover_interrupted(engine, store, project)
+
+
 def recover_interrupted(engine: Engine, store: SnapshotStore, project: str) -> list[str]:
     """Recover every `incomplete` snapshot of `project`; the caller holds the project lock.
 

@@ -7,16 +7,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from compose_ckpt.domain.containers import recreate_containers
-from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus
+from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, validate_name
 from compose_ckpt.domain.ordering import dependency_levels
 from compose_ckpt.domain.recovery import recover_interrupted
-from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback, run_parallel
+from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback, describe_failures, run_parallel
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo, Engine, ProcessFingerprint
 from compose_ckpt.errors import CkptError, ConflictError, RestoreFailed, UsageError
 
-# A container that dies right after its restore shows it within this time.
-SETTLE_SECONDS = 0.5
+# A restored process that cannot carry on (a socket or file that did not come back) dies at once:
+# by this long after the last start it shows.
+SETTLE_SECONDS = 0.3
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class RestoreResult:
 
 def restore_snapshot(engine: Engine, store: SnapshotStore, project: str, request: RestoreRequest,
                      progress: ProgressCallback = lambda name, phase: None) -> RestoreResult:
+    if request.snapshot is not None:
+        validate_name(request.snapshot)  # before the lock creates the project's folder
     with store.locked(project):
         recover_interrupted(engine, store, project)
         manifest = store.load(project, request.snapshot) if request.snapshot else store.latest_complete(project)
@@ -64,6 +67,7 @@ class _Restore:
         self.records = [r for r in manifest.containers if r.service in self.services]
         self.targets: dict[str, ContainerInfo] = {}  # container name -> the container to restore into
         self.recreated: set[str] = set()
+        self.last_start = time.monotonic()
 
     def _select(self, requested: Sequence[str]) -> list[str]:
         unknown = [name for name in requested if name not in self.manifest.services]
@@ -86,7 +90,7 @@ class _Restore:
 
     def _check_still_running(self, restored: list[RestoredContainer]) -> None:
         """A process that dies right after its restore shows it within a moment: look once, for all."""
-        time.sleep(SETTLE_SECONDS)
+        time.sleep(max(0.0, self.last_start + SETTLE_SECONDS - time.monotonic()))
         failures: dict[str, Exception] = {}
         for container in restored:
             try:
@@ -138,6 +142,7 @@ class _Restore:
         self.engine.place_checkpoint(target.id, record.checkpoint, source)
         try:
             self.engine.start_from_checkpoint(target.id, record.checkpoint)
+            self.last_start = time.monotonic()
         finally:
             self.engine.checkpoint_delete(target.id, record.checkpoint)
         verified = self._verify(record, target)
@@ -156,17 +161,15 @@ class _Restore:
         return "memory layout"
 
     def _failure(self, failures: dict[str, Exception], restored: list[RestoredContainer]) -> RestoreFailed:
-        details = []
-        for container_name, exc in failures.items():
-            details.append(f"{container_name}: {exc}")
-            details.extend(f"  {line}" for line in getattr(exc, "details", []))
         done = ", ".join(r.container for r in restored) or "none"
         hint = next((exc.hint for exc in failures.values() if isinstance(exc, CkptError) and exc.hint), None)
-        return RestoreFailed(
-            f"restore of {', '.join(failures)} failed "
-            f"(restored before the failure: {done}); services that depend on them were not started",
-            details=details, hint=hint,
-        )
+        if len(failures) == 1:
+            (name, exc), = failures.items()
+            message, details = f"restore of {name} failed: {exc}", list(getattr(exc, "details", []))
+        else:
+            message, details = f"restore of {', '.join(sorted(failures))} failed", describe_failures(failures)
+        details.append(f"restored before the failure: {done}; services that depend on them were not started")
+        return RestoreFailed(message, details=details, hint=hint)
 
 
 def _require_running(name: str, container: ContainerInfo | None) -> ContainerInfo:

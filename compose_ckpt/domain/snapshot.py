@@ -20,7 +20,7 @@ from datetime import datetime, UTC
 
 from compose_ckpt.const import CHECKPOINT_PREFIX, LABEL_CONTAINER_NUMBER
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso, validate_name
-from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback, run_parallel
+from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback, describe_failures, run_parallel
 from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.recovery import recover_interrupted
 from compose_ckpt.domain.store import SnapshotStore
@@ -235,10 +235,7 @@ def _has_restart_policy(container: ContainerInfo) -> bool:
 
 
 def _phase_failure(phase: str, failures: dict[str, Exception]) -> SnapshotFailed:
-    details: list[str] = []
-    for container, exc in sorted(failures.items()):
-        details.append(f"{container}: {exc}")
-        details.extend(f"  {line}" for line in getattr(exc, "details", []))
+    details = describe_failures(failures)
     text = " ".join(details)
     failed = ", ".join(sorted(failures))
     return SnapshotFailed(

@@ -85,6 +85,7 @@ class Engine:
         self._client = client
         self._api = client.api
         self._info: EngineInfo | None = None
+        self._info_lock = threading.Lock()  # parallel workers ask at once; one request is enough
 
     @classmethod
     def connect(cls, host: str | None = None, timeout: int = 120) -> Engine:
@@ -112,26 +113,29 @@ class Engine:
     # --- engine facts --------------------------------------------------------
 
     def info(self) -> EngineInfo:
-        if self._info is None:
-            with translated("read engine info"):
-                info = self._client.info()
-                version = self._client.version()
-            components = {c.get("Name"): c.get("Version", "") for c in version.get("Components") or []}
-            root = info.get("DockerRootDir", "")
-            self._info = EngineInfo(
-                server_version=version.get("Version", ""),
-                api_version=version.get("ApiVersion", ""),
-                experimental=bool(version.get("Experimental") or info.get("ExperimentalBuild")),
-                docker_root_dir=root,
-                cgroup_version=str(info.get("CgroupVersion", "")),
-                kernel_version=info.get("KernelVersion", ""),
-                architecture=info.get("Architecture", ""),
-                operating_system=info.get("OperatingSystem", ""),
-                storage_driver=info.get("Driver", ""),
-                containerd_version=components.get("containerd", ""),
-                runc_version=components.get("runc", ""),
-                local=self._is_local(root),
-            )
+        with self._info_lock:
+            return self._info or self._read_info()
+
+    def _read_info(self) -> EngineInfo:
+        with translated("read engine info"):
+            info = self._client.info()
+            version = self._client.version()
+        components = {c.get("Name"): c.get("Version", "") for c in version.get("Components") or []}
+        root = info.get("DockerRootDir", "")
+        self._info = EngineInfo(
+            server_version=version.get("Version", ""),
+            api_version=version.get("ApiVersion", ""),
+            experimental=bool(version.get("Experimental") or info.get("ExperimentalBuild")),
+            docker_root_dir=root,
+            cgroup_version=str(info.get("CgroupVersion", "")),
+            kernel_version=info.get("KernelVersion", ""),
+            architecture=info.get("Architecture", ""),
+            operating_system=info.get("OperatingSystem", ""),
+            storage_driver=info.get("Driver", ""),
+            containerd_version=components.get("containerd", ""),
+            runc_version=components.get("runc", ""),
+            local=self._is_local(root),
+        )
         return self._info
 
     def _is_local(self, root: str) -> bool:
@@ -192,14 +196,6 @@ class Engine:
         """SIGKILL. On a paused container the signal lands before any thaw, so nothing runs after it."""
         with translated(f"kill {container_id[:12]}"):
             self._api.kill(container_id)
-
-    def stop(self, container_id: str, timeout: int = 10) -> None:
-        with translated(f"stop {container_id[:12]}"):
-            self._api.stop(container_id, timeout=timeout)
-
-    def start(self, container_id: str) -> None:
-        with translated(f"start {container_id[:12]}"):
-            self._api.start(container_id)
 
     def remove(self, container_id: str) -> None:
         with translated(f"remove {container_id[:12]}"):

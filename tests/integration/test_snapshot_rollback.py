@@ -70,3 +70,34 @@ def test_failed_dump_rolls_every_service_back(stack: Stack, mode: list[str]) -> 
 def test_snapshot_of_healthy_services_alone_succeeds(stack: Stack) -> None:
     stack.ckpt_ok("snapshot", "one", "two", "--name", "healthy")
     assert [(s["name"], s["status"], s["services"]) for s in stack.snapshots()] == [("healthy", "complete", ["one", "two"])]
+
+
+def test_a_process_of_another_uid_without_the_capability_rolls_back(engine, tmp_path: Path, project_name: str) -> None:
+    """Where CRIU lacks CAP_SYS_RESOURCE (this sandbox), a non-root process cannot be dumped."""
+    from compose_ckpt.engine.host import CAP_SYS_RESOURCE, daemon_pid, has_capability
+
+    if has_capability(daemon_pid(), CAP_SYS_RESOURCE):
+        pytest.skip("the daemon holds CAP_SYS_RESOURCE here: CRIU can dump any uid, nothing to fail")
+    (tmp_path / "compose.yaml").write_text(f"""
+services:
+  root:
+    image: local/busybox:latest
+    command: ["sh", "-c", "{COUNTER}"]
+  nobody:
+    image: local/busybox:latest
+    user: "65534"
+    command: ["sleep", "600"]
+""")
+    stack = Stack(tmp_path, project_name)
+    stack.compose("up", "-d")
+    try:
+        time.sleep(1.0)
+        before = stack.count(stack.containers("root")[0])
+        failed = stack.ckpt("snapshot", "--stop")
+        assert failed.returncode == 1 and "nobody" in failed.stderr and "Traceback" not in failed.stderr
+        assert "CAP_SYS_RESOURCE" in failed.stderr  # the remedy names the missing capability
+        assert set(stack.states().values()) == {"running"}
+        time.sleep(0.3)
+        assert stack.count(stack.containers("root")[0]) > before
+    finally:
+        stack.down()

@@ -1,0 +1,81 @@
+"""Restore's verdict on what the engine did: restored, or silently started fresh (a Docker failure mode).
+
+The engine is faked here; that fingerprints differ on a real fresh start is proven against the real
+engine in tests/integration/test_engine_roundtrip.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso
+from compose_ckpt.domain.restore import RestoreRequest, restore_snapshot
+from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.engine import ContainerInfo, ProcessFingerprint
+from compose_ckpt.errors import RestoreFailed
+
+RECORDED = ProcessFingerprint(1, 2, 3, 4, 5)
+
+
+class FakeEngine:
+    """Just enough of Engine for a restore of one stopped container."""
+
+    def __init__(self, fingerprint_after: ProcessFingerprint | None) -> None:
+        self.status = "exited"
+        self.fingerprint_after = fingerprint_after
+        self.calls: list[str] = []
+
+    def inspect(self, ref: str) -> ContainerInfo:
+        return ContainerInfo(id="cid", name="p-web-1", image="img", image_id="sha256:1", status=self.status,
+                             pid=42 if self.status == "running" else 0, exit_code=0, labels={}, started_at="",
+                             attrs={})
+
+    def checkpoint_list(self, container_id: str) -> list[str]:
+        return []
+
+    def place_checkpoint(self, container_id: str, name: str, source: Path) -> None:
+        self.calls.append("place")
+
+    def start_from_checkpoint(self, container_id: str, name: str) -> None:
+        self.calls.append("start")
+        self.status = "running"
+
+    def checkpoint_delete(self, container_id: str, name: str) -> None:
+        self.calls.append("delete")
+
+    def fingerprint(self, container: ContainerInfo) -> ProcessFingerprint | None:
+        return self.fingerprint_after
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SnapshotStore:
+    store = SnapshotStore(tmp_path)
+    record = ContainerRecord(service="web", container_id="cid", container_name="p-web-1", number=1, image="img",
+                             image_id="sha256:1", checkpoint="ckpt-s", fingerprint=RECORDED.as_text())
+    store.write(Manifest(name="s", project="p", created=now_iso(), status=SnapshotStatus.COMPLETE, stopped=True,
+                         compose_files=[], compose_hash="", services=["web"], dependencies={"web": []},
+                         containers=[record]))
+    return store
+
+
+def restore(engine: Any, store: SnapshotStore) -> Any:
+    return restore_snapshot(engine, store, "p", RestoreRequest(snapshot="s"))
+
+
+def test_matching_memory_layout_is_a_verified_restore(store: SnapshotStore) -> None:
+    result = restore(FakeEngine(RECORDED), store)
+    assert [c.verified for c in result.containers] == ["memory layout"]
+
+
+def test_a_fresh_start_is_caught(store: SnapshotStore) -> None:
+    engine = FakeEngine(ProcessFingerprint(9, 9, 9, 9, 9))
+    with pytest.raises(RestoreFailed, match="started fresh, not restored"):
+        restore(engine, store)
+    assert engine.calls == ["place", "start", "delete"]  # Docker's copy of the checkpoint is cleaned up anyway
+
+
+def test_without_a_readable_fingerprint_only_running_is_checked(store: SnapshotStore) -> None:
+    result = restore(FakeEngine(None), store)
+    assert [c.verified for c in result.containers] == ["running"]

@@ -15,3 +15,15 @@ def isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "ckpt-home"
     monkeypatch.setenv(ENV_HOME, str(home))
     return home
+
+
+# Property tests (tests/unit/test_fuzz_*.py): the same examples on every run, a bounded number of them, and
+# no per-example deadline (a loaded CI machine is slow, not wrong). HYPOTHESIS_PROFILE=dev explores more.
+import os  # noqa: E402
+
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True, max_examples=100, deadline=None, database=None,
+                          print_blob=True)
+settings.register_profile("dev", max_examples=1000, deadline=None, database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -23,6 +23,13 @@ _OPERATORS = (":-", "-", ":?", "?", ":+", "+")
 
 def interpolate(template: str, environ: Mapping[str, str]) -> str:
     """Substitute the variables of ``template`` from ``environ``; unset ``$VAR`` gives ""."""
+    try:
+        return _interpolate(template, environ)
+    except RecursionError:  # ${A:-${A:-...}} nested hundreds deep
+        raise ComposeFileError(f"interpolation nested too deeply in {template[:80]!r}...") from None
+
+
+def _interpolate(template: str, environ: Mapping[str, str]) -> str:
     out: list[str] = []
     pos = 0
     while (dollar := template.find("$", pos)) >= 0:
@@ -79,7 +86,7 @@ def _substitute_braced(body: str, template: str, environ: Mapping[str, str]) -> 
     operator = next((op for op in _OPERATORS if rest.startswith(op)), None)
     if operator is None:
         raise _invalid(template)
-    argument = interpolate(rest[len(operator) :], environ)
+    argument = _interpolate(rest[len(operator) :], environ)
     # The ":" forms treat an empty value as unset.
     present = bool(value) if operator.startswith(":") else value is not None
     if operator.endswith("?"):

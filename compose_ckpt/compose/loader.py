@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,10 @@ DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-co
 OVERRIDE_FILES = ("compose.override.yml", "compose.override.yaml", "docker-compose.override.yml", "docker-compose.override.yaml")
 _VALID_PROJECT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _VALID_SERVICE_NAME = re.compile(r"[a-zA-Z0-9._-]+")
+# Bounds on a parsed file, counted with aliases expanded: an alias bomb ("billion laughs") is
+# small as YAML but exponential as a tree, and interpolation walks the tree recursively.
+MAX_DEPTH = 100
+MAX_VALUES = 1_000_000
 
 # A service reduced to what we keep, after validation: image, container_name,
 # labels (dict), depends_on (name -> {condition, required?}), profiles (list),
@@ -46,6 +50,14 @@ Service = dict[str, Any]
 
 
 def load_project(options: ProjectOptions) -> ComposeProject:
+    try:
+        return _load_project(options)
+    except RecursionError:  # depends_on or extends chains are followed recursively
+        raise ComposeFileError("services depend on or extend each other in chains too long to follow",
+                               hint="shorten the depends_on and extends chains") from None
+
+
+def _load_project(options: ProjectOptions) -> ComposeProject:
     environ = dict(os.environ if options.environ is None else options.environ)
     cwd = _absolute(Path.cwd(), options.cwd or ".")
     project_dir = _absolute(cwd, options.project_directory) if options.project_directory else None
@@ -174,6 +186,8 @@ class _YamlLoader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue  # merged keys may legitimately be redefined
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # refused with its line by SafeLoader's construct_mapping below
             if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"mapping key {key!r} is defined twice", key_node.start_mark)
             seen.add(key)
@@ -196,11 +210,43 @@ def _parse_yaml(data: bytes, path: Path) -> dict[str, Any]:
         raise ComposeFileError(f"invalid YAML: {err.problem}", path=str(path), line=line, hint=hint) from None
     except yaml.YAMLError as err:
         raise ComposeFileError(f"invalid YAML: {err}", path=str(path)) from None
+    except RecursionError:
+        raise ComposeFileError(f"invalid YAML: nested more than {MAX_DEPTH} levels deep", path=str(path)) from None
     if document is None:
         raise ComposeFileError("empty compose file", path=str(path))
     if not isinstance(document, dict):
         raise ComposeFileError("the top level must be a mapping", path=str(path))
+    _check_expanded_size(document, path)
     return document
+
+
+def _check_expanded_size(document: dict[str, Any], path: Path) -> None:
+    """Refuse a tree that is recursive, deeper than MAX_DEPTH or, aliases expanded, larger than MAX_VALUES.
+
+    Sizes are memoised per node, so a shared (aliased) node is measured once: linear in the YAML, never
+    in its expansion."""
+    measured: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth), aliases expanded
+    entered: set[int] = set()  # the nodes on the current path
+    stack: list[tuple[Any, bool]] = [(document, False)]
+    while stack:
+        node, done = stack.pop()
+        children = list(node.values()) if isinstance(node, dict) else node
+        if done:
+            entered.discard(id(node))
+            sizes = [measured.get(id(child), (1, 0)) for child in children]
+            values = 1 + sum(size for size, _ in sizes)
+            depth = 1 + max((depth for _, depth in sizes), default=0)
+            if values > MAX_VALUES or depth > MAX_DEPTH:
+                what = f"holds more than {MAX_VALUES} values once its aliases are expanded" if values > MAX_VALUES \
+                    else f"is nested more than {MAX_DEPTH} levels deep"
+                raise ComposeFileError(f"the file {what}", path=str(path))
+            measured[id(node)] = (values, depth)
+        elif id(node) in entered:
+            raise ComposeFileError("an alias refers to a node that contains it", path=str(path))
+        elif id(node) not in measured:
+            entered.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if isinstance(child, (dict, list)))
 
 
 def _file_services(document: dict[str, Any], env: Mapping[str, str], path: Path) -> dict[str, Service]:
@@ -262,7 +308,7 @@ def _count(value: Any, where: str, path: Path) -> int:
     """A non-negative integer; strings are cast, as compose does after interpolation."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ComposeFileError(f"{where} must be a non-negative integer, not {value!r}", path=str(path))

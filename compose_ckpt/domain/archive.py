@@ -39,17 +39,25 @@ DEFAULT_CHUNK_SIZE = 64 * 1024**2
 _COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 _CHUNK_NAME = re.compile(r"[0-9]{6}")
 _SUMS_LINE = re.compile(r"([0-9a-f]{64})  (\S+)")
+_MAX_NAME = 1000  # a member name; deeper paths would fail to stage (ENAMETOOLONG) rather than be refused
 _MAX_SUMS_BYTES = 64 * 1024**2  # SHA256SUMS is read into memory; 100000 long lines fit
 _IO_SIZE = 1024**2
 # A zstd block can expand about 32000 times, so feeding the decompressor small
 # pieces bounds the memory a hostile archive can make us allocate (~64 MiB).
 _ZSTD_FEED = 2048
+# tarfile reads a PAX or GNU long-name header into memory whole, before handing us its member:
+# member names here are at most a few hundred bytes, so a larger header is refused unread.
+_MAX_HEADER_BYTES = 1024**2
+_HEADER_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+                 tarfile.GNUTYPE_LONGLINK)
 _TYPE_NAMES = {tarfile.SYMTYPE: "a symlink", tarfile.LNKTYPE: "a hard link", tarfile.CHRTYPE: "a character device",
                tarfile.BLKTYPE: "a block device", tarfile.FIFOTYPE: "a FIFO"}
 
 
 def _name_problem(name: str, folder: bool) -> str | None:
     """Say what is wrong with a member name, or None if it fits the layout."""
+    if len(name) > _MAX_NAME:
+        return f"longer than {_MAX_NAME} characters"
     if name.startswith("/"):
         return "absolute path"
     if "\\" in name:
@@ -233,6 +241,16 @@ class _ZstdSource:
         return data
 
 
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A tar header whose extension headers (PAX, GNU long names) are refused when too large to hold in memory."""
+
+    def _proc_member(self, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _HEADER_TYPES and self.size > _MAX_HEADER_BYTES:
+            raise ArchiveError(f"damaged or unsafe archive: a tar extension header declares {self.size} bytes "
+                               f"(at most {_MAX_HEADER_BYTES})")
+        return super()._proc_member(tar)  # type: ignore[misc]
+
+
 @dataclass(frozen=True)
 class StagedArchive:
     root: Path  # the staging folder
@@ -253,7 +271,8 @@ def read_archive(source: BinaryIO, staging: Path, *, max_bytes: int = 64 * 1024*
     try:
         try:
             return _unpack(_ZstdSource(source, progress), staging, max_bytes)
-        except (zstandard.ZstdError, tarfile.TarError, EOFError) as error:
+        # ValueError: tarfile parsing a hostile PAX record, such as int() of GNU.sparse.size=''
+        except (zstandard.ZstdError, tarfile.TarError, EOFError, ValueError) as error:
             raise ArchiveError(f"damaged or truncated archive: {error}") from error
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -265,7 +284,7 @@ def _unpack(stream: _ZstdSource, root: Path, max_bytes: int) -> StagedArchive:
     seen: set[str] = set()
     listed: dict[str, str] | None = None
     total = 0
-    with tarfile.open(fileobj=cast(IO[bytes], stream), mode="r|", bufsize=_IO_SIZE) as tar:
+    with tarfile.open(fileobj=cast(IO[bytes], stream), mode="r|", bufsize=_IO_SIZE, tarinfo=_BoundedTarInfo) as tar:
         for count, member in enumerate(tar, start=1):
             name = member.name
             if count > MAX_MEMBERS:

@@ -94,6 +94,7 @@ class Manifest:
             containers = [ContainerRecord(**record) for record in fields.pop("containers")]
             manifest = cls(**fields, containers=containers)
             manifest.status = SnapshotStatus(manifest.status)
+            _check_types(manifest)
             validate_name(manifest.name)
             validate_name(manifest.project, "project name")
             for record in containers:
@@ -105,3 +106,38 @@ class Manifest:
             raise ManifestError(f"invalid manifest {where}: {exc}",
                                 hint="The snapshot's files were changed by hand or are damaged; remove it with `compose-ckpt rm`.") from exc
         return manifest
+
+
+_NUMBER = (int, float)
+_MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "project": (str,), "created": (str,), "stopped": (bool,), "compose_files": (list,),
+    "compose_hash": (str,), "services": (list,), "dependencies": (dict,), "networks": (list,), "volumes": (list,),
+    "engine": (dict,), "freeze_seconds": _NUMBER, "total_seconds": _NUMBER, "error": (str, type(None)),
+}
+_RECORD_TYPES: dict[str, tuple[type, ...]] = {
+    "service": (str,), "container_id": (str,), "container_name": (str,), "number": (int,), "image": (str,),
+    "image_id": (str,), "checkpoint": (str,), "size": (int,), "dump_seconds": _NUMBER,
+    "fingerprint": (str, type(None)), "inspect": (dict,),
+}
+_MAX_NUMBER = 2**63  # sizes and seconds are printed as floats: a larger int would overflow
+
+
+def _check_types(manifest: Manifest) -> None:
+    """Every field of the right JSON type, as the commands that print, sort and prune snapshots expect."""
+    owners: list[tuple[object, dict[str, tuple[type, ...]]]] = [(manifest, _MANIFEST_TYPES)]
+    owners += [(record, _RECORD_TYPES) for record in manifest.containers]
+    for owner, types in owners:
+        for name, allowed in types.items():
+            value = getattr(owner, name)
+            if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+                raise ValueError(f"{name} must be {' or '.join(t.__name__ for t in allowed)}, not {type(value).__name__}")
+            if isinstance(value, (int, float)) and not 0 <= value <= _MAX_NUMBER:
+                raise ValueError(f"{name} is out of range: {value!r}")
+    texts = [*manifest.compose_files, *manifest.services, *manifest.engine.values()]
+    texts += [dep for deps in manifest.dependencies.values() for dep in (deps if isinstance(deps, list) else [None])]
+    if not all(isinstance(text, str) for text in texts):
+        raise ValueError("compose_files, services, engine and dependencies must hold strings (dependencies: lists)")
+    if not all(isinstance(item, dict) for item in [*manifest.networks, *manifest.volumes]):
+        raise ValueError("networks and volumes must be lists of objects")
+    if datetime.fromisoformat(manifest.created.replace("Z", "+00:00")).tzinfo is None:
+        raise ValueError(f"created has no time zone: {manifest.created!r}")

@@ -19,7 +19,10 @@ def parse_duration(text: str) -> timedelta:
     parts = _DURATION_PART.findall(cleaned)
     if not cleaned or "".join(f"{n}{u}" for n, u in parts) != cleaned:
         raise UsageError(f"invalid duration {text!r}", hint="Use a number and unit, e.g. 90s, 15m, 1h30m, 7d, 2w.")
-    return timedelta(seconds=sum(int(number) * _UNIT_SECONDS[unit] for number, unit in parts))
+    try:
+        return timedelta(seconds=sum(int(number) * _UNIT_SECONDS[unit] for number, unit in parts))
+    except (OverflowError, ValueError):  # beyond timedelta's 999999999 days, or past int()'s digit limit
+        raise UsageError(f"duration {text[:40]!r} is too long", hint="Use at most a few years.") from None
 
 
 def created_at(manifest: Manifest) -> datetime:

@@ -94,7 +94,7 @@ class SnapshotStore:
         except FileNotFoundError:
             raise NotFoundError(f"no snapshot {name!r} of project {project}",
                                 hint="`compose-ckpt ls` lists this project's snapshots.") from None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
             raise ManifestError(f"cannot read {path}: {exc}") from exc
         manifest = Manifest.from_dict(document, str(path))
         if (manifest.project, manifest.name) != (project, name):
@@ -111,7 +111,7 @@ class SnapshotStore:
             if entry.is_dir() and (entry / MANIFEST).exists():
                 try:
                     manifests.append(self.load(project, entry.name))
-                except (ManifestError, NotFoundError):
+                except (ManifestError, NotFoundError, UsageError):  # UsageError: not a snapshot name (.removing-x)
                     continue
         return sorted(manifests, key=lambda manifest: (manifest.created, manifest.name))
 

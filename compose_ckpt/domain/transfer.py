@@ -118,7 +118,7 @@ def import_snapshot(store: SnapshotStore, engine: Engine, source: BinaryIO, *, r
 def _staged_manifest(document: bytes, checkpoints: Collection[str], images: Collection[str]) -> Manifest:
     try:
         manifest = Manifest.from_dict(json.loads(document), "in the archive")
-    except (ValueError, ManifestError) as exc:
+    except (ValueError, RecursionError, ManifestError) as exc:
         raise ArchiveError(f"the archive's manifest is invalid: {exc}") from exc
     if manifest.status is not SnapshotStatus.COMPLETE:
         raise ArchiveError(f"the archive holds a {manifest.status.value} snapshot")

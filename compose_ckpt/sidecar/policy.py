@@ -44,7 +44,7 @@ def parse_bool(value: object) -> bool:
 
 def parse_keep(value: object) -> int:
     text = str(value).strip()
-    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+    if isinstance(value, bool) or not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise UsageError(f"invalid keep {value!r}: a count of snapshots, 1 or more")
     return int(text)
 

@@ -14,6 +14,7 @@ from compose_ckpt.errors import UsageError
 
 CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 EVERY = "@every"
+MAX_EVERY = timedelta(days=3650)  # longer would overflow datetime when the next run is computed
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,19 @@ def parse_schedule(text: str, zone: tzinfo) -> Schedule:
     fields = cleaned.split()
     if fields and fields[0].lower() == EVERY:
         interval = _interval(" ".join(fields[1:]))
-        if interval is None or interval.total_seconds() < 1:
+        if interval is None or interval.total_seconds() < 1 or interval > MAX_EVERY:
             raise _invalid(text)
         return EverySchedule(cleaned, interval)
     if cleaned.lower() in CRON_MACROS:
         return CronSchedule(cleaned.lower(), zone)
     if len(fields) not in (5, 6) or not croniter.is_valid(cleaned, second_at_beginning=len(fields) == 6):
         raise _invalid(text)
-    return CronSchedule(cleaned, zone)
+    schedule = CronSchedule(cleaned, zone)
+    try:  # `0 0 31 2 *` is valid cron but never comes: the daemon could not schedule it
+        schedule.next_after(datetime(2000, 1, 1, tzinfo=timezone.utc))
+    except ValueError:  # croniter's errors are ValueErrors
+        raise _invalid(text) from None
+    return schedule
 
 
 def _interval(text: str) -> timedelta | None:
@@ -69,7 +75,7 @@ def _interval(text: str) -> timedelta | None:
 def _invalid(text: str) -> UsageError:
     return UsageError(f"invalid schedule {text!r}",
                       hint="Use 5-field cron (`*/15 * * * *`), 6 fields with seconds first, "
-                           "@hourly/@daily/@weekly, or `@every 90s` / `@every 1h30m` (at least 1s).")
+                           "@hourly/@daily/@weekly, or `@every 90s` / `@every 1h30m` (at least 1s, at most 3650d).")
 
 
 def zone_from_env() -> tzinfo:

@@ -8,9 +8,9 @@ tests skip, except under CI=true, where a missing engine is a failure.
 from __future__ import annotations
 
 import os
-import subprocess
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,10 +18,9 @@ import pytest
 from compose_ckpt.engine import Engine
 from compose_ckpt.errors import CkptError
 from tests.integration.second_engine import SecondEngine, start_second_engine
+from tests.integration.stack import Stack
 
 TEST_LABEL = "compose-ckpt.test"
-BUSYBOX = "local/busybox:latest"
-DEBIAN = "local/debian:bookworm"
 
 
 def engine_missing(reason: str) -> None:
@@ -71,5 +70,22 @@ def project_name(test_id: str) -> str:
     return f"ckpttest{test_id}"
 
 
-def run_docker(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], cwd=cwd, check=check, capture_output=True, text=True)
+@pytest.fixture
+def start_stack(engine: Engine, tmp_path: Path, project_name: str) -> Iterator[Callable[..., Stack]]:
+    """start_stack(compose_text): write the file, `up -d` under this test's project name, let it run a moment.
+    Every stack started is taken down (with its volumes) afterwards."""
+    started: list[Stack] = []
+
+    def start(compose_text: str, settle: float = 1.0) -> Stack:
+        folder = tmp_path / f"stack-{len(started)}"
+        folder.mkdir()
+        (folder / "compose.yaml").write_text(compose_text)
+        stack = Stack(folder, project_name)
+        started.append(stack)
+        stack.compose("up", "-d")
+        time.sleep(settle)
+        return stack
+
+    yield start
+    for stack in started:
+        stack.down()

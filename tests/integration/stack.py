@@ -8,7 +8,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.integration.conftest import run_docker
+
+BUSYBOX = "local/busybox:latest"
+DEBIAN = "local/debian:bookworm"
+
+
+def run_docker(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], cwd=cwd, check=check, capture_output=True, text=True)
+
 
 COUNTER = "i=0; while true; do i=$$((i+1)); echo $$i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.1; done"
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from compose_ckpt.engine import Engine
-from tests.integration.conftest import BUSYBOX, run_docker
+from tests.integration.stack import BUSYBOX, run_docker
 
 pytestmark = pytest.mark.engine
 

@@ -16,7 +16,7 @@ import pytest
 import zstandard
 
 from compose_ckpt.engine import Engine
-from tests.integration.conftest import run_docker
+from tests.integration.stack import run_docker
 from tests.integration.second_engine import SecondEngine
 from tests.integration.stack import COUNTER, Stack
 

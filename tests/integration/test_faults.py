@@ -8,13 +8,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from compose_ckpt.engine import Engine
-from tests.integration.conftest import run_docker
+from tests.integration.stack import run_docker
 from tests.integration.stack import COUNTER, Stack
 
 pytestmark = pytest.mark.engine
@@ -27,13 +26,8 @@ FOUR_COUNTERS = "services:\n" + "".join(f"""  c{i}:
 
 
 @pytest.fixture
-def stack(engine: Engine, tmp_path: Path, project_name: str) -> Iterator[Stack]:
-    (tmp_path / "compose.yaml").write_text(FOUR_COUNTERS)
-    stack = Stack(tmp_path, project_name)
-    stack.compose("up", "-d")
-    time.sleep(1.0)
-    yield stack
-    stack.down()
+def stack(start_stack: Callable[..., Stack]) -> Stack:
+    return start_stack(FOUR_COUNTERS)
 
 
 def services(stack: Stack) -> list[str]:
@@ -164,22 +158,17 @@ def test_a_full_disk_while_exporting_leaves_no_archive(stack: Stack, tiny_disk: 
     assert list(tiny_disk.iterdir()) == [filler]
 
 
-def test_a_container_that_dies_right_after_its_restore_fails_the_restore(engine: Engine, tmp_path: Path,
-                                                                         project_name: str) -> None:
-    (tmp_path / "compose.yaml").write_text("""
+def test_a_container_that_dies_right_after_its_restore_fails_the_restore(start_stack: Callable[..., Stack],
+                                                                         tmp_path: Path) -> None:
+    stack = start_stack("""
 services:
   fragile:
     image: local/busybox:latest
     command: ["sh", "-c", "while [ ! -f /tmp/die ]; do sleep 0.05; done; exit 3"]
-""")
-    stack = Stack(tmp_path, project_name)
-    stack.compose("up", "-d")
-    try:
-        stack.ckpt_ok("snapshot", "--stop", "--name", "doomed")
-        container = stack.containers("fragile")[0]
-        (tmp_path / "die").write_text("")
-        run_docker("cp", str(tmp_path / "die"), f"{container}:/tmp/die")  # the restored loop will see it
-        done = stack.ckpt("restore", "doomed")
-        assert done.returncode == 1 and "right after its restore" in done.stderr and "exit code 3" in done.stderr
-    finally:
-        stack.down()
+""", settle=0.2)
+    stack.ckpt_ok("snapshot", "--stop", "--name", "doomed")
+    container = stack.containers("fragile")[0]
+    (tmp_path / "die").write_text("")
+    run_docker("cp", str(tmp_path / "die"), f"{container}:/tmp/die")  # the restored loop will see it
+    done = stack.ckpt("restore", "doomed")
+    assert done.returncode == 1 and "right after its restore" in done.stderr and "exit code 3" in done.stderr

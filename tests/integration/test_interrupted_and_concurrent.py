@@ -7,8 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -31,13 +30,8 @@ services:
 
 
 @pytest.fixture
-def stack(engine: Engine, tmp_path: Path, project_name: str) -> Iterator[Stack]:
-    (tmp_path / "compose.yaml").write_text(TWO_COUNTERS)
-    stack = Stack(tmp_path, project_name)
-    stack.compose("up", "-d")
-    time.sleep(1.0)
-    yield stack
-    stack.down()
+def stack(start_stack: Callable[..., Stack]) -> Stack:
+    return start_stack(TWO_COUNTERS)
 
 
 def leave_interrupted_snapshot(engine: Engine, stack: Stack, *, stopped: bool) -> None:

@@ -22,7 +22,7 @@ from typing import TypeVar
 import pytest
 
 from compose_ckpt.const import ENV_HOME
-from tests.integration.conftest import BUSYBOX, run_docker
+from tests.integration.stack import BUSYBOX, run_docker
 from tests.integration.stack import COUNTER, Stack
 
 pytestmark = pytest.mark.engine

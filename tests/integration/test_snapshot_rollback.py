@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from compose_ckpt.engine.host import runc_tcp_established
-from tests.integration.conftest import run_docker
+from tests.integration.stack import run_docker
 from tests.integration.stack import COUNTER, Stack
 
 pytestmark = pytest.mark.engine
@@ -30,15 +29,10 @@ services:
 
 
 @pytest.fixture
-def stack(engine, tmp_path: Path, project_name: str) -> Iterator[Stack]:
+def stack(start_stack: Callable[..., Stack]) -> Stack:
     if runc_tcp_established():
         pytest.fail("/etc/criu/runc.conf allows tcp-established; this test needs it off")
-    (tmp_path / "compose.yaml").write_text(WITH_A_CONNECTION)
-    stack = Stack(tmp_path, project_name)
-    stack.compose("up", "-d")
-    time.sleep(1.5)
-    yield stack
-    stack.down()
+    return start_stack(WITH_A_CONNECTION, settle=1.5)
 
 
 @pytest.mark.parametrize("mode", [[], ["--stop"]], ids=["leave-running", "stop"])
@@ -72,13 +66,13 @@ def test_snapshot_of_healthy_services_alone_succeeds(stack: Stack) -> None:
     assert [(s["name"], s["status"], s["services"]) for s in stack.snapshots()] == [("healthy", "complete", ["one", "two"])]
 
 
-def test_a_process_of_another_uid_without_the_capability_rolls_back(engine, tmp_path: Path, project_name: str) -> None:
+def test_a_process_of_another_uid_without_the_capability_rolls_back(start_stack: Callable[..., Stack]) -> None:
     """Where CRIU lacks CAP_SYS_RESOURCE (this sandbox), a non-root process cannot be dumped."""
     from compose_ckpt.engine.host import CAP_SYS_RESOURCE, daemon_pid, has_capability
 
     if has_capability(daemon_pid(), CAP_SYS_RESOURCE):
         pytest.skip("the daemon holds CAP_SYS_RESOURCE here: CRIU can dump any uid, nothing to fail")
-    (tmp_path / "compose.yaml").write_text(f"""
+    stack = start_stack(f"""
 services:
   root:
     image: local/busybox:latest
@@ -88,16 +82,10 @@ services:
     user: "65534"
     command: ["sleep", "600"]
 """)
-    stack = Stack(tmp_path, project_name)
-    stack.compose("up", "-d")
-    try:
-        time.sleep(1.0)
-        before = stack.count(stack.containers("root")[0])
-        failed = stack.ckpt("snapshot", "--stop")
-        assert failed.returncode == 1 and "nobody" in failed.stderr and "Traceback" not in failed.stderr
-        assert "CAP_SYS_RESOURCE" in failed.stderr  # the remedy names the missing capability
-        assert set(stack.states().values()) == {"running"}
-        time.sleep(0.3)
-        assert stack.count(stack.containers("root")[0]) > before
-    finally:
-        stack.down()
+    before = stack.count(stack.containers("root")[0])
+    failed = stack.ckpt("snapshot", "--stop")
+    assert failed.returncode == 1 and "nobody" in failed.stderr and "Traceback" not in failed.stderr
+    assert "CAP_SYS_RESOURCE" in failed.stderr  # the remedy names the missing capability
+    assert set(stack.states().values()) == {"running"}
+    time.sleep(0.3)
+    assert stack.count(stack.containers("root")[0]) > before

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,15 +17,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def stack(engine, tmp_path: Path, project_name: str) -> Iterator[Stack]:
-    (tmp_path / "compose.yaml").write_text(THREE_SERVICES)
-    stack = Stack(tmp_path, project_name)
-    stack.compose("up", "-d")
+def stack(start_stack: Callable[..., Stack]) -> Stack:
+    stack = start_stack(THREE_SERVICES, settle=1.5)
     stack.redis("set", "visits", "41")
     stack.redis("incr", "visits")
-    time.sleep(1.5)
-    yield stack
-    stack.down()
+    return stack
 
 
 def assert_continued(before: dict[str, int], after: dict[str, int]) -> None:

@@ -21,7 +21,7 @@ $(BIN)/compose-ckpt: pyproject.toml
 
 install: $(BIN)/compose-ckpt  ## .venv with compose-ckpt (editable) and the test tools
 
-test: install  ## the whole suite: unit tests and integration tests against the engine
+test: engine install  ## the whole suite: unit tests and integration tests against the engine
 	$(BIN)/python -m pytest
 
 unit: install
@@ -46,3 +46,7 @@ sidecar-image: install  ## the sidecar image, built offline from wheels made her
 	rm -rf build/wheels
 	$(BIN)/pip wheel --quiet --disable-pip-version-check . -w build/wheels
 	docker build --build-arg BASE=$(SIDECAR_BASE) -t $(SIDECAR_IMAGE) .
+
+.PHONY: soak
+soak: engine install sidecar-image  ## the sidecar image for 10 min against 10 labelled containers; see bench/README.md
+	$(BIN)/python bench/soak.py

@@ -37,7 +37,7 @@ RUN_ID = secrets.token_hex(3)
 COUNTER = "i=0; while true; do i=$$((i+1)); sleep 0.1; done"  # $$: compose escapes $
 BIG = "b=bytearray(1<<30); print('ready', flush=True); import time; [time.sleep(1) for _ in iter(int,1)]"
 PARALLEL: list[str] = []  # ["--parallel", "N"] when --parallel is given, else the CLI's default
-TARGETS = {"snapshot": 0.45, "restore": 0.5, "freeze": 1.0, "big": 1.05, "help": 0.25}
+TARGETS = {"snapshot": 0.45, "restore": 0.5, "freeze": 1.0, "big": 1.05, "export": 1.2, "help": 0.25}
 
 
 class CommandError(RuntimeError):
@@ -225,7 +225,7 @@ class Bench:
     def big(self, work: Path) -> dict[str, Any]:
         service = {"image": "local/debian:bookworm", "command": ["python3", "-c", BIG]}
         stack = Stack(work, "big", {"mem": service})
-        samples: dict[str, list[float]] = {"seed_snapshot": [], "ours_snapshot": []}
+        samples: dict[str, list[float]] = {"seed_snapshot": [], "ours_snapshot": [], "seed_export": [], "ours_export": []}
         extra: dict[str, Any] = {}
         try:
             stack.up()
@@ -263,6 +263,7 @@ class Bench:
                     samples["ours_snapshot"].append(t)
                     extra.update(size_bytes=doc["size"], dump_seconds=doc["containers"][0]["dump_seconds"],
                                  total_seconds=doc["total_seconds"])
+                    export_round(stack, work, f"big{r}", samples)
                 finally:
                     stack.cli("prune", "--keep", "0")
 
@@ -275,6 +276,20 @@ class Bench:
             stack.down()
         return {"samples": {k: [round(v, 3) for v in vs] for k, vs in samples.items()},
                 **{k: median(vs) for k, vs in samples.items()}, "last_snapshot": extra}
+
+
+def export_round(stack: Stack, work: Path, snapshot: str, samples: dict[str, list[float]]) -> None:
+    """`compose-ckpt export` of the snapshot against `tar -c DIR | zstd -1` of its checkpoint folder."""
+    folder = work / "home" / "projects" / stack.name / snapshot / "checkpoints"
+    archive, plain = work / "export.ckpt", work / "plain.tar.zst"
+    try:
+        t_seed, _ = timed(lambda: run("sh", "-c", f"tar -C {folder} -c . | zstd -1 -q -f -o {plain}"))
+        t_ours, _ = timed(lambda: stack.cli("export", snapshot, "-o", str(archive)))
+        samples["seed_export"].append(t_seed)
+        samples["ours_export"].append(t_ours)
+    finally:
+        archive.unlink(missing_ok=True)
+        plain.unlink(missing_ok=True)
 
 
 def help_times(count: int = 10) -> dict[str, Any]:
@@ -312,6 +327,8 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         b = results["big"]
         add("1 GiB snapshot --stop", b["seed_snapshot"], b["ours_snapshot"],
             ratio(b["ours_snapshot"], b["seed_snapshot"]), TARGETS["big"])
+        add("1 GiB export vs tar | zstd -1", b["seed_export"], b["ours_export"],
+            ratio(b["ours_export"], b["seed_export"]), TARGETS["export"])
     h = results["help"]
     add("--help (s)", h["python"], h["ours"], h["ours"], TARGETS["help"], strict=True)
     return out

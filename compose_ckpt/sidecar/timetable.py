@@ -41,11 +41,17 @@ class Timetable:
         return changed, removed
 
     def due(self, now: datetime) -> list[StackJob]:
-        """The jobs whose time has come; each is moved on to its next run after `now`."""
+        """The jobs whose time has come; each is moved on to its next run after `now`.
+
+        The next run counts from the run that was due, not from `now`: a late tick would otherwise
+        push every later `@every` run back by its delay, and the delays would add up for good."""
         ready = [entry for entry in self.entries.values() if entry.next_run <= now]
         for entry in ready:
             assert entry.job.schedule is not None
-            entry.next_run = entry.job.schedule.next_after(now)
+            following = entry.next_run
+            while following <= now:  # ticks missed while late are skipped, not run in a burst
+                following = entry.job.schedule.next_after(following)
+            entry.next_run = following
         return [entry.job for entry in ready]
 
     def next_wakeup(self) -> datetime | None:

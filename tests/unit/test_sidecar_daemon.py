@@ -43,9 +43,17 @@ def test_timetable_due_moves_jobs_on() -> None:
     table.update([job(), job(project="blog", schedule="@every 30s")], NOW)
     assert table.next_wakeup() == NOW + timedelta(seconds=10)
     assert table.due(NOW + timedelta(seconds=5)) == []
-    at = NOW + timedelta(seconds=11)
+    at = NOW + timedelta(seconds=11)  # a second late
     assert [j.project for j in table.due(at)] == ["shop"]
-    assert table.next_wakeup() == at + timedelta(seconds=10)
+    assert table.next_wakeup() == NOW + timedelta(seconds=20)  # on schedule again: the delay is not carried on
+
+
+def test_timetable_skips_ticks_missed_while_late_instead_of_bursting() -> None:
+    table = Timetable()
+    table.update([job()], NOW)
+    assert [j.project for j in table.due(NOW + timedelta(seconds=35))] == ["shop"]  # 10, 20 and 30 were due
+    assert table.next_wakeup() == NOW + timedelta(seconds=40)
+    assert table.due(NOW + timedelta(seconds=36)) == []
 
 
 def test_metrics_text_and_health() -> None:

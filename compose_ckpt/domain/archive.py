@@ -87,30 +87,17 @@ def _check_name(name: str, *, folder: bool = False) -> None:
         raise ArchiveError(f"unsafe archive member {name!r}: {problem}")
 
 
-class _HashingReader:
-    """Hands tarfile the member's bytes while hashing and counting them: one pass."""
-
-    def __init__(self, raw: BinaryIO, on_read: Callable[[int], None]) -> None:
-        self._raw = raw
-        self._on_read = on_read
-        self.digest = hashlib.sha256()
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._raw.read(size)
-        self.digest.update(data)
-        self._on_read(len(data))
-        return data
-
-
 class ArchiveWriter:
     """Writes an archive to any binary stream, never seeking and never spilling to disk."""
 
-    def __init__(self, out: BinaryIO, *, level: int = 3, threads: int = 0) -> None:
+    def __init__(self, out: BinaryIO, *, level: int = 3, threads: int = -1) -> None:
         self._out = out
         # The frame checksum lets the reader notice a flipped byte before it even reaches our sha256s.
+        # threads=-1: zstd compresses on worker threads (one per core) while this one reads and hashes.
         compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
         self._zstd = compressor.stream_writer(out, closefd=False)
-        self._tar = tarfile.open(fileobj=self._zstd, mode="w|", format=tarfile.PAX_FORMAT, bufsize=_IO_SIZE)
+        self._buffer = memoryview(bytearray(_IO_SIZE))
+        self._written = 0  # tar bytes so far, for the final padding
         self._sums: dict[str, str] = {}
         self._closed = False
         self.bytes_in = 0
@@ -157,8 +144,9 @@ class ArchiveWriter:
             return
         self._closed = True
         sums = "".join(f"{digest}  {path}\n" for path, digest in self._sums.items()).encode()
-        self._tar.addfile(_tar_info(SUMS, len(sums)), io.BytesIO(sums))
-        self._tar.close()
+        self._member(SUMS, len(sums), io.BytesIO(sums))
+        # End of archive: two zero blocks, then zeros up to a whole record, as tarfile writes it.
+        self._write(bytes(2 * tarfile.BLOCKSIZE + -(self._written + 2 * tarfile.BLOCKSIZE) % tarfile.RECORDSIZE))
         self._zstd.close()
         self._out.flush()
 
@@ -174,12 +162,30 @@ class ArchiveWriter:
         _check_name(path)
         if path in self._sums:
             raise ArchiveError(f"archive member {path!r} added twice")
-        reader = _HashingReader(raw, self._count)
-        self._tar.addfile(_tar_info(path, size), reader)  # tarfile only calls read()
-        self._sums[path] = reader.digest.hexdigest()
+        self._sums[path] = self._member(path, size, raw)
 
-    def _count(self, size: int) -> None:
-        self.bytes_in += size
+    def _member(self, path: str, size: int, raw: BinaryIO) -> str:
+        """Write one tar member (header, data, padding) and return the data's sha256.
+
+        Written here rather than through tarfile, whose stream mode copies every byte through
+        two more buffers: the data is read once into one buffer, hashed, and handed to zstd."""
+        self._write(_tar_info(path, size).tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape"))
+        digest = hashlib.sha256()
+        remaining = size
+        while remaining:
+            count = raw.readinto(self._buffer[:min(remaining, _IO_SIZE)])  # type: ignore[attr-defined]
+            if not count:
+                raise ArchiveError(f"{path} shrank while it was being archived")
+            digest.update(self._buffer[:count])
+            self._write(self._buffer[:count])
+            remaining -= count
+            self.bytes_in += count
+        self._write(bytes(-size % tarfile.BLOCKSIZE))
+        return digest.hexdigest()
+
+    def _write(self, data: bytes | memoryview) -> None:
+        self._zstd.write(data)
+        self._written += len(data)
 
 
 def _tar_info(path: str, size: int) -> tarfile.TarInfo:

@@ -17,16 +17,16 @@ import uuid
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:  # export without images never talks to Docker: it need not load the SDK (0.1 s)
+    from compose_ckpt.engine import Engine
 from collections.abc import Callable
 
 from compose_ckpt.domain.archive import MANIFEST, ArchiveWriter, read_archive
-from compose_ckpt.domain.compat import check_target
-from compose_ckpt.domain.containers import recreate_containers
 from compose_ckpt.domain.manifest import Manifest, ManifestError, SnapshotStatus, validate_name
 from compose_ckpt.domain.parallel import ProgressCallback
 from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.engine import Engine
 from compose_ckpt.errors import ArchiveError, CkptError, ConflictError, NotFoundError, UsageError
 
 ByteProgress = Callable[[int], None]
@@ -83,6 +83,9 @@ def export_snapshot(store: SnapshotStore, project: str, name: str, out: BinaryIO
 def import_snapshot(store: SnapshotStore, engine: Engine, source: BinaryIO, *, rename: str | None = None,
                     expected_project: str | None = None, progress: ProgressCallback = lambda item, phase: None,
                     byte_progress: ByteProgress | None = None) -> ImportResult:
+    from compose_ckpt.domain.compat import check_target  # the engine side, loaded only for import
+    from compose_ckpt.domain.containers import recreate_containers
+
     staging = store.home / "tmp" / f"import-{uuid.uuid4().hex}"
     staging.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:

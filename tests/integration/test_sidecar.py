@@ -214,6 +214,18 @@ def test_config_change_applies_without_restart(live: Running) -> None:
     assert run_docker("inspect", "-f", "{{.State.Running}} {{.RestartCount}}", sidecar.name).stdout.split() == ["true", "0"]
 
 
+def test_cli_and_sidecar_share_the_project_lock(live: Running) -> None:
+    """The CLI snapshots the project while the sidecar does every 3 s: one waits for the other, none fails,
+    and every manifest in the store stays readable."""
+    stack = live.stack
+    for index in range(4):
+        stack.ckpt_ok("snapshot", "one", "two", "--name", f"cli-{index}")
+    listed = stack.snapshots()
+    folders = [p for p in (live.store / "projects" / stack.project).iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(listed) == len(folders), "a manifest in the store cannot be read"
+    assert [s["status"] for s in listed if s["name"].startswith("cli-")] == ["complete"] * 4
+
+
 def test_healthz_and_metrics(live: Running) -> None:
     sidecar, stack = live.sidecar, live.stack
     wait_for("a run", lambda: done_runs(sidecar))

@@ -13,16 +13,13 @@ from tests.integration.stack import COUNTER, Stack
 
 pytestmark = pytest.mark.engine
 
-# `talker` holds an established TCP connection to itself: without tcp-established CRIU refuses it.
-WITH_A_CONNECTION = f"""
-services:
-  one:
+# Five services; `talker` holds an established TCP connection to itself: without tcp-established
+# CRIU refuses it.
+HEALTHY = ("one", "two", "three", "four")
+WITH_A_CONNECTION = "services:\n" + "".join(f"""  {name}:
     image: local/busybox:latest
     command: ["sh", "-c", "{COUNTER}"]
-  two:
-    image: local/busybox:latest
-    command: ["sh", "-c", "{COUNTER}"]
-  talker:
+""" for name in HEALTHY) + f"""  talker:
     image: local/busybox:latest
     command: ["sh", "-c", "nc -l -p 9000 -e cat & sleep 0.5; tail -f /dev/null | nc 127.0.0.1 9000 & {COUNTER}"]
 """
@@ -37,7 +34,7 @@ def stack(start_stack: Callable[..., Stack]) -> Stack:
 
 @pytest.mark.parametrize("mode", [[], ["--stop"]], ids=["leave-running", "stop"])
 def test_failed_dump_rolls_every_service_back(stack: Stack, mode: list[str]) -> None:
-    containers = {service: stack.containers(service)[0] for service in ("one", "two", "talker")}
+    containers = {service: stack.containers(service)[0] for service in (*HEALTHY, "talker")}
     before = {service: stack.count(c) for service, c in containers.items()}
 
     failed = stack.ckpt("snapshot", "--name", "doomed", *mode)

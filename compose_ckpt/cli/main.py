@@ -90,6 +90,13 @@ def main(
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document (stable, see README).")]
 
 
+def _checked_name(value: str | None) -> str | None:
+    """Refuse a bad snapshot name while parsing, before anything connects to the engine."""
+    from compose_ckpt.domain.manifest import validate_name
+
+    return validate_name(value) if value is not None else None
+
+
 @app.command()
 def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Check that this Docker engine can checkpoint and restore, and say how to fix what cannot."""
@@ -179,7 +186,7 @@ Parallel = Annotated[int, typer.Option("--parallel", min=1, max=64, help="Contai
 def snapshot(
     ctx: typer.Context,
     services: Services = None,
-    name: Annotated[str | None, typer.Option("--name", help="Snapshot name (default: the UTC time, sortable).")] = None,
+    name: Annotated[str | None, typer.Option("--name", callback=_checked_name, help="Snapshot name (default: the UTC time, sortable).")] = None,
     stop: Annotated[bool, typer.Option("--stop", help="Leave the stack stopped (for a reboot or a migration).")] = False,
     parallel: Parallel = DEFAULT_PARALLEL,
     as_json: JsonOption = False,
@@ -206,7 +213,7 @@ def snapshot(
 @app.command()
 def restore(
     ctx: typer.Context,
-    snapshot: Annotated[str | None, typer.Argument(metavar="SNAPSHOT", help="Snapshot (default: the latest complete one).", show_default=False)] = None,
+    snapshot: Annotated[str | None, typer.Argument(metavar="SNAPSHOT", callback=_checked_name, help="Snapshot (default: the latest complete one).", show_default=False)] = None,
     services: Services = None,
     force: Annotated[bool, typer.Option("--force", help="Kill running containers and restore over their state.")] = False,
     parallel: Parallel = DEFAULT_PARALLEL,
@@ -217,7 +224,8 @@ def restore(
 
     options: GlobalOptions = ctx.obj
     request = RestoreRequest(snapshot=snapshot, services=tuple(services or ()), force=force, parallel=parallel)
-    result = restore_snapshot(options.connect(), _store(), _project_name(options), request, _progress(options))
+    project = _project_name(options)
+    result = restore_snapshot(options.connect(), _store(), project, request, _progress(options))
     if as_json:
         print_json({"snapshot": result.snapshot.name, "project": result.snapshot.project,
                     "containers": [vars(c) for c in result.containers]})
@@ -395,7 +403,7 @@ def _export_to_file(path: Path, write: Any) -> Any:
 def import_(
     ctx: typer.Context,
     archive: Annotated[str, typer.Argument(metavar="FILE", help="Archive made by export, or - for stdin.")],
-    name: Annotated[str | None, typer.Option("--name", help="Import the snapshot under another name.")] = None,
+    name: Annotated[str | None, typer.Option("--name", callback=_checked_name, help="Import the snapshot under another name.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Verify an archive, then load its images, store its snapshot and create its containers on this engine."""
@@ -430,7 +438,7 @@ def import_(
 def migrate(
     ctx: typer.Context,
     to: Annotated[str, typer.Option("--to", metavar="HOST", help="Target engine: a Docker host URL (unix://, tcp://, ssh://) or a context name.")],
-    snapshot: Annotated[str | None, typer.Argument(metavar="SNAPSHOT", help="Snapshot to move (default: take one now, with --stop).", show_default=False)] = None,
+    snapshot: Annotated[str | None, typer.Argument(metavar="SNAPSHOT", callback=_checked_name, help="Snapshot to move (default: take one now, with --stop).", show_default=False)] = None,
     keep_source: Annotated[bool, typer.Option("--keep-source", help="Keep the source containers, stopped, instead of removing them.")] = False,
     parallel: Parallel = DEFAULT_PARALLEL,
     as_json: JsonOption = False,

@@ -74,3 +74,11 @@ def test_an_unreachable_daemon_is_an_engine_error(tmp_path: Path, capsys: pytest
     compose.write_text("services:\n  web:\n    image: x\n")
     code, output = cli(capsys, "-H", f"unix://{tmp_path}/none.sock", "-f", str(compose), "snapshot")
     assert code == ExitCode.ENGINE and "Cannot reach the Docker daemon" in output and "hint:" in output
+
+
+@pytest.mark.parametrize("args", [["snapshot", "--name", "../x"], ["restore", "../x"], ["import", "a.ckpt", "--name", "a/b"],
+                                  ["migrate", "../x", "--to", "tcp://127.0.0.1:1"]])
+def test_bad_names_are_refused_before_the_engine_is_contacted(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                             args: list[str]) -> None:
+    code, output = cli(capsys, "-H", f"unix://{tmp_path}/none.sock", "-p", "proj", *args)
+    assert code == ExitCode.USAGE and "invalid snapshot name" in output

@@ -170,29 +170,23 @@ class Bench:
         samples: dict[str, list[float]] = {"seed_snapshot": [], "ours_snapshot": [],
                                            "seed_restore": [], "ours_restore": []}
 
-        def seed(r: int) -> None:
-            name = f"seed{r}"
-            try:
-                t, _ = timed(lambda: seed_snapshot(stack, name))
-                stack.expect("exited")
-                samples["seed_snapshot"].append(t)
-                t, _ = timed(lambda: seed_restore(stack, name))
-                stack.expect("running")
-                samples["seed_restore"].append(t)
-            finally:
-                seed_cleanup(stack, name)
+        def round_trip(side: str, snapshot: Callable[[Stack, str], Any], restore: Callable[[Stack, str], Any],
+                       cleanup: Callable[[Stack, str], Any]) -> Callable[[int], None]:
+            def one(r: int) -> None:
+                name = f"{side}{r}"
+                try:
+                    t, _ = timed(lambda: snapshot(stack, name))
+                    stack.expect("exited")
+                    samples[f"{side}_snapshot"].append(t)
+                    t, _ = timed(lambda: restore(stack, name))
+                    stack.expect("running")
+                    samples[f"{side}_restore"].append(t)
+                finally:
+                    cleanup(stack, name)
+            return one
 
-        def ours(r: int) -> None:
-            name = f"ours{r}"
-            try:
-                t, _ = timed(lambda: ours_snapshot(stack, name))
-                stack.expect("exited")
-                samples["ours_snapshot"].append(t)
-                t, _ = timed(lambda: ours_restore(stack, name))
-                stack.expect("running")
-                samples["ours_restore"].append(t)
-            finally:
-                stack.cli("prune", "--keep", "0")
+        seed = round_trip("seed", seed_snapshot, seed_restore, seed_cleanup)
+        ours = round_trip("ours", ours_snapshot, ours_restore, lambda s, _: s.cli("prune", "--keep", "0"))
 
         for r in range(self.repeat):
             sides = [("seed", seed), ("compose-ckpt", ours)]

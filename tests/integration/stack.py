@@ -19,6 +19,11 @@ def run_docker(*args: str, cwd: Path | None = None, check: bool = True) -> subpr
 
 COUNTER = "i=0; while true; do i=$$((i+1)); echo $$i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.1; done"
 
+def counter_services(*names: str, image: str = BUSYBOX) -> str:
+    """Compose service blocks (indented, no `services:` line) of in-memory counters named `names`."""
+    return "".join(f"  {name}:\n    image: {image}\n    command: [\"sh\", \"-c\", \"{COUNTER}\"]\n" for name in names)
+
+
 # kv, counter (2 replicas) and web with a named volume and a tmpfs; state only in memory.
 # kv has a restart policy, so `snapshot --stop` must stop it in a way Docker does not undo.
 THREE_SERVICES = f"""

@@ -8,17 +8,15 @@ import os
 import subprocess
 import sys
 import tarfile
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import zstandard
 
 from compose_ckpt.engine import Engine
-from tests.integration.stack import run_docker
 from tests.integration.second_engine import SecondEngine
-from tests.integration.stack import COUNTER, Stack
+from tests.integration.stack import Stack, counter_services, run_docker
 
 pytestmark = pytest.mark.engine
 
@@ -33,25 +31,10 @@ def private_image(engine: Engine, test_id: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def stack(engine: Engine, tmp_path: Path, project_name: str, private_image: str,
+def stack(start_stack: Callable[..., Stack], project_name: str, private_image: str,
           second: SecondEngine) -> Iterator[Stack]:
-    folder = tmp_path / "project"
-    folder.mkdir()
-    (folder / "compose.yaml").write_text(f"""
-services:
-  one:
-    image: {private_image}
-    command: ["sh", "-c", "{COUNTER}"]
-  two:
-    image: {private_image}
-    command: ["sh", "-c", "{COUNTER}"]
-    depends_on: [one]
-""")
-    stack = Stack(folder, project_name)
-    stack.compose("up", "-d")
-    time.sleep(1.5)
-    yield stack
-    stack.down()
+    yield start_stack("services:\n" + counter_services("one", "two", image=private_image)
+                      + "    depends_on: [one]\n", settle=1.5)
     for name in ("one", "two"):
         second.docker("rm", "-f", f"{project_name}-{name}-1", check=False)
     second.docker("network", "rm", f"{project_name}_default", check=False)

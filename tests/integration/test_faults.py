@@ -13,16 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.stack import run_docker
-from tests.integration.stack import COUNTER, Stack
+from tests.integration.stack import Stack, counter_services, run_docker
 
 pytestmark = pytest.mark.engine
 REPO = Path(__file__).resolve().parents[2]
 
-FOUR_COUNTERS = "services:\n" + "".join(f"""  c{i}:
-    image: local/busybox:latest
-    command: ["sh", "-c", "{COUNTER}"]
-""" for i in range(1, 5))
+FOUR_COUNTERS = "services:\n" + counter_services("c1", "c2", "c3", "c4")
 
 
 @pytest.fixture

@@ -14,19 +14,11 @@ import pytest
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso
 from compose_ckpt.domain.store import SnapshotStore, default_home
 from compose_ckpt.engine import Engine
-from tests.integration.stack import COUNTER, Stack
+from tests.integration.stack import Stack, counter_services
 
 pytestmark = pytest.mark.engine
 
-TWO_COUNTERS = f"""
-services:
-  a:
-    image: local/busybox:latest
-    command: ["sh", "-c", "{COUNTER}"]
-  b:
-    image: local/busybox:latest
-    command: ["sh", "-c", "{COUNTER}"]
-"""
+TWO_COUNTERS = "services:\n" + counter_services("a", "b")
 
 
 @pytest.fixture

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from compose_ckpt.engine import Engine
 from tests.integration.stack import COUNTER, Stack
 
 pytestmark = pytest.mark.engine
 
 
 @pytest.fixture
-def stack(engine: Engine, tmp_path: Path, project_name: str) -> Iterator[Stack]:
-    (tmp_path / "compose.yaml").write_text(f"""
+def stack(start_stack: Callable[..., Stack], project_name: str) -> Stack:
+    return start_stack(f"""
 services:
   named:
     image: local/busybox:latest
@@ -32,11 +29,6 @@ services:
     command: ["sleep", "600"]
     profiles: [extra]
 """)
-    stack = Stack(tmp_path, project_name)
-    stack.compose("up", "-d")
-    time.sleep(1.0)
-    yield stack
-    stack.down()
 
 
 def test_ps_resolves_container_name_and_scaled_services(stack: Stack) -> None:

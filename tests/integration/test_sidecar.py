@@ -22,8 +22,7 @@ from typing import TypeVar
 import pytest
 
 from compose_ckpt.const import ENV_HOME
-from tests.integration.stack import BUSYBOX, run_docker
-from tests.integration.stack import COUNTER, Stack
+from tests.integration.stack import BUSYBOX, COUNTER, Stack, run_docker
 
 pytestmark = pytest.mark.engine
 REPO = Path(__file__).resolve().parents[2]

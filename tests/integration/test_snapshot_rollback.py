@@ -8,18 +8,14 @@ from collections.abc import Callable
 import pytest
 
 from compose_ckpt.engine.host import runc_tcp_established
-from tests.integration.stack import run_docker
-from tests.integration.stack import COUNTER, Stack
+from tests.integration.stack import COUNTER, Stack, counter_services, run_docker
 
 pytestmark = pytest.mark.engine
 
 # Five services; `talker` holds an established TCP connection to itself: without tcp-established
 # CRIU refuses it.
 HEALTHY = ("one", "two", "three", "four")
-WITH_A_CONNECTION = "services:\n" + "".join(f"""  {name}:
-    image: local/busybox:latest
-    command: ["sh", "-c", "{COUNTER}"]
-""" for name in HEALTHY) + f"""  talker:
+WITH_A_CONNECTION = "services:\n" + counter_services(*HEALTHY) + f"""  talker:
     image: local/busybox:latest
     command: ["sh", "-c", "nc -l -p 9000 -e cat & sleep 0.5; tail -f /dev/null | nc 127.0.0.1 9000 & {COUNTER}"]
 """

@@ -135,6 +135,13 @@ def _compose_project(options: GlobalOptions) -> Any:
     ))
 
 
+def _project(options: GlobalOptions) -> Any:
+    """The compose project, with its containers looked up on the selected engine."""
+    from compose_ckpt.domain.project import Project
+
+    return Project(_compose_project(options), options.connect())
+
+
 def _project_name(options: GlobalOptions) -> str:
     """-p when given (no compose files needed, e.g. after an import), else from the compose files."""
     if options.project_name:
@@ -192,11 +199,10 @@ def snapshot(
     as_json: JsonOption = False,
 ) -> None:
     """Checkpoint the stack as one consistent snapshot: freeze all, dump all, then resume (or stop)."""
-    from compose_ckpt.domain.project import Project
     from compose_ckpt.domain.snapshot import SnapshotRequest, take_snapshot
 
     options: GlobalOptions = ctx.obj
-    project = Project(_compose_project(options), options.connect())
+    project = _project(options)
     request = SnapshotRequest(services=tuple(services or ()), name=name, stop=stop, parallel=parallel)
     manifest = take_snapshot(project, _store(), request, _progress(options))
     if as_json:
@@ -238,10 +244,8 @@ def restore(
 @app.command()
 def ps(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Show the project as resolved: services, their containers and whether a snapshot would take them."""
-    from compose_ckpt.domain.project import Project
-
     options: GlobalOptions = ctx.obj
-    project = Project(_compose_project(options), options.connect())
+    project = _project(options)
     rows = [
         {"service": entry.service, "container": c.name, "state": c.status, "snapshot": c.running}
         for entry in project.resolve(project.select([]))
@@ -446,11 +450,10 @@ def migrate(
     """Move the stack to another Docker engine; the source is removed only once the target runs restored."""
     from compose_ckpt.domain.migrate import MigrateRequest
     from compose_ckpt.domain.migrate import migrate as migrate_stack
-    from compose_ckpt.domain.project import Project
     from compose_ckpt.engine import Engine
 
     options: GlobalOptions = ctx.obj
-    project = Project(_compose_project(options), options.connect())
+    project = _project(options)
     target = Engine.connect(to)
     request = MigrateRequest(snapshot=snapshot, keep_source=keep_source, parallel=parallel)
     result = migrate_stack(project, target, _store(), request, _progress(options))

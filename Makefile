@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: engine engine-status engine-stop install test unit plugin demo bench
+.PHONY: engine engine-status engine-stop install test lint unit plugin demo bench
 
 engine:  ## install and start Docker 26 + CRIU 4.2, build the local test images
 	scripts/engine up
@@ -21,8 +21,12 @@ $(BIN)/compose-ckpt: pyproject.toml
 
 install: $(BIN)/compose-ckpt  ## .venv with compose-ckpt (editable) and the test tools
 
-test: engine install  ## the whole suite: unit tests and integration tests against the engine
+test: engine install lint  ## lint, then the whole suite: unit tests and integration tests against the engine
 	$(BIN)/python -m pytest
+
+lint: install  ## ruff and mypy over the package, the tests and the benchmarks
+	$(BIN)/ruff check compose_ckpt tests bench
+	$(BIN)/mypy compose_ckpt
 
 unit: install
 	$(BIN)/python -m pytest tests/unit

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone, tzinfo
+from datetime import datetime, tzinfo, UTC
 from pathlib import Path
 from types import FrameType
 
@@ -145,7 +145,7 @@ class Sidecar:
         next_resync = time.monotonic() + self.config.resync_interval.total_seconds()
         while not self.stopping.is_set():
             wakeup = self.timetable.next_wakeup()
-            wait = TICK if wakeup is None else (wakeup - datetime.now(timezone.utc)).total_seconds()
+            wait = TICK if wakeup is None else (wakeup - datetime.now(UTC)).total_seconds()
             try:
                 messages = [self.inbox.get(timeout=min(max(wait, 0.0), TICK))]
             except queue.Empty:
@@ -162,7 +162,7 @@ class Sidecar:
             if any(m.kind in ("resync", "reload") for m in messages) or time.monotonic() >= next_resync:
                 self._resync()
                 next_resync = time.monotonic() + self.config.resync_interval.total_seconds()
-            for job in self.timetable.due(datetime.now(timezone.utc)):
+            for job in self.timetable.due(datetime.now(UTC)):
                 self._launch(job, "schedule")
             self._check_timeouts()
 
@@ -190,7 +190,7 @@ class Sidecar:
         self._engine_state(True)
         self.discovery = found
         self._report(found)
-        changed, removed = self.timetable.update(found.jobs, datetime.now(timezone.utc))
+        changed, removed = self.timetable.update(found.jobs, datetime.now(UTC))
         for entry in changed:
             job = entry.job
             assert job.schedule is not None and job.retention is not None

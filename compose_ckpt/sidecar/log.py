@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import TextIO
 
 _lock = threading.Lock()
@@ -19,7 +19,7 @@ def _quoted(value: object) -> str:
 
 
 def format_line(level: str, event: str, fields: dict[str, object], now: datetime) -> str:
-    stamp = now.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    stamp = now.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     parts = [f"time={stamp}", f"level={level}", f"event={event}"]
     parts += [f"{key}={_quoted(value)}" for key, value in fields.items() if value is not None]
     return " ".join(parts)
@@ -30,7 +30,7 @@ class Log:
         self._stream = stream
 
     def _write(self, level: str, event: str, fields: dict[str, object]) -> None:
-        line = format_line(level, event, fields, datetime.now(timezone.utc))
+        line = format_line(level, event, fields, datetime.now(UTC))
         stream = self._stream or sys.stderr
         with _lock:  # lines from several run threads must not interleave
             stream.write(line + "\n")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timedelta, tzinfo, UTC
 
 from compose_ckpt.const import LABEL_PROJECT, LABEL_SERVICE
 from compose_ckpt.domain.manifest import Manifest
@@ -156,7 +156,7 @@ class StackJob:
 
     def snapshot_name(self, now: datetime) -> str:
         """Sortable by time, to the millisecond, like the CLI's default names."""
-        return self.prefix + now.astimezone(timezone.utc).strftime("%Y%m%d-%H%M%S-%f")[:-3]
+        return self.prefix + now.astimezone(UTC).strftime("%Y%m%d-%H%M%S-%f")[:-3]
 
 
 def auto_prefix(job: str) -> str:
@@ -171,7 +171,7 @@ class LabelRules:
     """The label prefix and the config file's defaults that label parsing applies."""
 
     prefix: str = DEFAULT_PREFIX
-    zone: tzinfo = timezone.utc
+    zone: tzinfo = UTC
     defaults: JobSettings = field(default_factory=JobSettings)
     restore_on_boot: bool = False
     jobs: Mapping[str, JobSettings] = field(default_factory=dict)

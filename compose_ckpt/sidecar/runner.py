@@ -11,7 +11,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from compose_ckpt.const import LABEL_PROJECT
 from compose_ckpt.domain.labels import compose_project_from_labels
@@ -82,7 +82,7 @@ class Runner:
             started = time.monotonic()
             containers = self.engine.list_containers({LABEL_PROJECT: job.project})
             project = Project(compose_project_from_labels(job.project, containers), self.engine)
-            request = SnapshotRequest(services=job.services, name=job.snapshot_name(datetime.now(timezone.utc)),
+            request = SnapshotRequest(services=job.services, name=job.snapshot_name(datetime.now(UTC)),
                                       stop=not job.leave_running)
             manifest = take_snapshot(project, self.store, request)
             pruned = self._prune(job)
@@ -92,7 +92,7 @@ class Runner:
         if job.retention is None:
             return []
         with self.store.locked(job.project):
-            doomed = job.retention.select(self.store.list(job.project), job.prefix, datetime.now(timezone.utc))
+            doomed = job.retention.select(self.store.list(job.project), job.prefix, datetime.now(UTC))
             for manifest in doomed:
                 self.store.remove(job.project, manifest.name)
         return [manifest.name for manifest in doomed]

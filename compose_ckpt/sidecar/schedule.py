@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timedelta, tzinfo, UTC
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
@@ -39,7 +39,7 @@ class CronSchedule:
         seconds_first = len(self.text.split()) == 6
         following: datetime = croniter(self.text, moment.astimezone(self.zone),
                                        second_at_beginning=seconds_first).get_next(datetime)
-        return following.astimezone(timezone.utc)
+        return following.astimezone(UTC)
 
 
 Schedule = EverySchedule | CronSchedule
@@ -59,7 +59,7 @@ def parse_schedule(text: str, zone: tzinfo) -> Schedule:
         raise _invalid(text)
     schedule = CronSchedule(cleaned, zone)
     try:  # `0 0 31 2 *` is valid cron but never comes: the daemon could not schedule it
-        schedule.next_after(datetime(2000, 1, 1, tzinfo=timezone.utc))
+        schedule.next_after(datetime(2000, 1, 1, tzinfo=UTC))
     except ValueError:  # croniter's errors are ValueErrors
         raise _invalid(text) from None
     return schedule

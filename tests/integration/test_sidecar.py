@@ -71,10 +71,11 @@ class Sidecar:
 
     def http(self, path: str) -> tuple[int, str]:
         """GET from inside the container (no port is published)."""
+        url = f"http://127.0.0.1:{PORT}{path}"
         script = ("import sys, urllib.request, urllib.error\n"
-                  "try:\n    r = urllib.request.urlopen('http://127.0.0.1:%d%s', timeout=5)\n"
+                  f"try:\n    r = urllib.request.urlopen({url!r}, timeout=5)\n"
                   "except urllib.error.HTTPError as e:\n    r = e\n"
-                  "sys.stdout.write(f'{r.status}\\n{r.read().decode()}')\n") % (PORT, path)
+                  "sys.stdout.write(f'{r.status}\\n{r.read().decode()}')\n")
         status, _, body = self.exec("python3", "-c", script).stdout.partition("\n")
         return int(status), body
 

@@ -9,7 +9,7 @@ the daemon does with them. Bounded by the hypothesis profile in tests/conftest.p
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -27,8 +27,8 @@ from compose_ckpt.sidecar.policy import (
 from compose_ckpt.sidecar.schedule import Schedule, parse_schedule
 from tests.unit.timebox import time_limit
 
-NOW = datetime(2026, 3, 1, 10, 17, 42, tzinfo=timezone.utc)
-ZONES = [timezone.utc, ZoneInfo("Europe/Berlin"), ZoneInfo("Australia/Lord_Howe"), ZoneInfo("America/St_Johns")]
+NOW = datetime(2026, 3, 1, 10, 17, 42, tzinfo=UTC)
+ZONES = [UTC, ZoneInfo("Europe/Berlin"), ZoneInfo("Australia/Lord_Howe"), ZoneInfo("America/St_Johns")]
 
 # Text shaped like what is parsed, so that many examples get past the first refusal.
 numbers = st.one_of(st.integers(0, 100).map(str), st.integers(0, 10**25).map(str),
@@ -64,9 +64,9 @@ def parsed_or_refused(parse: Any, value: Any) -> Any:
 
 
 @given(schedules, st.sampled_from(ZONES))
-@example("0 0 31 2 *", timezone.utc)  # valid cron that never comes
-@example("@every 999999999d", timezone.utc)  # past datetime's year 9999
-@example("@every " + "9" * 5000 + "s", timezone.utc)  # past int()'s digit limit
+@example("0 0 31 2 *", UTC)  # valid cron that never comes
+@example("@every 999999999d", UTC)  # past datetime's year 9999
+@example("@every " + "9" * 5000 + "s", UTC)  # past int()'s digit limit
 @example("30 2 * * *", ZoneInfo("Europe/Berlin"))  # in the hour skipped by daylight saving on some days
 def test_any_schedule_parses_to_one_that_runs_or_is_refused(text: str, zone: Any) -> None:
     schedule: Schedule | None = parsed_or_refused(lambda t: parse_schedule(t, zone), text)
@@ -79,7 +79,7 @@ def test_any_schedule_parses_to_one_that_runs_or_is_refused(text: str, zone: Any
 @pytest.mark.parametrize("text", ["0 0 31 2 *", "0 0 30 2 *", "0 0 31 4,6,9,11 *", "@every 999999999d"])
 def test_schedules_that_never_come_are_refused(text: str) -> None:
     with pytest.raises(UsageError, match="invalid schedule"):
-        parse_schedule(text, timezone.utc)
+        parse_schedule(text, UTC)
 
 
 @given(st.one_of(durations, st.text(max_size=40)))

@@ -1,5 +1,5 @@
 import io
-from datetime import timedelta, timezone
+from datetime import timedelta, UTC
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,7 @@ from compose_ckpt.sidecar.log import Log
 from compose_ckpt.sidecar.policy import JobSettings
 from compose_ckpt.sidecar.schedule import parse_schedule
 
-UTC = timezone.utc
+UTC = UTC
 REPO = Path(__file__).resolve().parents[2]
 
 FULL = """

@@ -2,7 +2,7 @@
 
 import io
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 from compose_ckpt.domain.store import SnapshotStore
@@ -16,7 +16,7 @@ from compose_ckpt.sidecar.runner import RunResult
 from compose_ckpt.sidecar.schedule import parse_schedule
 from compose_ckpt.sidecar.timetable import Timetable
 
-UTC = timezone.utc
+UTC = UTC
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 

@@ -1,4 +1,4 @@
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import pytest
 
@@ -10,7 +10,7 @@ from compose_ckpt.sidecar.policy import (
 )
 from compose_ckpt.sidecar.schedule import EverySchedule, parse_schedule
 
-UTC = timezone.utc
+UTC = UTC
 RULES = LabelRules()
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -6,7 +6,7 @@ import pytest
 from compose_ckpt.errors import UsageError
 from compose_ckpt.sidecar.schedule import CronSchedule, EverySchedule, parse_schedule, zone_from_env
 
-UTC = timezone.utc
+UTC = UTC
 NOW = datetime(2026, 3, 1, 10, 17, 42, tzinfo=UTC)
 
 

@@ -53,15 +53,15 @@ def take_snapshot(project: Project, store: SnapshotStore, request: SnapshotReque
             raise UsageError(f"snapshot {name!r} of project {project.name} already exists",
                              hint="Choose another --name, or remove the old one with `compose-ckpt rm`.")
         resolved = project.running_containers(services)
-        run = _SnapshotRun(project, store, name, [(e.service, c) for e in resolved for c in e.containers],
-                           request, progress)
-        return run.execute(services)
+        run = _SnapshotRun(project, store, name, services,
+                           [(e.service, c) for e in resolved for c in e.containers], request, progress)
+        return run.execute()
 
 
 class _SnapshotRun:
     """One snapshot attempt: holds what has been done so that a failure can undo exactly that."""
 
-    def __init__(self, project: Project, store: SnapshotStore, name: str,
+    def __init__(self, project: Project, store: SnapshotStore, name: str, services: list[str],
                  members: list[tuple[str, ContainerInfo]], request: SnapshotRequest,
                  progress: ProgressCallback) -> None:
         self.project = project
@@ -77,13 +77,12 @@ class _SnapshotRun:
         self.manifest = Manifest(
             name=name, project=project.name, created=now_iso(), status=SnapshotStatus.INCOMPLETE,
             stopped=request.stop, compose_files=[str(p) for p in project.compose.config_files],
-            compose_hash=project.compose.config_hash(), services=[],
+            compose_hash=project.compose.config_hash(), services=services,
             dependencies=project.dependencies(),
         )
 
-    def execute(self, services: list[str]) -> Manifest:
+    def execute(self) -> Manifest:
         started = time.monotonic()
-        self.manifest.services = services
         self.manifest.engine = self._engine_facts()
         self.manifest.networks, self.manifest.volumes = self._record_networks_and_volumes()
         self.manifest.containers = [self._record(service, c) for service, c in self.members.values()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from compose_ckpt.domain.containers import recreate_containers
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, validate_name
 from compose_ckpt.domain.ordering import dependency_levels
 from compose_ckpt.domain.recovery import recover_interrupted
+from compose_ckpt.domain.remedies import remedy_for
 from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback, describe_failures, run_parallel
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo, Engine, ProcessFingerprint
@@ -144,7 +146,10 @@ class _Restore:
             self.engine.start_from_checkpoint(target.id, record.checkpoint)
             self.last_start = time.monotonic()
         finally:
-            self.engine.checkpoint_delete(target.id, record.checkpoint)
+            # The store keeps the snapshot; Docker's copy is only in the way. Best effort: a failure
+            # here (the daemon gone) must not hide the restore's own error.
+            with contextlib.suppress(CkptError):
+                self.engine.checkpoint_delete(target.id, record.checkpoint)
         verified = self._verify(record, target)
         self.progress(record.container_name, "restored")
         return RestoredContainer(record.service, record.container_name, record.container_name in self.recreated, verified)
@@ -162,12 +167,13 @@ class _Restore:
 
     def _failure(self, failures: dict[str, Exception], restored: list[RestoredContainer]) -> RestoreFailed:
         done = ", ".join(r.container for r in restored) or "none"
-        hint = next((exc.hint for exc in failures.values() if isinstance(exc, CkptError) and exc.hint), None)
         if len(failures) == 1:
             (name, exc), = failures.items()
             message, details = f"restore of {name} failed: {exc}", list(getattr(exc, "details", []))
         else:
             message, details = f"restore of {', '.join(sorted(failures))} failed", describe_failures(failures)
+        hint = next((exc.hint for exc in failures.values() if isinstance(exc, CkptError) and exc.hint), None)
+        hint = hint or remedy_for(" ".join([message, *details]))
         details.append(f"restored before the failure: {done}; services that depend on them were not started")
         return RestoreFailed(message, details=details, hint=hint)
 

@@ -23,6 +23,7 @@ from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStat
 from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback, describe_failures, run_parallel
 from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.recovery import recover_interrupted
+from compose_ckpt.domain.remedies import remedy_for
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo, Engine, host
 from compose_ckpt.errors import CkptError, SnapshotFailed, UsageError
@@ -241,16 +242,3 @@ def _phase_failure(phase: str, failures: dict[str, Exception]) -> SnapshotFailed
         f"snapshot failed while {phase} {failed}; every service was left running as before",
         details=details, hint=remedy_for(text),
     )
-
-
-def remedy_for(text: str) -> str | None:
-    """A remedy for the common reasons CRIU refuses a dump, read from its error lines."""
-    if "Connected TCP socket" in text or "tcp-established" in text:
-        return ("A service has an established TCP connection. Add a line `tcp-established` to "
-                "/etc/criu/runc.conf on the Docker host (peers must tolerate the pause), or close it first.")
-    if "rlimit" in text or "Operation not permitted" in text:
-        return ("CRIU lacks a capability to dump a process running under another uid (CAP_SYS_RESOURCE). "
-                "Run dockerd with full root capabilities, or run the service as root; `compose-ckpt doctor` checks this.")
-    if "unsupported" in text.lower() or "Can't dump" in text:
-        return "A process holds a file or socket CRIU cannot dump; the CRIU log lines above name it."
-    return None

@@ -30,6 +30,7 @@ import requests
 import requests.exceptions
 
 from compose_ckpt.const import LABEL_HELPER
+from compose_ckpt.engine import host
 from compose_ckpt.engine.types import CONTAINER_ACTIONS, ContainerEvent, ContainerInfo, EngineInfo, ProcessFingerprint
 from compose_ckpt.errors import EngineError, EngineUnavailable, NotFoundError
 
@@ -43,7 +44,7 @@ START_HINT = (
 # The daemon sometimes fails a checkpoint create or restore with
 # `content sha256:...: already exists` when several run at once; retrying helps.
 _TRANSIENT = re.compile(r"content sha256:[0-9a-f]+.*already exists")
-_CRIU_LOG = re.compile(r"(/\S+/criu-(?:dump|restore)\.log)")
+_CRIU_LOG = re.compile(r"(/\S+/(?:criu-dump|criu-restore|restore|dump)\.log)")
 RETRY_DELAYS = (0.2, 0.4, 0.8, 1.6, 3.2)
 HELPER_MOUNT = "/checkpoints"
 
@@ -137,6 +138,20 @@ class Engine:
             local=self._is_local(root),
         )
         return self._info
+
+    @property
+    def socket_path(self) -> str | None:
+        """The unix socket this connection uses, None for tcp:// and ssh:// engines."""
+        adapter = getattr(self._api, "_custom_adapter", None)
+        path = getattr(adapter, "socket_path", None)
+        return path if isinstance(path, str) else None
+
+    def daemon_pid(self) -> int | None:
+        """Pid of the very daemon this connection talks to, when it runs on this host; else None."""
+        socket_path = self.socket_path
+        if socket_path is None or not self.info().local:
+            return None
+        return host.daemon_pid_for_socket(socket_path)
 
     def _is_local(self, root: str) -> bool:
         # docker-py names a unix-socket connection http+docker://localhost (ssh is http+docker://ssh).
@@ -234,12 +249,27 @@ class Engine:
             self._api._raise_for_status(response)
 
     def start_from_checkpoint(self, container_id: str, name: str) -> None:
-        """POST /containers/{id}/start?checkpoint=NAME. The container must have exited."""
-        self._run_criu(f"restore {container_id[:12]} from checkpoint {name}", lambda: self._api._post(
-            self._api._url("/containers/{0}/start", container_id), params={"checkpoint": name},
-        ))
+        """POST /containers/{id}/start?checkpoint=NAME. The container must have exited.
 
-    def _run_criu(self, action: str, request: Callable[[], requests.Response]) -> None:
+        containerd deletes the task's bundle, and CRIU's restore.log in it, as soon as the restore
+        fails: on this host the log is opened while the restore runs, so its lines can be shown."""
+        with _RestoreLogCatcher(self._restore_log_paths(container_id)) as catcher:
+            self._run_criu(f"restore {container_id[:12]} from checkpoint {name}", lambda: self._api._post(
+                self._api._url("/containers/{0}/start", container_id), params={"checkpoint": name},
+            ), catcher.text)
+
+    def _restore_log_paths(self, container_id: str) -> list[Path]:
+        """Where CRIU writes its restore log: `work/restore.log` in the task's bundle, which lies in the
+        daemon's own containerd state (under its exec-root) or in a system containerd's."""
+        pid = self.daemon_pid()
+        if pid is None:
+            return []
+        states = [host.daemon_exec_root(pid) / "containerd" / "daemon", Path("/run/containerd")]
+        return [state / "io.containerd.runtime.v2.task" / "moby" / container_id / "work" / "restore.log"
+                for state in states]
+
+    def _run_criu(self, action: str, request: Callable[[], requests.Response],
+                  captured_log: Callable[[], str | None] = lambda: None) -> None:
         """A raw call that makes the daemon run CRIU: retried while the daemon reports its transient
         `already exists`; a failure carries the key lines of CRIU's log in its details."""
 
@@ -250,7 +280,7 @@ class Engine:
             with translated(action):
                 _retry_transient(call)
         except EngineError as exc:
-            exc.details = criu_log_key_lines(exc.message)
+            exc.details = criu_log_key_lines(exc.message, captured_log())
             raise
 
     def _checkpoint_dir(self, container_id: str, name: str = "") -> Path:
@@ -494,17 +524,72 @@ class _IterReader(io.RawIOBase):
         return size
 
 
-def criu_log_key_lines(message: str, limit: int = 8) -> list[str]:
-    """The `Error (...)` lines of the CRIU log that a daemon error message names, when readable here."""
+def criu_log_key_lines(message: str, captured: str | None = None, limit: int = 8) -> list[str]:
+    """The `Error (...)` lines of the CRIU log a daemon error message names: from `captured` (the log's
+    text, read while it existed) or else from the file, when readable here."""
     match = _CRIU_LOG.search(message)
-    if not match:
+    if captured is None and not match:
         return []
-    try:
-        lines = Path(match.group(1)).read_text(errors="replace").splitlines()
-    except OSError:
-        return [f"CRIU log: {match.group(1)} (not readable from here)"]
-    errors = [line.strip() for line in lines if "Error (" in line]
-    return [f"CRIU log: {match.group(1)}", *errors[-limit:]]
+    where = match.group(1) if match else "restore.log"
+    note = " (read while the restore ran: containerd deletes it)" if captured is not None else ""
+    if captured is None:
+        try:
+            captured = Path(where).read_text(errors="replace")
+        except OSError:
+            return [f"CRIU log: {where} (not readable from here; containerd deletes a failed restore's log)"]
+    errors = [line.strip() for line in captured.splitlines() if "Error (" in line]
+    return [f"CRIU log: {where}{note}", *errors[-limit:]]
+
+
+class _RestoreLogCatcher:
+    """Holds CRIU's restore log open from the moment it appears, so that it can still be read after
+    containerd has deleted it. A retried restore writes a new log: the newest one is kept."""
+
+    POLL_SECONDS = 0.005
+
+    def __init__(self, candidates: list[Path]) -> None:
+        self._candidates = candidates
+        self._fd: int | None = None
+        self._inode: tuple[int, int] | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> _RestoreLogCatcher:
+        if self._candidates:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.POLL_SECONDS):
+            for path in self._candidates:
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+                except OSError:
+                    continue
+                info = os.fstat(fd)
+                if (info.st_dev, info.st_ino) == self._inode:
+                    os.close(fd)
+                    continue
+                if self._fd is not None:
+                    os.close(self._fd)
+                self._fd, self._inode = fd, (info.st_dev, info.st_ino)
+
+    def text(self) -> str | None:
+        """The log as far as written, once the restore has ended (call inside the `with`)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        if self._fd is None:
+            return None
+        return os.pread(self._fd, 16 * 1024**2, 0).decode(errors="replace")
 
 
 def _link_or_copy_tree(source: Path, destination: Path) -> int:

@@ -5,15 +5,21 @@ Only meaningful when the engine is local (`EngineInfo.local`); `doctor` says so 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import socket
+import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 CAP_SYS_RESOURCE = 24
 RUNC_CRIU_CONFIG = Path("/etc/criu/runc.conf")
+DEFAULT_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
+DEFAULT_EXEC_ROOT = "/var/run/docker"
+DEFAULT_DAEMON_CONFIG = "/etc/docker/daemon.json"
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,55 @@ class CriuProbe:
     version: str | None
     check_output: str  # last line of `criu check`
     check_ok: bool
+
+
+def daemon_pid_for_socket(socket_path: str) -> int | None:
+    """Pid of the dockerd listening on the unix socket `socket_path` (SO_PEERCRED), or None.
+
+    Only the default socket falls back to `daemon_pid()`: with socket activation the peer is
+    systemd, and guessing for any other socket would describe another daemon than the one addressed."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(2)
+            probe.connect(socket_path)
+            pid, _, _ = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    except OSError:
+        pid = 0
+    if pid > 0 and _comm(pid) == "dockerd":
+        return int(pid)
+    return daemon_pid() if socket_path in DEFAULT_SOCKETS else None
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def daemon_exec_root(pid: int) -> Path:
+    """The daemon's --exec-root (where containerd keeps each task's bundle), from its command line or config."""
+    try:
+        argv = [arg.decode(errors="replace") for arg in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+    except OSError:
+        argv = []
+    config = _flag(argv, "--config-file") or DEFAULT_DAEMON_CONFIG
+    chosen = _flag(argv, "--exec-root")
+    if chosen is None:
+        try:
+            chosen = json.loads(Path(config).read_text()).get("exec-root")
+        except (OSError, ValueError, AttributeError):
+            chosen = None
+    return Path(chosen or DEFAULT_EXEC_ROOT)
+
+
+def _flag(argv: list[str], name: str) -> str | None:
+    for index, arg in enumerate(argv):
+        if arg == name and index + 1 < len(argv):
+            return argv[index + 1]
+        if arg.startswith(name + "="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def daemon_pid() -> int | None:

@@ -1,0 +1,52 @@
+"""What to do about a failed dump or restore, read from the daemon's error and CRIU's log lines.
+
+The most specific cause wins: a restore log always holds sandbox noise such as
+`Can't setup RLIMIT_NOFILE`, so restore causes are matched before dump causes.
+"""
+
+from __future__ import annotations
+
+import re
+
+_MISSING_FILE = re.compile(r"Can't open file (\S+) on restore: No such file or directory")
+_RESIZED_FILE = re.compile(r"File (\S+) has bad size")
+# Logged by every restore where CRIU lacks CAP_SYS_RESOURCE, harmless: not a cause.
+_SANDBOX_NOISE = re.compile(r"rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted")
+
+CRIU_MISSING = ("The Docker daemon finds no `criu` on its PATH. Install CRIU 4.2 or newer on the daemon's "
+                "host (in this repository: `make engine`) where the daemon's PATH finds it (e.g. /usr/local/sbin), "
+                "restart the daemon, and check with `compose-ckpt doctor`.")
+CRIU_TOO_OLD = ("This CRIU is too old for the kernel (`Unexpected rt vDSO area bounds`: CRIU before 4.2 on recent "
+                "kernels). Install CRIU 4.2 or newer where the daemon's PATH finds it; `compose-ckpt doctor` checks it.")
+
+
+def remedy_for(text: str) -> str | None:
+    """A remedy for the common reasons CRIU refuses a dump or a restore, or None."""
+    text = _SANDBOX_NOISE.sub("", text)
+    if '"criu": executable file not found' in text or "criu: executable file not found" in text:
+        return CRIU_MISSING
+    if "vDSO" in text or "vdso" in text:
+        return CRIU_TOO_OLD
+    if missing := _MISSING_FILE.search(text):
+        return (f"A file the process had open at checkpoint time is gone (/{missing.group(1)}): CRIU needs every "
+                "open file back where it was, in volumes and the container's writable layer alike. Put it back "
+                "(e.g. restore the volume from the same moment as the snapshot), or take a new snapshot.")
+    if resized := _RESIZED_FILE.search(text):
+        return (f"A file the process had open changed size after the checkpoint (/{resized.group(1)}; e.g. a log "
+                "or append-only file written later): CRIU refuses it. Restore the volume's files from the same "
+                "moment as the snapshot, or take a new snapshot.")
+    if "Address already in use" in text:
+        return ("A port the service listened on is taken on the host or by another container. "
+                "Free it (`ss -ltnp` shows who holds it) and restore again.")
+    if re.search(r"mount|mnt", text) and "No such file or directory" in text:
+        return ("A mount the container had at checkpoint time is missing (a bind-mount source or volume was "
+                "removed). Recreate it, then restore again.")
+    if "Connected TCP socket" in text or "tcp-established" in text:
+        return ("A service has an established TCP connection. Add a line `tcp-established` to "
+                "/etc/criu/runc.conf on the Docker host (peers must tolerate the pause), or close it first.")
+    if "rlimit" in text or "Operation not permitted" in text:
+        return ("CRIU lacks a capability to dump a process running under another uid (CAP_SYS_RESOURCE). "
+                "Run dockerd with full root capabilities, or run the service as root; `compose-ckpt doctor` checks this.")
+    if "unsupported" in text.lower() or "Can't dump" in text:
+        return "A process holds a file or socket CRIU cannot dump; the CRIU log lines above name it."
+    return None

@@ -1,0 +1,38 @@
+"""Remedies are read from the daemon's error and CRIU's log lines; the most specific cause wins."""
+
+from __future__ import annotations
+
+import pytest
+
+from compose_ckpt.domain.remedies import CRIU_MISSING, CRIU_TOO_OLD, remedy_for
+from compose_ckpt.engine.adapter import criu_log_key_lines
+
+NOISE = "(00.03) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted"
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('exec: "criu": executable file not found in $PATH', CRIU_MISSING),
+    ("Error (criu/vdso.c:88): vdso: Unexpected rt vDSO area bounds", CRIU_TOO_OLD),
+    (f"{NOISE} Error (criu/files-reg.c:2353): Can't open file data/a.aof on restore: No such file or directory",
+     "(/data/a.aof)"),
+    (f"{NOISE} Error (criu/files-reg.c:2160): File var/log/x.log has bad size 10 (expect 4)", "changed size"),
+    (f"{NOISE} Error (criu/sk-inet.c:830): Can't bind inet socket (id 9): Address already in use", "port"),
+    ("Error (criu/mount.c:1): mnt: Can't mount at ./srv: No such file or directory", "mount"),
+    ("Error (criu/sk-inet.c:1): inet: Connected TCP socket, consider using --tcp-established", "tcp-established"),
+    ("Error (criu/cr-dump.c:1): Can't get rlimit 0: Operation not permitted", "CAP_SYS_RESOURCE"),
+])
+def test_the_cause_names_its_remedy(text: str, expected: str) -> None:
+    remedy = remedy_for(text)
+    assert remedy is not None and expected in remedy
+
+
+def test_sandbox_noise_alone_is_no_cause() -> None:
+    assert remedy_for(NOISE) is None
+
+
+def test_captured_log_text_is_used_when_the_file_is_gone() -> None:
+    message = "criu failed: type NOTIFY errno 0\nlog file: /run/x/moby/abc/work/restore.log: unknown"
+    lines = criu_log_key_lines(message, "(0.1) info\n(0.2) Error (criu/a.c:1): gone\n")
+    assert lines[0].startswith("CRIU log: /run/x/moby/abc/work/restore.log (read while the restore ran")
+    assert lines[1:] == ["(0.2) Error (criu/a.c:1): gone"]
+    assert "not readable" in criu_log_key_lines(message)[0]

@@ -3,16 +3,24 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: engine engine-status engine-stop install test lint unit plugin demo bench
+.PHONY: engine engine-28 engine-status engine-stop engine-28-stop install test lint unit plugin demo bench
 
 engine:  ## install and start Docker 26 + CRIU 4.2, build the local test images
 	scripts/engine up
 
-engine-status:
+engine-28: engine  ## Docker 28.5.2 beside it (own netns, socket unix:///run/docker28/docker.sock); see docs/engine.md
+	scripts/engine-28 up
+
+engine-status:  ## both engines
 	scripts/engine status
+	@echo "--- engine-28"
+	@scripts/engine-28 status
 
 engine-stop:  ## stop the dockerd that `make engine` started
 	scripts/engine stop
+
+engine-28-stop:  ## stop the dockerd 28 that `make engine-28` started
+	scripts/engine-28 stop
 
 $(BIN)/compose-ckpt: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

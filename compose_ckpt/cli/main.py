@@ -221,7 +221,8 @@ def restore(
     ctx: typer.Context,
     snapshot: Annotated[str | None, typer.Argument(metavar="SNAPSHOT", callback=_checked_name, help="Snapshot (default: the latest complete one).", show_default=False)] = None,
     services: Services = None,
-    force: Annotated[bool, typer.Option("--force", help="Kill running containers and restore over their state.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Kill running containers and restore over their state (checkpointed first, put back if the restore fails).")] = False,
+    no_safety_checkpoint: Annotated[bool, typer.Option("--no-safety-checkpoint", help="With --force: do not checkpoint the running containers first; their current state is lost even if the restore fails.")] = False,
     parallel: Parallel = DEFAULT_PARALLEL,
     as_json: JsonOption = False,
 ) -> None:
@@ -229,7 +230,8 @@ def restore(
     from compose_ckpt.domain.restore import RestoreRequest, restore_snapshot
 
     options: GlobalOptions = ctx.obj
-    request = RestoreRequest(snapshot=snapshot, services=tuple(services or ()), force=force, parallel=parallel)
+    request = RestoreRequest(snapshot=snapshot, services=tuple(services or ()), force=force, parallel=parallel,
+                             safety_checkpoint=not no_safety_checkpoint)
     project = _project_name(options)
     result = restore_snapshot(options.connect(), _store(), project, request, _progress(options))
     if as_json:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from compose_ckpt.const import CHECKPOINT_PREFIX
 from compose_ckpt.domain.containers import recreate_containers
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, validate_name
 from compose_ckpt.domain.ordering import dependency_levels
@@ -28,6 +29,8 @@ class RestoreRequest:
     services: tuple[str, ...] = ()
     force: bool = False
     parallel: int = DEFAULT_PARALLEL
+    # --force checkpoints what runs before killing it, and puts it back from there if the restore fails
+    safety_checkpoint: bool = True
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,8 @@ class _Restore:
         self.targets: dict[str, ContainerInfo] = {}  # container name -> the container to restore into
         self.recreated: set[str] = set()
         self.last_start = time.monotonic()
+        self.safety = f"{CHECKPOINT_PREFIX}before-restore-{time.time_ns() // 1_000_000}"
+        self.set_aside: dict[str, str] = {}  # container name -> id: killed by --force, its safety checkpoint taken
 
     def _select(self, requested: Sequence[str]) -> list[str]:
         unknown = [name for name in requested if name not in self.manifest.services]
@@ -79,15 +84,21 @@ class _Restore:
         return list(dict.fromkeys(requested)) or list(self.manifest.services)
 
     def execute(self) -> RestoreResult:
-        self._prepare_containers()
-        restored: list[RestoredContainer] = []
-        for level in dependency_levels(self.manifest.dependencies, self.services):
-            names = [r.container_name for r in self.records if r.service in level]
-            outcome = run_parallel(names, self._restore_one, self.request.parallel)
-            restored.extend(outcome.results[name] for name in names if name in outcome.results)
-            if outcome.failures:
-                raise self._failure(outcome.failures, restored)
-        self._check_still_running(restored)
+        try:
+            self._prepare_containers()
+            restored: list[RestoredContainer] = []
+            for level in dependency_levels(self.manifest.dependencies, self.services):
+                names = [r.container_name for r in self.records if r.service in level]
+                outcome = run_parallel(names, self._restore_one, self.request.parallel)
+                restored.extend(outcome.results[name] for name in names if name in outcome.results)
+                if outcome.failures:
+                    raise self._failure(outcome.failures, restored)
+            self._check_still_running(restored)
+        except BaseException as exc:
+            if self.set_aside:
+                self._put_back_set_aside(exc)
+            raise
+        self._drop_safety_checkpoints(list(self.set_aside.values()))
         return RestoreResult(self.manifest, restored)
 
     def _check_still_running(self, restored: list[RestoredContainer]) -> None:
@@ -122,6 +133,8 @@ class _Restore:
             names = ", ".join(f"{c.name} ({c.status})" for c in in_the_way)
             raise ConflictError(f"these containers are running: {names}",
                                 hint="Stop them first, or pass --force to kill them and restore over their state.")
+        if in_the_way and self.request.safety_checkpoint:
+            self._take_safety_checkpoints(in_the_way)
         names_by_id = {c.id: c.name for c in in_the_way}
         run_parallel(list(names_by_id), lambda cid: self._discard_running(cid, names_by_id[cid]),
                      self.request.parallel).raise_first()
@@ -130,11 +143,68 @@ class _Restore:
         self.targets.update(created)
         self.recreated.update(created)
 
+    def _take_safety_checkpoints(self, running: list[ContainerInfo]) -> None:
+        """Freeze every container in the way and checkpoint it (leave-running): the way back if the
+        restore fails. One that cannot be checkpointed stops the restore before anything is killed."""
+        by_id = {container.id: container for container in running}
+
+        def save(container_id: str) -> None:
+            container = by_id[container_id]
+            self.progress(container.name, "saving current state")
+            if container.running:
+                self.engine.pause(container_id)
+            self.engine.checkpoint_create(container_id, self.safety, leave_running=True)
+            self.set_aside[container.name] = container_id
+
+        outcome = run_parallel(list(by_id), save, self.request.parallel)
+        if not outcome.failures:
+            return
+        for container in running:  # nothing killed yet: thaw what was frozen, drop what was saved
+            if container.running:
+                with contextlib.suppress(CkptError):
+                    self.engine.unpause(container.id)
+        self._drop_safety_checkpoints(list(self.set_aside.values()))
+        self.set_aside.clear()
+        failures = {by_id[cid].name: exc for cid, exc in outcome.failures.items()}
+        details = describe_failures(failures)
+        raise RestoreFailed(
+            f"cannot save the current state of {', '.join(sorted(failures))} before replacing it; "
+            "nothing was changed, every service runs as before",
+            details=details,
+            hint=(remedy_for(" ".join(details)) or "") + " To discard the current state instead, "
+                 "pass --no-safety-checkpoint with --force.",
+        )
+
     def _discard_running(self, container_id: str, name: str) -> None:
-        """--force: kill rather than stop, so no shutdown hook writes state newer than the snapshot."""
+        """--force: kill rather than stop, so no shutdown hook writes state newer than the snapshot
+        (a frozen container is killed before it runs again: nothing happens after its safety checkpoint)."""
         self.progress(name, "stopping")
         self.engine.kill(container_id)
         self.engine.wait_exited(container_id, timeout=60)
+
+    def _put_back_set_aside(self, failure: BaseException) -> None:
+        """The restore failed: bring back what ran before it, from the safety checkpoints, and say so."""
+        states: list[str] = []
+        for name, container_id in self.set_aside.items():
+            self.progress(name, "putting back its state from before the restore")
+            try:
+                current = self.engine.inspect(container_id)
+                if current is not None and not current.exited:
+                    self.engine.kill(container_id)  # restored from the snapshot, but the restore as a whole failed
+                self.engine.wait_exited(container_id, timeout=60)
+                self.engine.start_from_checkpoint(container_id, self.safety)
+                states.append(f"{name}: running again with its state from before the restore")
+                self._drop_safety_checkpoints([container_id])
+            except CkptError as exc:
+                states.append(f"{name}: NOT put back ({exc}); its state from before the restore is kept as "
+                              f"checkpoint {self.safety}: `docker start --checkpoint {self.safety} {name}`")
+        if isinstance(failure, CkptError):
+            failure.details = [*failure.details, *states]
+
+    def _drop_safety_checkpoints(self, container_ids: list[str]) -> None:
+        for container_id in container_ids:
+            with contextlib.suppress(CkptError):
+                self.engine.checkpoint_delete(container_id, self.safety)
 
     def _restore_one(self, container_name: str) -> RestoredContainer:
         record = next(r for r in self.records if r.container_name == container_name)

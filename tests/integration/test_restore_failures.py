@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.integration.stack import DEBIAN, Stack
+from tests.integration.stack import BUSYBOX, COUNTER, DEBIAN, Stack, counter_services, run_docker
 
 pytestmark = pytest.mark.engine
 
@@ -44,3 +44,49 @@ def test_a_failed_restore_shows_criu_log_lines_and_a_remedy(start_stack: Callabl
     assert "Traceback" not in failed.stderr
     assert "Can't open file data/appendonlydir/" in failed.stderr  # CRIU's own line, from its deleted log
     assert "A file the process had open at checkpoint time is gone" in failed.stderr
+
+
+def test_a_failed_forced_restore_puts_back_what_ran_before(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack(AOF_REDIS.replace("volumes:\n  data:", counter_services("side") + "volumes:\n  data:"))
+    stack.redis("set", "key", "before")
+    stack.ckpt_ok("snapshot", "--name", "aof")
+    stack.redis("set", "key", "after")  # the current state, newer than the snapshot
+    rewrite_append_only_file(stack)
+    side_before = stack.counts_of("side")
+
+    failed = stack.ckpt("restore", "aof", "--force")
+
+    assert failed.returncode == 1, failed.stderr
+    assert f"{stack.project}-kv-1: running again with its state from before the restore" in failed.stderr
+    assert set(stack.states().values()) == {"running"}, stack.states()
+    assert stack.redis("get", "key") == "after"  # its state from just before the command
+    side_after = stack.counts_of("side")
+    assert all(side_after[c] >= side_before[c] for c in side_before), "a counter started over"
+    assert not any(line.strip() for c in stack.containers("kv") + stack.containers("side")
+                   for line in run_docker("checkpoint", "ls", c).stdout.splitlines()[1:])
+
+
+def test_a_container_that_cannot_be_saved_stops_a_forced_restore_before_anything_is_killed(
+        start_stack: Callable[..., Stack]) -> None:
+    # Connects to itself once told to: an established TCP connection, which CRIU refuses (without
+    # tcp-established), made after the snapshot.
+    stack = start_stack(f"""
+services:
+  web:
+    image: {BUSYBOX}
+    command: ["sh", "-c", "({COUNTER}) & nc -l -p 9000 -e cat & while [ ! -f /tmp/connect ]; do sleep 0.1; done; tail -f /dev/null | nc 127.0.0.1 9000"]
+""")
+    stack.ckpt_ok("snapshot", "--name", "quiet")
+    web = stack.containers("web")[0]
+    run_docker("exec", web, "touch", "/tmp/connect")
+    time.sleep(0.5)
+    before = stack.counts_of("web")
+
+    refused = stack.ckpt("restore", "quiet", "--force")
+
+    assert refused.returncode == 1, refused.stderr
+    assert "nothing was changed" in refused.stderr and "--no-safety-checkpoint" in refused.stderr
+    assert set(stack.states().values()) == {"running"}
+    assert stack.counts_of("web")[web] >= before[web]  # not killed, not restored: still counting on
+    stack.ckpt_ok("restore", "quiet", "--force", "--no-safety-checkpoint")
+    assert stack.counts_of("web")[web] < before[web]  # the snapshot's state, the connection discarded

@@ -176,7 +176,7 @@ def _details(manifest: Any) -> dict[str, Any]:
         **_summary(manifest),
         "compose_files": manifest.compose_files, "compose_hash": manifest.compose_hash,
         "freeze_seconds": manifest.freeze_seconds, "total_seconds": manifest.total_seconds,
-        "engine": manifest.engine, "error": manifest.error,
+        "phases": manifest.phases, "engine": manifest.engine, "error": manifest.error,
         "containers": [
             {"service": r.service, "container": r.container_name, "container_id": r.container_id,
              "image": r.image, "image_id": r.image_id, "size": r.size, "dump_seconds": r.dump_seconds}
@@ -200,11 +200,14 @@ def snapshot(
 ) -> None:
     """Checkpoint the stack as one consistent snapshot: freeze all, dump all, then resume (or stop)."""
     from compose_ckpt.domain.snapshot import SnapshotRequest, take_snapshot
+    from compose_ckpt.domain.timing import Phases
 
     options: GlobalOptions = ctx.obj
-    project = _project(options)
+    phases = Phases.since_process_start()
+    with phases.timed("resolve"):
+        project = _project(options)
     request = SnapshotRequest(services=tuple(services or ()), name=name, stop=stop, parallel=parallel)
-    manifest = take_snapshot(project, _store(), request, _progress(options))
+    manifest = take_snapshot(project, _store(), request, _progress(options), phases)
     if as_json:
         print_json(_details(manifest))
         return
@@ -228,15 +231,19 @@ def restore(
 ) -> None:
     """Bring the stack back from a snapshot, dependencies first, recreating missing containers."""
     from compose_ckpt.domain.restore import RestoreRequest, restore_snapshot
+    from compose_ckpt.domain.timing import Phases
 
     options: GlobalOptions = ctx.obj
+    phases = Phases.since_process_start()
     request = RestoreRequest(snapshot=snapshot, services=tuple(services or ()), force=force, parallel=parallel,
                              safety_checkpoint=not no_safety_checkpoint)
-    project = _project_name(options)
-    result = restore_snapshot(options.connect(), _store(), project, request, _progress(options))
+    with phases.timed("prepare"):
+        project = _project_name(options)
+        engine = options.connect()
+    result = restore_snapshot(engine, _store(), project, request, _progress(options), phases)
     if as_json:
         print_json({"snapshot": result.snapshot.name, "project": result.snapshot.project,
-                    "containers": [vars(c) for c in result.containers]})
+                    "phases": result.phases, "containers": [vars(c) for c in result.containers]})
         return
     print_table(["SERVICE", "CONTAINER", "RECREATED", "VERIFIED BY"],
                 [(c.service, c.container, "yes" if c.recreated else "no", c.verified) for c in result.containers])
@@ -293,6 +300,9 @@ def inspect(ctx: typer.Context, snapshot: Annotated[str, typer.Argument(metavar=
         f"frozen {manifest.freeze_seconds:.2f}s, total {manifest.total_seconds:.2f}s, "
         f"{'stopped' if manifest.stopped else 'left running'}", highlight=False,
     )
+    if manifest.phases:
+        console.print("phases: " + ", ".join(f"{phase} {seconds:.2f}s" for phase, seconds in manifest.phases.items()),
+                      highlight=False)
     if manifest.error:
         console.print(f"error: {escape(manifest.error)}", highlight=False)
     print_table(["SERVICE", "CONTAINER", "IMAGE", "SIZE", "DUMP"],

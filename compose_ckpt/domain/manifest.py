@@ -72,6 +72,7 @@ class Manifest:
     engine: dict[str, str] = field(default_factory=dict)
     freeze_seconds: float = 0.0
     total_seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase, in order (domain/timing.py)
     error: str | None = None
     format: int = FORMAT_VERSION
 
@@ -112,7 +113,7 @@ _NUMBER = (int, float)
 _MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "project": (str,), "created": (str,), "stopped": (bool,), "compose_files": (list,),
     "compose_hash": (str,), "services": (list,), "dependencies": (dict,), "networks": (list,), "volumes": (list,),
-    "engine": (dict,), "freeze_seconds": _NUMBER, "total_seconds": _NUMBER, "error": (str, type(None)),
+    "engine": (dict,), "phases": (dict,), "freeze_seconds": _NUMBER, "total_seconds": _NUMBER, "error": (str, type(None)),
 }
 _RECORD_TYPES: dict[str, tuple[type, ...]] = {
     "service": (str,), "container_id": (str,), "container_name": (str,), "number": (int,), "image": (str,),
@@ -137,6 +138,9 @@ def _check_types(manifest: Manifest) -> None:
     texts += [dep for deps in manifest.dependencies.values() for dep in (deps if isinstance(deps, list) else [None])]
     if not all(isinstance(text, str) for text in texts):
         raise ValueError("compose_files, services, engine and dependencies must hold strings (dependencies: lists)")
+    if not all(isinstance(seconds, _NUMBER) and not isinstance(seconds, bool) and 0 <= seconds <= _MAX_NUMBER
+               for seconds in manifest.phases.values()):
+        raise ValueError("phases must map phase names to seconds")
     if not all(isinstance(item, dict) for item in [*manifest.networks, *manifest.volumes]):
         raise ValueError("networks and volumes must be lists of objects")
     if datetime.fromisoformat(manifest.created.replace("Z", "+00:00")).tzinfo is None:

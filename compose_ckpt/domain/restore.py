@@ -15,6 +15,7 @@ from compose_ckpt.domain.recovery import recover_interrupted
 from compose_ckpt.domain.remedies import remedy_for
 from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback, describe_failures, run_parallel
 from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.timing import Phases
 from compose_ckpt.engine import ContainerInfo, Engine, ProcessFingerprint
 from compose_ckpt.errors import CkptError, ConflictError, RestoreFailed, UsageError
 
@@ -39,35 +40,41 @@ class RestoredContainer:
     container: str
     recreated: bool
     verified: str  # "memory layout" when the fingerprint matched, else "running" (fingerprint unreadable)
+    seconds: dict[str, float]  # copy_in, restore, verify: this container's share of the work
 
 
 @dataclass(frozen=True)
 class RestoreResult:
     snapshot: Manifest
     containers: list[RestoredContainer]
+    phases: dict[str, float]  # prepare, restore, verify (after the caller's own, such as startup)
 
 
 def restore_snapshot(engine: Engine, store: SnapshotStore, project: str, request: RestoreRequest,
-                     progress: ProgressCallback = lambda name, phase: None) -> RestoreResult:
+                     progress: ProgressCallback = lambda name, phase: None, phases: Phases | None = None) -> RestoreResult:
     if request.snapshot is not None:
         validate_name(request.snapshot)  # before the lock creates the project's folder
+    phases = phases or Phases()
+    began = time.monotonic()
     with store.locked(project):
         recover_interrupted(engine, store, project)
         manifest = store.load(project, request.snapshot) if request.snapshot else store.latest_complete(project)
         if manifest.status is not SnapshotStatus.COMPLETE:
             raise ConflictError(f"snapshot {manifest.name} is {manifest.status.value} and cannot be restored",
                                 hint="`compose-ckpt ls` shows which snapshots are complete.")
-        return _Restore(engine, store, manifest, request, progress).execute()
+        return _Restore(engine, store, manifest, request, progress, phases, began).execute()
 
 
 class _Restore:
     def __init__(self, engine: Engine, store: SnapshotStore, manifest: Manifest, request: RestoreRequest,
-                 progress: ProgressCallback) -> None:
+                 progress: ProgressCallback, phases: Phases, began: float) -> None:
         self.engine = engine
         self.store = store
         self.manifest = manifest
         self.request = request
         self.progress = progress
+        self.phases = phases
+        self.began = began  # the command's start: preparing counts from there, lock and recovery included
         self.services = self._select(request.services)
         self.records = [r for r in manifest.containers if r.service in self.services]
         self.targets: dict[str, ContainerInfo] = {}  # container name -> the container to restore into
@@ -86,20 +93,23 @@ class _Restore:
     def execute(self) -> RestoreResult:
         try:
             self._prepare_containers()
+            self.phases.add("prepare", time.monotonic() - self.began)
             restored: list[RestoredContainer] = []
-            for level in dependency_levels(self.manifest.dependencies, self.services):
-                names = [r.container_name for r in self.records if r.service in level]
-                outcome = run_parallel(names, self._restore_one, self.request.parallel)
-                restored.extend(outcome.results[name] for name in names if name in outcome.results)
-                if outcome.failures:
-                    raise self._failure(outcome.failures, restored)
-            self._check_still_running(restored)
+            with self.phases.timed("restore"):
+                for level in dependency_levels(self.manifest.dependencies, self.services):
+                    names = [r.container_name for r in self.records if r.service in level]
+                    outcome = run_parallel(names, self._restore_one, self.request.parallel)
+                    restored.extend(outcome.results[name] for name in names if name in outcome.results)
+                    if outcome.failures:
+                        raise self._failure(outcome.failures, restored)
+            with self.phases.timed("verify"):
+                self._check_still_running(restored)
         except BaseException as exc:
             if self.set_aside:
                 self._put_back_set_aside(exc)
             raise
         self._drop_safety_checkpoints(list(self.set_aside.values()))
-        return RestoreResult(self.manifest, restored)
+        return RestoreResult(self.manifest, restored, self.phases.seconds)
 
     def _check_still_running(self, restored: list[RestoredContainer]) -> None:
         """A process that dies right after its restore shows it within a moment: look once, for all."""
@@ -209,20 +219,25 @@ class _Restore:
     def _restore_one(self, container_name: str) -> RestoredContainer:
         record = next(r for r in self.records if r.container_name == container_name)
         target = self.targets[record.container_name]
+        seconds = Phases()
         self.progress(record.container_name, "restoring")
         source = self.store.checkpoint_dir(self.manifest.project, self.manifest.name, record.container_name)
-        self.engine.place_checkpoint(target.id, record.checkpoint, source)
+        with seconds.timed("copy_in"):
+            self.engine.place_checkpoint(target.id, record.checkpoint, source)
         try:
-            self.engine.start_from_checkpoint(target.id, record.checkpoint)
+            with seconds.timed("restore"):
+                self.engine.start_from_checkpoint(target.id, record.checkpoint)
             self.last_start = time.monotonic()
         finally:
             # The store keeps the snapshot; Docker's copy is only in the way. Best effort: a failure
             # here (the daemon gone) must not hide the restore's own error.
             with contextlib.suppress(CkptError):
                 self.engine.checkpoint_delete(target.id, record.checkpoint)
-        verified = self._verify(record, target)
+        with seconds.timed("verify"):
+            verified = self._verify(record, target)
         self.progress(record.container_name, "restored")
-        return RestoredContainer(record.service, record.container_name, record.container_name in self.recreated, verified)
+        return RestoredContainer(record.service, record.container_name, record.container_name in self.recreated,
+                                 verified, seconds.seconds)
 
     def _verify(self, record: ContainerRecord, target: ContainerInfo) -> str:
         """Fail loudly when the container is not running, or was started fresh instead of restored."""

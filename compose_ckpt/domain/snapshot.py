@@ -25,6 +25,7 @@ from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.recovery import recover_interrupted
 from compose_ckpt.domain.remedies import remedy_for
 from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.timing import Phases
 from compose_ckpt.engine import ContainerInfo, Engine, host
 from compose_ckpt.errors import CkptError, SnapshotFailed, UsageError
 
@@ -43,19 +44,23 @@ def default_snapshot_name() -> str:
 
 
 def take_snapshot(project: Project, store: SnapshotStore, request: SnapshotRequest,
-                  progress: ProgressCallback = lambda name, phase: None) -> Manifest:
+                  progress: ProgressCallback = lambda name, phase: None, phases: Phases | None = None) -> Manifest:
+    """`phases`: the caller's timings so far (the CLI's start-up), continued here and kept in the manifest."""
     if request.parallel < 1:
         raise UsageError("--parallel must be at least 1")
     name = validate_name(request.name or default_snapshot_name())
     services = project.select(request.services)
+    phases = phases or Phases()
+    began = time.monotonic()
     with store.locked(project.name):
         recover_interrupted(project.engine, store, project.name)
         if store.exists(project.name, name):
             raise UsageError(f"snapshot {name!r} of project {project.name} already exists",
                              hint="Choose another --name, or remove the old one with `compose-ckpt rm`.")
         resolved = project.running_containers(services)
+        phases.add("resolve", time.monotonic() - began)
         run = _SnapshotRun(project, store, name, services,
-                           [(e.service, c) for e in resolved for c in e.containers], request, progress)
+                           [(e.service, c) for e in resolved for c in e.containers], request, progress, phases)
         return run.execute()
 
 
@@ -64,12 +69,13 @@ class _SnapshotRun:
 
     def __init__(self, project: Project, store: SnapshotStore, name: str, services: list[str],
                  members: list[tuple[str, ContainerInfo]], request: SnapshotRequest,
-                 progress: ProgressCallback) -> None:
+                 progress: ProgressCallback, phases: Phases) -> None:
         self.project = project
         self.engine: Engine = project.engine
         self.store = store
         self.request = request
         self.progress = progress
+        self.phases = phases
         self.members = {container.id: (service, container) for service, container in members}
         self.checkpoint = f"{CHECKPOINT_PREFIX}{name}"
         self.paused: set[str] = set()
@@ -84,22 +90,26 @@ class _SnapshotRun:
 
     def execute(self) -> Manifest:
         started = time.monotonic()
-        self.manifest.engine = self._engine_facts()
-        self.manifest.networks, self.manifest.volumes = self._record_networks_and_volumes()
-        self.manifest.containers = [self._record(service, c) for service, c in self.members.values()]
-        self.store.write(self.manifest)  # `incomplete` until the end: a killed run is never restorable
+        with self.phases.timed("record"):
+            self.manifest.engine = self._engine_facts()
+            self.manifest.networks, self.manifest.volumes = self._record_networks_and_volumes()
+            self.manifest.containers = [self._record(service, c) for service, c in self.members.values()]
+            self.store.write(self.manifest)  # `incomplete` until the end: a killed run is never restorable
         try:
             self.manifest.freeze_seconds = self._freeze_dump_release()
-            self._move_checkpoints_to_store()
+            with self.phases.timed("save"):
+                self._move_checkpoints_to_store()
         except BaseException as exc:
             self._roll_back()
             self.manifest.status = SnapshotStatus.FAILED
             self.manifest.error = str(exc)
+            self.manifest.phases = self.phases.seconds
             shutil.rmtree(self.store.snapshot_dir(self.project.name, self.manifest.name) / "checkpoints",
                           ignore_errors=True)
             self.store.write(self.manifest)
             raise
         self.manifest.total_seconds = round(time.monotonic() - started, 3)
+        self.manifest.phases = self.phases.seconds
         self.manifest.status = SnapshotStatus.COMPLETE
         self.store.write(self.manifest)
         return self.manifest
@@ -137,15 +147,20 @@ class _SnapshotRun:
     def _freeze_dump_release(self) -> float:
         ids = list(self.members)
         frozen_at = time.monotonic()
-        self._each(ids, "pausing", self._pause)
-        self._each(ids, "dumping", self._dump)
+        with self.phases.timed("pause"):
+            self._each(ids, "pausing", self._pause)
+        with self.phases.timed("dump"):
+            self._each(ids, "dumping", self._dump)
         if self.request.stop:
-            self._each([cid for cid in ids if cid not in self.stopped], "stopping", self._kill)
+            with self.phases.timed("stop"):
+                self._each([cid for cid in ids if cid not in self.stopped], "stopping", self._kill)
         else:
-            self._each(ids, "resuming", self._unpause)
+            with self.phases.timed("resume"):
+                self._each(ids, "resuming", self._unpause)
         frozen = round(time.monotonic() - frozen_at, 3)
         if self.request.stop:
-            self._each(ids, "waiting for exit", lambda cid: self.engine.wait_exited(cid, timeout=60))
+            with self.phases.timed("stop"):
+                self._each(ids, "waiting for exit", lambda cid: self.engine.wait_exited(cid, timeout=60))
         return frozen
 
     def _pause(self, container_id: str) -> None:
@@ -191,7 +206,6 @@ class _SnapshotRun:
 
         def move(container_id: str) -> None:
             record = self._record_for(container_id)
-            self.progress(record.container_name, "saving")
             target = self.store.checkpoint_dir(self.project.name, self.manifest.name, record.container_name)
             record.size = self.engine.copy_checkpoint_out(container_id, self.checkpoint, target)
 

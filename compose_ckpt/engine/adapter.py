@@ -174,17 +174,16 @@ class Engine:
 
     def list_containers(self, labels: dict[str, str]) -> list[ContainerInfo]:
         """All containers (running or not) carrying every label in `labels`."""
-        label_filters = [f"{key}={value}" for key, value in labels.items()]
-        with translated("list containers"):
-            summaries = self._api.containers(all=True, filters={"label": label_filters})
-            return [ContainerInfo.from_inspect(self._api.inspect_container(s["Id"])) for s in summaries]
+        return self._listed([f"{key}={value}" for key, value in labels.items()])
 
     def containers_with_label(self, key: str) -> list[ContainerInfo]:
-        """All containers (running or not) that carry the label `key`, whatever its value.
+        """All containers (running or not) that carry the label `key`, whatever its value."""
+        return self._listed([key])
 
-        One removed between the listing and its inspection is left out."""
+    def _listed(self, label_filters: list[str]) -> list[ContainerInfo]:
+        """Containers matching every filter; one removed between the listing and its inspection is left out."""
         with translated("list containers"):
-            summaries = self._api.containers(all=True, filters={"label": [key]})
+            summaries = self._api.containers(all=True, filters={"label": label_filters})
         return [info for s in summaries if (info := self.inspect(s["Id"])) is not None]
 
     def events(self, label: str, since: float, until: float) -> Iterator[ContainerEvent]:

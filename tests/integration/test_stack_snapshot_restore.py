@@ -33,8 +33,15 @@ def assert_continued(before: dict[str, int], after: dict[str, int]) -> None:
 
 def test_snapshot_stop_then_restore_keeps_memory_state(stack: Stack) -> None:
     assert len(stack.containers("counter")) == 2  # the scaled service is taken whole
-    document = json.loads(stack.ckpt_ok("snapshot", "--stop", "--name", "first", "--json").stdout)
+    done = stack.ckpt_ok("--progress", "plain", "snapshot", "--stop", "--name", "first", "--json")
+    document = json.loads(done.stdout)
     assert document["status"] == "complete" and document["stopped"] is True
+    # Where the time went, in the order it was spent; recorded in the manifest, so inspect shows the same.
+    assert list(document["phases"]) == ["startup", "resolve", "record", "pause", "dump", "stop", "save"]
+    assert json.loads(stack.ckpt_ok("inspect", "first", "--json").stdout)["phases"] == document["phases"]
+    progress = [line.split(None, 1)[1] for line in done.stderr.splitlines()]
+    for container in {c["container"] for c in document["containers"]}:
+        assert progress.count(f"{container}: saving") == 1
     assert {c["service"] for c in document["containers"]} == {"kv", "counter", "web"}
     assert len(document["containers"]) == 4 and all(c["size"] > 0 for c in document["containers"])
     assert set(stack.states().values()) == {"exited"}
@@ -45,6 +52,8 @@ def test_snapshot_stop_then_restore_keeps_memory_state(stack: Stack) -> None:
     assert restored["snapshot"] == "first"
     assert [c["service"] for c in restored["containers"]][0] == "kv"  # dependencies first
     assert {c["verified"] for c in restored["containers"]} == {"memory layout"}
+    assert list(restored["phases"]) == ["startup", "prepare", "restore", "verify"]
+    assert all(list(c["seconds"]) == ["copy_in", "restore", "verify"] for c in restored["containers"])
     assert set(stack.states().values()) == {"running"}
     assert stack.redis("get", "visits") == "42"
     first = stack.counts()

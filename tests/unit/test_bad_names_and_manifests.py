@@ -202,6 +202,8 @@ TAMPERING: dict[str, Edit] = {
     "engine-number": setting("engine", {"docker": 26}), "freeze-string": setting("freeze_seconds", "fast"),
     "freeze-negative": setting("freeze_seconds", -1), "freeze-huge-int": setting("freeze_seconds", 10**400),
     "total-bool": setting("total_seconds", True), "error-number": setting("error", 5),
+    "phases-list": setting("phases", [1]), "phases-string": setting("phases", {"dump": "fast"}),
+    "phases-negative": setting("phases", {"dump": -1}), "phases-bool": setting("phases", {"dump": True}),
     "format-other": setting("format", 2), "format-string": setting("format", "1"),
     "unknown-field": setting("surprise", 1), "services-missing": deleting("services"),
     "containers-string": setting("containers", "nope"), "containers-numbers": setting("containers", [5]),

@@ -179,10 +179,19 @@ def _details(manifest: Any) -> dict[str, Any]:
         "phases": manifest.phases, "engine": manifest.engine, "error": manifest.error,
         "containers": [
             {"service": r.service, "container": r.container_name, "container_id": r.container_id,
-             "image": r.image, "image_id": r.image_id, "size": r.size, "dump_seconds": r.dump_seconds}
+             "image": r.image, "image_id": r.image_id, "size": r.size, "dump_seconds": r.dump_seconds,
+             "layer": _tree_copy(r.layer)}
             for r in manifest.containers
         ],
+        "with_volumes": manifest.has_volumes,
+        "volumes": [{"name": v.name, "copy": _tree_copy(v.copy)} for v in manifest.volume_records],
+        "binds": [vars(b) for b in manifest.binds],
     }
+
+
+def _tree_copy(copy: Any) -> dict[str, Any] | None:
+    """A layer or volume copy for --json: tree size, bytes stored (compressed) and copy time."""
+    return None if copy is None else {"size": copy.size, "stored": copy.stored, "seconds": copy.seconds}
 
 
 Services = Annotated[list[str] | None, typer.Argument(metavar="SERVICE", help="Services to include (default: all active services).", show_default=False)]
@@ -195,6 +204,8 @@ def snapshot(
     services: Services = None,
     name: Annotated[str | None, typer.Option("--name", callback=_checked_name, help="Snapshot name (default: the UTC time, sortable).")] = None,
     stop: Annotated[bool, typer.Option("--stop", help="Leave the stack stopped (for a reboot or a migration).")] = False,
+    with_volumes: Annotated[bool, typer.Option("--with-volumes", help="Copy the named volumes the containers mount too, while frozen.")] = False,
+    ignore_rootfs: Annotated[bool, typer.Option("--ignore-rootfs", help="Leave out the containers' writable-layer changes.")] = False,
     parallel: Parallel = DEFAULT_PARALLEL,
     as_json: JsonOption = False,
 ) -> None:
@@ -206,7 +217,8 @@ def snapshot(
     phases = Phases.since_process_start()
     with phases.timed("resolve"):
         project = _project(options)
-    request = SnapshotRequest(services=tuple(services or ()), name=name, stop=stop, parallel=parallel)
+    request = SnapshotRequest(services=tuple(services or ()), name=name, stop=stop, parallel=parallel,
+                              ignore_rootfs=ignore_rootfs, with_volumes=with_volumes)
     manifest = take_snapshot(project, _store(), request, _progress(options), phases)
     if as_json:
         print_json(_details(manifest))
@@ -226,6 +238,7 @@ def restore(
     services: Services = None,
     force: Annotated[bool, typer.Option("--force", help="Kill running containers and restore over their state (checkpointed first, put back if the restore fails).")] = False,
     no_safety_checkpoint: Annotated[bool, typer.Option("--no-safety-checkpoint", help="With --force: do not checkpoint the running containers first; their current state is lost even if the restore fails.")] = False,
+    ignore_volumes: Annotated[bool, typer.Option("--ignore-volumes", help="Keep the volumes' current content, even when the snapshot holds a copy.")] = False,
     parallel: Parallel = DEFAULT_PARALLEL,
     as_json: JsonOption = False,
 ) -> None:
@@ -236,15 +249,18 @@ def restore(
     options: GlobalOptions = ctx.obj
     phases = Phases.since_process_start()
     request = RestoreRequest(snapshot=snapshot, services=tuple(services or ()), force=force, parallel=parallel,
-                             safety_checkpoint=not no_safety_checkpoint)
+                             safety_checkpoint=not no_safety_checkpoint, ignore_volumes=ignore_volumes)
     with phases.timed("prepare"):
         project = _project_name(options)
         engine = options.connect()
     result = restore_snapshot(engine, _store(), project, request, _progress(options), phases)
     if as_json:
         print_json({"snapshot": result.snapshot.name, "project": result.snapshot.project,
-                    "phases": result.phases, "containers": [vars(c) for c in result.containers]})
+                    "phases": result.phases, "containers": [vars(c) for c in result.containers],
+                    "warnings": result.warnings})
         return
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     print_table(["SERVICE", "CONTAINER", "RECREATED", "VERIFIED BY"],
                 [(c.service, c.container, "yes" if c.recreated else "no", c.verified) for c in result.containers])
     console.print(f"restored {len(result.containers)} containers from snapshot {result.snapshot.name}", highlight=False)
@@ -305,9 +321,20 @@ def inspect(ctx: typer.Context, snapshot: Annotated[str, typer.Argument(metavar=
                       highlight=False)
     if manifest.error:
         console.print(f"error: {escape(manifest.error)}", highlight=False)
-    print_table(["SERVICE", "CONTAINER", "IMAGE", "SIZE", "DUMP"],
-                [(c["service"], c["container"], c["image"], human_size(c["size"]), f"{c['dump_seconds']:.2f}s")
-                 for c in document["containers"]])
+    print_table(["SERVICE", "CONTAINER", "IMAGE", "SIZE", "DUMP", "LAYER"],
+                [(c["service"], c["container"], c["image"], human_size(c["size"]), f"{c['dump_seconds']:.2f}s",
+                  _copy_text(c["layer"]) if c["layer"] else "not copied") for c in document["containers"]])
+    if document["volumes"]:
+        print_table(["VOLUME", "COPY"], [(v["name"], _copy_text(v["copy"]) if v["copy"] else "not copied (no --with-volumes)")
+                                         for v in document["volumes"]])
+    if document["binds"]:
+        print_table(["BIND MOUNT (not copied)", "CONTAINER", "PATH"],
+                    [(b["source"], b["container"], b["destination"] + (" (ro)" if b["read_only"] else ""))
+                     for b in document["binds"]])
+
+
+def _copy_text(copy: dict[str, Any]) -> str:
+    return f"{human_size(copy['size'])} ({human_size(copy['stored'])} stored) in {copy['seconds']:.2f}s"
 
 
 @app.command()

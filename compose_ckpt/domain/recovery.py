@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 
+from compose_ckpt.domain.filesystem import remove_files
 from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import Engine
@@ -58,6 +59,7 @@ def _recover(engine: Engine, store: SnapshotStore, manifest: Manifest) -> list[s
         except CkptError as exc:
             actions.append(f"{record.container_name}: could not recover: {exc}")
     shutil.rmtree(store.snapshot_dir(manifest.project, manifest.name) / "checkpoints", ignore_errors=True)
+    remove_files(store, manifest.project, manifest.name)
     manifest.status = SnapshotStatus.FAILED
     manifest.error = "interrupted before it completed; recovered: " + ("; ".join(actions) or "nothing to undo")
     store.write(manifest)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from compose_ckpt.const import CHECKPOINT_PREFIX
 from compose_ckpt.domain.containers import recreate_containers
+from compose_ckpt.domain.filesystem import FilesystemRestore
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, validate_name
 from compose_ckpt.domain.ordering import dependency_levels
 from compose_ckpt.domain.recovery import recover_interrupted
@@ -32,6 +33,7 @@ class RestoreRequest:
     parallel: int = DEFAULT_PARALLEL
     # --force checkpoints what runs before killing it, and puts it back from there if the restore fails
     safety_checkpoint: bool = True
+    ignore_volumes: bool = False  # keep the volumes' current content even when the snapshot holds a copy
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class RestoreResult:
     snapshot: Manifest
     containers: list[RestoredContainer]
     phases: dict[str, float]  # prepare, restore, verify (after the caller's own, such as startup)
+    warnings: list[str] = field(default_factory=list)
 
 
 def restore_snapshot(engine: Engine, store: SnapshotStore, project: str, request: RestoreRequest,
@@ -82,6 +85,8 @@ class _Restore:
         self.last_start = time.monotonic()
         self.safety = f"{CHECKPOINT_PREFIX}before-restore-{time.time_ns() // 1_000_000}"
         self.set_aside: dict[str, str] = {}  # container name -> id: killed by --force, its safety checkpoint taken
+        self.files = FilesystemRestore(engine, store, manifest, self.records, ignore_volumes=request.ignore_volumes,
+                                       parallel=request.parallel, progress=progress)
 
     def _select(self, requested: Sequence[str]) -> list[str]:
         unknown = [name for name in requested if name not in self.manifest.services]
@@ -93,6 +98,7 @@ class _Restore:
     def execute(self) -> RestoreResult:
         try:
             self._prepare_containers()
+            warnings = self.files.put_back(self.targets, self.recreated, keep_before=set(self.set_aside))
             self.phases.add("prepare", time.monotonic() - self.began)
             restored: list[RestoredContainer] = []
             with self.phases.timed("restore"):
@@ -106,10 +112,13 @@ class _Restore:
                 self._check_still_running(restored)
         except BaseException as exc:
             if self.set_aside:
+                self.files.undo_layers()  # the safety checkpoints need the files they had open
                 self._put_back_set_aside(exc)
             raise
+        finally:
+            self.files.discard()
         self._drop_safety_checkpoints(list(self.set_aside.values()))
-        return RestoreResult(self.manifest, restored, self.phases.seconds)
+        return RestoreResult(self.manifest, restored, self.phases.seconds, warnings)
 
     def _check_still_running(self, restored: list[RestoredContainer]) -> None:
         """A process that dies right after its restore shows it within a moment: look once, for all."""

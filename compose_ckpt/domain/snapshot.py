@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, UTC
 
 from compose_ckpt.const import CHECKPOINT_PREFIX, LABEL_CONTAINER_NUMBER
+from compose_ckpt.domain.filesystem import FilesystemCapture, remove_files
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso, validate_name
 from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback, describe_failures, run_parallel
 from compose_ckpt.domain.project import Project
@@ -36,6 +37,8 @@ class SnapshotRequest:
     name: str | None = None
     stop: bool = False
     parallel: int = DEFAULT_PARALLEL
+    ignore_rootfs: bool = False  # leave the containers' writable-layer changes out
+    with_volumes: bool = False  # copy the named volumes too
 
 
 def default_snapshot_name() -> str:
@@ -87,6 +90,8 @@ class _SnapshotRun:
             compose_hash=project.compose.config_hash(), services=services,
             dependencies=project.dependencies(),
         )
+        self.files = FilesystemCapture(self.engine, store, self.manifest, {c.id: c for _, c in members},
+                                       layers=not request.ignore_rootfs, volumes=request.with_volumes)
 
     def execute(self) -> Manifest:
         started = time.monotonic()
@@ -94,6 +99,7 @@ class _SnapshotRun:
             self.manifest.engine = self._engine_facts()
             self.manifest.networks, self.manifest.volumes = self._record_networks_and_volumes()
             self.manifest.containers = [self._record(service, c) for service, c in self.members.values()]
+            self.files.describe()
             self.store.write(self.manifest)  # `incomplete` until the end: a killed run is never restorable
         try:
             self.manifest.freeze_seconds = self._freeze_dump_release()
@@ -106,6 +112,7 @@ class _SnapshotRun:
             self.manifest.phases = self.phases.seconds
             shutil.rmtree(self.store.snapshot_dir(self.project.name, self.manifest.name) / "checkpoints",
                           ignore_errors=True)
+            remove_files(self.store, self.project.name, self.manifest.name)
             self.store.write(self.manifest)
             raise
         self.manifest.total_seconds = round(time.monotonic() - started, 3)
@@ -151,6 +158,8 @@ class _SnapshotRun:
             self._each(ids, "pausing", self._pause)
         with self.phases.timed("dump"):
             self._each(ids, "dumping", self._dump)
+        with self.phases.timed("copy files"):
+            self._copy_files(ids)  # still frozen: the files agree with the memory just dumped
         if self.request.stop:
             with self.phases.timed("stop"):
                 self._each([cid for cid in ids if cid not in self.stopped], "stopping", self._kill)
@@ -162,6 +171,13 @@ class _SnapshotRun:
             with self.phases.timed("stop"):
                 self._each(ids, "waiting for exit", lambda cid: self.engine.wait_exited(cid, timeout=60))
         return frozen
+
+    def _copy_files(self, ids: list[str]) -> None:
+        if self.files.layers:
+            self._each(ids, "copying layer", self.files.capture_layer)
+        failures = self.files.capture_volumes(self.request.parallel, self.progress)
+        if failures:
+            raise _phase_failure("copying volume", failures)
 
     def _pause(self, container_id: str) -> None:
         self.engine.pause(container_id)

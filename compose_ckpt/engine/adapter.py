@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import docker
 import docker.errors
@@ -33,6 +33,9 @@ from compose_ckpt.const import LABEL_HELPER
 from compose_ckpt.engine import host
 from compose_ckpt.engine.types import CONTAINER_ACTIONS, ContainerEvent, ContainerInfo, EngineInfo, ProcessFingerprint
 from compose_ckpt.errors import EngineError, EngineUnavailable, NotFoundError
+
+if TYPE_CHECKING:
+    from compose_ckpt.engine.trees import TreeTransfer
 
 T = TypeVar("T")
 
@@ -103,6 +106,13 @@ class Engine:
         except docker.errors.DockerException as exc:
             raise EngineUnavailable(f"Cannot reach the Docker daemon at {where}: {exc}", hint=START_HINT) from exc
         return cls(client)
+
+    @property
+    def trees(self) -> TreeTransfer:
+        """Writable layers and volumes as tar streams (engine/trees.py)."""
+        from compose_ckpt.engine.trees import TreeTransfer  # it builds on this module
+
+        return TreeTransfer(self, self._api)
 
     @property
     def base_url(self) -> str:

@@ -1,0 +1,274 @@
+"""Filesystem state in a snapshot: writable-layer changes, named volumes, bind mounts.
+
+The contract:
+- Everything is copied while the stack is frozen (after the dumps, before the
+  resume or the kill), so each file a checkpoint holds open has the content and
+  size CRIU recorded, and the files agree with the memory.
+- By default each container's writable-layer changes (added and changed files,
+  whiteouts for deleted ones) go to `layers/<container>.tar.zst`;
+  `--ignore-rootfs` leaves them out. With `--with-volumes`, every named volume
+  the selected containers mount goes to `volumes/<volume>.tar.zst`. Both are
+  zstd-compressed tars of the tree (members under `ckpt-tree/`).
+- A copy whose tar has the sha256 of one another snapshot of the project holds
+  is a hard link to that file: an unchanged volume takes no more disk, and
+  `rm`/`prune` free only what no other snapshot still links.
+- Bind mounts are never copied: they are listed, the host must provide them.
+- Restore puts a layer back into a recreated container before the CRIU
+  restore, and into an existing one unless its layer is intact (the same
+  container, stopped by this snapshot, not started since). Volume copies
+  replace the volume's content unless `ignore_volumes`. Without them, a volume
+  that changed since the snapshot (its fingerprint differs) gets a warning:
+  the memory restored may not agree with its content.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import stat
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import zstandard
+
+from compose_ckpt.domain.manifest import BindMount, ContainerRecord, Manifest, SnapshotStatus, TreeCopy, VolumeRecord
+from compose_ckpt.domain.parallel import ProgressCallback, run_parallel
+from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.engine import ContainerInfo, Engine
+from compose_ckpt.errors import CkptError
+
+LAYERS = "layers"
+VOLUMES = "volumes"
+SUFFIX = ".tar.zst"
+ZSTD_LEVEL = 1  # the speed of `zstd -1`: the copy happens while the stack is frozen
+_IO_SIZE = 1024**2
+
+
+def layer_path(store: SnapshotStore, project: str, snapshot: str, container: str) -> Path:
+    return store.snapshot_dir(project, snapshot) / LAYERS / f"{container}{SUFFIX}"
+
+
+def volume_path(store: SnapshotStore, project: str, snapshot: str, volume: str) -> Path:
+    return store.snapshot_dir(project, snapshot) / VOLUMES / f"{volume}{SUFFIX}"
+
+
+def named_volumes(inspect: dict) -> list[str]:
+    return sorted({m["Name"] for m in inspect.get("Mounts") or [] if m.get("Type") == "volume" and m.get("Name")})
+
+
+def bind_mounts(container: str, inspect: dict) -> list[BindMount]:
+    return [BindMount(container=container, source=str(m.get("Source", "")), destination=str(m.get("Destination", "")),
+                      read_only=not m.get("RW", True))
+            for m in inspect.get("Mounts") or [] if m.get("Type") == "bind"]
+
+
+def layer_intact(manifest: Manifest, record: ContainerRecord, current: ContainerInfo) -> bool:
+    """The container's writable layer is the one the snapshot copied: same container, stopped by the
+    snapshot and not started since (a start, or running on after the snapshot, changes it)."""
+    recorded_start = (record.inspect.get("State") or {}).get("StartedAt")
+    return manifest.stopped and current.id == record.container_id and current.started_at == recorded_start
+
+
+class FilesystemCapture:
+    """The filesystem side of one snapshot run; `_SnapshotRun` calls it inside the frozen window."""
+
+    def __init__(self, engine: Engine, store: SnapshotStore, manifest: Manifest,
+                 containers: dict[str, ContainerInfo], *, layers: bool, volumes: bool) -> None:
+        self.engine = engine
+        self.store = store
+        self.manifest = manifest
+        self.containers = containers  # id -> container
+        self.layers = layers
+        self.volumes = volumes
+
+    def describe(self) -> None:
+        """Record the volumes and bind mounts of the containers (before the freeze)."""
+        names = sorted({v for c in self.containers.values() for v in named_volumes(c.attrs)})
+        self.manifest.volume_records = [VolumeRecord(name) for name in names]
+        self.manifest.binds = [b for c in self.containers.values() for b in bind_mounts(c.name, c.attrs)]
+
+    def capture_layer(self, container_id: str) -> None:
+        if not self.layers:
+            return
+        container = self.containers[container_id]
+        record = next(r for r in self.manifest.containers if r.container_id == container_id)
+        target = layer_path(self.store, self.manifest.project, self.manifest.name, container.name)
+        record.layer = store_tree(self.store, self.manifest, target, self.engine.trees.read_layer(container))
+
+    def capture_volumes(self, parallel: int, progress: ProgressCallback) -> dict[str, Exception]:
+        """Fingerprint every volume and, with --with-volumes, copy it; return the failures by volume."""
+
+        volumes = {volume.name: volume for volume in self.manifest.volume_records}
+
+        def capture(name: str) -> None:
+            volume = volumes[name]
+            folder = self.engine.trees.volume_folder(volume.name)
+            volume.fingerprint = fingerprint(folder) if folder else None
+            if self.volumes:
+                progress(volume.name, "copying volume")
+                target = volume_path(self.store, self.manifest.project, self.manifest.name, volume.name)
+                volume.copy = store_tree(self.store, self.manifest, target,
+                                         self.engine.trees.read_volume(volume.name, self._image_mounting(volume.name)))
+
+        return run_parallel(list(volumes), capture, parallel).failures
+
+    def _image_mounting(self, volume: str) -> str:
+        return next(c.image_id for c in self.containers.values() if volume in named_volumes(c.attrs))
+
+
+class FilesystemRestore:
+    """The filesystem side of one restore: called once the containers exist and none of them runs."""
+
+    def __init__(self, engine: Engine, store: SnapshotStore, manifest: Manifest, records: list[ContainerRecord],
+                 *, ignore_volumes: bool, parallel: int, progress: ProgressCallback) -> None:
+        self.engine = engine
+        self.store = store
+        self.manifest = manifest
+        self.records = records
+        self.ignore_volumes = ignore_volumes
+        self.parallel = parallel
+        self.progress = progress
+        self.saved: dict[str, tuple[ContainerInfo, Path]] = {}  # layers as they were before, see `keep_before`
+        self.scratch = store.home / "tmp" / f"restore-{uuid.uuid4().hex}"
+
+    def put_back(self, targets: dict[str, ContainerInfo], recreated: set[str], keep_before: set[str]) -> list[str]:
+        """Write layers and volumes into place; return warnings for the user.
+
+        The layers of the containers in `keep_before` (set aside by --force, with a safety checkpoint) are
+        saved first, so that `undo_layers` can give those checkpoints back the files they hold open."""
+        layers = {r.container_name: r for r in self.records if r.layer is not None
+                  and (r.container_name in recreated or not layer_intact(self.manifest, r, targets[r.container_name]))}
+
+        def put_layer(name: str) -> None:
+            record = layers[name]
+            self.progress(record.container_name, "writing layer")
+            target = self.engine.inspect(targets[record.container_name].id) or targets[record.container_name]
+            if name in keep_before:
+                self.scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+                before = self.scratch / f"{name}{SUFFIX}"
+                store_tree(self.store, None, before, self.engine.trees.read_layer(target))
+                self.saved[name] = (target, before)
+            source = layer_path(self.store, self.manifest.project, self.manifest.name, record.container_name)
+            self.engine.trees.write_layer(target, read_tree(source))
+
+        run_parallel(list(layers), put_layer, self.parallel).raise_first()
+        images = {v: r.image_id for r in self.records for v in named_volumes(r.inspect)}
+        volumes = {v.name: v for v in self.manifest.volume_records if v.name in images}
+        copied = [name for name, v in volumes.items() if v.copy is not None and not self.ignore_volumes]
+
+        def put_volume(name: str) -> None:
+            volume = volumes[name]
+            self.progress(volume.name, "writing volume")
+            source = volume_path(self.store, self.manifest.project, self.manifest.name, volume.name)
+            self.engine.trees.replace_volume(volume.name, images[volume.name], read_tree(source))
+
+        run_parallel(copied, put_volume, self.parallel).raise_first()
+        return [warning for name, v in volumes.items() if name not in copied and (warning := self._drift(v))]
+
+    def undo_layers(self) -> None:
+        """Put back the layers saved by `put_back` (best effort: the restore's own failure is what counts)."""
+        for name, (target, before) in self.saved.items():
+            self.progress(name, "putting its layer back")
+            with contextlib.suppress(CkptError):
+                self.engine.trees.write_layer(target, read_tree(before))
+
+    def discard(self) -> None:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def _drift(self, volume: VolumeRecord) -> str | None:
+        if volume.fingerprint is None:
+            return None
+        folder = self.engine.trees.volume_folder(volume.name)
+        if folder is None or fingerprint(folder) == volume.fingerprint:
+            return None
+        carried = "its copy was left out (--ignore-volumes)" if volume.copy else "the snapshot holds no copy of it"
+        return (f"volume {volume.name} changed since snapshot {self.manifest.name} and {carried}: the restored "
+                "memory may not agree with the volume's content (snapshot with --with-volumes to carry it)")
+
+
+def fingerprint(folder: Path) -> str:
+    """Entries, bytes and newest change time of a tree, links not followed: differs once anything changed."""
+    entries = size = newest = 0
+    pending = [folder]
+    while pending:
+        with os.scandir(pending.pop()) as listing:
+            for entry in listing:
+                info = entry.stat(follow_symlinks=False)
+                entries += 1
+                size += info.st_size
+                newest = max(newest, info.st_mtime_ns, info.st_ctime_ns)
+                if stat.S_ISDIR(info.st_mode):
+                    pending.append(Path(entry.path))
+    return f"{entries}:{size}:{newest}"
+
+
+def store_tree(store: SnapshotStore, manifest: Manifest | None, target: Path, chunks: Iterable[bytes]) -> TreeCopy:
+    """Compress a tar stream into `target` (0600, created exclusively), or link an equal copy that another
+    snapshot of `manifest`'s project already stores."""
+    began = time.monotonic()
+    target.parent.mkdir(mode=0o700, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial")
+    digest = hashlib.sha256()
+    size = 0
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1, write_checksum=True)
+            with compressor.stream_writer(raw, closefd=False) as sink:
+                for chunk in chunks:
+                    digest.update(chunk)
+                    sink.write(chunk)
+                    size += len(chunk)
+        sha256 = digest.hexdigest()
+        same = _stored_copy(store, manifest, sha256, target) if manifest else None
+        if same is not None:
+            os.link(same, target)
+            os.unlink(partial)
+        else:
+            os.rename(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return TreeCopy(size=size, stored=target.stat().st_size, seconds=round(time.monotonic() - began, 3), sha256=sha256)
+
+
+def _stored_copy(store: SnapshotStore, manifest: Manifest, sha256: str, target: Path) -> Path | None:
+    """A file of another complete snapshot of the project holding the same tree, to share by hard link."""
+    for other in store.list(manifest.project):
+        if other.name == manifest.name or other.status is not SnapshotStatus.COMPLETE:
+            continue
+        candidates = [(volume.copy, volume_path(store, other.project, other.name, volume.name))
+                      for volume in other.volume_records]
+        candidates += [(record.layer, layer_path(store, other.project, other.name, record.container_name))
+                       for record in other.containers]
+        for copy, path in candidates:
+            if copy is not None and copy.sha256 == sha256 and _regular(path) and path.stat().st_dev == target.parent.stat().st_dev:
+                return path
+    return None
+
+
+def _regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
+
+
+def read_tree(path: Path) -> Iterator[bytes]:
+    """The tar stream of a stored copy, decompressed as it is read."""
+    with path.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as source:
+        while chunk := source.read(_IO_SIZE):
+            yield chunk
+
+
+def remove_files(store: SnapshotStore, project: str, snapshot: str) -> None:
+    """Drop the copied files of a snapshot that did not complete (shared copies stay for the others)."""
+    folder = store.snapshot_dir(project, snapshot)
+    for part in (LAYERS, VOLUMES):
+        shutil.rmtree(folder / part, ignore_errors=True)
+
+

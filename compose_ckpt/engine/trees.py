@@ -1,0 +1,149 @@
+"""File trees on the engine's host, read and written as tar streams through the Docker API.
+
+A container's writable layer (its overlay2 upper folder) and named volumes
+live on the engine's host, which may be another machine. A created, never
+started helper container mounts the tree at TREE_MOUNT; `GET/PUT
+/containers/{helper}/archive` then read and write it, so local and remote
+engines take the same path. Tars hold their members under `ckpt-tree/`.
+
+The daemon writes a layer's whiteouts (character devices 0/0) back as they
+are, so the deletions a container made survive the round trip. Two things do
+not: an overlay "opaque" folder (deleted, then made again) comes back merged
+with the image's content, and extended attributes other than
+security.capability are not carried (the daemon's own `docker cp` limits).
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import docker
+
+from compose_ckpt.const import LABEL_HELPER
+from compose_ckpt.engine.adapter import translated
+from compose_ckpt.engine.types import ContainerInfo
+from compose_ckpt.errors import EngineError
+
+if TYPE_CHECKING:
+    from compose_ckpt.engine.adapter import Engine
+
+TREE_MOUNT = "/ckpt-tree"
+TREE_PREFIX = "ckpt-tree"
+# Clearing a remote volume needs a process inside a helper: `find` is in busybox, Debian, Alpine and most images.
+_CLEAR_COMMAND = ["find", TREE_MOUNT, "-mindepth", "1", "-delete"]
+
+
+def upper_dir(container: ContainerInfo) -> str | None:
+    """The host folder of the container's writable layer; None on a storage driver other than overlay2."""
+    driver = container.attrs.get("GraphDriver") or {}
+    if driver.get("Name") != "overlay2":
+        return None
+    upper = (driver.get("Data") or {}).get("UpperDir")
+    return str(upper) if upper else None
+
+
+class TreeTransfer:
+    """The tree operations of one engine (a part of `Engine`, kept apart for its size)."""
+
+    def __init__(self, engine: Engine, api: docker.APIClient) -> None:
+        self._engine = engine
+        self._api = api
+
+    def read_layer(self, container: ContainerInfo) -> Iterator[bytes]:
+        """Stream the tar of a container's writable-layer changes (whiteouts included)."""
+        upper = _require_upper(container)
+        return self._read({"Type": "bind", "Source": upper, "Target": TREE_MOUNT, "ReadOnly": True},
+                          container.image_id, f"read the writable layer of {container.name}")
+
+    def write_layer(self, container: ContainerInfo, chunks: Iterable[bytes]) -> None:
+        """Unpack a tar made by `read_layer` over the writable layer of a container that is not running."""
+        upper = _require_upper(container)
+        self._write({"Type": "bind", "Source": upper, "Target": TREE_MOUNT}, container.image_id, chunks,
+                    f"write the writable layer of {container.name}")
+
+    def read_volume(self, name: str, image_id: str) -> Iterator[bytes]:
+        return self._read({"Type": "volume", "Source": name, "Target": TREE_MOUNT, "ReadOnly": True},
+                          image_id, f"read volume {name}")
+
+    def replace_volume(self, name: str, image_id: str, chunks: Iterable[bytes]) -> None:
+        """Empty the volume, then unpack a tar made by `read_volume` into it."""
+        self._clear_volume(name, image_id)
+        self._write({"Type": "volume", "Source": name, "Target": TREE_MOUNT}, image_id, chunks, f"write volume {name}")
+
+    def volume_folder(self, name: str) -> Path | None:
+        """The volume's folder when it is readable on this host (local engine, local driver), else None."""
+        volume = self._engine.inspect_volume(name)
+        if not self._engine.info().local or volume.get("Driver") != "local" or (volume.get("Options") or {}):
+            return None
+        folder = Path(str(volume.get("Mountpoint") or ""))
+        root = Path(self._engine.info().docker_root_dir, "volumes")
+        # Only a real folder where Docker keeps volumes: never follow a link someone else may have placed.
+        if folder.parent.parent != root or not folder.is_absolute() or _is_link_or_missing(folder):
+            return None
+        return folder
+
+    def _clear_volume(self, name: str, image_id: str) -> None:
+        folder = self.volume_folder(name)
+        if folder is not None:
+            for entry in folder.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            return
+        mount = {"Type": "volume", "Source": name, "Target": TREE_MOUNT}
+        with self._helper(mount, image_id, f"empty volume {name}", command=_CLEAR_COMMAND) as helper:
+            with translated(f"empty volume {name}"):
+                self._api.start(helper)
+                status = self._api.wait(helper, timeout=600).get("StatusCode")
+            if status != 0:
+                raise EngineError(f"cannot empty volume {name} on the engine (`find -delete` exited {status})",
+                                  hint="The image of the service using it needs `find` for this on a remote engine; "
+                                  "restore with --ignore-volumes to keep the volume's current content.")
+
+    def _read(self, mount: dict[str, Any], image_id: str, action: str) -> Iterator[bytes]:
+        with self._helper(mount, image_id, action) as helper, translated(action):
+            stream, _ = self._api.get_archive(helper, TREE_MOUNT, chunk_size=1024**2)
+            yield from stream
+
+    def _write(self, mount: dict[str, Any], image_id: str, chunks: Iterable[bytes], action: str) -> None:
+        with self._helper(mount, image_id, action) as helper, translated(action):
+            if not self._api.put_archive(helper, "/", chunks):
+                raise EngineError(f"{action}: the engine refused the archive")
+
+    @contextmanager
+    def _helper(self, mount: dict[str, Any], image_id: str, action: str,
+                command: list[str] | None = None) -> Iterator[str]:
+        with translated(f"{action}: create a helper container"):
+            helper = self._api.create_container(
+                image_id, command=command or ["true"], entrypoint=[], user="0", network_disabled=True,
+                labels={LABEL_HELPER: mount["Source"]},
+                host_config=self._api.create_host_config(mounts=[mount]),
+            )["Id"]
+        try:
+            yield helper
+        finally:
+            with translated(f"{action}: remove the helper container"):
+                self._api.remove_container(helper, force=True)
+
+
+def _require_upper(container: ContainerInfo) -> str:
+    upper = upper_dir(container)
+    if upper is None:
+        driver = (container.attrs.get("GraphDriver") or {}).get("Name") or "unknown"
+        raise EngineError(f"cannot reach the writable layer of {container.name}: storage driver {driver}",
+                          hint="Writable layers are carried with the overlay2 storage driver; "
+                          "snapshot with --ignore-rootfs to leave them out.")
+    return upper
+
+
+def _is_link_or_missing(path: Path) -> bool:
+    try:
+        return not stat.S_ISDIR(path.lstat().st_mode)
+    except OSError:
+        return True

@@ -1,0 +1,126 @@
+"""Writable layers and volumes travel with a snapshot, copied while frozen, against the real engine."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.integration.stack import BUSYBOX, Stack, run_docker
+
+pytestmark = pytest.mark.engine
+
+# Appends 1, 2, 3, ... to FILE through a descriptor it keeps open: CRIU needs the file back with the
+# size it had at the dump, and a restore with another content shows as a gap or a repeat in the numbers.
+APPENDER = "exec 3>>{file}; i=0; while true; do i=$$((i+1)); echo $$i >&3; sleep 0.05; done"
+
+
+def appender(file: str, setup: str = "") -> str:
+    return f'["sh", "-c", "{setup}{APPENDER.format(file=file)}"]'
+
+
+LAYER_STACK = f"""
+services:
+  app:
+    image: {BUSYBOX}
+    command: {appender("/tmp/app.log", "rm /bin/nc; mkdir -p /var/made; echo kept > /var/made/note; ")}
+"""
+
+VOLUME_STACK = f"""
+services:
+  db:
+    image: {BUSYBOX}
+    command: {appender("/data/journal")}
+    volumes: [data:/data]
+  static:
+    image: {BUSYBOX}
+    command: ["sh", "-c", "echo hello > /site/index.html; exec sleep 3600"]
+    volumes: [site:/site]
+volumes:
+  data:
+  site:
+"""
+
+
+def numbers(stack: Stack, container: str, path: str) -> list[int]:
+    return [int(line) for line in run_docker("exec", container, "cat", path).stdout.split()]
+
+
+def assert_consecutive(values: list[int]) -> None:
+    """1, 2, 3, ... without a gap or a repeat: the file and the process's memory agreed at every restore."""
+    assert values[:1] == [1] and values == list(range(1, len(values) + 1)), values[-20:]
+
+
+def test_open_file_in_writable_layer_survives_removal_and_restore(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack(LAYER_STACK)
+    snapshot = json.loads(stack.ckpt_ok("snapshot", "--stop", "--name", "layer", "--json").stdout)
+    layer = snapshot["containers"][0]["layer"]
+    assert layer["size"] > 0 and layer["stored"] > 0
+    stack.compose("down")
+    restored = json.loads(stack.ckpt_ok("restore", "layer", "--json").stdout)
+    assert restored["containers"][0]["recreated"] is True
+    name = restored["containers"][0]["container"]
+    time.sleep(0.5)
+    values = numbers(stack, name, "/tmp/app.log")
+    assert_consecutive(values)
+    assert run_docker("exec", name, "cat", "/var/made/note").stdout == "kept\n"
+    assert run_docker("exec", name, "ls", "/bin/nc", check=False).returncode != 0  # the deletion came back too
+    inspect = stack.ckpt_ok("inspect", "layer").stdout
+    assert "LAYER" in inspect
+
+
+def test_same_container_keeps_its_layer_and_ignore_rootfs_copies_nothing(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack(LAYER_STACK)
+    document = json.loads(stack.ckpt_ok("snapshot", "--stop", "--ignore-rootfs", "--json").stdout)
+    assert document["containers"][0]["layer"] is None
+    stack.ckpt_ok("restore")  # the container is still there with its layer: nothing to put back
+    (container,) = stack.containers("app")
+    time.sleep(0.3)
+    assert_consecutive(numbers(stack, container, "/tmp/app.log"))
+
+
+def test_with_volumes_then_more_writes_then_restore_force_agrees(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack(VOLUME_STACK)
+    (container,) = stack.containers("db")
+    document = json.loads(stack.ckpt_ok("snapshot", "--with-volumes", "--name", "vols", "--json").stdout)
+    assert document["with_volumes"] is True
+    volumes = {volume["name"]: volume for volume in document["volumes"]}
+    assert volumes.keys() == {f"{stack.project}_data", f"{stack.project}_site"}
+    assert all(volume["copy"]["size"] > 0 for volume in volumes.values())
+    at_snapshot = len(numbers(stack, container, "/data/journal"))
+    time.sleep(1.5)
+    later = len(numbers(stack, container, "/data/journal"))
+    assert later > at_snapshot
+
+    stack.ckpt_ok("restore", "vols", "--force")
+    time.sleep(0.3)
+    values = numbers(stack, container, "/data/journal")
+    assert_consecutive(values)
+    assert len(values) < later + 10  # back to the snapshot's content, not the later one
+
+
+def test_unchanged_volume_copies_are_stored_once(start_stack: Callable[..., Stack], isolated_store: Path) -> None:
+    stack = start_stack(VOLUME_STACK)
+    stack.ckpt_ok("snapshot", "static", "--with-volumes", "--name", "one")
+    stack.ckpt_ok("snapshot", "static", "--with-volumes", "--name", "two")
+    copies = [isolated_store / "projects" / stack.project / name / "volumes" / f"{stack.project}_site.tar.zst"
+              for name in ("one", "two")]
+    assert copies[0].stat().st_ino == copies[1].stat().st_ino and copies[0].stat().st_nlink == 2
+    stack.ckpt_ok("rm", "one")
+    assert copies[1].stat().st_nlink == 1  # the other snapshot's copy stays
+    stack.ckpt_ok("restore", "two", "static", "--force")
+    (container,) = stack.containers("static")
+    assert run_docker("exec", container, "cat", "/site/index.html").stdout == "hello\n"
+
+
+def test_snapshot_without_volumes_warns_when_the_volume_changed(start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack(VOLUME_STACK.replace(APPENDER.format(file="/data/journal"),
+                                             "i=0; while true; do i=$$((i+1)); echo $$i > /data/n; sleep 0.05; done"))
+    stack.ckpt_ok("snapshot", "--name", "plain")
+    time.sleep(0.5)
+    done = stack.ckpt_ok("restore", "plain", "--force", "--json")
+    warnings = json.loads(done.stdout)["warnings"]
+    assert len(warnings) == 1 and "changed since snapshot plain" in warnings[0]

@@ -286,6 +286,22 @@ def ps(ctx: typer.Context, as_json: JsonOption = False) -> None:
                 [(r["service"], r["container"] or "-", r["state"], "yes" if r["snapshot"] else "no") for r in rows])
 
 
+@app.command()
+def config(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Show the project as resolved (by docker compose where installed): services, images, dependencies. No engine needed."""
+    document = _compose_project(ctx.obj).as_dict()
+    if as_json:
+        print_json(document)
+        return
+    console.print(f"project {document['name']}", highlight=False)
+    print_table(["SERVICE", "IMAGE", "CONTAINER NAME", "DEPENDS ON", "NETWORK MODE", "REPLICAS"], [
+        (name, s["image"] or "-", s["container_name"] or "-",
+         ", ".join(s["depends_on"]) or "-",
+         s["network_mode"] or "-", s["replicas"])
+        for name, s in document["services"].items()
+    ])
+
+
 @app.command("ls")
 def list_snapshots(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """List this project's snapshots, oldest first."""

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +58,31 @@ def load_project(options: ProjectOptions) -> ComposeProject:
                                hint="shorten the depends_on and extends chains") from None
 
 
-def _load_project(options: ProjectOptions) -> ComposeProject:
+@dataclass(frozen=True)
+class Located:
+    """Where a project lives before any YAML is read: its files, variables and folders."""
+
+    files: tuple[Path, ...]
+    contents: tuple[bytes, ...]
+    env: dict[str, str]
+    environ: dict[str, str]  # the process environment alone
+    working_dir: Path
+    cwd: Path
+
+
+def locate(options: ProjectOptions) -> Located:
+    """Steps 1-2: the files (read once, so hashes match what was parsed), the variables and the folders."""
     environ = dict(os.environ if options.environ is None else options.environ)
     cwd = _absolute(Path.cwd(), options.cwd or ".")
     project_dir = _absolute(cwd, options.project_directory) if options.project_directory else None
-
     files, env = _config_files_and_environment(options, environ, cwd, project_dir)
-    working_dir = project_dir or files[0].parent
     contents = tuple(_read(path) for path in files)
+    return Located(tuple(files), contents, env, environ, project_dir or files[0].parent, cwd)
+
+
+def _load_project(options: ProjectOptions) -> ComposeProject:
+    located = locate(options)
+    files, contents, env, working_dir = located.files, located.contents, located.env, located.working_dir
     documents = [_parse_yaml(data, path) for data, path in zip(contents, files)]
 
     name = _project_name(options.project_name, env, documents, files, working_dir)
@@ -152,7 +170,7 @@ def normalise_project_name(name: str) -> str:
     return re.sub(r"[^a-z0-9_-]", "", name.lower()).lstrip("_-")
 
 
-def _project_name(flag: str | None, env: Mapping[str, str], documents: list[dict[str, Any]], files: list[Path], working_dir: Path) -> str:
+def _project_name(flag: str | None, env: Mapping[str, str], documents: list[dict[str, Any]], files: Sequence[Path], working_dir: Path) -> str:
     for source, value in (("-p", flag), ("COMPOSE_PROJECT_NAME", env.get("COMPOSE_PROJECT_NAME"))):
         if value:
             if not _VALID_PROJECT_NAME.fullmatch(value):
@@ -247,6 +265,50 @@ def _check_expanded_size(document: dict[str, Any], path: Path) -> None:
             entered.add(id(node))
             stack.append((node, True))
             stack.extend((child, False) for child in children if isinstance(child, (dict, list)))
+
+
+def check_bounds(data: bytes, path: Path) -> None:
+    """Refuse a file whose YAML, aliases expanded, exceeds MAX_VALUES or MAX_DEPTH, without building it.
+
+    Works on the node graph (aliases are shared nodes, every tag accepted), memoised per node: linear in
+    the text. YAML that does not parse is left to the caller's parser, which reports it with its line."""
+    try:
+        documents = list(yaml.compose_all(data, Loader=NodeLoader))
+    except (yaml.YAMLError, RecursionError) as err:
+        if isinstance(err, yaml.YAMLError) and "nesting depth" not in str(err):  # else libyaml's own bound (1000)
+            return
+        raise ComposeFileError(f"invalid YAML: nested more than {MAX_DEPTH} levels deep", path=str(path)) from None
+    measured: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth), aliases expanded
+    for document in documents:
+        _measure(document, measured, path)
+
+
+class NodeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """Only composes nodes; libyaml's parser when available."""
+
+
+def _measure(root: yaml.Node | None, measured: dict[int, tuple[int, int]], path: Path) -> None:
+    entered: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)] if isinstance(root, yaml.CollectionNode) else []
+    while stack:
+        node, done = stack.pop()
+        children = [part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode) else node.value
+        if done:
+            entered.discard(id(node))
+            sizes = [measured.get(id(child), (1, 0)) for child in children]
+            values = 1 + sum(size for size, _ in sizes)
+            depth = 1 + max((depth for _, depth in sizes), default=0)
+            if values > MAX_VALUES or depth > MAX_DEPTH:
+                what = f"holds more than {MAX_VALUES} values once its aliases are expanded" if values > MAX_VALUES \
+                    else f"is nested more than {MAX_DEPTH} levels deep"
+                raise ComposeFileError(f"the file {what}", path=str(path), line=node.start_mark.line + 1)
+            measured[id(node)] = (values, depth)
+        elif id(node) in entered:
+            raise ComposeFileError("an alias refers to a node that contains it", path=str(path), line=node.start_mark.line + 1)
+        elif id(node) not in measured:
+            entered.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if isinstance(child, yaml.CollectionNode))
 
 
 def _file_services(document: dict[str, Any], env: Mapping[str, str], path: Path) -> dict[str, Service]:

@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 CONDITIONS = ("service_started", "service_healthy", "service_completed_successfully")
 
@@ -32,6 +33,7 @@ class ServiceConfig:
     labels: Mapping[str, str]
     replicas: int  # deploy.replicas, else scale, else 1
     has_build: bool
+    network_mode: str | None = None  # as compose prints it: "host", "service:vpn", "container:ID", ...
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,23 @@ class ComposeProject:
     # The bytes the project was loaded from, so the hash matches what was parsed
     # even if the files change on disk afterwards.
     file_contents: tuple[bytes, ...] = field(default=(), repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stable ``config --json`` document: name and, per active service (by name), what a snapshot uses."""
+        return {
+            "name": self.name,
+            "services": {
+                name: {
+                    "image": service.image,
+                    "container_name": service.container_name,
+                    "depends_on": {dep.service: {"condition": dep.condition, "required": dep.required}
+                                   for dep in sorted(service.depends_on, key=lambda dep: dep.service)},
+                    "network_mode": service.network_mode,
+                    "replicas": service.replicas,
+                }
+                for name, service in sorted(self.services.items())
+            },
+        }
 
     def config_hash(self) -> str:
         """sha256 hex digest of the config files' bytes, concatenated in merge order."""

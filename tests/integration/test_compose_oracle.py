@@ -1,10 +1,12 @@
-"""Our compose loader against the real ``docker compose config``, case by case.
+"""Both resolvers against the real ``docker compose config``, case by case.
 
 Each case is a folder of ``compose_corpus`` plus the flags and environment to
-run with. Both sides get exactly the same environment (nothing inherited but
+run with. All sides get exactly the same environment (nothing inherited but
 PATH and HOME) and must agree on the project name and, for every active
-service, on image, container_name, depends_on, profiles, labels and replicas;
-or must both fail.
+service, on image, container_name, depends_on (implicit ones included),
+network_mode, profiles, labels and replicas; or must all fail. The resolvers:
+``load_project`` as shipped (it delegates to compose where installed) and the
+in-house loader alone (``COMPOSE_CKPT_COMPOSE=builtin``: hosts without compose).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import pytest
 
 from compose_ckpt.compose import ProjectOptions, load_project
+from compose_ckpt.compose.loader import load_project as load_builtin
 from compose_ckpt.errors import CkptError, ComposeFileError
 
 pytestmark = pytest.mark.engine
@@ -39,7 +42,7 @@ class Case:
     env_files: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     both_fail: bool = False
-    unsupported: bool = False  # compose accepts it; we must refuse it clearly
+    builtin_unsupported: bool = False  # compose accepts it; the in-house loader must refuse it clearly
 
     def compose_args(self) -> list[str]:
         args = [arg for f in self.files for arg in ("-f", f)]
@@ -91,7 +94,7 @@ CASES = [
     Case("compose-file-env-separator", "compose_file_env", env={"COMPOSE_FILE": "conf/dev.yml;conf/base.yml", "COMPOSE_PATH_SEPARATOR": ";"}),
     # extends in the same file; from another file we refuse
     Case("extends-same-file", "extends", profiles=("full",)),
-    Case("extends-other-file", "extends_file", unsupported=True),
+    Case("extends-other-file", "extends_file", builtin_unsupported=True),
 ]
 
 
@@ -107,8 +110,7 @@ def docker_compose() -> str:
     return docker  # type: ignore[return-value]
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
-def test_loader_agrees_with_docker_compose(case: Case, docker_compose: str) -> None:
+def oracle_and_options(case: Case, docker_compose: str) -> tuple[subprocess.CompletedProcess[str], ProjectOptions]:
     cwd = CORPUS / case.folder / case.cwd
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/"), **case.env}
     oracle = subprocess.run(
@@ -124,20 +126,39 @@ def test_loader_agrees_with_docker_compose(case: Case, docker_compose: str) -> N
         environ=env,
         cwd=cwd,
     )
+    return oracle, options
 
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
+def test_shipped_resolver_agrees_with_docker_compose(case: Case, docker_compose: str) -> None:
+    oracle, options = oracle_and_options(case, docker_compose)
     if case.both_fail:
         assert oracle.returncode != 0, f"docker compose accepted it:\n{oracle.stdout}"
         with pytest.raises(CkptError):
             load_project(options)
         return
     assert oracle.returncode == 0, oracle.stderr
-    if case.unsupported:
-        with pytest.raises(ComposeFileError, match="not supported"):
-            load_project(options)
-        return
+    assert_agree(load_project(options), json.loads(oracle.stdout))
 
-    project = load_project(options)
-    expected = json.loads(oracle.stdout)
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
+def test_builtin_loader_agrees_with_docker_compose(case: Case, docker_compose: str) -> None:
+    oracle, options = oracle_and_options(case, docker_compose)
+    options = ProjectOptions(**{**vars(options), "environ": {**(options.environ or {}), "COMPOSE_CKPT_COMPOSE": "builtin"}})
+    if case.both_fail:
+        assert oracle.returncode != 0, f"docker compose accepted it:\n{oracle.stdout}"
+        with pytest.raises(CkptError):
+            load_builtin(options)
+        return
+    assert oracle.returncode == 0, oracle.stderr
+    if case.builtin_unsupported:
+        with pytest.raises(ComposeFileError, match="not supported"):
+            load_builtin(options)
+        return
+    assert_agree(load_builtin(options), json.loads(oracle.stdout))
+
+
+def assert_agree(project: Any, expected: dict[str, Any]) -> None:
     assert project.name == expected["name"]
     assert summary_of_ours(project) == summary_of_compose(expected)
 
@@ -148,6 +169,7 @@ def summary_of_ours(project: Any) -> dict[str, dict[str, Any]]:
             "image": s.image,
             "container_name": s.container_name,
             "depends_on": {d.service: (d.condition, d.required) for d in s.depends_on},
+            "network_mode": s.network_mode,
             "profiles": list(s.profiles),
             "labels": dict(s.labels),
             "replicas": s.replicas,
@@ -167,6 +189,7 @@ def summary_of_compose(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "image": unescape(s.get("image")),
             "container_name": unescape(s.get("container_name")),
             "depends_on": {dep: (e["condition"], e["required"]) for dep, e in (s.get("depends_on") or {}).items()},
+            "network_mode": unescape(s.get("network_mode")),
             "profiles": s.get("profiles", []),
             "labels": {k: unescape(v) for k, v in (s.get("labels") or {}).items()},
             "replicas": replicas if replicas is not None else s.get("scale", 1),

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from compose_ckpt.compose import ComposeProject, ProjectOptions, ServiceDependency, load_project
+from compose_ckpt.compose import ComposeProject, ProjectOptions, ServiceDependency
+from compose_ckpt.compose.loader import load_project
 from compose_ckpt.errors import ComposeFileError, UsageError
 
 SIMPLE = "services:\n  app:\n    image: busybox\n"

@@ -1,0 +1,123 @@
+"""``load_project``: the project exactly as ``docker compose`` resolves it.
+
+Where compose v2 is installed, it resolves the project (``reference.py``):
+every rule of the compose spec, as the user's own ``docker compose up`` will
+apply it, with no second implementation to drift. compose-ckpt keeps only
+what compose does not print: the files (found as compose finds them, and
+hashed) and, when compose refuses a project, an error that names file and
+line (from the in-house loader when it finds the same fault, else by
+locating the key compose names). Without compose, the in-house loader
+(``loader.py``) resolves the project on its own.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import yaml
+
+from compose_ckpt.compose import loader
+from compose_ckpt.compose.model import ComposeProject, ProjectOptions
+from compose_ckpt.compose.reference import ComposeRefused, find_compose, project_from_config, run_config
+from compose_ckpt.errors import CkptError, ComposeFileError
+
+
+def load_project(options: ProjectOptions) -> ComposeProject:
+    located = loader.locate(options)
+    binary = find_compose(located.environ)
+    if binary is None:
+        return loader.load_project(options)
+    for path, data in zip(located.files, located.contents):
+        loader.check_bounds(data, path)  # before compose tries to expand an alias bomb
+    try:
+        document = run_config(binary, options, located.environ, located.cwd)
+    except ComposeRefused as refused:
+        raise _explained(refused.message, options, located.files) from None
+    project = project_from_config(document, located.working_dir, located.files, located.contents)
+    if any(b"profiles" in data for data in located.contents):  # compose prints only the active services
+        declared = dict.fromkeys(name for data in located.contents for name in _declared_services(data))
+        project = replace(project, disabled_services=tuple(n for n in declared if n not in project.services))
+    return project
+
+
+def _explained(message: str, options: ProjectOptions, files: tuple[Path, ...]) -> CkptError:
+    """compose's refusal as an error naming file and line.
+
+    The in-house loader's own error is preferred when it refuses the project too (it gives the line of
+    YAML faults, which compose reports without the file); compose's message goes with it."""
+    said = f"docker compose: {message}"
+    try:
+        loader.load_project(options)
+    except CkptError as own:
+        if "not supported" not in own.message:  # a limit of ours says nothing about compose's refusal
+            own.details = [*own.details, said]
+            return own
+    path, line = _locate(message, files)
+    return ComposeFileError(message, path=str(path) if path else None, line=line)
+
+
+_KEY_PATTERNS = (
+    re.compile(r"^validating \S+: ((?:services|networks|volumes|configs|secrets)(?:\.[\w.-]+)?)"),
+    re.compile(r"error while interpolating ((?:services|networks|volumes|configs|secrets)\.[\w.-]+)"),
+    re.compile(r"^((?:services|networks|volumes|configs|secrets)\.[\w.-]+)"),
+    re.compile(r'service "([^"]+)"'),
+)
+
+
+def _locate(message: str, files: tuple[Path, ...]) -> tuple[Path | None, int | None]:
+    """The file (and line) a compose error message is about, as well as it can be told: the file it names,
+    else the file defining most of the key it names (the last such file, as the last one wins a merge)."""
+    named = [path for path in files if str(path) in message]
+    keys = _key_path(message)
+    found = [(*_deepest_key(keys, path), path) for path in named or files]
+    depth, line, path = max(reversed(found), key=lambda entry: entry[0], default=(0, None, None)) if keys else (0, None, None)
+    if depth:
+        return path, line
+    if named or len(files) == 1:
+        return (named or list(files))[0], None
+    return None, None
+
+
+def _key_path(message: str) -> list[str]:
+    first = message.splitlines()[0] if message else ""
+    for pattern in _KEY_PATTERNS:
+        match = pattern.search(first)
+        if match:
+            found = match.group(1)
+            return ["services", found] if pattern is _KEY_PATTERNS[-1] else found.split(".")
+    return []
+
+
+def _nodes(data: bytes) -> list[yaml.Node]:
+    try:
+        return [node for node in yaml.compose_all(data, Loader=loader.NodeLoader) if node is not None]
+    except (yaml.YAMLError, RecursionError):
+        return []
+
+
+def _declared_services(data: bytes) -> list[str]:
+    return [str(name.value) for document in _nodes(data) if isinstance(document, yaml.MappingNode)
+            for key, services in document.value if key.value == "services" and isinstance(services, yaml.MappingNode)
+            for name, _ in services.value]
+
+
+def _deepest_key(keys: list[str], path: Path) -> tuple[int, int | None]:
+    """How many leading keys of ``keys`` ``path`` defines, and the (1-based) line of the last of them."""
+    try:
+        documents = _nodes(path.read_bytes())
+    except OSError:
+        return 0, None
+    best: tuple[int, int | None] = (0, None)
+    for node in documents:
+        for depth, key in enumerate(keys, 1):
+            if not isinstance(node, yaml.MappingNode):
+                break
+            entry = next(((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)
+            if entry is None:
+                break
+            if depth >= best[0]:
+                best = (depth, entry[0].start_mark.line + 1)
+            node = entry[1]
+    return best

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: engine engine-28 engine-status engine-stop engine-28-stop install test lint unit plugin demo bench
+.PHONY: engine engine-28 engine-status engine-stop engine-28-stop registry registry-stop install test lint unit plugin demo bench
 
 engine:  ## install and start Docker 26 + CRIU 4.2, build the local test images
 	scripts/engine up
@@ -22,6 +22,12 @@ engine-stop:  ## stop the dockerd that `make engine` started
 engine-28-stop:  ## stop the dockerd 28 that `make engine-28` started
 	scripts/engine-28 stop
 
+registry:  ## a local OCI registry (distribution 2.8) at 127.0.0.1:5000 for push/pull tests
+	scripts/registry up
+
+registry-stop:  ## stop the registry that `make registry` started
+	scripts/registry stop
+
 $(BIN)/compose-ckpt: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
@@ -29,7 +35,7 @@ $(BIN)/compose-ckpt: pyproject.toml
 
 install: $(BIN)/compose-ckpt  ## .venv with compose-ckpt (editable) and the test tools
 
-test: engine install lint  ## lint, then the whole suite: unit tests and integration tests against the engine
+test: engine registry install lint  ## lint, then the whole suite: unit tests and integration tests against the engine
 	$(BIN)/python -m pytest
 
 lint: install  ## ruff and mypy over the package, the tests and the benchmarks
@@ -47,7 +53,7 @@ plugin: install  ## make `docker ckpt ...` work for this user
 demo: engine install  ## the main job on examples/counter: snapshot, "reboot", restore, state goes on
 	scripts/demo
 
-bench: engine install  ## benchmarks against the plain docker checkpoint loop; see bench/README.md
+bench: engine registry install  ## benchmarks against the plain docker checkpoint loop; see bench/README.md
 	$(BIN)/python bench/run.py
 
 SIDECAR_IMAGE ?= compose-ckpt/sidecar:dev

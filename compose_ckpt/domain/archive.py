@@ -81,33 +81,23 @@ def _name_problem(name: str, folder: bool) -> str | None:
     return None
 
 
-def _check_name(name: str, *, folder: bool = False) -> None:
+def check_name(name: str, *, folder: bool = False) -> None:
     problem = _name_problem(name, folder)
     if problem:
         raise ArchiveError(f"unsafe archive member {name!r}: {problem}")
 
 
-class ArchiveWriter:
-    """Writes an archive to any binary stream, never seeking and never spilling to disk."""
+class MemberWriter:
+    """Where a snapshot's members go: an archive, or blobs in a registry (domain/registry.py).
 
-    def __init__(self, out: BinaryIO, *, level: int = 3, threads: int = -1) -> None:
-        self._out = out
-        # The frame checksum lets the reader notice a flipped byte before it even reaches our sha256s.
-        # threads=-1: zstd compresses on worker threads (one per core) while this one reads and hashes.
-        compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
-        self._zstd = compressor.stream_writer(out, closefd=False)
-        self._buffer = memoryview(bytearray(_IO_SIZE))
-        self._written = 0  # tar bytes so far, for the final padding
-        self._sums: dict[str, str] = {}
-        self._closed = False
-        self.bytes_in = 0
+    Subclasses store single members (`add_bytes`, `add_file`); folders and streams of unknown
+    length are cut into such members here, the same way for every destination."""
 
     def add_bytes(self, path: str, data: bytes) -> None:
-        self._add(path, len(data), io.BytesIO(data))
+        raise NotImplementedError
 
     def add_file(self, path: str, source: Path) -> None:
-        with source.open("rb") as raw:
-            self._add(path, os.fstat(raw.fileno()).st_size, raw)
+        raise NotImplementedError
 
     def add_tree(self, prefix: str, folder: Path) -> None:
         """Add every regular file under `folder` as prefix/<relative path>; empty folders are not kept."""
@@ -138,6 +128,29 @@ class ArchiveWriter:
         if buffer or index == 0:
             self.add_bytes(f"{prefix}/{index:06d}", bytes(buffer))
 
+
+class ArchiveWriter(MemberWriter):
+    """Writes an archive to any binary stream, never seeking and never spilling to disk."""
+
+    def __init__(self, out: BinaryIO, *, level: int = 3, threads: int = -1) -> None:
+        self._out = out
+        # The frame checksum lets the reader notice a flipped byte before it even reaches our sha256s.
+        # threads=-1: zstd compresses on worker threads (one per core) while this one reads and hashes.
+        compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
+        self._zstd = compressor.stream_writer(out, closefd=False)
+        self._buffer = memoryview(bytearray(_IO_SIZE))
+        self._written = 0  # tar bytes so far, for the final padding
+        self._sums: dict[str, str] = {}
+        self._closed = False
+        self.bytes_in = 0
+
+    def add_bytes(self, path: str, data: bytes) -> None:
+        self._add(path, len(data), io.BytesIO(data))
+
+    def add_file(self, path: str, source: Path) -> None:
+        with source.open("rb") as raw:
+            self._add(path, os.fstat(raw.fileno()).st_size, raw)
+
     def close(self) -> None:
         """Append SHA256SUMS and end the tar and the zstd frame; `out` stays open."""
         if self._closed:
@@ -159,7 +172,7 @@ class ArchiveWriter:
             self.close()
 
     def _add(self, path: str, size: int, raw: BinaryIO) -> None:
-        _check_name(path)
+        check_name(path)
         if path in self._sums:
             raise ArchiveError(f"archive member {path!r} added twice")
         self._sums[path] = self._member(path, size, raw)
@@ -305,7 +318,7 @@ def _unpack(stream: _ZstdSource, root: Path, max_bytes: int) -> StagedArchive:
                 raise ArchiveError(f"archive member {name!r} is {kind}: "
                                    "only regular files and folders are allowed")
             if not (name == SUMS and member.isfile()):
-                _check_name(name, folder=member.isdir())
+                check_name(name, folder=member.isdir())
             total += member.size
             if member.size < 0 or total > max_bytes or (name == SUMS and member.size > _MAX_SUMS_BYTES):
                 raise ArchiveError(f"archive member {name!r} declares {member.size} bytes: negative or "
@@ -317,15 +330,15 @@ def _unpack(stream: _ZstdSource, root: Path, max_bytes: int) -> StagedArchive:
                 elif data is None:
                     (root / name).mkdir(parents=True, exist_ok=True)
                 else:
-                    hashes[name] = _stage(data, root / name)
+                    hashes[name] = stage_file(data, root / name)
             except (FileExistsError, NotADirectoryError) as error:
                 raise ArchiveError(f"archive member {name!r} clashes with another member's path") from error
     stream.finish(max_bytes)
     _verify(hashes, listed)
-    return _staged(root)
+    return staged_archive(root)
 
 
-def _stage(data: IO[bytes], target: Path) -> str:
+def stage_file(data: IO[bytes], target: Path) -> str:
     """Write one member to a new private file, returning its sha256."""
     target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
@@ -368,7 +381,7 @@ def _verify(hashes: dict[str, str], listed: dict[str, str] | None) -> None:
         raise ArchiveError(f"the archive has no {MANIFEST}")
 
 
-def _staged(root: Path) -> StagedArchive:
+def staged_archive(root: Path) -> StagedArchive:
     """Describe what was staged; the folder holds only verified members, so listing it is safe."""
 
     def children(folder: str) -> dict[str, Path]:

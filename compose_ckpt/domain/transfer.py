@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # export without images never talks to Docker: it need not lo
     from compose_ckpt.engine import Engine
 from collections.abc import Callable
 
-from compose_ckpt.domain.archive import MANIFEST, ArchiveWriter, read_archive
+from compose_ckpt.domain.archive import MANIFEST, ArchiveWriter, MemberWriter, StagedArchive, read_archive
 from compose_ckpt.domain.manifest import Manifest, ManifestError, SnapshotStatus, validate_name
 from compose_ckpt.domain.parallel import ProgressCallback
 from compose_ckpt.domain.store import SnapshotStore
@@ -57,41 +57,69 @@ def image_key(image_id: str) -> str:
 def export_snapshot(store: SnapshotStore, project: str, name: str, out: BinaryIO, *,
                     images_from: Engine | None = None, progress: ProgressCallback = lambda item, phase: None) -> ExportResult:
     """Write snapshot `name` to `out`. With `images_from`, include `docker save` of every image it uses."""
+    manifest = exportable(store, project, name)
+    try:
+        with ArchiveWriter(out) as writer:
+            images = write_members(writer, store, manifest, images_from, progress)
+    except OSError as exc:  # a full disk or a closed pipe: say so, not a traceback
+        raise CkptError(f"export of {name} failed: {exc}") from exc
+    return ExportResult(manifest, writer.bytes_in, images)
+
+
+def exportable(store: SnapshotStore, project: str, name: str) -> Manifest:
+    """The manifest of a snapshot that may leave this host: complete ones only."""
     manifest = store.load(project, name)
     if manifest.status is not SnapshotStatus.COMPLETE:
         raise ConflictError(f"snapshot {name} is {manifest.status.value}; only complete snapshots can be exported")
+    return manifest
+
+
+def write_members(writer: MemberWriter, store: SnapshotStore, manifest: Manifest, images_from: Engine | None,
+                  progress: ProgressCallback) -> list[str]:
+    """Hand every member of the snapshot to `writer` (the layout is in domain/archive.py); return the images added.
+
+    The one list of what a snapshot carries off its host, for archives and registries alike."""
+    project, name = manifest.project, manifest.name
+    writer.add_bytes(MANIFEST, json.dumps(manifest.to_dict(), indent=2).encode())
+    for index, path in enumerate(Path(p) for p in manifest.compose_files):
+        if path.is_file():  # kept for reference on the target; restore does not need them
+            writer.add_file(f"compose/{index}-{_UNSAFE_NAME_CHARS.sub('_', path.name)}", path)
+    for record in manifest.containers:
+        progress(record.container_name, "archiving checkpoint")
+        writer.add_tree(f"checkpoints/{record.container_name}", store.checkpoint_dir(project, name, record.container_name))
+    if images_from is None:
+        return []
     images = _images(manifest)
-    try:
-        with ArchiveWriter(out) as writer:
-            writer.add_bytes(MANIFEST, json.dumps(manifest.to_dict(), indent=2).encode())
-            for index, path in enumerate(Path(p) for p in manifest.compose_files):
-                if path.is_file():  # kept for reference on the target; restore does not need them
-                    writer.add_file(f"compose/{index}-{_UNSAFE_NAME_CHARS.sub('_', path.name)}", path)
-            for record in manifest.containers:
-                progress(record.container_name, "archiving checkpoint")
-                writer.add_tree(f"checkpoints/{record.container_name}",
-                                store.checkpoint_dir(project, name, record.container_name))
-            if images_from is not None:
-                for reference, image_id in images:
-                    progress(reference, "archiving image")
-                    writer.add_stream(f"images/{image_key(image_id)}", images_from.save_image(reference))
-    except OSError as exc:  # a full disk or a closed pipe: say so, not a traceback
-        raise CkptError(f"export of {name} failed: {exc}") from exc
-    return ExportResult(manifest, writer.bytes_in, [reference for reference, _ in images] if images_from else [])
+    for reference, image_id in images:
+        progress(reference, "archiving image")
+        writer.add_stream(f"images/{image_key(image_id)}", images_from.save_image(reference))
+    return [reference for reference, _ in images]
 
 
 def import_snapshot(store: SnapshotStore, engine: Engine, source: BinaryIO, *, rename: str | None = None,
                     expected_project: str | None = None, progress: ProgressCallback = lambda item, phase: None,
                     byte_progress: ByteProgress | None = None) -> ImportResult:
-    from compose_ckpt.domain.compat import check_target  # the engine side, loaded only for import
-    from compose_ckpt.domain.containers import recreate_containers
-
-    staging = store.home / "tmp" / f"import-{uuid.uuid4().hex}"
-    staging.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    staging = staging_folder(store, "import")
     try:
         staged = read_archive(source, staging, progress=byte_progress)  # every checksum verified here
     except OSError as exc:  # the archive is fine, but writing the staged copy failed (disk full)
         raise CkptError(f"cannot stage the archive under {staging.parent}: {exc}") from exc
+    return install_staged(store, engine, staged, rename=rename, expected_project=expected_project, progress=progress)
+
+
+def staging_folder(store: SnapshotStore, purpose: str) -> Path:
+    """A fresh name for a private staging folder beside the store (same filesystem: moved in by rename)."""
+    staging = store.home / "tmp" / f"{purpose}-{uuid.uuid4().hex}"
+    staging.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return staging
+
+
+def install_staged(store: SnapshotStore, engine: Engine, staged: StagedArchive, *, rename: str | None,
+                   expected_project: str | None, progress: ProgressCallback) -> ImportResult:
+    """Store a verified, staged snapshot and prepare `engine` to restore it; the staging folder is removed."""
+    from compose_ckpt.domain.compat import check_target  # the engine side, loaded only for import
+    from compose_ckpt.domain.containers import recreate_containers
+
     try:
         manifest = _staged_manifest(staged.manifest, staged.checkpoints.keys(), staged.images.keys())
         if expected_project and expected_project != manifest.project:
@@ -115,7 +143,7 @@ def import_snapshot(store: SnapshotStore, engine: Engine, source: BinaryIO, *, r
             result.created_containers = list(recreate_containers(engine, manifest, missing, progress))
         return result
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(staged.root, ignore_errors=True)
 
 
 def _staged_manifest(document: bytes, checkpoints: Collection[str], images: Collection[str]) -> Manifest:

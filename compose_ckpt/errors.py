@@ -19,7 +19,7 @@ class ExitCode(IntEnum):
     USAGE = 2  # bad flags, names or arguments (Typer uses 2 for its own usage errors)
     CONFIG = 3  # compose files or variables are invalid
     NOT_FOUND = 4  # no such snapshot, service or container
-    ENGINE = 5  # the Docker engine is unreachable or refused a call
+    ENGINE = 5  # the Docker engine or a registry is unreachable or refused a call
     CONFLICT = 6  # another operation holds the project, or a container is in the way
     ARCHIVE = 7  # the archive is damaged, tampered with or unsafe
     INTERRUPTED = 130  # Ctrl-C
@@ -90,3 +90,9 @@ class SnapshotFailed(CkptError):
 
 class RestoreFailed(CkptError):
     """A restore did not bring every service back restored."""
+
+
+class RegistryError(CkptError):
+    """A registry is unreachable, refused our credentials, or answered with an error."""
+
+    exit_code = ExitCode.ENGINE

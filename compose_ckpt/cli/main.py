@@ -525,6 +525,79 @@ def migrate(
     console.print(f"migrated {result.snapshot.project} to {to} ({timing}); {source} the source", highlight=False)
 
 
+InsecureOption = Annotated[bool, typer.Option("--insecure", help="Allow plain HTTP to this registry (it has no TLS). Loopback registries are allowed without it.")]
+
+
+def _registry_client(reference: str, insecure: bool) -> Any:
+    from compose_ckpt.registry.client import RegistryClient
+    from compose_ckpt.registry.reference import parse_reference
+
+    return RegistryClient(parse_reference(reference), insecure=insecure)
+
+
+@app.command()
+def push(
+    ctx: typer.Context,
+    snapshot: Annotated[str, typer.Argument(metavar="SNAPSHOT", callback=_checked_name, help="Snapshot to push.")],
+    reference: Annotated[str, typer.Argument(metavar="REF", help="registry[:port]/repository[:tag]; without a tag, the snapshot's name is the tag.")],
+    with_images: Annotated[bool, typer.Option("--with-images", help="Include the images (docker save), for targets that cannot pull them.")] = False,
+    insecure: InsecureOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Upload a snapshot to an OCI registry as one artifact; blobs the registry already has are not sent again."""
+    from compose_ckpt.domain.registry import push_snapshot
+
+    options: GlobalOptions = ctx.obj
+    project = _project_name(options)
+    with _registry_client(reference, insecure) as client:
+        if client.reference.digest:
+            raise UsageError(f"cannot push to a digest ({reference})", hint="Give a tag, or none (the snapshot name).")
+        tag = client.reference.tag or snapshot
+        engine = options.connect() if with_images else None
+        result = push_snapshot(_store(), project, snapshot, client, [tag], images_from=engine,
+                               progress=_progress(options))
+    if as_json:
+        print_json({"snapshot": snapshot, "project": project, "reference": result.reference, "digest": result.digest,
+                    "blobs": result.blobs, "uploaded_blobs": result.uploaded_blobs, "bytes": result.bytes,
+                    "uploaded_bytes": result.uploaded_bytes, "images": result.images})
+        return
+    console.print(f"pushed {snapshot} of {project} to {result.reference} ({result.digest}): "
+                  f"{result.uploaded_blobs} of {result.blobs} blobs uploaded, {human_size(result.uploaded_bytes)} sent "
+                  f"for {human_size(result.bytes)}", highlight=False)
+
+
+@app.command()
+def pull(
+    ctx: typer.Context,
+    reference: Annotated[str, typer.Argument(metavar="REF", help="registry[:port]/repository:tag or @sha256:digest (default tag: latest).")],
+    name: Annotated[str | None, typer.Option("--name", callback=_checked_name, help="Store the snapshot under another name.")] = None,
+    insecure: InsecureOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Download a pushed snapshot, verify every blob, then store it and create its containers, as import does."""
+    from compose_ckpt.domain.registry import pull_snapshot
+
+    options: GlobalOptions = ctx.obj
+    with _registry_client(reference, insecure) as client:
+        engine = options.connect()
+        result = pull_snapshot(_store(), engine, client, rename=name, expected_project=options.project_name,
+                               progress=_progress(options))
+    imported = result.imported
+    manifest = imported.manifest
+    if as_json:
+        print_json({"reference": result.reference, "digest": result.digest, "snapshot": manifest.name,
+                    "project": manifest.project, "downloaded_bytes": result.downloaded_bytes,
+                    "reused_bytes": result.reused_bytes, "warnings": imported.warnings,
+                    "loaded_images": imported.loaded_images, "created_containers": imported.created_containers})
+        return
+    for warning in imported.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    console.print(f"pulled snapshot {manifest.name} of project {manifest.project} from {result.reference} "
+                  f"({human_size(result.downloaded_bytes)} downloaded): {len(imported.created_containers)} containers "
+                  f"created; restore it with `compose-ckpt -p {manifest.project} restore {manifest.name}`",
+                  highlight=False)
+
+
 def run(argv: list[str] | None = None, prog_name: str = "compose-ckpt") -> int:
     """Run the CLI and return its exit code; the one place where errors become messages."""
     args = sys.argv[1:] if argv is None else argv

@@ -1,0 +1,345 @@
+"""push and pull: a snapshot to and from an OCI registry, as the artifact domain/artifact.py describes.
+
+push hands the snapshot's members (the same list `export` archives) to a
+writer that cuts them into chunks, compresses each on a worker thread, asks the
+registry whether it has the chunk's digest (HEAD) and uploads only what it
+lacks. At most a few chunks are in memory at once, whatever the snapshot's size.
+
+pull downloads every blob into a private cache folder named after the
+manifest's digest, checking each one's sha256 as it arrives; an interrupted
+pull leaves the verified blobs and the partial one there, and the next pull of
+the same artifact resumes with a Range request. Only when every blob is
+verified are the members unpacked into a staging folder and installed exactly
+as `import` installs an archive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import zstandard
+
+from compose_ckpt.domain.archive import MANIFEST, MemberWriter, check_name, staged_archive
+from compose_ckpt.domain.artifact import (
+    CHUNK_SIZE, CREATED, PROJECT, SNAPSHOT, Artifact, Blob, Chunk, build_manifest, parse_manifest,
+)
+from compose_ckpt.domain.manifest import Manifest
+from compose_ckpt.domain.parallel import ProgressCallback
+from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.transfer import ImportResult, exportable, install_staged, staging_folder, write_members
+from compose_ckpt.errors import ArchiveError, CkptError, RegistryError
+from compose_ckpt.registry.client import RegistryClient, iter_body
+
+if TYPE_CHECKING:
+    from compose_ckpt.engine import Engine
+
+WORKERS = max(2, min(8, (os.cpu_count() or 2) + 1))  # compression and hashing release the GIL
+_ZSTD_LEVEL = 3  # as export
+_IO_SIZE = 1024**2
+
+
+@dataclass(frozen=True)
+class PushResult:
+    manifest: Manifest
+    reference: str
+    digest: str  # of the OCI manifest: pull REPO@DIGEST gets exactly this
+    tags: list[str]
+    blobs: int
+    uploaded_blobs: int
+    bytes: int  # uncompressed member bytes
+    uploaded_bytes: int  # compressed bytes sent
+    images: list[str]
+
+
+@dataclass(frozen=True)
+class PullResult:
+    imported: ImportResult
+    reference: str
+    digest: str
+    downloaded_bytes: int
+    reused_bytes: int  # found in the cache of an earlier, interrupted pull
+
+
+# --- push -----------------------------------------------------------------------------------------
+
+class _ChunkUploader(MemberWriter):
+    """Members in, deduplicated blobs out: every chunk is compressed, HEAD-checked and uploaded if missing."""
+
+    def __init__(self, client: RegistryClient, pool: ThreadPoolExecutor) -> None:
+        self._client = client
+        self._pool = pool
+        self._in_flight = threading.BoundedSemaphore(WORKERS * 2)  # bounds the chunks held in memory
+        self._futures: list[Future[Chunk]] = []
+        self._lock = threading.Lock()
+        self._checked: set[str] = set()
+        self.config: bytes | None = None
+        self.uploaded_blobs = 0
+        self.uploaded_bytes = 0
+
+    def add_bytes(self, path: str, data: bytes) -> None:
+        if path == MANIFEST:
+            self.config = data
+            return
+        check_name(path)
+        for offset in range(0, max(len(data), 1), CHUNK_SIZE):
+            self._submit(path, offset, partial(bytes, data[offset:offset + CHUNK_SIZE]))
+
+    def add_file(self, path: str, source: Path) -> None:
+        check_name(path)
+        size = source.stat().st_size
+        for offset in range(0, max(size, 1), CHUNK_SIZE):
+            length = min(CHUNK_SIZE, size - offset)
+            self._submit(path, offset, partial(_read_at, source, offset, length))
+
+    def _submit(self, path: str, offset: int, read: Callable[[], bytes]) -> None:
+        self._in_flight.acquire()
+        if any(future.done() and future.exception() for future in self._futures[-WORKERS * 2:]):
+            self._in_flight.release()
+            self.finish()  # raises the failure now rather than after the whole snapshot was read
+        future = self._pool.submit(self._store_chunk, path, offset, read)
+        future.add_done_callback(lambda _: self._in_flight.release())
+        self._futures.append(future)
+
+    def _store_chunk(self, path: str, offset: int, read: Callable[[], bytes]) -> Chunk:
+        raw = read()
+        compressed = zstandard.ZstdCompressor(level=_ZSTD_LEVEL, write_checksum=True).compress(raw)
+        blob = Blob("sha256:" + hashlib.sha256(compressed).hexdigest(), len(compressed))
+        self.ensure_blob(blob, compressed)
+        return Chunk(path, offset, len(raw), blob)
+
+    def ensure_blob(self, blob: Blob, data: bytes) -> None:
+        with self._lock:
+            if blob.digest in self._checked:  # the same chunk twice in one snapshot (zero pages, say)
+                return
+            self._checked.add(blob.digest)
+        if self._client.blob_exists(blob.digest):
+            return
+        self._client.upload_blob(blob.digest, data, blob.size)
+        with self._lock:
+            self.uploaded_blobs += 1
+            self.uploaded_bytes += blob.size
+
+    def finish(self) -> list[Chunk]:
+        return [future.result() for future in self._futures]
+
+
+def _read_at(source: Path, offset: int, length: int) -> bytes:
+    descriptor = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        data = os.pread(descriptor, length, offset)
+    finally:
+        os.close(descriptor)
+    if len(data) != length:
+        raise CkptError(f"{source} shrank while it was being pushed")
+    return data
+
+
+def push_snapshot(store: SnapshotStore, project: str, name: str, client: RegistryClient, tags: list[str], *,
+                  images_from: Engine | None = None,
+                  progress: ProgressCallback = lambda item, phase: None) -> PushResult:
+    """Upload snapshot `name` as one artifact and point every tag in `tags` at it."""
+    manifest = exportable(store, project, name)
+    client.want_push()
+    with ThreadPoolExecutor(WORKERS, thread_name_prefix="push") as pool:
+        uploader = _ChunkUploader(client, pool)
+        try:
+            images = write_members(uploader, store, manifest, images_from, progress)
+            chunks = uploader.finish()
+        except OSError as exc:
+            raise CkptError(f"push of {name} failed while reading the snapshot: {exc}") from exc
+        finally:
+            for future in uploader._futures:
+                future.cancel()
+    assert uploader.config is not None  # write_members always writes the manifest first
+    config = Blob("sha256:" + hashlib.sha256(uploader.config).hexdigest(), len(uploader.config))
+    uploader.ensure_blob(config, uploader.config)
+    body = build_manifest(config, chunks, {CREATED: manifest.created, PROJECT: manifest.project, SNAPSHOT: manifest.name})
+    for tag in tags:
+        progress(tag, "tagging")
+        client.put_manifest(tag, body)
+    blobs = len({chunk.blob.digest for chunk in chunks} | {config.digest})
+    return PushResult(manifest=manifest, reference=str(client.reference.with_tag(tags[0])),
+                      digest="sha256:" + hashlib.sha256(body).hexdigest(), tags=tags, blobs=blobs,
+                      uploaded_blobs=uploader.uploaded_blobs, bytes=sum(c.raw_size for c in chunks) + config.size,
+                      uploaded_bytes=uploader.uploaded_bytes, images=images)
+
+
+# --- pull -----------------------------------------------------------------------------------------
+
+def fetch_artifact(client: RegistryClient, tag: str | None = None) -> tuple[Artifact, str]:
+    """The artifact's manifest (of `tag`, else of the client's reference), parsed and checked, and its digest.
+
+    A digest in the reference is verified against the bytes received, as is the one the registry sends."""
+    reference = client.reference if tag is None else client.reference.with_tag(tag)
+    response = client.get_manifest(reference.digest or reference.tag or "latest")
+    digest = "sha256:" + hashlib.sha256(response.body).hexdigest()
+    for claimed, source in ((reference.digest, "the reference"), (response.digest, "the registry")):
+        if claimed and claimed != digest:
+            raise ArchiveError(f"the manifest of {reference} does not match the digest {source} gives "
+                               f"({claimed}): it was tampered with or damaged")
+    return parse_manifest(response.body, str(reference)), digest
+
+
+def pull_snapshot(store: SnapshotStore, engine: Engine, client: RegistryClient, *, rename: str | None = None,
+                  expected_project: str | None = None,
+                  progress: ProgressCallback = lambda item, phase: None) -> PullResult:
+    artifact, digest = fetch_artifact(client)
+    cache = _cache_folder(store, digest)
+    progress(str(client.reference), f"downloading {len(artifact.blobs)} blobs")
+    with ThreadPoolExecutor(WORKERS, thread_name_prefix="pull") as pool:
+        counts = list(pool.map(lambda blob: _download(client, blob, cache), artifact.blobs))
+    staging = staging_folder(store, "pull")
+    staging.mkdir(mode=0o700)
+    try:
+        (staging / MANIFEST).write_bytes(_blob_path(cache, artifact.config).read_bytes())
+        for path, chunks in artifact.members.items():
+            progress(path, "unpacking")
+            _unpack_member(cache, chunks, staging / path)
+        staged = staged_archive(staging)
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise CkptError(f"cannot stage the pulled snapshot under {staging.parent}: {exc}") from exc
+        raise
+    imported = install_staged(store, engine, staged, rename=rename, expected_project=expected_project,
+                              progress=progress)
+    shutil.rmtree(cache, ignore_errors=True)
+    return PullResult(imported, str(client.reference), digest, downloaded_bytes=sum(fresh for fresh, _ in counts),
+                      reused_bytes=sum(reused for _, reused in counts))
+
+
+def _cache_folder(store: SnapshotStore, digest: str) -> Path:
+    """store/tmp/pull-<digest>: ours alone (0700, no link), kept across an interrupted pull to resume it."""
+    folder = store.home / "tmp" / f"pull-{digest.split(':')[1]}"
+    folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        info = folder.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+            raise ArchiveError(f"refusing to resume a pull in {folder}: not a private folder of ours") from None
+    return folder
+
+
+def _blob_path(cache: Path, blob: Blob) -> Path:
+    return cache / blob.digest.split(":")[1]
+
+
+def _download(client: RegistryClient, blob: Blob, cache: Path) -> tuple[int, int]:
+    """Fetch one blob into the cache and verify it; return (bytes downloaded, bytes reused from before)."""
+    final = _blob_path(cache, blob)
+    if final.exists():
+        if _file_digest(final) == blob.digest:
+            return 0, blob.size
+        final.unlink()
+    partial = final.with_name(final.name + ".partial")
+    descriptor = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_APPEND, 0o600)
+    with os.fdopen(descriptor, "r+b") as out:
+        have = os.fstat(out.fileno()).st_size
+        if have > blob.size:
+            out.truncate(0)
+            have = 0
+        digest = hashlib.sha256()
+        out.seek(0)
+        while have and (piece := out.read(_IO_SIZE)):
+            digest.update(piece)
+        response = client.open_blob(blob.digest, have) if have < blob.size else None
+        fresh = 0
+        if response is not None:
+            with response:
+                if response.status_code == 200 and have:  # the registry ignored the range: start over
+                    out.truncate(0)
+                    digest, have = hashlib.sha256(), 0
+                for piece in iter_body(response):
+                    if have + fresh + len(piece) > blob.size:
+                        out.close()
+                        partial.unlink()
+                        raise ArchiveError(f"blob {blob.digest} is larger than its manifest says: tampered or damaged")
+                    out.write(piece)
+                    digest.update(piece)
+                    fresh += len(piece)
+        if have + fresh < blob.size:
+            raise RegistryError(f"the download of blob {blob.digest} was cut short at {have + fresh} of {blob.size} "
+                                "bytes", hint="Run the same pull again: it resumes where this one stopped.")
+    if "sha256:" + digest.hexdigest() != blob.digest:
+        partial.unlink()
+        raise ArchiveError(f"blob {blob.digest} does not match its digest: tampered with or damaged in the registry")
+    os.replace(partial, final)
+    return fresh, have
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while piece := handle.read(_IO_SIZE):
+            digest.update(piece)
+    return "sha256:" + digest.hexdigest()
+
+
+def _unpack_member(cache: Path, chunks: list[Chunk], target: Path) -> None:
+    """Decompress the member's verified chunks into a new private file, checking each one's declared size."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise ArchiveError(f"artifact member {chunks[0].path!r} clashes with another member's path") from exc
+    with os.fdopen(descriptor, "wb") as out:
+        for chunk in chunks:
+            written = 0
+            with _blob_path(cache, chunk.blob).open("rb") as source:
+                reader = zstandard.ZstdDecompressor().stream_reader(source)
+                try:
+                    while piece := reader.read(_IO_SIZE):
+                        written += len(piece)
+                        if written > chunk.raw_size:
+                            break
+                        out.write(piece)
+                except zstandard.ZstdError as exc:
+                    raise ArchiveError(f"a chunk of {chunk.path!r} is not valid zstd: {exc}") from exc
+            if written != chunk.raw_size:
+                raise ArchiveError(f"a chunk of {chunk.path!r} holds {'more' if written > chunk.raw_size else written} "
+                                   f"bytes, not the {chunk.raw_size} its manifest declares")
+
+
+# --- retention in the registry --------------------------------------------------------------------
+
+@dataclass
+class RegistryPrune:
+    removed_tags: list[str] = field(default_factory=list)
+    removed_digests: list[str] = field(default_factory=list)
+
+
+def prune_registry(client: RegistryClient, project: str, keep: int, *, tag_prefix: str = "") -> RegistryPrune:
+    """Delete (by digest, so the blobs can be collected) this project's artifacts beyond the `keep` newest.
+
+    Only tags that start with `tag_prefix` and point at a compose-ckpt artifact of `project` are
+    considered; other tags in the repository are left alone."""
+    ours: dict[str, tuple[str, list[str]]] = {}  # digest -> (created, tags)
+    for tag in client.tags():
+        if not tag.startswith(tag_prefix):
+            continue
+        try:
+            artifact, digest = fetch_artifact(client, tag)
+        except (ArchiveError, CkptError):
+            continue  # not ours, or gone meanwhile
+        if artifact.annotations.get(PROJECT) != project:
+            continue
+        created, tags = ours.get(digest, (artifact.annotations.get(CREATED, ""), []))
+        ours[digest] = (created, [*tags, tag])
+    newest_first = sorted(ours.items(), key=lambda item: item[1][0], reverse=True)
+    result = RegistryPrune()
+    for digest, (_, tags) in newest_first[keep:]:
+        client.delete_manifest(digest)
+        result.removed_digests.append(digest)
+        result.removed_tags += tags
+    return result

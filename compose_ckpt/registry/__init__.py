@@ -1,0 +1,1 @@
+"""Registry adapter: references, Docker credentials, the OCI distribution HTTP client."""

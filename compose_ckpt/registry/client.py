@@ -1,0 +1,322 @@
+"""A client of the OCI distribution API (v2), the only code here that talks to registries.
+
+Like the engine adapter, it translates every failure once: unreachable, TLS
+refused or credentials refused -> RegistryError (exit 5); an unknown
+repository, tag or manifest -> NotFoundError (exit 4).
+
+Auth is what registries do: a request answered 401 carries a
+`WWW-Authenticate` challenge; `Basic` is answered with the user and password,
+`Bearer realm=...,service=...,scope=...` by fetching a token from the realm
+(with the user and password, or an identity token as an OAuth refresh token)
+and sending it. Tokens are kept per scope for the life of the client.
+
+Plain HTTP is used only when allowed (`--insecure`, or a loopback registry as
+Docker allows): HTTPS is tried first and HTTP only when the registry does not
+speak TLS. TLS is always verified, with Docker's per-registry CA and client
+certificates from /etc/docker/certs.d/<host>/ when present.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlencode, urljoin
+
+import requests
+
+from compose_ckpt.errors import NotFoundError, RegistryError
+from compose_ckpt.registry.credentials import Credentials, load_credentials
+from compose_ckpt.registry.reference import Reference
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MAX_MANIFEST_BYTES = 4 * 1024**2  # distribution's own limit
+CERTS_DIR = Path("/etc/docker/certs.d")
+_TIMEOUT = (15.0, 300.0)  # connect, read
+_IO_SIZE = 1024**2
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+_TAGS_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class Challenge:
+    scheme: str  # basic or bearer
+    params: dict[str, str]
+
+
+def parse_challenge(header: str) -> Challenge | None:
+    scheme, _, rest = header.strip().partition(" ")
+    if scheme.lower() not in ("basic", "bearer"):
+        return None
+    return Challenge(scheme.lower(), dict(_CHALLENGE_PARAM.findall(rest)))
+
+
+@dataclass(frozen=True)
+class ManifestResponse:
+    body: bytes
+    digest: str | None  # Docker-Content-Digest, when the registry sent it
+    media_type: str
+
+
+class RegistryClient:
+    """One repository on one registry, with the credentials Docker's config gives for it."""
+
+    def __init__(self, reference: Reference, *, insecure: bool = False, credentials: Credentials | None = None) -> None:
+        self.reference = reference
+        self.plain_http_allowed = insecure or reference.is_loopback
+        self._credentials = credentials if credentials is not None else load_credentials(reference.registry)
+        self._session = requests.Session()
+        self._session.headers["User-Agent"] = "compose-ckpt"
+        certs = CERTS_DIR / reference.registry
+        if (certs / "ca.crt").is_file():
+            self._session.verify = str(certs / "ca.crt")
+        if (certs / "client.cert").is_file() and (certs / "client.key").is_file():
+            self._session.cert = (str(certs / "client.cert"), str(certs / "client.key"))
+        self._base: str | None = None
+        self._lock = threading.Lock()
+        self._authorization: dict[str, str] = {}  # scope -> Authorization header value
+        self._default_scope = f"repository:{reference.repository}:pull"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def want_push(self) -> None:
+        """Ask for push rights with the first token, rather than being refused mid-upload."""
+        self._default_scope = f"repository:{self.reference.repository}:pull,push"
+
+    # --- blobs -------------------------------------------------------------------------------------
+
+    def blob_exists(self, digest: str) -> bool:
+        response = self._request("HEAD", f"blobs/{digest}", ok=(200, 404))
+        return response.status_code == 200
+
+    def upload_blob(self, digest: str, data: bytes | IO[bytes], size: int) -> None:
+        """Monolithic upload: POST opens an upload session, one PUT sends the bytes and the digest.
+
+        `data` may be an open file: requests then streams it, nothing is read into memory."""
+        started = self._request("POST", "blobs/uploads/", ok=(201, 202))
+        if started.status_code == 201:  # the registry already had it (a mount)
+            return
+        location = started.headers.get("Location")
+        if not location:
+            raise RegistryError(f"{self.reference.registry} opened an upload without saying where to send it")
+        url = urljoin(self._base_url() + "/", location)
+        url += ("&" if "?" in url else "?") + urlencode({"digest": digest})
+        self._request("PUT", url, ok=(201,), data=data,
+                      headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)})
+
+    def open_blob(self, digest: str, offset: int = 0) -> requests.Response:
+        """A streamed GET of the blob from `offset` (a Range request, so an interrupted pull resumes).
+
+        The caller checks the status: 206 when the registry honoured the range, 200 when it sends it all."""
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        response = self._request("GET", f"blobs/{digest}", ok=(200, 206, 404, 416), headers=headers, stream=True)
+        if response.status_code == 404:
+            response.close()
+            raise NotFoundError(f"{self.reference.registry}/{self.reference.repository} lacks blob {digest}",
+                                hint="The artifact is incomplete in the registry; push it again.")
+        return response
+
+    # --- manifests and tags ------------------------------------------------------------------------
+
+    def get_manifest(self, tag_or_digest: str) -> ManifestResponse:
+        response = self._request("GET", f"manifests/{tag_or_digest}", ok=(200, 404),
+                                 headers={"Accept": OCI_MANIFEST}, stream=True)
+        with response:
+            if response.status_code == 404:
+                raise NotFoundError(f"{self.reference} does not exist: no manifest {tag_or_digest} "
+                                    f"in {self.reference.registry}/{self.reference.repository}")
+            body = _read_capped(response, MAX_MANIFEST_BYTES, "manifest")
+        return ManifestResponse(body, response.headers.get("Docker-Content-Digest"),
+                                response.headers.get("Content-Type", "").split(";")[0].strip())
+
+    def manifest_digest(self, tag: str) -> str | None:
+        response = self._request("HEAD", f"manifests/{tag}", ok=(200, 404), headers={"Accept": OCI_MANIFEST})
+        return response.headers.get("Docker-Content-Digest") if response.status_code == 200 else None
+
+    def put_manifest(self, tag_or_digest: str, body: bytes, media_type: str = OCI_MANIFEST) -> None:
+        self._request("PUT", f"manifests/{tag_or_digest}", ok=(201,), data=body,
+                      headers={"Content-Type": media_type})
+
+    def delete_manifest(self, digest: str) -> None:
+        response = self._request("DELETE", f"manifests/{digest}", ok=(202, 404, 405))
+        if response.status_code == 405:
+            raise RegistryError(f"{self.reference.registry} does not allow deleting manifests",
+                                hint="Enable deletes in the registry (distribution: storage.delete.enabled: true).")
+
+    def tags(self) -> list[str]:
+        """Every tag of the repository (following the Link header across pages); none for a new repository."""
+        found: list[str] = []
+        url: str | None = f"tags/list?n={_TAGS_PAGE}"
+        while url:
+            response = self._request("GET", url, ok=(200, 404))
+            if response.status_code == 404:
+                return []
+            try:
+                found += [str(tag) for tag in (response.json().get("tags") or [])]
+            except (ValueError, AttributeError) as exc:
+                raise RegistryError(f"{self.reference.registry} sent a tag list that is not JSON") from exc
+            link = re.match(r"<([^>]+)>", response.headers.get("Link", ""))
+            url = urljoin(self._base_url() + "/", link[1]) if link else None
+        return found
+
+    # --- transport and auth ------------------------------------------------------------------------
+
+    def _base_url(self) -> str:
+        with self._lock:
+            if self._base is None:
+                self._base = self._probe_scheme()
+            return self._base
+
+    def _probe_scheme(self) -> str:
+        host = self.reference.api_host
+        try:
+            self._session.get(f"https://{host}/v2/", timeout=_TIMEOUT)
+            return f"https://{host}"
+        except requests.exceptions.SSLError as exc:
+            if not self.plain_http_allowed:
+                raise RegistryError(f"TLS with {host} failed: {_reason(exc)}",
+                                    hint="If the registry serves plain HTTP, pass --insecure; if it uses its own CA, "
+                                         f"put it in {CERTS_DIR}/{host}/ca.crt.") from None
+        except requests.exceptions.RequestException as exc:
+            if not self.plain_http_allowed:
+                raise _unreachable(host, exc) from None
+        try:
+            self._session.get(f"http://{host}/v2/", timeout=_TIMEOUT)
+        except requests.exceptions.RequestException as exc:
+            raise _unreachable(host, exc) from None
+        return f"http://{host}"
+
+    def _url(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            return path
+        return f"{self._base_url()}/v2/{self.reference.repository}/{path}"
+
+    def _request(self, method: str, path: str, *, ok: tuple[int, ...], headers: dict[str, str] | None = None,
+                 data: bytes | IO[bytes] | None = None, stream: bool = False) -> requests.Response:
+        url = self._url(path)
+        headers = dict(headers or {})
+        scope = self._default_scope
+        for attempt in range(2):
+            authorization = self._authorization.get(scope)
+            if authorization:
+                headers["Authorization"] = authorization
+            if attempt and data is not None and not isinstance(data, bytes):
+                data.seek(0)
+            try:
+                response = self._session.request(method, url, headers=headers, data=data, stream=stream,
+                                                 timeout=_TIMEOUT, allow_redirects=True)
+            except requests.exceptions.RequestException as exc:
+                raise _unreachable(self.reference.api_host, exc) from None
+            if response.status_code != 401 or attempt:
+                break
+            challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
+            response.close()
+            if challenge is None:
+                break
+            scope = challenge.params.get("scope") or scope
+            self._authenticate(challenge, scope)
+        if response.status_code in ok:
+            return response
+        raise self._error(method, response)
+
+    def _authenticate(self, challenge: Challenge, scope: str) -> None:
+        credentials = self._credentials
+        if challenge.scheme == "basic":
+            if not credentials.username:
+                raise self._refused("it asks for a user name and password and Docker's config has none")
+            pair = f"{credentials.username}:{credentials.password or ''}".encode()
+            self._authorization[scope] = "Basic " + base64.b64encode(pair).decode()
+            return
+        realm = challenge.params.get("realm")
+        if not realm:
+            raise RegistryError(f"{self.reference.registry} asks for a bearer token without naming its realm")
+        if credentials.registry_token:
+            self._authorization[scope] = f"Bearer {credentials.registry_token}"
+            return
+        query = {"service": challenge.params.get("service", ""), "scope": scope}
+        try:
+            if credentials.identity_token:
+                answer = self._session.post(realm, timeout=_TIMEOUT, data={
+                    **query, "grant_type": "refresh_token", "refresh_token": credentials.identity_token,
+                    "client_id": "compose-ckpt"})
+            else:
+                auth = (credentials.username, credentials.password or "") if credentials.username else None
+                answer = self._session.get(realm, params=query, auth=auth, timeout=_TIMEOUT)
+        except requests.exceptions.RequestException as exc:
+            raise _unreachable(realm, exc) from None
+        if answer.status_code in (401, 403):
+            raise self._refused(f"its token service refused {'anonymous access' if credentials.anonymous else 'the credentials'}")
+        if answer.status_code != 200:
+            raise RegistryError(f"the token service of {self.reference.registry} answered {answer.status_code}")
+        try:
+            document = answer.json()
+            token = document.get("token") or document.get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not token:
+            raise RegistryError(f"the token service of {self.reference.registry} sent no token")
+        self._authorization[scope] = f"Bearer {token}"
+
+    def _refused(self, why: str) -> RegistryError:
+        return RegistryError(f"{self.reference.registry} refused access to {self.reference.repository}: {why}",
+                             hint=f"Log in with `docker login {self.reference.registry}` (compose-ckpt uses "
+                                  "Docker's credentials), or check the repository's permissions.")
+
+    def _error(self, method: str, response: requests.Response) -> RegistryError | NotFoundError:
+        with response:
+            codes, messages = _registry_errors(response)
+        status = response.status_code
+        if status in (401, 403):
+            return self._refused(f"{method} answered {status}" + (f" ({messages})" if messages else ""))
+        if status == 404 or codes & {"NAME_UNKNOWN", "MANIFEST_UNKNOWN", "BLOB_UNKNOWN"}:
+            return NotFoundError(f"{self.reference.registry}/{self.reference.repository}: {messages or 'not found'}")
+        return RegistryError(f"{self.reference.registry} answered {method} with {status}"
+                             + (f": {messages}" if messages else ""))
+
+
+def _read_capped(response: requests.Response, limit: int, what: str) -> bytes:
+    body = bytearray()
+    for piece in response.iter_content(_IO_SIZE):
+        body += piece
+        if len(body) > limit:
+            raise RegistryError(f"the registry sent a {what} larger than {limit} bytes")
+    return bytes(body)
+
+
+def _registry_errors(response: requests.Response) -> tuple[set[str], str]:
+    """The `errors` list distribution puts in an error body: its codes, and its messages joined."""
+    try:
+        errors: list[dict[str, Any]] = (response.json() if response.content and len(response.content) < 65536 else {}).get("errors") or []
+        return ({str(e.get("code")) for e in errors}, "; ".join(str(e.get("message")) for e in errors if e.get("message")))
+    except (ValueError, AttributeError, TypeError):
+        return set(), ""
+
+
+def _reason(exc: Exception) -> str:
+    """The root cause urllib3 buries in its message ("[Errno 111] Connection refused"), else the message."""
+    text = str(exc)
+    cause = re.search(r"\[Errno -?\d+\] ([^'\")]+)|(certificate verify failed[^'\")]*)|(Read timed out)", text)
+    if cause:
+        return next(group for group in cause.groups() if group)
+    return text if len(text) < 300 else text[:300] + "..."
+
+
+def _unreachable(host: str, exc: Exception) -> RegistryError:
+    return RegistryError(f"cannot reach the registry {host}: {_reason(exc)}",
+                         hint="Check the address and that the registry runs (`make registry` starts a local one).")
+
+
+def iter_body(response: requests.Response) -> Iterator[bytes]:
+    """The body in pieces of at most 1 MiB."""
+    yield from response.iter_content(_IO_SIZE)

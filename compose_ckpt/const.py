@@ -14,6 +14,13 @@ LABEL_DEPENDS_ON = "com.docker.compose.depends_on"  # service:condition:restart,
 # Our own label: on the short-lived helper containers that move checkpoint files through the API.
 LABEL_HELPER = "compose-ckpt.helper-for"
 
+# Network holders (see domain/holders.py): on a holder, the name of the service container it holds the
+# network namespace for; on that service container, the holder's name.
+LABEL_HOLDER_FOR = "compose-ckpt.holder-for"
+LABEL_NETWORK_HOLDER = "compose-ckpt.network-holder"
+HOLDER_IMAGE = "compose-ckpt/holder:1"
+HOLDER_SUFFIX = "-holder"  # a holder is named after its service container: <container>-holder
+
 # Environment variables read by compose-ckpt itself.
 ENV_HOME = "COMPOSE_CKPT_HOME"  # where the snapshot store lives
 ENV_LOCK_TIMEOUT = "COMPOSE_CKPT_LOCK_TIMEOUT"  # seconds to wait for another command on the same project

@@ -302,6 +302,38 @@ def config(ctx: typer.Context, as_json: JsonOption = False) -> None:
     ])
 
 
+@app.command()
+def adopt(
+    ctx: typer.Context,
+    services: Services = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before restarting containers.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Join each container to a network holder, the form Docker 28 and 29 can restore (one cold restart each)."""
+    from compose_ckpt.domain.adopt import adopt as adopt_containers
+    from compose_ckpt.domain.adopt import plan_adoption
+
+    options: GlobalOptions = ctx.obj
+    project = _project(options)
+    plans = plan_adoption(project, services or [])
+    needed = [plan.container.name for plan in plans if plan.needed]
+    if needed and not yes:
+        question = (f"adopt restarts {len(needed)} containers once, from a cold start (their in-memory state is lost): "
+                    f"{', '.join(needed)}. Go on?")
+        if not sys.stdin.isatty():
+            raise UsageError(question.replace(" Go on?", ""), hint="Pass --yes to confirm.")
+        if not typer.confirm(question):
+            raise typer.Exit(ExitCode.FAILURE)
+    results = adopt_containers(project, _store(), plans, _progress(options))
+    if as_json:
+        print_json({"project": project.name, "containers": [vars(r) for r in results]})
+        return
+    print_table(["SERVICE", "CONTAINER", "HOLDER", "ACTION"],
+                [(r.service, r.container, r.holder or "-", r.action) for r in results])
+    adopted = sum(r.action == "adopted" for r in results)
+    console.print(f"adopted {adopted} containers of {project.name}", highlight=False)
+
+
 @app.command("ls")
 def list_snapshots(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """List this project's snapshots, oldest first."""

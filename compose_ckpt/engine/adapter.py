@@ -29,7 +29,9 @@ import docker.tls
 import requests
 import requests.exceptions
 
-from compose_ckpt.const import LABEL_HELPER
+from compose_ckpt.const import HOLDER_IMAGE, LABEL_HELPER, LABEL_HOLDER_FOR
+from compose_ckpt.engine.holder_image import holder_rootfs
+from compose_ckpt.engine.specs import create_body
 from compose_ckpt.engine import host
 from compose_ckpt.engine.types import CONTAINER_ACTIONS, ContainerEvent, ContainerInfo, EngineInfo, ProcessFingerprint
 from compose_ckpt.errors import EngineError, EngineUnavailable, NotFoundError
@@ -424,20 +426,36 @@ class Engine:
                 labels=recorded.get("Labels") or None,
             )
 
-    def create_container(self, recorded: dict[str, Any]) -> ContainerInfo:
-        """Create (not start) a container from a recorded `docker inspect` document, same name and config."""
-        networks: dict[str, Any] = (recorded.get("NetworkSettings") or {}).get("Networks") or {}
-        endpoints = {
-            network: {key: endpoint.get(key) for key in ("Aliases", "IPAMConfig", "Links", "DriverOpts")}
-            for network, endpoint in networks.items()
-        }
-        body = dict(recorded["Config"])
-        body["HostConfig"] = recorded["HostConfig"]
-        body["NetworkingConfig"] = {"EndpointsConfig": endpoints}
-        name = recorded["Name"].lstrip("/")
+    def create_container(self, recorded: dict[str, Any], references: dict[str, str] | None = None) -> ContainerInfo:
+        """Create (not start) a container from a recorded `docker inspect` document, same name and config.
+
+        `references` maps the ids of containers it joins (network, ipc, pid, volumes_from) to their names now."""
+        name, body = create_body(recorded, references)
         with translated(f"create container {name}"):
             created = self._api.create_container_from_config(body, name=name)
             return ContainerInfo.from_inspect(self._api.inspect_container(created["Id"]))
+
+    def start(self, container_id: str) -> None:
+        with translated(f"start {container_id[:12]}"):
+            self._api.start(container_id)
+
+    def stop(self, container_id: str, timeout: int | None = None) -> None:
+        """A graceful stop: the container's stop signal, SIGKILL after `timeout` (default: its own)."""
+        with translated(f"stop {container_id[:12]}"):
+            if timeout is None:
+                self._api.stop(container_id)
+            else:
+                self._api.stop(container_id, timeout=timeout)
+
+    def ensure_holder_image(self) -> str:
+        """The network holder image (see holder_image.py), imported on first use; returns its reference."""
+        if self.image_id(HOLDER_IMAGE) is None:
+            repository, tag = HOLDER_IMAGE.rsplit(":", 1)
+            rootfs = holder_rootfs(self.info().architecture)
+            changes = ['ENTRYPOINT ["/pause"]', f"LABEL {LABEL_HOLDER_FOR}=image"]
+            with translated(f"import image {HOLDER_IMAGE}"):
+                self._api.import_image_from_data(rootfs, repository=repository, tag=tag, changes=changes)
+        return HOLDER_IMAGE
 
 
 def _client_for_context(name: str, timeout: int) -> docker.DockerClient:

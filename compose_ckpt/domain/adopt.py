@@ -1,0 +1,158 @@
+"""`adopt`: put running services into the restorable form, each container joined to its network holder.
+
+A one-time cold restart per container: it is stopped (gracefully, with its own stop
+timeout), removed, its holder created with the namespace's settings, and the container
+created again as it was, joined to the holder, and started if it was running. A
+container that fails half-way is put back as it was. Containers that join the
+adopted one's namespace (`network_mode: service:X`) or take its ipc, pid or volumes
+are recreated after it, joined to its new self.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from compose_ckpt.const import LABEL_NETWORK_HOLDER, LABEL_SERVICE
+from compose_ckpt.domain.holders import NetworkForm, holder_name, holder_spec, joined_spec, network_form, with_recorded_address
+from compose_ckpt.domain.ordering import dependency_levels
+from compose_ckpt.domain.parallel import ProgressCallback
+from compose_ckpt.domain.project import Project
+from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.engine import ContainerInfo, Engine
+from compose_ckpt.engine.specs import referenced_containers
+from compose_ckpt.errors import CkptError, EngineError
+
+
+@dataclass(frozen=True)
+class AdoptionPlan:
+    service: str
+    container: ContainerInfo
+    form: NetworkForm
+
+    @property
+    def needed(self) -> bool:
+        return self.form is NetworkForm.OWN
+
+
+@dataclass(frozen=True)
+class AdoptedContainer:
+    service: str
+    container: str
+    holder: str | None
+    action: str  # adopted | already adopted | host network (no holder needed) | shares a namespace | rejoined
+
+
+def plan_adoption(project: Project, services: Sequence[str]) -> list[AdoptionPlan]:
+    """Every container of the selected services (dependencies first) with its network form."""
+    selected = project.select(services)
+    levels = dependency_levels(project.dependencies(), selected)
+    return [AdoptionPlan(service, container, network_form(container.attrs))
+            for level in levels for service in level for container in project.containers(service)]
+
+
+def adopt(project: Project, store: SnapshotStore, plans: Sequence[AdoptionPlan],
+          progress: ProgressCallback = lambda name, phase: None) -> list[AdoptedContainer]:
+    engine = project.engine
+    results: list[AdoptedContainer] = []
+    with store.locked(project.name):
+        for plan in plans:
+            name = plan.container.name
+            if not plan.needed:
+                holder = plan.container.labels.get(LABEL_NETWORK_HOLDER)
+                results.append(AdoptedContainer(plan.service, name, holder, _SKIPPED[plan.form]))
+                continue
+            current = engine.inspect(plan.container.id)
+            if current is None:
+                raise EngineError(f"container {name} disappeared before it could be adopted")
+            progress(name, "adopting")
+            holder = adopt_container(engine, current)
+            results.append(AdoptedContainer(plan.service, name, holder, "adopted"))
+            for dependent in _dependents(engine, project, current.id):
+                progress(dependent.name, "rejoining")
+                _rejoin(engine, dependent, current)
+                results.append(AdoptedContainer(dependent.labels.get(LABEL_SERVICE, ""),
+                                                dependent.name, holder, "rejoined"))
+            progress(name, "adopted")
+    return results
+
+
+_SKIPPED = {
+    NetworkForm.ADOPTED: "already adopted",
+    NetworkForm.HOST: "host network (no holder needed)",
+    NetworkForm.SHARED: "shares a namespace (no holder needed)",
+}
+
+
+def adopt_container(engine: Engine, container: ContainerInfo) -> str:
+    """Replace `container` by its holder and itself joined to it; return the holder's name.
+
+    On failure the container is recreated as it was (and started if it was running)."""
+    recorded = container.attrs
+    was_running = container.running or container.paused
+    holder = holder_name(container.name)
+    spec = holder_spec(recorded, engine.ensure_holder_image())
+    if engine.inspect(holder) is not None:
+        raise EngineError(f"a container named {holder} is in the way of {container.name}'s network holder",
+                          hint=f"Remove it (`docker rm -f {holder}`) and adopt again.")
+    if was_running:
+        engine.stop(container.id)
+    engine.remove(container.id)
+    created: list[str] = []
+    try:
+        holder_id = create_holder(engine, spec)
+        created.append(holder_id)
+        app = engine.create_container(joined_spec(recorded, holder))
+        created.append(app.id)
+        if was_running:
+            engine.start(app.id)
+    except CkptError:
+        for container_id in reversed(created):
+            engine.remove(container_id)
+        _put_back(engine, recorded, was_running)
+        raise
+    return holder
+
+
+def create_holder(engine: Engine, spec: dict[str, Any]) -> str:
+    """Create and start a holder, at its recorded addresses when they are free, else at any."""
+    try:
+        created = engine.create_container(with_recorded_address(spec))
+        engine.start(created.id)
+        return created.id
+    except CkptError:
+        leftover = engine.inspect(str(spec["Name"]))
+        if leftover is not None:
+            engine.remove(leftover.id)
+    created = engine.create_container(spec)
+    try:
+        engine.start(created.id)
+    except CkptError:
+        engine.remove(created.id)
+        raise
+    return created.id
+
+
+def _put_back(engine: Engine, recorded: dict[str, Any], was_running: bool) -> None:
+    restored = engine.create_container(recorded)
+    if was_running:
+        engine.start(restored.id)
+
+
+def _dependents(engine: Engine, project: Project, container_id: str) -> list[ContainerInfo]:
+    """The project's containers that join or take from the container `container_id`."""
+    return [c for service in project.select([]) for c in project.containers(service)
+            if container_id in referenced_containers(c.attrs)]
+
+
+def _rejoin(engine: Engine, dependent: ContainerInfo, adopted: ContainerInfo) -> None:
+    """Recreate `dependent` pointing at the adopted container's new self (as compose would, so that
+    `docker compose up` finds it as it expects): its network is then the holder's, through it."""
+    was_running = dependent.running or dependent.paused
+    if was_running:
+        engine.stop(dependent.id)
+    engine.remove(dependent.id)
+    rejoined = engine.create_container(dependent.attrs, {adopted.id: adopted.name})
+    if was_running:
+        engine.start(rejoined.id)

@@ -1,0 +1,127 @@
+"""Network holders: the form in which a container can be restored on Docker 28 and 29.
+
+Docker 28.0 and later cannot restore a container that owns its network namespace
+(moby#50750: the daemon configures the network of a task created from a checkpoint
+through /proc/0). It can restore one that joins another container's namespace.
+So, as in a Kubernetes pod, a tiny holder container owns the namespace (networks,
+IP, aliases including the service and container names, published ports, hostname,
+DNS settings) and the service container joins it with `container:<holder>`.
+
+A holder is named `<container>-holder` and labelled like a one-off container of the
+same compose service (`docker compose run` ones): `docker compose up`, `ps`,
+`logs` and `exec` leave it alone. The service container keeps its name, compose
+labels and config hash, so `docker compose up -d` does not recreate it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any
+
+from compose_ckpt.const import HOLDER_SUFFIX, LABEL_HOLDER_FOR, LABEL_NETWORK_HOLDER, LABEL_ONEOFF
+from compose_ckpt.engine.specs import joined_container
+
+FIRST_VERSION_NEEDING_HOLDERS = 28  # moby#50750, unfixed through 29.x
+_NAMESPACE_SETTINGS = ("Hostname", "Domainname", "ExposedPorts", "MacAddress")
+_NAMESPACE_HOST_SETTINGS = ("NetworkMode", "PortBindings", "PublishAllPorts", "Dns", "DnsOptions", "DnsSearch",
+                            "ExtraHosts", "Links")
+
+
+class NetworkForm(str, Enum):
+    ADOPTED = "adopted"  # joins the network namespace of its own holder
+    HOST = "host"  # network_mode: host
+    SHARED = "shared"  # joins another container's namespace (network_mode: service:X / container:X)
+    OWN = "own netns"  # bridge, custom networks or none: its own namespace
+
+    def restorable_on(self, docker_version: str) -> bool:
+        return self is not NetworkForm.OWN or not needs_holders(docker_version)
+
+
+def needs_holders(docker_version: str) -> bool:
+    """True for the Docker versions that restore only containers without a network namespace of their own."""
+    try:
+        major = int(docker_version.split(".", 1)[0])
+    except ValueError:
+        return False
+    return major >= FIRST_VERSION_NEEDING_HOLDERS
+
+
+def network_form(attrs: Mapping[str, Any]) -> NetworkForm:
+    """The network form of a container, from its `docker inspect` document."""
+    mode = str((attrs.get("HostConfig") or {}).get("NetworkMode") or "")
+    labels = (attrs.get("Config") or {}).get("Labels") or {}
+    if joined_container(mode):
+        return NetworkForm.ADOPTED if labels.get(LABEL_NETWORK_HOLDER) else NetworkForm.SHARED
+    return NetworkForm.HOST if mode == "host" else NetworkForm.OWN
+
+
+def holder_name(container_name: str) -> str:
+    return f"{container_name}{HOLDER_SUFFIX}"
+
+
+def holder_spec(app: Mapping[str, Any], image: str) -> dict[str, Any]:
+    """A recorded-inspect-like document for the holder of the container `app` (an inspect document)."""
+    name = str(app["Name"]).lstrip("/")
+    config, host = app["Config"], app["HostConfig"]
+    labels = {key: value for key, value in (config.get("Labels") or {}).items() if key.startswith("com.docker.compose.")}
+    labels.update({LABEL_ONEOFF: "True", LABEL_HOLDER_FOR: name})
+    service = labels.get("com.docker.compose.service")
+    networks: dict[str, Any] = copy.deepcopy((app.get("NetworkSettings") or {}).get("Networks") or {})
+    for endpoint in networks.values():
+        # The holder answers for the service and its container: both names must resolve to it.
+        endpoint["Aliases"] = sorted({*(endpoint.get("Aliases") or []), name, *([service] if service else [])})
+    sysctls = {key: value for key, value in (host.get("Sysctls") or {}).items() if key.startswith("net.")}
+    holder_config = {key: config.get(key) for key in _NAMESPACE_SETTINGS}
+    holder_host = {key: host.get(key) for key in _NAMESPACE_HOST_SETTINGS}
+    holder_host.update({"Sysctls": sysctls or None, "RestartPolicy": {"Name": "unless-stopped"}})
+    return {
+        "Name": holder_name(name),
+        "Config": {**holder_config, "Image": image, "Labels": labels, "StopSignal": "SIGKILL", "Cmd": None},
+        "HostConfig": holder_host,
+        "NetworkSettings": {"Networks": networks},
+    }
+
+
+def joined_spec(app: Mapping[str, Any], holder: str) -> dict[str, Any]:
+    """The recorded-inspect-like document of `app` joined to the network namespace of the container `holder`."""
+    joined = copy.deepcopy(dict(app))
+    joined["HostConfig"]["NetworkMode"] = f"container:{holder}"
+    labels = dict(joined["Config"].get("Labels") or {})
+    labels[LABEL_NETWORK_HOLDER] = holder_name(str(app["Name"]).lstrip("/"))
+    joined["Config"]["Labels"] = labels
+    joined["NetworkSettings"] = {"Networks": {}}
+    _keep_anonymous_volumes(joined)
+    return joined
+
+
+def _keep_anonymous_volumes(recorded: dict[str, Any]) -> None:
+    """Mount the volumes Docker made for the container (image VOLUMEs, compose `- /path`) by name,
+    so that the recreated container gets the same ones, with their data, instead of new empty ones."""
+    host = recorded["HostConfig"]
+    mounts: list[dict[str, Any]] = [dict(m) for m in host.get("Mounts") or []]
+    by_target = {m.get("Target"): m for m in mounts}
+    binds = {str(b).split(":")[1] for b in host.get("Binds") or [] if str(b).count(":") >= 1}
+    for used in recorded.get("Mounts") or []:
+        if used.get("Type") != "volume" or not used.get("Name"):
+            continue
+        target = used.get("Destination")
+        if target in by_target:
+            if not by_target[target].get("Source"):
+                by_target[target]["Source"] = used["Name"]
+        elif target not in binds:
+            mounts.append({"Type": "volume", "Source": used["Name"], "Target": target, "ReadOnly": not used.get("RW", True)})
+    host["Mounts"] = mounts or None
+
+
+def with_recorded_address(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """`spec` asking for the IP addresses it had on each network (Docker accepts that only on networks
+    with a configured subnet; the caller falls back to any address)."""
+    pinned = copy.deepcopy(dict(spec))
+    for endpoint in pinned["NetworkSettings"]["Networks"].values():
+        address = endpoint.get("IPAddress")
+        if address and not (endpoint.get("IPAMConfig") or {}).get("IPv4Address"):
+            endpoint["IPAMConfig"] = {**(endpoint.get("IPAMConfig") or {}), "IPv4Address": address}
+    return pinned
+

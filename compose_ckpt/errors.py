@@ -96,3 +96,7 @@ class RegistryError(CkptError):
     """A registry is unreachable, refused our credentials, or answered with an error."""
 
     exit_code = ExitCode.ENGINE
+
+
+class NeedsAdoption(CkptError):
+    """This engine (Docker 28 and later) cannot restore containers with a network namespace of their own."""

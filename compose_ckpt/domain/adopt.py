@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from compose_ckpt.const import LABEL_NETWORK_HOLDER, LABEL_SERVICE
-from compose_ckpt.domain.holders import NetworkForm, holder_name, holder_spec, joined_spec, network_form, with_recorded_address
+from compose_ckpt.domain.containers import create_holder
+from compose_ckpt.domain.holders import NetworkForm, holder_name, holder_spec, joined_spec, network_form
 from compose_ckpt.domain.ordering import dependency_levels
 from compose_ckpt.domain.parallel import ProgressCallback
 from compose_ckpt.domain.project import Project
@@ -113,25 +114,6 @@ def adopt_container(engine: Engine, container: ContainerInfo) -> str:
         _put_back(engine, recorded, was_running)
         raise
     return holder
-
-
-def create_holder(engine: Engine, spec: dict[str, Any]) -> str:
-    """Create and start a holder, at its recorded addresses when they are free, else at any."""
-    try:
-        created = engine.create_container(with_recorded_address(spec))
-        engine.start(created.id)
-        return created.id
-    except CkptError:
-        leftover = engine.inspect(str(spec["Name"]))
-        if leftover is not None:
-            engine.remove(leftover.id)
-    created = engine.create_container(spec)
-    try:
-        engine.start(created.id)
-    except CkptError:
-        engine.remove(created.id)
-        raise
-    return created.id
 
 
 def _put_back(engine: Engine, recorded: dict[str, Any], was_running: bool) -> None:

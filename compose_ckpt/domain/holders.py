@@ -16,12 +16,14 @@ labels and config hash, so `docker compose up -d` does not recreate it.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Any
 
 from compose_ckpt.const import HOLDER_SUFFIX, LABEL_HOLDER_FOR, LABEL_NETWORK_HOLDER, LABEL_ONEOFF
+from compose_ckpt.engine import Engine
 from compose_ckpt.engine.specs import joined_container
+from compose_ckpt.errors import NeedsAdoption
 
 FIRST_VERSION_NEEDING_HOLDERS = 28  # moby#50750, unfixed through 29.x
 _NAMESPACE_SETTINGS = ("Hostname", "Domainname", "ExposedPorts", "MacAddress")
@@ -55,6 +57,22 @@ def network_form(attrs: Mapping[str, Any]) -> NetworkForm:
     if joined_container(mode):
         return NetworkForm.ADOPTED if labels.get(LABEL_NETWORK_HOLDER) else NetworkForm.SHARED
     return NetworkForm.HOST if mode == "host" else NetworkForm.OWN
+
+
+def refuse_unrestorable(engine: Engine, containers: Sequence[tuple[str, str, Mapping[str, Any]]], action: str) -> None:
+    """On Docker 28 and later, refuse `action` when any (service, container name, inspect document) in
+    `containers` owns its network namespace: Docker could not restore it. Says how to adopt them."""
+    own = [(service, name) for service, name, attrs in containers if network_form(attrs) is NetworkForm.OWN]
+    version = engine.info().server_version if own else ""
+    if not own or not needs_holders(version):
+        return
+    services = " ".join(dict.fromkeys(service for service, _ in own))
+    raise NeedsAdoption(
+        f"cannot {action}: Docker {version} cannot restore containers with a network namespace of their own "
+        f"(moby#50750), and these have one: {', '.join(name for _, name in own)}",
+        hint=f"Run `compose-ckpt adopt {services}` once (a cold restart of each container): it joins each to a "
+             "network holder, the form this engine restores. Nothing was changed. See docs/engine.md.",
+    )
 
 
 def holder_name(container_name: str) -> str:

@@ -85,6 +85,7 @@ class ContainerRecord:
     fingerprint: str | None = None  # ProcessFingerprint.as_text() of the init process, when readable
     inspect: dict[str, Any] = field(default_factory=dict, repr=False)  # recorded to recreate the container
     layer: TreeCopy | None = None  # its writable-layer changes (None: not captured, --ignore-rootfs)
+    holder: dict[str, Any] | None = field(default=None, repr=False)  # its network holder's inspect, when adopted
 
 
 @dataclass
@@ -179,7 +180,7 @@ _MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
 _RECORD_TYPES: dict[str, tuple[type, ...]] = {
     "service": (str,), "container_id": (str,), "container_name": (str,), "number": (int,), "image": (str,),
     "image_id": (str,), "checkpoint": (str,), "size": (int,), "dump_seconds": _NUMBER,
-    "fingerprint": (str, type(None)), "inspect": (dict,),
+    "fingerprint": (str, type(None)), "inspect": (dict,), "holder": (dict, type(None)),
 }
 _TREE_TYPES: dict[str, tuple[type, ...]] = {"size": (int,), "stored": (int,), "seconds": _NUMBER, "sha256": (str,)}
 _VOLUME_TYPES: dict[str, tuple[type, ...]] = {"name": (str,), "fingerprint": (str, type(None))}

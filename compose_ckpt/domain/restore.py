@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from compose_ckpt.const import CHECKPOINT_PREFIX
-from compose_ckpt.domain.containers import recreate_containers
+from compose_ckpt.domain.containers import ensure_holders, implicit_dependencies, recreate_containers
 from compose_ckpt.domain.filesystem import FilesystemRestore
+from compose_ckpt.domain.holders import refuse_unrestorable
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, validate_name
 from compose_ckpt.domain.ordering import dependency_levels
 from compose_ckpt.domain.recovery import recover_interrupted
@@ -102,7 +103,7 @@ class _Restore:
             self.phases.add("prepare", time.monotonic() - self.began)
             restored: list[RestoredContainer] = []
             with self.phases.timed("restore"):
-                for level in dependency_levels(self.manifest.dependencies, self.services):
+                for level in dependency_levels(implicit_dependencies(self.manifest), self.services):
                     names = [r.container_name for r in self.records if r.service in level]
                     outcome = run_parallel(names, self._restore_one, self.request.parallel)
                     restored.extend(outcome.results[name] for name in names if name in outcome.results)
@@ -133,7 +134,8 @@ class _Restore:
             raise self._failure(failures, [c for c in restored if c.container not in failures])
 
     def _prepare_containers(self) -> None:
-        """Find each container; refuse running ones unless forced; recreate missing ones."""
+        """Find each container; refuse running ones unless forced; recreate missing ones (holders first)."""
+        refuse_unrestorable(self.engine, [(r.service, r.container_name, r.inspect) for r in self.records], "restore")
         in_the_way: list[ContainerInfo] = []
         for record in self.records:
             current = self.engine.inspect(record.container_name)
@@ -157,6 +159,8 @@ class _Restore:
         names_by_id = {c.id: c.name for c in in_the_way}
         run_parallel(list(names_by_id), lambda cid: self._discard_running(cid, names_by_id[cid]),
                      self.request.parallel).raise_first()
+        for stale in ensure_holders(self.engine, self.manifest, self.records, self.progress):
+            del self.targets[stale]
         missing = [r for r in self.records if r.container_name not in self.targets]
         created = recreate_containers(self.engine, self.manifest, missing, self.progress)
         self.targets.update(created)

@@ -17,9 +17,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, UTC
+from typing import Any
 
-from compose_ckpt.const import CHECKPOINT_PREFIX, LABEL_CONTAINER_NUMBER
+from compose_ckpt.const import CHECKPOINT_PREFIX, LABEL_CONTAINER_NUMBER, LABEL_NETWORK_HOLDER, LABEL_SERVICE
 from compose_ckpt.domain.filesystem import FilesystemCapture, remove_files
+from compose_ckpt.domain.holders import NetworkForm, network_form, refuse_unrestorable
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso, validate_name
 from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback, describe_failures, run_parallel
 from compose_ckpt.domain.project import Project
@@ -61,6 +63,8 @@ def take_snapshot(project: Project, store: SnapshotStore, request: SnapshotReque
             raise UsageError(f"snapshot {name!r} of project {project.name} already exists",
                              hint="Choose another --name, or remove the old one with `compose-ckpt rm`.")
         resolved = project.running_containers(services)
+        refuse_unrestorable(project.engine, [(e.service, c.name, c.attrs) for e in resolved for c in e.containers],
+                            "snapshot")
         phases.add("resolve", time.monotonic() - began)
         run = _SnapshotRun(project, store, name, services,
                            [(e.service, c) for e in resolved for c in e.containers], request, progress, phases)
@@ -136,15 +140,28 @@ class _SnapshotRun:
             number=int(container.labels.get(LABEL_CONTAINER_NUMBER, "1") or 1),
             image=container.image, image_id=container.image_id, checkpoint=self.checkpoint,
             fingerprint=fingerprint.as_text() if fingerprint else None, inspect=container.attrs,
+            holder=self._holder_of(container),
         )
+
+    def _holder_of(self, container: ContainerInfo) -> dict[str, Any] | None:
+        """The inspect document of the network holder an adopted container joins, recorded to recreate it."""
+        if network_form(container.attrs) is not NetworkForm.ADOPTED:
+            return None
+        holder = self.engine.inspect(container.labels[LABEL_NETWORK_HOLDER])
+        if holder is None or not holder.running:
+            raise SnapshotFailed(f"the network holder of {container.name} is not running",
+                                 hint=f"Adopt the service again: `compose-ckpt adopt {container.labels.get(LABEL_SERVICE, '')}`.")
+        return holder.attrs
 
     def _record_networks_and_volumes(self) -> tuple[list[dict], list[dict]]:
         """What a restore needs to recreate around a removed container."""
         networks: set[str] = set()
         volumes: set[str] = set()
         for _, container in self.members.values():
-            settings = container.attrs.get("NetworkSettings") or {}
-            networks.update(n for n in (settings.get("Networks") or {}) if n not in ("bridge", "host", "none"))
+            holder = self._holder_of(container)  # an adopted container's networks are its holder's
+            for attrs in (container.attrs, *([holder] if holder else [])):
+                settings = attrs.get("NetworkSettings") or {}
+                networks.update(n for n in (settings.get("Networks") or {}) if n not in ("bridge", "host", "none"))
             volumes.update(m["Name"] for m in container.attrs.get("Mounts") or [] if m.get("Type") == "volume")
         return ([self.engine.inspect_network(n) for n in sorted(networks)],
                 [self.engine.inspect_volume(v) for v in sorted(volumes)])

@@ -6,6 +6,7 @@ engine in tests/integration/test_engine_roundtrip.py."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -26,6 +27,9 @@ class FakeEngine:
         self.status = "exited"
         self.fingerprint_after = fingerprint_after
         self.calls: list[str] = []
+
+    def info(self) -> SimpleNamespace:
+        return SimpleNamespace(server_version="26.1.5")
 
     def inspect(self, ref: str) -> ContainerInfo:
         return ContainerInfo(id="cid", name="p-web-1", image="img", image_id="sha256:1", status=self.status,

@@ -21,7 +21,7 @@ class ExitCode(IntEnum):
     NOT_FOUND = 4  # no such snapshot, service or container
     ENGINE = 5  # the Docker engine or a registry is unreachable or refused a call
     CONFLICT = 6  # another operation holds the project, or a container is in the way
-    ARCHIVE = 7  # the archive is damaged, tampered with or unsafe
+    ARCHIVE = 7  # an archive or the store is damaged, tampered with or unsafe
     INTERRUPTED = 130  # Ctrl-C
 
 
@@ -80,6 +80,12 @@ class ConflictError(CkptError):
 
 class ArchiveError(CkptError):
     """A snapshot archive is damaged, tampered with or unsafe to unpack."""
+
+    exit_code = ExitCode.ARCHIVE
+
+
+class UnsafePathError(CkptError):
+    """A folder or file that another local user could change, or a link where none may be: refused, never used."""
 
     exit_code = ExitCode.ARCHIVE
 

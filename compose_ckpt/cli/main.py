@@ -6,8 +6,6 @@ once, in `run`, and turned into a message and an exit code.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -167,7 +165,7 @@ def _summary(manifest: Any) -> dict[str, Any]:
     return {
         "name": manifest.name, "project": manifest.project, "created": manifest.created,
         "status": manifest.status.value, "stopped": manifest.stopped, "services": manifest.services,
-        "size": manifest.size,
+        "size": manifest.size, "error": manifest.error,
     }
 
 
@@ -345,6 +343,9 @@ def list_snapshots(ctx: typer.Context, as_json: JsonOption = False) -> None:
         return
     print_table(["NAME", "CREATED", "STATUS", "SERVICES", "SIZE"],
                 [(m.name, m.created, m.status.value, ",".join(m.services), human_size(m.size)) for m in manifests])
+    for invalid in (m for m in manifests if m.status.value == "invalid"):
+        err_console.print(f"[yellow]invalid:[/] {escape(invalid.name)}: {escape(invalid.error or '')}; "
+                          "it is never restored; `compose-ckpt rm` or `prune` removes it", highlight=False)
     if any(m.status.value == "incomplete" for m in manifests):
         err_console.print("[yellow]hint:[/] an incomplete snapshot is being taken now or its command was killed; "
                           "if killed, `compose-ckpt recover` puts its containers back (snapshot and restore do it too)",
@@ -474,20 +475,13 @@ def export(
 
 
 def _export_to_file(path: Path, write: Any) -> Any:
-    """Write through a temporary file renamed into place, so a failed export leaves no archive behind."""
-    temporary = path.with_name(f".{path.name}.partial")
+    """A private temporary file renamed into place: no planted link is followed, no partial archive is left."""
+    from compose_ckpt.domain.safefs import write_output_file
+
     try:
-        with open(temporary, "wb") as out:
-            os.fchmod(out.fileno(), 0o600)  # checkpoints hold process memory, secrets included
-            result = write(out)
-        os.replace(temporary, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        if isinstance(exc, OSError):  # -o names a missing folder, a folder, or a place we may not write
-            raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
-        raise
-    return result
+        return write_output_file(path, write)
+    except OSError as exc:  # -o names a missing folder, a folder, or a place we may not write
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 @app.command("import")

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import zstandard
 
+from compose_ckpt.domain import safefs
 from compose_ckpt.domain.manifest import BindMount, ContainerRecord, Manifest, SnapshotStatus, TreeCopy, VolumeRecord
 from compose_ckpt.domain.parallel import ProgressCallback, run_parallel
 from compose_ckpt.domain.store import SnapshotStore
@@ -148,7 +149,7 @@ class FilesystemRestore:
             self.progress(record.container_name, "writing layer")
             target = self.engine.inspect(targets[record.container_name].id) or targets[record.container_name]
             if name in keep_before:
-                self.scratch.mkdir(parents=True, exist_ok=True, mode=0o700)
+                safefs.private_folder(self.store.staging_dir() / self.scratch.name)
                 before = self.scratch / f"{name}{SUFFIX}"
                 store_tree(self.store, None, before, self.engine.trees.read_layer(target))
                 self.saved[name] = (target, before)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, UTC
 from enum import Enum
 from typing import Any
 
-from compose_ckpt.errors import CkptError, UsageError
+from compose_ckpt.errors import CkptError, ExitCode, UsageError
 
 FORMAT_VERSION = 1
 # Docker's own rule for checkpoint names, and safe as a folder name.
@@ -19,10 +20,13 @@ class SnapshotStatus(str, Enum):
     INCOMPLETE = "incomplete"  # being written, or its writer was killed: never restored
     COMPLETE = "complete"
     FAILED = "failed"  # rolled back; kept for its error message until pruned
+    INVALID = "invalid"  # only in listings: its manifest or files cannot be trusted; never restored
 
 
 class ManifestError(CkptError):
     """A manifest on disk is unreadable or has been tampered with."""
+
+    exit_code = ExitCode.ARCHIVE
 
 
 def validate_name(name: str, what: str = "snapshot name") -> str:
@@ -134,21 +138,12 @@ class Manifest:
             if not isinstance(document, dict) or document.get("format") != FORMAT_VERSION:
                 raise ValueError(f"unknown manifest format {document.get('format') if isinstance(document, dict) else None!r}")
             fields = dict(document)
-            containers = [_container_record(record) for record in fields.pop("containers")]
-            volume_records = [_volume_record(volume) for volume in fields.pop("volume_records", [])]
-            binds = [BindMount(**bind) for bind in fields.pop("binds", [])]
+            containers = [_container_record(record) for record in _objects(fields.pop("containers"), "containers")]
+            volume_records = [_volume_record(volume) for volume in _objects(fields.pop("volume_records", []), "volume_records")]
+            binds = [BindMount(**bind) for bind in _objects(fields.pop("binds", []), "binds")]
             manifest = cls(**fields, containers=containers, volume_records=volume_records, binds=binds)
             manifest.status = SnapshotStatus(manifest.status)
-            _check_types(manifest)
-            validate_name(manifest.name)
-            validate_name(manifest.project, "project name")
-            for volume in volume_records:
-                validate_name(volume.name, "volume name")
-            for record in containers:
-                validate_name(record.container_name, "container name")
-                validate_name(record.checkpoint, "checkpoint name")
-                if record.service not in manifest.services:
-                    raise ValueError(f"container {record.container_name} belongs to unknown service {record.service}")
+            _validate(manifest)
         except (TypeError, ValueError, KeyError, CkptError) as exc:
             raise ManifestError(f"invalid manifest {where}: {exc}",
                                 hint="The snapshot's files were changed by hand or are damaged; remove it with `compose-ckpt rm`.") from exc
@@ -156,6 +151,8 @@ class Manifest:
 
 
 def _tree_copy(document: Any) -> TreeCopy | None:
+    if document is not None and not isinstance(document, dict):
+        raise ValueError("a layer or volume copy must be an object")
     return None if document is None else TreeCopy(**document)
 
 
@@ -171,50 +168,213 @@ def _volume_record(document: dict[str, Any]) -> VolumeRecord:
     return VolumeRecord(**fields, copy=copy)
 
 
-_NUMBER = (int, float)
-_MANIFEST_TYPES: dict[str, tuple[type, ...]] = {
-    "name": (str,), "project": (str,), "created": (str,), "stopped": (bool,), "compose_files": (list,),
-    "compose_hash": (str,), "services": (list,), "dependencies": (dict,), "networks": (list,), "volumes": (list,),
-    "engine": (dict,), "phases": (dict,), "freeze_seconds": _NUMBER, "total_seconds": _NUMBER, "error": (str, type(None)),
-}
-_RECORD_TYPES: dict[str, tuple[type, ...]] = {
-    "service": (str,), "container_id": (str,), "container_name": (str,), "number": (int,), "image": (str,),
-    "image_id": (str,), "checkpoint": (str,), "size": (int,), "dump_seconds": _NUMBER,
-    "fingerprint": (str, type(None)), "inspect": (dict,), "holder": (dict, type(None)),
-}
-_TREE_TYPES: dict[str, tuple[type, ...]] = {"size": (int,), "stored": (int,), "seconds": _NUMBER, "sha256": (str,)}
-_VOLUME_TYPES: dict[str, tuple[type, ...]] = {"name": (str,), "fingerprint": (str, type(None))}
-_BIND_TYPES: dict[str, tuple[type, ...]] = {"container": (str,), "source": (str,), "destination": (str,),
-                                            "read_only": (bool,)}
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_MAX_NUMBER = 2**63  # sizes and seconds are printed as floats: a larger int would overflow
+def _objects(value: Any, name: str) -> list[dict[str, Any]]:
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ValueError(f"{name} must be a list of objects")
+    return value
 
 
-def _check_types(manifest: Manifest) -> None:
-    """Every field of the right JSON type, as the commands that print, sort and prune snapshots expect."""
-    owners: list[tuple[object, dict[str, tuple[type, ...]]]] = [(manifest, _MANIFEST_TYPES)]
-    owners += [(record, _RECORD_TYPES) for record in manifest.containers]
-    owners += [(volume, _VOLUME_TYPES) for volume in manifest.volume_records]
-    owners += [(bind, _BIND_TYPES) for bind in manifest.binds]
-    copies = [record.layer for record in manifest.containers] + [volume.copy for volume in manifest.volume_records]
-    owners += [(copy, _TREE_TYPES) for copy in copies if copy is not None]
-    for owner, types in owners:
-        for name, allowed in types.items():
-            value = getattr(owner, name)
-            if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
-                raise ValueError(f"{name} must be {' or '.join(t.__name__ for t in allowed)}, not {type(value).__name__}")
-            if isinstance(value, (int, float)) and not 0 <= value <= _MAX_NUMBER:
-                raise ValueError(f"{name} is out of range: {value!r}")
-    texts = [*manifest.compose_files, *manifest.services, *manifest.engine.values()]
-    texts += [dep for deps in manifest.dependencies.values() for dep in (deps if isinstance(deps, list) else [None])]
-    if not all(isinstance(text, str) for text in texts):
-        raise ValueError("compose_files, services, engine and dependencies must hold strings (dependencies: lists)")
-    if not all(isinstance(seconds, _NUMBER) and not isinstance(seconds, bool) and 0 <= seconds <= _MAX_NUMBER
-               for seconds in manifest.phases.values()):
-        raise ValueError("phases must map phase names to seconds")
-    if not all(isinstance(item, dict) for item in [*manifest.networks, *manifest.volumes]):
-        raise ValueError("networks and volumes must be lists of objects")
-    if not all(_SHA256.fullmatch(copy.sha256) for copy in copies if copy is not None):
-        raise ValueError("a layer or volume copy has no valid sha256")
-    if datetime.fromisoformat(manifest.created.replace("Z", "+00:00")).tzinfo is None:
-        raise ValueError(f"created has no time zone: {manifest.created!r}")
+Rule = Callable[[str, Any], None]  # (field name, value) -> None, or raises ValueError saying what is wrong
+
+
+def _text(pattern: str, max_length: int) -> Rule:
+    compiled = re.compile(pattern)
+
+    def check(name: str, value: Any) -> None:
+        if not isinstance(value, str):
+            raise ValueError(f"{name} must be a string, not {type(value).__name__}")
+        if len(value) > max_length or not compiled.fullmatch(value):
+            raise ValueError(f"{name} is not a valid value: {value[:80]!r}")
+    return check
+
+
+def _number(high: float, *, integer: bool = False) -> Rule:
+    allowed = (int,) if integer else (int, float)
+
+    def check(name: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, allowed):
+            raise ValueError(f"{name} must be {'an integer' if integer else 'a number'}, not {type(value).__name__}")
+        if not 0 <= value <= high:  # NaN fails this too
+            raise ValueError(f"{name} is out of range (0 to {high:g}): {value!r}")
+    return check
+
+
+def _boolean(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, not {type(value).__name__}")
+
+
+def _optional(rule: Rule) -> Rule:
+    def check(name: str, value: Any) -> None:
+        if value is not None:
+            rule(name, value)
+    return check
+
+
+def _list_of(rule: Rule, max_items: int, *, unique: bool = False) -> Rule:
+    def check(name: str, value: Any) -> None:
+        if not isinstance(value, list):
+            raise ValueError(f"{name} must be a list, not {type(value).__name__}")
+        if len(value) > max_items:
+            raise ValueError(f"{name} has {len(value)} items, at most {max_items} are allowed")
+        for index, item in enumerate(value):
+            rule(f"{name}[{index}]", item)
+        if unique and len(set(value)) != len(value):
+            raise ValueError(f"{name} lists an item twice")
+    return check
+
+
+def _mapping(key: Rule, value_rule: Rule, max_items: int) -> Rule:
+    def check(name: str, value: Any) -> None:
+        if not isinstance(value, dict):
+            raise ValueError(f"{name} must be an object, not {type(value).__name__}")
+        if len(value) > max_items:
+            raise ValueError(f"{name} has {len(value)} entries, at most {max_items} are allowed")
+        for item_key, item in value.items():
+            key(f"a key of {name}", item_key)
+            value_rule(f"{name}[{item_key!r}]", item)
+    return check
+
+
+def _named_object(pattern: str) -> Rule:
+    """A recorded `docker network/volume inspect`: an object whose Name is a valid name."""
+    name_rule = _text(pattern, 255)
+
+    def check(name: str, value: Any) -> None:
+        if not isinstance(value, dict):
+            raise ValueError(f"{name} must be an object, not {type(value).__name__}")
+        name_rule(f"the Name of {name}", value.get("Name"))
+    return check
+
+
+def _any_object(name: str, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be an object, not {type(value).__name__}")
+
+
+def _status(name: str, value: Any) -> None:
+    if value is SnapshotStatus.INVALID:
+        raise ValueError("status 'invalid' is never written to a manifest")
+
+
+def _created(name: str, value: Any) -> None:
+    _text(r"[0-9T:.+Z-]+", 40)(name, value)
+    if datetime.fromisoformat(value.replace("Z", "+00:00")).tzinfo is None:
+        raise ValueError(f"{name} has no time zone: {value!r}")
+
+
+_PRINTABLE = r"[^\x00-\x1f\x7f]"
+_SERVICE = _text(r"[A-Za-z0-9._-]{1,255}", 255)  # compose's rule for service names
+_OBJECT_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}"  # Docker's rule for network and volume names
+_SNAPSHOT_NAME = _text(NAME_PATTERN.pattern.strip("^$"), 100)
+MAX_SIZE = 2**50  # 1 PiB of checkpoint files for one container
+MAX_SECONDS = 10**7  # about 4 months
+MAX_ITEMS = 1000
+
+
+def _object(rules: dict[str, Rule]) -> Rule:
+    """A nested record (a dataclass built from a JSON object): each of its fields by its rule."""
+    def check(name: str, value: Any) -> None:
+        for field_name, rule in rules.items():
+            rule(f"{name}.{field_name}", getattr(value, field_name))
+    return check
+
+
+def _holder_config(name: str, value: Any) -> None:
+    """The recorded `docker inspect` of a network holder container, recreated before the container it serves."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be an object, not {type(value).__name__}")
+    _text(f"/{NAME_PATTERN.pattern.strip('^$')}", 101)(f"{name}.Name", value.get("Name"))
+    for key in ("Config", "HostConfig"):
+        if not isinstance(value.get(key), dict):
+            raise ValueError(f"{name} has no {key} object")
+
+
+_ABSOLUTE_PATH = _text(f"/{_PRINTABLE}{{0,4095}}", 4096)
+_SHA256 = _text(r"[0-9a-f]{64}", 64)
+
+# One rule per field: a manifest is what compose-ckpt wrote, or it is refused. A new field needs a rule
+# here (tests/unit/test_manifest_validation.py checks that every field has one).
+TREE_COPY_RULES: dict[str, Rule] = {
+    "size": _number(MAX_SIZE, integer=True),
+    "stored": _number(MAX_SIZE, integer=True),
+    "seconds": _number(MAX_SECONDS),
+    "sha256": _SHA256,
+}
+RECORD_RULES: dict[str, Rule] = {
+    "service": _SERVICE,
+    "container_id": _SHA256,  # Docker's container ids are 64 hex digits too
+    "container_name": _SNAPSHOT_NAME,
+    "number": _number(10**6, integer=True),
+    "image": _text(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,511}", 512),
+    "image_id": _text(r"sha256:[0-9a-f]{64}", 71),
+    "checkpoint": _SNAPSHOT_NAME,
+    "size": _number(MAX_SIZE, integer=True),
+    "dump_seconds": _number(MAX_SECONDS),
+    "fingerprint": _optional(_text(r"[0-9]{1,20}(:[0-9]{1,20}){4}", 104)),
+    "inspect": _any_object,
+    "layer": _optional(_object(TREE_COPY_RULES)),
+    "holder": _optional(_holder_config),
+}
+VOLUME_RULES: dict[str, Rule] = {
+    "name": _text(_OBJECT_NAME, 255),
+    "fingerprint": _optional(_text(r"[0-9]{1,20}(:[0-9]{1,20}){2}", 62)),
+    "copy": _optional(_object(TREE_COPY_RULES)),
+}
+BIND_RULES: dict[str, Rule] = {
+    "container": _SNAPSHOT_NAME,
+    "source": _ABSOLUTE_PATH,
+    "destination": _ABSOLUTE_PATH,
+    "read_only": _boolean,
+}
+MANIFEST_RULES: dict[str, Rule] = {
+    "name": _SNAPSHOT_NAME,
+    "project": _SNAPSHOT_NAME,
+    "created": _created,
+    "status": _status,
+    "stopped": _boolean,
+    "compose_files": _list_of(_ABSOLUTE_PATH, 100),
+    "compose_hash": _text(r"([0-9a-f]{64})?", 64),
+    "services": _list_of(_SERVICE, MAX_ITEMS, unique=True),
+    "dependencies": _mapping(_SERVICE, _list_of(_SERVICE, MAX_ITEMS), MAX_ITEMS),
+    "containers": _list_of(_object(RECORD_RULES), MAX_ITEMS),
+    "networks": _list_of(_named_object(_OBJECT_NAME), MAX_ITEMS),
+    "volumes": _list_of(_named_object(_OBJECT_NAME), MAX_ITEMS),
+    "engine": _mapping(_text(r"[a-z_]{1,40}", 40), _text(f"{_PRINTABLE}{{0,200}}", 200), 40),
+    "freeze_seconds": _number(MAX_SECONDS),
+    "total_seconds": _number(MAX_SECONDS),
+    "phases": _mapping(_text(r"[a-z][a-z0-9_ -]{0,39}", 40), _number(MAX_SECONDS), 40),
+    "error": _optional(_text(r"(?s:.)*", 2**20)),
+    "volume_records": _list_of(_object(VOLUME_RULES), MAX_ITEMS),
+    "binds": _list_of(_object(BIND_RULES), 10 * MAX_ITEMS),
+    "format": _number(FORMAT_VERSION, integer=True),
+}
+
+
+def _validate(manifest: Manifest) -> None:
+    """Every field against what compose-ckpt may have written there, and the records against each other."""
+    for name, rule in MANIFEST_RULES.items():
+        rule(name, getattr(manifest, name))
+    for record in manifest.containers:
+        if record.service not in manifest.services:
+            raise ValueError(f"container {record.container_name} belongs to unknown service {record.service}")
+        _check_recorded_config(record)
+    names = [record.container_name for record in manifest.containers]
+    for what, values in (("container_name", names), ("container_id", [r.container_id for r in manifest.containers]),
+                         ("volume name", [volume.name for volume in manifest.volume_records])):
+        if len(set(values)) != len(values):
+            raise ValueError(f"two entries have the same {what}")
+    if any(bind.container not in names for bind in manifest.binds):
+        raise ValueError("a bind mount belongs to a container the snapshot does not hold")
+
+
+def _check_recorded_config(record: ContainerRecord) -> None:
+    """The recorded `docker inspect` must describe this very container: restore recreates from it."""
+    config = record.inspect
+    if not config:
+        return  # not recorded: the container can be restored in place, not recreated
+    if config.get("Id") != record.container_id or config.get("Name") != f"/{record.container_name}":
+        raise ValueError(f"the recorded configuration of {record.container_name} describes another container")
+    for key in ("Config", "HostConfig"):
+        if not isinstance(config.get(key), dict):
+            raise ValueError(f"the recorded configuration of {record.container_name} has no {key} object")

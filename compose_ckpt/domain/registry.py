@@ -220,8 +220,7 @@ def pull_snapshot(store: SnapshotStore, engine: Engine, client: RegistryClient, 
 
 def _cache_folder(store: SnapshotStore, digest: str) -> Path:
     """store/tmp/pull-<digest>: ours alone (0700, no link), kept across an interrupted pull to resume it."""
-    folder = store.home / "tmp" / f"pull-{digest.split(':')[1]}"
-    folder.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = store.staging_dir() / f"pull-{digest.split(':')[1]}"
     try:
         folder.mkdir(mode=0o700)
     except FileExistsError:

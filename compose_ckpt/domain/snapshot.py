@@ -105,6 +105,8 @@ class _SnapshotRun:
             self.manifest.containers = [self._record(service, c) for service, c in self.members.values()]
             self.files.describe()
             self.store.write(self.manifest)  # `incomplete` until the end: a killed run is never restorable
+            self.store.save_compose_files(self.project.name, self.manifest.name,
+                                          zip(self.project.compose.config_files, self.project.compose.file_contents))
         try:
             self.manifest.freeze_seconds = self._freeze_dump_release()
             with self.phases.timed("save"):
@@ -239,7 +241,7 @@ class _SnapshotRun:
 
         def move(container_id: str) -> None:
             record = self._record_for(container_id)
-            target = self.store.checkpoint_dir(self.project.name, self.manifest.name, record.container_name)
+            target = self.store.new_checkpoint_dir(self.project.name, self.manifest.name, record.container_name)
             record.size = self.engine.copy_checkpoint_out(container_id, self.checkpoint, target)
 
         self._each(list(self.members), "saving", move)

@@ -5,9 +5,16 @@ Layout under the store home ($COMPOSE_CKPT_HOME, default /var/lib/compose-ckpt):
     projects/<project>/.lock                      flock held while a command changes the project
     projects/<project>/<snapshot>/manifest.json   written atomically (temp file + rename)
     projects/<project>/<snapshot>/checkpoints/<container>/   the CRIU image files
+    projects/<project>/<snapshot>/compose/<n>-<file>         the compose files it was taken from
+    tmp/                                          staging of archives being imported
 
-Checkpoints hold the memory of the containers, secrets included, so every
-folder is created readable by its owner only.
+Checkpoints hold the memory of the containers, secrets included. So every
+folder is created 0700 and every file 0600, and nothing is used that another
+local user planted or can change (see safefs): the home and each folder above
+it must be trusted; inside the store every folder and file must be owned by
+root or us, writable by its owner only, and not a link. A snapshot whose
+manifest or files break a rule is listed as `invalid`: never restored nor
+exported, removed by `rm` and `prune`.
 """
 
 from __future__ import annotations
@@ -15,19 +22,27 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
+import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, UTC
 from pathlib import Path
 
 from compose_ckpt.const import ENV_HOME, ENV_LOCK_TIMEOUT
-from compose_ckpt.domain.manifest import Manifest, ManifestError, SnapshotStatus, validate_name
-from compose_ckpt.errors import ConflictError, NotFoundError, UsageError
+from compose_ckpt.domain import safefs
+from compose_ckpt.domain.manifest import NAME_PATTERN, Manifest, ManifestError, SnapshotStatus, validate_name
+from compose_ckpt.errors import ConflictError, NotFoundError, UnsafePathError, UsageError
 
 DEFAULT_HOME = Path("/var/lib/compose-ckpt")
 DEFAULT_LOCK_TIMEOUT = 30.0
 MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 32 * 1024**2
+_REMOVING = ".removing-"
+# Compose file copies: letters, digits, '_', '.', '-' only (they become archive member names).
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 def default_home() -> Path:
@@ -38,6 +53,8 @@ class SnapshotStore:
     def __init__(self, home: Path) -> None:
         self.home = home
 
+    # --- paths (no I/O) -------------------------------------------------------------------------
+
     def project_dir(self, project: str) -> Path:
         return self.home / "projects" / validate_name(project, "project name")
 
@@ -47,14 +64,45 @@ class SnapshotStore:
     def checkpoint_dir(self, project: str, name: str, container_name: str) -> Path:
         return self.snapshot_dir(project, name) / "checkpoints" / validate_name(container_name, "container name")
 
+    # --- trusted folders ------------------------------------------------------------------------
+
+    def _project_folder(self, project: str, *, create: bool) -> Path | None:
+        """The project's folder once the home, every folder above it and those between are trusted;
+        None when it does not exist (and `create` is off)."""
+        folder = self.project_dir(project)  # the name is checked before anything is created
+        if not safefs.trusted_chain(self.home, create=create):
+            return None
+        for path in (folder.parent, folder):
+            if create:
+                safefs.private_folder(path)
+            elif not safefs.checked_folder(path):
+                return None
+        return folder
+
+    def private_folder(self, project: str, name: str, *parts: str) -> Path:
+        """A folder of an existing snapshot (e.g. `checkpoints`), created 0700 if missing, every level checked."""
+        folder = self._project_folder(project, create=False)
+        snapshot = self.snapshot_dir(project, name)
+        if folder is None or not safefs.checked_folder(snapshot):
+            raise NotFoundError(f"no snapshot {name!r} of project {project}")
+        for part in parts:
+            snapshot = safefs.private_folder(snapshot / validate_name(part, "folder name"))
+        return snapshot
+
+    def staging_dir(self) -> Path:
+        """The store's private folder for files on their way in (imports); same filesystem as the snapshots."""
+        safefs.trusted_chain(self.home, create=True)
+        return safefs.private_folder(self.home / "tmp")
+
+    # --- the lock -------------------------------------------------------------------------------
+
     @contextmanager
     def locked(self, project: str) -> Iterator[None]:
         """Hold the project's lock; wait for another holder up to $COMPOSE_CKPT_LOCK_TIMEOUT s, then refuse."""
         wait_seconds = _lock_timeout()
-        folder = self.project_dir(project)
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.home.chmod(0o700)
-        with open(folder / ".lock", "a+") as handle:
+        folder = self._project_folder(project, create=True)
+        assert folder is not None
+        with safefs.open_private_file(folder / ".lock") as handle:
             deadline = time.monotonic() + wait_seconds
             while True:
                 try:
@@ -73,46 +121,106 @@ class SnapshotStore:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    # --- writing --------------------------------------------------------------------------------
+
     def write(self, manifest: Manifest) -> None:
         """Write the manifest atomically, so a reader sees the old or the new one, never half."""
-        folder = self.snapshot_dir(manifest.project, manifest.name)
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        temporary = folder / f".{MANIFEST}.tmp"
-        with open(temporary, "w") as handle:
-            json.dump(manifest.to_dict(), handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, folder / MANIFEST)
+        project = self._project_folder(manifest.project, create=True)
+        assert project is not None
+        folder = safefs.private_folder(project / validate_name(manifest.name))
+        safefs.replace_private_file(folder / MANIFEST, json.dumps(manifest.to_dict(), indent=2).encode())
+
+    def new_snapshot_folder(self, project: str, name: str) -> Path:
+        """An empty private folder for a snapshot that does not exist yet (its manifest comes last)."""
+        folder = self._project_folder(project, create=True)
+        assert folder is not None
+        try:
+            os.mkdir(folder / validate_name(name), safefs.PRIVATE_FOLDER)
+        except FileExistsError:
+            raise ConflictError(f"project {project} already has a snapshot {name}") from None
+        return folder / name
+
+    def new_checkpoint_dir(self, project: str, name: str, container_name: str) -> Path:
+        """An empty private folder for one container's checkpoint files (what an earlier attempt left is dropped)."""
+        target = self.private_folder(project, name, "checkpoints") / validate_name(container_name, "container name")
+        if safefs.checked_folder(target):
+            shutil.rmtree(target)
+        os.mkdir(target, safefs.PRIVATE_FOLDER)
+        return target
+
+    def save_compose_files(self, project: str, name: str, files: Iterable[tuple[Path, bytes]]) -> None:
+        """Keep a copy of the compose files the snapshot was taken from, so that export reads nothing
+        outside the store."""
+        folder = self.private_folder(project, name, "compose")
+        for index, (path, content) in enumerate(files):
+            safefs.replace_private_file(folder / f"{index}-{_UNSAFE_NAME_CHARS.sub('_', path.name)[:150]}", content)
+
+    def compose_copies(self, project: str, name: str) -> list[Path]:
+        """The compose files kept with a snapshot, in merge order (none for snapshots taken before they were kept)."""
+        folder = self.snapshot_dir(project, name) / "compose"
+        if not safefs.checked_folder(folder):
+            return []
+        safefs.check_tree(folder)
+        return sorted(folder.iterdir(), key=_merge_order)
+
+    # --- reading --------------------------------------------------------------------------------
 
     def exists(self, project: str, name: str) -> bool:
-        return (self.snapshot_dir(project, name) / MANIFEST).exists()
+        """Whether anything, even an invalid snapshot, holds this name."""
+        entry = self.snapshot_dir(project, name)  # names are checked before anything is looked at
+        return self._project_folder(project, create=False) is not None and os.path.lexists(entry)
 
     def load(self, project: str, name: str) -> Manifest:
-        path = self.snapshot_dir(project, name) / MANIFEST
-        try:
-            document = json.loads(path.read_text())
-        except FileNotFoundError:
+        """A snapshot's manifest, once it and the snapshot's files are found trustworthy and valid."""
+        if not self.exists(project, name):
             raise NotFoundError(f"no snapshot {name!r} of project {project}",
-                                hint="`compose-ckpt ls` lists this project's snapshots.") from None
+                                hint="`compose-ckpt ls` lists this project's snapshots.")
+        return self._read(project, name)
+
+    def _read(self, project: str, name: str) -> Manifest:
+        folder = self.snapshot_dir(project, name)
+        path = folder / MANIFEST
+        if not safefs.checked_folder(folder):
+            raise NotFoundError(f"no snapshot {name!r} of project {project}")
+        try:
+            document = json.loads(safefs.read_trusted_file(path, MAX_MANIFEST_BYTES))
+        except FileNotFoundError:
+            raise ManifestError(f"{folder} has no {MANIFEST}: its command was killed before writing it, "
+                                "or it was damaged", hint="Remove it with `compose-ckpt rm`.") from None
         except (OSError, ValueError, RecursionError) as exc:  # RecursionError: JSON nested thousands deep
-            raise ManifestError(f"cannot read {path}: {exc}") from exc
+            raise ManifestError(f"cannot read {path}: {exc}",
+                                hint="Remove the snapshot with `compose-ckpt rm`.") from exc
         manifest = Manifest.from_dict(document, str(path))
         if (manifest.project, manifest.name) != (project, name):
             raise ManifestError(f"{path} names snapshot {manifest.project}/{manifest.name}, not {project}/{name}")
+        self._check_files(manifest, folder)
         return manifest
 
+    def _check_files(self, manifest: Manifest, folder: Path) -> None:
+        """Everything in the snapshot's folder is a trusted folder or regular file (no link, nothing another
+        user owns or can write), and a complete snapshot has every container's checkpoint."""
+        safefs.check_tree(folder)
+        if manifest.status is SnapshotStatus.COMPLETE:
+            for record in manifest.containers:
+                if not os.path.isdir(folder / "checkpoints" / record.container_name):
+                    raise ManifestError(f"{folder / 'checkpoints' / record.container_name} is missing: the snapshot "
+                                        "is damaged", hint="Remove it with `compose-ckpt rm`.")
+
     def list(self, project: str) -> list[Manifest]:
-        """This project's snapshots, oldest first; unreadable ones are skipped here and reported by `load`."""
-        folder = self.project_dir(project)
-        if not folder.is_dir():
+        """This project's snapshots, oldest first; one whose manifest or files cannot be trusted is
+        listed with status `invalid` and its reason as error, so that rm and prune can remove it."""
+        folder = self._project_folder(project, create=False)
+        if folder is None:
             return []
         manifests = []
-        for entry in folder.iterdir():
-            if entry.is_dir() and (entry / MANIFEST).exists():
-                try:
-                    manifests.append(self.load(project, entry.name))
-                except (ManifestError, NotFoundError, UsageError):  # UsageError: not a snapshot name (.removing-x)
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if not NAME_PATTERN.match(entry.name):  # .lock, removals under way, names we never make
                     continue
+                try:
+                    manifests.append(self._read(project, entry.name))
+                except (ManifestError, UnsafePathError, NotFoundError) as exc:
+                    manifests.append(_invalid(project, entry.name, entry.stat(follow_symlinks=False), exc.message))
         return sorted(manifests, key=lambda manifest: (manifest.created, manifest.name))
 
     def latest_complete(self, project: str) -> Manifest:
@@ -122,14 +230,40 @@ class SnapshotStore:
                                 hint="Take one with `compose-ckpt snapshot`.")
         return complete[-1]
 
+    # --- removing -------------------------------------------------------------------------------
+
     def remove(self, project: str, name: str) -> None:
-        folder = self.snapshot_dir(project, name)
-        if not folder.is_dir():
+        """Remove a snapshot, valid or not; a link in its place is removed, never followed."""
+        if not self.exists(project, name):
             raise NotFoundError(f"no snapshot {name!r} of project {project}")
+        folder = self.project_dir(project)
+        for entry in folder.iterdir():  # what a killed `rm` left
+            if entry.name.startswith(_REMOVING):
+                _delete(entry)
         # Hide it from `ls` first (rename is atomic), then delete the files.
-        doomed = folder.with_name(f".removing-{name}")
-        os.replace(folder, doomed)
-        shutil.rmtree(doomed)
+        doomed = folder / f"{_REMOVING}{name}"
+        os.replace(folder / name, doomed)
+        _delete(doomed)
+
+
+def _invalid(project: str, name: str, status: os.stat_result, reason: str) -> Manifest:
+    """What `ls` shows for a snapshot that cannot be trusted: its name, when it was last changed, and why."""
+    changed = datetime.fromtimestamp(status.st_mtime, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return Manifest(name=name, project=project, created=changed, status=SnapshotStatus.INVALID, stopped=False,
+                    compose_files=[], compose_hash="", services=[], dependencies={}, error=reason)
+
+
+def _merge_order(path: Path) -> tuple[int, str]:
+    index, _, _ = path.name.partition("-")
+    return int(index) if index.isascii() and index.isdigit() else 0, path.name
+
+
+def _delete(path: Path) -> None:
+    """rmtree a real folder (it never follows links inside); unlink anything else, a link included."""
+    if stat.S_ISDIR(os.lstat(path).st_mode):
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def _lock_timeout() -> float:

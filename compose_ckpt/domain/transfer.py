@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import uuid
 from collections.abc import Collection, Iterator
@@ -23,6 +22,7 @@ if TYPE_CHECKING:  # export without images never talks to Docker: it need not lo
     from compose_ckpt.engine import Engine
 from collections.abc import Callable
 
+from compose_ckpt.domain import safefs
 from compose_ckpt.domain.archive import MANIFEST, ArchiveWriter, MemberWriter, StagedArchive, read_archive
 from compose_ckpt.domain.manifest import Manifest, ManifestError, SnapshotStatus, validate_name
 from compose_ckpt.domain.parallel import ProgressCallback
@@ -31,7 +31,6 @@ from compose_ckpt.errors import ArchiveError, CkptError, ConflictError, NotFound
 
 ByteProgress = Callable[[int], None]
 # Archive member names allow letters, digits, '_', '.', '-' only.
-_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 
 
 @dataclass(frozen=True)
@@ -81,9 +80,8 @@ def write_members(writer: MemberWriter, store: SnapshotStore, manifest: Manifest
     The one list of what a snapshot carries off its host, for archives and registries alike."""
     project, name = manifest.project, manifest.name
     writer.add_bytes(MANIFEST, json.dumps(manifest.to_dict(), indent=2).encode())
-    for index, path in enumerate(Path(p) for p in manifest.compose_files):
-        if path.is_file():  # kept for reference on the target; restore does not need them
-            writer.add_file(f"compose/{index}-{_UNSAFE_NAME_CHARS.sub('_', path.name)}", path)
+    for path in store.compose_copies(project, name):  # the copies kept in the store, never the host's files
+        writer.add_file(f"compose/{path.name}", path)
     for record in manifest.containers:
         progress(record.container_name, "archiving checkpoint")
         writer.add_tree(f"checkpoints/{record.container_name}", store.checkpoint_dir(project, name, record.container_name))
@@ -109,9 +107,7 @@ def import_snapshot(store: SnapshotStore, engine: Engine, source: BinaryIO, *, r
 
 def staging_folder(store: SnapshotStore, purpose: str) -> Path:
     """A fresh name for a private staging folder beside the store (same filesystem: moved in by rename)."""
-    staging = store.home / "tmp" / f"{purpose}-{uuid.uuid4().hex}"
-    staging.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return staging
+    return store.staging_dir() / f"{purpose}-{uuid.uuid4().hex}"
 
 
 def install_staged(store: SnapshotStore, engine: Engine, staged: StagedArchive, *, rename: str | None,
@@ -194,17 +190,17 @@ def _read_chunks(chunks: list[Path]) -> Iterator[bytes]:
 def _move_into_store(store: SnapshotStore, manifest: Manifest, checkpoints: dict[str, Path],
                      compose_files: dict[str, Path]) -> None:
     """Rename the verified files into place (same filesystem as the staging folder), manifest last."""
-    folder = store.snapshot_dir(manifest.project, manifest.name)
+    folder = store.new_snapshot_folder(manifest.project, manifest.name)
     try:
         for container, staged in checkpoints.items():
-            target = store.checkpoint_dir(manifest.project, manifest.name, container)
-            target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.replace(staged, target)
-        if compose_files:
-            (folder / "compose").mkdir(mode=0o700)
-            for name, staged in compose_files.items():
-                os.replace(staged, folder / "compose" / name)
+            safefs.seal_tree(staged)
+            os.replace(staged, store.private_folder(manifest.project, manifest.name, "checkpoints") / container)
+        for name, staged in compose_files.items():
+            safefs.seal_tree(staged)
+            os.replace(staged, store.private_folder(manifest.project, manifest.name, "compose") / name)
         store.write(manifest)
-    except OSError as exc:
+    except BaseException as exc:
         shutil.rmtree(folder, ignore_errors=True)
-        raise CkptError(f"cannot write the imported snapshot into {folder}: {exc}") from exc
+        if isinstance(exc, OSError):
+            raise CkptError(f"cannot write the imported snapshot into {folder}: {exc}") from exc
+        raise

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tarfile
 import threading
 import time
@@ -34,7 +35,7 @@ from compose_ckpt.engine.holder_image import holder_rootfs
 from compose_ckpt.engine.specs import create_body
 from compose_ckpt.engine import host
 from compose_ckpt.engine.types import CONTAINER_ACTIONS, ContainerEvent, ContainerInfo, EngineInfo, ProcessFingerprint
-from compose_ckpt.errors import EngineError, EngineUnavailable, NotFoundError
+from compose_ckpt.errors import EngineError, EngineUnavailable, NotFoundError, UnsafePathError
 
 if TYPE_CHECKING:
     from compose_ckpt.engine.trees import TreeTransfer
@@ -347,10 +348,10 @@ class Engine:
         if not container.pid or not self.info().local:
             return None
         try:
-            stat = Path(f"/proc/{container.pid}/stat").read_text()
+            stat_line = Path(f"/proc/{container.pid}/stat").read_text()
         except OSError:
             return None
-        fields = stat[stat.rindex(")") + 2 :].split()  # fields from 3 on; comm may hold spaces
+        fields = stat_line[stat_line.rindex(")") + 2 :].split()  # fields from 3 on; comm may hold spaces
         values = [int(value) for value in fields[44:49]]  # fields 47..51
         if len(values) < 5 or not any(values):  # zeros: no permission to read them
             return None
@@ -516,12 +517,13 @@ def _extract_tree(stream: Iterable[bytes], name: str, destination: Path) -> int:
                 raise EngineError(f"unexpected member {member.name!r} in checkpoint {name} from the engine")
             target = destination.joinpath(*parts[1:])
             if member.isdir():
-                target.mkdir(parents=True, exist_ok=True)
+                target.mkdir(parents=True, exist_ok=True, mode=0o700)
             elif member.isfile():
-                target.parent.mkdir(parents=True, exist_ok=True)
+                target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 source = archive.extractfile(member)
                 assert source is not None
-                with open(target, "wb") as sink:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                with os.fdopen(os.open(target, flags, 0o600), "wb") as sink:
                     shutil.copyfileobj(source, sink, 1024**2)
                 total += member.size
             else:
@@ -624,20 +626,28 @@ def _link_or_copy_tree(source: Path, destination: Path) -> int:
 
     CRIU image files are written once and never changed, so sharing them by
     hard link is safe and makes a snapshot of a large container nearly free.
+    Folders are made 0700 and files 0600 (they hold process memory), and a
+    link found in `source` is refused, never followed.
     """
     total = 0
-    for folder, _, files in os.walk(source):
+    if not source.is_dir() or source.is_symlink():
+        raise NotFoundError(f"no checkpoint files at {source}")
+    for folder, folders, files in os.walk(source):
         target_folder = destination / Path(folder).relative_to(source)
-        target_folder.mkdir(parents=True, exist_ok=True)
+        target_folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for name in [*folders, *files]:
+            entry = Path(folder, name)
+            kind = entry.lstat().st_mode
+            if not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)):
+                raise UnsafePathError(f"refusing {entry}: only regular files and folders may be in a checkpoint")
         for file_name in files:
             src, dst = Path(folder, file_name), target_folder / file_name
             try:
-                os.link(src, dst)
+                os.link(src, dst, follow_symlinks=False)
             except OSError as exc:
                 if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
                     raise
-                shutil.copy2(src, dst)
+                shutil.copyfile(src, dst, follow_symlinks=False)
+            os.chmod(dst, 0o600)
             total += dst.stat().st_size
-    if total == 0 and not destination.exists():
-        raise NotFoundError(f"no checkpoint files at {source}")
     return total

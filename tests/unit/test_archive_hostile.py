@@ -171,10 +171,10 @@ class UntouchableEngine:
 
 def snapshot_archive(edit: dict[str, Any] | None = None) -> bytes:
     """A signed archive of one complete snapshot, its manifest changed by `edit`."""
-    record = ContainerRecord(service="web", container_id="abc", container_name="proj-web-1", number=1,
-                             image="img", image_id="sha256:1", checkpoint="ckpt", size=5)
+    record = ContainerRecord(service="web", container_id="a" * 64, container_name="proj-web-1", number=1,
+                             image="img", image_id="sha256:" + "1" * 64, checkpoint="ckpt", size=5)
     manifest = Manifest(name="snap1", project="proj", created=now_iso(), status=SnapshotStatus.COMPLETE,
-                        stopped=True, compose_files=[], compose_hash="h", services=["web"],
+                        stopped=True, compose_files=[], compose_hash="", services=["web"],
                         dependencies={"web": []}, containers=[record])
     out = io.BytesIO()
     with ArchiveWriter(out) as writer:

@@ -57,10 +57,10 @@ def files_under(folder: Path) -> list[str]:
 
 
 def manifest(name: str = "snap1", status: SnapshotStatus = SnapshotStatus.COMPLETE) -> Manifest:
-    record = ContainerRecord(service="web", container_id="abc", container_name="proj-web-1", number=1,
-                             image="img", image_id="sha256:1", checkpoint=f"ckpt-{name}", size=10)
+    record = ContainerRecord(service="web", container_id="a" * 64, container_name="proj-web-1", number=1,
+                             image="img", image_id="sha256:" + "1" * 64, checkpoint=f"ckpt-{name}", size=10)
     return Manifest(name=name, project=PROJECT, created=now_iso(), status=status, stopped=False,
-                    compose_files=["/x/compose.yaml"], compose_hash="h", services=["web"],
+                    compose_files=["/x/compose.yaml"], compose_hash="", services=["web"],
                     dependencies={"web": []}, containers=[record], engine={"docker": "26.1.4"})
 
 
@@ -231,16 +231,18 @@ def assert_refused_everywhere(capsys: pytest.CaptureFixture[str], store: Snapsho
     with pytest.raises(ManifestError) as caught:
         store.load(PROJECT, "snap1")
     assert str(manifest_path(store)) in caught.value.message
-    assert store.list(PROJECT) == []  # never listed, so never picked by restore or prune
+    assert [m.status for m in store.list(PROJECT)] == [SnapshotStatus.INVALID]  # never picked by restore
     with pytest.raises(NotFoundError):
         store.latest_complete(PROJECT)
 
     code, output = cli(capsys, "-p", PROJECT, "ls", "--json")
-    assert code == ExitCode.OK and json.loads(output) == []
+    [listed] = json.loads(output)
+    assert code == ExitCode.OK and listed["status"] == "invalid" and str(manifest_path(store)) in listed["error"]
     code, output = cli(capsys, "-p", PROJECT, "inspect", "snap1")
-    assert code == ManifestError.exit_code and str(manifest_path(store)) in output
-    code, output = cli(capsys, "-p", PROJECT, "prune", "--keep", "0", "--json")  # lists, then removes nothing
-    assert code == ExitCode.OK and json.loads(output) == {"removed": []}
+    assert code == ManifestError.exit_code == ExitCode.ARCHIVE and str(manifest_path(store)) in output
+    code, output = cli(capsys, "-p", PROJECT, "prune", "--keep", "5", "--json")  # removed like a failed one
+    assert code == ExitCode.OK and json.loads(output) == {"removed": ["snap1"]}
+    assert not store.snapshot_dir(PROJECT, "snap1").exists()
 
 
 @pytest.mark.parametrize("edit", TAMPERING.values(), ids=TAMPERING.keys())

@@ -32,7 +32,7 @@ class FakeEngine:
         return SimpleNamespace(server_version="26.1.5")
 
     def inspect(self, ref: str) -> ContainerInfo:
-        return ContainerInfo(id="cid", name="p-web-1", image="img", image_id="sha256:1", status=self.status,
+        return ContainerInfo(id="c" * 64, name="p-web-1", image="img", image_id="sha256:" + "1" * 64, status=self.status,
                              pid=42 if self.status == "running" else 0, exit_code=0, labels={}, started_at="",
                              attrs={})
 
@@ -56,11 +56,12 @@ class FakeEngine:
 @pytest.fixture
 def store(tmp_path: Path) -> SnapshotStore:
     store = SnapshotStore(tmp_path)
-    record = ContainerRecord(service="web", container_id="cid", container_name="p-web-1", number=1, image="img",
-                             image_id="sha256:1", checkpoint="ckpt-s", fingerprint=RECORDED.as_text())
+    record = ContainerRecord(service="web", container_id="c" * 64, container_name="p-web-1", number=1, image="img",
+                             image_id="sha256:" + "1" * 64, checkpoint="ckpt-s", fingerprint=RECORDED.as_text())
     store.write(Manifest(name="s", project="p", created=now_iso(), status=SnapshotStatus.COMPLETE, stopped=True,
                          compose_files=[], compose_hash="", services=["web"], dependencies={"web": []},
                          containers=[record]))
+    store.new_checkpoint_dir("p", "s", "p-web-1")
     return store
 
 

@@ -9,24 +9,31 @@ from compose_ckpt.errors import NotFoundError, UsageError
 
 
 def manifest(name: str = "snap1", status: SnapshotStatus = SnapshotStatus.COMPLETE) -> Manifest:
-    record = ContainerRecord(service="web", container_id="abc", container_name="proj-web-1", number=1,
-                             image="img", image_id="sha256:1", checkpoint=f"ckpt-{name}", size=10)
+    record = ContainerRecord(service="web", container_id="a" * 64, container_name="proj-web-1", number=1,
+                             image="img", image_id="sha256:" + "1" * 64, checkpoint=f"ckpt-{name}", size=10)
     return Manifest(name=name, project="proj", created=now_iso(), status=status, stopped=False,
-                    compose_files=["/x/compose.yaml"], compose_hash="h", services=["web"],
+                    compose_files=["/x/compose.yaml"], compose_hash="", services=["web"],
                     dependencies={"web": []}, containers=[record])
+
+
+def with_checkpoint(store: SnapshotStore, name: str = "snap1") -> SnapshotStore:
+    (store.new_checkpoint_dir("proj", name, "proj-web-1") / "pages-1.img").write_bytes(b"pages")
+    return store
 
 
 def test_write_then_load_round_trips_and_leaves_no_temp_file(tmp_path: Path) -> None:
     store = SnapshotStore(tmp_path)
     store.write(manifest())
+    with_checkpoint(store)
     loaded = store.load("proj", "snap1")
     assert loaded.to_dict() | {"created": None} == manifest().to_dict() | {"created": None}
-    assert [p.name for p in store.snapshot_dir("proj", "snap1").iterdir()] == ["manifest.json"]
+    assert sorted(p.name for p in store.snapshot_dir("proj", "snap1").iterdir()) == ["checkpoints", "manifest.json"]
 
 
 def test_list_is_oldest_first_and_latest_complete_skips_failed(tmp_path: Path) -> None:
     store = SnapshotStore(tmp_path)
     store.write(manifest("a"))
+    with_checkpoint(store, "a")
     store.write(manifest("b", SnapshotStatus.FAILED))
     store.write(manifest("c", SnapshotStatus.INCOMPLETE))
     assert [m.name for m in store.list("proj")] == ["a", "b", "c"]
@@ -58,7 +65,8 @@ def test_a_tampered_manifest_is_refused_with_a_clear_error(tmp_path: Path, field
     path.write_text(json.dumps(document))
     with pytest.raises(ManifestError, match="invalid manifest|names snapshot"):
         store.load("proj", "snap1")
-    assert store.list("proj") == []  # never listed, so never restored
+    [listed] = store.list("proj")  # listed as invalid, so never restored, and removable
+    assert listed.status is SnapshotStatus.INVALID and listed.error and "snap1" in listed.error
 
 
 def test_a_record_naming_a_container_path_is_refused(tmp_path: Path) -> None:
@@ -68,7 +76,7 @@ def test_a_record_naming_a_container_path_is_refused(tmp_path: Path) -> None:
     document = json.loads(path.read_text())
     document["containers"][0]["container_name"] = "../../../root"
     path.write_text(json.dumps(document))
-    with pytest.raises(ManifestError, match="invalid container name"):
+    with pytest.raises(ManifestError, match=r"containers\[0\].container_name is not a valid value"):
         store.load("proj", "snap1")
 
 

@@ -1,0 +1,232 @@
+"""Files and folders another local user cannot change under us.
+
+Trust rule: a folder is trusted when root or we own it and nobody else can
+write to it. An ancestor of the store (not the store itself) may also be
+writable by others when it has the sticky bit, as /tmp does: others can add
+entries there but can neither rename nor remove ours. Once every folder from
+/ down to X is trusted, nothing below X changes unless root or we change it,
+so checks made walking down stay true while the paths are used.
+
+Everything created here is private and exclusive: folders 0700, files 0600,
+created with O_EXCL|O_NOFOLLOW, so a link planted in advance is never followed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO, TypeVar
+
+from compose_ckpt.errors import UnsafePathError
+
+T = TypeVar("T")
+PRIVATE_FOLDER = 0o700
+PRIVATE_FILE = 0o600
+_WRITABLE_BY_OTHERS = stat.S_IWGRP | stat.S_IWOTH
+_MAX_LINKS_FOLLOWED = 40  # as the kernel's ELOOP limit
+
+
+def trusted_owners() -> frozenset[int]:
+    return frozenset({0, os.geteuid()})
+
+
+def problem(status: os.stat_result, *, sticky_ok: bool = False) -> str | None:
+    """Why an lstat result of a folder or file is not trusted, or None."""
+    if status.st_uid not in trusted_owners():
+        return f"it is owned by uid {status.st_uid}, not by root or uid {os.geteuid()}"
+    if status.st_mode & _WRITABLE_BY_OTHERS and not (sticky_ok and status.st_mode & stat.S_ISVTX):
+        return f"other users can write to it (mode {stat.S_IMODE(status.st_mode):04o})"
+    return None
+
+
+def _refuse(path: Path, why: str) -> UnsafePathError:
+    return UnsafePathError(
+        f"refusing {path}: {why}",
+        hint="Another user could change what compose-ckpt reads or writes there. Make it owned by root "
+             "(or you) and writable by its owner only, or remove what was planted.")
+
+
+def trusted_chain(path: Path, *, create: bool) -> bool:
+    """Check every folder (and link) from / down to `path`, which must be a folder.
+
+    Links on the way are followed only when root or we own them. Missing folders are created
+    (0700) with `create`; without it the answer is False when `path` does not exist."""
+    pending = list((path if path.is_absolute() else Path.cwd() / path).parts[1:])  # '..' as the kernel sees it
+    current = Path("/")
+    _check_folder(current, os.lstat(current), last=False)
+    followed = 0
+    while pending:
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            current = current.parent
+            continue
+        candidate = current / part
+        try:
+            status = os.lstat(candidate)
+        except FileNotFoundError:
+            if not create:
+                return False
+            with contextlib.suppress(FileExistsError):  # made by root or us meanwhile: checked below
+                os.mkdir(candidate, PRIVATE_FOLDER)
+            status = os.lstat(candidate)
+        if stat.S_ISLNK(status.st_mode):
+            followed += 1
+            if status.st_uid not in trusted_owners() or followed > _MAX_LINKS_FOLLOWED:
+                raise _refuse(candidate, f"it is a link owned by uid {status.st_uid}")
+            target = Path(os.readlink(candidate))
+            if target.is_absolute():
+                current = Path("/")
+            pending = [*target.parts[1 if target.is_absolute() else 0:], *pending]
+            continue
+        _check_folder(candidate, status, last=False)
+        current = candidate
+    _check_folder(current, os.lstat(current), last=True)  # the folder itself: no sticky exception
+    return True
+
+
+def _check_folder(path: Path, status: os.stat_result, *, last: bool) -> None:
+    if not stat.S_ISDIR(status.st_mode):
+        raise _refuse(path, "it is not a folder")
+    why = problem(status, sticky_ok=not last)
+    if why:
+        raise _refuse(path, why)
+
+
+def checked_folder(path: Path) -> bool:
+    """Whether `path` exists as a trusted folder that is not a link; refuse anything else there.
+
+    Only for paths below a folder already checked (the store's own folders)."""
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISLNK(status.st_mode):
+        raise _refuse(path, "it is a link")
+    _check_folder(path, status, last=True)
+    return True
+
+
+def private_folder(path: Path) -> Path:
+    """`path` as a trusted folder, created 0700 when missing; its parent must be trusted already."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, PRIVATE_FOLDER)
+    checked_folder(path)
+    return path
+
+
+def check_tree(folder: Path) -> int:
+    """Refuse a tree holding anything but trusted folders and regular files (links, devices, FIFOs);
+    return the bytes its files hold."""
+    if not checked_folder(folder):
+        raise _refuse(folder, "it is missing")
+    total = 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            path = Path(entry.path)
+            status = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(status.st_mode):
+                total += check_tree(path)
+            elif stat.S_ISREG(status.st_mode):
+                why = problem(status)
+                if why:
+                    raise _refuse(path, why)
+                total += status.st_size
+            else:
+                raise _refuse(path, "only regular files and folders may be there (a link, device or FIFO is not)")
+    return total
+
+
+def seal_tree(path: Path) -> None:
+    """Make a file or tree we have just created private (folders 0700, files 0600); refuse anything else."""
+    status = os.lstat(path)
+    if stat.S_ISDIR(status.st_mode):
+        os.chmod(path, PRIVATE_FOLDER)
+        with os.scandir(path) as entries:
+            for entry in entries:
+                seal_tree(Path(entry.path))
+    elif stat.S_ISREG(status.st_mode):
+        os.chmod(path, PRIVATE_FILE)
+    else:
+        raise _refuse(path, "only regular files and folders may be there (a link, device or FIFO is not)")
+
+
+def read_trusted_file(path: Path, limit: int) -> bytes:
+    """The bytes of a regular file that root or we own and nobody else can write, at most `limit` of them."""
+    with os.fdopen(_open_no_link(path, os.O_RDONLY), "rb") as handle:
+        status = os.fstat(handle.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            raise _refuse(path, "it is not a regular file")
+        why = problem(status)
+        if why:
+            raise _refuse(path, why)
+        data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise _refuse(path, f"it holds more than {limit} bytes")
+        return data
+
+
+def open_private_file(path: Path) -> BinaryIO:
+    """`path` opened for reading and writing, created 0600 if missing; never through a link, and only
+    when it is a regular file that root or we own and nobody else can write (a lock file)."""
+    descriptor = _open_no_link(path, os.O_RDWR | os.O_CREAT)
+    handle = os.fdopen(descriptor, "r+b", buffering=0)
+    status = os.fstat(descriptor)
+    why = problem(status) if stat.S_ISREG(status.st_mode) else "it is not a regular file"
+    if why:
+        handle.close()
+        raise _refuse(path, why)
+    return handle
+
+
+def _open_no_link(path: Path, flags: int) -> int:
+    """os.open that refuses a link as the last component (O_NONBLOCK: a FIFO planted there cannot hang us)."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, PRIVATE_FILE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _refuse(path, "it is a link") from None
+        raise
+
+
+def replace_private_file(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically (a private temporary file renamed over it) and durably."""
+    write_output_file(path, lambda handle: handle.write(data))
+
+
+def write_output_file(path: Path, write: Callable[[BinaryIO], T]) -> T:
+    """Write a file outside the store: `write` fills a private temporary file (0600, O_EXCL|O_NOFOLLOW,
+    a random name beside `path`), which is renamed over `path` only when it succeeded.
+
+    A rename replaces a link found at `path` instead of writing through it, and a failed write
+    leaves nothing behind."""
+    if path.is_dir() and not path.is_symlink():
+        raise IsADirectoryError(21, "Is a directory", str(path))
+    with _temporary_beside(path) as (handle, temporary):
+        result = write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+        handle.close()
+        os.replace(temporary, path)
+    return result
+
+
+@contextlib.contextmanager
+def _temporary_beside(path: Path) -> Iterator[tuple[BinaryIO, Path]]:
+    # mkstemp: O_CREAT|O_EXCL|O_NOFOLLOW, mode 0600, a name nobody can guess in advance.
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:100]}.", suffix=".partial")
+    temporary = Path(name)
+    handle = os.fdopen(descriptor, "wb")
+    try:
+        yield handle, temporary
+    except BaseException:
+        handle.close()
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise

@@ -1,13 +1,17 @@
 """Engine adapter: every call compose-ckpt makes to Docker goes through `Engine`.
 
-The docker SDK 7 has no checkpoint API, so the raw endpoints are called here:
-POST/GET /containers/{id}/checkpoints, DELETE /containers/{id}/checkpoints/{name}
-and POST /containers/{id}/start?checkpoint=NAME. SDK and connection errors are
+The calls of every snapshot and restore go through `engine.api` (JSON over the
+engine's unix socket with the stdlib; through the docker SDK for tcp://, ssh://
+and context hosts), including the checkpoint endpoints the SDK lacks: POST/GET
+/containers/{id}/checkpoints, DELETE /containers/{id}/checkpoints/{name} and
+POST /containers/{id}/start?checkpoint=NAME. Archives, image streams and events
+use the docker SDK, imported on first use. API, SDK and connection errors are
 translated into `compose_ckpt.errors` here and nowhere else.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import io
@@ -16,26 +20,23 @@ import os
 import re
 import shutil
 import stat
+import sys
 import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
-
-import docker
-import docker.errors
-import docker.tls
-import requests
-import requests.exceptions
 
 from compose_ckpt.const import HOLDER_IMAGE, LABEL_HELPER, LABEL_HOLDER_FOR
 from compose_ckpt.engine.holder_image import holder_rootfs
 from compose_ckpt.engine.specs import create_body
 from compose_ckpt.engine import host
+from compose_ckpt.engine.api import ApiError, SdkTransport, Transport, UnixTransport, Unreachable, path_of
 from compose_ckpt.engine.types import CONTAINER_ACTIONS, ContainerEvent, ContainerInfo, EngineInfo, ProcessFingerprint
-from compose_ckpt.errors import EngineError, EngineUnavailable, NotFoundError, UnsafePathError
+from compose_ckpt.errors import CkptError, EngineError, EngineUnavailable, NotFoundError, UnsafePathError
 
 if TYPE_CHECKING:
     from compose_ckpt.engine.trees import TreeTransfer
@@ -53,24 +54,41 @@ _TRANSIENT = re.compile(r"content sha256:[0-9a-f]+.*already exists")
 _CRIU_LOG = re.compile(r"(/\S+/(?:criu-dump|criu-restore|restore|dump)\.log)")
 RETRY_DELAYS = (0.2, 0.4, 0.8, 1.6, 3.2)
 HELPER_MOUNT = "/checkpoints"
+INSPECT_WORKERS = 8
 
 
 @contextmanager
 def translated(action: str) -> Iterator[None]:
-    """Turn docker SDK and connection errors raised inside into CkptErrors naming `action`."""
+    """Turn API, docker SDK and connection errors raised inside into CkptErrors naming `action`."""
     try:
         yield
-    except docker.errors.NotFound as exc:
-        raise NotFoundError(f"{action}: {_explanation(exc)}") from exc
-    except docker.errors.APIError as exc:
-        raise EngineError(f"{action}: {_explanation(exc)}") from exc
-    except (requests.exceptions.RequestException, docker.errors.DockerException) as exc:
-        # Refused, timed out, or a stream cut off by a daemon restart: all mean the engine is not there.
+    except ApiError as exc:
+        error = NotFoundError if exc.status == 404 else EngineError
+        raise error(f"{action}: {exc.explanation}") from exc
+    except Unreachable as exc:
         raise EngineUnavailable(f"{action}: cannot reach the Docker daemon ({exc})", hint=START_HINT) from exc
+    except Exception as exc:
+        sdk_error = _from_sdk(action, exc)
+        if sdk_error is None:
+            raise
+        raise sdk_error from exc
 
 
-def _explanation(exc: docker.errors.APIError | docker.errors.NotFound) -> str:
-    return str(exc.explanation or exc).strip()
+def _from_sdk(action: str, exc: Exception) -> Exception | None:
+    """The CkptError for a docker SDK or requests exception; None for anything else."""
+    if "docker" not in sys.modules:  # the SDK was never imported, so it raised nothing
+        return None
+    import docker.errors
+    import requests.exceptions
+
+    if isinstance(exc, docker.errors.NotFound):
+        return NotFoundError(f"{action}: {str(exc.explanation or exc).strip()}")
+    if isinstance(exc, docker.errors.APIError):
+        return EngineError(f"{action}: {str(exc.explanation or exc).strip()}")
+    if isinstance(exc, (requests.exceptions.RequestException, docker.errors.DockerException)):
+        # Refused, timed out, or a stream cut off by a daemon restart: all mean the engine is not there.
+        return EngineUnavailable(f"{action}: cannot reach the Docker daemon ({exc})", hint=START_HINT)
+    return None
 
 
 def _retry_transient(call: Callable[[], T]) -> T:
@@ -78,8 +96,8 @@ def _retry_transient(call: Callable[[], T]) -> T:
     for delay in (*RETRY_DELAYS, None):
         try:
             return call()
-        except docker.errors.APIError as exc:
-            if delay is None or not _TRANSIENT.search(_explanation(exc)):
+        except ApiError as exc:
+            if delay is None or not _TRANSIENT.search(exc.explanation):
                 raise
             time.sleep(delay)
     raise AssertionError("unreachable")
@@ -88,9 +106,14 @@ def _retry_transient(call: Callable[[], T]) -> T:
 class Engine:
     """A connection to one Docker engine."""
 
-    def __init__(self, client: docker.DockerClient) -> None:
-        self._client = client
-        self._api = client.api
+    def __init__(self, transport: Transport, base_url: str, sdk_client: Callable[[], Any],
+                 socket_path: str | None = None) -> None:
+        self._http = transport
+        self._base_url = base_url
+        self._socket_path = socket_path
+        self._make_sdk_client = sdk_client
+        self._sdk_client: Any = None  # docker.DockerClient, made on first use
+        self._sdk_lock = threading.Lock()
         self._info: EngineInfo | None = None
         self._info_lock = threading.Lock()  # parallel workers ask at once; one request is enough
 
@@ -99,30 +122,56 @@ class Engine:
         """Connect to `host` (a URL such as unix://, tcp://, ssh://, or a Docker context name),
         else to what DOCKER_HOST (and DOCKER_TLS_VERIFY/DOCKER_CERT_PATH) selects."""
         where = host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-        try:
-            if host and "://" not in host:
-                client = _client_for_context(host, timeout)
-            elif host:
-                client = docker.DockerClient(base_url=host, timeout=timeout, use_ssh_client=host.startswith("ssh://"))
-            else:
-                client = docker.from_env(timeout=timeout)
-        except docker.errors.DockerException as exc:
-            raise EngineUnavailable(f"Cannot reach the Docker daemon at {where}: {exc}", hint=START_HINT) from exc
-        return cls(client)
+        if where.startswith("unix://"):
+            socket_path = where.removeprefix("unix://")
+            transport = UnixTransport(socket_path, timeout)
+            try:
+                version = transport.negotiate()
+            except Unreachable as exc:
+                raise EngineUnavailable(f"Cannot reach the Docker daemon at {where}: {exc}", hint=START_HINT) from exc
+
+            def sdk_client() -> Any:
+                import docker
+
+                return docker.DockerClient(base_url=where, version=version, timeout=timeout)
+
+            engine = cls(transport, where, sdk_client, socket_path)
+        else:
+            client = _sdk_client_for(host, where, timeout)
+            engine = cls(SdkTransport(client.api), str(client.api.base_url), lambda: client)
+        engine._prefetch_info()
+        return engine
 
     @property
     def trees(self) -> TreeTransfer:
         """Writable layers and volumes as tar streams (engine/trees.py)."""
         from compose_ckpt.engine.trees import TreeTransfer  # it builds on this module
 
-        return TreeTransfer(self, self._api)
+        return TreeTransfer(self, self._http)
 
     @property
     def base_url(self) -> str:
-        return str(self._api.base_url)
+        return self._base_url
+
+    @property
+    def _client(self) -> Any:
+        """The docker SDK's client (docker.DockerClient) for what `engine.api` does not cover."""
+        with self._sdk_lock:
+            if self._sdk_client is None:
+                try:
+                    self._sdk_client = self._make_sdk_client()
+                except Exception as exc:
+                    raise _from_sdk("connect", exc) or exc from exc
+            return self._sdk_client
+
+    @property
+    def _api(self) -> Any:
+        return self._client.api
 
     def close(self) -> None:
-        self._client.close()
+        self._http.close()
+        if self._sdk_client is not None:
+            self._sdk_client.close()
 
     # --- engine facts --------------------------------------------------------
 
@@ -130,10 +179,21 @@ class Engine:
         with self._info_lock:
             return self._info or self._read_info()
 
+    def _prefetch_info(self) -> None:
+        """Read the engine facts on a thread of their own while the caller goes on: nearly every command
+        needs them (the daemon's folders, whether it is local), and the daemon takes a while to answer
+        (it runs `runc --version` and more). A failure is left for the caller's own `info()` to report."""
+
+        def read() -> None:
+            with contextlib.suppress(CkptError):
+                self.info()
+
+        threading.Thread(target=read, name="engine-info", daemon=True).start()
+
     def _read_info(self) -> EngineInfo:
         with translated("read engine info"):
-            info = self._client.info()
-            version = self._client.version()
+            info = self._http.call("GET", "/info")
+            version = self._http.call("GET", "/version")
         components = {c.get("Name"): c.get("Version", "") for c in version.get("Components") or []}
         root = info.get("DockerRootDir", "")
         self._info = EngineInfo(
@@ -154,10 +214,8 @@ class Engine:
 
     @property
     def socket_path(self) -> str | None:
-        """The unix socket this connection uses, None for tcp:// and ssh:// engines."""
-        adapter = getattr(self._api, "_custom_adapter", None)
-        path = getattr(adapter, "socket_path", None)
-        return path if isinstance(path, str) else None
+        """The unix socket this connection uses, None for tcp://, ssh:// and context engines."""
+        return self._socket_path
 
     def daemon_pid(self) -> int | None:
         """Pid of the very daemon this connection talks to, when it runs on this host; else None."""
@@ -167,10 +225,10 @@ class Engine:
         return host.daemon_pid_for_socket(socket_path)
 
     def _is_local(self, root: str) -> bool:
-        # docker-py names a unix-socket connection http+docker://localhost (ssh is http+docker://ssh).
+        # docker-py names a unix-socket connection (a context's) http+docker://localhost (ssh is http+docker://ssh).
         containers = Path(root, "containers")
         return (
-            self.base_url == "http+docker://localhost"
+            (self._socket_path is not None or self.base_url == "http+docker://localhost")
             and containers.is_dir()
             and os.access(containers, os.R_OK | os.W_OK)
         )
@@ -181,7 +239,7 @@ class Engine:
         """The container named or identified by `ref`, or None when there is none."""
         try:
             with translated(f"inspect container {ref}"):
-                return ContainerInfo.from_inspect(self._api.inspect_container(ref))
+                return ContainerInfo.from_inspect(self._http.call("GET", path_of("/containers/{0}/json", ref)))
         except NotFoundError:
             return None
 
@@ -194,10 +252,17 @@ class Engine:
         return self._listed([key])
 
     def _listed(self, label_filters: list[str]) -> list[ContainerInfo]:
-        """Containers matching every filter; one removed between the listing and its inspection is left out."""
+        """Containers matching every filter, in the engine's order, inspected in parallel; one removed
+        between the listing and its inspection is left out."""
         with translated("list containers"):
-            summaries = self._api.containers(all=True, filters={"label": label_filters})
-        return [info for s in summaries if (info := self.inspect(s["Id"])) is not None]
+            summaries = self._http.call("GET", "/containers/json", {"all": True, "filters": {"label": label_filters}})
+        ids = [summary["Id"] for summary in summaries]
+        if len(ids) < 2:
+            found = [self.inspect(cid) for cid in ids]
+        else:
+            with ThreadPoolExecutor(max_workers=min(len(ids), INSPECT_WORKERS)) as pool:
+                found = list(pool.map(self.inspect, ids))
+        return [info for info in found if info is not None]
 
     def events(self, label: str, since: float, until: float) -> Iterator[ContainerEvent]:
         """GET /events: container start, die, destroy and rename events of containers carrying the label
@@ -213,52 +278,54 @@ class Engine:
 
     def pause(self, container_id: str) -> None:
         with translated(f"pause {container_id[:12]}"):
-            self._api.pause(container_id)
+            self._http.call("POST", path_of("/containers/{0}/pause", container_id))
 
     def unpause(self, container_id: str) -> None:
         with translated(f"unpause {container_id[:12]}"):
-            self._api.unpause(container_id)
+            self._http.call("POST", path_of("/containers/{0}/unpause", container_id))
 
     def kill(self, container_id: str) -> None:
         """SIGKILL. On a paused container the signal lands before any thaw, so nothing runs after it."""
         with translated(f"kill {container_id[:12]}"):
-            self._api.kill(container_id)
+            self._http.call("POST", path_of("/containers/{0}/kill", container_id))
 
     def remove(self, container_id: str) -> None:
         with translated(f"remove {container_id[:12]}"):
-            self._api.remove_container(container_id, force=True)
+            self._http.call("DELETE", path_of("/containers/{0}", container_id), {"force": True})
 
     def wait_exited(self, container_id: str, timeout: float = 60.0) -> ContainerInfo:
-        """Poll until the container is no longer running or paused."""
-        deadline = time.monotonic() + timeout
-        while True:
-            info = self.inspect(container_id)
-            if info is None:
-                raise NotFoundError(f"container {container_id[:12]} disappeared while waiting for it to exit")
-            if info.exited:
-                return info
-            if time.monotonic() > deadline:
-                raise EngineError(f"container {info.name} did not exit within {timeout:.0f} s")
-            time.sleep(0.1)
+        """Until the container is no longer running or paused: POST /containers/{id}/wait, which the
+        engine answers the moment it has exited (no polling)."""
+        with translated(f"wait for {container_id[:12]} to exit"):
+            try:
+                self._http.call("POST", path_of("/containers/{0}/wait", container_id),
+                                {"condition": "not-running"}, timeout=timeout)
+            except Unreachable as exc:
+                if not exc.timed_out:
+                    raise
+                raise EngineError(f"container {container_id[:12]} did not exit within {timeout:.0f} s") from exc
+        info = self.inspect(container_id)
+        if info is None:
+            raise NotFoundError(f"container {container_id[:12]} disappeared while waiting for it to exit")
+        return info
 
     # --- checkpoints (raw endpoints) ----------------------------------------
 
     def checkpoint_create(self, container_id: str, name: str, *, leave_running: bool) -> None:
         """POST /containers/{id}/checkpoints."""
-        self._run_criu(f"checkpoint {container_id[:12]}", lambda: self._api._post_json(
-            self._api._url("/containers/{0}/checkpoints", container_id),
-            data={"CheckpointID": name, "Exit": not leave_running},
+        self._run_criu(f"checkpoint {container_id[:12]}", lambda: self._http.call(
+            "POST", path_of("/containers/{0}/checkpoints", container_id),
+            body={"CheckpointID": name, "Exit": not leave_running},
         ))
 
     def checkpoint_list(self, container_id: str) -> list[str]:
         with translated(f"list checkpoints of {container_id[:12]}"):
-            response = self._api._get(self._api._url("/containers/{0}/checkpoints", container_id))
-            return [entry["Name"] for entry in self._api._result(response, json=True) or []]
+            entries = self._http.call("GET", path_of("/containers/{0}/checkpoints", container_id))
+            return [entry["Name"] for entry in entries or []]
 
     def checkpoint_delete(self, container_id: str, name: str) -> None:
         with translated(f"delete checkpoint {name} of {container_id[:12]}"):
-            response = self._api._delete(self._api._url("/containers/{0}/checkpoints/{1}", container_id, name))
-            self._api._raise_for_status(response)
+            self._http.call("DELETE", path_of("/containers/{0}/checkpoints/{1}", container_id, name))
 
     def start_from_checkpoint(self, container_id: str, name: str) -> None:
         """POST /containers/{id}/start?checkpoint=NAME. The container must have exited.
@@ -266,8 +333,8 @@ class Engine:
         containerd deletes the task's bundle, and CRIU's restore.log in it, as soon as the restore
         fails: on this host the log is opened while the restore runs, so its lines can be shown."""
         with _RestoreLogCatcher(self._restore_log_paths(container_id)) as catcher:
-            self._run_criu(f"restore {container_id[:12]} from checkpoint {name}", lambda: self._api._post(
-                self._api._url("/containers/{0}/start", container_id), params={"checkpoint": name},
+            self._run_criu(f"restore {container_id[:12]} from checkpoint {name}", lambda: self._http.call(
+                "POST", path_of("/containers/{0}/start", container_id), {"checkpoint": name},
             ), catcher.text)
 
     def _restore_log_paths(self, container_id: str) -> list[Path]:
@@ -280,17 +347,13 @@ class Engine:
         return [state / "io.containerd.runtime.v2.task" / "moby" / container_id / "work" / "restore.log"
                 for state in states]
 
-    def _run_criu(self, action: str, request: Callable[[], requests.Response],
+    def _run_criu(self, action: str, request: Callable[[], object],
                   captured_log: Callable[[], str | None] = lambda: None) -> None:
         """A raw call that makes the daemon run CRIU: retried while the daemon reports its transient
         `already exists`; a failure carries the key lines of CRIU's log in its details."""
-
-        def call() -> None:
-            self._api._raise_for_status(request())
-
         try:
             with translated(action):
-                _retry_transient(call)
+                _retry_transient(request)
         except EngineError as exc:
             exc.details = criu_log_key_lines(exc.message, captured_log())
             raise
@@ -363,7 +426,7 @@ class Engine:
         """The id of the image `reference` names on this engine, or None."""
         try:
             with translated(f"inspect image {reference}"):
-                return str(self._api.inspect_image(reference)["Id"])
+                return str(self._http.call("GET", path_of("/images/{0}/json", reference))["Id"])
         except NotFoundError:
             return None
 
@@ -382,34 +445,31 @@ class Engine:
 
     def network_exists(self, name: str) -> bool:
         try:
-            with translated(f"inspect network {name}"):
-                self._api.inspect_network(name)
+            self.inspect_network(name)
             return True
         except NotFoundError:
             return False
 
     def inspect_network(self, name: str) -> dict[str, Any]:
         with translated(f"inspect network {name}"):
-            return dict(self._api.inspect_network(name))
+            return dict(self._http.call("GET", path_of("/networks/{0}", name)))
 
     def create_network(self, recorded: dict[str, Any]) -> None:
-        """Create a network like the recorded `docker network inspect` document."""
+        """Create a network like the recorded `docker network inspect` document (its IPAM driver and
+        options; addresses are left to the engine)."""
         ipam = recorded.get("IPAM") or {}
+        body = {
+            "Name": recorded["Name"], "Driver": recorded.get("Driver"), "Options": recorded.get("Options") or None,
+            "Labels": recorded.get("Labels") or None, "Internal": bool(recorded.get("Internal")),
+            "Attachable": bool(recorded.get("Attachable")), "EnableIPv6": bool(recorded.get("EnableIPv6")),
+            "IPAM": {"Driver": ipam.get("Driver") or "default", "Config": [], "Options": ipam.get("Options")},
+        }
         with translated(f"create network {recorded['Name']}"):
-            self._api.create_network(
-                recorded["Name"],
-                driver=recorded.get("Driver"),
-                options=recorded.get("Options") or None,
-                labels=recorded.get("Labels") or None,
-                internal=bool(recorded.get("Internal")),
-                attachable=bool(recorded.get("Attachable")),
-                enable_ipv6=bool(recorded.get("EnableIPv6")),
-                ipam=docker.types.IPAMConfig(driver=ipam.get("Driver") or "default", options=ipam.get("Options")),
-            )
+            self._http.call("POST", "/networks/create", body=body)
 
     def inspect_volume(self, name: str) -> dict[str, Any]:
         with translated(f"inspect volume {name}"):
-            return dict(self._api.inspect_volume(name))
+            return dict(self._http.call("GET", path_of("/volumes/{0}", name)))
 
     def volume_exists(self, name: str) -> bool:
         try:
@@ -419,13 +479,10 @@ class Engine:
             return False
 
     def create_volume(self, recorded: dict[str, Any]) -> None:
+        body = {"Name": recorded["Name"], "Driver": recorded.get("Driver"),
+                "DriverOpts": recorded.get("Options") or None, "Labels": recorded.get("Labels") or None}
         with translated(f"create volume {recorded['Name']}"):
-            self._api.create_volume(
-                recorded["Name"],
-                driver=recorded.get("Driver"),
-                driver_opts=recorded.get("Options") or None,
-                labels=recorded.get("Labels") or None,
-            )
+            self._http.call("POST", "/volumes/create", body=body)
 
     def create_container(self, recorded: dict[str, Any], references: dict[str, str] | None = None) -> ContainerInfo:
         """Create (not start) a container from a recorded `docker inspect` document, same name and config.
@@ -433,20 +490,19 @@ class Engine:
         `references` maps the ids of containers it joins (network, ipc, pid, volumes_from) to their names now."""
         name, body = create_body(recorded, references)
         with translated(f"create container {name}"):
-            created = self._api.create_container_from_config(body, name=name)
-            return ContainerInfo.from_inspect(self._api.inspect_container(created["Id"]))
+            created = self._http.call("POST", "/containers/create", {"name": name}, body=body)
+            return ContainerInfo.from_inspect(self._http.call("GET", path_of("/containers/{0}/json", created["Id"])))
 
     def start(self, container_id: str) -> None:
         with translated(f"start {container_id[:12]}"):
-            self._api.start(container_id)
+            self._http.call("POST", path_of("/containers/{0}/start", container_id))
 
     def stop(self, container_id: str, timeout: int | None = None) -> None:
         """A graceful stop: the container's stop signal, SIGKILL after `timeout` (default: its own)."""
         with translated(f"stop {container_id[:12]}"):
-            if timeout is None:
-                self._api.stop(container_id)
-            else:
-                self._api.stop(container_id, timeout=timeout)
+            # The engine answers once the container has stopped: wait as long as it may take, and then some.
+            wait = None if timeout is None else timeout + 60
+            self._http.call("POST", path_of("/containers/{0}/stop", container_id), {"t": timeout}, timeout=wait)
 
     def ensure_holder_image(self) -> str:
         """The network holder image (see holder_image.py), imported on first use; returns its reference."""
@@ -459,12 +515,31 @@ class Engine:
         return HOLDER_IMAGE
 
 
-def _client_for_context(name: str, timeout: int) -> docker.DockerClient:
+def _sdk_client_for(host: str | None, where: str, timeout: int) -> Any:
+    """docker.DockerClient for a tcp://, ssh:// or context host, or what DOCKER_HOST and DOCKER_TLS_* select."""
+    import docker
+    import docker.errors
+
+    try:
+        if host and "://" not in host:
+            return _client_for_context(host, timeout)
+        if host:
+            return docker.DockerClient(base_url=host, timeout=timeout, use_ssh_client=host.startswith("ssh://"))
+        return docker.from_env(timeout=timeout)
+    except docker.errors.DockerException as exc:
+        raise EngineUnavailable(f"Cannot reach the Docker daemon at {where}: {exc}", hint=START_HINT) from exc
+
+
+def _client_for_context(name: str, timeout: int) -> Any:
     """A client for a Docker context (`docker context ls`), read from the docker CLI's own files.
 
     docker-py's ContextAPI looks in the wrong folder when ~/.docker/config.json
     does not exist, so the context's meta.json and TLS files are read here.
     """
+    import docker
+    import docker.errors
+    import docker.tls
+
     if name == "default":
         return docker.from_env(timeout=timeout)
     config_dir = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")

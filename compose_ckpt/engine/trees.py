@@ -22,10 +22,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import docker
-
 from compose_ckpt.const import LABEL_HELPER
 from compose_ckpt.engine.adapter import translated
+from compose_ckpt.engine.api import Transport, path_of
 from compose_ckpt.engine.types import ContainerInfo
 from compose_ckpt.errors import EngineError
 
@@ -50,7 +49,7 @@ def upper_dir(container: ContainerInfo) -> str | None:
 class TreeTransfer:
     """The tree operations of one engine (a part of `Engine`, kept apart for its size)."""
 
-    def __init__(self, engine: Engine, api: docker.APIClient) -> None:
+    def __init__(self, engine: Engine, api: Transport) -> None:
         self._engine = engine
         self._api = api
 
@@ -99,8 +98,8 @@ class TreeTransfer:
         mount = {"Type": "volume", "Source": name, "Target": TREE_MOUNT}
         with self._helper(mount, image_id, f"empty volume {name}", command=_CLEAR_COMMAND) as helper:
             with translated(f"empty volume {name}"):
-                self._api.start(helper)
-                status = self._api.wait(helper, timeout=600).get("StatusCode")
+                self._api.call("POST", path_of("/containers/{0}/start", helper))
+                status = self._api.call("POST", path_of("/containers/{0}/wait", helper), timeout=600).get("StatusCode")
             if status != 0:
                 raise EngineError(f"cannot empty volume {name} on the engine (`find -delete` exited {status})",
                                   hint="The image of the service using it needs `find` for this on a remote engine; "
@@ -108,28 +107,26 @@ class TreeTransfer:
 
     def _read(self, mount: dict[str, Any], image_id: str, action: str) -> Iterator[bytes]:
         with self._helper(mount, image_id, action) as helper, translated(action):
-            stream, _ = self._api.get_archive(helper, TREE_MOUNT, chunk_size=1024**2)
-            yield from stream
+            yield from self._api.stream("GET", path_of("/containers/{0}/archive", helper), {"path": TREE_MOUNT})
 
     def _write(self, mount: dict[str, Any], image_id: str, chunks: Iterable[bytes], action: str) -> None:
         with self._helper(mount, image_id, action) as helper, translated(action):
-            if not self._api.put_archive(helper, "/", chunks):
-                raise EngineError(f"{action}: the engine refused the archive")
+            for _ in self._api.stream("PUT", path_of("/containers/{0}/archive", helper), {"path": "/"}, chunks):
+                pass
 
     @contextmanager
     def _helper(self, mount: dict[str, Any], image_id: str, action: str,
                 command: list[str] | None = None) -> Iterator[str]:
         with translated(f"{action}: create a helper container"):
-            helper = self._api.create_container(
-                image_id, command=command or ["true"], entrypoint=[], user="0", network_disabled=True,
-                labels={LABEL_HELPER: mount["Source"]},
-                host_config=self._api.create_host_config(mounts=[mount]),
-            )["Id"]
+            helper = self._api.call("POST", "/containers/create", body={
+                "Image": image_id, "Cmd": command or ["true"], "Entrypoint": [], "User": "0", "NetworkDisabled": True,
+                "Labels": {LABEL_HELPER: mount["Source"]}, "HostConfig": {"Mounts": [mount]},
+            })["Id"]
         try:
             yield helper
         finally:
             with translated(f"{action}: remove the helper container"):
-                self._api.remove_container(helper, force=True)
+                self._api.call("DELETE", path_of("/containers/{0}", helper), {"force": True})
 
 
 def _require_upper(container: ContainerInfo) -> str:

@@ -16,12 +16,9 @@ from typing import Annotated, Any
 import typer
 
 from compose_ckpt import __version__
-from rich.markup import escape
-
-from compose_ckpt.cli.output import console, err_console, human_size, print_error, print_json, print_table
-from compose_ckpt.domain.parallel import DEFAULT_PARALLEL
+from compose_ckpt.cli.output import console, err_console, escape, human_size, print_error, print_json, print_table
+from compose_ckpt.const import DEFAULT_PARALLEL
 from compose_ckpt.errors import CkptError, ExitCode, NotFoundError, UsageError
-from datetime import UTC
 
 app = typer.Typer(
     name="compose-ckpt",
@@ -426,7 +423,7 @@ def prune(
     as_json: JsonOption = False,
 ) -> None:
     """Remove all but the newest complete snapshots, and every failed or incomplete one."""
-    from datetime import datetime
+    from datetime import UTC, datetime
 
     from compose_ckpt.domain.retention import parse_duration, to_prune
 

@@ -1,20 +1,48 @@
-"""Printing helpers for the CLI: JSON for scripts, tables and errors for people."""
+"""Printing helpers for the CLI: JSON for scripts, tables and errors for people.
+
+rich is imported on the first line printed for people: `--json` output and
+`--help` never pay for it.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
-
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from compose_ckpt.errors import CkptError
 
-console = Console(soft_wrap=True)
-err_console = Console(stderr=True, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+class _LazyConsole:
+    """A rich Console, made when first used."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+
+    @cached_property
+    def _console(self) -> Console:
+        from rich.console import Console
+
+        return Console(stderr=self._stderr, soft_wrap=True)
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        self._console.print(*objects, **options)
+
+
+console = _LazyConsole(stderr=False)
+err_console = _LazyConsole(stderr=True)
+
+
+def escape(text: str) -> str:
+    """`text` shown as is, not read as rich markup."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def print_json(document: Any) -> None:
@@ -22,6 +50,8 @@ def print_json(document: Any) -> None:
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.table import Table
+
     table = Table(*headers, box=None, pad_edge=False, header_style="bold")
     for row in rows:
         table.add_row(*(str(cell) for cell in row))

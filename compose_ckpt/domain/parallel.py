@@ -7,11 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from compose_ckpt.const import DEFAULT_PARALLEL
+
+__all__ = ["DEFAULT_PARALLEL", "Outcome", "ProgressCallback", "describe_failures", "run_parallel"]
+
 # Called with (container name, phase) as work progresses: pausing, dumping, ...
 ProgressCallback = Callable[[str, str], None]
-
-# Measured on 2 cores (bench/README.md): 8 concurrent dumps or restores beat 4.
-DEFAULT_PARALLEL = 8
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")

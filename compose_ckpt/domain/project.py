@@ -42,18 +42,25 @@ class Project:
             )
         return list(dict.fromkeys(requested)) or known
 
-    def containers(self, service: str) -> list[ContainerInfo]:
-        """The service's containers: by container_name when set, else by compose labels, in number order."""
+    def containers(self, service: str, listed: Sequence[ContainerInfo] | None = None) -> list[ContainerInfo]:
+        """The service's containers: by container_name when set, else by compose labels, in number order.
+
+        `listed`: the project's labelled containers, when the caller has already listed them."""
         config = self.compose.services[service]
         if config.container_name:
             container = self.engine.inspect(config.container_name)
             return [container] if container else []
-        found = self.engine.list_containers({LABEL_PROJECT: self.name, LABEL_SERVICE: service})
-        found = [c for c in found if c.labels.get(LABEL_ONEOFF, "False") != "True"]
+        if listed is None:
+            listed = self.engine.list_containers({LABEL_PROJECT: self.name, LABEL_SERVICE: service})
+        found = [c for c in listed
+                 if c.labels.get(LABEL_SERVICE) == service and c.labels.get(LABEL_ONEOFF, "False") != "True"]
         return sorted(found, key=lambda c: int(c.labels.get(LABEL_CONTAINER_NUMBER, "0") or 0))
 
     def resolve(self, services: Sequence[str]) -> list[ServiceContainers]:
-        return [ServiceContainers(name, tuple(self.containers(name))) for name in services]
+        """One listing of the project's containers for all services, rather than one per service."""
+        by_label = any(not self.compose.services[name].container_name for name in services)
+        listed = self.engine.list_containers({LABEL_PROJECT: self.name}) if by_label else []
+        return [ServiceContainers(name, tuple(self.containers(name, listed))) for name in services]
 
     def running_containers(self, services: Sequence[str]) -> list[ServiceContainers]:
         """Like `resolve`, but every service must have containers and all of them must be running."""

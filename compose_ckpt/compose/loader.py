@@ -1,6 +1,8 @@
-"""Read a compose project the way ``docker compose`` v2 (2.26) does.
+"""Read a compose project the way ``docker compose`` v2 (2.26) does, without it.
 
-``load_project`` runs these steps, each a function below:
+This is the fallback for hosts without the compose plugin (``resolve.py``
+prefers compose itself); ``tests/integration`` holds it to compose's answers
+on the same corpus. ``load_project`` runs these steps, each a function below:
 
 1. Variables: the process environment, then ``.env`` values it does not set.
    The first ``.env`` comes from the directory compose would work in before
@@ -13,11 +15,17 @@
    its own ``.env`` fills in what is still unset.
 3. Project name: ``-p`` > ``COMPOSE_PROJECT_NAME`` > top-level ``name:`` >
    the project folder's name, normalised.
-4. Each file: YAML, interpolation (with ``COMPOSE_PROJECT_NAME`` set to the
-   name), per-file validation of the keys we use, ``extends`` in that file.
-5. Merge files in order, then apply profiles and check dependencies.
+4. Each document of each file (several per file merge in order): YAML with
+   ``!reset``/``!override``, interpolation (``COMPOSE_PROJECT_NAME`` set to
+   the name), the keys compose's schema allows, its ``include``s (each a
+   project of its own, with its own folder and env file), ``extends`` in
+   this file or another (whose relative paths resolve in its own folder).
+5. Merge in order, then: depends_on conditions, profiles, implicit
+   dependencies (``network_mode``/``ipc``/``pid: service:X``, ``links``,
+   ``volumes_from``), and what compose refuses for active services: missing
+   env files, undefined services, networks and volumes, cycles.
 
-Only the keys compose-ckpt needs are validated and kept; others are ignored.
+Only the keys compose-ckpt needs are kept; the others are checked by name only.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +51,22 @@ _VALID_SERVICE_NAME = re.compile(r"[a-zA-Z0-9._-]+")
 # small as YAML but exponential as a tree, and interpolation walks the tree recursively.
 MAX_DEPTH = 100
 MAX_VALUES = 1_000_000
+
+# The keys compose 2.26's schema allows (besides x-*): anything else is refused there, so here too.
+TOP_LEVEL_KEYS = frozenset({"configs", "include", "name", "networks", "secrets", "services", "version", "volumes"})
+SERVICE_KEYS = frozenset({
+    "annotations", "attach", "blkio_config", "build", "cap_add", "cap_drop", "cgroup", "cgroup_parent", "command",
+    "configs", "container_name", "cpu_count", "cpu_percent", "cpu_period", "cpu_quota", "cpu_rt_period",
+    "cpu_rt_runtime", "cpu_shares", "cpus", "cpuset", "credential_spec", "depends_on", "deploy", "develop",
+    "device_cgroup_rules", "devices", "dns", "dns_opt", "dns_search", "domainname", "entrypoint", "env_file",
+    "environment", "expose", "extends", "external_links", "extra_hosts", "gpus", "group_add", "healthcheck",
+    "hostname", "image", "init", "ipc", "isolation", "label_file", "labels", "links", "logging", "mac_address",
+    "mem_limit", "mem_reservation", "mem_swappiness", "memswap_limit", "network_mode", "networks",
+    "oom_kill_disable", "oom_score_adj", "pid", "pids_limit", "platform", "ports", "post_start", "pre_stop",
+    "privileged", "profiles", "pull_policy", "read_only", "restart", "runtime", "scale", "secrets", "security_opt",
+    "shm_size", "stdin_open", "stop_grace_period", "stop_signal", "storage_opt", "sysctls", "tmpfs", "tty",
+    "ulimits", "user", "userns_mode", "uts", "volumes", "volumes_from", "working_dir",
+})
 
 # A service reduced to what we keep, after validation: image, container_name,
 # labels (dict), depends_on (name -> {condition, required?}), profiles (list),
@@ -83,19 +107,18 @@ def locate(options: ProjectOptions) -> Located:
 def _load_project(options: ProjectOptions) -> ComposeProject:
     located = locate(options)
     files, contents, env, working_dir = located.files, located.contents, located.env, located.working_dir
-    documents = [_parse_yaml(data, path) for data, path in zip(contents, files)]
+    documents = [(document, path) for data, path in zip(contents, files) for document in _parse_yaml(data, path)]
 
-    name = _project_name(options.project_name, env, documents, files, working_dir)
+    name = _project_name(options.project_name, env, [d for d, _ in documents], [p for _, p in documents], working_dir)
     env["COMPOSE_PROJECT_NAME"] = name  # compose exposes the final name to interpolation
-    services: dict[str, Service] = {}
-    for document, path in zip(documents, files):
-        for service_name, service in _file_services(document, env, path).items():
-            services[service_name] = _merge(services[service_name], service) if service_name in services else service
+    model = _merged_model(documents, env, working_dir, ())
+    _check_conditions(model.services, files[0])
 
-    configs = {service_name: _service_config(service_name, service) for service_name, service in services.items()}
+    configs = {service_name: _service_config(service_name, service) for service_name, service in model.services.items()}
     enabled = _enabled_profiles(options.profiles, env)
     active = {n: c for n, c in configs.items() if not c.profiles or "*" in enabled or enabled & set(c.profiles)}
     _check_services(active, configs)
+    _check_references({n: model.services[n] for n in active}, model)
     return ComposeProject(
         name=name,
         working_dir=working_dir,
@@ -209,8 +232,28 @@ class _YamlLoader(yaml.SafeLoader):
             if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"mapping key {key!r} is defined twice", key_node.start_mark)
             seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+        mapping = super().construct_mapping(node, deep=deep)
+        for tag, marker in (("!reset", RESET_KEYS), ("!override", OVERRIDE_KEYS)):
+            tagged = [str(k.value) for k, v in node.value if v.tag == tag and isinstance(k, yaml.ScalarNode)]
+            if tagged:
+                mapping[marker] = tagged
+        return mapping
 
+    def construct_override(self, node: yaml.Node) -> Any:
+        """``!override VALUE``: the value itself; the mapping holding it records that it replaces, not merges."""
+        if isinstance(node, yaml.MappingNode):
+            return self.construct_mapping(node, deep=True)
+        if isinstance(node, yaml.SequenceNode):
+            return self.construct_sequence(node, deep=True)
+        return self.construct_scalar(node)  # type: ignore[arg-type]
+
+
+# ``key: !reset ...`` and ``key: !override ...`` are recorded in the mapping holding them, under keys no YAML
+# text can produce (NUL is not allowed in YAML), so the merge can drop or replace those keys.
+RESET_KEYS = "\x00reset"
+OVERRIDE_KEYS = "\x00override"
+_YamlLoader.add_constructor("!reset", lambda loader, node: None)
+_YamlLoader.add_constructor("!override", _YamlLoader.construct_override)
 
 _YamlLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
@@ -219,23 +262,24 @@ _YamlLoader.yaml_implicit_resolvers = {
 _YamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
-def _parse_yaml(data: bytes, path: Path) -> dict[str, Any]:
+def _parse_yaml(data: bytes, path: Path) -> list[dict[str, Any]]:
+    """The file's documents (compose merges several in one file in order, like several files)."""
     try:
-        document = yaml.load(_decode(data, path), Loader=_YamlLoader)  # noqa: S506 - a SafeLoader subclass
+        documents = [d for d in yaml.load_all(_decode(data, path), Loader=_YamlLoader) if d is not None]  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as err:
         line = err.problem_mark.line + 1 if err.problem_mark else None
-        hint = "YAML tags such as !reset and !override are not supported" if isinstance(err, yaml.constructor.ConstructorError) else None
-        raise ComposeFileError(f"invalid YAML: {err.problem}", path=str(path), line=line, hint=hint) from None
+        raise ComposeFileError(f"invalid YAML: {err.problem}", path=str(path), line=line) from None
     except yaml.YAMLError as err:
         raise ComposeFileError(f"invalid YAML: {err}", path=str(path)) from None
     except RecursionError:
         raise ComposeFileError(f"invalid YAML: nested more than {MAX_DEPTH} levels deep", path=str(path)) from None
-    if document is None:
+    if not documents:
         raise ComposeFileError("empty compose file", path=str(path))
-    if not isinstance(document, dict):
-        raise ComposeFileError("the top level must be a mapping", path=str(path))
-    _check_expanded_size(document, path)
-    return document
+    for document in documents:
+        if not isinstance(document, dict):
+            raise ComposeFileError("the top level must be a mapping", path=str(path))
+        _check_expanded_size(document, path)
+    return documents
 
 
 def _check_expanded_size(document: dict[str, Any], path: Path) -> None:
@@ -311,13 +355,41 @@ def _measure(root: yaml.Node | None, measured: dict[int, tuple[int, int]], path:
             stack.extend((child, False) for child in children if isinstance(child, yaml.CollectionNode))
 
 
-def _file_services(document: dict[str, Any], env: Mapping[str, str], path: Path) -> dict[str, Service]:
-    """The services of one file: interpolated, validated, their ``extends`` resolved."""
-    document = interpolate_tree(document, env, source=str(path))
-    if "include" in document:
-        # Silently leaving out the included services would make a snapshot miss part of the stack.
-        raise ComposeFileError("`include` is not supported yet", path=str(path),
-                               hint="List the included files with -f instead.")
+@dataclass
+class _Model:
+    """What the loader keeps of a project (or of one file of it): services and the declared networks and volumes."""
+
+    services: dict[str, Service] = field(default_factory=dict)
+    networks: set[str] = field(default_factory=set)
+    volumes: set[str] = field(default_factory=set)
+
+
+def _merged_model(documents: list[tuple[dict[str, Any], Path]], env: Mapping[str, str], base: Path,
+                  including: tuple[Path, ...]) -> _Model:
+    """Documents merged in order, each with its ``include``s and ``extends`` resolved; ``base`` resolves relative paths."""
+    model = _Model()
+    for document, path in documents:
+        _check_keys(document, TOP_LEVEL_KEYS, "(root)", path)
+        document = interpolate_tree(document, env, source=str(path))
+        own = _file_model(document, env, path, base)
+        for included in _includes(document.get("include"), env, path, (*including, path)):
+            clash = sorted(set(included.services) & (set(model.services) | set(own.services)))
+            if clash:
+                raise ComposeFileError(f"services.{clash[0]} conflicts with an included service of the same name", path=str(path))
+            _add(model, included)
+        _add(model, own)
+    return model
+
+
+def _add(model: _Model, part: _Model) -> None:
+    for name, service in part.services.items():
+        model.services[name] = _merge(model.services[name], service) if name in model.services else service
+    model.networks |= part.networks
+    model.volumes |= part.volumes
+
+
+def _file_model(document: dict[str, Any], env: Mapping[str, str], path: Path, base: Path) -> _Model:
+    """One interpolated document: its services validated, their ``extends`` resolved."""
     raw_services = document.get("services") or {}
     if not isinstance(raw_services, dict):
         raise ComposeFileError("services must be a mapping", path=str(path))
@@ -325,16 +397,53 @@ def _file_services(document: dict[str, Any], env: Mapping[str, str], path: Path)
     for name, raw in raw_services.items():
         if not isinstance(name, str) or not _VALID_SERVICE_NAME.fullmatch(name):
             raise ComposeFileError(f"invalid service name {name!r}", path=str(path), hint="use letters, digits, '.', '_' and '-'")
-        services[name] = _validate_service(name, raw, path)
-    return {name: _resolve_extends(name, services, path, ()) for name in services}
+        services[name] = _validate_service(name, raw, path, base)
+    resolved = {name: _resolve_extends(name, services, path, env, ()) for name in services}
+    return _Model(resolved, _declared(document, "networks", path), _declared(document, "volumes", path))
 
 
-def _validate_service(name: str, raw: Any, path: Path) -> Service:
+def _declared(document: dict[str, Any], key: str, path: Path) -> set[str]:
+    value = document.get(key) or {}
+    if not isinstance(value, dict):
+        raise ComposeFileError(f"{key} must be a mapping", path=str(path))
+    return {str(name) for name in value if name not in (RESET_KEYS, OVERRIDE_KEYS)}
+
+
+def _includes(value: Any, env: Mapping[str, str], path: Path, chain: tuple[Path, ...]) -> list[_Model]:
+    """``include:`` entries, each a project of its own (paths relative to the including file)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ComposeFileError("include must be a list", path=str(path))
+    models = []
+    for entry in value:
+        entry = {"path": entry} if isinstance(entry, str) else entry
+        if not isinstance(entry, dict) or entry.get("path") is None:
+            raise ComposeFileError("include entries must be a path or a mapping with a path", path=str(path))
+        paths = entry["path"] if isinstance(entry["path"], list) else [entry["path"]]
+        files = [_absolute(path.parent, _string(p, "include.path", path)) for p in paths]
+        cycle = [f for f in files if f in chain]
+        if cycle:
+            raise ComposeFileError(f"include cycle: {' -> '.join(map(str, (*chain, cycle[0])))}", path=str(path))
+        project_dir = _absolute(path.parent, entry["project_directory"]) if entry.get("project_directory") else files[0].parent
+        env_files = entry.get("env_file")
+        env_paths = [_absolute(path.parent, e) for e in ([env_files] if isinstance(env_files, str) else env_files or [])]
+        included_env = _with_dotenv(dict(env), env_paths or [project_dir / ".env"], required=bool(env_paths))
+        try:
+            documents = [(d, f) for f in files for d in _parse_yaml(_read(f), f)]
+        except ComposeFileError as err:
+            raise ComposeFileError(f"include: {err.message}", path=str(path)) from None
+        models.append(_merged_model(documents, included_env, project_dir, chain))
+    return models
+
+
+def _validate_service(name: str, raw: Any, path: Path, base: Path) -> Service:
     where = f"services.{name}"
     if not isinstance(raw, dict):
         raise ComposeFileError(f"{where} must be a mapping", path=str(path))
-    service: Service = {}
-    for key in ("image", "container_name"):
+    _check_keys(raw, SERVICE_KEYS, where, path)
+    service: Service = {"reset": set(raw.get(RESET_KEYS, ())), "override": set(raw.get(OVERRIDE_KEYS, ()))}
+    for key in ("image", "container_name", "network_mode", "ipc", "pid"):
         if raw.get(key) is not None:
             service[key] = _string(raw[key], f"{where}.{key}", path)
     if raw.get("labels") is not None:
@@ -357,7 +466,62 @@ def _validate_service(name: str, raw: Any, path: Path) -> Service:
         service["build"] = True
     if raw.get("extends") is not None:
         service["extends"] = _extends_target(raw["extends"], f"{where}.extends", path)
+    for key in ("links", "volumes_from"):
+        if raw.get(key) is not None:
+            service[key] = _string_list(raw[key], f"{where}.{key}", path)
+    if raw.get("networks") is not None:
+        service["networks"] = _networks(raw["networks"], f"{where}.networks", path)
+    if raw.get("volumes") is not None:
+        service["volumes"] = _named_volumes(raw["volumes"], f"{where}.volumes", path)
+    if raw.get("env_file") is not None:
+        service["env_file"] = _env_files(raw["env_file"], f"{where}.env_file", path, base)
     return service
+
+
+def _check_keys(mapping: dict[Any, Any], allowed: frozenset[str], where: str, path: Path) -> None:
+    unknown = [str(k) for k in mapping if k not in allowed and k not in (RESET_KEYS, OVERRIDE_KEYS)
+               and not str(k).startswith("x-")]
+    if unknown:
+        raise ComposeFileError(f"{where}: additional property {unknown[0]} is not allowed", path=str(path))
+
+
+def _string_list(value: Any, where: str, path: Path) -> list[str]:
+    if not isinstance(value, list):
+        raise ComposeFileError(f"{where} must be a list", path=str(path))
+    return [_string(item, where, path) for item in value]
+
+
+def _networks(value: Any, where: str, path: Path) -> list[str]:
+    if isinstance(value, dict):
+        return [str(name) for name in value if name not in (RESET_KEYS, OVERRIDE_KEYS)]
+    return _string_list(value, where, path)
+
+
+def _named_volumes(value: Any, where: str, path: Path) -> list[str]:
+    """The named volumes a service mounts (``name:/path`` or ``{type: volume, source: name}``), not binds."""
+    names = []
+    for item in value if isinstance(value, list) else []:
+        if isinstance(item, str):
+            source, sep, _ = item.partition(":")
+            if sep and source and not source.startswith((".", "/", "~", "$")) and "/" not in source:
+                names.append(source)
+        elif isinstance(item, dict) and item.get("type", "volume") == "volume" and item.get("source"):
+            names.append(str(item["source"]))
+    if not isinstance(value, list):
+        raise ComposeFileError(f"{where} must be a list", path=str(path))
+    return names
+
+
+def _env_files(value: Any, where: str, path: Path, base: Path) -> list[str]:
+    """The required env files (absolute): compose refuses an active service whose env file is missing."""
+    required = []
+    for entry in [value] if isinstance(value, (str, dict)) else value if isinstance(value, list) else [None]:
+        item = {"path": entry} if isinstance(entry, str) else entry
+        if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+            raise ComposeFileError(f"{where} must be a path, a list of paths or of {{path, required}}", path=str(path))
+        if item.get("required", True) is not False:
+            required.append(str(_absolute(base, os.path.expanduser(item["path"]))))
+    return required
 
 
 def _string(value: Any, where: str, path: Path) -> str:
@@ -402,8 +566,9 @@ def _depends_on(value: Any, where: str, path: Path) -> dict[str, dict[str, Any]]
     """Both forms as {service: {condition, [required]}}.
 
     The short form states the defaults explicitly, so it resets a longer entry
-    from an earlier file, as in compose; the long form keeps ``required`` unset
-    until after merging, so an override may change just the condition.
+    from an earlier file, as in compose; the long form keeps ``condition`` and
+    ``required`` unset until after merging (compose merges, then validates), so
+    an override may change just one of them.
     """
     if isinstance(value, list):
         return {_string(item, where, path): {"condition": "service_started", "required": True} for item in value}
@@ -414,7 +579,7 @@ def _depends_on(value: Any, where: str, path: Path) -> dict[str, dict[str, Any]]
         entry_where = f"{where}.{service}"
         if not isinstance(entry, dict):
             raise ComposeFileError(f"{entry_where} must be a mapping with a condition", path=str(path))
-        if entry.get("condition") not in CONDITIONS:
+        if entry.get("condition", CONDITIONS[0]) not in CONDITIONS:  # may come from a file merged later
             raise ComposeFileError(f"{entry_where}.condition must be one of {', '.join(CONDITIONS)}", path=str(path))
         if "required" in entry and not isinstance(entry["required"], bool):
             raise ComposeFileError(f"{entry_where}.required must be true or false", path=str(path))
@@ -422,30 +587,47 @@ def _depends_on(value: Any, where: str, path: Path) -> dict[str, dict[str, Any]]
     return entries
 
 
-def _extends_target(value: Any, where: str, path: Path) -> str:
+def _extends_target(value: Any, where: str, path: Path) -> tuple[str, Path | None]:
+    """(service, the file it is in, None for this file)."""
     if isinstance(value, dict):
-        if value.get("file") is not None:
-            raise ComposeFileError(
-                f"{where}.file: extending a service from another file is not supported",
-                path=str(path),
-                hint="copy the service into this file, or merge the files with -f",
-            )
-        return _string(value.get("service"), f"{where}.service", path)
-    return _string(value, where, path)
+        other = value.get("file")
+        return (_string(value.get("service"), f"{where}.service", path),
+                None if other is None else _absolute(path.parent, _string(other, f"{where}.file", path)))
+    return _string(value, where, path), None
 
 
-def _resolve_extends(name: str, services: dict[str, Service], path: Path, chain: tuple[str, ...]) -> Service:
+def _resolve_extends(name: str, services: dict[str, Service], path: Path, env: Mapping[str, str],
+                     chain: tuple[tuple[Path, str], ...]) -> Service:
     service = services[name]
-    base_name = service.get("extends")
-    if base_name is None:
+    if "extends" not in service:
         return service
-    if name in chain:
-        raise ComposeFileError(f"circular extends: {' -> '.join((*chain, name))}", path=str(path))
+    here = (path, name)
+    if here in chain:
+        steps = " -> ".join(f"{n} ({p.name})" for p, n in (*chain, here))
+        raise ComposeFileError(f"circular extends: {steps}", path=str(path))
+    base_name, other = service["extends"]
+    if other is not None and other != path:  # the other file's own relative paths resolve against its folder
+        base_file = _absolute(other, ".")
+        documents = [interpolate_tree(d, env, source=str(base_file)) for d in _parse_yaml(_read(base_file), base_file)]
+        base_services: dict[str, Service] = {}
+        for document in documents:
+            for base_service_name, base_raw in (_file_raw_services(document, base_file)).items():
+                validated = _validate_service(base_service_name, base_raw, base_file, base_file.parent)
+                base_services[base_service_name] = (_merge(base_services[base_service_name], validated)
+                                                    if base_service_name in base_services else validated)
+        services, path = base_services, base_file
     if base_name not in services:
         raise ComposeFileError(f"service {name!r} extends unknown service {base_name!r}", path=str(path))
-    base = _resolve_extends(base_name, services, path, (*chain, name))
+    base = _resolve_extends(base_name, services, path, env, (*chain, here))
     own = {k: v for k, v in service.items() if k != "extends"}
     return _merge(base, own)
+
+
+def _file_raw_services(document: dict[str, Any], path: Path) -> dict[str, Any]:
+    raw_services = document.get("services") or {}
+    if not isinstance(raw_services, dict):
+        raise ComposeFileError("services must be a mapping", path=str(path))
+    return {str(k): v for k, v in raw_services.items()}
 
 
 # --- 5. merge, profiles, checks ---------------------------------------------
@@ -453,15 +635,21 @@ def _resolve_extends(name: str, services: dict[str, Service], path: Path, chain:
 
 def _merge(base: Service, override: Service) -> Service:
     """Compose's override rules for the keys we keep: labels and depends_on merge
-    by key (each dependency entry field by field), profiles are unioned, the rest is replaced."""
-    merged = dict(base)
+    by key (each dependency entry field by field), profiles are unioned, the rest is replaced.
+    A key tagged ``!reset`` in the override is dropped, one tagged ``!override`` is replaced whole."""
+    merged = {k: v for k, v in base.items() if k not in override.get("reset", ())}
+    merged["reset"], merged["override"] = override.get("reset", set()), override.get("override", set())
     for key, value in override.items():
-        if key == "labels":
+        if key in ("reset", "override"):
+            continue
+        if key in override.get("override", ()):
+            merged[key] = value
+        elif key == "labels":
             merged[key] = {**base.get(key, {}), **value}
         elif key == "depends_on":
             earlier = base.get(key, {})
             merged[key] = {**earlier, **{dep: {**earlier.get(dep, {}), **entry} for dep, entry in value.items()}}
-        elif key == "profiles":
+        elif key in ("profiles", "networks", "volumes", "links", "volumes_from", "env_file"):
             merged[key] = list(dict.fromkeys([*base.get(key, []), *value]))
         else:
             merged[key] = value
@@ -483,13 +671,50 @@ def _service_config(name: str, service: Service) -> ServiceConfig:
         image=service.get("image"),
         container_name=service.get("container_name"),
         depends_on=tuple(
-            ServiceDependency(dep, entry["condition"], entry.get("required", True)) for dep, entry in service.get("depends_on", {}).items()
+            ServiceDependency(dep, entry["condition"], entry.get("required", True))
+            for dep, entry in {**_implicit_dependencies(service), **service.get("depends_on", {})}.items()
         ),
         profiles=tuple(service.get("profiles", ())),
         labels=service.get("labels", {}),
         replicas=count,
         has_build=service.get("build", False),
+        network_mode=service.get("network_mode"),
     )
+
+
+def _check_conditions(services: Mapping[str, Service], first_file: Path) -> None:
+    """Each depends_on entry has a condition once the files are merged (compose checks then, naming the first file)."""
+    for name, service in services.items():
+        missing = next((dep for dep, entry in service.get("depends_on", {}).items() if "condition" not in entry), None)
+        if missing is not None:
+            raise ComposeFileError(f"services.{name}.depends_on.{missing}: condition is required", path=str(first_file))
+
+
+def _implicit_dependencies(service: Service) -> dict[str, dict[str, Any]]:
+    """The services compose makes this one depend on without a depends_on entry: those whose namespaces
+    it joins (network_mode, ipc, pid ``service:X``), it links to, or whose volumes it mounts."""
+    names = [service[key].removeprefix("service:") for key in ("network_mode", "ipc", "pid")
+             if service.get(key, "").startswith("service:")]
+    names += [link.partition(":")[0] for link in service.get("links", ())]
+    names += [source.partition(":")[0] for source in service.get("volumes_from", ()) if not source.startswith("container:")]
+    return {name: {"condition": CONDITIONS[0], "required": True} for name in names}
+
+
+def _check_references(active: Mapping[str, Service], model: _Model) -> None:
+    """Env files of the active services must exist, and the networks and named volumes they use must be
+    declared, as compose demands (of disabled services it asks neither)."""
+    for name, service in active.items():
+        missing = next((env_file for env_file in service.get("env_file", ()) if not os.path.isfile(env_file)), None)
+        if missing is not None:
+            raise ComposeFileError(f"services.{name}.env_file: env file {missing} not found")
+        for network in service.get("networks", ()):
+            if network != "default" and network not in model.networks:
+                raise ComposeFileError(f"service {name!r} refers to undefined network {network!r}",
+                                       hint="declare it under the top-level networks: key")
+        for volume in service.get("volumes", ()):
+            if volume not in model.volumes:
+                raise ComposeFileError(f"service {name!r} refers to undefined volume {volume!r}",
+                                       hint="declare it under the top-level volumes: key")
 
 
 def _enabled_profiles(flags: tuple[str, ...], env: Mapping[str, str]) -> set[str]:

@@ -146,12 +146,19 @@ def _rss_bytes(pid: int) -> int:
         return 0
 
 
+_LOG_LINE = re.compile(r'^time="[^"]*" level=(\w+) msg="(.*)"$')
+
+
 def _last_words(stderr: str) -> str:
-    """Compose's error without its log prefix (``level=... msg=``) or blank lines."""
-    lines = [line for line in stderr.strip().splitlines() if line.strip()]
-    text = "\n".join(lines) or "docker compose failed without saying why"
-    match = re.search(r'msg="(.*)"', text)
-    return match.group(1) if match and text.startswith("time=") else text
+    """Compose's error: its log lines' messages (warnings left out), or its plain text."""
+    words = []
+    for line in filter(str.strip, stderr.strip().splitlines()):
+        logged = _LOG_LINE.match(line)
+        if logged is None:
+            words.append(line)
+        elif logged.group(1) not in ("warning", "info", "debug"):
+            words.append(logged.group(2))
+    return "\n".join(words) or "docker compose failed without saying why"
 
 
 # --- the printed project -> our model ----------------------------------------------------------------------

@@ -23,7 +23,7 @@ import pytest
 
 from compose_ckpt.compose import ProjectOptions, load_project
 from compose_ckpt.compose.loader import load_project as load_builtin
-from compose_ckpt.errors import CkptError, ComposeFileError
+from compose_ckpt.errors import CkptError
 
 pytestmark = pytest.mark.engine
 
@@ -42,7 +42,6 @@ class Case:
     env_files: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
     both_fail: bool = False
-    builtin_unsupported: bool = False  # compose accepts it; the in-house loader must refuse it clearly
 
     def compose_args(self) -> list[str]:
         args = [arg for f in self.files for arg in ("-f", f)]
@@ -92,9 +91,23 @@ CASES = [
     # COMPOSE_FILE
     Case("compose-file-from-dotenv", "compose_file_env"),
     Case("compose-file-env-separator", "compose_file_env", env={"COMPOSE_FILE": "conf/dev.yml;conf/base.yml", "COMPOSE_PATH_SEPARATOR": ";"}),
-    # extends in the same file; from another file we refuse
+    # extends in the same file and from another file
     Case("extends-same-file", "extends", profiles=("full",)),
-    Case("extends-other-file", "extends_file", builtin_unsupported=True),
+    Case("extends-other-file", "extends_file"),
+    # issue #12: implicit dependencies, include, !reset/!override, multi-document files, merge-then-validate
+    Case("implicit-dependencies", "implicit_deps"),
+    Case("include-with-env-file", "include", env={"APP_TAG": "1.36"}),
+    Case("reset-and-override-tags", "reset_override"),
+    Case("multi-document-file", "multi_document"),
+    Case("required-false-only-in-override", "required_false_override", files=("compose.yaml", "override.yaml")),
+    Case("required-false-override-missing-alone", "required_false_override", files=("override.yaml",), both_fail=True),
+    # ... and what compose refuses
+    Case("missing-env-file", "missing_env_file", both_fail=True),
+    Case("undefined-network", "undefined_network", both_fail=True),
+    Case("undefined-volume", "undefined_volume", both_fail=True),
+    Case("schema-error", "schema_error", both_fail=True),
+    Case("disabled-service-references-are-not-checked", "disabled_references"),
+    Case("enabled-service-references-are-checked", "disabled_references", profiles=("debug",), both_fail=True),
 ]
 
 
@@ -151,10 +164,6 @@ def test_builtin_loader_agrees_with_docker_compose(case: Case, docker_compose: s
             load_builtin(options)
         return
     assert oracle.returncode == 0, oracle.stderr
-    if case.builtin_unsupported:
-        with pytest.raises(ComposeFileError, match="not supported"):
-            load_builtin(options)
-        return
     assert_agree(load_builtin(options), json.loads(oracle.stdout))
 
 

@@ -223,11 +223,22 @@ def test_duplicate_key_is_an_error(tmp_path: Path) -> None:
     assert err.value.line == 4
 
 
-def test_unsupported_tag_is_a_clear_error(tmp_path: Path) -> None:
-    write(tmp_path, {"compose.yaml": "services:\n  app:\n    image: a\n    labels: !reset {}\n"})
-    with pytest.raises(ComposeFileError) as err:
-        load(tmp_path)
-    assert err.value.line == 4 and "!reset" in err.value.hint
+def test_reset_and_override_tags(tmp_path: Path) -> None:
+    write(tmp_path, {
+        "compose.yaml": "services:\n  app:\n    image: a\n    labels: {a: '1', b: '2'}\n    depends_on: [db]\n"
+                        "    network_mode: host\n  db: {image: d}\n",
+        "compose.override.yaml": "services:\n  app:\n    labels: !override {c: '3'}\n    depends_on: !reset []\n"
+                                 "    network_mode: !reset null\n",
+    })
+    app = load(tmp_path).services["app"]
+    assert (dict(app.labels), app.depends_on, app.network_mode) == ({"c": "3"}, (), None)
+
+
+def test_documents_of_one_file_merge_in_order(tmp_path: Path) -> None:
+    write(tmp_path, {"compose.yaml": "services:\n  app: {image: a, labels: [x=1]}\n---\nservices:\n  app: {image: b}\n"
+                                     "  db: {image: d}\n"})
+    services = load(tmp_path).services
+    assert (services["app"].image, dict(services["app"].labels), list(services)) == ("b", {"x": "1"}, ["app", "db"])
 
 
 def test_yes_and_on_stay_strings_like_in_compose(tmp_path: Path) -> None:
@@ -247,7 +258,10 @@ def test_yes_and_on_stay_strings_like_in_compose(tmp_path: Path) -> None:
         ("services:\n  app: {image: x, container_name: 5}\n", "services.app.container_name must be a string"),
         ("services:\n  app: {image: x, depends_on: db}\n", "services.app.depends_on must be a list"),
         ("services:\n  app: {image: x, depends_on: {db: service_started}}\n", "services.app.depends_on.db must be a mapping"),
-        ("services:\n  app: {image: x, depends_on: {db: {required: true}}}\n", "services.app.depends_on.db.condition must be one of"),
+        ("services:\n  app: {image: x, depends_on: {db: {required: true}}}\n", "services.app.depends_on.db: condition is required"),
+        ("services:\n  app: {image: x, depends_on: {db: {condition: started}}}\n", "services.app.depends_on.db.condition must be one of"),
+        ("services:\n  app: {image: x, whatever: [1, 2]}\n", "services.app: additional property whatever is not allowed"),
+        ("services:\n  app: {image: x}\nsecret: {}\n", "additional property secret is not allowed"),
         ("services:\n  app: {image: x, depends_on: {db: {condition: service_started, required: 'no'}}}\n", "required must be true or false"),
         ("services:\n  app: {image: x, labels: a=b}\n", "services.app.labels must be a mapping or a list"),
         ("services:\n  app: {image: x, profiles: p}\n", "services.app.profiles must be a list"),
@@ -264,8 +278,8 @@ def test_wrong_types_are_reported(tmp_path: Path, text: str, message: str) -> No
     assert err.value.path == str(tmp_path / "compose.yaml")
 
 
-def test_unknown_keys_are_ignored(tmp_path: Path) -> None:
-    write(tmp_path, {"compose.yaml": "version: '3'\nx-thing: 1\nvolumes: {data: {}}\nservices:\n  app:\n    image: a\n    whatever: [1, 2]\n"})
+def test_extensions_and_version_are_allowed(tmp_path: Path) -> None:
+    write(tmp_path, {"compose.yaml": "version: '3'\nx-thing: 1\nvolumes: {data: {}}\nservices:\n  app:\n    image: a\n    x-whatever: [1, 2]\n"})
     assert load(tmp_path).services["app"].image == "a"
 
 
@@ -405,7 +419,8 @@ services:
     [
         ("services:\n  a: {extends: b}\n  b: {extends: a}\n", "circular extends"),
         ("services:\n  a: {extends: ghost}\n", "extends unknown service 'ghost'"),
-        ("services:\n  a: {extends: {file: other.yaml, service: b}}\n", "another file is not supported"),
+        ("services:\n  a: {extends: {file: other.yaml, service: b}}\n", "other.yaml: file not found"),
+        ("services:\n  a: {extends: {file: compose.yaml, service: a}}\n", "circular extends"),
     ],
 )
 def test_extends_errors(tmp_path: Path, text: str, message: str) -> None:
@@ -483,7 +498,76 @@ def test_config_hash_covers_every_file_in_order(tmp_path: Path) -> None:
     assert load(tmp_path).config_hash() != expected
 
 
-def test_include_is_refused_rather_than_half_read(tmp_path: Path) -> None:
-    (tmp_path / "compose.yaml").write_text("include: [other.yaml]\nservices:\n  a:\n    image: x\n")
-    with pytest.raises(ComposeFileError, match="`include` is not supported"):
-        load_project(ProjectOptions(cwd=tmp_path, environ={}))
+def test_include_brings_a_project_of_its_own(tmp_path: Path) -> None:
+    write(tmp_path, {
+        "compose.yaml": "include:\n  - path: sub/db.yaml\n    env_file: sub/db.env\nservices:\n  app: {image: a, depends_on: [db]}\n",
+        "sub/db.yaml": "services:\n  db: {image: 'db:${DB_TAG}', env_file: db.env}\n",
+        "sub/db.env": "DB_TAG=16\n",
+    })
+    services = load(tmp_path).services
+    assert (services["db"].image, services["app"].depends_on) == ("db:16", (ServiceDependency("db"),))
+
+
+@pytest.mark.parametrize(("files", "message"), [
+    ({"compose.yaml": "include: [other.yaml]\nservices:\n  a: {image: x}\n"}, "include: .*other.yaml: file not found"),
+    ({"compose.yaml": "include: [other.yaml]\n", "other.yaml": "include: [compose.yaml]\n"}, "include cycle"),
+    ({"compose.yaml": "include: [other.yaml]\nservices:\n  a: {image: x}\n", "other.yaml": "services:\n  a: {image: y}\n"},
+     "conflict"),
+])
+def test_include_errors(tmp_path: Path, files: dict[str, str], message: str) -> None:
+    write(tmp_path, files)
+    with pytest.raises(ComposeFileError, match=message):
+        load(tmp_path)
+
+
+def test_extends_from_another_file_resolves_its_paths_there(tmp_path: Path) -> None:
+    write(tmp_path, {
+        "compose.yaml": "services:\n  app: {extends: {file: base/common.yaml, service: web}, labels: [own=1]}\n",
+        "base/common.yaml": "services:\n  web: {extends: core, labels: [base=1]}\n  core: {image: c, env_file: core.env}\n",
+        "base/core.env": "",
+    })
+    app = load(tmp_path).services["app"]
+    assert (app.image, dict(app.labels)) == ("c", {"base": "1", "own": "1"})
+
+
+def test_implicit_dependencies(tmp_path: Path) -> None:
+    write(tmp_path, {"compose.yaml": """
+services:
+  vpn: {image: v}
+  app: {image: a, network_mode: "service:vpn"}
+  ipc: {image: a, ipc: "service:app", pid: "service:vpn"}
+  linked: {image: a, links: ["app:alias"], volumes_from: ["ipc:ro", "container:other"]}
+  host: {image: a, network_mode: host}
+"""})
+    services = load(tmp_path).services
+    assert services["app"].depends_on == (ServiceDependency("vpn"),) and services["app"].network_mode == "service:vpn"
+    assert {d.service for d in services["ipc"].depends_on} == {"app", "vpn"}
+    assert {d.service for d in services["linked"].depends_on} == {"app", "ipc"}
+    assert services["host"].depends_on == () and services["host"].network_mode == "host"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("services:\n  a: {image: x, network_mode: 'service:ghost'}\n", "depends on undefined service 'ghost'"),
+    ("services:\n  a: {image: x, env_file: missing.env}\n", "env file .*missing.env not found"),
+    ("services:\n  a: {image: x, networks: [back]}\n", "undefined network 'back'"),
+    ("services:\n  a: {image: x, volumes: ['data:/d']}\n", "undefined volume 'data'"),
+])
+def test_references_compose_refuses(tmp_path: Path, text: str, message: str) -> None:
+    write(tmp_path, {"compose.yaml": text})
+    with pytest.raises(ComposeFileError, match=message):
+        load(tmp_path)
+
+
+def test_optional_env_files_binds_and_declared_names_are_fine(tmp_path: Path) -> None:
+    write(tmp_path, {"compose.yaml": "services:\n  a:\n    image: x\n    env_file: [{path: none.env, required: false}]\n"
+                                     "    networks: [default, back]\n    volumes: ['./d:/d', '/abs:/a', 'data:/x', '/anon']\n"
+                                     "networks: {back: {}}\nvolumes: {data: {}}\n"})
+    assert load(tmp_path).services["a"].image == "x"
+
+
+def test_required_false_alone_in_an_override_is_merged_then_checked(tmp_path: Path) -> None:
+    write(tmp_path, {
+        "compose.yaml": "services:\n  app: {image: a, depends_on: {db: {condition: service_healthy}}}\n  db: {image: d}\n",
+        "compose.override.yaml": "services:\n  app: {depends_on: {db: {required: false}}}\n",
+    })
+    assert load(tmp_path).services["app"].depends_on == (ServiceDependency("db", "service_healthy", False),)

@@ -99,7 +99,7 @@ def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
     from compose_ckpt.domain.store import default_home
 
     options: GlobalOptions = ctx.obj
-    report = run_checks(options.connect, default_home())
+    report = run_checks(options.connect, default_home(), lambda engine: _project_containers(options, engine))
     if as_json:
         print_json({"ok": report.can_checkpoint, "checks": [check.as_dict() for check in report.checks]})
     else:
@@ -113,6 +113,17 @@ def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
         console.print(f"checkpoint/restore {verdict} work with this engine")
     if not report.can_checkpoint:
         raise typer.Exit(ExitCode.FAILURE)
+
+
+def _project_containers(options: GlobalOptions, engine: Any) -> list[tuple[str, Any]]:
+    """The (service, container) pairs of the compose project here, for doctor; none without compose files."""
+    from compose_ckpt.domain.project import Project
+
+    try:
+        project = Project(_compose_project(options), engine)
+        return [(entry.service, c) for entry in project.resolve(project.select([])) for c in entry.containers]
+    except CkptError:
+        return []
 
 
 def _store() -> Any:
@@ -263,22 +274,30 @@ def restore(
 
 @app.command()
 def ps(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Show the project as resolved: services, their containers and whether a snapshot would take them."""
+    """Show the project as resolved: services, containers, their network form, whether a snapshot would take them."""
+    from compose_ckpt.domain.holders import network_form
+
     options: GlobalOptions = ctx.obj
     project = _project(options)
-    rows = [
-        {"service": entry.service, "container": c.name, "state": c.status, "snapshot": c.running}
-        for entry in project.resolve(project.select([]))
-        for c in entry.containers or ()
-    ]
+    version = project.engine.info().server_version
+    rows = []
+    for entry in project.resolve(project.select([])):
+        for c in entry.containers:
+            form = network_form(c.attrs)
+            restorable = form.restorable_on(version)
+            rows.append({"service": entry.service, "container": c.name, "state": c.status,
+                         "snapshot": c.running and restorable, "network": form.value, "restorable": restorable})
     missing = [name for name in project.select([]) if not any(row["service"] == name for row in rows)]
-    rows += [{"service": name, "container": None, "state": "missing", "snapshot": False} for name in missing]
+    rows += [{"service": name, "container": None, "state": "missing", "snapshot": False, "network": None,
+              "restorable": False} for name in missing]
     if as_json:
         print_json({"project": project.name, "containers": rows})
         return
     console.print(f"project {project.name}", highlight=False)
-    print_table(["SERVICE", "CONTAINER", "STATE", "SNAPSHOT"],
-                [(r["service"], r["container"] or "-", r["state"], "yes" if r["snapshot"] else "no") for r in rows])
+    print_table(["SERVICE", "CONTAINER", "STATE", "NETWORK", "SNAPSHOT"],
+                [(r["service"], r["container"] or "-", r["state"],
+                  "-" if r["network"] is None else r["network"] + ("" if r["restorable"] else f" (needs adopt on Docker {version})"),
+                  "yes" if r["snapshot"] else "no") for r in rows])
 
 
 @app.command()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import shutil
 from dataclasses import asdict, dataclass
 from enum import Enum
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from compose_ckpt.engine import Engine, host
+from compose_ckpt.domain.holders import needs_holders, network_form
+from compose_ckpt.engine import ContainerInfo, Engine, host
 from compose_ckpt.engine.types import EngineInfo
 from compose_ckpt.errors import CkptError
 
@@ -43,8 +45,10 @@ class Report:
         return all(check.status is not Status.FAIL for check in self.checks)
 
 
-def run_checks(connect: Any, store_home: Path) -> Report:
-    """Run every check. `connect` returns an Engine or raises EngineUnavailable."""
+def run_checks(connect: Any, store_home: Path,
+               project: Callable[[Engine], list[tuple[str, ContainerInfo]]] | None = None) -> Report:
+    """Run every check. `connect` returns an Engine or raises EngineUnavailable; `project`, when given,
+    lists the (service, container) pairs of the compose project here, for the network holders check."""
     try:
         engine: Engine = connect()
         info = engine.info()
@@ -65,7 +69,22 @@ def run_checks(connect: Any, store_home: Path) -> Report:
                   "Run `compose-ckpt doctor` on the Docker host itself for those checks.")
         )
     checks.append(_disk("store", store_home))
+    if project is not None and needs_holders(info.server_version):
+        checks.append(_network_holders(info, project(engine)))
     return Report(checks)
+
+
+def _network_holders(info: EngineInfo, containers: list[tuple[str, ContainerInfo]]) -> Check:
+    """On Docker 28+: which of the project's containers this engine can restore, and which need `adopt`."""
+    forms = [(service, c.name, network_form(c.attrs)) for service, c in containers]
+    restorable = [f"{name} ({form.value})" for _, name, form in forms if form.restorable_on(info.server_version)]
+    needing = [(service, name) for service, name, form in forms if not form.restorable_on(info.server_version)]
+    if not needing:
+        return Check("network holders", Status.OK, f"restorable here: {', '.join(restorable) or 'no containers'}")
+    services = " ".join(dict.fromkeys(service for service, _ in needing))
+    return Check("network holders", Status.WARN,
+                 f"need adopt: {', '.join(name for _, name in needing)}; restorable: {', '.join(restorable) or 'none'}",
+                 f"Run `compose-ckpt adopt {services}` once (a cold restart of each): snapshot refuses them until then.")
 
 
 def _docker_version(info: EngineInfo) -> Check:
@@ -73,9 +92,10 @@ def _docker_version(info: EngineInfo) -> Check:
     if major in BROKEN_RESTORE_MAJORS:
         return Check(
             "docker-version", Status.WARN,
-            f"Docker {info.server_version}: restore fails for containers on bridge or none networks "
-            "(moby#50750, containerd#12141); only network_mode host or service:X restore",
-            "Use Docker 26 or 27 for checkpoint/restore (this repository tests 26.1.5).",
+            f"Docker {info.server_version} cannot restore containers with a network namespace of their own "
+            "(moby#50750, containerd#12141): only adopted ones (joined to a network holder), network_mode host "
+            "or service:X",
+            "Run `compose-ckpt adopt` once in each project (docs/engine.md), or use Docker 26 or 27.",
         )
     return Check("docker-version", Status.OK, f"Docker {info.server_version} has no known restore breakage")
 

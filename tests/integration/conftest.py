@@ -18,9 +18,12 @@ import pytest
 from compose_ckpt.engine import Engine
 from compose_ckpt.errors import CkptError
 from tests.integration.second_engine import SecondEngine, start_second_engine
-from tests.integration.stack import Stack
+from tests.integration.stack import ENGINE_28_HOST, Stack, engine_under_test
 
 TEST_LABEL = "compose-ckpt.test"
+
+if engine_under_test() == "28":  # before any fixture connects or runs docker
+    os.environ["DOCKER_HOST"] = ENGINE_28_HOST
 
 
 def engine_missing(reason: str) -> None:
@@ -73,16 +76,20 @@ def project_name(test_id: str) -> str:
 @pytest.fixture
 def start_stack(engine: Engine, tmp_path: Path, project_name: str) -> Iterator[Callable[..., Stack]]:
     """start_stack(compose_text): write the file, `up -d` under this test's project name, let it run a moment.
-    Every stack started is taken down (with its volumes) afterwards."""
+    On an engine that restores only adopted containers (Docker 28+), `compose-ckpt adopt` it first unless
+    `adopt=False`. Every stack started is taken down (with its volumes and holders) afterwards."""
     started: list[Stack] = []
+    needs_holders = int(engine.info().server_version.split(".")[0]) >= 28
 
-    def start(compose_text: str, settle: float = 1.0) -> Stack:
+    def start(compose_text: str, settle: float = 1.0, adopt: bool | None = None) -> Stack:
         folder = tmp_path / f"stack-{len(started)}"
         folder.mkdir()
         (folder / "compose.yaml").write_text(compose_text)
         stack = Stack(folder, project_name)
         started.append(stack)
         stack.compose("up", "-d")
+        if needs_holders if adopt is None else adopt:
+            stack.ckpt_ok("adopt", "--yes")
         time.sleep(settle)
         return stack
 

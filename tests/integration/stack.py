@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -11,6 +12,35 @@ from pathlib import Path
 
 BUSYBOX = "local/busybox:latest"
 DEBIAN = "local/debian:bookworm"
+
+# COMPOSE_CKPT_TEST_ENGINE=28 runs the tests against `make engine-28` (Docker 28.5.2, in its own network
+# namespace) instead of the default Docker 26: the conftest points DOCKER_HOST at it.
+ENGINE_28_HOST = "unix:///run/docker28/docker.sock"
+ENGINE_28_NETNS = "ckpt-docker28"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def engine_under_test() -> str:
+    return os.environ.get("COMPOSE_CKPT_TEST_ENGINE", "26")
+
+
+def engine_script() -> Path:
+    """The script that provisions, starts and stops the engine under test."""
+    return REPO / "scripts" / ("engine-28" if engine_under_test() == "28" else "engine")
+
+
+def daemon_socket() -> str:
+    """The host path of the unix socket of the engine DOCKER_HOST selects (for bind mounts)."""
+    return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
+
+
+def http_get(port: int, path: str = "/") -> str:
+    """GET a published port of the engine under test (engine-28 publishes inside its network namespace)."""
+    fetch = f"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{port}{path}', timeout=10).read().decode())"
+    command = [sys.executable, "-c", fetch]
+    if os.environ.get("DOCKER_HOST") == ENGINE_28_HOST:
+        command = ["ip", "netns", "exec", ENGINE_28_NETNS, *command]
+    return subprocess.run(command, check=True, capture_output=True, text=True, timeout=30).stdout
 
 
 def run_docker(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -69,12 +99,17 @@ class Stack:
         assert done.returncode == 0, f"compose-ckpt {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
         return done
 
+    def _service_containers(self, *filters: str, output: str) -> list[str]:
+        """The project's service containers (not one-offs: `run` containers, network holders), as `output`."""
+        labels = [f"label=com.docker.compose.project={self.project}", "label=com.docker.compose.oneoff=False", *filters]
+        return run_docker("ps", "-a", *(arg for label in labels for arg in ("--filter", label)),
+                          "--no-trunc", "--format", output).stdout.splitlines()
+
     def containers(self, service: str) -> list[str]:
-        return sorted(self.compose("ps", "-a", "-q", service).stdout.split())
+        return sorted(self._service_containers(f"label=com.docker.compose.service={service}", output="{{.ID}}"))
 
     def states(self) -> dict[str, str]:
-        lines = self.compose("ps", "-a", "--format", "{{.Name}} {{.State}}").stdout.splitlines()
-        return dict(line.split(" ", 1) for line in lines)
+        return dict(line.split(" ", 1) for line in self._service_containers(output="{{.Names}} {{.State}}"))
 
     def count(self, container: str) -> int:
         return int(run_docker("exec", container, "cat", "/tmp/count").stdout)

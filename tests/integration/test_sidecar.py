@@ -22,7 +22,7 @@ from typing import TypeVar
 import pytest
 
 from compose_ckpt.const import ENV_HOME
-from tests.integration.stack import BUSYBOX, COUNTER, Stack, run_docker
+from tests.integration.stack import BUSYBOX, COUNTER, Stack, daemon_socket, run_docker
 
 pytestmark = pytest.mark.engine
 REPO = Path(__file__).resolve().parents[2]
@@ -103,7 +103,7 @@ def start_sidecar(image: str, name: str, prefix: str, folder: Path, store: Path)
     sidecar = Sidecar(name, prefix, config_dir, trigger_dir)
     sidecar.write_config(f"label-prefix: {prefix}\nresync-interval: 10s\n")
     run_docker("run", "-d", "--name", name,
-               "-v", "/var/run/docker.sock:/var/run/docker.sock",
+               "-v", f"{daemon_socket()}:/var/run/docker.sock",
                "-v", f"{store}:{store}", "-e", f"{ENV_HOME}={store}",
                "-v", f"{config_dir}:{CONFIG_DIR}", "-v", f"{trigger_dir}:{TRIGGER_DIR}", image, "serve")
     wait_for("the sidecar to start", lambda: sidecar.events("engine_reachable"))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.stack import THREE_SERVICES, Stack
+from tests.integration.stack import THREE_SERVICES, Stack, engine_script
 
 pytestmark = pytest.mark.engine
 REPO = Path(__file__).resolve().parents[2]
@@ -93,8 +93,8 @@ def test_restore_recreates_removed_containers_and_network(stack: Stack) -> None:
 
 def test_restore_after_the_daemon_restarts(stack: Stack) -> None:
     stack.ckpt_ok("snapshot", "--stop", "--name", "reboot")
-    subprocess.run([str(REPO / "scripts/engine"), "stop"], check=True, capture_output=True)
-    subprocess.run([str(REPO / "scripts/engine"), "up"], check=True, capture_output=True)
+    subprocess.run([str(engine_script()), "stop"], check=True, capture_output=True)
+    subprocess.run([str(engine_script()), "up"], check=True, capture_output=True)
     stack.ckpt_ok("restore")
     assert stack.redis("get", "visits") == "42"
     assert set(stack.states().values()) == {"running"}

@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: engine engine-28 engine-status engine-stop engine-28-stop registry registry-stop install test lint unit plugin demo bench
+.PHONY: engine engine-28 engine-status engine-stop engine-28-stop registry registry-stop install test test-28 lint unit plugin demo bench
 
 engine:  ## install and start Docker 26 + CRIU 4.2, build the local test images
 	scripts/engine up
@@ -37,6 +37,13 @@ install: $(BIN)/compose-ckpt  ## .venv with compose-ckpt (editable) and the test
 
 test: engine registry install lint  ## lint, then the whole suite: unit tests and integration tests against the engine
 	$(BIN)/python -m pytest
+
+# The core integration tests again, against Docker 28.5.2, on adopted stacks (see docs/engine.md).
+CORE_TESTS := tests/integration/test_stack_snapshot_restore.py tests/integration/test_migrate.py \
+	tests/integration/test_sidecar.py::test_scheduled_runs_every_3s
+
+test-28: engine-28 install  ## the core integration tests against engine-28 (round trip, recreate, migrate, sidecar)
+	COMPOSE_CKPT_TEST_ENGINE=28 $(BIN)/python -m pytest $(CORE_TESTS)
 
 lint: install  ## ruff and mypy over the package, the tests and the benchmarks
 	$(BIN)/ruff check compose_ckpt tests bench

@@ -321,6 +321,8 @@ def adopt(
     ctx: typer.Context,
     services: Services = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before restarting containers.")] = False,
+    timeout: Annotated[int | None, typer.Option("--timeout", "-t", min=0, help="Seconds to wait for each container to stop before killing it (default: its own stop timeout).")] = None,
+    parallel: Parallel = DEFAULT_PARALLEL,
     as_json: JsonOption = False,
 ) -> None:
     """Join each container to a network holder, the form Docker 28 and 29 can restore (one cold restart each)."""
@@ -338,7 +340,7 @@ def adopt(
             raise UsageError(question.replace(" Go on?", ""), hint="Pass --yes to confirm.")
         if not typer.confirm(question):
             raise typer.Exit(ExitCode.FAILURE)
-    results = adopt_containers(project, _store(), plans, _progress(options))
+    results = adopt_containers(project, _store(), plans, _progress(options), parallel, timeout)
     if as_json:
         print_json({"project": project.name, "containers": [vars(r) for r in results]})
         return

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from compose_ckpt.const import LABEL_NETWORK_HOLDER, LABEL_SERVICE
 from compose_ckpt.domain.containers import create_holder
 from compose_ckpt.domain.holders import NetworkForm, holder_name, holder_spec, joined_spec, network_form
 from compose_ckpt.domain.ordering import dependency_levels
-from compose_ckpt.domain.parallel import ProgressCallback
+from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback, run_parallel
 from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo, Engine
@@ -31,6 +32,7 @@ class AdoptionPlan:
     service: str
     container: ContainerInfo
     form: NetworkForm
+    level: int  # dependency level of the service: a level is adopted at once, after the one before
 
     @property
     def needed(self) -> bool:
@@ -49,34 +51,55 @@ def plan_adoption(project: Project, services: Sequence[str]) -> list[AdoptionPla
     """Every container of the selected services (dependencies first) with its network form."""
     selected = project.select(services)
     levels = dependency_levels(project.dependencies(), selected)
-    return [AdoptionPlan(service, container, network_form(container.attrs))
-            for level in levels for service in level for container in project.containers(service)]
+    return [AdoptionPlan(service, container, network_form(container.attrs), index)
+            for index, level in enumerate(levels) for service in level for container in project.containers(service)]
 
 
 def adopt(project: Project, store: SnapshotStore, plans: Sequence[AdoptionPlan],
-          progress: ProgressCallback = lambda name, phase: None) -> list[AdoptedContainer]:
+          progress: ProgressCallback = lambda name, phase: None, parallel: int = DEFAULT_PARALLEL,
+          stop_timeout: int | None = None) -> list[AdoptedContainer]:
+    """Adopt what `plans` say needs it, a dependency level at a time (containers of one level at once:
+    each waits out its own stop timeout). Stops at the first level with a failure; what was adopted stays."""
     engine = project.engine
     results: list[AdoptedContainer] = []
     with store.locked(project.name):
-        for plan in plans:
-            name = plan.container.name
-            if not plan.needed:
-                holder = plan.container.labels.get(LABEL_NETWORK_HOLDER)
-                results.append(AdoptedContainer(plan.service, name, holder, _SKIPPED[plan.form]))
-                continue
-            current = engine.inspect(plan.container.id)
-            if current is None:
-                raise EngineError(f"container {name} disappeared before it could be adopted")
-            progress(name, "adopting")
-            holder = adopt_container(engine, current)
-            results.append(AdoptedContainer(plan.service, name, holder, "adopted"))
-            for dependent in _dependents(engine, project, current.id):
-                progress(dependent.name, "rejoining")
-                _rejoin(engine, dependent, current)
-                results.append(AdoptedContainer(dependent.labels.get(LABEL_SERVICE, ""),
-                                                dependent.name, holder, "rejoined"))
-            progress(name, "adopted")
+        for level in sorted({plan.level for plan in plans}):
+            members = [plan for plan in plans if plan.level == level]
+            for plan in members:
+                if not plan.needed and all(row.container != plan.container.name for row in results):  # not rejoined
+                    holder = plan.container.labels.get(LABEL_NETWORK_HOLDER)
+                    results.append(AdoptedContainer(plan.service, plan.container.name, holder, _SKIPPED[plan.form]))
+            needed = [plan for plan in members if plan.needed]
+            outcome = run_parallel(range(len(needed)), partial(_adopt_indexed, engine, needed, progress, stop_timeout), parallel)
+            for index, plan in enumerate(needed):
+                if index in outcome.results:
+                    results.append(outcome.results[index])
+                    results += _rejoin_dependents(engine, project, plan.container,
+                                                  outcome.results[index].holder or "", progress)
+            outcome.raise_first()
     return results
+
+
+def _adopt_indexed(engine: Engine, plans: Sequence[AdoptionPlan], progress: ProgressCallback,
+                   stop_timeout: int | None, index: int) -> AdoptedContainer:
+    plan = plans[index]
+    current = engine.inspect(plan.container.id)
+    if current is None:
+        raise EngineError(f"container {plan.container.name} disappeared before it could be adopted")
+    progress(current.name, "adopting")
+    holder = adopt_container(engine, current, stop_timeout)
+    progress(current.name, "adopted")
+    return AdoptedContainer(plan.service, current.name, holder, "adopted")
+
+
+def _rejoin_dependents(engine: Engine, project: Project, adopted: ContainerInfo, holder: str,
+                       progress: ProgressCallback) -> list[AdoptedContainer]:
+    rejoined = []
+    for dependent in _dependents(engine, project, adopted.id):
+        progress(dependent.name, "rejoining")
+        _rejoin(engine, dependent, adopted)
+        rejoined.append(AdoptedContainer(dependent.labels.get(LABEL_SERVICE, ""), dependent.name, holder, "rejoined"))
+    return rejoined
 
 
 _SKIPPED = {
@@ -86,8 +109,9 @@ _SKIPPED = {
 }
 
 
-def adopt_container(engine: Engine, container: ContainerInfo) -> str:
+def adopt_container(engine: Engine, container: ContainerInfo, stop_timeout: int | None = None) -> str:
     """Replace `container` by its holder and itself joined to it; return the holder's name.
+    `stop_timeout`: seconds before a stop kills (default: the container's own).
 
     On failure the container is recreated as it was (and started if it was running)."""
     recorded = container.attrs
@@ -98,7 +122,7 @@ def adopt_container(engine: Engine, container: ContainerInfo) -> str:
         raise EngineError(f"a container named {holder} is in the way of {container.name}'s network holder",
                           hint=f"Remove it (`docker rm -f {holder}`) and adopt again.")
     if was_running:
-        engine.stop(container.id)
+        engine.stop(container.id, stop_timeout)
     engine.remove(container.id)
     created: list[str] = []
     try:

@@ -25,11 +25,11 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import Engine
-from compose_ckpt.errors import CkptError
+from compose_ckpt.errors import CkptError, NeedsAdoption
 from compose_ckpt.sidecar.config import SidecarConfig, load_config
 from compose_ckpt.sidecar.http import StatusServer
 from compose_ckpt.sidecar.log import Log
-from compose_ckpt.sidecar.metrics import Metrics
+from compose_ckpt.sidecar.metrics import Key, Metrics
 from compose_ckpt.sidecar.policy import ENABLE, Problem, StackJob, boot_restores
 from compose_ckpt.sidecar.runner import Discovery, Runner, discover
 from compose_ckpt.sidecar.timetable import Timetable
@@ -101,6 +101,7 @@ class Sidecar:
         self.runs_lock = threading.Lock()
         self.discovery = Discovery([], [], [])  # as of the last resync
         self.reported: set[Problem] = set()
+        self.needing_adoption: set[Key] = set()  # jobs refused for it, logged once until a run succeeds
         self.engine_known: bool | None = None  # whether the engine answered last time; None: not asked yet
         self.engine: Engine | None = None
         self.runner: Runner | None = None
@@ -264,6 +265,13 @@ class Sidecar:
                               services=",".join(job.services))
                 try:
                     result = self.runner.run(job)
+                except NeedsAdoption as exc:
+                    # Not a failure of the sidecar: nothing was frozen. Say it once, count it every time.
+                    self.metrics.needs_adoption(job.key)
+                    if job.key not in self.needing_adoption:
+                        self.needing_adoption.add(job.key)
+                        self.log.error("needs_adoption", project=job.project, job=job.job, error=exc.message,
+                                       hint=exc.hint)
                 except CkptError as exc:
                     self.metrics.finished(job.key, False, time.monotonic() - run.started, time.time())
                     self.log.error("run_failed", project=job.project, job=job.job, error=exc.message, hint=exc.hint,
@@ -273,6 +281,7 @@ class Sidecar:
                     self.log.error("run_failed", project=job.project, job=job.job,
                                    error=f"internal error: {type(exc).__name__}: {exc}")
                 else:
+                    self.needing_adoption.discard(job.key)
                     self.metrics.finished(job.key, True, result.seconds, time.time(), pruned=len(result.pruned))
                     self.log.info("run_done", project=job.project, job=job.job, snapshot=result.snapshot,
                                   seconds=result.seconds, pruned=",".join(result.pruned) or None)

@@ -18,6 +18,7 @@ class JobStats:
     failures: int = 0
     skips: int = 0
     timeouts: int = 0
+    needs_adoption: int = 0
     pruned: int = 0
     last_success: float | None = None
     last_duration: float | None = None
@@ -34,6 +35,8 @@ _SERIES: tuple[tuple[str, str, str, Callable[[JobStats], float | int | None]], .
     ("timeouts_total", "counter", "Runs that took longer than run-timeout (reported failed, left to finish).",
      lambda s: s.timeouts),
     ("pruned_total", "counter", "Snapshots removed by the job's retention.", lambda s: s.pruned),
+    ("needs_adoption_total", "counter", "Runs refused before anything was frozen: on Docker 28+ the stack has "
+     "containers with their own network namespace (run `compose-ckpt adopt`).", lambda s: s.needs_adoption),
     ("last_success_timestamp_seconds", "gauge", "When the job last succeeded (Unix time).", lambda s: s.last_success),
     ("last_run_duration_seconds", "gauge", "How long the job's last run took.", lambda s: s.last_duration),
 )
@@ -61,6 +64,10 @@ class Metrics:
     def skipped(self, key: Key) -> None:
         with self._lock:
             self._jobs[key].skips += 1
+
+    def needs_adoption(self, key: Key) -> None:
+        with self._lock:
+            self._jobs[key].needs_adoption += 1
 
     def timed_out(self, key: Key) -> None:
         with self._lock:

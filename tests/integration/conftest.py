@@ -89,7 +89,7 @@ def start_stack(engine: Engine, tmp_path: Path, project_name: str) -> Iterator[C
         started.append(stack)
         stack.compose("up", "-d")
         if needs_holders if adopt is None else adopt:
-            stack.ckpt_ok("adopt", "--yes")
+            stack.ckpt_ok("adopt", "--yes", "-t", "0")  # a cold restart either way: no need to wait for the stop
         time.sleep(settle)
         return stack
 

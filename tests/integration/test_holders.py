@@ -81,7 +81,7 @@ def kv_by_name(stack: Stack) -> str:
 def adopted(start_stack: Callable[..., Stack]) -> tuple[Stack, int]:
     port = free_port()
     stack = start_stack(holder_stack(port), settle=1.5, adopt=False)
-    done = stack.ckpt_ok("adopt", "--yes", "--json")  # a cold restart: state set before it would be gone
+    done = stack.ckpt_ok("adopt", "--yes", "-t", "1", "--json")  # a cold restart: state set before it would be gone
     rows = json.loads(done.stdout)["containers"]
     assert sorted(r["container"] for r in rows if r["action"] == "adopted") == sorted(
         f"{stack.project}-{name}" for name in ("kv-1", "api-1", "api-2", "web-1"))

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.errors import SnapshotFailed
+from compose_ckpt.errors import NeedsAdoption, SnapshotFailed
 from compose_ckpt.sidecar.config import SidecarConfig
 from compose_ckpt.sidecar.daemon import Sidecar, Slots
 from compose_ckpt.sidecar.log import Log, format_line
@@ -96,10 +96,13 @@ class FakeRunner:
         self.release = threading.Event()
         self.started = threading.Event()
         self.fail = False
+        self.needs_adoption = False
 
     def run(self, job: StackJob) -> RunResult:
         self.started.set()
         self.release.wait(5)
+        if self.needs_adoption:
+            raise NeedsAdoption("cannot snapshot: Docker 28.5.2 cannot restore ...", hint="Run `compose-ckpt adopt web`")
         if self.fail:
             raise SnapshotFailed("snapshot failed while dumping shop-web-1")
         return RunResult("auto-default-x", job.services, ["auto-default-old"], 0.5)
@@ -145,6 +148,22 @@ def test_a_failed_run_is_logged_and_makes_health_fail(tmp_path: Path) -> None:
     wait_idle(sidecar)
     assert "level=error event=run_failed project=shop job=default" in out.getvalue()
     assert sidecar.metrics.health() == (False, "last run failed: shop/default")
+
+
+def test_a_stack_needing_adoption_is_logged_once_and_counted_not_failed(tmp_path: Path) -> None:
+    sidecar, runner, out = daemon(tmp_path)
+    runner.needs_adoption = True
+    runner.release.set()
+    for _ in range(3):
+        sidecar._launch(job(), "schedule")
+        wait_idle(sidecar)
+    assert out.getvalue().count("event=needs_adoption") == 1 and "compose-ckpt adopt web" in out.getvalue()
+    assert 'compose_ckpt_sidecar_needs_adoption_total{project="shop",job="default"} 3' in sidecar.metrics.render()
+    assert sidecar.metrics.health() == (True, "ok")
+    runner.needs_adoption = False  # adopted: runs succeed, and a relapse would be logged again
+    sidecar._launch(job(), "schedule")
+    wait_idle(sidecar)
+    assert sidecar.needing_adoption == set()
 
 
 def test_a_run_past_the_timeout_is_reported_once(tmp_path: Path) -> None:

@@ -47,8 +47,14 @@ def problem(status: os.stat_result, *, sticky_ok: bool = False) -> str | None:
 def _refuse(path: Path, why: str) -> UnsafePathError:
     return UnsafePathError(
         f"refusing {path}: {why}",
-        hint="Another user could change what compose-ckpt reads or writes there. Make it owned by root "
-             "(or you) and writable by its owner only, or remove what was planted.")
+        hint="compose-ckpt follows no link and uses nothing another user could have planted or could change. "
+             "Remove what does not belong there (`compose-ckpt rm` removes a snapshot), or make the folder "
+             "owned by root (or you) and writable by its owner only.")
+
+
+def _not_allowed(status: os.stat_result) -> str:
+    kind = "a link" if stat.S_ISLNK(status.st_mode) else "a device, FIFO or socket"
+    return f"it is {kind}; only regular files and folders may be there"
 
 
 def trusted_chain(path: Path, *, create: bool) -> bool:
@@ -139,7 +145,7 @@ def check_tree(folder: Path) -> int:
                     raise _refuse(path, why)
                 total += status.st_size
             else:
-                raise _refuse(path, "only regular files and folders may be there (a link, device or FIFO is not)")
+                raise _refuse(path, _not_allowed(status))
     return total
 
 
@@ -154,7 +160,7 @@ def seal_tree(path: Path) -> None:
     elif stat.S_ISREG(status.st_mode):
         os.chmod(path, PRIVATE_FILE)
     else:
-        raise _refuse(path, "only regular files and folders may be there (a link, device or FIFO is not)")
+        raise _refuse(path, _not_allowed(status))
 
 
 def read_trusted_file(path: Path, limit: int) -> bytes:

@@ -38,6 +38,11 @@ def validate_name(name: str, what: str = "snapshot name") -> str:
     return name
 
 
+def _shown(value: Any) -> str:
+    """A recorded value fit for a terminal: printable characters only, bounded."""
+    return "".join(c if c.isprintable() else "?" for c in str(value))[:200]
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -125,6 +130,27 @@ class Manifest:
     def has_volumes(self) -> bool:
         """Whether the snapshot carries the content of the named volumes (taken with --with-volumes)."""
         return any(volume.copy for volume in self.volume_records)
+
+    def host_access(self) -> list[str]:
+        """What the recorded configurations give the containers of their host (privileged mode, host paths,
+        host namespaces, capabilities, devices): to be said before a snapshot from elsewhere is used."""
+        notes = []
+        for record in self.containers:
+            host = record.inspect.get("HostConfig") or {}
+            reach = ["privileged"] if host.get("Privileged") is True else []
+            reach += [f"bind mount of {_shown(bind.split(':')[0])}" for bind in host.get("Binds") or []
+                      if isinstance(bind, str)]
+            reach += [f"bind mount of {_shown(mount.get('Source'))}" for mount in host.get("Mounts") or []
+                      if isinstance(mount, dict) and mount.get("Type") == "bind"]
+            reach += [f"the host's {key[:-4].lower()} namespace" for key in ("NetworkMode", "PidMode", "IpcMode")
+                      if host.get(key) == "host"]
+            reach += [f"capability {_shown(cap)}" for cap in host.get("CapAdd") or []]
+            reach += [f"device {_shown(device.get('PathOnHost'))}" for device in host.get("Devices") or []
+                      if isinstance(device, dict)]
+            if reach:
+                notes.append(f"container {record.container_name} is recorded with access to its host: "
+                             + ", ".join(reach))
+        return notes
 
     def to_dict(self) -> dict[str, Any]:
         document = asdict(self)

@@ -129,7 +129,7 @@ def install_staged(store: SnapshotStore, engine: Engine, staged: StagedArchive, 
         compatibility = check_target(manifest.engine, engine)
         if compatibility.blockers:
             raise ConflictError("this engine cannot restore the snapshot: " + "; ".join(compatibility.blockers))
-        result = ImportResult(manifest, warnings=compatibility.warnings)
+        result = ImportResult(manifest, warnings=[*compatibility.warnings, *manifest.host_access()])
         result.loaded_images = _load_images(engine, manifest, staged.images, progress)
         with store.locked(manifest.project):
             if store.exists(manifest.project, manifest.name):

@@ -31,6 +31,7 @@ from compose_ckpt.sidecar.http import StatusServer
 from compose_ckpt.sidecar.log import Log
 from compose_ckpt.sidecar.metrics import Key, Metrics
 from compose_ckpt.sidecar.policy import ENABLE, Problem, StackJob, boot_restores
+from compose_ckpt.sidecar.pusher import Pusher
 from compose_ckpt.sidecar.runner import Discovery, Runner, discover
 from compose_ckpt.sidecar.timetable import Timetable
 
@@ -93,6 +94,7 @@ class Sidecar:
         self.log = log
         self.config: SidecarConfig = load_config(self.config_file, zone)  # invalid at start: refuse to start
         self.metrics = Metrics()
+        self.pusher = Pusher(store, self.metrics, log)
         self.timetable = Timetable()
         self.inbox: queue.Queue[Message] = queue.Queue()
         self.stopping = threading.Event()
@@ -117,6 +119,7 @@ class Sidecar:
         self.log.info("starting", config=self.config_file, pid=os.getpid(), **self._config_fields())
         self._start_http()
         self._watch_files()
+        self.pusher.start()
         if self._connect():
             threading.Thread(target=self._read_events, name="events", daemon=True).start()
             self._restore_on_boot()
@@ -132,7 +135,7 @@ class Sidecar:
         while not self.stopping.is_set():
             try:
                 self.engine = self.engine or Engine.connect()
-                self.runner = self.runner or Runner(self.engine, self.store)
+                self.runner = self.runner or Runner(self.engine, self.store, self.pusher)
             except CkptError as exc:
                 self._engine_state(False, exc.message)
                 self.stopping.wait(RETRY)
@@ -174,6 +177,7 @@ class Sidecar:
         self.log.info("stopping", runs_in_progress=len([r for r in running if r.started is not None]))
         for run in running:
             run.thread.join()
+        self.pusher.stop()
         self.observer.stop()
         if self.http is not None:
             self.http.stop()
@@ -198,7 +202,7 @@ class Sidecar:
             self.log.info("job_scheduled", project=job.project, job=job.job, schedule=job.schedule.text,
                           services=",".join(job.services), keep=job.retention.keep,
                           max_age_seconds=int(job.retention.max_age.total_seconds()) if job.retention.max_age else None,
-                          leave_running=job.leave_running,
+                          leave_running=job.leave_running, push=str(job.push) if job.push else None,
                           next_run=entry.next_run.isoformat(timespec="seconds"))
         for project, job_name in removed:
             self.log.info("job_unscheduled", project=project, job=job_name)
@@ -284,7 +288,8 @@ class Sidecar:
                     self.needing_adoption.discard(job.key)
                     self.metrics.finished(job.key, True, result.seconds, time.time(), pruned=len(result.pruned))
                     self.log.info("run_done", project=job.project, job=job.job, snapshot=result.snapshot,
-                                  seconds=result.seconds, pruned=",".join(result.pruned) or None)
+                                  seconds=result.seconds, pruned=",".join(result.pruned) or None,
+                                  push="queued" if result.push_queued else None)
             finally:
                 self.slots.release()
         finally:

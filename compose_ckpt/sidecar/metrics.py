@@ -24,6 +24,11 @@ class JobStats:
     last_duration: float | None = None
     duration_sum: float = 0.0
     last_failed: bool = False
+    pushes: int = 0
+    push_failures: int = 0
+    pushed_bytes: int = 0
+    registry_pruned: int = 0
+    last_push_success: float | None = None
 
 
 # Per-job series: name, type, help, value (None: not shown yet).
@@ -39,6 +44,15 @@ _SERIES: tuple[tuple[str, str, str, Callable[[JobStats], float | int | None]], .
      "containers with their own network namespace (run `compose-ckpt adopt`).", lambda s: s.needs_adoption),
     ("last_success_timestamp_seconds", "gauge", "When the job last succeeded (Unix time).", lambda s: s.last_success),
     ("last_run_duration_seconds", "gauge", "How long the job's last run took.", lambda s: s.last_duration),
+    ("pushes_total", "counter", "Snapshots pushed to the job's registry.", lambda s: s.pushes),
+    ("push_failures_total", "counter", "Push attempts that failed (each is retried with backoff).",
+     lambda s: s.push_failures),
+    ("pushed_bytes_total", "counter", "Compressed bytes uploaded to the registry (blobs it lacked).",
+     lambda s: s.pushed_bytes),
+    ("registry_pruned_total", "counter", "Artifacts deleted from the registry by the job's retention.",
+     lambda s: s.registry_pruned),
+    ("last_push_success_timestamp_seconds", "gauge", "When a snapshot of the job was last pushed (Unix time).",
+     lambda s: s.last_push_success),
 )
 
 
@@ -60,6 +74,18 @@ class Metrics:
             stats.last_failed = not ok
             if ok:
                 stats.last_success = at
+
+    def pushed(self, key: Key, at: float, uploaded_bytes: int, pruned: int) -> None:
+        with self._lock:
+            stats = self._jobs[key]
+            stats.pushes += 1
+            stats.pushed_bytes += uploaded_bytes
+            stats.registry_pruned += pruned
+            stats.last_push_success = at
+
+    def push_failed(self, key: Key) -> None:
+        with self._lock:
+            self._jobs[key].push_failures += 1
 
     def skipped(self, key: Key) -> None:
         with self._lock:

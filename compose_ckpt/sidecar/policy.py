@@ -20,6 +20,7 @@ from compose_ckpt.domain.manifest import Manifest
 from compose_ckpt.domain.retention import parse_duration, to_prune
 from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.errors import UsageError
+from compose_ckpt.registry.reference import Reference, parse_reference
 from compose_ckpt.sidecar.schedule import Schedule, parse_schedule
 
 DEFAULT_PREFIX = "compose-ckpt"
@@ -27,9 +28,9 @@ DEFAULT_JOB = "default"
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 # Label (and config) field names, as users write them.
-SCHEDULE, KEEP, MAX_AGE, LEAVE_RUNNING = "schedule", "keep", "max-age", "leave-running"
+SCHEDULE, KEEP, MAX_AGE, LEAVE_RUNNING, PUSH = "schedule", "keep", "max-age", "leave-running", "push"
 ENABLE, RESTORE_ON_BOOT = "enable", "restore-on-boot"
-JOB_FIELDS = (SCHEDULE, KEEP, MAX_AGE, LEAVE_RUNNING)
+JOB_FIELDS = (SCHEDULE, KEEP, MAX_AGE, LEAVE_RUNNING, PUSH)
 CONTAINER_FIELDS = (ENABLE, RESTORE_ON_BOOT)
 
 
@@ -57,6 +58,14 @@ class SettingError(UsageError):
         self.name = name
 
 
+def parse_push(value: object) -> Reference:
+    """Where a job's snapshots go: a registry repository, tagged with each snapshot's name (and REF's tag, if any)."""
+    reference = parse_reference(str(value).strip())
+    if reference.digest:
+        raise UsageError(f"invalid push {value!r}: a repository (optionally with a tag), not a digest")
+    return reference
+
+
 def validate_job_name(name: str) -> str:
     if not JOB_NAME.match(name):
         raise UsageError(f"invalid job name {name!r}", hint="Use 1-40 letters, digits, '_' or '-'.")
@@ -71,12 +80,13 @@ class JobSettings:
     keep: int | None = None
     max_age: timedelta | None = None
     leave_running: bool | None = None
+    push: Reference | None = None
 
     @classmethod
     def parse(cls, values: Mapping[str, object], zone: tzinfo) -> JobSettings:
         """From {field: raw value}; a bad value raises SettingError naming its field."""
         parsers = {SCHEDULE: lambda v: parse_schedule(str(v), zone), KEEP: parse_keep,
-                   MAX_AGE: lambda v: parse_duration(str(v)), LEAVE_RUNNING: parse_bool}
+                   MAX_AGE: lambda v: parse_duration(str(v)), LEAVE_RUNNING: parse_bool, PUSH: parse_push}
         parsed: dict[str, object] = {}
         for name, raw in values.items():
             if raw is None:
@@ -115,6 +125,7 @@ class JobSpec:
     schedule: Schedule
     retention: Retention
     leave_running: bool
+    push: Reference | None = None  # registry repository each snapshot is pushed to
 
 
 @dataclass(frozen=True)
@@ -149,6 +160,7 @@ class StackJob:
     leave_running: bool = True
     schedule: Schedule | None = None
     retention: Retention | None = None  # None: kept until removed by hand
+    push: Reference | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -237,7 +249,7 @@ def _split_labels(container: str, labels: Mapping[str, str], rules: LabelRules
             per_job.setdefault(parts[0], {})[parts[1]] = value
         else:
             problems.append(Problem(container, key, "unknown label (fields: " + ", ".join(
-                (*CONTAINER_FIELDS, *JOB_FIELDS)) + "; per job: <job>.schedule|keep|max-age|leave-running)"))
+                (*CONTAINER_FIELDS, *JOB_FIELDS)) + "; per job: <job>.schedule|keep|max-age|leave-running|push)"))
     return top, per_job, problems
 
 
@@ -258,7 +270,7 @@ def _resolve_job(container: str, job: str, labels: Mapping[str, str], container_
         return None, None
     settings = own.over(configured).over(container_settings).over(rules.defaults)
     leave_running = True if settings.leave_running is None else settings.leave_running
-    return JobSpec(schedule, Retention(settings.keep, settings.max_age), leave_running), None
+    return JobSpec(schedule, Retention(settings.keep, settings.max_age), leave_running, settings.push), None
 
 
 def plan(policies: Iterable[ContainerPolicy], rules: LabelRules) -> tuple[list[StackJob], list[Problem]]:
@@ -281,7 +293,8 @@ def plan(policies: Iterable[ContainerPolicy], rules: LabelRules) -> tuple[list[S
                                     f"containers of project {project} disagree on job {job}; job skipped"))
             continue
         services = tuple(sorted({policy.service for policy, _ in entries}))
-        jobs.append(StackJob(project, job, services, auto_prefix(job), spec.leave_running, spec.schedule, spec.retention))
+        jobs.append(StackJob(project, job, services, auto_prefix(job), spec.leave_running, spec.schedule, spec.retention,
+                             spec.push))
     return jobs, problems
 
 
@@ -290,6 +303,8 @@ def _first_difference(one: JobSpec, other: JobSpec) -> str:
         return SCHEDULE
     if one.leave_running != other.leave_running:
         return LEAVE_RUNNING
+    if one.push != other.push:
+        return PUSH
     return KEEP if one.retention.keep != other.retention.keep else MAX_AGE
 
 

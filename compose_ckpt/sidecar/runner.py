@@ -21,6 +21,7 @@ from compose_ckpt.domain.snapshot import SnapshotRequest, take_snapshot
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import Engine
 from compose_ckpt.errors import NotFoundError
+from compose_ckpt.sidecar.pusher import Pusher
 from compose_ckpt.sidecar.policy import (
     ENABLE, ContainerPolicy, LabelRules, Problem, StackJob, manual_job, parse_container, plan,
 )
@@ -62,12 +63,14 @@ class RunResult:
     services: tuple[str, ...]
     pruned: list[str]
     seconds: float
+    push_queued: bool = False
 
 
 class Runner:
-    def __init__(self, engine: Engine, store: SnapshotStore) -> None:
+    def __init__(self, engine: Engine, store: SnapshotStore, pusher: Pusher | None = None) -> None:
         self.engine = engine
         self.store = store
+        self.pusher = pusher
         self._guard = threading.Lock()
         # Two jobs of one project due together take turns here rather than fail on the store lock's timeout.
         self._projects: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -77,7 +80,7 @@ class Runner:
             return self._projects[project]
 
     def run(self, job: StackJob) -> RunResult:
-        """One consistent snapshot of the job's services, then the job's retention."""
+        """One consistent snapshot of the job's services, then the job's retention; a push is only queued."""
         with self._project_lock(job.project):
             started = time.monotonic()
             containers = self.engine.list_containers({LABEL_PROJECT: job.project})
@@ -86,7 +89,11 @@ class Runner:
                                       stop=not job.leave_running)
             manifest = take_snapshot(project, self.store, request)
             pruned = self._prune(job)
-            return RunResult(manifest.name, job.services, pruned, round(time.monotonic() - started, 3))
+            push_queued = job.push is not None and self.pusher is not None
+            if push_queued:
+                assert self.pusher is not None
+                self.pusher.submit(job, manifest.name)
+            return RunResult(manifest.name, job.services, pruned, round(time.monotonic() - started, 3), push_queued)
 
     def _prune(self, job: StackJob) -> list[str]:
         if job.retention is None:

@@ -1,0 +1,205 @@
+"""push, registry retention and the sidecar's pusher against an in-memory registry (the real one: tests/integration)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import threading
+import time
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from compose_ckpt.domain.artifact import CHUNK_SIZE, parse_manifest
+from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus
+from compose_ckpt.domain.registry import prune_registry, push_snapshot
+from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.errors import NotFoundError, RegistryError
+from compose_ckpt.registry.client import ManifestResponse
+from compose_ckpt.registry.reference import Reference, parse_reference
+from compose_ckpt.sidecar.log import Log
+from compose_ckpt.sidecar.metrics import Metrics
+from compose_ckpt.sidecar.policy import Retention, StackJob, parse_push
+from compose_ckpt.sidecar.pusher import Pusher
+from compose_ckpt.sidecar.schedule import parse_schedule
+
+
+class FakeRegistry:
+    """Blobs and manifests in dicts, with the client's interface; `failures` makes the next calls fail."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.manifests: dict[str, bytes] = {}  # digest -> body
+        self.tags: dict[str, str] = {}  # tag -> digest
+        self.uploads = 0
+        self.failures = 0
+        self.lock = threading.Lock()
+
+
+class FakeClient:
+    def __init__(self, registry: FakeRegistry, reference: Reference) -> None:
+        self.registry = registry
+        self.reference = reference
+
+    def __enter__(self) -> FakeClient:
+        if self.registry.failures:
+            self.registry.failures -= 1
+            raise RegistryError("cannot reach the registry: Connection refused")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def want_push(self) -> None:
+        pass
+
+    def blob_exists(self, digest: str) -> bool:
+        return digest in self.registry.blobs
+
+    def upload_blob(self, digest: str, data: bytes, size: int) -> None:
+        assert hashlib.sha256(data).hexdigest() == digest[7:] and len(data) == size
+        with self.registry.lock:
+            self.registry.blobs[digest] = data
+            self.registry.uploads += 1
+
+    def put_manifest(self, tag: str, body: bytes) -> None:
+        digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        self.registry.manifests[digest] = body
+        self.registry.tags[tag] = digest
+
+    def get_manifest(self, tag_or_digest: str) -> ManifestResponse:
+        digest = self.registry.tags.get(tag_or_digest, tag_or_digest)
+        if digest not in self.registry.manifests:
+            raise NotFoundError(f"no manifest {tag_or_digest}")
+        return ManifestResponse(self.registry.manifests[digest], digest, "application/vnd.oci.image.manifest.v1+json")
+
+    def tags(self) -> list[str]:
+        return sorted(self.registry.tags)
+
+    def delete_manifest(self, digest: str) -> None:
+        del self.registry.manifests[digest]
+        for tag in [t for t, d in self.registry.tags.items() if d == digest]:
+            del self.registry.tags[tag]
+
+
+def snapshot(store: SnapshotStore, name: str, pages: bytes, created: str = "2026-03-01T12:00:00.000Z") -> Manifest:
+    record = ContainerRecord(service="web", container_id="abc", container_name="proj-web-1", number=1,
+                             image="img", image_id="sha256:1", checkpoint=f"ckpt-{name}", size=len(pages))
+    manifest = Manifest(name=name, project="proj", created=created, status=SnapshotStatus.COMPLETE, stopped=False,
+                        compose_files=[], compose_hash="h", services=["web"], dependencies={"web": []},
+                        containers=[record])
+    folder = store.checkpoint_dir("proj", name, "proj-web-1")
+    folder.mkdir(parents=True)
+    (folder / "pages-1.img").write_bytes(pages)
+    (folder / "core-1.img").write_bytes(name.encode())
+    (folder / "empty.img").write_bytes(b"")
+    store.write(manifest)
+    return manifest
+
+
+def random_bytes(size: int, seed: int) -> bytes:
+    out = io.BytesIO()
+    block = hashlib.sha256(str(seed).encode()).digest()
+    while out.tell() < size:
+        block = hashlib.sha256(block).digest()
+        out.write(block * 128)
+    return out.getvalue()[:size]
+
+
+REF = parse_reference("127.0.0.1:5000/team/app")
+
+
+def test_push_chunks_members_and_a_newer_snapshot_sends_only_changed_chunks(tmp_path: Path) -> None:
+    store, registry = SnapshotStore(tmp_path), FakeRegistry()
+    pages = random_bytes(2 * CHUNK_SIZE + 1000, 1)
+    snapshot(store, "one", pages)
+    first = push_snapshot(store, "proj", "one", FakeClient(registry, REF), ["one"])
+    changed = bytearray(pages)
+    changed[-10] ^= 1  # one dirty page, in the last chunk
+    snapshot(store, "two", bytes(changed))
+    second = push_snapshot(store, "proj", "two", FakeClient(registry, REF), ["two"])
+
+    artifact = parse_manifest(registry.manifests[registry.tags["one"]], "one")
+    assert [c.raw_size for c in artifact.members["checkpoints/proj-web-1/pages-1.img"]] == [CHUNK_SIZE, CHUNK_SIZE, 1000]
+    assert [c.raw_size for c in artifact.members["checkpoints/proj-web-1/empty.img"]] == [0]
+    assert json.loads(registry.blobs[artifact.config.digest])["name"] == "one"
+    assert first.uploaded_blobs == first.blobs == 6  # config, 3 page chunks, core, empty
+    assert second.uploaded_blobs == 3  # config, core, the last page chunk
+    assert second.uploaded_bytes < 0.05 * first.uploaded_bytes
+
+
+def job(push: str | None, keep: int | None = 2) -> StackJob:
+    return StackJob("proj", "default", ("web",), "auto-default-", True, parse_schedule("@every 1h", UTC),
+                    Retention(keep), parse_push(push) if push else None)
+
+
+def test_registry_retention_deletes_the_oldest_of_this_job_only(tmp_path: Path) -> None:
+    store, registry = SnapshotStore(tmp_path), FakeRegistry()
+    for index in range(4):
+        name = f"auto-default-2026030{index + 1}"
+        snapshot(store, name, random_bytes(1000, index), created=f"2026-03-0{index + 1}T00:00:00.000Z")
+        push_snapshot(store, "proj", name, FakeClient(registry, REF), [name])
+    snapshot(store, "other", b"x")
+    push_snapshot(store, "proj", "other", FakeClient(registry, REF), ["other"])  # not this job's: kept
+
+    pruned = prune_registry(FakeClient(registry, REF), "proj", 2, tag_prefix="auto-default-")
+
+    assert pruned.removed_tags == ["auto-default-20260302", "auto-default-20260301"]
+    assert sorted(registry.tags) == ["auto-default-20260303", "auto-default-20260304", "other"]
+
+
+def test_the_pusher_retries_with_backoff_counts_failures_and_prunes(tmp_path: Path) -> None:
+    store, registry, metrics = SnapshotStore(tmp_path), FakeRegistry(), Metrics()
+    log = io.StringIO()
+    registry.failures = 2
+    pusher = Pusher(store, metrics, Log(log), backoff=(0.05, 0.05, 0.05),
+                    connect=lambda reference: FakeClient(registry, reference))  # type: ignore[arg-type,return-value]
+    pusher.start()
+    try:
+        for index in range(3):
+            name = f"auto-default-2026030{index + 1}"
+            snapshot(store, name, random_bytes(1000, index), created=f"2026-03-0{index + 1}T00:00:00.000Z")
+            pusher.submit(job("127.0.0.1:5000/team/app:latest"), name)
+            deadline = time.monotonic() + 10
+            while name not in registry.tags and time.monotonic() < deadline:
+                time.sleep(0.02)
+    finally:
+        pusher.stop()
+    text = metrics.render()
+    assert 'compose_ckpt_sidecar_push_failures_total{project="proj",job="default"} 2' in text
+    assert 'compose_ckpt_sidecar_pushes_total{project="proj",job="default"} 3' in text
+    assert 'compose_ckpt_sidecar_registry_pruned_total{project="proj",job="default"} 1' in text
+    assert sorted(registry.tags) == ["auto-default-20260302", "auto-default-20260303", "latest"]
+    assert registry.tags["latest"] == registry.tags["auto-default-20260303"]
+    assert log.getvalue().count("event=push_failed") == 2 and "retry_in_seconds=0.05" in log.getvalue()
+
+
+def test_the_pusher_gives_up_after_its_backoff_and_drops_removed_snapshots(tmp_path: Path) -> None:
+    store, registry, metrics = SnapshotStore(tmp_path), FakeRegistry(), Metrics()
+    log = io.StringIO()
+    registry.failures = 100
+    connect: Any = lambda reference: FakeClient(registry, reference)  # noqa: E731
+    pusher = Pusher(store, metrics, Log(log), backoff=(0.01, 0.01), connect=connect)
+    snapshot(store, "auto-default-1", b"x")
+    pusher.submit(job("127.0.0.1:5000/team/app"), "auto-default-1")
+    pusher.submit(job("127.0.0.1:5000/team/other"), "gone")  # same job: supersedes the first, then is dropped
+    pusher.start()
+    deadline = time.monotonic() + 5
+    while "push_dropped" not in log.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "event=push_superseded" in log.getvalue() and "event=push_dropped" in log.getvalue()
+    pusher.submit(job("127.0.0.1:5000/team/app"), "auto-default-1")
+    while "push_gave_up" not in log.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pusher.stop()
+    assert "event=push_gave_up" in log.getvalue() and "attempts=3" in log.getvalue()
+    assert 'push_failures_total{project="proj",job="default"} 3' in metrics.render()
+
+
+@pytest.mark.parametrize("bad", ["reg.io/app@sha256:" + "a" * 64, "Bad/Ref", ""])
+def test_bad_push_labels_are_refused(bad: str) -> None:
+    with pytest.raises(Exception, match="invalid"):
+        parse_push(bad)

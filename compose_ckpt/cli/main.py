@@ -537,12 +537,24 @@ def import_(
                   f"restore it with `compose-ckpt -p {manifest.project} restore {manifest.name}`", highlight=False)
 
 
+InsecureOption = Annotated[bool, typer.Option("--insecure", help="Allow plain HTTP to this registry (it has no TLS). Loopback registries are allowed without it.")]
+
+
+def _registry_client(reference: str, insecure: bool) -> Any:
+    from compose_ckpt.registry.client import RegistryClient
+    from compose_ckpt.registry.reference import parse_reference
+
+    return RegistryClient(parse_reference(reference), insecure=insecure)
+
+
 @app.command()
 def migrate(
     ctx: typer.Context,
-    to: Annotated[str, typer.Option("--to", metavar="HOST", help="Target engine: a Docker host URL (unix://, tcp://, ssh://) or a context name.")],
+    to: Annotated[str | None, typer.Option("--to", metavar="HOST", help="Target engine: a Docker host URL (unix://, tcp://, ssh://) or a context name.")] = None,
+    via: Annotated[str | None, typer.Option("--via", metavar="REF", help="Instead of --to: push to this registry reference and leave the source stopped; the target pulls and restores.")] = None,
     snapshot: Annotated[str | None, typer.Argument(metavar="SNAPSHOT", callback=_checked_name, help="Snapshot to move (default: take one now, with --stop).", show_default=False)] = None,
     keep_source: Annotated[bool, typer.Option("--keep-source", help="Keep the source containers, stopped, instead of removing them.")] = False,
+    insecure: InsecureOption = False,
     parallel: Parallel = DEFAULT_PARALLEL,
     as_json: JsonOption = False,
 ) -> None:
@@ -551,10 +563,16 @@ def migrate(
     from compose_ckpt.domain.migrate import migrate as migrate_stack
     from compose_ckpt.engine import Engine
 
+    if (to is None) == (via is None):
+        raise UsageError("give exactly one of --to HOST (direct) and --via REF (through a registry)")
     options: GlobalOptions = ctx.obj
+    request = MigrateRequest(snapshot=snapshot, keep_source=keep_source, parallel=parallel)
+    if via is not None:
+        _migrate_via(options, via, insecure, request, as_json)
+        return
+    assert to is not None
     project = _project(options)
     target = Engine.connect(to)
-    request = MigrateRequest(snapshot=snapshot, keep_source=keep_source, parallel=parallel)
     result = migrate_stack(project, target, _store(), request, _progress(options))
     if as_json:
         print_json({"snapshot": result.snapshot.name, "project": result.snapshot.project, "target": target.base_url,
@@ -569,14 +587,26 @@ def migrate(
     console.print(f"migrated {result.snapshot.project} to {to} ({timing}); {source} the source", highlight=False)
 
 
-InsecureOption = Annotated[bool, typer.Option("--insecure", help="Allow plain HTTP to this registry (it has no TLS). Loopback registries are allowed without it.")]
+def _migrate_via(options: GlobalOptions, via: str, insecure: bool, request: Any, as_json: bool) -> None:
+    from compose_ckpt.domain.migrate import migrate_via_registry
 
-
-def _registry_client(reference: str, insecure: bool) -> Any:
-    from compose_ckpt.registry.client import RegistryClient
-    from compose_ckpt.registry.reference import parse_reference
-
-    return RegistryClient(parse_reference(reference), insecure=insecure)
+    project = _project(options)
+    with _registry_client(via, insecure) as client:
+        if client.reference.digest:
+            raise UsageError(f"cannot push to a digest ({via})", hint="Give a tag, or none (the snapshot name).")
+        result = migrate_via_registry(project, _store(), client, request, _progress(options))
+        pushed, manifest = result.pushed, result.snapshot
+        pull_reference = str(client.reference.with_digest(pushed.digest))
+    if as_json:
+        print_json({"snapshot": manifest.name, "project": manifest.project, "via": pushed.reference,
+                    "digest": pushed.digest, "pull": pull_reference, "seconds": result.seconds,
+                    "uploaded_bytes": pushed.uploaded_bytes, "source_removed": False})
+        return
+    timing = ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in result.seconds.items())
+    console.print(f"pushed {manifest.project} snapshot {manifest.name} to {pushed.reference} ({timing}); the stack is "
+                  f"kept stopped on the source. On the target run:\n"
+                  f"  compose-ckpt pull {pull_reference}\n  compose-ckpt -p {manifest.project} restore {manifest.name}",
+                  highlight=False)
 
 
 @app.command()

@@ -15,11 +15,13 @@ from compose_ckpt.domain.compat import check_target
 from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
 from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback
 from compose_ckpt.domain.project import Project
+from compose_ckpt.domain.registry import PushResult, push_snapshot
 from compose_ckpt.domain.restore import RestoredContainer, RestoreRequest, restore_snapshot
 from compose_ckpt.domain.snapshot import SnapshotRequest, take_snapshot
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import Engine
 from compose_ckpt.errors import CkptError, ConflictError, EngineError
+from compose_ckpt.registry.client import RegistryClient
 
 
 class MigrateFailed(CkptError):
@@ -85,6 +87,44 @@ def migrate(project: Project, target: Engine, store: SnapshotStore, request: Mig
     return result
 
 
+@dataclass
+class MigrateViaResult:
+    snapshot: Manifest
+    pushed: PushResult
+    seconds: dict[str, float] = field(default_factory=dict)  # snapshot, transfer
+
+
+def migrate_via_registry(project: Project, store: SnapshotStore, client: RegistryClient, request: MigrateRequest,
+                         progress: ProgressCallback = lambda name, phase: None) -> MigrateViaResult:
+    """The source half of a move through a registry: snapshot (with --stop), push, leave the source stopped.
+
+    No engine connection to the target is needed; the target pulls and restores. The source containers
+    are kept, stopped, since nothing here can verify the target. If the push fails, the stack is
+    restored on the source and the error raised."""
+    clock = _Clock()
+    manifest = _snapshot_to_move(project, store, request, progress)
+    seconds = {"snapshot": clock.lap()}
+    tag = client.reference.tag or manifest.name
+    try:
+        pushed = push_snapshot(store, project.name, manifest.name, client, [tag], progress=progress)
+    except CkptError as exc:
+        try:
+            _restart_source(project.engine, store, manifest, request, progress)
+        except CkptError as undo:
+            raise MigrateFailed(
+                f"push to {client.reference} failed: {exc.message}; restoring the stack on the source failed too: "
+                f"{undo.message}", details=exc.details + undo.details,
+                hint=f"Snapshot {manifest.name} holds the stack's state: `compose-ckpt restore {manifest.name}`.",
+            ) from exc
+        raise MigrateFailed(f"push to {client.reference} failed: {exc.message}; the stack runs on the source again",
+                            details=exc.details, hint=exc.hint) from exc
+    seconds["transfer"] = clock.lap()
+    for record in manifest.containers:
+        progress(record.container_name, "kept stopped on the source")
+        _ensure_stopped(project.engine, record.container_name)
+    return MigrateViaResult(manifest, pushed, seconds)
+
+
 def _snapshot_to_move(project: Project, store: SnapshotStore, request: MigrateRequest,
                       progress: ProgressCallback) -> Manifest:
     if request.snapshot is None:
@@ -113,6 +153,12 @@ def _put_source_back(source: Engine, target: Engine, store: SnapshotStore, manif
         if record.container_name not in existing_on_target and target.inspect(record.container_name):
             progress(record.container_name, "removing from the target")
             target.remove(record.container_name)
+    _restart_source(source, store, manifest, request, progress)
+
+
+def _restart_source(source: Engine, store: SnapshotStore, manifest: Manifest, request: MigrateRequest,
+                    progress: ProgressCallback) -> None:
+    """Restore, from the snapshot, the stack's containers that the move left stopped on the source."""
     stopped = [r for r in manifest.containers if (c := source.inspect(r.container_name)) is not None and c.exited]
     if stopped:
         services = tuple(sorted({r.service for r in stopped}))

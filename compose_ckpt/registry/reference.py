@@ -49,6 +49,9 @@ class Reference:
     def with_tag(self, tag: str) -> Reference:
         return replace(self, tag=check_tag(tag), digest=None)
 
+    def with_digest(self, digest: str) -> Reference:
+        return replace(self, tag=None, digest=digest)
+
     def __str__(self) -> str:
         text = f"{self.registry}/{self.repository}"
         if self.tag:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from compose_ckpt.const import ENV_HOME
 from tests.integration.conftest import engine_missing
-from tests.integration.second_engine import SecondEngine
-from tests.integration.stack import Stack
+from tests.integration.second_engine import SecondEngine, free_port
+from tests.integration.stack import Stack, run_docker
 from tests.integration.test_export_import import on_target, private_image, stack  # noqa: F401 (fixtures)
+from tests.integration.test_sidecar import CONFIG_DIR, counter_service, sidecar_image, wait_for  # noqa: F401
 
 pytestmark = pytest.mark.engine
 
@@ -132,3 +136,84 @@ def test_missing_tags_and_repositories_exit_4_and_an_unreachable_registry_5(stac
     assert unreachable.returncode == 5 and "Connection refused" in unreachable.stderr
     assert stack.ckpt("push", "absent", repository).returncode == 4
     assert stack.ckpt("push", "here", "Bad/Ref").returncode == 2
+
+
+def test_migrate_via_a_registry_then_pull_and_restore_on_the_other_host(
+        stack: Stack, second: SecondEngine, tmp_path: Path, repository: str) -> None:  # noqa: F811
+    before = stack.counts_of("one", "two")
+    moved = json.loads(stack.ckpt_ok("migrate", "--via", f"{repository}:move", "--json").stdout)
+    assert moved["source_removed"] is False and moved["pull"] == f"{repository}@{moved['digest']}"
+    assert set(stack.states().values()) == {"exited"}  # kept, stopped, on the source
+    home = tmp_path / "other-host"
+    # The images travel as they would between hosts without a shared image registry.
+    second.copy_image_from_first(json.loads(stack.ckpt_ok("inspect", moved["snapshot"], "--json").stdout)
+                                 ["containers"][0]["image"])
+
+    pulled = on_target(second, home, "pull", moved["pull"])
+    assert pulled.returncode == 0, pulled.stderr.decode()
+    restored = on_target(second, home, "-p", stack.project, "restore", moved["snapshot"])
+    assert restored.returncode == 0, restored.stderr.decode()
+    for container, count in before.items():
+        assert int(second.docker("exec", container, "cat", "/tmp/count").stdout) >= count
+
+
+def test_migrate_via_an_unreachable_registry_leaves_the_stack_running_with_its_state(stack: Stack) -> None:  # noqa: F811
+    before = stack.counts_of("one", "two")
+
+    failed = stack.ckpt("migrate", "--via", "127.0.0.1:9/x/y")
+
+    assert failed.returncode == 1 and "runs on the source again" in failed.stderr, failed.stderr
+    assert set(stack.states().values()) == {"running"}
+    after = stack.counts_of("one", "two")
+    assert all(after[name] >= count for name, count in before.items())
+
+
+# --- the sidecar pushes its scheduled snapshots ----------------------------------------------
+
+
+def registry_tags(repository: str) -> list[str]:
+    return json.loads(registry_api(f"{repository.split('/', 1)[1]}/tags/list")).get("tags") or []
+
+
+def test_the_sidecar_pushes_each_snapshot_keeps_two_in_the_registry_and_retries_a_bad_one(
+        sidecar_image: str, tmp_path: Path, repository: str, isolated_store: Path) -> None:  # noqa: F811
+    prefix = project = f"ckptside{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    labels = {"enable": "true", "schedule": "@every 3s", "keep": "2", "push": f"{repository}:latest",
+              # a second job, pushing to a registry that is not there: it must not hold up anything
+              "offline.schedule": "@every 4s", "offline.keep": "1", "offline.push": "127.0.0.1:9/x/y"}
+    (tmp_path / "compose.yaml").write_text(f"services:\n  one:\n{counter_service(prefix, labels)}\n")
+    config = tmp_path / "config"
+    config.mkdir()
+    (config / "sidecar.yaml").write_text(f"label-prefix: {prefix}\nhttp-port: {port}\n")
+    labelled = Stack(tmp_path, project)
+    name = f"{project}-sidecar"
+    try:
+        labelled.compose("up", "-d")
+        # Host network: the registry listens on the host's loopback, where plain HTTP is allowed.
+        run_docker("run", "-d", "--name", name, "--network", "host", "-v", "/var/run/docker.sock:/var/run/docker.sock",
+                   "-v", f"{isolated_store}:{isolated_store}", "-e", f"{ENV_HOME}={isolated_store}",
+                   "-v", f"{config}:{CONFIG_DIR}", sidecar_image, "serve")
+
+        def logs() -> str:
+            return run_docker("logs", name).stderr
+
+        wait_for("four pushes", lambda: logs().count("event=push_done") >= 4, timeout=90)
+        wait_for("a retried push", lambda: "retry_in_seconds=15" in logs(), timeout=60)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        run_docker("stop", "-t", "60", name)
+    finally:
+        output = run_docker("logs", name, check=False).stderr
+        run_docker("rm", "-f", name, check=False)
+        labelled.down()
+
+    assert "registry_pruned=auto-default-" in output, output
+    assert re.search(rf'pushes_total{{project="{project}",job="default"}} ([4-9]|\d\d)', metrics), metrics
+    assert re.search(rf'push_failures_total{{project="{project}",job="offline"}} [1-9]', metrics), metrics
+    assert output.count("event=run_done") >= 5  # local snapshots went on while pushes failed
+    tags = registry_tags(repository)
+    pushed = sorted(tag for tag in tags if tag.startswith("auto-default-"))
+    assert 2 <= len(pushed) <= 3 and "latest" in tags, tags  # 3: stopped between a push and its retention
+    first_pushed = re.findall(r"event=push_done project=\S+ job=default snapshot=(\S+)", output)
+    assert first_pushed[0] not in tags and first_pushed[-1] in pushed

@@ -278,7 +278,9 @@ class RegistryClient:
             codes, messages = _registry_errors(response)
         status = response.status_code
         if status in (401, 403):
-            return self._refused(f"{method} answered {status}" + (f" ({messages})" if messages else ""))
+            why = "it needs credentials and Docker's config has none" if self._credentials.anonymous else (
+                "it refused the credentials from Docker's config" if status == 401 else "the credentials lack permission")
+            return self._refused(why + (f" ({messages})" if messages else ""))
         if status == 404 or codes & {"NAME_UNKNOWN", "MANIFEST_UNKNOWN", "BLOB_UNKNOWN"}:
             return NotFoundError(f"{self.reference.registry}/{self.reference.repository}: {messages or 'not found'}")
         return RegistryError(f"{self.reference.registry} answered {method} with {status}"
@@ -306,9 +308,10 @@ def _registry_errors(response: requests.Response) -> tuple[set[str], str]:
 def _reason(exc: Exception) -> str:
     """The root cause urllib3 buries in its message ("[Errno 111] Connection refused"), else the message."""
     text = str(exc)
-    cause = re.search(r"\[Errno -?\d+\] ([^'\")]+)|(certificate verify failed[^'\")]*)|(Read timed out)", text)
+    cause = re.search(r"\[Errno -?\d+\] ([^'\")]+)|(certificate verify failed[^'\")]*)|(Read timed out)"
+                      r"|\[SSL: [A-Z_]+\] ([^'\"(]+)", text)
     if cause:
-        return next(group for group in cause.groups() if group)
+        return next(group for group in cause.groups() if group).strip()
     return text if len(text) < 300 else text[:300] + "..."
 
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import stat
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -13,7 +17,7 @@ from compose_ckpt.domain.artifact import (
     ARTIFACT_TYPE, CHUNK_MEDIA_TYPE, CHUNK_SIZE, CONFIG_MEDIA_TYPE, Blob, Chunk, build_manifest, parse_manifest,
 )
 from compose_ckpt.errors import ArchiveError, RegistryError, UsageError
-from compose_ckpt.registry.client import parse_challenge
+from compose_ckpt.registry.client import RegistryClient, parse_challenge
 from compose_ckpt.registry.credentials import ANONYMOUS, Credentials, load_credentials
 from compose_ckpt.registry.reference import Reference, parse_reference
 
@@ -168,3 +172,69 @@ def tampered(change: dict[str, object] | None = None, layer: dict[str, object] |
 def test_hostile_manifests_are_refused_as_archive_errors(body: bytes) -> None:
     with pytest.raises(ArchiveError):
         parse_manifest(body, "ref")
+
+
+class _TokenRegistry(BaseHTTPRequestHandler):
+    """A registry that wants a bearer token from its own /token realm, as Docker Hub and GHCR do."""
+
+    seen: list[str] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _send(self, status: int, body: dict[str, object], headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        if url.path == "/token":
+            query = parse_qs(url.query)
+            self.seen.append(f"GET token scope={query['scope'][0]} service={query['service'][0]}")
+            ok = self.headers.get("Authorization") == "Basic " + base64.b64encode(b"alice:pw").decode()
+            self._send(200, {"token": "tok"}) if ok else self._send(401, {})
+        elif self.headers.get("Authorization") == "Bearer tok":
+            self._send(200, {"tags": ["a", "b"]})
+        else:
+            realm = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+            self._send(401, {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
+                       {"WWW-Authenticate": f'Bearer realm="{realm}",service="fake",scope="repository:team/app:pull"'})
+
+    def do_POST(self) -> None:
+        form = parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+        self.seen.append(f"POST token grant={form['grant_type'][0]} refresh={form['refresh_token'][0]}")
+        self._send(200, {"access_token": "tok"})
+
+
+@pytest.fixture
+def token_registry() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _TokenRegistry)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _TokenRegistry.seen = []
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_the_bearer_token_flow_with_a_password_and_with_an_identity_token(token_registry: str) -> None:
+    reference = parse_reference(f"{token_registry}/team/app")
+    with RegistryClient(reference, credentials=Credentials(username="alice", password="pw")) as client:
+        assert client.tags() == ["a", "b"]
+        assert client.tags() == ["a", "b"]  # the token is kept: one token request
+    assert _TokenRegistry.seen == ["GET token scope=repository:team/app:pull service=fake"]
+    with RegistryClient(reference, credentials=Credentials(identity_token="refresh-me")) as client:
+        assert client.tags() == ["a", "b"]
+    assert _TokenRegistry.seen[-1] == "POST token grant=refresh_token refresh=refresh-me"
+
+
+def test_a_refused_password_is_a_registry_error_naming_docker_login(token_registry: str) -> None:
+    reference = parse_reference(f"{token_registry}/team/app")
+    with RegistryClient(reference, credentials=Credentials(username="alice", password="bad")) as client:
+        with pytest.raises(RegistryError, match="refused") as refused:
+            client.tags()
+    assert refused.value.hint is not None and "docker login" in refused.value.hint

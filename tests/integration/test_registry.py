@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
+import subprocess
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -217,3 +221,79 @@ def test_the_sidecar_pushes_each_snapshot_keeps_two_in_the_registry_and_retries_
     assert 2 <= len(pushed) <= 3 and "latest" in tags, tags  # 3: stopped between a push and its retention
     first_pushed = re.findall(r"event=push_done project=\S+ job=default snapshot=(\S+)", output)
     assert first_pushed[0] not in tags and first_pushed[-1] in pushed
+
+
+# --- credentials: a second registry with htpasswd (Basic) auth --------------------------------
+
+
+@pytest.fixture
+def auth_registry(tmp_path: Path) -> Iterator[str]:
+    """A registry demanding alice:s3cret, listening on all interfaces (to reach it off loopback too)."""
+    folder = tmp_path / "auth-registry"
+    folder.mkdir()
+    hashed = subprocess.run(["htpasswd", "-Bbn", "alice", "s3cret"], check=True, capture_output=True, text=True).stdout
+    (folder / "htpasswd").write_text(hashed)
+    port = free_port()
+    (folder / "config.yml").write_text(
+        f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {folder}/storage\n"
+        f"http:\n  addr: 0.0.0.0:{port}\nauth:\n  htpasswd:\n    realm: test\n    path: {folder}/htpasswd\n")
+    process = subprocess.Popen(["docker-registry", "serve", str(folder / "config.yml")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for("the auth registry", lambda: _answers(f"http://127.0.0.1:{port}/v2/"), timeout=20)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=2)
+    except urllib.error.HTTPError:
+        return True  # 401: it is up
+    except OSError:
+        return False
+    return True
+
+
+def docker_config(folder: Path, document: dict) -> dict[str, str]:
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(document))
+    return {"DOCKER_CONFIG": str(folder)}
+
+
+def auths(registry: str, password: str) -> dict:
+    return {"auths": {registry: {"auth": base64.b64encode(f"alice:{password}".encode()).decode()}}}
+
+
+def test_credentials_from_docker_config_and_helpers_and_plain_http_off_loopback(
+        stack: Stack, auth_registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    stack.ckpt_ok("snapshot", "--name", "secret")
+    target = f"{auth_registry}/team/app:v1"
+
+    assert stack.ckpt("push", "secret", target).returncode == 5  # no credentials at all
+    monkeypatch.setenv("DOCKER_CONFIG", docker_config(tmp_path / "wrong", auths(auth_registry, "nope"))["DOCKER_CONFIG"])
+    wrong = stack.ckpt("push", "secret", target)
+    assert wrong.returncode == 5 and "refused the credentials" in wrong.stderr and "docker login" in wrong.stderr
+
+    monkeypatch.setenv("DOCKER_CONFIG", docker_config(tmp_path / "right", auths(auth_registry, "s3cret"))["DOCKER_CONFIG"])
+    stack.ckpt_ok("push", "secret", target)
+
+    helper = tmp_path / "bin" / "docker-credential-fake"
+    helper.parent.mkdir()
+    helper.write_text('#!/bin/sh\nread server\necho \'{"Username":"alice","Secret":"s3cret"}\'\n')
+    helper.chmod(0o700)
+    monkeypatch.setenv("PATH", f"{helper.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("DOCKER_CONFIG", docker_config(tmp_path / "helper", {"credsStore": "fake"})["DOCKER_CONFIG"])
+    pulled = stack.ckpt("pull", target, "--name", "fromhelper")
+    assert pulled.returncode == 0, pulled.stderr
+
+    # The same registry at an address that is not loopback: plain HTTP only with --insecure.
+    outside = subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()[0]
+    remote = target.replace("127.0.0.1", outside)
+    monkeypatch.setenv("DOCKER_CONFIG", docker_config(tmp_path / "remote", auths(remote.split("/")[0], "s3cret"))
+                       ["DOCKER_CONFIG"])
+    refused = stack.ckpt("push", "secret", remote)
+    assert refused.returncode == 5 and "--insecure" in refused.stderr, refused.stderr
+    stack.ckpt_ok("push", "secret", remote, "--insecure")

@@ -20,6 +20,7 @@ import os
 import shutil
 import stat
 import threading
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import zstandard
 
-from compose_ckpt.domain.archive import MANIFEST, MemberWriter, check_name, staged_archive
+from compose_ckpt.domain.archive import MANIFEST, MemberWriter, StagedArchive, check_name, staged_archive
 from compose_ckpt.domain.artifact import (
     CHUNK_SIZE, CREATED, PROJECT, SNAPSHOT, Artifact, Blob, Chunk, build_manifest, parse_manifest,
 )
@@ -132,6 +133,11 @@ class _ChunkUploader(MemberWriter):
     def finish(self) -> list[Chunk]:
         return [future.result() for future in self._futures]
 
+    def cancel_pending(self) -> None:
+        """After a failure: chunks not started yet are not read, compressed or sent."""
+        for future in self._futures:
+            future.cancel()
+
 
 def _read_at(source: Path, offset: int, length: int) -> bytes:
     descriptor = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
@@ -158,8 +164,7 @@ def push_snapshot(store: SnapshotStore, project: str, name: str, client: Registr
         except OSError as exc:
             raise CkptError(f"push of {name} failed while reading the snapshot: {exc}") from exc
         finally:
-            for future in uploader._futures:
-                future.cancel()
+            uploader.cancel_pending()
     assert uploader.config is not None  # write_members always writes the manifest first
     config = Blob("sha256:" + hashlib.sha256(uploader.config).hexdigest(), len(uploader.config))
     uploader.ensure_blob(config, uploader.config)
@@ -195,9 +200,28 @@ def pull_snapshot(store: SnapshotStore, engine: Engine, client: RegistryClient, 
                   progress: ProgressCallback = lambda item, phase: None) -> PullResult:
     artifact, digest = fetch_artifact(client)
     cache = _cache_folder(store, digest)
-    progress(str(client.reference), f"downloading {len(artifact.blobs)} blobs")
-    with ThreadPoolExecutor(WORKERS, thread_name_prefix="pull") as pool:
-        counts = list(pool.map(lambda blob: _download(client, blob, cache), artifact.blobs))
+    try:
+        progress(str(client.reference), f"downloading {len(artifact.blobs)} blobs")
+        with ThreadPoolExecutor(WORKERS, thread_name_prefix="pull") as pool:
+            counts = list(pool.map(lambda blob: _download(client, blob, cache), artifact.blobs))
+        staged = _stage_artifact(store, artifact, cache, progress)
+    except (RegistryError, KeyboardInterrupt):
+        raise  # the cache stays: the same pull again resumes where this one stopped
+    except BaseException as exc:
+        shutil.rmtree(cache, ignore_errors=True)
+        if isinstance(exc, OSError):  # a full disk, say
+            raise CkptError(f"cannot write the pulled snapshot under {cache.parent}: {exc}") from exc
+        raise
+    shutil.rmtree(cache, ignore_errors=True)
+    imported = install_staged(store, engine, staged, rename=rename, expected_project=expected_project,
+                              progress=progress)
+    return PullResult(imported, str(client.reference), digest, downloaded_bytes=sum(fresh for fresh, _ in counts),
+                      reused_bytes=sum(reused for _, reused in counts))
+
+
+def _stage_artifact(store: SnapshotStore, artifact: Artifact, cache: Path, progress: ProgressCallback) -> StagedArchive:
+    """Unpack the verified blobs into a new staging folder, each blob deleted once its last chunk is out."""
+    uses = Counter(chunk.blob.digest for chunks in artifact.members.values() for chunk in chunks)
     staging = staging_folder(store, "pull")
     staging.mkdir(mode=0o700)
     try:
@@ -205,17 +229,14 @@ def pull_snapshot(store: SnapshotStore, engine: Engine, client: RegistryClient, 
         for path, chunks in artifact.members.items():
             progress(path, "unpacking")
             _unpack_member(cache, chunks, staging / path)
-        staged = staged_archive(staging)
-    except BaseException as exc:
+            for chunk in chunks:
+                uses[chunk.blob.digest] -= 1
+                if not uses[chunk.blob.digest] and chunk.blob.digest != artifact.config.digest:
+                    _blob_path(cache, chunk.blob).unlink()
+        return staged_archive(staging)
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise CkptError(f"cannot stage the pulled snapshot under {staging.parent}: {exc}") from exc
         raise
-    imported = install_staged(store, engine, staged, rename=rename, expected_project=expected_project,
-                              progress=progress)
-    shutil.rmtree(cache, ignore_errors=True)
-    return PullResult(imported, str(client.reference), digest, downloaded_bytes=sum(fresh for fresh, _ in counts),
-                      reused_bytes=sum(reused for _, reused in counts))
 
 
 def _cache_folder(store: SnapshotStore, digest: str) -> Path:

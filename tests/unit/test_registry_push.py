@@ -203,3 +203,60 @@ def test_the_pusher_gives_up_after_its_backoff_and_drops_removed_snapshots(tmp_p
 def test_bad_push_labels_are_refused(bad: str) -> None:
     with pytest.raises(Exception, match="invalid"):
         parse_push(bad)
+
+
+class FakeBlobResponse:
+    def __init__(self, data: bytes, status: int) -> None:
+        self.data, self.status_code = data, status
+
+    def __enter__(self) -> FakeBlobResponse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def iter_content(self, size: int) -> Any:
+        for start in range(0, len(self.data), 7):
+            yield self.data[start:start + 7]
+
+
+class RangeClient:
+    """Serves one blob, honouring Range when `ranges` is true; records the offsets asked for."""
+
+    def __init__(self, data: bytes, ranges: bool = True) -> None:
+        self.data, self.ranges, self.offsets = data, ranges, []  # type: ignore[var-annotated]
+
+    def open_blob(self, digest: str, offset: int = 0) -> FakeBlobResponse:
+        self.offsets.append(offset)
+        if self.ranges and offset:
+            return FakeBlobResponse(self.data[offset:], 206)
+        return FakeBlobResponse(self.data, 200)
+
+
+def test_an_interrupted_download_resumes_with_a_range_and_a_bad_blob_is_refused(tmp_path: Path) -> None:
+    from compose_ckpt.domain.artifact import Blob
+    from compose_ckpt.domain.registry import _download
+    from compose_ckpt.errors import ArchiveError
+
+    data = random_bytes(100, 7)
+    blob = Blob("sha256:" + hashlib.sha256(data).hexdigest(), len(data))
+    (tmp_path / (blob.digest[7:] + ".partial")).write_bytes(data[:40])  # what an interrupted pull left
+    client = RangeClient(data)
+    assert _download(client, blob, tmp_path) == (60, 40)  # type: ignore[arg-type]
+    assert client.offsets == [40] and (tmp_path / blob.digest[7:]).read_bytes() == data
+    assert _download(client, blob, tmp_path) == (0, 100)  # type: ignore[arg-type]  # verified, not fetched again
+
+    (tmp_path / blob.digest[7:]).unlink()
+    (tmp_path / (blob.digest[7:] + ".partial")).write_bytes(data[:40])
+    ignoring = RangeClient(data, ranges=False)  # a registry that ignores Range: start over
+    assert _download(ignoring, blob, tmp_path) == (100, 0)  # type: ignore[arg-type]
+
+    tampered = bytearray(data)
+    tampered[50] ^= 1
+    (tmp_path / "other").mkdir()
+    with pytest.raises(ArchiveError, match="does not match its digest"):
+        _download(RangeClient(bytes(tampered)), Blob(blob.digest, blob.size), tmp_path / "other")  # type: ignore[arg-type]
+    longer = Blob("sha256:" + hashlib.sha256(data[:50]).hexdigest(), 50)
+    with pytest.raises(ArchiveError, match="larger than its manifest says"):
+        _download(RangeClient(data), longer, tmp_path)  # type: ignore[arg-type]
+    assert not list(tmp_path.glob("*.partial"))

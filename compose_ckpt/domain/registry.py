@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import stat
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import zstandard
 
+from compose_ckpt.domain import safefs
 from compose_ckpt.domain.archive import MANIFEST, MemberWriter, StagedArchive, check_name, staged_archive
 from compose_ckpt.domain.artifact import (
     CHUNK_SIZE, CREATED, PROJECT, SNAPSHOT, Artifact, Blob, Chunk, build_manifest, parse_manifest,
@@ -241,14 +241,7 @@ def _stage_artifact(store: SnapshotStore, artifact: Artifact, cache: Path, progr
 
 def _cache_folder(store: SnapshotStore, digest: str) -> Path:
     """store/tmp/pull-<digest>: ours alone (0700, no link), kept across an interrupted pull to resume it."""
-    folder = store.staging_dir() / f"pull-{digest.split(':')[1]}"
-    try:
-        folder.mkdir(mode=0o700)
-    except FileExistsError:
-        info = folder.lstat()
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
-            raise ArchiveError(f"refusing to resume a pull in {folder}: not a private folder of ours") from None
-    return folder
+    return safefs.private_folder(store.staging_dir() / f"pull-{digest.split(':')[1]}")
 
 
 def _blob_path(cache: Path, blob: Blob) -> Path:

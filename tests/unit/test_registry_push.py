@@ -86,13 +86,13 @@ class FakeClient:
 
 
 def snapshot(store: SnapshotStore, name: str, pages: bytes, created: str = "2026-03-01T12:00:00.000Z") -> Manifest:
-    record = ContainerRecord(service="web", container_id="abc", container_name="proj-web-1", number=1,
-                             image="img", image_id="sha256:1", checkpoint=f"ckpt-{name}", size=len(pages))
+    record = ContainerRecord(service="web", container_id="a" * 64, container_name="proj-web-1", number=1,
+                             image="img", image_id="sha256:" + "1" * 64, checkpoint=f"ckpt-{name}", size=len(pages))
     manifest = Manifest(name=name, project="proj", created=created, status=SnapshotStatus.COMPLETE, stopped=False,
-                        compose_files=[], compose_hash="h", services=["web"], dependencies={"web": []},
+                        compose_files=[], compose_hash="", services=["web"], dependencies={"web": []},
                         containers=[record])
-    folder = store.checkpoint_dir("proj", name, "proj-web-1")
-    folder.mkdir(parents=True)
+    store.new_snapshot_folder("proj", name)
+    folder = store.new_checkpoint_dir("proj", name, "proj-web-1")
     (folder / "pages-1.img").write_bytes(pages)
     (folder / "core-1.img").write_bytes(name.encode())
     (folder / "empty.img").write_bytes(b"")

@@ -207,13 +207,22 @@ def replace_private_file(path: Path, data: bytes) -> None:
 
 
 def write_output_file(path: Path, write: Callable[[BinaryIO], T]) -> T:
-    """Write a file outside the store: `write` fills a private temporary file (0600, O_EXCL|O_NOFOLLOW,
-    a random name beside `path`), which is renamed over `path` only when it succeeded.
+    """Write a file: `write` fills a private temporary file (0600, O_EXCL|O_NOFOLLOW, a random name beside
+    `path`), which is renamed over `path` only when it succeeded, so a failed write leaves nothing behind.
 
-    A rename replaces a link found at `path` instead of writing through it, and a failed write
-    leaves nothing behind."""
-    if path.is_dir() and not path.is_symlink():
-        raise IsADirectoryError(21, "Is a directory", str(path))
+    A link at `path` is refused, never written through nor replaced (it may be the system's, as
+    /dev/stdout is). A device or FIFO there (/dev/null, a named pipe) is written in place."""
+    try:
+        status = os.lstat(path)
+    except FileNotFoundError:
+        status = None
+    if status is not None and stat.S_ISLNK(status.st_mode):
+        raise _refuse(path, "it is a link; name the file itself (or - for stdout)")
+    if status is not None and stat.S_ISDIR(status.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+    if status is not None and not stat.S_ISREG(status.st_mode):
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "wb") as device:
+            return write(device)
     with _temporary_beside(path) as (handle, temporary):
         result = write(handle)
         handle.flush()

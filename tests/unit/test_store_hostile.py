@@ -299,20 +299,47 @@ def test_a_planted_lock_link_is_refused_and_its_target_not_created(shared: Path)
 
 
 def test_export_never_writes_through_a_planted_link(capsys: pytest.CaptureFixture[str], shared: Path) -> None:
-    """nobody plants the output and the old temporary name as links to a file of root's, in a sticky folder."""
+    """nobody plants the old fixed temporary name as a link to a file of root's, in a sticky folder: unused."""
     stored(shared / "home")
     victim = shared / "victim"
     victim.write_text("root's file")
     drop = shared / "drop"
     drop.mkdir()
     drop.chmod(0o1777)
-    as_nobody(f"ln -s {victim} {drop}/out.tar.zst && ln -s {victim} {drop}/.out.tar.zst.partial")
+    as_nobody(f"ln -s {victim} {drop}/.out.tar.zst.partial")
     code, output = cli(capsys, shared / "home", "export", "snap1", "-o", str(drop / "out.tar.zst"))
     assert code == ExitCode.OK, output
     assert victim.read_text() == "root's file"
     out = drop / "out.tar.zst"
     assert stat.S_ISREG(os.lstat(out).st_mode) and mode(out) == 0o600 and os.lstat(out).st_uid == 0
     assert sorted(p.name for p in drop.iterdir()) == [".out.tar.zst.partial", "out.tar.zst"]  # only nobody's link
+
+
+@pytest.mark.parametrize("owner", ["nobody", "root"])
+def test_export_refuses_a_link_as_its_output(capsys: pytest.CaptureFixture[str], shared: Path, owner: str) -> None:
+    """Whoever made it: a link at -o FILE is neither written through nor replaced (it may be /dev/stdout)."""
+    stored(shared / "home")
+    victim = shared / "victim"
+    victim.write_text("root's file")
+    drop = shared / "drop"
+    drop.mkdir()
+    drop.chmod(0o1777)
+    if owner == "nobody":
+        as_nobody(f"ln -s {victim} {drop}/out.tar.zst")
+    else:
+        os.symlink(victim, drop / "out.tar.zst")
+    code, output = cli(capsys, shared / "home", "export", "snap1", "-o", str(drop / "out.tar.zst"))
+    assert code == ExitCode.ARCHIVE and "it is a link" in output
+    assert victim.read_text() == "root's file" and os.path.islink(drop / "out.tar.zst")
+    assert sorted(p.name for p in drop.iterdir()) == ["out.tar.zst"]
+
+
+def test_export_to_a_device_writes_in_place(capsys: pytest.CaptureFixture[str], shared: Path) -> None:
+    stored(shared / "home")
+    code, output = cli(capsys, shared / "home", "export", "snap1", "-o", "/dev/null")
+    assert code == ExitCode.OK, output
+    assert stat.S_ISCHR(os.lstat("/dev/null").st_mode)
+    assert not [p for p in Path("/dev").iterdir() if p.name.startswith(".null.")]
 
 
 def test_export_takes_compose_files_from_the_store_only(capsys: pytest.CaptureFixture[str], shared: Path) -> None:

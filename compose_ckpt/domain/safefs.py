@@ -127,26 +127,32 @@ def private_folder(path: Path) -> Path:
     return path
 
 
-def check_tree(folder: Path) -> int:
-    """Refuse a tree holding anything but trusted folders and regular files (links, devices, FIFOs);
-    return the bytes its files hold."""
+def check_tree(folder: Path) -> None:
+    """Refuse a tree holding anything but trusted folders and regular files (links, devices, FIFOs)."""
     if not checked_folder(folder):
         raise _refuse(folder, "it is missing")
-    total = 0
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            path = Path(entry.path)
+    _check_entries(folder)
+
+
+def _check_entries(folder: Path) -> None:
+    # An entry that goes away meanwhile was removed by root or us (the folder is trusted): passed over.
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        try:
             status = entry.stat(follow_symlinks=False)
-            if stat.S_ISDIR(status.st_mode):
-                total += check_tree(path)
-            elif stat.S_ISREG(status.st_mode):
-                why = problem(status)
-                if why:
-                    raise _refuse(path, why)
-                total += status.st_size
-            else:
-                raise _refuse(path, _not_allowed(status))
-    return total
+        except FileNotFoundError:
+            continue
+        if not (stat.S_ISDIR(status.st_mode) or stat.S_ISREG(status.st_mode)):
+            raise _refuse(path, _not_allowed(status))
+        why = problem(status)
+        if why:
+            raise _refuse(path, why)
+        if stat.S_ISDIR(status.st_mode):
+            _check_entries(path)
 
 
 def seal_tree(path: Path) -> None:

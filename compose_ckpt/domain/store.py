@@ -219,8 +219,10 @@ class SnapshotStore:
                     continue
                 try:
                     manifests.append(self._read(project, entry.name))
-                except (ManifestError, UnsafePathError, NotFoundError) as exc:
+                except (ManifestError, UnsafePathError) as exc:
                     manifests.append(_invalid(project, entry.name, entry.stat(follow_symlinks=False), exc.message))
+                except (NotFoundError, FileNotFoundError):
+                    continue  # removed (by a command holding the lock) while it was being read
         return sorted(manifests, key=lambda manifest: (manifest.created, manifest.name))
 
     def latest_complete(self, project: str) -> Manifest:

@@ -115,6 +115,11 @@ def create_holder(engine: Engine, recorded: Mapping[str, Any]) -> str:
     return created.id
 
 
+def recorded_holders(records: Sequence[ContainerRecord]) -> list[str]:
+    """The names of the network holders `records` were joined to."""
+    return list(dict.fromkeys(_name(record.holder) for record in records if record.holder))
+
+
 def _name(recorded: Mapping[str, Any]) -> str:
     return str(recorded["Name"]).lstrip("/")
 

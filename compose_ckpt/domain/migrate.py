@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from compose_ckpt.domain.compat import check_target
+from compose_ckpt.domain.containers import recorded_holders
 from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
 from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback
 from compose_ckpt.domain.project import Project
@@ -51,7 +52,7 @@ def migrate(project: Project, target: Engine, store: SnapshotStore, request: Mig
     manifest = _snapshot_to_move(project, store, request, progress)
     result = MigrateResult(snapshot=manifest, restored=[])
     result.seconds["snapshot"] = clock.lap()
-    existing_on_target = {r.container_name for r in manifest.containers if target.inspect(r.container_name)}
+    existing_on_target = {name for name in _names_with_holders(manifest) if target.inspect(name)}
     try:
         compatibility = check_target(manifest.engine, target)
         if compatibility.blockers:
@@ -83,6 +84,10 @@ def migrate(project: Project, target: Engine, store: SnapshotStore, request: Mig
             _ensure_stopped(source, record.container_name)
         elif source.inspect(record.container_name) is not None:
             source.remove(record.container_name)
+    if not request.keep_source:  # the holders after the containers that joined them
+        for holder in recorded_holders(manifest.containers):
+            if source.inspect(holder) is not None:
+                source.remove(holder)
     result.source_removed = not request.keep_source
     return result
 
@@ -149,10 +154,10 @@ def copy_images(source: Engine, target: Engine, manifest: Manifest, progress: Pr
 def _put_source_back(source: Engine, target: Engine, store: SnapshotStore, manifest: Manifest,
                      existing_on_target: set[str], request: MigrateRequest, progress: ProgressCallback) -> None:
     """Undo the target side, then make sure the stack runs on the source with its state."""
-    for record in manifest.containers:
-        if record.container_name not in existing_on_target and target.inspect(record.container_name):
-            progress(record.container_name, "removing from the target")
-            target.remove(record.container_name)
+    for name in _names_with_holders(manifest):  # containers first, then the holders they joined
+        if name not in existing_on_target and target.inspect(name):
+            progress(name, "removing from the target")
+            target.remove(name)
     _restart_source(source, store, manifest, request, progress)
 
 
@@ -164,6 +169,10 @@ def _restart_source(source: Engine, store: SnapshotStore, manifest: Manifest, re
         services = tuple(sorted({r.service for r in stopped}))
         restore_snapshot(source, store, manifest.project,
                          RestoreRequest(snapshot=manifest.name, services=services, parallel=request.parallel), progress)
+
+
+def _names_with_holders(manifest: Manifest) -> list[str]:
+    return [*(r.container_name for r in manifest.containers), *recorded_holders(manifest.containers)]
 
 
 def _ensure_stopped(engine: Engine, name: str) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from compose_ckpt.domain.holders import needs_holders
 from compose_ckpt.engine import Engine
 from compose_ckpt.errors import CkptError
 from tests.integration.second_engine import SecondEngine, start_second_engine
@@ -68,6 +69,12 @@ def labelled(test_id: str, engine: Engine) -> Iterator[dict[str, str]]:
         engine.remove(container.id)
 
 
+def adopt_if_needed(engine: Engine, stack: Stack) -> None:
+    """On an engine that restores only adopted containers (Docker 28+), `compose-ckpt adopt` the stack."""
+    if needs_holders(engine.info().server_version):
+        stack.ckpt_ok("adopt", "--yes", "-t", "0")  # a cold restart either way: no need to wait for the stop
+
+
 @pytest.fixture
 def project_name(test_id: str) -> str:
     return f"ckpttest{test_id}"
@@ -79,7 +86,6 @@ def start_stack(engine: Engine, tmp_path: Path, project_name: str) -> Iterator[C
     On an engine that restores only adopted containers (Docker 28+), `compose-ckpt adopt` it first unless
     `adopt=False`. Every stack started is taken down (with its volumes and holders) afterwards."""
     started: list[Stack] = []
-    needs_holders = int(engine.info().server_version.split(".")[0]) >= 28
 
     def start(compose_text: str, settle: float = 1.0, adopt: bool | None = None) -> Stack:
         folder = tmp_path / f"stack-{len(started)}"
@@ -88,8 +94,8 @@ def start_stack(engine: Engine, tmp_path: Path, project_name: str) -> Iterator[C
         stack = Stack(folder, project_name)
         started.append(stack)
         stack.compose("up", "-d")
-        if needs_holders if adopt is None else adopt:
-            stack.ckpt_ok("adopt", "--yes", "-t", "0")  # a cold restart either way: no need to wait for the stop
+        if adopt is not False:
+            adopt_if_needed(engine, stack)
         time.sleep(settle)
         return stack
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from compose_ckpt.engine import Engine
+from tests.integration.conftest import adopt_if_needed
 from tests.integration.second_engine import SecondEngine
 from tests.integration.stack import THREE_SERVICES, Stack
 
@@ -22,6 +23,7 @@ def stack(engine: Engine, tmp_path: Path, project_name: str, second: SecondEngin
     (tmp_path / "compose.yaml").write_text(THREE_SERVICES)
     stack = Stack(tmp_path, project_name)
     stack.compose("up", "-d")
+    adopt_if_needed(engine, stack)
     stack.redis("set", "visits", "42")
     time.sleep(1.5)
     yield stack
@@ -33,9 +35,10 @@ def stack(engine: Engine, tmp_path: Path, project_name: str, second: SecondEngin
 
 
 def second_containers(second: SecondEngine, project: str) -> list[str]:
+    """The project's containers on the second engine, without network holders (an adopted stack has them)."""
     listing = second.docker("ps", "-a", "--filter", f"label=com.docker.compose.project={project}",
-                            "--format", "{{.Names}}").stdout.decode()
-    return sorted(listing.split())
+                            "--format", '{{.Names}} {{.Label "compose-ckpt.holder-for"}}').stdout.decode()
+    return sorted(line.split()[0] for line in listing.splitlines() if len(line.split()) == 1)
 
 
 def read_on_second(second: SecondEngine, container: str, *command: str) -> str:

@@ -1,0 +1,51 @@
+"""Containers that join another's namespaces (`network_mode`/`ipc` `service:X`, `volumes_from`):
+recreated with what Docker accepts, after the container they join (issue 9, item 4)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import pytest
+
+from tests.integration.stack import COUNTER, Stack, run_docker
+
+pytestmark = pytest.mark.engine
+
+JOINED = f"""
+services:
+  net:
+    image: local/busybox:latest
+    command: ["sh", "-c", "{COUNTER}"]
+    ipc: shareable
+    volumes: ["data:/data"]
+    hostname: netbox
+  side:
+    image: local/busybox:latest
+    command: ["sh", "-c", "{COUNTER}"]
+    network_mode: service:net
+    ipc: service:net
+    volumes_from: [net]
+volumes:
+  data:
+"""
+
+
+@pytest.mark.parametrize("force", [False, True])
+def test_removed_joined_pair_is_recreated_and_restored(start_stack: Callable[..., Stack], force: bool) -> None:
+    stack = start_stack(JOINED, settle=1.5)
+    stack.ckpt_ok("snapshot", "--name", "pair")
+    at_snapshot = {service: stack.count(stack.containers(service)[0]) for service in ("net", "side")}
+    run_docker("rm", "-f", *stack.containers("net"), *stack.containers("side"))
+    args = ["restore", "pair", "--json", *(["--force"] if force else [])]
+    restored = json.loads(stack.ckpt_ok(*args).stdout)
+    assert [c["service"] for c in restored["containers"]] == ["net", "side"]  # the joined one after
+    assert all(c["recreated"] and c["verified"] == "memory layout" for c in restored["containers"])
+    side = stack.containers("side")[0]
+    net = stack.containers("net")[0]
+    modes = run_docker("inspect", side, "--format", "{{.HostConfig.NetworkMode}} {{.HostConfig.IpcMode}}").stdout.split()
+    assert modes == [f"container:{net}", f"container:{net}"]
+    assert run_docker("exec", side, "cat", "/etc/hostname").stdout.strip() == "netbox"  # the owner's
+    assert run_docker("exec", side, "ls", "/data").returncode == 0  # volumes_from came back
+    after = {service: stack.count(stack.containers(service)[0]) for service in ("net", "side")}
+    assert all(after[c] >= at_snapshot[c] > 5 for c in at_snapshot), (at_snapshot, after)

@@ -15,7 +15,7 @@ from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStat
 from compose_ckpt.domain.restore import RestoreRequest, restore_snapshot
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo, ProcessFingerprint
-from compose_ckpt.errors import RestoreFailed
+from compose_ckpt.errors import NeedsAdoption, RestoreFailed
 
 RECORDED = ProcessFingerprint(1, 2, 3, 4, 5)
 
@@ -84,3 +84,26 @@ def test_a_fresh_start_is_caught(store: SnapshotStore) -> None:
 def test_without_a_readable_fingerprint_only_running_is_checked(store: SnapshotStore) -> None:
     result = restore(FakeEngine(None), store)
     assert [c.verified for c in result.containers] == ["running"]
+
+
+class Docker28(FakeEngine):
+    """Docker 28 with the container running: anything that kills or restores would be recorded."""
+
+    def info(self) -> SimpleNamespace:
+        return SimpleNamespace(server_version="28.5.2")
+
+    def kill(self, container_id: str) -> None:
+        self.calls.append("kill")
+
+    def pause(self, container_id: str) -> None:
+        self.calls.append("pause")
+
+
+def test_on_docker_28_a_snapshot_of_an_own_netns_container_is_refused_before_anything_is_killed(
+        store: SnapshotStore) -> None:
+    engine = Docker28(RECORDED)
+    engine.status = "running"
+    with pytest.raises(NeedsAdoption, match="p-web-1") as refused:
+        restore_snapshot(engine, store, "p", RestoreRequest(snapshot="s", force=True))
+    assert refused.value.exit_code == 1 and "compose-ckpt adopt web" in (refused.value.hint or "")
+    assert engine.calls == []

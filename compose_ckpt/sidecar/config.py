@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from compose_ckpt.domain import safefs
 from compose_ckpt.domain.retention import parse_duration
 from compose_ckpt.errors import UsageError
 from compose_ckpt.sidecar.policy import (
@@ -50,13 +51,19 @@ def config_path(given: str | None = None) -> Path:
     return Path(given or os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG)
 
 
+MAX_CONFIG_BYTES = 1024**2
+
+
 def load_config(path: Path, zone: tzinfo) -> SidecarConfig:
     """Read and validate the file; any problem is a UsageError naming the file and the key."""
     try:
-        text = path.read_text()
+        # Whoever can change it chooses what is snapshotted and restored: root's (or ours), writable by its owner only.
+        if not safefs.trusted_chain(path.parent, create=False):
+            return SidecarConfig()
+        text = safefs.read_trusted_file(path, MAX_CONFIG_BYTES).decode()
     except FileNotFoundError:
         return SidecarConfig()
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read the sidecar config {path}: {exc}") from exc
     try:
         document = yaml.safe_load(text)

@@ -23,6 +23,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
+from compose_ckpt.domain import safefs
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import Engine
 from compose_ckpt.errors import CkptError, NeedsAdoption
@@ -394,9 +395,9 @@ class Sidecar:
             self.observer.unschedule(self.trigger_watch)
             self.trigger_watch = None
         folder = self.config.trigger_dir
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
+        try:  # a file there starts a snapshot: a folder others can write is refused, a missing one made 0700
+            safefs.trusted_chain(folder, create=True)
+        except (OSError, CkptError) as exc:
             self.log.error("trigger_dir_failed", folder=folder, error=str(exc))
             return
         self.trigger_watch = self.observer.schedule(

@@ -12,6 +12,7 @@ import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStat
 from compose_ckpt.domain.restore import RestoreRequest, restore_snapshot
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine.adapter import _link_or_copy_tree
+from compose_ckpt.sidecar.config import load_config
 from compose_ckpt.errors import ExitCode, UnsafePathError
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
@@ -354,3 +356,20 @@ def test_export_takes_compose_files_from_the_store_only(capsys: pytest.CaptureFi
     data = zstandard.ZstdDecompressor().stream_reader((shared / "out.tar.zst").open("rb")).read()
     assert b"root:" not in data
     assert b"services: {web: {image: img}}" in data  # the copy kept in the store when the snapshot was taken
+
+
+# --- the sidecar's config and trigger folder ------------------------------------------------------------
+
+
+def test_a_sidecar_config_another_user_can_change_is_refused(shared: Path) -> None:
+    """Whoever can change it chooses what is snapshotted and restored on boot."""
+    config = shared / "sidecar.yaml"
+    config.write_text("concurrency: 2\n")
+    config.chmod(0o666)
+    with pytest.raises(UnsafePathError, match="other users can write"):
+        load_config(config, UTC)
+    config.chmod(0o644)
+    assert load_config(config, UTC).concurrency == 2
+    os.chown(config, 65534, 65534)
+    with pytest.raises(UnsafePathError, match="owned by uid 65534"):
+        load_config(config, UTC)

@@ -28,7 +28,10 @@ def load_project(options: ProjectOptions) -> ComposeProject:
     located = loader.locate(options)
     binary = find_compose(located.environ)
     if binary is None:
-        return loader.load_project(options)
+        try:
+            return loader.load_project(options)
+        except ComposeFileError as own:
+            raise _placed(own, own.message, located.files) from None
     for path, data in zip(located.files, located.contents):
         loader.check_bounds(data, path)  # before compose tries to expand an alias bomb
     try:
@@ -52,18 +55,32 @@ def _explained(message: str, options: ProjectOptions, files: tuple[Path, ...]) -
         loader.load_project(options)
     except CkptError as own:
         if "not supported" not in own.message:  # a limit of ours says nothing about compose's refusal
+            own = _placed(own, message, files) if isinstance(own, ComposeFileError) else own
             own.details = [*own.details, said]
             return own
     path, line = _locate(message, files)
     return ComposeFileError(message, path=str(path) if path else None, line=line)
 
 
+def _placed(error: ComposeFileError, compose_message: str, files: tuple[Path, ...]) -> ComposeFileError:
+    """An error about the merged project (no file yet) pinned to where its subject is defined, when it can be."""
+    if error.path is not None:
+        return error
+    path, line = _locate(error.message, files)
+    if path is None:
+        path, line = _locate(compose_message, files)
+    return error if path is None else ComposeFileError(error.message, path=str(path), line=line, hint=error.hint)
+
+
 _KEY_PATTERNS = (
     re.compile(r"^validating \S+: ((?:services|networks|volumes|configs|secrets)(?:\.[\w.-]+)?)"),
     re.compile(r"error while interpolating ((?:services|networks|volumes|configs|secrets)\.[\w.-]+)"),
     re.compile(r"^((?:services|networks|volumes|configs|secrets)\.[\w.-]+)"),
-    re.compile(r'service "([^"]+)"'),
 )
+_SERVICE = re.compile(r"""service ["']([^"']+)["']""")
+# What a message about a service is about, after its name: the key to point at.
+_SERVICE_KEYS = (("undefined network", "networks"), ("undefined volume", "volumes"), ("depends on", "depends_on"),
+                 ("extends", "extends"))
 
 
 def _locate(message: str, files: tuple[Path, ...]) -> tuple[Path | None, int | None]:
@@ -85,9 +102,12 @@ def _key_path(message: str) -> list[str]:
     for pattern in _KEY_PATTERNS:
         match = pattern.search(first)
         if match:
-            found = match.group(1)
-            return ["services", found] if pattern is _KEY_PATTERNS[-1] else found.split(".")
-    return []
+            return match.group(1).split(".")
+    service = _SERVICE.search(first)
+    if service is None:
+        return []
+    rest = first[service.end():]
+    return ["services", service.group(1), *[key for phrase, key in _SERVICE_KEYS if phrase in rest][:1]]
 
 
 def _nodes(data: bytes) -> list[yaml.Node]:

@@ -87,10 +87,15 @@ def start_stack(engine: Engine, tmp_path: Path, project_name: str) -> Iterator[C
     `adopt=False`. Every stack started is taken down (with its volumes and holders) afterwards."""
     started: list[Stack] = []
 
-    def start(compose_text: str, settle: float = 1.0, adopt: bool | None = None) -> Stack:
+    def start(compose_text: str, settle: float = 1.0, adopt: bool | None = None,
+              files: dict[str, str] | None = None) -> Stack:
+        """`files`: more files of the project (relative path -> text), e.g. included or extended ones."""
         folder = tmp_path / f"stack-{len(started)}"
         folder.mkdir()
         (folder / "compose.yaml").write_text(compose_text)
+        for relative, text in (files or {}).items():
+            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            (folder / relative).write_text(text)
         stack = Stack(folder, project_name)
         started.append(stack)
         stack.compose("up", "-d")

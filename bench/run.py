@@ -2,10 +2,15 @@
 """Benchmark compose-ckpt against plain `docker checkpoint` loops on the local engine.
 
 Measured in one run (medians over --repeat rounds, each round alternating which side goes first):
-  snapshot N   `compose-ckpt snapshot --stop` vs a sequential `docker checkpoint create` loop + wait for exit
+  snapshot N   `compose-ckpt snapshot --stop` vs a sequential `docker checkpoint create` loop + `docker wait`
   restore N    `compose-ckpt restore` vs a sequential `docker start --checkpoint` loop
-  freeze 8     `freeze_seconds` of a leave-running snapshot of the 8-service stack (from `inspect --json`)
-  1 GiB        `compose-ckpt snapshot --stop` vs `docker checkpoint create` + wait of a 1 GiB python3 service
+  live 8       leave-running `compose-ckpt snapshot` vs sequential `docker checkpoint create --leave-running`,
+               and its freeze window (`freeze_seconds`)
+  phases       where compose-ckpt's time goes (`phases` of `--json`), beside the floors: CRIU's own dump and
+               restore time (from its logs: every bench service names a CRIU config file, annotation
+               `org.criu.config`, whose `work-dir` keeps them) and the bare API calls (1 service)
+  1 GiB        (--big) `compose-ckpt snapshot --stop` vs `docker checkpoint create` + wait of a 1 GiB service,
+               and `compose-ckpt export` vs `tar | zstd -1`
   --help       `compose-ckpt --help` vs `python3 -c pass` (median of 10)
 
 Stdlib only. Everything it creates (compose projects `ckptbench<random>...`, a work folder under bench/,
@@ -15,12 +20,15 @@ checkpoints) is removed at the end, also on failure or Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -37,7 +45,10 @@ RUN_ID = secrets.token_hex(3)
 COUNTER = "i=0; while true; do i=$$((i+1)); sleep 0.1; done"  # $$: compose escapes $
 BIG = "b=bytearray(1<<30); print('ready', flush=True); import time; [time.sleep(1) for _ in iter(int,1)]"
 PARALLEL: list[str] = []  # ["--parallel", "N"] when --parallel is given, else the CLI's default
-TARGETS = {"snapshot": 0.45, "restore": 0.5, "freeze": 1.0, "big": 1.05, "export": 1.2, "help": 0.25}
+# Ratios against the baseline of the same run (at the size given), except freeze and help: seconds.
+TARGETS = {("snapshot", 1): 1.3, ("restore", 1): 1.3, ("live", 8): 0.45, ("restore", 8): 0.5,
+           "freeze": 0.8, "big": 1.05, "export": 1.2, "help": 0.15}
+CRIU_TIME = re.compile(r"^\((\d+\.\d+)\)", re.MULTILINE)
 
 
 class CommandError(RuntimeError):
@@ -71,6 +82,13 @@ class Stack:
         self.name = f"ckptbench{RUN_ID}{tag}"
         self.folder = work / self.name
         self.folder.mkdir()
+        self.criu_dirs: list[Path] = []
+        for service, config in services.items():  # CRIU keeps its logs where the bench can read them
+            criu_dir = self.folder / "criu" / service
+            criu_dir.mkdir(parents=True)
+            (criu_dir / "criu.conf").write_text(f"work-dir {criu_dir}\n")
+            config["annotations"] = {"org.criu.config": str(criu_dir / "criu.conf")}
+            self.criu_dirs.append(criu_dir)
         # JSON is YAML: no third-party YAML writer needed.
         (self.folder / "compose.yaml").write_text(json.dumps({"services": services}, indent=2))
         self.env = {**os.environ, "COMPOSE_CKPT_HOME": str(work / "home")}
@@ -98,6 +116,19 @@ class Stack:
         if self.states() != {state}:
             raise RuntimeError(f"{self.name}: expected all {state}, got {self.states()}")
 
+    def criu_seconds(self, kind: str) -> list[float]:
+        """CRIU's own time of each service's last `kind` (dump or restore): the last timestamp of its log,
+        which is then removed so that the next reading is of the next run."""
+        seconds = []
+        for criu_dir in self.criu_dirs:
+            log = criu_dir / f"{kind}.log"
+            if log.exists():
+                stamps = CRIU_TIME.findall(log.read_text(errors="replace"))
+                if stamps:
+                    seconds.append(float(stamps[-1]))
+                log.unlink()
+        return seconds
+
     def reset(self) -> None:
         """Back to a fresh running stack after a failed round."""
         subprocess.run([CLI, "-p", self.name, "prune", "--keep", "0"], cwd=self.folder, env=self.env,
@@ -119,20 +150,31 @@ def seed_snapshot(stack: Stack, name: str) -> None:
     run("docker", "wait", *stack.ids)  # returns once every container has exited
 
 
+def seed_snapshot_live(stack: Stack, name: str) -> None:
+    for cid in stack.ids:
+        run("docker", "checkpoint", "create", "--leave-running", cid, name)
+
+
 SEED_RETRIES: list[str] = []  # engine races the seed's loop hit and retried (see README)
+
+
+def retried(action: Callable[[], Any]) -> None:
+    """containerd's `content sha256:...: already exists` race: retried like a user would (0.5 s, 3 tries)."""
+    for attempt in range(3):
+        try:
+            action()
+            return
+        except (CommandError, ApiCallError) as exc:
+            text = exc.record["stderr"] if isinstance(exc, CommandError) else str(exc)
+            if "already exists" not in text or attempt == 2:
+                raise
+            SEED_RETRIES.append(text)
+            time.sleep(0.5)
 
 
 def seed_restore(stack: Stack, name: str) -> None:
     for cid in stack.ids:
-        for attempt in range(3):
-            try:
-                run("docker", "start", "--checkpoint", name, cid)
-                break
-            except CommandError as exc:  # containerd's "content sha256:...: already exists" race
-                if "already exists" not in exc.record["stderr"] or attempt == 2:
-                    raise
-                SEED_RETRIES.append(exc.record["stderr"])
-                time.sleep(0.5)
+        retried(lambda cid=cid: run("docker", "start", "--checkpoint", name, cid))
 
 
 def seed_cleanup(stack: Stack, name: str) -> None:
@@ -140,15 +182,56 @@ def seed_cleanup(stack: Stack, name: str) -> None:
         subprocess.run(["docker", "checkpoint", "rm", cid, name], capture_output=True, check=False)
 
 
-def ours_snapshot(stack: Stack, name: str) -> dict[str, Any]:
-    doc: dict[str, Any] = stack.cli("snapshot", "--stop", "--name", name, "--json", *PARALLEL)
+class ApiCallError(RuntimeError):
+    pass
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=120)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
+def api(method: str, url: str, body: Any = None) -> None:
+    """One bare Engine API call over the local socket: what any client must wait for at least."""
+    connection = _UnixConnection("/var/run/docker.sock")
+    try:
+        connection.request(method, url, body=None if body is None else json.dumps(body),
+                           headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        data = response.read()
+        if response.status >= 400:
+            raise ApiCallError(f"{method} {url} -> {response.status}: {data.decode(errors='replace')}")
+    finally:
+        connection.close()
+
+
+def api_snapshot(stack: Stack, name: str) -> None:
+    for cid in stack.ids:
+        api("POST", f"/containers/{cid}/checkpoints", {"CheckpointID": name, "Exit": True})
+    for cid in stack.ids:
+        api("POST", f"/containers/{cid}/wait?condition=not-running")
+
+
+def api_restore(stack: Stack, name: str) -> None:
+    for cid in stack.ids:
+        retried(lambda cid=cid: api("POST", f"/containers/{cid}/start?checkpoint={name}"))
+
+
+def ours_snapshot(stack: Stack, name: str, *flags: str) -> dict[str, Any]:
+    doc: dict[str, Any] = stack.cli("snapshot", *flags, "--name", name, "--json", *PARALLEL)
     if doc.get("status") != "complete":
         raise RuntimeError(f"snapshot {name} is {doc.get('status')}: {doc.get('error')}")
     return doc
 
 
-def ours_restore(stack: Stack, name: str) -> None:
-    stack.cli("restore", name, "--json", *PARALLEL)
+def ours_restore(stack: Stack, name: str) -> dict[str, Any]:
+    doc: dict[str, Any] = stack.cli("restore", name, "--json", *PARALLEL)
+    return doc
 
 
 class Bench:
@@ -160,61 +243,93 @@ class Bench:
         """Run one round; on failure record it, reset the stack and go on."""
         try:
             action(r)
-        except (CommandError, RuntimeError, json.JSONDecodeError) as exc:
+        except (CommandError, ApiCallError, RuntimeError, json.JSONDecodeError) as exc:
             record = exc.record if isinstance(exc, CommandError) else {"error": str(exc)}
             self.errors.append({"during": what, **record})
             print(f"  ! {what}: {exc}", file=sys.stderr)
             stack.reset()
 
+    def alternating(self, what: str, stack: Stack, sides: list[tuple[str, Callable[[int], None]]]) -> None:
+        """--repeat rounds of every side, the order turned round every other round."""
+        for r in range(self.repeat):
+            for label, side in sides if r % 2 == 0 else list(reversed(sides)):
+                time.sleep(1)  # let the counters run between operations
+                self.guarded(f"{label} {what} round {r}", stack, side, r)
+
     def stack_round_trip(self, stack: Stack, n: int) -> dict[str, Any]:
-        samples: dict[str, list[float]] = {"seed_snapshot": [], "ours_snapshot": [],
-                                           "seed_restore": [], "ours_restore": []}
+        """snapshot --stop then restore, each side from the same running stack; with 1 service also the
+        bare API calls. Ours: the phases of every round; all sides: CRIU's own time per container."""
+        samples: dict[str, list[float]] = {f"{side}_{op}": [] for side in ("seed", "ours", "api")
+                                           for op in ("snapshot", "restore")}
+        phases: dict[str, list[dict[str, float]]] = {"snapshot": [], "restore": [], "restore_containers": []}
+        criu: dict[str, list[float]] = {"dump": [], "restore": []}
 
         def round_trip(side: str, snapshot: Callable[[Stack, str], Any], restore: Callable[[Stack, str], Any],
                        cleanup: Callable[[Stack, str], Any]) -> Callable[[int], None]:
             def one(r: int) -> None:
                 name = f"{side}{r}"
+                stack.criu_seconds("dump"), stack.criu_seconds("restore")  # forget earlier runs
                 try:
-                    t, _ = timed(lambda: snapshot(stack, name))
+                    t, doc = timed(lambda: snapshot(stack, name))
                     stack.expect("exited")
                     samples[f"{side}_snapshot"].append(t)
-                    t, _ = timed(lambda: restore(stack, name))
+                    criu["dump"].extend(stack.criu_seconds("dump"))
+                    if side == "ours":
+                        phases["snapshot"].append(doc["phases"])
+                    t, doc = timed(lambda: restore(stack, name))
                     stack.expect("running")
                     samples[f"{side}_restore"].append(t)
+                    criu["restore"].extend(stack.criu_seconds("restore"))
+                    if side == "ours":
+                        phases["restore"].append(doc["phases"])
+                        phases["restore_containers"].extend(c["seconds"] for c in doc["containers"])
                 finally:
                     cleanup(stack, name)
             return one
 
-        seed = round_trip("seed", seed_snapshot, seed_restore, seed_cleanup)
-        ours = round_trip("ours", ours_snapshot, ours_restore, lambda s, _: s.cli("prune", "--keep", "0"))
-
-        for r in range(self.repeat):
-            sides = [("seed", seed), ("compose-ckpt", ours)]
-            for label, side in sides if r % 2 == 0 else reversed(sides):
-                time.sleep(1)  # let the counters run between operations
-                self.guarded(f"{label} round trip n={n} round {r}", stack, side, r)
+        sides = [("seed", round_trip("seed", seed_snapshot, seed_restore, seed_cleanup)),
+                 ("compose-ckpt", round_trip("ours", lambda st, nm: ours_snapshot(st, nm, "--stop"), ours_restore,
+                                             lambda st, _: st.cli("prune", "--keep", "0")))]
+        if n == 1:
+            sides.append(("api", round_trip("api", api_snapshot, api_restore, seed_cleanup)))
+        self.alternating(f"round trip n={n}", stack, sides)
         return {"services": n, "samples": {k: [round(v, 3) for v in vs] for k, vs in samples.items()},
-                **{k: median(vs) for k, vs in samples.items()}}
+                **{k: median(vs) for k, vs in samples.items()},
+                "phases": {kind: phase_medians(docs) for kind, docs in phases.items()},
+                "criu": {kind: median(values) for kind, values in criu.items()}}
 
-    def freeze(self, stack: Stack) -> dict[str, Any]:
-        freeze: list[float] = []
-        total: list[float] = []
+    def live(self, stack: Stack) -> dict[str, Any]:
+        """Leave-running snapshots: ours (with its freeze window) against the sequential loop."""
+        samples: dict[str, list[float]] = {"seed_live": [], "ours_live": [], "freeze": []}
+        phases: list[dict[str, float]] = []
         engine: dict[str, Any] = {}
+        criu: list[float] = []
 
-        def one(r: int) -> None:
-            stack.cli("snapshot", "--name", f"live{r}", "--json", *PARALLEL)
-            stack.expect("running")
-            doc = stack.cli("inspect", f"live{r}", "--json")
-            freeze.append(doc["freeze_seconds"])
-            engine.update(doc.get("engine") or {})
-            total.append(doc["total_seconds"])
-            stack.cli("prune", "--keep", "0")
+        def seed(r: int) -> None:
+            stack.criu_seconds("dump")
+            try:
+                samples["seed_live"].append(timed(lambda: seed_snapshot_live(stack, f"rawlive{r}"))[0])
+                stack.expect("running")
+            finally:
+                seed_cleanup(stack, f"rawlive{r}")
 
-        for r in range(self.repeat):
-            time.sleep(1)
-            self.guarded(f"leave-running snapshot round {r}", stack, one, r)
-        return {"services": len(stack.ids), "samples": freeze, "freeze_seconds": median(freeze),
-                "total_seconds": median(total), "engine": engine}
+        def ours(r: int) -> None:
+            stack.criu_seconds("dump")
+            try:
+                t, doc = timed(lambda: ours_snapshot(stack, f"live{r}"))
+                stack.expect("running")
+                samples["ours_live"].append(t)
+                samples["freeze"].append(doc["freeze_seconds"])
+                phases.append(doc["phases"])
+                criu.extend(stack.criu_seconds("dump"))
+                engine.update(doc.get("engine") or {})
+            finally:
+                stack.cli("prune", "--keep", "0")
+
+        self.alternating("leave-running snapshot", stack, [("seed", seed), ("compose-ckpt", ours)])
+        return {"services": len(stack.ids), "samples": samples,
+                **{k: median(vs) for k, vs in samples.items()}, "freeze_seconds": median(samples["freeze"]),
+                "phases": phase_medians(phases), "criu_dump": median(criu), "engine": engine}
 
     def big(self, work: Path) -> dict[str, Any]:
         service = {"image": "local/debian:bookworm", "command": ["python3", "-c", BIG]}
@@ -252,7 +367,7 @@ class Bench:
             def ours(r: int) -> None:
                 fresh()
                 try:
-                    t, doc = timed(lambda: ours_snapshot(stack, f"big{r}"))
+                    t, doc = timed(lambda: ours_snapshot(stack, f"big{r}", "--stop"))
                     stack.expect("exited")
                     samples["ours_snapshot"].append(t)
                     extra.update(size_bytes=doc["size"], dump_seconds=doc["containers"][0]["dump_seconds"],
@@ -295,6 +410,12 @@ def help_times(count: int = 10) -> dict[str, Any]:
     return {"ours": median(ours), "python": median(python), "samples": [round(v, 3) for v in ours]}
 
 
+def phase_medians(documents: list[dict[str, float]]) -> dict[str, float | None]:
+    """Per phase, the median over the rounds, in the order the phases ran."""
+    names = list(dict.fromkeys(name for document in documents for name in document))
+    return {name: median([document[name] for document in documents if name in document]) for name in names}
+
+
 def ratio(ours: float | None, base: float | None) -> float | None:
     return round(ours / base, 3) if ours is not None and base else None
 
@@ -309,14 +430,16 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         out.append({"metric": metric, "baseline_s": base, "ours_s": ours, "ratio": ratio(ours, base),
                     "target": target, "met": met})
 
-    for kind in ("snapshot", "restore"):
+    for kind, label in (("snapshot", "snapshot --stop"), ("restore", "restore")):
         for st in results["stacks"]:
             base, ours = st[f"seed_{kind}"], st[f"ours_{kind}"]
-            target = TARGETS[kind] if st["services"] == 8 else None
-            add(f"{kind} {st['services']} services", base, ours, ratio(ours, base), target)
-    if results.get("freeze"):
-        f = results["freeze"]["freeze_seconds"]
-        add(f"freeze window, {results['freeze']['services']} services (s)", None, f, f, TARGETS["freeze"])
+            add(f"{label} {st['services']} services", base, ours, ratio(ours, base), TARGETS.get((kind, st["services"])))
+    if results.get("live"):
+        live = results["live"]
+        n = live["services"]
+        add(f"snapshot {n} services, leave running", live["seed_live"], live["ours_live"],
+            ratio(live["ours_live"], live["seed_live"]), TARGETS.get(("live", n)))
+        add(f"freeze window, {n} services (s)", None, live["freeze_seconds"], live["freeze_seconds"], TARGETS["freeze"])
     if results.get("big"):
         b = results["big"]
         add("1 GiB snapshot --stop", b["seed_snapshot"], b["ours_snapshot"],
@@ -341,6 +464,27 @@ def print_table(table: list[dict[str, Any]]) -> None:
             print("  ".join("-" * w for w in widths))
 
 
+def print_phases(results: dict[str, Any]) -> None:
+    """Where compose-ckpt's time went (medians), beside the floors: CRIU's own time, the bare API calls."""
+    def line(label: str, phases: dict[str, float | None]) -> None:
+        print(f"  {label:<28} " + "  ".join(f"{name} {value:.3f}" for name, value in phases.items() if value is not None))
+
+    for st in results["stacks"]:
+        n = st["services"]
+        print(f"{n} service{'s' if n > 1 else ''}:")
+        line("snapshot --stop phases", st["phases"]["snapshot"])
+        line("restore phases", st["phases"]["restore"])
+        line("restore, per container", st["phases"]["restore_containers"])
+        line("CRIU's own, per container", st["criu"])
+        if st.get("api_snapshot") is not None:
+            line("bare API calls", {"checkpoint+wait": st["api_snapshot"], "start --checkpoint": st["api_restore"]})
+    if results.get("live"):
+        live = results["live"]
+        print(f"{live['services']} services, leave running:")
+        line("snapshot phases", live["phases"])
+        line("CRIU's own dump, per container", {"dump": live["criu_dump"]})
+
+
 def machine() -> dict[str, Any]:
     info = json.loads(run("docker", "info", "--format", "{{json .}}"))
     os_name = next((line.split("=", 1)[1].strip('"') for line in Path("/etc/os-release").read_text().splitlines()
@@ -352,9 +496,9 @@ def machine() -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="1,4,8,16", help="services per stack, comma separated")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds per measurement; the median is reported")
-    parser.add_argument("--skip-big", action="store_true", help="skip the 1 GiB service")
+    parser.add_argument("--sizes", default="1,8", help="services per stack, comma separated (8 is always run)")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds per measurement; the median is reported")
+    parser.add_argument("--big", action="store_true", help="also the 1 GiB service (snapshot --stop and export)")
     parser.add_argument("--parallel", type=int, help="pass --parallel N to snapshot/restore (default: the CLI's)")
     parser.add_argument("--out", type=Path, default=BENCH / "results.json", help="JSON results file")
     args = parser.parse_args()
@@ -381,10 +525,10 @@ def main() -> int:
                 results["stacks"].append(bench.stack_round_trip(stack, n))
             if n == 8:
                 print("leave-running snapshots of the 8-service stack ...", flush=True)
-                results["freeze"] = bench.freeze(stack)
-                results["machine"]["criu"] = results["freeze"]["engine"].get("criu")
+                results["live"] = bench.live(stack)
+                results["machine"]["criu"] = results["live"]["engine"].get("criu")
             stack.down()
-        if not args.skip_big:
+        if args.big:
             print("1 GiB service ...", flush=True)
             results["big"] = bench.big(work)
     finally:
@@ -398,6 +542,8 @@ def main() -> int:
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print()
     print_table(results["table"])
+    print()
+    print_phases(results)
     print(f"\n{len(bench.errors)} failed rounds; elapsed {results['elapsed_seconds']} s; wrote {args.out}")
     return 1 if bench.errors else 0
 

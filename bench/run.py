@@ -130,10 +130,19 @@ class Stack:
         return seconds
 
     def reset(self) -> None:
-        """Back to a fresh running stack after a failed round."""
-        subprocess.run([CLI, "-p", self.name, "prune", "--keep", "0"], cwd=self.folder, env=self.env,
-                       capture_output=True, check=False)
-        self.up()
+        """Back to a fresh running stack after a failed round; waits up to 2 min for a daemon being restarted
+        (on a shared machine others restart it now and then)."""
+        deadline = time.monotonic() + 120
+        while True:
+            subprocess.run([CLI, "-p", self.name, "prune", "--keep", "0"], cwd=self.folder, env=self.env,
+                           capture_output=True, check=False)
+            try:
+                self.up()
+                return
+            except CommandError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(3)
 
 
 def counter_stack(work: Path, n: int) -> Stack:

@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -65,9 +66,19 @@ def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) 
     return proc.stdout
 
 
+LAST_CLIENT_CPU = [0.0]  # CPU seconds of the commands (docker CLI, compose-ckpt) the last timed() ran
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(action: Callable[[], Any]) -> tuple[float, Any]:
-    start = time.perf_counter()
+    """Wall-clock seconds of `action`; the CPU its commands used (not the daemon's) goes to LAST_CLIENT_CPU."""
+    start, cpu = time.perf_counter(), children_cpu()
     result = action()
+    LAST_CLIENT_CPU[0] = children_cpu() - cpu
     return time.perf_counter() - start, result
 
 
@@ -272,6 +283,7 @@ class Bench:
                                            for op in ("snapshot", "restore")}
         phases: dict[str, list[dict[str, float]]] = {"snapshot": [], "restore": [], "restore_containers": []}
         criu: dict[str, list[float]] = {"dump": [], "restore": []}
+        client_cpu: dict[str, list[float]] = {f"{side}_{op}": [] for side in ("seed", "ours") for op in ("snapshot", "restore")}
 
         def round_trip(side: str, snapshot: Callable[[Stack, str], Any], restore: Callable[[Stack, str], Any],
                        cleanup: Callable[[Stack, str], Any]) -> Callable[[int], None]:
@@ -282,12 +294,14 @@ class Bench:
                     t, doc = timed(lambda: snapshot(stack, name))
                     stack.expect("exited")
                     samples[f"{side}_snapshot"].append(t)
+                    client_cpu.get(f"{side}_snapshot", []).append(LAST_CLIENT_CPU[0])
                     criu["dump"].extend(stack.criu_seconds("dump"))
                     if side == "ours":
                         phases["snapshot"].append(doc["phases"])
                     t, doc = timed(lambda: restore(stack, name))
                     stack.expect("running")
                     samples[f"{side}_restore"].append(t)
+                    client_cpu.get(f"{side}_restore", []).append(LAST_CLIENT_CPU[0])
                     criu["restore"].extend(stack.criu_seconds("restore"))
                     if side == "ours":
                         phases["restore"].append(doc["phases"])
@@ -305,7 +319,8 @@ class Bench:
         return {"services": n, "samples": {k: [round(v, 3) for v in vs] for k, vs in samples.items()},
                 **{k: median(vs) for k, vs in samples.items()},
                 "phases": {kind: phase_medians(docs) for kind, docs in phases.items()},
-                "criu": {kind: median(values) for kind, values in criu.items()}}
+                "criu": {kind: median(values) for kind, values in criu.items()},
+                "client_cpu": {kind: median(values) for kind, values in client_cpu.items()}}
 
     def live(self, stack: Stack) -> dict[str, Any]:
         """Leave-running snapshots: ours (with its freeze window) against the sequential loop."""
@@ -485,6 +500,7 @@ def print_phases(results: dict[str, Any]) -> None:
         line("restore phases", st["phases"]["restore"])
         line("restore, per container", st["phases"]["restore_containers"])
         line("CRIU's own, per container", st["criu"])
+        line("CPU of the commands", st["client_cpu"])
         if st.get("api_snapshot") is not None:
             line("bare API calls", {"checkpoint+wait": st["api_snapshot"], "start --checkpoint": st["api_restore"]})
     if results.get("live"):

@@ -5,6 +5,8 @@ Layout of the tar (every name is checked against it, on writing and on reading):
     manifest.json                       the snapshot manifest (opaque bytes here)
     compose/<file>                      copies of the compose files
     checkpoints/<container>/<path...>   the CRIU image files of one container
+    layers/<container>.tar.zst          a container's writable-layer changes (see domain/filesystem.py)
+    volumes/<volume>.tar.zst            a named volume's content, when the snapshot holds it
     images/<key>/<NNNNNN>               `docker save` of one image, cut into numbered chunks
     SHA256SUMS                          last: "<sha256>  <name>" for every other file member
 
@@ -36,6 +38,8 @@ SUMS = "SHA256SUMS"
 MAX_MEMBERS = 100_000
 DEFAULT_CHUNK_SIZE = 64 * 1024**2
 
+_TREE_FOLDERS = ("layers", "volumes")
+_TREE_SUFFIX = ".tar.zst"
 _COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 _CHUNK_NAME = re.compile(r"[0-9]{6}")
 _SUMS_LINE = re.compile(r"([0-9a-f]{64})  (\S+)")
@@ -72,12 +76,15 @@ def _name_problem(name: str, folder: bool) -> str | None:
             return f"{part!r} is not a plain name (letters, digits, '_.-', not starting with '_.-', at most 200)"
     top, rest = parts[0], parts[1:]
     if folder:
-        fits = top == "checkpoints" or (top == "images" and len(rest) <= 1) or (top == "compose" and not rest)
+        fits = (top == "checkpoints" or (top == "images" and len(rest) <= 1)
+                or (top in ("compose", *_TREE_FOLDERS) and not rest))
     else:
         fits = (name == MANIFEST or (top == "compose" and len(rest) == 1) or (top == "checkpoints" and len(rest) >= 2)
-                or (top == "images" and len(rest) == 2 and _CHUNK_NAME.fullmatch(rest[1]) is not None))
+                or (top == "images" and len(rest) == 2 and _CHUNK_NAME.fullmatch(rest[1]) is not None)
+                or (top in _TREE_FOLDERS and len(rest) == 1 and rest[0].endswith(_TREE_SUFFIX)))
     if not fits:
-        return "not part of the layout (manifest.json, compose/<file>, checkpoints/<container>/..., images/<key>/<NNNNNN>)"
+        return ("not part of the layout (manifest.json, compose/<file>, checkpoints/<container>/..., "
+                "images/<key>/<NNNNNN>, layers/<container>.tar.zst, volumes/<volume>.tar.zst)")
     return None
 
 
@@ -277,6 +284,8 @@ class StagedArchive:
     compose_files: dict[str, Path]  # file name -> staged path
     checkpoints: dict[str, Path]  # container -> staged folder
     images: dict[str, list[Path]]  # key -> chunk files in order
+    layers: dict[str, Path]  # container -> staged copy of its writable-layer changes
+    volumes: dict[str, Path]  # volume -> staged copy of its content
 
 
 def read_archive(source: BinaryIO, staging: Path, *, max_bytes: int = 64 * 1024**3,
@@ -396,4 +405,10 @@ def staged_archive(root: Path) -> StagedArchive:
             raise ArchiveError(f"image {key!r}: chunks are not consecutive from 000000 (found {found})")
         images[key] = chunks
     return StagedArchive(root=root, manifest=(root / MANIFEST).read_bytes(), compose_files=children("compose"),
-                         checkpoints=children("checkpoints"), images=images)
+                         checkpoints=children("checkpoints"), images=images,
+                         layers=_trees(children("layers")), volumes=_trees(children("volumes")))
+
+
+def _trees(files: dict[str, Path]) -> dict[str, Path]:
+    """layers/ or volumes/ by container or volume name (the member names were checked: they end in .tar.zst)."""
+    return {name.removesuffix(_TREE_SUFFIX): path for name, path in files.items()}

@@ -28,10 +28,12 @@ import hashlib
 import os
 import shutil
 import stat
+import tarfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zstandard
 
@@ -39,8 +41,10 @@ from compose_ckpt.domain import safefs
 from compose_ckpt.domain.manifest import BindMount, ContainerRecord, Manifest, SnapshotStatus, TreeCopy, VolumeRecord
 from compose_ckpt.domain.parallel import ProgressCallback, run_parallel
 from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.engine import ContainerInfo, Engine
-from compose_ckpt.errors import CkptError
+from compose_ckpt.errors import ArchiveError, CkptError
+
+if TYPE_CHECKING:  # export and import read the copies without the Docker SDK
+    from compose_ckpt.engine import ContainerInfo, Engine
 
 LAYERS = "layers"
 VOLUMES = "volumes"
@@ -211,7 +215,7 @@ def store_tree(store: SnapshotStore, manifest: Manifest | None, target: Path, ch
     """Compress a tar stream into `target` (0600, created exclusively), or link an equal copy that another
     snapshot of `manifest`'s project already stores."""
     began = time.monotonic()
-    target.parent.mkdir(mode=0o700, exist_ok=True)
+    safefs.private_folder(target.parent)  # layers/ or volumes/ inside a trusted snapshot folder
     partial = target.with_name(f".{target.name}.partial")
     digest = hashlib.sha256()
     size = 0
@@ -273,3 +277,35 @@ def remove_files(store: SnapshotStore, project: str, snapshot: str) -> None:
         shutil.rmtree(folder / part, ignore_errors=True)
 
 
+
+
+TREE_TOP = "ckpt-tree"  # the folder every member of a copy sits in (engine/trees.py)
+
+
+def check_tree(path: Path, *, layer: bool) -> None:
+    """Refuse a copy from an archive whose tar could write outside its tree or plant a device.
+
+    The daemon unpacks it inside a helper container, but it runs as root: members stay under
+    `ckpt-tree/` without '..', hard links point inside it, and the only device allowed is a layer's
+    whiteout (a character device 0/0). Symbolic links are content like any other and stay links."""
+    what = f"{'layer' if layer else 'volume'} copy {path.name}"
+    try:
+        with path.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as source, \
+                tarfile.open(fileobj=source, mode="r|") as tar:
+            for member in tar:
+                problem = _tree_member_problem(member, layer)
+                if problem:
+                    raise ArchiveError(f"unsafe member {member.name!r} in {what}: {problem}")
+    except (zstandard.ZstdError, tarfile.TarError, EOFError, ValueError) as exc:
+        raise ArchiveError(f"damaged {what}: {exc}") from exc
+
+
+def _tree_member_problem(member: tarfile.TarInfo, layer: bool) -> str | None:
+    for name, kind in ((member.name, "path"), (member.linkname if member.islnk() else TREE_TOP, "hard link target")):
+        parts = name.rstrip("/").split("/")
+        if name.startswith("/") or parts[0] != TREE_TOP or ".." in parts:
+            return f"{kind} {name!r} is outside {TREE_TOP}/"
+    if member.ischr() or member.isblk():
+        if not (layer and member.ischr() and member.devmajor == 0 and member.devminor == 0):
+            return "a device node"
+    return None

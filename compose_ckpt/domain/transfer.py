@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 from compose_ckpt.domain import safefs
 from compose_ckpt.domain.archive import MANIFEST, ArchiveWriter, MemberWriter, StagedArchive, read_archive
+from compose_ckpt.domain.filesystem import LAYERS, SUFFIX, VOLUMES, check_tree, layer_path, volume_path
 from compose_ckpt.domain.manifest import Manifest, ManifestError, SnapshotStatus, validate_name
 from compose_ckpt.domain.parallel import ProgressCallback
 from compose_ckpt.domain.store import SnapshotStore
@@ -85,6 +86,12 @@ def write_members(writer: MemberWriter, store: SnapshotStore, manifest: Manifest
     for record in manifest.containers:
         progress(record.container_name, "archiving checkpoint")
         writer.add_tree(f"checkpoints/{record.container_name}", store.checkpoint_dir(project, name, record.container_name))
+        if record.layer is not None:
+            writer.add_file(f"{LAYERS}/{record.container_name}{SUFFIX}", layer_path(store, project, name, record.container_name))
+    for volume in manifest.volume_records:
+        if volume.copy is not None:
+            progress(volume.name, "archiving volume")
+            writer.add_file(f"{VOLUMES}/{volume.name}{SUFFIX}", volume_path(store, project, name, volume.name))
     if images_from is None:
         return []
     images = _images(manifest)
@@ -118,6 +125,7 @@ def install_staged(store: SnapshotStore, engine: Engine, staged: StagedArchive, 
 
     try:
         manifest = _staged_manifest(staged.manifest, staged.checkpoints.keys(), staged.images.keys())
+        _check_staged_trees(manifest, staged)
         if expected_project and expected_project != manifest.project:
             raise UsageError(f"the archive holds project {manifest.project}, not {expected_project}",
                              hint="Leave out -p, or give the archive's project name.")
@@ -134,7 +142,10 @@ def install_staged(store: SnapshotStore, engine: Engine, staged: StagedArchive, 
         with store.locked(manifest.project):
             if store.exists(manifest.project, manifest.name):
                 raise ConflictError(f"project {manifest.project} already has a snapshot {manifest.name}")
-            _move_into_store(store, manifest, staged.checkpoints, staged.compose_files)
+            trees = [(path, layer_path(store, manifest.project, manifest.name, name)) for name, path in staged.layers.items()]
+            trees += [(path, volume_path(store, manifest.project, manifest.name, name))
+                      for name, path in staged.volumes.items()]
+            _move_into_store(store, manifest, staged.checkpoints, staged.compose_files, trees)
             missing = [r for r in manifest.containers if engine.inspect(r.container_name) is None]
             result.created_containers = list(recreate_containers(engine, manifest, missing, progress))
         return result
@@ -157,6 +168,19 @@ def _staged_manifest(document: bytes, checkpoints: Collection[str], images: Coll
     if unknown_images:
         raise ArchiveError(f"the archive holds images its manifest does not use: {', '.join(sorted(unknown_images))}")
     return manifest
+
+
+def _check_staged_trees(manifest: Manifest, staged: StagedArchive) -> None:
+    """The layer and volume copies are exactly those the manifest names, and each is safe to unpack."""
+    for kind, found, recorded in (
+        ("layer", staged.layers, {r.container_name for r in manifest.containers if r.layer is not None}),
+        ("volume", staged.volumes, {v.name for v in manifest.volume_records if v.copy is not None}),
+    ):
+        if set(found) != recorded:
+            raise ArchiveError(f"the archive's {kind} copies ({', '.join(sorted(found)) or 'none'}) do not match "
+                               f"its manifest ({', '.join(sorted(recorded)) or 'none'})")
+        for path in found.values():
+            check_tree(path, layer=kind == "layer")
 
 
 def _images(manifest: Manifest) -> list[tuple[str, str]]:
@@ -188,7 +212,7 @@ def _read_chunks(chunks: list[Path]) -> Iterator[bytes]:
 
 
 def _move_into_store(store: SnapshotStore, manifest: Manifest, checkpoints: dict[str, Path],
-                     compose_files: dict[str, Path]) -> None:
+                     compose_files: dict[str, Path], trees: list[tuple[Path, Path]]) -> None:
     """Rename the verified files into place (same filesystem as the staging folder), manifest last."""
     folder = store.new_snapshot_folder(manifest.project, manifest.name)
     try:
@@ -198,6 +222,9 @@ def _move_into_store(store: SnapshotStore, manifest: Manifest, checkpoints: dict
         for name, staged in compose_files.items():
             safefs.seal_tree(staged)
             os.replace(staged, store.private_folder(manifest.project, manifest.name, "compose") / name)
+        for staged, target in trees:
+            safefs.seal_tree(staged)
+            os.replace(staged, store.private_folder(manifest.project, manifest.name, target.parent.name) / target.name)
         store.write(manifest)
     except BaseException as exc:
         shutil.rmtree(folder, ignore_errors=True)

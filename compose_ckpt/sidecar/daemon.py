@@ -204,6 +204,7 @@ class Sidecar:
                           services=",".join(job.services), keep=job.retention.keep,
                           max_age_seconds=int(job.retention.max_age.total_seconds()) if job.retention.max_age else None,
                           leave_running=job.leave_running, push=str(job.push) if job.push else None,
+                          with_volumes=job.with_volumes,
                           next_run=entry.next_run.isoformat(timespec="seconds"))
         for project, job_name in removed:
             self.log.info("job_unscheduled", project=project, job=job_name)

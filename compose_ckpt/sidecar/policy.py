@@ -29,8 +29,9 @@ JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,39}$")
 TRUE, FALSE = ("true", "1", "yes"), ("false", "0", "no")
 # Label (and config) field names, as users write them.
 SCHEDULE, KEEP, MAX_AGE, LEAVE_RUNNING, PUSH = "schedule", "keep", "max-age", "leave-running", "push"
+WITH_VOLUMES = "with-volumes"
 ENABLE, RESTORE_ON_BOOT = "enable", "restore-on-boot"
-JOB_FIELDS = (SCHEDULE, KEEP, MAX_AGE, LEAVE_RUNNING, PUSH)
+JOB_FIELDS = (SCHEDULE, KEEP, MAX_AGE, LEAVE_RUNNING, PUSH, WITH_VOLUMES)
 CONTAINER_FIELDS = (ENABLE, RESTORE_ON_BOOT)
 
 
@@ -81,12 +82,14 @@ class JobSettings:
     max_age: timedelta | None = None
     leave_running: bool | None = None
     push: Reference | None = None
+    with_volumes: bool | None = None
 
     @classmethod
     def parse(cls, values: Mapping[str, object], zone: tzinfo) -> JobSettings:
         """From {field: raw value}; a bad value raises SettingError naming its field."""
         parsers = {SCHEDULE: lambda v: parse_schedule(str(v), zone), KEEP: parse_keep,
-                   MAX_AGE: lambda v: parse_duration(str(v)), LEAVE_RUNNING: parse_bool, PUSH: parse_push}
+                   MAX_AGE: lambda v: parse_duration(str(v)), LEAVE_RUNNING: parse_bool, PUSH: parse_push,
+                   WITH_VOLUMES: parse_bool}
         parsed: dict[str, object] = {}
         for name, raw in values.items():
             if raw is None:
@@ -126,6 +129,7 @@ class JobSpec:
     retention: Retention
     leave_running: bool
     push: Reference | None = None  # registry repository each snapshot is pushed to
+    with_volumes: bool = False  # copy the named volumes too (snapshot --with-volumes)
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,7 @@ class StackJob:
     schedule: Schedule | None = None
     retention: Retention | None = None  # None: kept until removed by hand
     push: Reference | None = None
+    with_volumes: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -249,7 +254,7 @@ def _split_labels(container: str, labels: Mapping[str, str], rules: LabelRules
             per_job.setdefault(parts[0], {})[parts[1]] = value
         else:
             problems.append(Problem(container, key, "unknown label (fields: " + ", ".join(
-                (*CONTAINER_FIELDS, *JOB_FIELDS)) + "; per job: <job>.schedule|keep|max-age|leave-running|push)"))
+                (*CONTAINER_FIELDS, *JOB_FIELDS)) + "; per job: <job>.schedule|keep|max-age|leave-running|push|with-volumes)"))
     return top, per_job, problems
 
 
@@ -270,7 +275,8 @@ def _resolve_job(container: str, job: str, labels: Mapping[str, str], container_
         return None, None
     settings = own.over(configured).over(container_settings).over(rules.defaults)
     leave_running = True if settings.leave_running is None else settings.leave_running
-    return JobSpec(schedule, Retention(settings.keep, settings.max_age), leave_running, settings.push), None
+    return JobSpec(schedule, Retention(settings.keep, settings.max_age), leave_running, settings.push,
+                   bool(settings.with_volumes)), None
 
 
 def plan(policies: Iterable[ContainerPolicy], rules: LabelRules) -> tuple[list[StackJob], list[Problem]]:
@@ -294,7 +300,7 @@ def plan(policies: Iterable[ContainerPolicy], rules: LabelRules) -> tuple[list[S
             continue
         services = tuple(sorted({policy.service for policy, _ in entries}))
         jobs.append(StackJob(project, job, services, auto_prefix(job), spec.leave_running, spec.schedule, spec.retention,
-                             spec.push))
+                             spec.push, spec.with_volumes))
     return jobs, problems
 
 
@@ -305,6 +311,8 @@ def _first_difference(one: JobSpec, other: JobSpec) -> str:
         return LEAVE_RUNNING
     if one.push != other.push:
         return PUSH
+    if one.with_volumes != other.with_volumes:
+        return WITH_VOLUMES
     return KEEP if one.retention.keep != other.retention.keep else MAX_AGE
 
 

@@ -86,7 +86,7 @@ class Runner:
             containers = self.engine.list_containers({LABEL_PROJECT: job.project})
             project = Project(compose_project_from_labels(job.project, containers), self.engine)
             request = SnapshotRequest(services=job.services, name=job.snapshot_name(datetime.now(UTC)),
-                                      stop=not job.leave_running)
+                                      stop=not job.leave_running, with_volumes=job.with_volumes)
             manifest = take_snapshot(project, self.store, request)
             pruned = self._prune(job)
             push_queued = job.push is not None and self.pusher is not None

@@ -190,3 +190,18 @@ SNAPSHOTS = [manifest("auto-hourly-a", 50), manifest("auto-hourly-b", 30), manif
 ])
 def test_retention_prunes_only_the_jobs_own_snapshots(retention: Retention, removed: list[str]) -> None:
     assert [m.name for m in retention.select(SNAPSHOTS, "auto-hourly-", NOW)] == removed
+
+
+def test_with_volumes_container_wide_and_per_job() -> None:
+    policy, problems = parsed(container("web", {
+        "compose-ckpt.enable": "true", "compose-ckpt.schedule": "@hourly", "compose-ckpt.with-volumes": "true",
+        "compose-ckpt.daily.schedule": "@daily", "compose-ckpt.daily.with-volumes": "false",
+        "compose-ckpt.weekly.schedule": "@weekly",
+    }))
+    assert problems == [] and policy is not None
+    assert {name: spec.with_volumes for name, spec in policy.jobs.items()} == {
+        "default": True, "daily": False, "weekly": True}
+    (job,) = [j for j in plan([policy], RULES)[0] if j.job == "default"]
+    assert job.with_volumes
+    _, bad = parsed(container("web", {"compose-ckpt.enable": "true", "compose-ckpt.with-volumes": "maybe"}))
+    assert bad and "invalid boolean" in bad[0].message

@@ -555,6 +555,7 @@ def migrate(
     snapshot: Annotated[str | None, typer.Argument(metavar="SNAPSHOT", callback=_checked_name, help="Snapshot to move (default: take one now, with --stop).", show_default=False)] = None,
     keep_source: Annotated[bool, typer.Option("--keep-source", help="Keep the source containers, stopped, instead of removing them.")] = False,
     insecure: InsecureOption = False,
+    ignore_volumes: Annotated[bool, typer.Option("--ignore-volumes", help="Do not copy the named volumes (the target already shares their storage).")] = False,
     parallel: Parallel = DEFAULT_PARALLEL,
     as_json: JsonOption = False,
 ) -> None:
@@ -566,7 +567,7 @@ def migrate(
     if (to is None) == (via is None):
         raise UsageError("give exactly one of --to HOST (direct) and --via REF (through a registry)")
     options: GlobalOptions = ctx.obj
-    request = MigrateRequest(snapshot=snapshot, keep_source=keep_source, parallel=parallel)
+    request = MigrateRequest(snapshot=snapshot, keep_source=keep_source, parallel=parallel, ignore_volumes=ignore_volumes)
     if via is not None:
         _migrate_via(options, via, insecure, request, as_json)
         return

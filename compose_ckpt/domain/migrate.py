@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from compose_ckpt.domain.compat import check_target
 from compose_ckpt.domain.containers import recorded_holders
+from compose_ckpt.domain.filesystem import bind_mounts
 from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
 from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback
 from compose_ckpt.domain.project import Project
@@ -33,6 +34,7 @@ class MigrateFailed(CkptError):
 class MigrateRequest:
     snapshot: str | None = None  # None: take one now, with --stop
     keep_source: bool = False
+    ignore_volumes: bool = False  # the target already shares the volumes' storage: do not copy them
     parallel: int = DEFAULT_PARALLEL
 
 
@@ -49,6 +51,7 @@ def migrate(project: Project, target: Engine, store: SnapshotStore, request: Mig
             progress: ProgressCallback = lambda name, phase: None) -> MigrateResult:
     source = project.engine
     clock = _Clock()
+    bind_warnings = _check_bind_mounts(project, target, store, request)  # before anything is stopped
     manifest = _snapshot_to_move(project, store, request, progress)
     result = MigrateResult(snapshot=manifest, restored=[])
     result.seconds["snapshot"] = clock.lap()
@@ -57,11 +60,12 @@ def migrate(project: Project, target: Engine, store: SnapshotStore, request: Mig
         compatibility = check_target(manifest.engine, target)
         if compatibility.blockers:
             raise MigrateFailed("the target engine cannot restore this snapshot: " + "; ".join(compatibility.blockers))
-        result.warnings = compatibility.warnings
+        result.warnings = compatibility.warnings + bind_warnings
         copy_images(source, target, manifest, progress)
         result.seconds["transfer"] = clock.lap()
         restored = restore_snapshot(target, store, project.name,
-                                    RestoreRequest(snapshot=manifest.name, parallel=request.parallel), progress)
+                                    RestoreRequest(snapshot=manifest.name, parallel=request.parallel,
+                                                   ignore_volumes=request.ignore_volumes), progress)
         result.restored = restored.containers
         result.seconds["restore"] = clock.lap()
     except CkptError as exc:
@@ -130,10 +134,35 @@ def migrate_via_registry(project: Project, store: SnapshotStore, client: Registr
     return MigrateViaResult(manifest, pushed, seconds)
 
 
+def _check_bind_mounts(project: Project, target: Engine, store: SnapshotStore, request: MigrateRequest) -> list[str]:
+    """Bind mounts are never copied: refuse to start when the target lacks a host path the stack mounts."""
+    if request.snapshot is None:
+        containers = [c for entry in project.resolve(project.select(())) for c in entry.containers]
+        binds = [b for c in containers for b in bind_mounts(c.name, c.attrs)]
+    else:
+        binds = store.load(project.name, request.snapshot).binds
+    sources = sorted({b.source for b in binds})
+    if not sources:
+        return []
+    found = {path: target.trees.host_path_exists(path) for path in sources}
+    missing = [path for path, exists in found.items() if exists is False]
+    if missing:
+        raise MigrateFailed(
+            f"the target engine lacks host paths the stack bind-mounts: {', '.join(missing)}; nothing was stopped",
+            hint="Bind mounts are not copied: create these paths (with the content the services expect) on the "
+                 "target host first, or use named volumes, which migrate carries.")
+    unchecked = [path for path, exists in found.items() if exists is None]
+    notes = [f"bind mounts are not copied: the target's own {', '.join(sources)} are used as they are"]
+    if unchecked:
+        notes.append(f"could not check on the target (it has no image yet): {', '.join(unchecked)}")
+    return notes
+
+
 def _snapshot_to_move(project: Project, store: SnapshotStore, request: MigrateRequest,
                       progress: ProgressCallback) -> Manifest:
     if request.snapshot is None:
-        return take_snapshot(project, store, SnapshotRequest(stop=True, parallel=request.parallel), progress)
+        return take_snapshot(project, store, SnapshotRequest(stop=True, parallel=request.parallel,
+                                                             with_volumes=not request.ignore_volumes), progress)
     manifest = store.load(project.name, request.snapshot)
     if manifest.status is not SnapshotStatus.COMPLETE:
         raise ConflictError(f"snapshot {manifest.name} is {manifest.status.value} and cannot be migrated")
@@ -168,7 +197,9 @@ def _restart_source(source: Engine, store: SnapshotStore, manifest: Manifest, re
     if stopped:
         services = tuple(sorted({r.service for r in stopped}))
         restore_snapshot(source, store, manifest.project,
-                         RestoreRequest(snapshot=manifest.name, services=services, parallel=request.parallel), progress)
+                         # the source's volumes were only read: they still hold what the memory expects
+                         RestoreRequest(snapshot=manifest.name, services=services, parallel=request.parallel,
+                                        ignore_volumes=True), progress)
 
 
 def _names_with_holders(manifest: Manifest) -> list[str]:

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import shutil
 import stat
-from collections.abc import Iterable, Iterator
+import tarfile
+from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compose_ckpt.const import LABEL_HELPER
-from compose_ckpt.engine.adapter import translated
+from compose_ckpt.engine.adapter import _IterReader, translated
 from compose_ckpt.engine.api import Transport, path_of
 from compose_ckpt.engine.types import ContainerInfo
 from compose_ckpt.errors import EngineError
@@ -33,8 +34,9 @@ if TYPE_CHECKING:
 
 TREE_MOUNT = "/ckpt-tree"
 TREE_PREFIX = "ckpt-tree"
-# Clearing a remote volume needs a process inside a helper: `find` is in busybox, Debian, Alpine and most images.
-_CLEAR_COMMAND = ["find", TREE_MOUNT, "-mindepth", "1", "-delete"]
+# Emptying a remote volume that holds something needs a process inside a helper, from the image of a
+# service that uses it: `sh` with `find` or `rm` (busybox, Debian, Alpine, most images).
+_CLEAR_COMMAND = ["sh", "-c", f"find {TREE_MOUNT} -mindepth 1 -delete || rm -rf {TREE_MOUNT}/* {TREE_MOUNT}/.[!.]* {TREE_MOUNT}/..?*"]
 
 
 def upper_dir(container: ContainerInfo) -> str | None:
@@ -53,7 +55,7 @@ class TreeTransfer:
         self._engine = engine
         self._api = api
 
-    def read_layer(self, container: ContainerInfo) -> Iterator[bytes]:
+    def read_layer(self, container: ContainerInfo) -> Generator[bytes, None, None]:
         """Stream the tar of a container's writable-layer changes (whiteouts included)."""
         upper = _require_upper(container)
         return self._read({"Type": "bind", "Source": upper, "Target": TREE_MOUNT, "ReadOnly": True},
@@ -65,7 +67,7 @@ class TreeTransfer:
         self._write({"Type": "bind", "Source": upper, "Target": TREE_MOUNT}, container.image_id, chunks,
                     f"write the writable layer of {container.name}")
 
-    def read_volume(self, name: str, image_id: str) -> Iterator[bytes]:
+    def read_volume(self, name: str, image_id: str) -> Generator[bytes, None, None]:
         return self._read({"Type": "volume", "Source": name, "Target": TREE_MOUNT, "ReadOnly": True},
                           image_id, f"read volume {name}")
 
@@ -86,6 +88,23 @@ class TreeTransfer:
             return None
         return folder
 
+    def host_path_exists(self, path: str) -> bool | None:
+        """Whether `path` exists on the engine's host (a bind mount's source); None when this cannot be
+        checked because the engine has no image for a helper. Docker refuses a bind `Mounts` entry whose
+        source is missing (unlike the old `Binds`, which would create it)."""
+        with translated("list images"):
+            images = [image["Id"] for image in self._api.call("GET", "/images/json")]
+        if not images:
+            return None
+        mount = {"Type": "bind", "Source": path, "Target": TREE_MOUNT, "ReadOnly": True}
+        try:
+            with self._helper(mount, images[0], f"check host path {path}"):
+                return True
+        except EngineError as exc:
+            if "does not exist" in exc.message:
+                return False
+            raise
+
     def _clear_volume(self, name: str, image_id: str) -> None:
         folder = self.volume_folder(name)
         if folder is not None:
@@ -95,17 +114,32 @@ class TreeTransfer:
                 else:
                     entry.unlink()
             return
+        if self._volume_is_empty(name, image_id):  # as on a target that just created it: nothing to run
+            return
         mount = {"Type": "volume", "Source": name, "Target": TREE_MOUNT}
+        hint = ("On a remote engine, the image of a service using the volume needs `sh` with `find` or `rm` to "
+                "empty it; restore with --ignore-volumes to keep the volume's current content instead.")
         with self._helper(mount, image_id, f"empty volume {name}", command=_CLEAR_COMMAND) as helper:
-            with translated(f"empty volume {name}"):
-                self._api.call("POST", path_of("/containers/{0}/start", helper))
-                status = self._api.call("POST", path_of("/containers/{0}/wait", helper), timeout=600).get("StatusCode")
-            if status != 0:
-                raise EngineError(f"cannot empty volume {name} on the engine (`find -delete` exited {status})",
-                                  hint="The image of the service using it needs `find` for this on a remote engine; "
-                                  "restore with --ignore-volumes to keep the volume's current content.")
+            try:
+                with translated(f"empty volume {name}"):
+                    self._api.call("POST", path_of("/containers/{0}/start", helper))
+                    status = self._api.call("POST", path_of("/containers/{0}/wait", helper), timeout=600).get("StatusCode")
+            except EngineError as exc:  # no `sh` in the image: the start itself fails
+                exc.hint = hint
+                raise
+        if status != 0:
+            raise EngineError(f"cannot empty volume {name} on the engine (the helper exited {status})", hint=hint)
 
-    def _read(self, mount: dict[str, Any], image_id: str, action: str) -> Iterator[bytes]:
+    def _volume_is_empty(self, name: str, image_id: str) -> bool:
+        """Read only the first members of the volume's tar: the root folder alone means empty."""
+        stream = self.read_volume(name, image_id)
+        try:
+            with tarfile.open(fileobj=_IterReader(stream), mode="r|") as tar:
+                return sum(1 for _, _ in zip(range(2), tar)) < 2
+        finally:
+            stream.close()
+
+    def _read(self, mount: dict[str, Any], image_id: str, action: str) -> Generator[bytes, None, None]:
         with self._helper(mount, image_id, action) as helper, translated(action):
             yield from self._api.stream("GET", path_of("/containers/{0}/archive", helper), {"path": TREE_MOUNT})
 

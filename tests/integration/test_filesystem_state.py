@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.second_engine import SecondEngine
 from tests.integration.stack import BUSYBOX, Stack, run_docker
 
 pytestmark = pytest.mark.engine
@@ -124,3 +125,50 @@ def test_snapshot_without_volumes_warns_when_the_volume_changed(start_stack: Cal
     done = stack.ckpt_ok("restore", "plain", "--force", "--json")
     warnings = json.loads(done.stdout)["warnings"]
     assert len(warnings) == 1 and "changed since snapshot plain" in warnings[0]
+
+
+def test_a_process_appending_to_a_volume_file_migrates_and_goes_on_appending(
+        start_stack: Callable[..., Stack], second: SecondEngine, tmp_path: Path) -> None:
+    bind_source = tmp_path / "shared-config"
+    bind_source.mkdir()
+    stack = start_stack(VOLUME_STACK.replace("    volumes: [data:/data]\n",
+                                             f"    volumes: [data:/data, {bind_source}:/config:ro]\n"))
+    try:
+        done = json.loads(stack.ckpt_ok("migrate", "--to", second.tcp, "--json").stdout)
+        assert any(str(bind_source) in warning for warning in done["warnings"])  # named, not copied
+        (container,) = [c["container"] for c in done["containers"] if c["service"] == "db"]
+        time.sleep(0.5)
+        values = [int(v) for v in second.docker("exec", container, "cat", "/data/journal").stdout.split()]
+        assert_consecutive(values)
+        time.sleep(0.5)
+        more = [int(v) for v in second.docker("exec", container, "cat", "/data/journal").stdout.split()]
+        assert len(more) > len(values) and more[:len(values)] == values
+        volume = json.loads(second.docker("volume", "inspect", f"{stack.project}_data").stdout)[0]
+        assert volume["Labels"]["com.docker.compose.project"] == stack.project
+    finally:
+        for name in second.docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={stack.project}").stdout.split():
+            second.docker("rm", "-f", name.decode(), check=False)
+        for volume in ("data", "site"):
+            second.docker("volume", "rm", f"{stack.project}_{volume}", check=False)
+        second.docker("network", "rm", f"{stack.project}_default", check=False)
+
+
+def test_migrate_refuses_before_stopping_anything_when_the_target_lacks_a_bind_path(
+        start_stack: Callable[..., Stack], second: SecondEngine, tmp_path: Path) -> None:
+    second.copy_image_from_first(BUSYBOX)  # an image to check paths with
+    bind_source = tmp_path / "only-here"
+    bind_source.mkdir()
+    stack = start_stack(f"""
+services:
+  app:
+    image: {BUSYBOX}
+    command: ["sleep", "3600"]
+    volumes: ["{bind_source}:/inner"]
+""")
+    # Both engines share this machine's files: remove the path (the running container keeps its mount),
+    # so that the target host lacks it as another host would.
+    bind_source.rmdir()
+    failed = stack.ckpt("migrate", "--to", second.tcp)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "lacks host paths" in failed.stderr and str(bind_source) in failed.stderr and "nothing was stopped" in failed.stderr
+    assert set(stack.states().values()) == {"running"}

@@ -172,3 +172,20 @@ services:
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "lacks host paths" in failed.stderr and str(bind_source) in failed.stderr and "nothing was stopped" in failed.stderr
     assert set(stack.states().values()) == {"running"}
+
+
+def test_export_import_carries_layer_and_volume_copies(start_stack: Callable[..., Stack], tmp_path: Path) -> None:
+    stack = start_stack(VOLUME_STACK.replace(APPENDER.format(file="/data/journal"),
+                                             "echo made > /etc/made; " + APPENDER.format(file="/data/journal")))
+    stack.ckpt_ok("snapshot", "--stop", "--with-volumes", "--name", "carried")
+    archive = tmp_path / "carried.ckpt"
+    stack.ckpt_ok("export", "carried", "-o", str(archive))
+    stack.ckpt_ok("rm", "carried")
+    stack.down()  # containers and volumes gone, as on another host
+    stack.ckpt_ok("import", str(archive))
+    stack.ckpt_ok("restore", "carried")
+    (container,) = stack.containers("db")
+    time.sleep(0.3)
+    assert_consecutive(numbers(stack, container, "/data/journal"))
+    assert run_docker("exec", container, "cat", "/etc/made").stdout == "made\n"
+    assert run_docker("exec", stack.containers("static")[0], "cat", "/site/index.html").stdout == "hello\n"

@@ -89,12 +89,14 @@ class FilesystemCapture:
         self.containers = containers  # id -> container
         self.layers = layers
         self.volumes = volumes
+        self.shared: dict[str, Path] = {}  # copies other snapshots hold, by sha256 (see `describe`)
 
     def describe(self) -> None:
         """Record the volumes and bind mounts of the containers (before the freeze)."""
         names = sorted({v for c in self.containers.values() for v in named_volumes(c.attrs)})
         self.manifest.volume_records = [VolumeRecord(name) for name in names]
         self.manifest.binds = [b for c in self.containers.values() for b in bind_mounts(c.name, c.attrs)]
+        self.shared = stored_copies(self.store, self.manifest.project)
 
     def capture_layer(self, container_id: str) -> None:
         if not self.layers:
@@ -102,7 +104,7 @@ class FilesystemCapture:
         container = self.containers[container_id]
         record = next(r for r in self.manifest.containers if r.container_id == container_id)
         target = layer_path(self.store, self.manifest.project, self.manifest.name, container.name)
-        record.layer = store_tree(self.store, self.manifest, target, self.engine.trees.read_layer(container))
+        record.layer = store_tree(target, self.engine.trees.read_layer(container), self.shared)
 
     def capture_volumes(self, parallel: int, progress: ProgressCallback) -> dict[str, Exception]:
         """Fingerprint every volume and, with --with-volumes, copy it; return the failures by volume."""
@@ -116,8 +118,9 @@ class FilesystemCapture:
             if self.volumes:
                 progress(volume.name, "copying volume")
                 target = volume_path(self.store, self.manifest.project, self.manifest.name, volume.name)
-                volume.copy = store_tree(self.store, self.manifest, target,
-                                         self.engine.trees.read_volume(volume.name, self._image_mounting(volume.name)))
+                volume.copy = store_tree(target,
+                                         self.engine.trees.read_volume(volume.name, self._image_mounting(volume.name)),
+                                         self.shared)
 
         return run_parallel(list(volumes), capture, parallel).failures
 
@@ -155,7 +158,7 @@ class FilesystemRestore:
             if name in keep_before:
                 safefs.private_folder(self.store.staging_dir() / self.scratch.name)
                 before = self.scratch / f"{name}{SUFFIX}"
-                store_tree(self.store, None, before, self.engine.trees.read_layer(target))
+                store_tree(before, self.engine.trees.read_layer(target))
                 self.saved[name] = (target, before)
             source = layer_path(self.store, self.manifest.project, self.manifest.name, record.container_name)
             self.engine.trees.write_layer(target, read_tree(source))
@@ -211,9 +214,9 @@ def fingerprint(folder: Path) -> str:
     return f"{entries}:{size}:{newest}"
 
 
-def store_tree(store: SnapshotStore, manifest: Manifest | None, target: Path, chunks: Iterable[bytes]) -> TreeCopy:
-    """Compress a tar stream into `target` (0600, created exclusively), or link an equal copy that another
-    snapshot of `manifest`'s project already stores."""
+def store_tree(target: Path, chunks: Iterable[bytes], shared: dict[str, Path] | None = None) -> TreeCopy:
+    """Compress a tar stream into `target` (0600, created exclusively), or link the equal copy that
+    `shared` names (see `stored_copies`)."""
     began = time.monotonic()
     safefs.private_folder(target.parent)  # layers/ or volumes/ inside a trusted snapshot folder
     partial = target.with_name(f".{target.name}.partial")
@@ -229,8 +232,8 @@ def store_tree(store: SnapshotStore, manifest: Manifest | None, target: Path, ch
                     sink.write(chunk)
                     size += len(chunk)
         sha256 = digest.hexdigest()
-        same = _stored_copy(store, manifest, sha256, target) if manifest else None
-        if same is not None:
+        same = (shared or {}).get(sha256)
+        if same is not None and _regular(same) and same.stat().st_dev == target.parent.stat().st_dev:
             os.link(same, target)
             os.unlink(partial)
         else:
@@ -241,19 +244,20 @@ def store_tree(store: SnapshotStore, manifest: Manifest | None, target: Path, ch
     return TreeCopy(size=size, stored=target.stat().st_size, seconds=round(time.monotonic() - began, 3), sha256=sha256)
 
 
-def _stored_copy(store: SnapshotStore, manifest: Manifest, sha256: str, target: Path) -> Path | None:
-    """A file of another complete snapshot of the project holding the same tree, to share by hard link."""
-    for other in store.list(manifest.project):
-        if other.name == manifest.name or other.status is not SnapshotStatus.COMPLETE:
+def stored_copies(store: SnapshotStore, project: str) -> dict[str, Path]:
+    """The layer and volume copies the project's complete snapshots hold, by sha256: a new copy equal to
+    one of them becomes a hard link to it. Read once per snapshot, before the freeze."""
+    copies: dict[str, Path] = {}
+    for other in store.list(project):
+        if other.status is not SnapshotStatus.COMPLETE:
             continue
-        candidates = [(volume.copy, volume_path(store, other.project, other.name, volume.name))
-                      for volume in other.volume_records]
-        candidates += [(record.layer, layer_path(store, other.project, other.name, record.container_name))
-                       for record in other.containers]
-        for copy, path in candidates:
-            if copy is not None and copy.sha256 == sha256 and _regular(path) and path.stat().st_dev == target.parent.stat().st_dev:
-                return path
-    return None
+        for volume in other.volume_records:
+            if volume.copy is not None:
+                copies[volume.copy.sha256] = volume_path(store, other.project, other.name, volume.name)
+        for record in other.containers:
+            if record.layer is not None:
+                copies[record.layer.sha256] = layer_path(store, other.project, other.name, record.container_name)
+    return copies
 
 
 def _regular(path: Path) -> bool:

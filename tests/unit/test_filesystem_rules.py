@@ -13,7 +13,7 @@ import zstandard
 
 from compose_ckpt.domain.archive import ArchiveWriter
 from compose_ckpt.domain.filesystem import (bind_mounts, check_tree, fingerprint, layer_intact, layer_path,
-                                            named_volumes, read_tree, store_tree, volume_path)
+                                            named_volumes, read_tree, store_tree, stored_copies, volume_path)
 from compose_ckpt.domain.manifest import (ContainerRecord, Manifest, ManifestError, SnapshotStatus, TreeCopy,
                                           VolumeRecord, now_iso)
 from compose_ckpt.domain.store import SnapshotStore
@@ -23,14 +23,17 @@ from compose_ckpt.errors import ArchiveError
 from tests.unit.test_archive_hostile import UntouchableEngine
 
 SHA = "ab" * 32
+CONTAINER_ID = "0123456789abcdef" * 4
+IMAGE_ID = "sha256:" + "fedcba9876543210" * 4
 
 
 def manifest(name: str = "snap1", **fields: Any) -> Manifest:
-    record = ContainerRecord(service="web", container_id="abc", container_name="proj-web-1", number=1,
-                             image="img", image_id="sha256:1", checkpoint="ckpt", size=5,
-                             inspect={"State": {"StartedAt": "t1"}})
+    record = ContainerRecord(service="web", container_id=CONTAINER_ID, container_name="proj-web-1", number=1,
+                             image="img", image_id=IMAGE_ID, checkpoint="ckpt", size=5,
+                             inspect={"Id": CONTAINER_ID, "Name": "/proj-web-1", "State": {"StartedAt": "t1"},
+                                      "Config": {"Image": "img"}, "HostConfig": {}, "NetworkSettings": {"Networks": {}}})
     return Manifest(name=name, project="proj", created=now_iso(), status=SnapshotStatus.COMPLETE,
-                    stopped=True, compose_files=[], compose_hash="h", services=["web"],
+                    stopped=True, compose_files=[], compose_hash="ab" * 32, services=["web"],
                     dependencies={"web": []}, containers=[record], **fields)
 
 
@@ -92,11 +95,11 @@ def container(cid: str, started: str) -> ContainerInfo:
 def test_layer_is_intact_only_for_the_same_container_stopped_by_the_snapshot_and_not_started_since() -> None:
     snap = manifest()
     record = snap.containers[0]
-    assert layer_intact(snap, record, container("abc", "t1"))
-    assert not layer_intact(snap, record, container("abc", "t2"))  # started again since
+    assert layer_intact(snap, record, container(CONTAINER_ID, "t1"))
+    assert not layer_intact(snap, record, container(CONTAINER_ID, "t2"))  # started again since
     assert not layer_intact(snap, record, container("new", "t1"))  # another container
     snap.stopped = False  # it ran on after the snapshot
-    assert not layer_intact(snap, record, container("abc", "t1"))
+    assert not layer_intact(snap, record, container(CONTAINER_ID, "t1"))
 
 
 def test_fingerprint_changes_with_any_write_and_does_not_follow_links(tmp_path: Path) -> None:
@@ -115,18 +118,20 @@ def test_equal_copies_share_one_file_and_removing_a_snapshot_keeps_the_other(tmp
     first = manifest("one")
     first.volume_records = [VolumeRecord("proj_data")]
     store.write(first)
-    first.volume_records[0].copy = store_tree(store, first, volume_path(store, "proj", "one", "proj_data"), [data])
+    store.private_folder("proj", "one", "checkpoints", "proj-web-1")
+    first.volume_records[0].copy = store_tree(volume_path(store, "proj", "one", "proj_data"), [data])
     store.write(first)
     second = manifest("two")
     store.write(second)
-    copy = store_tree(store, second, volume_path(store, "proj", "two", "proj_data"), [data[:100], data[100:]])
+    shared = stored_copies(store, "proj")
+    copy = store_tree(volume_path(store, "proj", "two", "proj_data"), [data[:100], data[100:]], shared)
     assert copy.sha256 == first.volume_records[0].copy.sha256
     paths = [volume_path(store, "proj", name, "proj_data") for name in ("one", "two")]
     assert paths[0].stat().st_ino == paths[1].stat().st_ino
     assert paths[1].stat().st_mode & 0o777 == 0o600
     store.remove("proj", "one")
     assert b"".join(read_tree(paths[1])) == data
-    other = store_tree(store, second, layer_path(store, "proj", "two", "proj-web-1"), [data + b"\0" * 512])
+    other = store_tree(layer_path(store, "proj", "two", "proj-web-1"), [data + b"\0" * 512], shared)
     assert other.sha256 != copy.sha256  # different content: its own file
 
 

@@ -22,6 +22,8 @@ from typing import TypeVar
 import pytest
 
 from compose_ckpt.const import ENV_HOME
+from compose_ckpt.engine import Engine
+from tests.integration.conftest import adopt_if_needed
 from tests.integration.stack import BUSYBOX, COUNTER, Stack, daemon_socket, run_docker
 
 pytestmark = pytest.mark.engine
@@ -130,7 +132,7 @@ class Running:
 
 
 @pytest.fixture(scope="module")
-def running(sidecar_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+def running(sidecar_image: str, tmp_path_factory: pytest.TempPathFactory, engine: Engine) -> Iterator[Running]:
     test_id = uuid.uuid4().hex[:8]
     prefix = project = f"ckptside{test_id}"
     folder = tmp_path_factory.mktemp("sidecar")
@@ -144,6 +146,7 @@ def running(sidecar_image: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     store = folder / "store"
     try:
         stack.compose("up", "-d")
+        adopt_if_needed(engine, stack)
         yield Running(stack, start_sidecar(sidecar_image, f"{project}-sidecar", prefix, folder, store), store)
     finally:
         run_docker("rm", "-f", f"{project}-sidecar", check=False)

@@ -84,8 +84,10 @@ def trusted_chain(path: Path, *, create: bool) -> bool:
             status = os.lstat(candidate)
         if stat.S_ISLNK(status.st_mode):
             followed += 1
-            if status.st_uid not in trusted_owners() or followed > _MAX_LINKS_FOLLOWED:
+            if status.st_uid not in trusted_owners():
                 raise _refuse(candidate, f"it is a link owned by uid {status.st_uid}")
+            if followed > _MAX_LINKS_FOLLOWED:
+                raise _refuse(candidate, "too many levels of links")
             target = Path(os.readlink(candidate))
             if target.is_absolute():
                 current = Path("/")

@@ -106,3 +106,7 @@ class RegistryError(CkptError):
 
 class NeedsAdoption(CkptError):
     """This engine (Docker 28 and later) cannot restore containers with a network namespace of their own."""
+
+
+class RecoveryFailed(CkptError):
+    """What an interrupted snapshot left behind could not all be put back with its state."""

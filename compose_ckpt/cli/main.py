@@ -180,7 +180,7 @@ def _summary(manifest: Any) -> dict[str, Any]:
 def _details(manifest: Any) -> dict[str, Any]:
     return {
         **_summary(manifest),
-        "compose_files": manifest.compose_files, "compose_hash": manifest.compose_hash,
+        "skipped": manifest.skipped, "compose_files": manifest.compose_files, "compose_hash": manifest.compose_hash,
         "freeze_seconds": manifest.freeze_seconds, "total_seconds": manifest.total_seconds,
         "phases": manifest.phases, "engine": manifest.engine, "error": manifest.error,
         "containers": [
@@ -226,6 +226,9 @@ def snapshot(
     request = SnapshotRequest(services=tuple(services or ()), name=name, stop=stop, parallel=parallel,
                               ignore_rootfs=ignore_rootfs, with_volumes=with_volumes)
     manifest = take_snapshot(project, _store(), request, _progress(options), phases)
+    for service, reason in manifest.skipped.items():
+        err_console.print(f"note: skipped {escape(service)} ({escape(reason)}): nothing running to checkpoint; "
+                          "restore leaves it alone", highlight=False)
     if as_json:
         print_json(_details(manifest))
         return
@@ -412,13 +415,14 @@ def recover(ctx: typer.Context, as_json: JsonOption = False) -> None:
     from compose_ckpt.domain.recovery import recover_project
 
     options: GlobalOptions = ctx.obj
-    actions = recover_project(options.connect(), _store(), _project_name(options))
+    actions = recover_project(options.connect(), _store(), _project_name(options), _progress(options))
     if as_json:
         print_json({"actions": actions})
         return
     for action in actions:
         console.print(action, highlight=False)
-    console.print("nothing to recover" if not actions else f"recovered {len(actions)} containers", highlight=False)
+    console.print("nothing to recover" if not actions else "every container is running with its state",
+                  highlight=False)
 
 
 @app.command()

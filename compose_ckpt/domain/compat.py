@@ -25,7 +25,7 @@ def check_target(recorded: dict[str, str], target: Engine) -> Compatibility:
     for key, mine in (("docker", info.server_version), ("kernel", info.kernel_version)):
         if recorded.get(key) and recorded[key] != mine:
             result.warnings.append(f"{key} differs: snapshot {recorded[key]}, target {mine}")
-    target_criu = host.criu_version(host.daemon_path(host.daemon_pid())) if info.local else None
+    target_criu = host.daemon_criu_version(target.daemon_pid())
     if recorded.get("criu") and target_criu and version_tuple(target_criu) < version_tuple(recorded["criu"]):
         result.warnings.append(f"the target's CRIU {target_criu} is older than the snapshot's {recorded['criu']}")
     return result

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from compose_ckpt.domain.holders import needs_holders, network_form
+from compose_ckpt.domain.remedies import CRIU_MISSING, remedy_for
 from compose_ckpt.engine import ContainerInfo, Engine, host
 from compose_ckpt.engine.types import EngineInfo
 from compose_ckpt.errors import CkptError
@@ -61,11 +62,20 @@ def run_checks(connect: Any, store_home: Path,
         _experimental(info),
         Check("cgroup", Status.OK, f"cgroup v{info.cgroup_version}, kernel {info.kernel_version}"),
     ]
-    if info.local:
-        checks += _host_checks(info)
+    pid = engine.daemon_pid()
+    if pid is not None:
+        checks += _host_checks(info, pid)
+    elif info.local:
+        checks.append(Check(
+            "host", Status.WARN,
+            f"cannot tell which process serves {engine.socket_path or engine.base_url} (socket activation?): "
+            "the daemon's CRIU, capabilities and disk not checked",
+            "Check the CRIU on that daemon's PATH yourself (`criu --version`, `criu check`); CRIU 4.2 or newer.",
+        ))
     else:
         checks.append(
-            Check("host", Status.WARN, "the engine runs on another host: CRIU, capabilities and disk not checked",
+            Check("host", Status.WARN, f"the engine at {engine.base_url} runs on another host (or is reached over "
+                  "the network): its CRIU, capabilities and disk cannot be checked from here",
                   "Run `compose-ckpt doctor` on the Docker host itself for those checks.")
         )
     checks.append(_disk("store", store_home))
@@ -109,23 +119,24 @@ def _experimental(info: EngineInfo) -> Check:
     )
 
 
-def _host_checks(info: EngineInfo) -> list[Check]:
-    pid = host.daemon_pid()
-    criu = host.probe_criu(host.daemon_path(pid))
+def _host_checks(info: EngineInfo, pid: int) -> list[Check]:
+    """Checks of the very daemon process addressed (pid), on this host."""
+    search_path = host.daemon_path(pid)
+    criu = host.probe_criu(search_path)
     checks: list[Check] = []
     if criu.path is None:
-        checks.append(Check("criu", Status.FAIL, "no criu on the daemon's PATH",
-                            "Install CRIU >= 4.2 (in this repository: `make engine`)."))
+        checks.append(Check("criu", Status.FAIL, f"no criu on the PATH of the daemon (pid {pid}): {search_path}",
+                            CRIU_MISSING))
     elif version_tuple(criu.version) < CRIU_RECOMMENDED:
-        checks.append(Check("criu", Status.WARN, f"criu {criu.version} at {criu.path}",
+        checks.append(Check("criu", Status.WARN, f"criu {criu.version} at {criu.path} (daemon pid {pid})",
                             "CRIU before 4.2 fails on recent kernels (vDSO bounds, SO_PASSCRED); use 4.2 or newer."))
     else:
-        checks.append(Check("criu", Status.OK, f"criu {criu.version} at {criu.path}"))
+        checks.append(Check("criu", Status.OK, f"criu {criu.version} at {criu.path} (daemon pid {pid})"))
     if criu.path is not None:
         checks.append(
             Check("criu-check", Status.OK, criu.check_output) if criu.check_ok
             else Check("criu-check", Status.FAIL, criu.check_output,
-                       "Run `criu check --all` as root to see which kernel feature is missing.")
+                       remedy_for(criu.check_output) or "Run `criu check --all` as root to see which kernel feature is missing.")
         )
     if host.has_capability(pid, host.CAP_SYS_RESOURCE):
         checks.append(Check("capabilities", Status.OK, "CAP_SYS_RESOURCE held: processes of any uid can be dumped"))

@@ -108,6 +108,8 @@ class Manifest:
     compose_hash: str
     services: list[str]
     dependencies: dict[str, list[str]]  # service -> services it depends on, for restore order
+    # service -> why it was left out (finished one-shot jobs, never started): restore leaves it alone
+    skipped: dict[str, str] = field(default_factory=dict)
     containers: list[ContainerRecord] = field(default_factory=list)
     networks: list[dict[str, Any]] = field(default_factory=list, repr=False)
     volumes: list[dict[str, Any]] = field(default_factory=list, repr=False)
@@ -363,6 +365,7 @@ MANIFEST_RULES: dict[str, Rule] = {
     "compose_hash": _text(r"([0-9a-f]{64})?", 64),
     "services": _list_of(_SERVICE, MAX_ITEMS, unique=True),
     "dependencies": _mapping(_SERVICE, _list_of(_SERVICE, MAX_ITEMS), MAX_ITEMS),
+    "skipped": _mapping(_SERVICE, _text(f"{_PRINTABLE}{{0,2000}}", 2000), MAX_ITEMS),
     "containers": _list_of(_object(RECORD_RULES), MAX_ITEMS),
     "networks": _list_of(_named_object(_OBJECT_NAME), MAX_ITEMS),
     "volumes": _list_of(_named_object(_OBJECT_NAME), MAX_ITEMS),

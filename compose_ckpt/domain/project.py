@@ -62,18 +62,44 @@ class Project:
         listed = self.engine.list_containers({LABEL_PROJECT: self.name}) if by_label else []
         return [ServiceContainers(name, tuple(self.containers(name, listed))) for name in services]
 
-    def running_containers(self, services: Sequence[str]) -> list[ServiceContainers]:
-        """Like `resolve`, but every service must have containers and all of them must be running."""
-        resolved = self.resolve(services)
-        for entry in resolved:
+    def running_containers(self, services: Sequence[str]) -> tuple[list[ServiceContainers], dict[str, str]]:
+        """The running containers of `services`, and the services left out, each with the reason.
+
+        A service is left out when it has no running container and every one it has finished on its
+        own (exit code 0: a one-shot job) or never ran (created, not started). Any other service must
+        have containers, all running or finished so."""
+        taken: list[ServiceContainers] = []
+        skipped: dict[str, str] = {}
+        for entry in self.resolve(services):
             if not entry.containers:
                 raise NotFoundError(
                     f"service {entry.service} of project {self.name} has no container",
                     hint="Start the stack first (`docker compose up -d`), or check -p/-f name the right project.",
                 )
-            not_running = [c for c in entry.containers if not c.running]
-            if not_running:
-                states = ", ".join(f"{c.name} is {c.status}" for c in not_running)
+            in_the_way = [c for c in entry.containers if not c.running and not _finished(c)]
+            if in_the_way:
+                states = ", ".join(f"{c.name} is {_state(c)}" for c in in_the_way)
                 raise ConflictError(f"service {entry.service} is not running: {states}",
                                     hint="Only running containers can be checkpointed; start or unpause them first.")
-        return resolved
+            running = tuple(c for c in entry.containers if c.running)
+            if running:
+                taken.append(ServiceContainers(entry.service, running))
+            else:
+                skipped[entry.service] = ", ".join(f"{c.name} {_state(c)}" for c in entry.containers)
+        if not taken:
+            raise ConflictError(f"no service of project {self.name} is running: {', '.join(skipped.values())}",
+                                hint="Start the stack first (`docker compose up -d`).")
+        return taken, skipped
+
+
+def _finished(container: ContainerInfo) -> bool:
+    """Ended on its own with success, or never started: nothing in memory to keep."""
+    return container.status == "created" or (container.status == "exited" and container.exit_code == 0)
+
+
+def _state(container: ContainerInfo) -> str:
+    if container.status == "created":
+        return "never started"
+    if container.status == "exited":
+        return f"exited with code {container.exit_code}"
+    return container.status

@@ -1,66 +1,210 @@
 """Undo what a killed snapshot left behind, before the next command touches the project.
 
 A snapshot killed with SIGKILL cannot roll itself back: its containers may be
-paused, or (with --stop) already stopped at their checkpoint, and its
-manifest stays `incomplete`. Whoever next takes the project lock finds it,
-puts every container back to running with its state, and marks it `failed`.
+paused, still being dumped by the daemon (which carries on with a request
+whose client has gone), or already stopped at their checkpoint; its manifest
+stays `incomplete`. Whoever next takes the project lock finds it and, per
+container:
+
+1. waits while the daemon may still be dumping it (acting then would thaw a
+   half-dumped process, or read a half-written checkpoint);
+2. puts it back running with its state: unpauses it, or restores it from the
+   checkpoint the killed run took (Docker's copy, else the store's);
+3. never deletes the only copy of a state: a checkpoint is dropped only once
+   its container runs again.
+
+Every container's end state is reported. When one is left without its state,
+`RecoveryFailed` says so (and the snapshot stays `incomplete`, its checkpoint
+kept, when a later attempt could still bring it back).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from compose_ckpt.domain.filesystem import remove_files
-from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
+from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus
+from compose_ckpt.domain.parallel import ProgressCallback
 from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.engine import Engine
-from compose_ckpt.errors import CkptError
+from compose_ckpt.engine import ContainerInfo, Engine, ProcessFingerprint
+from compose_ckpt.errors import CkptError, RecoveryFailed
+
+# The hand-overs between runc, containerd and the daemon during one dump leave gaps of a few tenths of a
+# second with nothing visible: a dump counts as over once nothing is seen for this long.
+QUIET_SECONDS = 2.0
+POLL_SECONDS = 0.2
 
 
-def recover_project(engine: Engine, store: SnapshotStore, project: str) -> list[str]:
+def dump_wait_seconds() -> float:
+    """How long to wait for dumps still under way (a 1 GiB container takes ~20 s here)."""
+    return float(os.environ.get("COMPOSE_CKPT_DUMP_WAIT", "900"))
+
+
+def recover_project(engine: Engine, store: SnapshotStore, project: str,
+                    progress: ProgressCallback = lambda name, phase: None) -> list[str]:
     """`compose-ckpt recover`: what snapshot and restore do first anyway, on its own."""
     with store.locked(project):
-        return recover_interrupted(engine, store, project)
+        return recover_interrupted(engine, store, project, progress)
 
 
-def recover_interrupted(engine: Engine, store: SnapshotStore, project: str) -> list[str]:
+def recover_interrupted(engine: Engine, store: SnapshotStore, project: str,
+                        progress: ProgressCallback = lambda name, phase: None) -> list[str]:
     """Recover every `incomplete` snapshot of `project`; the caller holds the project lock.
 
-    Returns what was done, one line per container touched."""
-    actions: list[str] = []
+    Returns one line per container: what was done and the state it is in. Raises RecoveryFailed
+    (with those lines) when a container is left without its state."""
+    total = _Outcome()
     for manifest in store.list(project):
         if manifest.status is SnapshotStatus.INCOMPLETE:
-            actions += _recover(engine, store, manifest)
-    return actions
+            outcome = _Recovery(engine, store, manifest, progress).run()
+            total.lines += outcome.lines
+            total.left += outcome.left
+            total.retry = total.retry or outcome.retry
+    if total.left:
+        raise RecoveryFailed(
+            f"could not put back {', '.join(total.left)} with its state after an interrupted snapshot",
+            details=total.lines,
+            hint=("Each line above says what is left; `compose-ckpt recover` tries again with the checkpoints kept."
+                  if total.retry else
+                  "Those in-memory states are lost; start them fresh (`docker compose up -d`)."),
+        )
+    return total.lines
 
 
-def _recover(engine: Engine, store: SnapshotStore, manifest: Manifest) -> list[str]:
-    actions: list[str] = []
-    for record in manifest.containers:
+@dataclass
+class _Outcome:
+    lines: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)  # containers not running with their state
+    retry: bool = False  # a checkpoint was kept: a later attempt may still bring its container back
+
+
+class _Recovery:
+    def __init__(self, engine: Engine, store: SnapshotStore, manifest: Manifest, progress: ProgressCallback) -> None:
+        self.engine = engine
+        self.store = store
+        self.manifest = manifest
+        self.progress = progress
+        self.outcome = _Outcome()
+
+    def run(self) -> _Outcome:
+        if self._wait_for_dumps():
+            for record in self.manifest.containers:
+                self._recover(record)
+        if not self.outcome.retry:
+            shutil.rmtree(self.store.snapshot_dir(self.manifest.project, self.manifest.name) / "checkpoints",
+                          ignore_errors=True)
+            remove_files(self.store, self.manifest.project, self.manifest.name)
+            self.manifest.status = SnapshotStatus.FAILED
+        self.manifest.error = ("interrupted before it completed; recovery: "
+                               + ("; ".join(self.outcome.lines) or "nothing to undo"))
+        self.store.write(self.manifest)
+        return self.outcome
+
+    def _wait_for_dumps(self) -> bool:
+        """Wait until the daemon has visibly finished every dump the killed run may have started."""
+        since = datetime.fromisoformat(self.manifest.created.replace("Z", "+00:00")).timestamp()
+        deadline = time.monotonic() + dump_wait_seconds()
+        quiet_from: float | None = None
+        announced: set[str] = set()
+        while True:
+            busy = [r.container_name for r in self.manifest.containers if self._dumping(r, since)]
+            now = time.monotonic()
+            if not busy:
+                quiet_from = quiet_from or now
+                if now - quiet_from >= QUIET_SECONDS:
+                    return True
+            else:
+                quiet_from = None
+                for name in set(busy) - announced:
+                    self.progress(name, "waiting for the daemon to finish its dump")
+                announced.update(busy)
+            if now > deadline:
+                names = ", ".join(busy) or "(none)"
+                self.outcome.lines.append(f"the daemon is still dumping {names}; nothing was touched")
+                self.outcome.left += busy
+                self.outcome.retry = True
+                return False
+            time.sleep(POLL_SECONDS)
+
+    def _dumping(self, record: ContainerRecord, since: float) -> bool:
         try:
-            container = engine.inspect(record.container_id)
+            return self.engine.dump_in_progress(record.container_id, record.checkpoint, since)
+        except CkptError:
+            return False  # gone, or the daemon is gone: nothing of it is dumping
+
+    def _recover(self, record: ContainerRecord) -> None:
+        name = record.container_name
+        try:
+            container = self.engine.inspect(record.container_id)
             if container is None:
-                continue
-            in_docker = record.checkpoint in engine.checkpoint_list(container.id)
-            saved = store.checkpoint_dir(manifest.project, manifest.name, record.container_name)
+                self.outcome.lines.append(f"{name}: removed since; nothing to put back")
+                return
+            in_docker = record.checkpoint in self.engine.checkpoint_list(container.id)
+            saved = self.store.checkpoint_dir(self.manifest.project, self.manifest.name, name)
             if container.paused:
-                engine.unpause(container.id)
-                actions.append(f"{container.name}: unpaused")
-            elif container.exited and manifest.stopped and (in_docker or saved.is_dir()):
-                # Killed after its dump: Docker's copy is complete if still there, else the store's is
-                # (Docker's copies are dropped only once every one has been saved).
-                if not in_docker:
-                    engine.place_checkpoint(container.id, record.checkpoint, saved)
-                engine.start_from_checkpoint(container.id, record.checkpoint)
-                in_docker = True
-                actions.append(f"{container.name}: restored from the interrupted snapshot's checkpoint")
+                container = self._unpause(container)
+            if container.paused:
+                self.outcome.lines.append(f"{name}: unpaused; running with its state")
+            elif container.running:
+                self._running(record, container)
+            elif in_docker or saved.is_dir():
+                self._restore(record, container, in_docker)
+                if record.container_name in self.outcome.left:
+                    return  # its checkpoint is the only copy of its state: kept
+            else:
+                self.outcome.lines.append(
+                    f"{name}: {container.status} without a checkpoint: its in-memory state is lost "
+                    f"(the daemon or someone else stopped it); `docker start {name}` starts it fresh")
+                self.outcome.left.append(name)
             if in_docker:
-                engine.checkpoint_delete(container.id, record.checkpoint)
+                self.engine.checkpoint_delete(container.id, record.checkpoint)
         except CkptError as exc:
-            actions.append(f"{record.container_name}: could not recover: {exc}")
-    shutil.rmtree(store.snapshot_dir(manifest.project, manifest.name) / "checkpoints", ignore_errors=True)
-    remove_files(store, manifest.project, manifest.name)
-    manifest.status = SnapshotStatus.FAILED
-    manifest.error = "interrupted before it completed; recovered: " + ("; ".join(actions) or "nothing to undo")
-    store.write(manifest)
-    return actions
+            self.outcome.lines.append(f"{name}: could not be checked or put back ({exc}); "
+                                      "its checkpoint, if any, is kept")
+            self.outcome.left.append(name)
+            self.outcome.retry = True
+
+    def _restore(self, record: ContainerRecord, container: ContainerInfo, in_docker: bool) -> None:
+        """Bring back a container stopped at its checkpoint: Docker's copy is complete when present (no
+        dump is running any more), else the store's is (Docker's are dropped only once all are saved)."""
+        name = record.container_name
+        self.progress(name, "restoring from the interrupted snapshot's checkpoint")
+        try:
+            if not in_docker:
+                self.engine.place_checkpoint(container.id, record.checkpoint,
+                                             self.store.checkpoint_dir(self.manifest.project, self.manifest.name, name))
+            self.engine.start_from_checkpoint(container.id, record.checkpoint)
+        except CkptError as exc:
+            kept = " ".join([str(exc), *exc.details[:3]])
+            self.outcome.lines.append(
+                f"{name}: {container.status}; its restore from the checkpoint the killed snapshot took failed "
+                f"({kept}). The checkpoint is kept: `compose-ckpt recover` tries again, or "
+                f"`docker start --checkpoint {record.checkpoint} {name}`")
+            self.outcome.left.append(name)
+            self.outcome.retry = True
+            return
+        self.outcome.lines.append(f"{name}: restored from the checkpoint the killed snapshot took; running with its state")
+
+    def _unpause(self, container: ContainerInfo) -> ContainerInfo:
+        """Thaw a frozen container; returns it as before when thawed, or as it is now when its process
+        had already ended: a dump with exit ends it, and Docker shows it paused for a few more seconds."""
+        self.progress(container.name, "unpausing")
+        try:
+            self.engine.unpause(container.id)
+            return container
+        except CkptError:
+            return self.engine.wait_exited(container.id, timeout=30)
+
+    def _running(self, record: ContainerRecord, container: ContainerInfo) -> None:
+        """A container already running again: with its state, unless it was started fresh since."""
+        fingerprint = self.engine.fingerprint(container)
+        if record.fingerprint and fingerprint and fingerprint != ProcessFingerprint.from_text(record.fingerprint):
+            self.outcome.lines.append(f"{record.container_name}: running, but started fresh since (a restart "
+                                      "policy or a manual start): its state from before the snapshot is lost")
+            self.outcome.left.append(record.container_name)
+            return
+        self.outcome.lines.append(f"{record.container_name}: running with its state")

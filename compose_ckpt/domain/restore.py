@@ -84,12 +84,18 @@ class _Restore:
         self.targets: dict[str, ContainerInfo] = {}  # container name -> the container to restore into
         self.recreated: set[str] = set()
         self.last_start = time.monotonic()
-        self.safety = f"{CHECKPOINT_PREFIX}before-restore-{time.time_ns() // 1_000_000}"
+        self.attempt = str(time.time_ns() // 1_000_000)
+        self.safety = f"{CHECKPOINT_PREFIX}before-restore-{self.attempt}"
         self.set_aside: dict[str, str] = {}  # container name -> id: killed by --force, its safety checkpoint taken
         self.files = FilesystemRestore(engine, store, manifest, self.records, ignore_volumes=request.ignore_volumes,
                                        parallel=request.parallel, progress=progress)
 
     def _select(self, requested: Sequence[str]) -> list[str]:
+        skipped = [name for name in requested if name in self.manifest.skipped]
+        if skipped:
+            raise UsageError(f"snapshot {self.manifest.name} holds no state of {', '.join(skipped)}: "
+                             + "; ".join(f"{name} was skipped ({self.manifest.skipped[name]})" for name in skipped),
+                             hint="Restore leaves skipped services alone; start them with `docker compose up`.")
         unknown = [name for name in requested if name not in self.manifest.services]
         if unknown:
             raise UsageError(f"snapshot {self.manifest.name} holds no service {', '.join(unknown)} "
@@ -235,17 +241,21 @@ class _Restore:
         seconds = Phases()
         self.progress(record.container_name, "restoring")
         source = self.store.checkpoint_dir(self.manifest.project, self.manifest.name, record.container_name)
+        # A name of its own per attempt: the daemon uploads the folder into containerd under an ingest
+        # reference made from its path, and a daemon killed during an earlier upload leaves that ingest
+        # half written; the same path again would resume it and fail with `invalid tar header`.
+        placed = f"{record.checkpoint}.{self.attempt}"
         with seconds.timed("copy_in"):
-            self.engine.place_checkpoint(target.id, record.checkpoint, source)
+            self.engine.place_checkpoint(target.id, placed, source)
         try:
             with seconds.timed("restore"):
-                self.engine.start_from_checkpoint(target.id, record.checkpoint)
+                self.engine.start_from_checkpoint(target.id, placed)
             self.last_start = time.monotonic()
         finally:
             # The store keeps the snapshot; Docker's copy is only in the way. Best effort: a failure
             # here (the daemon gone) must not hide the restore's own error.
             with contextlib.suppress(CkptError):
-                self.engine.checkpoint_delete(target.id, record.checkpoint)
+                self.engine.checkpoint_delete(target.id, placed)
         with seconds.timed("verify"):
             verified = self._verify(record, target)
         self.progress(record.container_name, "restored")

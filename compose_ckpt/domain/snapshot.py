@@ -62,12 +62,15 @@ def take_snapshot(project: Project, store: SnapshotStore, request: SnapshotReque
         if store.exists(project.name, name):
             raise UsageError(f"snapshot {name!r} of project {project.name} already exists",
                              hint="Choose another --name, or remove the old one with `compose-ckpt rm`.")
-        resolved = project.running_containers(services)
+        resolved, skipped = project.running_containers(services)
+        for service, reason in skipped.items():
+            progress(service, f"skipped: {reason}")
         refuse_unrestorable(project.engine, [(e.service, c.name, c.attrs) for e in resolved for c in e.containers],
                             "snapshot")
         phases.add("resolve", time.monotonic() - began)
-        run = _SnapshotRun(project, store, name, services,
+        run = _SnapshotRun(project, store, name, [s for s in services if s not in skipped],
                            [(e.service, c) for e in resolved for c in e.containers], request, progress, phases)
+        run.manifest.skipped = skipped
         return run.execute()
 
 
@@ -113,12 +116,19 @@ class _SnapshotRun:
                 self._move_checkpoints_to_store()
         except BaseException as exc:
             self._roll_back()
-            self.manifest.status = SnapshotStatus.FAILED
+            left = self._not_running_again()
             self.manifest.error = str(exc)
             self.manifest.phases = self.phases.seconds
-            shutil.rmtree(self.store.snapshot_dir(self.project.name, self.manifest.name) / "checkpoints",
-                          ignore_errors=True)
-            remove_files(self.store, self.project.name, self.manifest.name)
+            if left:
+                # Not all back: stay `incomplete`, checkpoints kept, so `recover` finishes the job.
+                self._report_left(exc, left)
+            else:
+                self.manifest.status = SnapshotStatus.FAILED
+                shutil.rmtree(self.store.snapshot_dir(self.project.name, self.manifest.name) / "checkpoints",
+                              ignore_errors=True)
+                remove_files(self.store, self.project.name, self.manifest.name)
+                if isinstance(exc, CkptError):
+                    exc.message += "; every service was left running as before"
             self.store.write(self.manifest)
             raise
         self.manifest.total_seconds = round(time.monotonic() - started, 3)
@@ -131,8 +141,7 @@ class _SnapshotRun:
         info = self.engine.info()
         facts = {"docker": info.server_version, "api": info.api_version, "kernel": info.kernel_version,
                  "architecture": info.architecture, "containerd": info.containerd_version, "runc": info.runc_version}
-        if info.local:
-            facts["criu"] = host.criu_version(host.daemon_path(host.daemon_pid())) or ""
+        facts["criu"] = host.daemon_criu_version(self.engine.daemon_pid()) or ""  # "" when not known here
         return facts
 
     def _record(self, service: str, container: ContainerInfo) -> ContainerRecord:
@@ -262,6 +271,31 @@ class _SnapshotRun:
         for container_id in list(self.dumped):
             self._quietly(self._delete_checkpoint, container_id)
 
+    def _not_running_again(self) -> dict[str, str]:
+        """After the rollback, looked up rather than assumed: container name -> state, for each one
+        that is not running (`unknown` when the daemon cannot say)."""
+        left: dict[str, str] = {}
+        for _, container in self.members.values():
+            try:
+                now = self.engine.inspect(container.id)
+            except CkptError:
+                left[container.name] = "unknown (the Docker daemon does not answer)"
+                continue
+            if now is None or not now.running:
+                left[container.name] = now.status if now else "removed"
+        return left
+
+    def _report_left(self, failure: BaseException, left: dict[str, str]) -> None:
+        states = [f"{name}: {state}" for name, state in sorted(left.items())]
+        if isinstance(failure, CkptError):
+            running = len(self.members) - len(left)
+            failure.message += (f"; {running} of {len(self.members)} containers are running again, "
+                                f"not: {', '.join(sorted(left))}")
+            failure.details = [*failure.details, *states]
+            failure.hint = ("Once the Docker daemon answers, `compose-ckpt recover` puts back what it can (from the "
+                            "checkpoints this snapshot kept) and says what is lost.")
+        self.manifest.error = f"{self.manifest.error}; left: {'; '.join(states)}"
+
     def _delete_checkpoint(self, container_id: str) -> None:
         self.engine.checkpoint_delete(container_id, self.checkpoint)
 
@@ -287,7 +321,4 @@ def _phase_failure(phase: str, failures: dict[str, Exception]) -> SnapshotFailed
     details = describe_failures(failures)
     text = " ".join(details)
     failed = ", ".join(sorted(failures))
-    return SnapshotFailed(
-        f"snapshot failed while {phase} {failed}; every service was left running as before",
-        details=details, hint=remedy_for(text),
-    )
+    return SnapshotFailed(f"snapshot failed while {phase} {failed}", details=details, hint=remedy_for(text))

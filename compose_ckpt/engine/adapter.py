@@ -24,6 +24,7 @@ import sys
 import tarfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -53,6 +54,7 @@ START_HINT = (
 _TRANSIENT = re.compile(r"content sha256:[0-9a-f]+.*already exists")
 _CRIU_LOG = re.compile(r"(/\S+/(?:criu-dump|criu-restore|restore|dump)\.log)")
 RETRY_DELAYS = (0.2, 0.4, 0.8, 1.6, 3.2)
+_STALE_RUNTIME = "container with given ID already exists"
 HELPER_MOUNT = "/checkpoints"
 INSPECT_WORKERS = 8
 
@@ -91,7 +93,7 @@ def _from_sdk(action: str, exc: Exception) -> Exception | None:
     return None
 
 
-def _retry_transient(call: Callable[[], T]) -> T:
+def _retry_transient(call: Callable[[], T], before_retry: Callable[[], None] = lambda: None) -> T:
     """Run `call`, retrying with back-off while the daemon reports a transient `already exists`."""
     for delay in (*RETRY_DELAYS, None):
         try:
@@ -100,6 +102,7 @@ def _retry_transient(call: Callable[[], T]) -> T:
             if delay is None or not _TRANSIENT.search(exc.explanation):
                 raise
             time.sleep(delay)
+            before_retry()
     raise AssertionError("unreachable")
 
 
@@ -323,6 +326,30 @@ class Engine:
             entries = self._http.call("GET", path_of("/containers/{0}/checkpoints", container_id))
             return [entry["Name"] for entry in entries or []]
 
+    def dump_in_progress(self, container_id: str, name: str, since: float) -> bool:
+        """Whether the daemon may still be dumping checkpoint `name` of the container, for a
+        `checkpoint create` requested after `since` (epoch seconds) by a client that has gone.
+
+        The daemon carries on with such a request: it creates the checkpoint folder first, removes it
+        on failure, and logs a `checkpoint` event when done. On this host /proc shows the work itself
+        (see `host.checkpoint_activity`); the caller must see it stop for a moment, because the
+        hand-overs between runc, containerd and the daemon leave short gaps. A remote engine shows only
+        the folder and the event, and the event log keeps just the last few hundred events."""
+        pid = self.daemon_pid()
+        if pid is not None:
+            if host.started_after(pid, since):
+                return False  # a restarted daemon finishes no dump of its predecessor
+            folder = self._checkpoint_dir(container_id, name)
+            if folder.is_dir() and not any(folder.iterdir()):
+                return True  # created, nothing extracted yet: CRIU or containerd are still at it
+            return host.checkpoint_activity(pid, container_id, folder)
+        if name not in self.checkpoint_list(container_id):
+            return False
+        with translated(f"read the events of {container_id[:12]}"):
+            events = self._api.events(since=since, until=time.time(), decode=True,
+                                      filters={"type": ["container"], "event": ["checkpoint"], "container": [container_id]})
+            return not any(True for _ in events)
+
     def checkpoint_delete(self, container_id: str, name: str) -> None:
         with translated(f"delete checkpoint {name} of {container_id[:12]}"):
             self._http.call("DELETE", path_of("/containers/{0}/checkpoints/{1}", container_id, name))
@@ -332,10 +359,28 @@ class Engine:
 
         containerd deletes the task's bundle, and CRIU's restore.log in it, as soon as the restore
         fails: on this host the log is opened while the restore runs, so its lines can be shown."""
+        try:
+            self._restore_once(container_id, name)
+        except EngineError as exc:
+            if _STALE_RUNTIME not in exc.message:
+                raise
+            pid = self.daemon_pid()
+            if pid is None or not host.remove_stale_runc_state(pid, container_id):
+                exc.hint = ("A Docker daemon killed during an earlier restore left runc's state of this container "
+                            "behind. Remove the container (`docker rm`); `compose-ckpt restore` recreates it.")
+                raise
+            self._restore_once(container_id, name)
+
+    def _restore_once(self, container_id: str, name: str) -> None:
         with _RestoreLogCatcher(self._restore_log_paths(container_id)) as catcher:
             self._run_criu(f"restore {container_id[:12]} from checkpoint {name}", lambda: self._http.call(
                 "POST", path_of("/containers/{0}/start", container_id), {"checkpoint": name},
-            ), catcher.text)
+            ), catcher.text, lambda: self._mark_upload(container_id, name))
+
+    def _mark_upload(self, container_id: str, name: str) -> None:
+        """Give the placed checkpoint a new upload id (see UPLOAD_ID_FILE), where its folder is reachable."""
+        if self.info().local:
+            _write_upload_id(self._checkpoint_dir(container_id, name))
 
     def _restore_log_paths(self, container_id: str) -> list[Path]:
         """Where CRIU writes its restore log: `work/restore.log` in the task's bundle, which lies in the
@@ -348,12 +393,13 @@ class Engine:
                 for state in states]
 
     def _run_criu(self, action: str, request: Callable[[], object],
-                  captured_log: Callable[[], str | None] = lambda: None) -> None:
+                  captured_log: Callable[[], str | None] = lambda: None,
+                  before_retry: Callable[[], None] = lambda: None) -> None:
         """A raw call that makes the daemon run CRIU: retried while the daemon reports its transient
         `already exists`; a failure carries the key lines of CRIU's log in its details."""
         try:
             with translated(action):
-                _retry_transient(request)
+                _retry_transient(request, before_retry)
         except EngineError as exc:
             exc.details = criu_log_key_lines(exc.message, captured_log())
             raise
@@ -379,6 +425,7 @@ class Engine:
             if target.exists():
                 shutil.rmtree(target)
             _link_or_copy_tree(source, target)
+            _write_upload_id(target)
             return
         with self._checkpoints_helper(container_id) as helper, translated(f"upload checkpoint {name}"):
             if not self._api.put_archive(helper, HELPER_MOUNT, _tar_stream(source, name)):
@@ -560,15 +607,35 @@ def _client_for_context(name: str, timeout: int) -> Any:
     return docker.DockerClient(base_url=host, tls=tls, timeout=timeout, use_ssh_client=host.startswith("ssh://"))
 
 
+# A restore makes the daemon upload the checkpoint folder, as a tar, into containerd's content store.
+# A daemon killed during that upload can leave the tar's content behind, and from then on every upload
+# of the same folder fails with `content sha256:...: already exists` (moby does not accept an existing
+# blob there). A file with a fresh random id, which CRIU ignores, gives every upload its own digest.
+UPLOAD_ID_FILE = "compose-ckpt-upload-id"
+
+
+def _write_upload_id(folder: Path) -> None:
+    marker = folder / UPLOAD_ID_FILE
+    marker.unlink(missing_ok=True)  # may be a hard link shared with the store's copy: never write through it
+    descriptor = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(descriptor, "w") as sink:
+        sink.write(uuid.uuid4().hex)
+
+
 def _tar_stream(folder: Path, arcname: str) -> Iterator[bytes]:
-    """A tar of `folder` (named `arcname` inside), produced by a thread while it is sent: no temp file."""
+    """A tar of `folder` (named `arcname` inside) with a fresh upload id, produced by a thread while it is
+    sent: no temp file."""
     read_end, write_end = os.pipe()
     failure: list[BaseException] = []
 
     def produce() -> None:
         try:
             with os.fdopen(write_end, "wb") as sink, tarfile.open(fileobj=sink, mode="w|") as archive:
-                archive.add(folder, arcname=arcname)
+                archive.add(folder, arcname=arcname, filter=lambda m: None if m.name.endswith("/" + UPLOAD_ID_FILE) else m)
+                upload_id = uuid.uuid4().hex.encode()
+                member = tarfile.TarInfo(f"{arcname}/{UPLOAD_ID_FILE}")
+                member.size, member.mode = len(upload_id), 0o600
+                archive.addfile(member, io.BytesIO(upload_id))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer below
             failure.append(exc)
 

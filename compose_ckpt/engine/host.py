@@ -118,6 +118,11 @@ def criu_version(search_path: str) -> str | None:
     return match.group(1) if match else None
 
 
+def daemon_criu_version(pid: int | None) -> str | None:
+    """Version of the criu the daemon `pid` runs (found on its PATH); None when there is no such daemon here."""
+    return criu_version(daemon_path(pid)) if pid is not None else None
+
+
 def probe_criu(search_path: str) -> CriuProbe:
     criu = shutil.which("criu", path=search_path)
     if criu is None:
@@ -150,3 +155,95 @@ def _run(command: list[str]) -> str:
     except (OSError, subprocess.TimeoutExpired) as exc:
         return str(exc)
     return done.stdout + done.stderr
+
+
+def started_after(pid: int, epoch_seconds: float) -> bool:
+    """Whether process `pid` started after `epoch_seconds` (a daemon restarted since then)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, StopIteration, ValueError):
+        return False
+    ticks = int(stat[stat.rindex(")") + 2 :].split()[19])  # field 22: start time in clock ticks after boot
+    return boot + ticks / os.sysconf("SC_CLK_TCK") > epoch_seconds
+
+
+def checkpoint_activity(daemon: int, container_id: str, checkpoint_dir: Path) -> bool:
+    """Whether the daemon visibly works on a checkpoint of `container_id` (or on some checkpoint whose
+    owner cannot be told), as seen in /proc: runc checkpointing it; containerd (a child of the daemon)
+    holding a `ctrd-checkpoint` image folder open; the daemon writing into `checkpoint_dir`."""
+    workers = {daemon} | _children(daemon)
+    needle = container_id.encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"runc") and b"checkpoint" in argv and needle in argv:
+            return True
+    prefix = str(checkpoint_dir)
+    for pid in workers:
+        for target in _open_files(pid):
+            if target.startswith(prefix) or "/ctrd-checkpoint" in target:
+                return True
+    return False
+
+
+def _children(parent: int) -> set[int]:
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[1]) == parent:
+                found.add(int(entry.name))
+    return found
+
+
+def _open_files(pid: int) -> list[str]:
+    folder = Path(f"/proc/{pid}/fd")
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    targets = []
+    for name in names:
+        try:
+            targets.append(os.readlink(folder / name))
+        except OSError:
+            continue
+    return targets
+
+
+def remove_stale_runc_state(daemon: int, container_id: str) -> bool:
+    """Delete runc's state of a container the daemon considers stopped (`runc delete --force`, which
+    also kills a process a crashed daemon's restore left behind). A daemon killed during a restore
+    leaves it, and runc then refuses every later restore: `container with given ID already exists`.
+    Returns whether there was such state."""
+    root = daemon_exec_root(daemon) / "runtime-runc" / "moby"
+    state = root / container_id
+    if not state.is_dir():
+        return False
+    for mount_point in _mounts_under(state):  # runc restore's criu-root bind mount blocks its removal
+        _run(["umount", "-l", mount_point])
+    runc = shutil.which("runc", path=daemon_path(daemon))
+    if runc is not None:
+        _run([runc, "--root", str(root), "delete", "--force", container_id])
+    shutil.rmtree(root / container_id, ignore_errors=True)  # when runc could not: its state folder alone
+    return True
+
+
+def _mounts_under(folder: Path) -> list[str]:
+    """Mount points at or below `folder` in our mount namespace, deepest first."""
+    prefix = str(folder)
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    points = [line.split()[4] for line in lines if len(line.split()) > 4]
+    return sorted((p for p in points if p == prefix or p.startswith(prefix + "/")), key=len, reverse=True)

@@ -40,6 +40,29 @@ class SecondEngine:
         saved = subprocess.run(["docker", "save", image], check=True, capture_output=True).stdout
         self.docker("load", input=saved)
 
+    def kill_and_start_again(self) -> None:
+        """SIGKILL the daemon (a crash, an OOM kill), wait until it and its containerd are gone, start it
+        again on the same folders: its containers are found exited, as after a reboot."""
+        containerd = [pid for pid in _children(self.process.pid)]
+        self.process.kill()
+        self.process.wait()
+        for pid in containerd:
+            for _ in range(300):
+                if not Path(f"/proc/{pid}").exists():
+                    break
+                time.sleep(0.1)
+        if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0:
+            _make_bridge()  # another test run's engine may have taken it away meanwhile
+        log = open(self.root / "dockerd.log", "ab")
+        self.process = subprocess.Popen(self.process.args, stdout=log, stderr=log,
+                                        env={**os.environ, "PATH": DAEMON_PATH}, start_new_session=True)
+        for _ in range(1200):
+            if self.docker("info", check=False).returncode == 0:
+                return
+            time.sleep(0.1)
+        tail = (self.root / "dockerd.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"the second dockerd did not start again:\n{tail}")
+
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
         try:
@@ -51,6 +74,24 @@ class SecondEngine:
         for folder in (self.root, self.exec_root):
             subprocess.run(["umount", "-R", "-l", str(folder)], capture_output=True)
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                found.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _make_bridge() -> None:
+    for command in (["ip", "link", "add", BRIDGE, "type", "bridge"],
+                    ["ip", "addr", "add", BRIDGE_CIDR, "dev", BRIDGE],
+                    ["ip", "link", "set", BRIDGE, "up"]):
+        subprocess.run(command, check=True, capture_output=True)
 
 
 def free_port() -> int:
@@ -66,10 +107,7 @@ def start_second_engine() -> SecondEngine:
     root.mkdir(parents=True)
     exec_root.mkdir(parents=True)
     subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
-    for command in (["ip", "link", "add", BRIDGE, "type", "bridge"],
-                    ["ip", "addr", "add", BRIDGE_CIDR, "dev", BRIDGE],
-                    ["ip", "link", "set", BRIDGE, "up"]):
-        subprocess.run(command, check=True, capture_output=True)
+    _make_bridge()
     config = root / "daemon.json"
     config.write_text(json.dumps({}))  # --experimental is passed as a flag; a flag and a config key may not both set it
     unix = f"unix://{exec_root}/docker.sock"

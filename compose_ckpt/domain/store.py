@@ -198,11 +198,11 @@ class SnapshotStore:
 
     def _check_files(self, manifest: Manifest, folder: Path) -> None:
         """Everything in the snapshot's folder is a trusted folder or regular file (no link, nothing another
-        user owns or can write), and a complete snapshot has every container's checkpoint."""
+        user owns or can write), and a complete snapshot has the checkpoint of every container it dumped."""
         safefs.check_tree(folder)
         if manifest.status is SnapshotStatus.COMPLETE:
             for record in manifest.containers:
-                if not os.path.isdir(folder / "checkpoints" / record.container_name):
+                if record.size and not os.path.isdir(folder / "checkpoints" / record.container_name):
                     raise ManifestError(f"{folder / 'checkpoints' / record.container_name} is missing: the snapshot "
                                         "is damaged", hint="Remove it with `compose-ckpt rm`.")
 

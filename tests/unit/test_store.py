@@ -94,3 +94,11 @@ def test_the_store_is_private_to_its_owner(tmp_path: Path) -> None:
     with store.locked("proj"):
         pass
     assert (tmp_path / "home").stat().st_mode & 0o077 == 0
+
+
+def test_a_complete_snapshot_without_a_checkpoint_it_dumped_is_invalid(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path)
+    store.write(manifest())  # size 10: the container's checkpoint was saved, and is gone now
+    with pytest.raises(ManifestError, match="proj-web-1 is missing"):
+        store.load("proj", "snap1")
+    assert [m.status for m in store.list("proj")] == [SnapshotStatus.INVALID]

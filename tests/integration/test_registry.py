@@ -144,7 +144,8 @@ def test_missing_tags_and_repositories_exit_4_and_an_unreachable_registry_5(stac
 
 def test_migrate_via_a_registry_then_pull_and_restore_on_the_other_host(
         stack: Stack, second: SecondEngine, tmp_path: Path, repository: str) -> None:  # noqa: F811
-    before = stack.counts_of("one", "two")
+    before = {f"{stack.project}-{service}-1": count
+              for service, count in zip(("one", "two"), stack.counts_of("one", "two").values())}
     moved = json.loads(stack.ckpt_ok("migrate", "--via", f"{repository}:move", "--json").stdout)
     assert moved["source_removed"] is False and moved["pull"] == f"{repository}@{moved['digest']}"
     assert set(stack.states().values()) == {"exited"}  # kept, stopped, on the source

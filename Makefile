@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: engine engine-28 engine-status engine-stop engine-28-stop registry registry-stop install test test-28 lint unit plugin demo bench
+.PHONY: engine engine-28 engine-status engine-stop engine-28-stop registry registry-stop bench-registry install test test-28 lint unit plugin demo bench
 
 engine:  ## install and start Docker 26 + CRIU 4.2, build the local test images
 	scripts/engine up
@@ -62,6 +62,9 @@ demo: engine install  ## the main job on examples/counter: snapshot, "reboot", r
 
 bench: engine registry install  ## benchmarks against the plain docker checkpoint loop; see bench/README.md
 	$(BIN)/python bench/run.py
+
+bench-registry: engine registry install  ## push of a 1 GiB snapshot against export of it; see bench/README.md
+	$(BIN)/python bench/registry.py
 
 SIDECAR_IMAGE ?= compose-ckpt/sidecar:dev
 SIDECAR_BASE ?= local/debian:bookworm

@@ -44,7 +44,7 @@ from compose_ckpt.registry.client import RegistryClient, iter_body
 if TYPE_CHECKING:
     from compose_ckpt.engine import Engine
 
-WORKERS = max(2, min(8, (os.cpu_count() or 2) + 1))  # compression and hashing release the GIL
+WORKERS = max(4, min(8, (os.cpu_count() or 2) + 1))  # zstd, sha256 and sockets release the GIL; uploads wait on the registry
 _ZSTD_LEVEL = 3  # as export
 _IO_SIZE = 1024**2
 

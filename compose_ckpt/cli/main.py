@@ -142,10 +142,24 @@ def _compose_project(options: GlobalOptions) -> Any:
 
 
 def _project(options: GlobalOptions) -> Any:
-    """The compose project, with its containers looked up on the selected engine."""
+    """The compose project, with its containers looked up on the selected engine.
+
+    `docker compose config` runs while the engine client loads (each takes 40-150 ms), so resolving
+    through compose adds next to nothing; an invalid project is still reported before an unreachable engine."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from compose_ckpt.domain.project import Project
 
-    return Project(_compose_project(options), options.connect())
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        compose = pool.submit(_compose_project, options)
+        try:
+            engine, engine_error = options.connect(), None
+        except CkptError as exc:
+            engine, engine_error = None, exc
+        project = compose.result()
+    if engine_error is not None:
+        raise engine_error
+    return Project(project, engine)
 
 
 def _project_name(options: GlobalOptions) -> str:

@@ -32,6 +32,7 @@ import tarfile
 import time
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -226,11 +227,17 @@ def store_tree(target: Path, chunks: Iterable[bytes], shared: dict[str, Path] | 
     try:
         with os.fdopen(fd, "wb") as raw:
             compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1, write_checksum=True)
-            with compressor.stream_writer(raw, closefd=False) as sink:
+            # The hash runs on its own thread (hashlib and zstd release the GIL), beside the compression.
+            with compressor.stream_writer(raw, closefd=False) as sink, ThreadPoolExecutor(1) as hasher:
+                hashed: Future[None] | None = None
                 for chunk in chunks:
-                    digest.update(chunk)
+                    if hashed is not None:
+                        hashed.result()
+                    hashed = hasher.submit(digest.update, chunk)
                     sink.write(chunk)
                     size += len(chunk)
+                if hashed is not None:
+                    hashed.result()
         sha256 = digest.hexdigest()
         same = (shared or {}).get(sha256)
         if same is not None and _regular(same) and same.stat().st_dev == target.parent.stat().st_dev:

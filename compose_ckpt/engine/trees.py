@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shutil
 import stat
+import subprocess
 import tarfile
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from compose_ckpt.engine.adapter import Engine
 
 TREE_MOUNT = "/ckpt-tree"
+_READ_SIZE = 4 * 1024**2
+_TAR = shutil.which("tar")  # GNU tar on the engine's host, for the local fast path of reads
 TREE_PREFIX = "ckpt-tree"
 # Emptying a remote volume that holds something needs a process inside a helper, from the image of a
 # service that uses it: `sh` with `find` or `rm` (busybox, Debian, Alpine, most images).
@@ -58,6 +61,8 @@ class TreeTransfer:
     def read_layer(self, container: ContainerInfo) -> Generator[bytes, None, None]:
         """Stream the tar of a container's writable-layer changes (whiteouts included)."""
         upper = _require_upper(container)
+        if _TAR and self._engine.info().local and not _is_link_or_missing(Path(upper)):
+            return _read_here(Path(upper))
         return self._read({"Type": "bind", "Source": upper, "Target": TREE_MOUNT, "ReadOnly": True},
                           container.image_id, f"read the writable layer of {container.name}")
 
@@ -68,6 +73,9 @@ class TreeTransfer:
                     f"write the writable layer of {container.name}")
 
     def read_volume(self, name: str, image_id: str) -> Generator[bytes, None, None]:
+        folder = self.volume_folder(name) if _TAR else None
+        if folder is not None:
+            return _read_here(folder)
         return self._read({"Type": "volume", "Source": name, "Target": TREE_MOUNT, "ReadOnly": True},
                           image_id, f"read volume {name}")
 
@@ -161,6 +169,29 @@ class TreeTransfer:
         finally:
             with translated(f"{action}: remove the helper container"):
                 self._api.call("DELETE", path_of("/containers/{0}", helper), {"force": True})
+
+
+def _read_here(folder: Path) -> Generator[bytes, None, None]:
+    """The same tar as the archive endpoint gives, made by GNU tar on this host (the engine's): about three
+    times faster than the daemon's archive code, which matters inside the frozen window. Same format as
+    the endpoint's: members under ckpt-tree/, numeric owners, whiteouts as devices 0/0."""
+    command = [str(_TAR), "-C", str(folder), "-c", "--numeric-owner", "--one-file-system", "--xattrs",
+               "--xattrs-include=security.capability", "--transform", f"s,^\\.,{TREE_PREFIX},S",
+               # The same tree gives the same bytes (equal copies are shared by hash): no access or change
+               # times, no pid in the extended header names, entries in name order.
+               "--sort=name", "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime", "."]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        while chunk := process.stdout.read(_READ_SIZE):
+            yield chunk
+    finally:
+        process.stdout.close()
+        errors = process.stderr.read().decode(errors="replace").strip()
+        process.stderr.close()
+        status = process.wait()
+    if status != 0:
+        raise EngineError(f"reading {folder} failed (tar exited {status}): {errors[-500:]}")
 
 
 def _require_upper(container: ContainerInfo) -> str:

@@ -32,8 +32,7 @@ def load_project(options: ProjectOptions) -> ComposeProject:
             return loader.load_project(options)
         except ComposeFileError as own:
             raise _placed(own, own.message, located.files) from None
-    for path, data in zip(located.files, located.contents):
-        loader.check_bounds(data, path)  # before compose tries to expand an alias bomb
+    _check_bounds(located.files, located.contents)
     try:
         document = run_config(binary, options, located.environ, located.cwd)
     except ComposeRefused as refused:
@@ -43,6 +42,51 @@ def load_project(options: ProjectOptions) -> ComposeProject:
         declared = dict.fromkeys(name for data in located.contents for name in _declared_services(data))
         project = replace(project, disabled_services=tuple(n for n in declared if n not in project.services))
     return project
+
+
+MAX_REFERENCED_FILES = 200
+
+
+def _check_bounds(files: tuple[Path, ...], contents: tuple[bytes, ...]) -> None:
+    """Measure every file compose will read (included and extended ones too, as far as their paths are
+    literal) before compose tries to expand an alias bomb in one of them."""
+    pending, seen = list(zip(files, contents)), set[Path]()
+    while pending and len(seen) < MAX_REFERENCED_FILES:
+        path, data = pending.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        loader.check_bounds(data, path)
+        if b"include" in data or b"extends" in data:
+            for referenced in _referenced_files(data, path):
+                try:
+                    pending.append((referenced, referenced.read_bytes()))
+                except OSError:
+                    pass  # compose reports it
+
+
+def _referenced_files(data: bytes, path: Path) -> list[Path]:
+    """The files a compose file includes or extends from, where named without variables."""
+    names: list[yaml.Node] = []
+    for document in _nodes(data):
+        if not isinstance(document, yaml.MappingNode):
+            continue
+        for key, value in document.value:
+            if key.value == "include" and isinstance(value, yaml.SequenceNode):
+                for entry in value.value:
+                    target = _entry(entry, "path") if isinstance(entry, yaml.MappingNode) else entry
+                    names += target.value if isinstance(target, yaml.SequenceNode) else [target] if target else []
+            elif key.value == "services" and isinstance(value, yaml.MappingNode):
+                for _, service in value.value:
+                    extends = _entry(service, "extends") if isinstance(service, yaml.MappingNode) else None
+                    other = _entry(extends, "file") if isinstance(extends, yaml.MappingNode) else None
+                    names += [other] if other else []
+    return [path.parent / str(node.value) for node in names
+            if isinstance(node, yaml.ScalarNode) and node.value and "$" not in str(node.value)]
+
+
+def _entry(mapping: yaml.MappingNode, name: str) -> yaml.Node | None:
+    return next((value for key, value in mapping.value if isinstance(key, yaml.ScalarNode) and key.value == name), None)
 
 
 def _explained(message: str, options: ProjectOptions, files: tuple[Path, ...]) -> CkptError:

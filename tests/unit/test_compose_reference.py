@@ -93,3 +93,87 @@ def test_an_unreadable_file_is_located_without_a_line(tmp_path: Path) -> None:
     missing = tmp_path / "gone.yaml"
     assert _locate(f"validating {missing}: services.web must be a mapping", (missing,)) == (missing, None)
     assert os.path.exists(tmp_path)
+
+
+# --- the subprocess, with stand-ins for compose (shell scripts) ----------------------------------------------
+
+
+def stand_in(tmp_path: Path, script: str) -> Path:
+    path = tmp_path / "bin" / "docker-compose"
+    path.parent.mkdir()
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
+    (tmp_path / "compose.yaml").write_text("services:\n  app:\n    image: a\n")
+    return path
+
+
+def load_with(binary: Path, tmp_path: Path) -> object:
+    from compose_ckpt.compose import ProjectOptions, load_project
+
+    return load_project(ProjectOptions(cwd=tmp_path, environ={"COMPOSE_CKPT_COMPOSE": str(binary), "PATH": os.environ["PATH"]}))
+
+
+def test_a_compose_that_ignores_sigterm_is_killed_at_the_time_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from compose_ckpt.compose import reference
+    from compose_ckpt.errors import ComposeFileError
+
+    monkeypatch.setattr(reference, "TIMEOUT_SECONDS", 1.0)
+    binary = stand_in(tmp_path, f"trap '' TERM\necho $$ > {tmp_path}/pid\nwhile true; do sleep 0.1; done\n")
+    started = time.monotonic()
+    with pytest.raises(ComposeFileError, match="did not finish reading the files within 1 s"):
+        load_with(binary, tmp_path)
+    assert time.monotonic() - started < 10
+    pid = int((tmp_path / "pid").read_text())
+    assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+
+
+def test_a_compose_that_grows_is_killed_at_the_memory_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from compose_ckpt.compose import reference
+    from compose_ckpt.errors import ComposeFileError
+
+    monkeypatch.setattr(reference, "MAX_RSS_BYTES", 64 * 1024**2)
+    grow = "import time\nx = []\nwhile True:\n    x.append(bytearray(8 * 2**20)); time.sleep(0.01)\n"
+    binary = stand_in(tmp_path, f"exec {sys.executable} -c '{grow}'\n")
+    with pytest.raises(ComposeFileError, match="needed more than 64 MiB"):
+        load_with(binary, tmp_path)
+
+
+def test_compose_refusal_becomes_exit_3_with_its_words(tmp_path: Path) -> None:
+    from compose_ckpt.errors import ComposeFileError
+
+    binary = stand_in(tmp_path, "echo 'time=\"x\" level=warning msg=\"obsolete\"' >&2\n"
+                                "echo 'service \"app\" refers to undefined network n: invalid compose project' >&2\nexit 15\n")
+    with pytest.raises(ComposeFileError) as caught:
+        load_with(binary, tmp_path)
+    assert caught.value.exit_code == 3 and caught.value.path == str(tmp_path / "compose.yaml")
+    assert caught.value.message.endswith("refers to undefined network n: invalid compose project")
+    assert "obsolete" not in caught.value.message
+
+
+def test_output_that_is_not_json_is_an_error(tmp_path: Path) -> None:
+    from compose_ckpt.errors import ComposeFileError
+
+    with pytest.raises(ComposeFileError, match="something other than JSON"):
+        load_with(stand_in(tmp_path, "echo not json\n"), tmp_path)
+
+
+def test_an_alias_bomb_in_an_included_or_extended_file_is_refused_before_compose_runs(tmp_path: Path) -> None:
+    from compose_ckpt.compose import ProjectOptions, load_project
+    from compose_ckpt.errors import ComposeFileError
+
+    never = tmp_path / "never-run"  # a compose that must not be started
+    never.write_text("#!/bin/sh\ntouch ran\n")
+    never.chmod(0o755)
+    lines = ['x-l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"x-l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "deep" / "bomb.yaml").write_text("\n".join(lines) + "\nservices:\n  b: {image: x, x-bomb: *l8}\n")
+    (tmp_path / "mid.yaml").write_text("services:\n  m: {extends: {file: deep/bomb.yaml, service: b}}\n")
+    (tmp_path / "compose.yaml").write_text("include:\n  - path: [mid.yaml]\nservices:\n  a: {image: x}\n")
+    with pytest.raises(ComposeFileError, match="bomb.yaml.*more than 1000000 values"):
+        load_project(ProjectOptions(cwd=tmp_path, environ={"COMPOSE_CKPT_COMPOSE": str(never)}))
+    assert not (tmp_path / "ran").exists()

@@ -50,8 +50,9 @@ START_HINT = (
 )
 
 # The daemon sometimes fails a checkpoint create or restore with
-# `content sha256:...: already exists` when several run at once; retrying helps.
-_TRANSIENT = re.compile(r"content sha256:[0-9a-f]+.*already exists")
+# `content sha256:...: already exists` when several run at once, and on a busy host runc gives up
+# freezing a cgroup (`unable to freeze`, cgroup v1) for a pause or a checkpoint; retrying helps.
+_TRANSIENT = re.compile(r"content sha256:[0-9a-f]+.*already exists|unable to freeze")
 _CRIU_LOG = re.compile(r"(/\S+/(?:criu-dump|criu-restore|restore|dump)\.log)")
 RETRY_DELAYS = (0.2, 0.4, 0.8, 1.6, 3.2)
 _STALE_RUNTIME = "container with given ID already exists"
@@ -281,7 +282,7 @@ class Engine:
 
     def pause(self, container_id: str) -> None:
         with translated(f"pause {container_id[:12]}"):
-            self._http.call("POST", path_of("/containers/{0}/pause", container_id))
+            _retry_transient(lambda: self._http.call("POST", path_of("/containers/{0}/pause", container_id)))
 
     def unpause(self, container_id: str) -> None:
         with translated(f"unpause {container_id[:12]}"):

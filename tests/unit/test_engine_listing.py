@@ -61,3 +61,19 @@ def test_a_wait_past_its_timeout_says_so_and_a_lost_daemon_says_that() -> None:
         engine(ScriptedTransport(wait=Unreachable("timed out", timed_out=True))).wait_exited("a", timeout=5)
     with pytest.raises(EngineUnavailable, match="cannot reach the Docker daemon"):
         engine(ScriptedTransport(wait=Unreachable("refused"))).wait_exited("a", timeout=5)
+
+
+class FreezeFailsOnce(ScriptedTransport):
+    def call(self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None,
+             timeout: float | None = None) -> Any:
+        if path.endswith("/pause") and not any(p.endswith("/pause") for _, p, _ in self.calls):
+            self.calls.append((method, path, params))
+            raise ApiError(500, "cannot pause container a: OCI runtime pause failed: unable to freeze: unknown")
+        return super().call(method, path, params, body, timeout)
+
+
+def test_a_freeze_runc_gave_up_on_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("compose_ckpt.engine.adapter.RETRY_DELAYS", (0.0,))
+    transport = FreezeFailsOnce()
+    engine(transport).pause("a")
+    assert [path for _, path, _ in transport.calls] == ["/containers/a/pause", "/containers/a/pause"]

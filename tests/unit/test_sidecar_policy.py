@@ -205,3 +205,27 @@ def test_with_volumes_container_wide_and_per_job() -> None:
     assert job.with_volumes
     _, bad = parsed(container("web", {"compose-ckpt.enable": "true", "compose-ckpt.with-volumes": "maybe"}))
     assert bad and "invalid boolean" in bad[0].message
+
+
+def test_push_labels_per_job_inherit_and_must_agree() -> None:
+    from compose_ckpt.registry.reference import parse_reference
+
+    push = {**EVERY_3S, "compose-ckpt.push": "reg.io:5000/team/shop", "compose-ckpt.daily.schedule": "@daily",
+            "compose-ckpt.offsite.schedule": "@hourly", "compose-ckpt.offsite.push": "backup.io/shop:latest"}
+    jobs, problems = plan(policies(container("shop-db-1", push, service="db"),
+                                   container("shop-web-1", push, service="web")), RULES)
+    assert problems == []
+    assert {j.job: j.push for j in jobs} == {"daily": parse_reference("reg.io:5000/team/shop"),
+                                             "default": parse_reference("reg.io:5000/team/shop"),
+                                             "offsite": parse_reference("backup.io/shop:latest")}
+    jobs, problems = plan(policies(container("shop-db-1", push, service="db"),
+                                   container("shop-web-1", {**push, "compose-ckpt.push": "other.io/x"}, service="web")),
+                          RULES)
+    assert {p.label for p in problems} == {"compose-ckpt.push", "compose-ckpt.daily.push"}  # both jobs inherit it
+    assert [j.job for j in jobs] == ["offsite"]
+
+
+@pytest.mark.parametrize("value", ["reg.io/app@sha256:" + "a" * 64, "Bad/Ref", "reg.io/app:-x"])
+def test_a_bad_push_label_skips_the_container_and_names_the_label(value: str) -> None:
+    policy, problems = parsed(container("shop-web-1", {**EVERY_3S, "compose-ckpt.push": value}))
+    assert policy is None and [p.label for p in problems] == ["compose-ckpt.push"]

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from compose_ckpt.errors import CkptError
 pytestmark = pytest.mark.engine
 
 CORPUS = Path(__file__).parent / "compose_corpus"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -209,3 +211,16 @@ def summary_of_compose(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_corpus_cases_cover_every_folder() -> None:
     folders = {p.name for p in CORPUS.iterdir() if p.is_dir()}
     assert folders == {c.folder for c in CASES}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES if c.both_fail and not c.project_name])
+def test_config_of_what_compose_refuses_exits_3_naming_the_file(case: Case, docker_compose: str) -> None:
+    """Through the real CLI and the real compose: exit 3, a file of the case named, compose's own words shown."""
+    cwd = CORPUS / case.folder / case.cwd
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/"), **case.env}
+    done = subprocess.run([sys.executable, "-m", "compose_ckpt", *case.compose_args(), "config", "--json"],
+                          cwd=cwd, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3, done.stderr
+    assert done.stdout == ""
+    assert str(CORPUS / case.folder) in done.stderr.splitlines()[0], done.stderr
+    assert "docker compose: " in done.stderr

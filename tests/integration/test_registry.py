@@ -291,7 +291,8 @@ def test_credentials_from_docker_config_and_helpers_and_plain_http_off_loopback(
     assert pulled.returncode == 0, pulled.stderr
 
     # The same registry at an address that is not loopback: plain HTTP only with --insecure.
-    outside = subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()[0]
+    outside = next(address for address in subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
+                   if ":" not in address)  # an IPv4 address of this host that is not loopback
     remote = target.replace("127.0.0.1", outside)
     monkeypatch.setenv("DOCKER_CONFIG", docker_config(tmp_path / "remote", auths(remote.split("/")[0], "s3cret"))
                        ["DOCKER_CONFIG"])

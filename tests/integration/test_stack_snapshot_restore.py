@@ -93,8 +93,9 @@ def test_restore_recreates_removed_containers_and_network(stack: Stack) -> None:
 
 def test_restore_after_the_daemon_restarts(stack: Stack) -> None:
     stack.ckpt_ok("snapshot", "--stop", "--name", "reboot")
-    subprocess.run([str(engine_script()), "stop"], check=True, capture_output=True)
-    subprocess.run([str(engine_script()), "up"], check=True, capture_output=True)
+    for step in ("stop", "up"):
+        done = subprocess.run([str(engine_script()), step], capture_output=True, text=True)
+        assert done.returncode == 0, f"{engine_script().name} {step}: {done.stdout}{done.stderr}"
     stack.ckpt_ok("restore")
     assert stack.redis("get", "visits") == "42"
     assert set(stack.states().values()) == {"running"}

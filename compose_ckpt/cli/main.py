@@ -186,7 +186,8 @@ def _progress(options: GlobalOptions) -> Any:
 def _summary(manifest: Any) -> dict[str, Any]:
     return {
         "name": manifest.name, "project": manifest.project, "created": manifest.created,
-        "status": manifest.status.value, "stopped": manifest.stopped, "services": manifest.services,
+        "status": manifest.status.value, "stopped": manifest.stopped, "kind": manifest.kind,
+        "services": manifest.services,
         "size": manifest.size, "error": manifest.error,
     }
 
@@ -200,7 +201,7 @@ def _details(manifest: Any) -> dict[str, Any]:
         "containers": [
             {"service": r.service, "container": r.container_name, "container_id": r.container_id,
              "image": r.image, "image_id": r.image_id, "size": r.size, "dump_seconds": r.dump_seconds,
-             "layer": _tree_copy(r.layer)}
+             "layer": _tree_copy(r.layer), "restart_policy": r.restart_policy}
             for r in manifest.containers
         ],
         "with_volumes": manifest.has_volumes,
@@ -376,8 +377,9 @@ def list_snapshots(ctx: typer.Context, as_json: JsonOption = False) -> None:
     if as_json:
         print_json([_summary(m) for m in manifests])
         return
-    print_table(["NAME", "CREATED", "STATUS", "SERVICES", "SIZE"],
-                [(m.name, m.created, m.status.value, ",".join(m.services), human_size(m.size)) for m in manifests])
+    print_table(["NAME", "CREATED", "STATUS", "KIND", "SERVICES", "SIZE"],
+                [(m.name, m.created, m.status.value, _KIND_TEXT[m.kind], ",".join(m.services), human_size(m.size))
+                 for m in manifests])
     for invalid in (m for m in manifests if m.status.value == "invalid"):
         err_console.print(f"[yellow]invalid:[/] {escape(invalid.name)}: {escape(invalid.error or '')}; "
                           "it is never restored; `compose-ckpt rm` or `prune` removes it", highlight=False)
@@ -385,6 +387,15 @@ def list_snapshots(ctx: typer.Context, as_json: JsonOption = False) -> None:
         err_console.print("[yellow]hint:[/] an incomplete snapshot is being taken now or its command was killed; "
                           "if killed, `compose-ckpt recover` puts its containers back (snapshot and restore do it too)",
                           highlight=False)
+
+
+_KIND_TEXT = {"clean-stop": "clean stop", "live": "live"}
+_KIND_MEANING = {
+    "clean-stop": "the stack was stopped at this checkpoint, so nothing on disk is newer than its memory: "
+                  "safe to restore after a reboot, as long as nothing started the stack since",
+    "live": "the stack ran on after this checkpoint, so its volumes may hold newer data than its memory: "
+            "restoring it after a reboot rolls memory back over them",
+}
 
 
 @app.command()
@@ -397,9 +408,9 @@ def inspect(ctx: typer.Context, snapshot: Annotated[str, typer.Argument(metavar=
         return
     console.print(
         f"snapshot {manifest.name} of {manifest.project}, {manifest.status.value}, created {manifest.created}, "
-        f"frozen {manifest.freeze_seconds:.2f}s, total {manifest.total_seconds:.2f}s, "
-        f"{'stopped' if manifest.stopped else 'left running'}", highlight=False,
+        f"frozen {manifest.freeze_seconds:.2f}s, total {manifest.total_seconds:.2f}s", highlight=False,
     )
+    console.print(f"{_KIND_TEXT[manifest.kind]}: {_KIND_MEANING[manifest.kind]}", highlight=False)
     if manifest.phases:
         console.print("phases: " + ", ".join(f"{phase} {seconds:.2f}s" for phase, seconds in manifest.phases.items()),
                       highlight=False)

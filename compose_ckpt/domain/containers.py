@@ -9,7 +9,7 @@ from compose_ckpt.domain.holders import with_recorded_address
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest
 from compose_ckpt.domain.ordering import dependency_levels
 from compose_ckpt.domain.parallel import ProgressCallback
-from compose_ckpt.engine import ContainerInfo, Engine
+from compose_ckpt.engine import NO_RESTART, ContainerInfo, Engine
 from compose_ckpt.engine.specs import joined_container, referenced_containers
 from compose_ckpt.errors import CkptError
 
@@ -19,7 +19,8 @@ def recreate_containers(engine: Engine, manifest: Manifest, records: Sequence[Co
     """Create (not start) each container in `records` as recorded, with the networks and volumes it needs.
 
     Same names and compose labels as before, so `docker compose` sees them as its own. Containers that
-    join another's namespaces or volumes are created after it, pointing at it by name."""
+    join another's namespaces or volumes are created after it, pointing at it by name. A
+    restart policy the snapshot held back stays held back (`no`) until the restore has verified the container."""
     if not records:
         return {}
     ensure_networks_and_volumes(engine, manifest)
@@ -30,7 +31,8 @@ def recreate_containers(engine: Engine, manifest: Manifest, records: Sequence[Co
     for level in dependency_levels(_referenced_names(records, references), list(by_name)):
         for name in level:
             progress(name, "recreating")
-            created[name] = engine.create_container(by_name[name].inspect, references)
+            held = NO_RESTART if by_name[name].held_policy else None
+            created[name] = engine.create_container(by_name[name].inspect, references, restart_policy=held)
     return created
 
 

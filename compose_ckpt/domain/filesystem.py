@@ -2,8 +2,9 @@
 
 The contract:
 - Everything is copied while the stack is frozen (after the dumps, before the
-  resume or the kill), so each file a checkpoint holds open has the content and
-  size CRIU recorded, and the files agree with the memory.
+  resume; with --stop the dumps have ended the containers), so each file a
+  checkpoint holds open has the content and size CRIU recorded, and the files
+  agree with the memory.
 - By default each container's writable-layer changes (added and changed files,
   whiteouts for deleted ones) go to `layers/<container>.tar.zst`;
   `--ignore-rootfs` leaves them out. With `--with-volumes`, every named volume

@@ -9,6 +9,7 @@ from datetime import datetime, UTC
 from enum import Enum
 from typing import Any
 
+from compose_ckpt.engine.types import RestartPolicy
 from compose_ckpt.errors import CkptError, ExitCode, UsageError
 
 FORMAT_VERSION = 1
@@ -92,9 +93,16 @@ class ContainerRecord:
     size: int = 0
     dump_seconds: float = 0.0
     fingerprint: str | None = None  # ProcessFingerprint.as_text() of the init process, when readable
+    # The restart policy (`always`, `on-failure:3`, ...) a --stop snapshot held back: set to `no` while the
+    # stack is down, so a reboot cannot start the container fresh; put back by restore. None: none held back.
+    restart_policy: str | None = None
     inspect: dict[str, Any] = field(default_factory=dict, repr=False)  # recorded to recreate the container
     layer: TreeCopy | None = None  # its writable-layer changes (None: not captured, --ignore-rootfs)
     holder: dict[str, Any] | None = field(default=None, repr=False)  # its network holder's inspect, when adopted
+
+    @property
+    def held_policy(self) -> RestartPolicy | None:
+        return RestartPolicy.from_text(self.restart_policy) if self.restart_policy else None
 
 
 @dataclass
@@ -153,6 +161,13 @@ class Manifest:
                 notes.append(f"container {record.container_name} is recorded with access to its host: "
                              + ", ".join(reach))
         return notes
+
+    @property
+    def kind(self) -> str:
+        """`clean-stop`: taken with --stop and not rolled back, so the stack ended at this checkpoint and
+        nothing it wrote to disk is newer (safe to restore after a reboot, unless it was started since).
+        `live`: the stack ran on after it, so its volumes may hold newer data than its memory."""
+        return "clean-stop" if self.stopped and self.status in (SnapshotStatus.COMPLETE, SnapshotStatus.INCOMPLETE) else "live"
 
     def to_dict(self) -> dict[str, Any]:
         document = asdict(self)
@@ -318,6 +333,12 @@ def _holder_config(name: str, value: Any) -> None:
             raise ValueError(f"{name} has no {key} object")
 
 
+def _restart_policy(name: str, value: Any) -> None:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, not {type(value).__name__}")
+    RestartPolicy.from_text(value)
+
+
 _ABSOLUTE_PATH = _text(f"/{_PRINTABLE}{{0,4095}}", 4096)
 _SHA256 = _text(r"[0-9a-f]{64}", 64)
 
@@ -343,6 +364,7 @@ RECORD_RULES: dict[str, Rule] = {
     "inspect": _any_object,
     "layer": _optional(_object(TREE_COPY_RULES)),
     "holder": _optional(_holder_config),
+    "restart_policy": _optional(_restart_policy),
 }
 VOLUME_RULES: dict[str, Rule] = {
     "name": _text(_OBJECT_NAME, 255),

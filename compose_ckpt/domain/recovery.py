@@ -94,6 +94,7 @@ class _Recovery:
         if self._wait_for_dumps():
             for record in self.manifest.containers:
                 self._recover(record)
+                self._put_policy_back(record)
         if not self.outcome.retry:
             shutil.rmtree(self.store.snapshot_dir(self.manifest.project, self.manifest.name) / "checkpoints",
                           ignore_errors=True)
@@ -167,6 +168,22 @@ class _Recovery:
                                       "its checkpoint, if any, is kept")
             self.outcome.left.append(name)
             self.outcome.retry = True
+
+    def _put_policy_back(self, record: ContainerRecord) -> None:
+        """The restart policy a --stop snapshot held back: it may have been set to `no` before the kill.
+        Not on a container whose checkpoint is kept for another attempt: `no` keeps a reboot from
+        starting it fresh over that state."""
+        name = record.container_name
+        if record.held_policy is None or (name in self.outcome.left and self.outcome.retry):
+            return
+        try:
+            self.engine.set_restart_policy(record.container_id, record.held_policy)
+        except CkptError as exc:
+            if self.engine.inspect(record.container_id) is not None:
+                self.outcome.lines.append(f"{name}: could not put restart policy {record.held_policy.as_text()} "
+                                          f"back ({exc}); `docker update --restart {record.held_policy.as_text()} {name}`")
+            return
+        self.outcome.lines.append(f"{name}: restart policy {record.held_policy.as_text()} put back")
 
     def _restore(self, record: ContainerRecord, container: ContainerInfo, in_docker: bool) -> None:
         """Bring back a container stopped at its checkpoint: Docker's copy is complete when present (no

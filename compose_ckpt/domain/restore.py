@@ -117,6 +117,7 @@ class _Restore:
                         raise self._failure(outcome.failures, restored)
             with self.phases.timed("verify"):
                 self._check_still_running(restored)
+            self._put_policies_back(restored)
         except BaseException as exc:
             if self.set_aside:
                 self.files.undo_layers()  # the safety checkpoints need the files they had open
@@ -138,6 +139,16 @@ class _Restore:
                 failures[container.container] = exc
         if failures:
             raise self._failure(failures, [c for c in restored if c.container not in failures])
+
+    def _put_policies_back(self, verified: list[RestoredContainer]) -> None:
+        """The restart policies a --stop snapshot held back, once every container runs restored.
+
+        Not before: a policy on a container that died after its restore would have Docker start it fresh."""
+        for container in verified:
+            record = next(r for r in self.records if r.container_name == container.container)
+            if record.held_policy is not None:
+                self.progress(record.container_name, f"restart policy {record.held_policy.as_text()} put back")
+                self.engine.set_restart_policy(self.targets[record.container_name].id, record.held_policy)
 
     def _prepare_containers(self) -> None:
         """Find each container; refuse running ones unless forced; recreate missing ones (holders first)."""

@@ -3,11 +3,15 @@
 Consistency: every selected container is paused (cgroup freezer) before the
 first dump and stays frozen until the last one is done, so no service can see
 another move on in between. Dumps run with leave-running while frozen, and
-the containers are resumed afterwards. With `stop`, a container without a
-restart policy is dumped with exit instead (CRIU ends it; the fastest way),
-and one with a restart policy is dumped with leave-running and then killed
-while still frozen: Docker would restart it fresh after a checkpoint with
-exit, but counts a kill as a manual stop.
+the containers are resumed afterwards.
+
+With `stop`, each container's restart policy is held back first: recorded in
+the manifest, then set to `no`, so neither the end of the dump nor a reboot
+lets Docker start the container fresh over its checkpoint (Docker starts
+`always` containers when the daemon starts, even after a manual stop). Then
+every container is dumped with exit (CRIU ends it). `restore` puts each
+policy back once its container runs restored; a failed snapshot puts them
+back in its rollback, a killed one in `recover_interrupted`.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from compose_ckpt.domain.recovery import recover_interrupted
 from compose_ckpt.domain.remedies import remedy_for
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.domain.timing import Phases
-from compose_ckpt.engine import ContainerInfo, Engine, host
+from compose_ckpt.engine import NO_RESTART, ContainerInfo, Engine, host
 from compose_ckpt.errors import CkptError, SnapshotFailed, UsageError
 
 
@@ -90,7 +94,8 @@ class _SnapshotRun:
         self.checkpoint = f"{CHECKPOINT_PREFIX}{name}"
         self.paused: set[str] = set()
         self.dumped: set[str] = set()
-        self.stopped: set[str] = set()  # ended after their dump, by CRIU or by a kill
+        self.stopped: set[str] = set()  # ended by their dump
+        self.held: set[str] = set()  # restart policy set to `no` (the manifest records the old one)
         self.manifest = Manifest(
             name=name, project=project.name, created=now_iso(), status=SnapshotStatus.INCOMPLETE,
             stopped=request.stop, compose_files=[str(p) for p in project.compose.config_files],
@@ -111,6 +116,10 @@ class _SnapshotRun:
             self.store.save_compose_files(self.project.name, self.manifest.name,
                                           zip(self.project.compose.config_files, self.project.compose.file_contents))
         try:
+            if self.request.stop:
+                with self.phases.timed("hold policies"):
+                    self._each([r.container_id for r in self.manifest.containers if r.held_policy],
+                               "holding restart policy", self._hold_restart_policy)
             self.manifest.freeze_seconds = self._freeze_dump_release()
             with self.phases.timed("save"):
                 self._move_checkpoints_to_store()
@@ -146,12 +155,14 @@ class _SnapshotRun:
 
     def _record(self, service: str, container: ContainerInfo) -> ContainerRecord:
         fingerprint = self.engine.fingerprint(container)
+        policy = container.restart_policy
         return ContainerRecord(
             service=service, container_id=container.id, container_name=container.name,
             number=int(container.labels.get(LABEL_CONTAINER_NUMBER, "1") or 1),
             image=container.image, image_id=container.image_id, checkpoint=self.checkpoint,
             fingerprint=fingerprint.as_text() if fingerprint else None, inspect=container.attrs,
             holder=self._holder_of(container),
+            restart_policy=policy.as_text() if self.request.stop and policy.restarts else None,
         )
 
     def _holder_of(self, container: ContainerInfo) -> dict[str, Any] | None:
@@ -187,11 +198,8 @@ class _SnapshotRun:
         with self.phases.timed("dump"):
             self._each(ids, "dumping", self._dump)
         with self.phases.timed("copy files"):
-            self._copy_files(ids)  # still frozen: the files agree with the memory just dumped
-        if self.request.stop:
-            with self.phases.timed("stop"):
-                self._each([cid for cid in ids if cid not in self.stopped], "stopping", self._kill)
-        else:
+            self._copy_files(ids)  # still frozen, or (--stop) ended by the dump: the files agree with the memory
+        if not self.request.stop:
             with self.phases.timed("resume"):
                 self._each(ids, "resuming", self._unpause)
         frozen = round(time.monotonic() - frozen_at, 3)
@@ -211,22 +219,23 @@ class _SnapshotRun:
         self.engine.pause(container_id)
         self.paused.add(container_id)
 
+    def _hold_restart_policy(self, container_id: str) -> None:
+        self.held.add(container_id)  # before the call: a call that fails half-way is undone too
+        self.engine.set_restart_policy(container_id, NO_RESTART)
+
+    def _put_policy_back(self, container_id: str) -> None:
+        policy = self._record_for(container_id).held_policy
+        assert policy is not None  # only containers with a held policy are in self.held
+        self.engine.set_restart_policy(container_id, policy)
+
     def _dump(self, container_id: str) -> None:
         began = time.monotonic()
-        exit_now = self.request.stop and not _has_restart_policy(self.members[container_id][1])
-        self.engine.checkpoint_create(container_id, self.checkpoint, leave_running=not exit_now)
+        self.engine.checkpoint_create(container_id, self.checkpoint, leave_running=not self.request.stop)
         self.dumped.add(container_id)
-        if exit_now:
-            self._mark_stopped(container_id)
+        if self.request.stop:
+            self.stopped.add(container_id)
+            self.paused.discard(container_id)
         self._record_for(container_id).dump_seconds = round(time.monotonic() - began, 3)
-
-    def _kill(self, container_id: str) -> None:
-        self.engine.kill(container_id)
-        self._mark_stopped(container_id)
-
-    def _mark_stopped(self, container_id: str) -> None:
-        self.stopped.add(container_id)
-        self.paused.discard(container_id)
 
     def _unpause(self, container_id: str) -> None:
         self.engine.unpause(container_id)
@@ -270,6 +279,8 @@ class _SnapshotRun:
             self._quietly(self.engine.unpause, container_id)
         for container_id in list(self.dumped):
             self._quietly(self._delete_checkpoint, container_id)
+        for container_id in list(self.held):
+            self._quietly(self._put_policy_back, container_id)
 
     def _not_running_again(self) -> dict[str, str]:
         """After the rollback, looked up rather than assumed: container name -> state, for each one
@@ -310,11 +321,6 @@ class _SnapshotRun:
             action(container_id)
         except CkptError:
             pass  # rollback goes on with the others; the original failure is what gets reported
-
-
-def _has_restart_policy(container: ContainerInfo) -> bool:
-    policy = ((container.attrs.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
-    return policy != "no"
 
 
 def _phase_failure(phase: str, failures: dict[str, Exception]) -> SnapshotFailed:

@@ -2,6 +2,9 @@
 
 from compose_ckpt.engine import host
 from compose_ckpt.engine.adapter import Engine
-from compose_ckpt.engine.types import ContainerEvent, ContainerInfo, EngineInfo, ProcessFingerprint
+from compose_ckpt.engine.types import (
+    NO_RESTART, ContainerEvent, ContainerInfo, EngineInfo, ProcessFingerprint, RestartPolicy,
+)
 
-__all__ = ["ContainerEvent", "ContainerInfo", "Engine", "EngineInfo", "ProcessFingerprint", "host"]
+__all__ = ["NO_RESTART", "ContainerEvent", "ContainerInfo", "Engine", "EngineInfo", "ProcessFingerprint", "RestartPolicy",
+           "host"]

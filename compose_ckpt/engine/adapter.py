@@ -36,7 +36,7 @@ from compose_ckpt.engine.holder_image import holder_rootfs
 from compose_ckpt.engine.specs import create_body
 from compose_ckpt.engine import host
 from compose_ckpt.engine.api import ApiError, SdkTransport, Transport, UnixTransport, Unreachable, path_of
-from compose_ckpt.engine.types import CONTAINER_ACTIONS, ContainerEvent, ContainerInfo, EngineInfo, ProcessFingerprint
+from compose_ckpt.engine.types import CONTAINER_ACTIONS, ContainerEvent, ContainerInfo, EngineInfo, ProcessFingerprint, RestartPolicy
 from compose_ckpt.errors import CkptError, EngineError, EngineUnavailable, NotFoundError, UnsafePathError
 
 if TYPE_CHECKING:
@@ -293,6 +293,11 @@ class Engine:
         with translated(f"kill {container_id[:12]}"):
             self._http.call("POST", path_of("/containers/{0}/kill", container_id))
 
+    def set_restart_policy(self, container_id: str, policy: RestartPolicy) -> None:
+        """`docker update --restart`: takes effect at once; it never starts or stops the container itself."""
+        with translated(f"set restart policy {policy.as_text()} on {container_id[:12]}"):
+            self._http.call("POST", path_of("/containers/{0}/update", container_id), body={"RestartPolicy": policy.as_api()})
+
     def remove(self, container_id: str) -> None:
         with translated(f"remove {container_id[:12]}"):
             self._http.call("DELETE", path_of("/containers/{0}", container_id), {"force": True})
@@ -532,11 +537,15 @@ class Engine:
         with translated(f"create volume {recorded['Name']}"):
             self._http.call("POST", "/volumes/create", body=body)
 
-    def create_container(self, recorded: dict[str, Any], references: dict[str, str] | None = None) -> ContainerInfo:
-        """Create (not start) a container from a recorded `docker inspect` document, same name and config.
+    def create_container(self, recorded: dict[str, Any], references: dict[str, str] | None = None,
+                         restart_policy: RestartPolicy | None = None) -> ContainerInfo:
+        """Create (not start) a container from a recorded `docker inspect` document, same name and config
+        (with `restart_policy` instead of the recorded one when given).
 
         `references` maps the ids of containers it joins (network, ipc, pid, volumes_from) to their names now."""
         name, body = create_body(recorded, references)
+        if restart_policy is not None:
+            body["HostConfig"] = {**body["HostConfig"], "RestartPolicy": restart_policy.as_api()}
         with translated(f"create container {name}"):
             created = self._http.call("POST", "/containers/create", {"name": name}, body=body)
             return ContainerInfo.from_inspect(self._http.call("GET", path_of("/containers/{0}/json", created["Id"])))

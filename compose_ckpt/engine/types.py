@@ -34,6 +34,11 @@ class ContainerInfo:
     def exited(self) -> bool:
         return self.status in ("created", "exited", "dead")
 
+    @property
+    def restart_policy(self) -> RestartPolicy:
+        recorded = (self.attrs.get("HostConfig") or {}).get("RestartPolicy") or {}
+        return RestartPolicy(recorded.get("Name") or "no", int(recorded.get("MaximumRetryCount") or 0))
+
     @classmethod
     def from_inspect(cls, attrs: dict[str, Any]) -> ContainerInfo:
         state = attrs.get("State") or {}
@@ -50,6 +55,38 @@ class ContainerInfo:
             started_at=state.get("StartedAt", ""),
             attrs=attrs,
         )
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """A container's restart policy (HostConfig.RestartPolicy), written as `docker run --restart` takes it."""
+
+    name: str  # no | always | unless-stopped | on-failure ("" in some inspect documents means no)
+    maximum_retry_count: int = 0  # on-failure only; 0: no limit
+
+    NAMES = ("no", "always", "unless-stopped", "on-failure")
+
+    @property
+    def restarts(self) -> bool:
+        """Whether Docker may start the container on its own (after it ends, or when the daemon starts)."""
+        return self.name not in ("", "no")
+
+    def as_text(self) -> str:
+        return f"{self.name}:{self.maximum_retry_count}" if self.maximum_retry_count else self.name
+
+    @classmethod
+    def from_text(cls, text: str) -> RestartPolicy:
+        """`always`, `on-failure:3`, ...; ValueError for anything else."""
+        name, colon, count = text.partition(":")
+        if name not in cls.NAMES or (colon and (name != "on-failure" or not count.isdigit() or not count.isascii())):
+            raise ValueError(f"not a restart policy: {text!r}")
+        return cls(name, int(count or 0))
+
+    def as_api(self) -> dict[str, object]:
+        return {"Name": self.name, "MaximumRetryCount": self.maximum_retry_count}
+
+
+NO_RESTART = RestartPolicy("no")
 
 
 @dataclass(frozen=True)

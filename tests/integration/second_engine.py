@@ -40,6 +40,17 @@ class SecondEngine:
         saved = subprocess.run(["docker", "save", image], check=True, capture_output=True).stdout
         self.docker("load", input=saved)
 
+    def reboot(self) -> None:
+        """Stop the daemon as a host shutdown does (SIGTERM: it stops the containers), and start it again on
+        the same folders, as after a reboot."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._start_again()
+
     def kill_and_start_again(self) -> None:
         """SIGKILL the daemon (a crash, an OOM kill), wait until it and its containerd are gone, start it
         again on the same folders: its containers are found exited, as after a reboot."""
@@ -51,6 +62,9 @@ class SecondEngine:
                 if not Path(f"/proc/{pid}").exists():
                     break
                 time.sleep(0.1)
+        self._start_again()
+
+    def _start_again(self) -> None:
         if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0:
             _make_bridge()  # another test run's engine may have taken it away meanwhile
         log = open(self.root / "dockerd.log", "ab")

@@ -85,13 +85,18 @@ volumes:
 class Stack:
     folder: Path
     project: str
+    host: str | None = None  # another Docker daemon (its -H URL); None: the default engine
+
+    def docker(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return run_docker(*(("-H", self.host) if self.host else ()), *args, cwd=self.folder, check=check)
 
     def compose(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return run_docker("compose", "-p", self.project, *args, cwd=self.folder, check=check)
+        return self.docker("compose", "-p", self.project, *args, check=check)
 
     def ckpt(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run the real CLI in the stack's folder, as a user would."""
-        return subprocess.run([sys.executable, "-m", "compose_ckpt", "-p", self.project, *args],
+        host = ("-H", self.host) if self.host else ()
+        return subprocess.run([sys.executable, "-m", "compose_ckpt", *host, "-p", self.project, *args],
                               cwd=self.folder, capture_output=True, text=True, timeout=300)
 
     def ckpt_ok(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -112,7 +117,7 @@ class Stack:
         return dict(line.split(" ", 1) for line in self._service_containers(output="{{.Names}} {{.State}}"))
 
     def count(self, container: str) -> int:
-        return int(run_docker("exec", container, "cat", "/tmp/count").stdout)
+        return int(self.docker("exec", container, "cat", "/tmp/count").stdout)
 
     def counts_of(self, *services: str) -> dict[str, int]:
         return {c: self.count(c) for service in services for c in self.containers(service)}
@@ -121,7 +126,19 @@ class Stack:
         return self.counts_of("counter", "web")
 
     def redis(self, *args: str) -> str:
-        return run_docker("exec", self.containers("kv")[0], "redis-cli", *args).stdout.strip()
+        return self.docker("exec", self.containers("kv")[0], "redis-cli", *args).stdout.strip()
+
+    def restart_policies(self) -> dict[str, str]:
+        """Container name -> its restart policy as `docker run --restart` takes it (`on-failure:3`, `no`)."""
+        names = self.compose("ps", "-a", "-q").stdout.split()
+        if not names:
+            return {}
+        template = "{{.Name}} {{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}}"
+        policies = {}
+        for line in self.docker("inspect", "--format", template, *names).stdout.splitlines():
+            name, policy, count = line.split(" ")
+            policies[name.lstrip("/")] = f"{policy or 'no'}:{count}" if count != "0" else (policy or "no")
+        return policies
 
     def snapshots(self) -> list[dict]:
         return json.loads(self.ckpt_ok("ls", "--json").stdout)

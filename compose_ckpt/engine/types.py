@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 
@@ -33,6 +35,18 @@ class ContainerInfo:
     @property
     def exited(self) -> bool:
         return self.status in ("created", "exited", "dead")
+
+    @property
+    def last_started(self) -> datetime | None:
+        """When the container last started (a restore from a checkpoint counts); None when it never did."""
+        if not self.started_at or self.started_at.startswith("0001-"):
+            return None
+        # Docker writes nanoseconds; fromisoformat takes at most microseconds.
+        text = re.sub(r"(\.\d{6})\d+", r"\1", self.started_at).replace("Z", "+00:00")
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            return None
 
     @property
     def restart_policy(self) -> RestartPolicy:

@@ -21,7 +21,8 @@ from compose_ckpt.domain import safefs
 from compose_ckpt.domain.retention import parse_duration
 from compose_ckpt.errors import UsageError
 from compose_ckpt.sidecar.policy import (
-    DEFAULT_PREFIX, JOB_FIELDS, RESTORE_ON_BOOT, JobSettings, LabelRules, SettingError, parse_bool, validate_job_name,
+    DEFAULT_PREFIX, JOB_FIELDS, RESTORE_ON_BOOT, BootMode, JobSettings, LabelRules, SettingError, parse_boot_mode,
+    validate_job_name,
 )
 
 ENV_CONFIG = "COMPOSE_CKPT_SIDECAR_CONFIG"
@@ -39,7 +40,7 @@ class SidecarConfig:
     http_port: int = 9321  # /healthz and /metrics; 0: no HTTP server
     trigger_dir: Path = Path("/run/compose-ckpt/trigger")
     defaults: JobSettings = field(default_factory=JobSettings)
-    restore_on_boot: bool = False
+    restore_on_boot: BootMode = BootMode.OFF
     jobs: Mapping[str, JobSettings] = field(default_factory=dict)
 
     def rules(self, zone: tzinfo) -> LabelRules:
@@ -82,7 +83,7 @@ def _parse(document: Any, zone: tzinfo) -> SidecarConfig:
         raise UsageError(f"label-prefix: invalid label prefix {prefix!r}")
     defaults = _mapping(top.get("defaults", {}), "defaults", (*JOB_FIELDS, RESTORE_ON_BOOT))
     try:
-        restore_on_boot = parse_bool(defaults.pop(RESTORE_ON_BOOT, False))
+        restore_on_boot = parse_boot_mode(defaults.pop(RESTORE_ON_BOOT, False))
     except UsageError as exc:
         raise SettingError(f"defaults.{RESTORE_ON_BOOT}", exc) from None
     jobs = {

@@ -31,7 +31,8 @@ from compose_ckpt.sidecar.config import SidecarConfig, load_config
 from compose_ckpt.sidecar.http import StatusServer
 from compose_ckpt.sidecar.log import Log
 from compose_ckpt.sidecar.metrics import Key, Metrics
-from compose_ckpt.sidecar.policy import ENABLE, Problem, StackJob, boot_restores
+from compose_ckpt.sidecar.boot import boot_plan
+from compose_ckpt.sidecar.policy import ENABLE, BootMode, Problem, StackJob
 from compose_ckpt.sidecar.pusher import Pusher
 from compose_ckpt.sidecar.runner import Discovery, Runner, discover
 from compose_ckpt.sidecar.timetable import Timetable
@@ -325,19 +326,34 @@ class Sidecar:
         self._launch(job, "trigger")
 
     def _restore_on_boot(self) -> None:
+        """Restore the exited restore-on-boot services that can be restored safely; say why for the others."""
         assert self.runner is not None
-        plans = boot_restores(self.discovery.policies)
-        for project, services in plans.items():
-            self.log.info("boot_restore_started", project=project, services=",".join(services))
+        projects = sorted({p.project for p in self.discovery.policies if p.restore_on_boot is not BootMode.OFF})
+        snapshots = {}
+        for project in projects:
             try:
-                result = self.runner.restore(project, services)
+                snapshots[project] = self.store.list(project)
             except CkptError as exc:
-                self.log.error("boot_restore_failed", project=project, error=exc.message, hint=exc.hint,
+                self.log.error("boot_restore_failed", project=project, error=exc.message)
+        restores, skips = boot_plan(self.discovery.policies, snapshots)
+        for skip in skips:
+            self.metrics.boot_skipped(skip.project, skip.reason)
+            self.log.warning("boot_restore_skipped", project=skip.project, service=skip.service, reason=skip.reason,
+                             why=skip.message)
+        for plan in restores:
+            self.log.info("boot_restore_started", project=plan.project, snapshot=plan.snapshot,
+                          services=",".join(plan.services), mode=plan.mode.name.lower())
+            try:
+                result = self.runner.restore(plan)
+            except CkptError as exc:
+                self.metrics.boot_restored(plan.project, False)
+                self.log.error("boot_restore_failed", project=plan.project, error=exc.message, hint=exc.hint,
                                details="; ".join(exc.details) or None)
                 continue
-            self.log.info("boot_restore_done", project=project, snapshot=result.snapshot.name,
+            self.metrics.boot_restored(plan.project, True)
+            self.log.info("boot_restore_done", project=plan.project, snapshot=result.snapshot.name,
                           containers=",".join(c.container for c in result.containers))
-        if plans:
+        if restores:
             self._resync()
 
     # --- config and files ----------------------------------------------------------

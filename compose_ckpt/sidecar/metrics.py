@@ -62,6 +62,16 @@ class Metrics:
         self._jobs: dict[Key, JobStats] = defaultdict(JobStats)
         self.engine_up = False
         self.scheduled = 0
+        self._boot: dict[tuple[str, str], int] = defaultdict(int)  # (project, outcome) -> services or restores
+
+    def boot_skipped(self, project: str, reason: str) -> None:
+        """A restore-on-boot service left alone, and why (no-snapshot, live-snapshot, ran-after-snapshot, ...)."""
+        with self._lock:
+            self._boot[(project, reason)] += 1
+
+    def boot_restored(self, project: str, ok: bool) -> None:
+        with self._lock:
+            self._boot[(project, "restored" if ok else "failed")] += 1
 
     def finished(self, key: Key, ok: bool, seconds: float, at: float, pruned: int = 0) -> None:
         with self._lock:
@@ -128,6 +138,10 @@ class Metrics:
                 lines += [f"# HELP {PREFIX}{name} {text}", f"# TYPE {PREFIX}{name} {kind}"]
                 lines += [f"{PREFIX}{name}{{{_labels(key)}}} {_number(value(s))}"
                           for key, s in jobs if value(s) is not None]
+            lines += [f"# HELP {PREFIX}boot_restores_total Restore-on-boot outcomes at start: restores (restored, "
+                      "failed) and services skipped, by reason.", f"# TYPE {PREFIX}boot_restores_total counter"]
+            lines += [f'{PREFIX}boot_restores_total{{project="{_escape(project)}",outcome="{_escape(outcome)}"}} {count}'
+                      for (project, outcome), count in sorted(self._boot.items())]
             lines += [f"# HELP {PREFIX}run_duration_seconds Duration of job runs.",
                       f"# TYPE {PREFIX}run_duration_seconds summary"]
             for key, s in jobs:

@@ -11,6 +11,7 @@ consistent snapshot of exactly those services.
 from __future__ import annotations
 
 import re
+from enum import Enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta, tzinfo, UTC
@@ -42,6 +43,23 @@ def parse_bool(value: object) -> bool:
     if text in TRUE or text in FALSE:
         return text in TRUE
     raise UsageError(f"invalid boolean {value!r}", hint="Use true/false, 1/0 or yes/no.")
+
+
+class BootMode(str, Enum):
+    """What `restore-on-boot` asks for; see `compose_ckpt.sidecar.boot` for the rules."""
+
+    OFF = "false"
+    SAFE = "true"  # only from a clean-stop snapshot after which the container did not run again
+    ROLLBACK = "rollback"  # from the latest snapshot that holds the volumes too: files and memory go back together
+
+
+def parse_boot_mode(value: object) -> BootMode:
+    if isinstance(value, str) and value.strip().lower() == BootMode.ROLLBACK.value:
+        return BootMode.ROLLBACK
+    try:
+        return BootMode.SAFE if parse_bool(value) else BootMode.OFF
+    except UsageError:
+        raise UsageError(f"invalid restore-on-boot {value!r}", hint="Use true, false or rollback.") from None
 
 
 def parse_keep(value: object) -> int:
@@ -149,8 +167,9 @@ class ContainerPolicy:
     project: str
     service: str
     present: bool  # running or paused: part of the stack's scheduled snapshots
-    restore_on_boot: bool
+    restore_on_boot: BootMode
     jobs: Mapping[str, JobSpec]
+    last_started: datetime | None = None  # when the container last started; None: never
 
 
 @dataclass(frozen=True)
@@ -190,7 +209,7 @@ class LabelRules:
     prefix: str = DEFAULT_PREFIX
     zone: tzinfo = UTC
     defaults: JobSettings = field(default_factory=JobSettings)
-    restore_on_boot: bool = False
+    restore_on_boot: BootMode = BootMode.OFF
     jobs: Mapping[str, JobSettings] = field(default_factory=dict)
 
     def label(self, name: str, job: str | None = None) -> str:
@@ -216,7 +235,7 @@ def parse_container(container: ContainerInfo, rules: LabelRules) -> tuple[Contai
                                                               "service label); only compose stacks are snapshotted")]
     top, per_job, problems = _split_labels(container.name, labels, rules)
     try:
-        restore_on_boot = parse_bool(top.pop(RESTORE_ON_BOOT, rules.restore_on_boot))
+        restore_on_boot = parse_boot_mode(top.pop(RESTORE_ON_BOOT, rules.restore_on_boot.value))
     except UsageError as exc:
         problems.append(Problem(container.name, rules.label(RESTORE_ON_BOOT), exc.message))
     try:
@@ -233,7 +252,8 @@ def parse_container(container: ContainerInfo, rules: LabelRules) -> tuple[Contai
         if problem is not None:
             problems.append(problem)
     policy = ContainerPolicy(container=container.name, project=project, service=service,
-                             present=not container.exited, restore_on_boot=restore_on_boot, jobs=jobs)
+                             present=not container.exited, restore_on_boot=restore_on_boot, jobs=jobs,
+                             last_started=container.last_started)
     return policy, problems
 
 
@@ -322,12 +342,3 @@ def manual_job(project: str, policies: Iterable[ContainerPolicy]) -> StackJob:
     if not services:
         raise UsageError(f"project {project} has no running container labelled for compose-ckpt")
     return StackJob(project, "manual", services, MANUAL_PREFIX)
-
-
-def boot_restores(policies: Iterable[ContainerPolicy]) -> dict[str, tuple[str, ...]]:
-    """Per project, the services to restore at start: restore-on-boot and not running."""
-    wanted: dict[str, set[str]] = {}
-    for policy in policies:
-        if policy.restore_on_boot and not policy.present:
-            wanted.setdefault(policy.project, set()).add(policy.service)
-    return {project: tuple(sorted(services)) for project, services in sorted(wanted.items())}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, UTC
 
@@ -21,6 +20,7 @@ from compose_ckpt.domain.snapshot import SnapshotRequest, take_snapshot
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import Engine
 from compose_ckpt.errors import NotFoundError
+from compose_ckpt.sidecar.boot import BootRestore
 from compose_ckpt.sidecar.pusher import Pusher
 from compose_ckpt.sidecar.policy import (
     ENABLE, ContainerPolicy, LabelRules, Problem, StackJob, manual_job, parse_container, plan,
@@ -104,13 +104,8 @@ class Runner:
                 self.store.remove(job.project, manifest.name)
         return [manifest.name for manifest in doomed]
 
-    def restore(self, project: str, services: Sequence[str]) -> RestoreResult:
-        """Restore `services` of `project` (those its latest complete snapshot holds), dependencies first."""
-        with self._project_lock(project):
-            latest = self.store.latest_complete(project)
-            held = tuple(service for service in services if service in latest.services)
-            if not held:
-                raise NotFoundError(f"the latest complete snapshot of {project}, {latest.name}, "
-                                    f"holds none of {', '.join(services)}")
-            return restore_snapshot(self.engine, self.store, project,
-                                    RestoreRequest(snapshot=latest.name, services=held))
+    def restore(self, plan: BootRestore) -> RestoreResult:
+        """Restore the plan's services from its snapshot, dependencies first."""
+        with self._project_lock(plan.project):
+            return restore_snapshot(self.engine, self.store, plan.project,
+                                    RestoreRequest(snapshot=plan.snapshot, services=plan.services))

@@ -280,7 +280,8 @@ def test_sigterm_then_two_kept_and_each_restores(live: Running) -> None:
 # --- restore on boot ------------------------------------------------------------------
 
 
-def test_restore_on_boot(sidecar_image: str, tmp_path: Path, isolated_store: Path) -> None:
+def test_restore_on_boot_skips_a_live_snapshot_and_restores_a_clean_stop(sidecar_image: str, tmp_path: Path,
+                                                                          isolated_store: Path) -> None:
     prefix = project = f"ckptside{uuid.uuid4().hex[:8]}"
     labels = {"enable": "true", "restore-on-boot": "true", "schedule": "@hourly"}
     (tmp_path / "compose.yaml").write_text(f"services:\n  one:\n{counter_service(prefix, labels)}\n"
@@ -288,21 +289,39 @@ def test_restore_on_boot(sidecar_image: str, tmp_path: Path, isolated_store: Pat
     stack = Stack(tmp_path, project)
     try:
         stack.compose("up", "-d")
-        time.sleep(3)
-        before_snapshot = counts(stack)
-        stack.ckpt_ok("snapshot", "--name", "before-boot")
+        time.sleep(2)
+        # A live snapshot, then the host loses power: the services ran on after it, their disks may be newer.
+        stack.ckpt_ok("snapshot", "--name", "live-one")
         for container in (*stack.containers("one"), *stack.containers("two")):
-            run_docker("kill", container)  # the daemon or host went down: containers exited
-        assert set(stack.states().values()) == {"exited"}
+            run_docker("kill", container)
+        (tmp_path / "first").mkdir()
+        first = start_sidecar(sidecar_image, f"{project}-sidecar1", prefix, tmp_path / "first", isolated_store)
+        skipped = wait_for("the boot restore to be skipped",
+                           lambda: first.events("boot_restore_skipped", project=project, reason="live-snapshot"))
+        assert len(skipped) == 2 and "newer state on disk than snapshot live-one" in skipped[0], first.logs()
+        assert not first.events("boot_restore_started")
+        assert set(stack.states().values()) == {"exited"}  # left alone
+        _, metrics = first.http("/metrics")
+        assert f'boot_restores_total{{project="{project}",outcome="live-snapshot"}} 2' in metrics
+        run_docker("rm", "-f", first.name)
 
-        sidecar = start_sidecar(sidecar_image, f"{project}-sidecar", prefix, tmp_path, isolated_store)
-        line = wait_for("the boot restore", lambda: sidecar.events("boot_restore_done", project=project), timeout=60)
-        assert "snapshot=before-boot" in line[0], sidecar.logs()
+        # A planned reboot: snapshot --stop, nothing ran after it: restored where it stopped.
+        stack.compose("up", "-d")
+        time.sleep(3)
+        stopped_at = counts(stack)
+        stack.ckpt_ok("snapshot", "--stop", "--name", "clean-one")
+        (tmp_path / "second").mkdir()
+        second = start_sidecar(sidecar_image, f"{project}-sidecar2", prefix, tmp_path / "second", isolated_store)
+        line = wait_for("the boot restore", lambda: second.events("boot_restore_done", project=project), timeout=60)
+        assert "snapshot=clean-one" in line[0], second.logs()
         assert set(stack.states().values()) == {"running"}
         after = counts(stack)
-        for container, value in before_snapshot.items():
+        for container, value in stopped_at.items():
             assert after[container] >= value > 20, f"{container}: {value} before the snapshot, {after[container]} after"
-        wait_for("the job after the restore", lambda: sidecar.events("job_scheduled", project=project))
+        _, metrics = second.http("/metrics")
+        assert f'boot_restores_total{{project="{project}",outcome="restored"}} 1' in metrics
+        wait_for("the job after the restore", lambda: second.events("job_scheduled", project=project))
     finally:
-        run_docker("rm", "-f", f"{project}-sidecar", check=False)
+        for number in (1, 2):
+            run_docker("rm", "-f", f"{project}-sidecar{number}", check=False)
         stack.down()

@@ -9,7 +9,7 @@ from compose_ckpt.errors import UsageError
 from compose_ckpt.sidecar.config import SidecarConfig, load_config
 from compose_ckpt.sidecar.daemon import Sidecar
 from compose_ckpt.sidecar.log import Log
-from compose_ckpt.sidecar.policy import JobSettings
+from compose_ckpt.sidecar.policy import BootMode, JobSettings
 from compose_ckpt.sidecar.schedule import parse_schedule
 
 UTC = UTC
@@ -51,7 +51,7 @@ def test_every_key(tmp_path: Path) -> None:
     assert (config.resync_interval, config.run_timeout) == (timedelta(seconds=30), timedelta(minutes=5))
     assert config.trigger_dir == Path("/srv/trigger")
     assert config.defaults == JobSettings(keep=10, max_age=timedelta(days=7), leave_running=False)
-    assert config.restore_on_boot is True
+    assert config.restore_on_boot is BootMode.SAFE
     assert config.jobs == {"nightly": JobSettings(schedule=parse_schedule("0 3 * * *", UTC), keep=7)}
     assert config.rules(UTC).prefix == "acme.ckpt"
 
@@ -63,7 +63,7 @@ def test_every_key(tmp_path: Path) -> None:
     ("resync-interval: soon", "resync-interval: invalid duration"),
     ("label-prefix: 'bad prefix'", "invalid label prefix"),
     ("defaults: {keep: many}", "defaults.keep: invalid keep"),
-    ("defaults: {restore-on-boot: perhaps}", "defaults.restore-on-boot: invalid boolean"),
+    ("defaults: {restore-on-boot: perhaps}", "defaults.restore-on-boot: invalid restore-on-boot"),
     ("defaults: {colour: red}", "defaults: unknown key 'colour'"),
     ("jobs: {nightly: {keep: 3}}", "jobs.nightly: a job needs a schedule"),
     ("jobs: {nightly: {schedule: 'at three'}}", "jobs.nightly.schedule: invalid schedule"),

@@ -6,7 +6,7 @@ from compose_ckpt.const import LABEL_PROJECT, LABEL_SERVICE
 from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
 from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.sidecar.policy import (
-    JobSettings, LabelRules, Retention, StackJob, boot_restores, manual_job, parse_container, plan,
+    BootMode, JobSettings, LabelRules, Retention, StackJob, manual_job, parse_container, plan,
 )
 from compose_ckpt.sidecar.schedule import EverySchedule, parse_schedule
 
@@ -44,7 +44,7 @@ def test_defaults_of_a_labelled_container() -> None:
     spec = policy.jobs["default"]
     assert spec.schedule == EverySchedule("@every 90s", timedelta(seconds=90))
     assert spec.retention == Retention(None, None) and spec.leave_running is True
-    assert policy.restore_on_boot is False and policy.present
+    assert policy.restore_on_boot is BootMode.OFF and policy.present
 
 
 def test_named_jobs_have_their_own_retention_and_inherit_container_wide_fields() -> None:
@@ -61,11 +61,11 @@ def test_named_jobs_have_their_own_retention_and_inherit_container_wide_fields()
 
 
 def test_config_jobs_and_defaults_apply_under_the_labels() -> None:
-    rules = LabelRules(defaults=JobSettings(keep=5, schedule=parse_schedule("@daily", UTC)), restore_on_boot=True,
+    rules = LabelRules(defaults=JobSettings(keep=5, schedule=parse_schedule("@daily", UTC)), restore_on_boot=BootMode.SAFE,
                        jobs={"often": JobSettings(schedule=parse_schedule("@every 1m", UTC), keep=2)})
     policy, problems = parsed(container("web", {"compose-ckpt.enable": "1", "compose-ckpt.often.keep": "3"}), rules)
     assert problems == [] and policy is not None
-    assert policy.restore_on_boot
+    assert policy.restore_on_boot is BootMode.SAFE
     assert policy.jobs["default"].schedule == parse_schedule("@daily", UTC)
     assert policy.jobs["default"].retention.keep == 5
     assert policy.jobs["often"].retention.keep == 3  # the label wins over the config job
@@ -84,7 +84,7 @@ def test_a_custom_prefix() -> None:
     ("compose-ckpt.keep", "0", "invalid keep"),
     ("compose-ckpt.max-age", "7 days", "invalid duration"),
     ("compose-ckpt.leave-running", "maybe", "invalid boolean"),
-    ("compose-ckpt.restore-on-boot", "sure", "invalid boolean"),
+    ("compose-ckpt.restore-on-boot", "sure", "invalid restore-on-boot"),
     ("compose-ckpt.kep", "2", "unknown label"),
     ("compose-ckpt.daily.keep.extra", "2", "unknown label"),
 ])
@@ -154,7 +154,7 @@ def test_containers_that_disagree_on_a_job_skip_it_for_the_project() -> None:
     assert [(p.container, p.label) for p in problems] == [("shop-db-1, shop-web-1", "compose-ckpt.keep")]
 
 
-def test_manual_job_and_boot_restores() -> None:
+def test_manual_job() -> None:
     found = policies(
         container("shop-db-1", {**EVERY_3S, "compose-ckpt.restore-on-boot": "true"}, service="db", status="exited"),
         container("shop-web-1", {**EVERY_3S, "compose-ckpt.restore-on-boot": "yes"}, service="web"),
@@ -163,7 +163,6 @@ def test_manual_job_and_boot_restores() -> None:
     )
     job = manual_job("shop", found)
     assert (job.services, job.prefix, job.retention) == (("cache", "web"), "manual-", None)
-    assert boot_restores(found) == {"shop": ("db",)}
 
 
 def test_snapshot_names_sort_by_time() -> None:

@@ -1,0 +1,103 @@
+"""Which exited services the sidecar restores when it starts, and from which snapshot: pure rules, no I/O.
+
+Restoring memory over files that are newer than it corrupts a database, so by
+default (`restore-on-boot=true`) a service is restored only from its latest
+complete snapshot when that snapshot is a clean stop (taken with --stop) and
+none of the service's containers started after it was taken: then nothing on
+disk is newer than the checkpoint. With `restore-on-boot=rollback` the latest
+complete snapshot that holds the volumes too is used, rolling files and memory
+back together. Anything else is skipped, with the reason, and Docker's own
+start of the container is left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
+from compose_ckpt.sidecar.policy import BootMode, ContainerPolicy
+
+# Why a service was skipped: the `reason` label of the skip metric.
+NO_SNAPSHOT, LIVE_SNAPSHOT, RAN_AFTER, NO_VOLUMES = "no-snapshot", "live-snapshot", "ran-after-snapshot", "no-volumes"
+
+
+@dataclass(frozen=True)
+class BootRestore:
+    """Restore these services of a project from this snapshot."""
+
+    project: str
+    snapshot: str
+    services: tuple[str, ...]
+    mode: BootMode
+
+
+@dataclass(frozen=True)
+class BootSkip:
+    project: str
+    service: str
+    reason: str  # one of the constants above
+    message: str  # for people, naming the snapshot
+
+
+def boot_plan(policies: Iterable[ContainerPolicy], snapshots: Mapping[str, Sequence[Manifest]]
+              ) -> tuple[list[BootRestore], list[BootSkip]]:
+    """The restores to run (grouped by project and snapshot) and the services skipped, with why.
+
+    `policies`: the labelled containers; the services asked for are those with restore-on-boot whose
+    containers are not running. `snapshots`: each such project's snapshots, oldest first."""
+    wanted: dict[tuple[str, str], list[ContainerPolicy]] = {}
+    for policy in policies:
+        if policy.restore_on_boot is not BootMode.OFF:
+            wanted.setdefault((policy.project, policy.service), []).append(policy)
+    chosen: dict[tuple[str, str, BootMode], list[str]] = {}
+    skips: list[BootSkip] = []
+    for (project, service), containers in sorted(wanted.items()):
+        if all(c.present for c in containers):
+            continue
+        # Containers of one service that disagree: the safe rule wins.
+        mode = BootMode.ROLLBACK if all(c.restore_on_boot is BootMode.ROLLBACK for c in containers) else BootMode.SAFE
+        complete = [m for m in snapshots.get(project, ()) if m.status is SnapshotStatus.COMPLETE and service in m.services]
+        verdict = (_rollback_source(project, service, complete) if mode is BootMode.ROLLBACK
+                   else _safe_source(project, service, containers, complete))
+        if isinstance(verdict, BootSkip):
+            skips.append(verdict)
+        else:
+            chosen.setdefault((project, verdict.name, mode), []).append(service)
+    restores = [BootRestore(project, snapshot, tuple(services), mode)
+                for (project, snapshot, mode), services in chosen.items()]
+    return restores, skips
+
+
+def _safe_source(project: str, service: str, containers: list[ContainerPolicy],
+                 complete: list[Manifest]) -> Manifest | BootSkip:
+    if not complete:
+        return BootSkip(project, service, NO_SNAPSHOT, f"no complete snapshot of {project} holds {service}")
+    latest = complete[-1]
+    if latest.kind != "clean-stop":
+        return BootSkip(project, service, LIVE_SNAPSHOT,
+                        f"newer state on disk than snapshot {latest.name}: it was taken live and {service} ran on "
+                        "after it (restore on boot uses only snapshots taken with --stop; "
+                        "restore-on-boot=rollback rolls volumes back too)")
+    taken = _parse_time(latest.created)
+    for container in containers:
+        if container.last_started is not None and container.last_started > taken:
+            return BootSkip(project, service, RAN_AFTER,
+                            f"newer state on disk than snapshot {latest.name}: {container.container} started again "
+                            f"at {container.last_started.isoformat(timespec='seconds')}, after the snapshot")
+    return latest
+
+
+def _rollback_source(project: str, service: str, complete: list[Manifest]) -> Manifest | BootSkip:
+    with_volumes = [m for m in complete if m.has_volumes]
+    if not with_volumes:
+        latest = f" (the latest, {complete[-1].name}, has none)" if complete else ""
+        return BootSkip(project, service, NO_VOLUMES,
+                        f"restore-on-boot=rollback needs a complete snapshot of {project} that holds {service} "
+                        f"and its volumes{latest}")
+    return with_volumes[-1]
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))

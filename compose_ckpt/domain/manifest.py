@@ -163,13 +163,6 @@ class Manifest:
         return notes
 
     @property
-    def has_volumes(self) -> bool:
-        """Whether the snapshot holds the content of the volumes its containers mount, so that restoring
-        it rolls files back together with memory (what the sidecar's `restore-on-boot=rollback` needs).
-        Snapshots do not copy volumes yet."""
-        return False
-
-    @property
     def kind(self) -> str:
         """`clean-stop`: taken with --stop and not rolled back, so the stack ended at this checkpoint and
         nothing it wrote to disk is newer (safe to restore after a reboot, unless it was started since).

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, UTC
 import pytest
 
 from compose_ckpt.const import LABEL_PROJECT, LABEL_SERVICE
-from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
+from compose_ckpt.domain.manifest import Manifest, SnapshotStatus, TreeCopy, VolumeRecord
 from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.sidecar.boot import LIVE_SNAPSHOT, NO_SNAPSHOT, NO_VOLUMES, RAN_AFTER, BootRestore, boot_plan
 from compose_ckpt.sidecar.policy import BootMode, ContainerPolicy, LabelRules, parse_container
@@ -94,9 +94,17 @@ def test_running_services_and_services_without_the_label_are_left_alone() -> Non
 
 
 def test_rollback_needs_a_snapshot_with_volumes() -> None:
-    """Snapshots hold no volume content yet: rollback never restores memory over newer files."""
     plan, skips = boot_plan([policy("db", "rollback")], {"shop": [snapshot("s1", T0 + timedelta(hours=1), stopped=False)]})
     assert plan == [] and [s.reason for s in skips] == [NO_VOLUMES] and "s1" in skips[0].message
+
+
+def test_rollback_takes_the_latest_snapshot_with_volumes_even_a_live_one() -> None:
+    """Files and memory go back together, so newer files on disk are no reason to skip."""
+    with_volumes = snapshot("vols", T0 + timedelta(hours=1), stopped=False)
+    with_volumes.volume_records = [VolumeRecord("shop_data", copy=TreeCopy(size=10, stored=5, seconds=0.1, sha256="0" * 64))]
+    newer = snapshot("newer", T0 + timedelta(hours=2), stopped=True)
+    plan, skips = boot_plan([policy("db", "rollback", started=T0 + timedelta(hours=3))], {"shop": [with_volumes, newer]})
+    assert plan == [BootRestore("shop", "vols", ("db",), BootMode.ROLLBACK)] and skips == []
 
 
 def test_projects_and_snapshots_are_planned_apart() -> None:

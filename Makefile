@@ -73,7 +73,7 @@ SIDECAR_BASE ?= local/debian:bookworm
 sidecar-image: install  ## the sidecar image, built offline from wheels made here (see sidecar/README.md)
 	rm -rf build/wheels
 	$(BIN)/pip wheel --quiet --disable-pip-version-check . -w build/wheels
-	docker build --build-arg BASE=$(SIDECAR_BASE) -t $(SIDECAR_IMAGE) .
+	docker build --network none --build-arg BASE=$(SIDECAR_BASE) -t $(SIDECAR_IMAGE) .  # offline: nothing to fetch
 
 .PHONY: soak
 soak: engine install sidecar-image  ## the sidecar image for 10 min against 10 labelled containers; see bench/README.md

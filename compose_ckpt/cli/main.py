@@ -616,6 +616,108 @@ def migrate(
     source = "removed from" if result.source_removed else "kept stopped on"
     console.print(f"migrated {result.snapshot.project} to {to} ({timing}); {source} the source", highlight=False)
 
+host_app = typer.Typer(help="Survive reboots without a cold start: a hook that snapshots stacks before Docker stops "
+                            "and restores them when it is back.", no_args_is_help=True)
+app.add_typer(host_app, name="host")
+Projects = Annotated[list[str], typer.Option("--project", metavar="NAME", help="A compose project (repeatable).")]
+
+
+def _print_outcomes(outcomes: list[Any], as_json: bool) -> None:
+    if as_json:
+        print_json({"projects": [vars(o) for o in outcomes]})
+    else:
+        for outcome in outcomes:
+            console.print(f"{outcome.project}: {outcome.action}: {escape(outcome.detail)}", highlight=False, soft_wrap=True)
+    if any(o.failed for o in outcomes):
+        raise typer.Exit(ExitCode.FAILURE)
+
+
+@host_app.command("shutdown")
+def host_shutdown(ctx: typer.Context, projects: Projects, as_json: JsonOption = False) -> None:
+    """Snapshot each running project with --stop (what the hook runs before Docker stops)."""
+    from compose_ckpt.domain.reboot import shutdown
+
+    _print_outcomes(shutdown(ctx.obj.connect(), _store(), projects), as_json)
+
+
+@host_app.command("boot")
+def host_boot(ctx: typer.Context, projects: Projects, as_json: JsonOption = False) -> None:
+    """Restore each project from its latest snapshot if that is a clean stop nothing ran after (what the hook
+    runs once Docker is back); leave the others to Docker, saying why."""
+    from compose_ckpt.domain.reboot import boot
+
+    _print_outcomes(boot(ctx.obj.connect(), _store(), projects), as_json)
+
+
+@host_app.command("install")
+def host_install(
+    projects: Projects,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the files and the runc.conf change; write nothing.")] = False,
+    init: Annotated[str, typer.Option("--init", metavar="auto|systemd|script", help="Hook kind: a systemd unit, or an init script for hosts without systemd.")] = "auto",
+    tcp_established: Annotated[bool | None, typer.Option("--tcp-established/--no-tcp-established", help="Add `tcp-established` to /etc/criu/runc.conf (default: ask).", show_default=False)] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Answer yes to the question about runc.conf.")] = False,
+    root: Annotated[Path, typer.Option("--root", metavar="DIR", help="Install under DIR instead of / (for images and tests).")] = Path("/"),
+) -> None:
+    """Install the reboot hook for these projects (systemd unit ordered against docker.service, or an init script)."""
+    from compose_ckpt.domain import hostsetup
+
+    try:
+        kind = hostsetup.InitSystem(init)
+    except ValueError:
+        raise UsageError(f"--init must be auto, systemd or script, not {init!r}") from None
+    executable = _installed_executable()
+    wanted = tcp_established is not False
+    plan = hostsetup.plan_install(root, executable, projects, kind, wanted)
+    for item in plan.files:
+        console.print(f"--- {item.path} (mode {item.mode:o})", highlight=False)
+        console.print(escape(item.text), highlight=False, soft_wrap=True, end="")
+    if plan.runc_conf is not None:
+        console.print(f"--- change to {plan.runc_conf.path}: lets CRIU checkpoint services connected to each other",
+                      highlight=False)
+        console.print(escape(plan.runc_diff), highlight=False, soft_wrap=True, end="")
+    elif wanted:
+        console.print("runc.conf already has tcp-established", highlight=False)
+    if dry_run:
+        console.print("dry run: nothing written", highlight=False)
+        return
+    if plan.runc_conf is not None and tcp_established is None and not yes:
+        if not sys.stdin.isatty():
+            raise UsageError("not changing runc.conf without asking",
+                             hint="Pass --tcp-established (or --yes) to add it, or --no-tcp-established to leave it.")
+        if not typer.confirm(f"Add tcp-established to {plan.runc_conf.path}?", default=False):
+            plan = hostsetup.plan_install(root, executable, projects, kind, tcp_established=False)
+    for line in hostsetup.install(plan):
+        console.print(line, highlight=False)
+    if plan.init is hostsetup.InitSystem.SYSTEMD:
+        problems = hostsetup.verify_unit(plan.files[0].path)
+        if problems:
+            err_console.print(f"[yellow]warning:[/] systemd-analyze verify: {escape(problems)}", highlight=False)
+
+
+@host_app.command("uninstall")
+def host_uninstall(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what would be removed.")] = False,
+    root: Annotated[Path, typer.Option("--root", metavar="DIR", help="Uninstall under DIR instead of /.")] = Path("/"),
+) -> None:
+    """Remove the reboot hook (without taking snapshots). runc.conf is left as it is."""
+    from compose_ckpt.domain import hostsetup
+
+    for line in hostsetup.uninstall(root, dry_run):
+        console.print(line, highlight=False)
+
+
+def _installed_executable() -> Path:
+    """The compose-ckpt command next to this Python (a venv or pip install), else the one on PATH."""
+    beside = Path(sys.executable).parent / "compose-ckpt"
+    if beside.exists():
+        return beside
+    import shutil
+
+    found = shutil.which("compose-ckpt")
+    if found is None:
+        raise UsageError("cannot find the compose-ckpt command to run from the hook", hint="Install it with pip first.")
+    return Path(found).resolve()
+
 
 def _migrate_via(options: GlobalOptions, via: str, insecure: bool, request: Any, as_json: bool) -> None:
     from compose_ckpt.domain.migrate import migrate_via_registry

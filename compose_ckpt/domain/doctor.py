@@ -148,13 +148,16 @@ def _host_checks(info: EngineInfo, pid: int) -> list[Check]:
             "Run dockerd with full root capabilities, or run checkpointed services as root inside their containers.",
         ))
     if host.runc_tcp_established():
-        checks.append(Check("tcp-established", Status.OK, f"{host.RUNC_CRIU_CONFIG} allows established TCP connections"))
+        checks.append(Check("tcp-established", Status.OK,
+                            f"on: {host.RUNC_CRIU_CONFIG} lets CRIU checkpoint established TCP connections"))
     else:
         checks.append(Check(
             "tcp-established", Status.WARN,
-            "containers with established TCP connections cannot be checkpointed",
-            f"Add a line `tcp-established` to {host.RUNC_CRIU_CONFIG} (or set the container annotation "
-            "org.criu.config to such a file); peers must tolerate the pause.",
+            f"off: no `tcp-established` line in {host.RUNC_CRIU_CONFIG}, so containers with established TCP "
+            "connections (an app connected to its database) cannot be checkpointed",
+            f"`compose-ckpt host install --project NAME --tcp-established` adds it (showing the change), or add "
+            f"the line to {host.RUNC_CRIU_CONFIG} yourself, or per container set the annotation org.criu.config "
+            "to a file holding it. Peers outside the snapshot must tolerate the pause.",
         ))
     checks.append(_disk("disk", Path(info.docker_root_dir)))
     return checks

@@ -18,6 +18,11 @@ CRIU_MISSING = ("The Docker daemon finds no `criu` on its PATH. Install CRIU 4.2
                 "restart the daemon, and check with `compose-ckpt doctor`.")
 CRIU_TOO_OLD = ("This CRIU is too old for the kernel (`Unexpected rt vDSO area bounds`: CRIU before 4.2 on recent "
                 "kernels). Install CRIU 4.2 or newer where the daemon's PATH finds it; `compose-ckpt doctor` checks it.")
+TCP_REMEDY = ("A service has an established TCP connection. Let CRIU checkpoint it: "
+              "`compose-ckpt host install --project NAME --tcp-established` adds `tcp-established` to "
+              "/etc/criu/runc.conf on the Docker host (showing the change first), or set the container "
+              "annotation org.criu.config to a file holding that line. Connections between services of one "
+              "snapshot are frozen together and carry on; a peer outside the snapshot must tolerate the pause.")
 
 
 def remedy_for(text: str) -> str | None:
@@ -42,8 +47,7 @@ def remedy_for(text: str) -> str | None:
         return ("A mount the container had at checkpoint time is missing (a bind-mount source or volume was "
                 "removed). Recreate it, then restore again.")
     if "Connected TCP socket" in text or "tcp-established" in text:
-        return ("A service has an established TCP connection. Add a line `tcp-established` to "
-                "/etc/criu/runc.conf on the Docker host (peers must tolerate the pause), or close it first.")
+        return TCP_REMEDY
     if "rlimit" in text or "Operation not permitted" in text:
         return ("CRIU lacks a capability to dump a process running under another uid (CAP_SYS_RESOURCE). "
                 "Run dockerd with full root capabilities, or run the service as root; `compose-ckpt doctor` checks this.")

@@ -30,7 +30,7 @@ from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStat
 from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback, describe_failures, run_parallel
 from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.recovery import recover_interrupted
-from compose_ckpt.domain.remedies import remedy_for
+from compose_ckpt.domain.remedies import TCP_REMEDY, remedy_for
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.domain.timing import Phases
 from compose_ckpt.engine import NO_RESTART, ContainerInfo, Engine, host
@@ -250,7 +250,27 @@ class _SnapshotRun:
 
         outcome = run_parallel(ids, step, self.request.parallel)
         if outcome.failures:
-            raise _phase_failure(phase, {self.members[cid][1].name: exc for cid, exc in outcome.failures.items()})
+            failure = _phase_failure(phase, {self.members[cid][1].name: exc for cid, exc in outcome.failures.items()})
+            if failure.hint == TCP_REMEDY:
+                failure.details += self._peers_outside()
+            raise failure
+
+    def _peers_outside(self) -> list[str]:
+        """Services connected to an address no container of this snapshot has: only frozen ends agree."""
+        inside = {"127.0.0.1", "::1"}
+        for _, container in self.members.values():
+            networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+            inside.update(address for n in networks.values() for address in (n.get("IPAddress"), n.get("GlobalIPv6Address"))
+                          if address)
+        lines = []
+        for service, container in sorted(self.members.values(), key=lambda member: member[1].name):
+            if (container.attrs.get("HostConfig") or {}).get("NetworkMode") == "host" or not self.engine.info().local:
+                continue  # the host's own sockets, or another host's /proc: nothing to tell
+            outside = sorted({f"{ip}:{port}" for ip, port in host.established_peers(container.pid) if ip not in inside})
+            if outside:
+                lines.append(f"service {service} ({container.name}) is connected to {', '.join(outside)}, outside "
+                             "the snapshot: that end is not frozen with it")
+        return lines
 
     # --- after the window ------------------------------------------------------
 

@@ -6,6 +6,7 @@ Only meaningful when the engine is local (`EngineInfo.local`); `doctor` says so 
 from __future__ import annotations
 
 import json
+import ipaddress
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 
 CAP_SYS_RESOURCE = 24
 RUNC_CRIU_CONFIG = Path("/etc/criu/runc.conf")
+TCP_ESTABLISHED = "tcp-established"
 DEFAULT_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 DEFAULT_EXEC_ROOT = "/var/run/docker"
 DEFAULT_DAEMON_CONFIG = "/etc/docker/daemon.json"
@@ -141,12 +143,36 @@ def has_capability(pid: int | None, capability: int) -> bool:
     return False
 
 
-def runc_tcp_established() -> bool:
+def runc_tcp_established(config: Path = RUNC_CRIU_CONFIG) -> bool:
     """runc passes CRIU the options in /etc/criu/runc.conf; `tcp-established` lets it dump live connections."""
     try:
-        return any(line.strip() == "tcp-established" for line in RUNC_CRIU_CONFIG.read_text().splitlines())
+        return any(line.strip() == TCP_ESTABLISHED for line in config.read_text().splitlines())
     except OSError:
         return False
+
+
+def established_peers(pid: int) -> list[tuple[str, int]]:
+    """The remote (address, port) of every established TCP connection in the network namespace of `pid`."""
+    peers = []
+    for table, width in (("tcp", 8), ("tcp6", 32)):
+        try:
+            lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "01":  # TCP_ESTABLISHED
+                address, _, port = fields[2].partition(":")
+                if len(address) == width:
+                    peers.append((_proc_address(address), int(port, 16)))
+    return peers
+
+
+def _proc_address(hex_address: str) -> str:
+    """/proc/net/tcp writes addresses as host-order 32-bit words in hex."""
+    raw = b"".join(int(hex_address[i:i + 8], 16).to_bytes(4, "little") for i in range(0, len(hex_address), 8))
+    address = ipaddress.ip_address(raw)
+    return str(getattr(address, "ipv4_mapped", None) or address)  # ::ffff:a.b.c.d is an IPv4 peer
 
 
 def _run(command: list[str]) -> str:

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
+from compose_ckpt.domain.reboot import reboot_hazard
 from compose_ckpt.sidecar.policy import BootMode, ContainerPolicy
 
-# Why a service was skipped: the `reason` label of the skip metric.
-NO_SNAPSHOT, LIVE_SNAPSHOT, RAN_AFTER, NO_VOLUMES = "no-snapshot", "live-snapshot", "ran-after-snapshot", "no-volumes"
+# Why a service was skipped (the `reason` label of the skip metric), besides reboot_hazard's reasons.
+NO_SNAPSHOT, NO_VOLUMES = "no-snapshot", "no-volumes"
 
 
 @dataclass(frozen=True)
@@ -75,17 +75,9 @@ def _safe_source(project: str, service: str, containers: list[ContainerPolicy],
     if not complete:
         return BootSkip(project, service, NO_SNAPSHOT, f"no complete snapshot of {project} holds {service}")
     latest = complete[-1]
-    if latest.kind != "clean-stop":
-        return BootSkip(project, service, LIVE_SNAPSHOT,
-                        f"newer state on disk than snapshot {latest.name}: it was taken live and {service} ran on "
-                        "after it (restore on boot uses only snapshots taken with --stop; "
-                        "restore-on-boot=rollback rolls volumes back too)")
-    taken = _parse_time(latest.created)
-    for container in containers:
-        if container.last_started is not None and container.last_started > taken:
-            return BootSkip(project, service, RAN_AFTER,
-                            f"newer state on disk than snapshot {latest.name}: {container.container} started again "
-                            f"at {container.last_started.isoformat(timespec='seconds')}, after the snapshot")
+    hazard = reboot_hazard(latest, [(c.container, c.last_started) for c in containers])
+    if hazard is not None:
+        return BootSkip(project, service, hazard.reason, hazard.message)
     return latest
 
 
@@ -97,7 +89,3 @@ def _rollback_source(project: str, service: str, complete: list[Manifest]) -> Ma
                         f"restore-on-boot=rollback needs a complete snapshot of {project} that holds {service} "
                         f"and its volumes{latest}")
     return with_volumes[-1]
-
-
-def _parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -104,7 +104,9 @@ def start_sidecar(image: str, name: str, prefix: str, folder: Path, store: Path)
     trigger_dir.mkdir()
     sidecar = Sidecar(name, prefix, config_dir, trigger_dir)
     sidecar.write_config(f"label-prefix: {prefix}\nresync-interval: 10s\n")
-    run_docker("run", "-d", "--name", name,
+    # No network: it needs only the socket, and its HTTP is read from inside (the default bridge may be gone
+    # while another daemon on this machine runs, see ENGINE-FACTS).
+    run_docker("run", "-d", "--name", name, "--network", "none",
                "-v", f"{daemon_socket()}:/var/run/docker.sock",
                "-v", f"{store}:{store}", "-e", f"{ENV_HOME}={store}",
                "-v", f"{config_dir}:{CONFIG_DIR}", "-v", f"{trigger_dir}:{TRIGGER_DIR}", image, "serve")

@@ -37,7 +37,8 @@ def test_snapshot_stop_then_restore_keeps_memory_state(stack: Stack) -> None:
     document = json.loads(done.stdout)
     assert document["status"] == "complete" and document["stopped"] is True
     # Where the time went, in the order it was spent; recorded in the manifest, so inspect shows the same.
-    assert list(document["phases"]) == ["startup", "resolve", "record", "pause", "dump", "copy files", "stop", "save"]
+    assert list(document["phases"]) == ["startup", "resolve", "record", "hold policies", "pause", "dump", "copy files",
+                                        "stop", "save"]
     assert json.loads(stack.ckpt_ok("inspect", "first", "--json").stdout)["phases"] == document["phases"]
     progress = [line.split(None, 1)[1] for line in done.stderr.splitlines()]
     for container in {c["container"] for c in document["containers"]}:

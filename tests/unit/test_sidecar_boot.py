@@ -9,7 +9,8 @@ import pytest
 from compose_ckpt.const import LABEL_PROJECT, LABEL_SERVICE
 from compose_ckpt.domain.manifest import Manifest, SnapshotStatus, TreeCopy, VolumeRecord
 from compose_ckpt.engine import ContainerInfo
-from compose_ckpt.sidecar.boot import LIVE_SNAPSHOT, NO_SNAPSHOT, NO_VOLUMES, RAN_AFTER, BootRestore, boot_plan
+from compose_ckpt.domain.reboot import LIVE_SNAPSHOT, RAN_AFTER
+from compose_ckpt.sidecar.boot import NO_SNAPSHOT, NO_VOLUMES, BootRestore, boot_plan
 from compose_ckpt.sidecar.policy import BootMode, ContainerPolicy, LabelRules, parse_container
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

@@ -40,6 +40,10 @@ def remedy_for(text: str) -> str | None:
         return (f"A file the process had open changed size after the checkpoint (/{resized.group(1)}; e.g. a log "
                 "or append-only file written later): CRIU refuses it. Restore the volume's files from the same "
                 "moment as the snapshot, or take a new snapshot.")
+    if "Can't bind inet socket back" in text and "Cannot assign requested address" in text:
+        return ("A TCP connection must come back at the address the container had at checkpoint time, and the "
+                "container got another one (another container took it meanwhile). Stop what took it, or restore "
+                "the whole stack at once so each container gets its own address back.")
     if "Address already in use" in text:
         return ("A port the service listened on is taken on the host or by another container. "
                 "Free it (`ss -ltnp` shows who holds it) and restore again.")

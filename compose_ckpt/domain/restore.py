@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -111,7 +112,10 @@ class _Restore:
             with self.phases.timed("restore"):
                 for level in dependency_levels(implicit_dependencies(self.manifest), self.services):
                     names = [r.container_name for r in self.records if r.service in level]
-                    outcome = run_parallel(names, self._restore_one, self.request.parallel)
+                    parallel = self.request.parallel
+                    if any(self._holds_connections(name) for name in names):
+                        names, parallel = sorted(names, key=self._recorded_address), 1
+                    outcome = run_parallel(names, self._restore_one, parallel)
                     restored.extend(outcome.results[name] for name in names if name in outcome.results)
                     if outcome.failures:
                         raise self._failure(outcome.failures, restored)
@@ -127,6 +131,25 @@ class _Restore:
             self.files.discard()
         self._drop_safety_checkpoints(list(self.set_aside.values()))
         return RestoreResult(self.manifest, restored, self.phases.seconds, warnings)
+
+    def _holds_connections(self, container_name: str) -> bool:
+        """Whether the checkpoint holds established TCP connections (CRIU writes one tcp-stream image each)."""
+        folder = self.store.checkpoint_dir(self.manifest.project, self.manifest.name, container_name)
+        return any(folder.glob("tcp-stream-*.img"))
+
+    def _recorded_address(self, container_name: str) -> tuple[int, int]:
+        """Sort key: the container's IPv4 address at snapshot time (those without one last).
+
+        A connection comes back only at the address it was made from. Docker gives each starting container
+        the lowest free address of its network, so a level that holds connections is started one by one in
+        the order of the recorded addresses: each container gets its own back (as compose starts services
+        in dependency order, the lower addresses belong to the levels already restored)."""
+        record = next(r for r in self.records if r.container_name == container_name)
+        networks = (record.inspect.get("NetworkSettings") or {}).get("Networks") or {}
+        for endpoint in networks.values():
+            with contextlib.suppress(ValueError):
+                return (0, int(ipaddress.IPv4Address(endpoint.get("IPAddress") or "")))
+        return (1, 0)
 
     def _check_still_running(self, restored: list[RestoredContainer]) -> None:
         """A process that dies right after its restore shows it within a moment: look once, for all."""

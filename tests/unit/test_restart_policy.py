@@ -40,8 +40,8 @@ def test_a_containers_policy_comes_from_its_host_config(recorded: Any, expected:
 
 
 def snapshot(stopped: bool, status: SnapshotStatus, policy: str | None = None) -> Manifest:
-    record = ContainerRecord(service="web", container_id="abc", container_name="proj-web-1", number=1, image="i",
-                             image_id="sha256:1", checkpoint="ckpt-s", restart_policy=policy)
+    record = ContainerRecord(service="web", container_id="a" * 64, container_name="proj-web-1", number=1, image="i",
+                             image_id="sha256:" + "1" * 64, checkpoint="ckpt-s", restart_policy=policy)
     return Manifest(name="s", project="proj", created=now_iso(), status=status, stopped=stopped, compose_files=[],
                     compose_hash="", services=["web"], dependencies={}, containers=[record])
 
@@ -50,6 +50,7 @@ def snapshot(stopped: bool, status: SnapshotStatus, policy: str | None = None) -
     (True, SnapshotStatus.COMPLETE, "clean-stop"),
     (True, SnapshotStatus.INCOMPLETE, "clean-stop"),
     (True, SnapshotStatus.FAILED, "live"),  # rolled back: the stack ran on
+    (True, SnapshotStatus.INVALID, "live"),  # cannot be trusted
     (False, SnapshotStatus.COMPLETE, "live"),
 ])
 def test_kind(stopped: bool, status: SnapshotStatus, kind: str) -> None:

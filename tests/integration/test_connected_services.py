@@ -75,7 +75,8 @@ def test_the_apps_connection_to_its_database_carries_on_across_restore_force(
     time.sleep(2)
     assert app_state(stack)[0] > at_snapshot[0] + 5  # running on
 
-    stack.ckpt_ok("restore", "connected", "--force")
+    restored = stack.ckpt("restore", "connected", "--force")
+    assert restored.returncode == 0, restored.stderr + stack.docker("logs", stack.containers("app")[0]).stderr
     time.sleep(1)
     assert set(stack.states().values()) == {"running"}, stack.states()
     mine, reply = app_state(stack)

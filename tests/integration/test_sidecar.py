@@ -327,3 +327,31 @@ def test_restore_on_boot_skips_a_live_snapshot_and_restores_a_clean_stop(sidecar
         for number in (1, 2):
             run_docker("rm", "-f", f"{project}-sidecar{number}", check=False)
         stack.down()
+
+
+def test_restore_on_boot_rollback_takes_memory_and_volume_back_together(sidecar_image: str, tmp_path: Path,
+                                                                        isolated_store: Path) -> None:
+    """restore-on-boot=rollback: from a live snapshot that holds the volume, files written after it go too."""
+    prefix = project = f"ckptside{uuid.uuid4().hex[:8]}"
+    labels = {"enable": "true", "restore-on-boot": "rollback", "schedule": "@hourly"}
+    (tmp_path / "compose.yaml").write_text(
+        f"services:\n  one:\n{counter_service(prefix, labels)}\n    volumes: [data:/data]\nvolumes:\n  data:\n")
+    stack = Stack(tmp_path, project)
+    try:
+        stack.compose("up", "-d")
+        container = stack.containers("one")[0]
+        stack.docker("exec", container, "sh", "-c", "echo before > /data/state")
+        time.sleep(2)
+        stack.ckpt_ok("snapshot", "--with-volumes", "--name", "with-data")
+        stack.docker("exec", container, "sh", "-c", "echo after > /data/state")  # newer than the snapshot
+        run_docker("kill", container)
+
+        sidecar = start_sidecar(sidecar_image, f"{project}-sidecar", prefix, tmp_path, isolated_store)
+        line = wait_for("the boot restore", lambda: sidecar.events("boot_restore_done", project=project), timeout=60)
+        assert "snapshot=with-data" in line[0], sidecar.logs()
+        assert sidecar.events("boot_restore_started", project=project, mode="rollback")
+        assert stack.docker("exec", container, "cat", "/data/state").stdout.strip() == "before"
+        assert stack.count(container) > 10  # its memory came back too, not a fresh start
+    finally:
+        run_docker("rm", "-f", f"{project}-sidecar", check=False)
+        stack.down()

@@ -107,8 +107,8 @@ class Stack:
     def _service_containers(self, *filters: str, output: str) -> list[str]:
         """The project's service containers (not one-offs: `run` containers, network holders), as `output`."""
         labels = [f"label=com.docker.compose.project={self.project}", "label=com.docker.compose.oneoff=False", *filters]
-        return run_docker("ps", "-a", *(arg for label in labels for arg in ("--filter", label)),
-                          "--no-trunc", "--format", output).stdout.splitlines()
+        return self.docker("ps", "-a", *(arg for label in labels for arg in ("--filter", label)),
+                           "--no-trunc", "--format", output).stdout.splitlines()
 
     def containers(self, service: str) -> list[str]:
         return sorted(self._service_containers(f"label=com.docker.compose.service={service}", output="{{.ID}}"))

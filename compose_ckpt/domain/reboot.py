@@ -122,4 +122,4 @@ def _guarded(run: Callable[[Engine, SnapshotStore, str], Outcome], engine: Engin
     try:
         return run(engine, store, project)
     except CkptError as exc:
-        return Outcome(project, "failed", exc.message + (f" ({exc.hint})" if exc.hint else ""))
+        return Outcome(project, "failed", "; ".join([exc.message, *exc.details, *([exc.hint] if exc.hint else [])]))

@@ -187,6 +187,12 @@ class _Restore:
                     f"the snapshot was taken from {record.image_id[:19]}",
                     hint=f"Remove it (`docker rm -f {current.name}`) and restore will recreate it as it was.",
                 )
+            if current.exited and self.engine.clear_stale_runtime(current.id):
+                # A daemon killed during an earlier restore of it left runc's state and a mount behind, and
+                # restoring into it keeps failing: a new container (same name and configuration) has none.
+                self.progress(current.name, "removing (runtime state left by a killed daemon)")
+                self.engine.remove(current.id)
+                continue
             if not current.exited:
                 in_the_way.append(current)
             self.targets[record.container_name] = current

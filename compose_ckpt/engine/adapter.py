@@ -368,14 +368,18 @@ class Engine:
         try:
             self._restore_once(container_id, name)
         except EngineError as exc:
-            if _STALE_RUNTIME not in exc.message:
-                raise
-            pid = self.daemon_pid()
-            if pid is None or not host.remove_stale_runc_state(pid, container_id):
+            if _STALE_RUNTIME in exc.message:
                 exc.hint = ("A Docker daemon killed during an earlier restore left runc's state of this container "
-                            "behind. Remove the container (`docker rm`); `compose-ckpt restore` recreates it.")
-                raise
-            self._restore_once(container_id, name)
+                            "behind. Remove the container (`docker rm`); `compose-ckpt restore` recreates it "
+                            "(on the daemon's host it does so by itself).")
+            raise
+
+    def clear_stale_runtime(self, container_id: str) -> bool:
+        """On the daemon's host: remove runc's state of a container the daemon considers stopped, which a
+        daemon killed during a restore leaves (with a mount) and which fails every later restore of it.
+        Returns whether there was such state. Elsewhere it cannot be seen: False."""
+        pid = self.daemon_pid()
+        return pid is not None and host.remove_stale_runc_state(pid, container_id)
 
     def _restore_once(self, container_id: str, name: str) -> None:
         with _RestoreLogCatcher(self._restore_log_paths(container_id)) as catcher:

@@ -65,10 +65,14 @@ class SecondEngine:
         self._start_again()
 
     def _start_again(self) -> None:
-        if subprocess.run(["ip", "link", "show", BRIDGE], capture_output=True).returncode != 0:
-            _make_bridge()  # another test run's engine may have taken it away meanwhile
+        # A bridge of its own from now on: other test runs' engines delete and recreate the shared one.
+        bridge = f"ckr-{self.root.name[-8:]}"
+        if subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode != 0:
+            subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True, capture_output=True)
+            subprocess.run(["ip", "link", "set", bridge, "up"], check=True, capture_output=True)
+        args = [bridge if arg == BRIDGE else arg for arg in self.process.args]  # type: ignore[union-attr]
         log = open(self.root / "dockerd.log", "ab")
-        self.process = subprocess.Popen(self.process.args, stdout=log, stderr=log,
+        self.process = subprocess.Popen(args, stdout=log, stderr=log,
                                         env={**os.environ, "PATH": DAEMON_PATH}, start_new_session=True)
         for _ in range(1200):
             if self.docker("info", check=False).returncode == 0:
@@ -85,6 +89,7 @@ class SecondEngine:
             self.process.kill()
             self.process.wait()
         subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
+        subprocess.run(["ip", "link", "del", f"ckr-{self.root.name[-8:]}"], capture_output=True)
         for folder in (self.root, self.exec_root):
             subprocess.run(["umount", "-R", "-l", str(folder)], capture_output=True)
             shutil.rmtree(folder, ignore_errors=True)

@@ -109,22 +109,28 @@ class FilesystemCapture:
         record.layer = store_tree(target, self.engine.trees.read_layer(container), self.shared)
 
     def capture_volumes(self, parallel: int, progress: ProgressCallback) -> dict[str, Exception]:
-        """Fingerprint every volume and, with --with-volumes, copy it; return the failures by volume."""
-
+        """With --with-volumes, copy every volume (inside the frozen window); return the failures by volume."""
+        if not self.volumes:
+            return {}
         volumes = {volume.name: volume for volume in self.manifest.volume_records}
 
         def capture(name: str) -> None:
-            volume = volumes[name]
-            folder = self.engine.trees.volume_folder(volume.name)
-            volume.fingerprint = fingerprint(folder) if folder else None
-            if self.volumes:
-                progress(volume.name, "copying volume")
-                target = volume_path(self.store, self.manifest.project, self.manifest.name, volume.name)
-                volume.copy = store_tree(target,
-                                         self.engine.trees.read_volume(volume.name, self._image_mounting(volume.name)),
-                                         self.shared)
+            progress(name, "copying volume")
+            target = volume_path(self.store, self.manifest.project, self.manifest.name, name)
+            volumes[name].copy = store_tree(target, self.engine.trees.read_volume(name, self._image_mounting(name)),
+                                            self.shared)
 
         return run_parallel(list(volumes), capture, parallel).failures
+
+    def fingerprint_volumes(self) -> None:
+        """Note what each volume looks like, for the warning of a later restore without its copy.
+
+        After the frozen window: walking a large volume must not lengthen the freeze. With --stop
+        nothing writes in between; a stack left running may have written a little more already."""
+        for volume in self.manifest.volume_records:
+            with contextlib.suppress(CkptError, OSError):
+                folder = self.engine.trees.volume_folder(volume.name)
+                volume.fingerprint = fingerprint(folder) if folder else None
 
     def _image_mounting(self, volume: str) -> str:
         return next(c.image_id for c in self.containers.values() if volume in named_volumes(c.attrs))

@@ -123,6 +123,7 @@ class _SnapshotRun:
             self.manifest.freeze_seconds = self._freeze_dump_release()
             with self.phases.timed("save"):
                 self._move_checkpoints_to_store()
+                self.files.fingerprint_volumes()
         except BaseException as exc:
             self._roll_back()
             left = self._not_running_again()

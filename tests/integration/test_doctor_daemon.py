@@ -1,0 +1,119 @@
+"""`doctor -H` checks the CRIU of the very daemon it addresses (found through its unix socket), not the
+default one's; a dump on a daemon without CRIU on its PATH names the remedy."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.integration.stack import BUSYBOX
+
+pytestmark = pytest.mark.engine
+
+WITHOUT_CRIU = "/usr/bin:/bin"  # /usr/local/sbin holds CRIU 4.2's wrapper, /usr/sbin Debian's 3.17
+
+
+@dataclass
+class BareDaemon:
+    """A dockerd without a default bridge (nothing shared with other daemons), on a PATH of our choice."""
+
+    root: Path
+    exec_root: Path
+    unix: str
+    process: subprocess.Popen[bytes]
+
+    def docker(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(["docker", "-H", self.unix, *args], capture_output=True, input=input)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        for folder in (self.root, self.exec_root):
+            subprocess.run(["umount", "-R", "-l", str(folder)], capture_output=True)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def start_bare_daemon(search_path: str) -> BareDaemon:
+    tag = uuid.uuid4().hex[:8]
+    root, exec_root = Path(f"/var/lib/ckpt-bare-{tag}"), Path(f"/run/ckptb-{tag}")
+    root.mkdir(parents=True)
+    exec_root.mkdir(parents=True)
+    (root / "daemon.json").write_text("{}")
+    unix = f"unix://{exec_root}/docker.sock"
+    log = open(root / "dockerd.log", "ab")
+    process = subprocess.Popen(
+        ["/usr/sbin/dockerd", "--experimental", "--config-file", str(root / "daemon.json"),
+         "--data-root", str(root / "data"), "--exec-root", str(exec_root), "--pidfile", str(exec_root / "docker.pid"),
+         "-H", unix, "--bridge", "none", "--iptables=false", "--ip-masq=false"],
+        stdout=log, stderr=log, env={**os.environ, "PATH": search_path}, start_new_session=True,
+    )
+    daemon = BareDaemon(root, exec_root, unix, process)
+    for _ in range(600):
+        if daemon.docker("info").returncode == 0:
+            return daemon
+        time.sleep(0.1)
+    daemon.stop()
+    raise RuntimeError("the bare dockerd did not start")
+
+
+@pytest.fixture
+def daemon() -> Iterator[BareDaemon]:
+    started = start_bare_daemon(WITHOUT_CRIU)
+    saved = subprocess.run(["docker", "save", BUSYBOX], check=True, capture_output=True).stdout
+    assert started.docker("load", input=saved).returncode == 0
+    yield started
+    started.stop()
+
+
+def ckpt(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "compose_ckpt", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+def test_doctor_checks_the_criu_of_the_daemon_it_addresses(daemon: BareDaemon) -> None:
+    done = ckpt("-H", daemon.unix, "doctor", "--json")
+    report = json.loads(done.stdout)
+    criu = next(check for check in report["checks"] if check["name"] == "criu")
+    assert f"pid {daemon.process.pid}" in criu["detail"], criu
+    assert criu["status"] == "fail" and "no criu on the PATH" in criu["detail"], criu
+    assert "Install CRIU 4.2 or newer" in criu["remedy"]
+    assert done.returncode == 1 and report["ok"] is False
+    default = json.loads(ckpt("doctor", "--json").stdout)  # the default daemon still has CRIU 4.2
+    assert next(c for c in default["checks"] if c["name"] == "criu")["status"] == "ok"
+
+
+def test_a_dump_without_usable_criu_names_the_remedy(daemon: BareDaemon, tmp_path: Path) -> None:
+    (tmp_path / "compose.yaml").write_text(f"""
+services:
+  app:
+    image: {BUSYBOX}
+    network_mode: none
+    command: ["sh", "-c", "while true; do sleep 1; done"]
+""")
+    project = f"ckptbare{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "DOCKER_HOST": daemon.unix}
+    subprocess.run(["docker", "compose", "-p", project, "up", "-d"], cwd=tmp_path, check=True, capture_output=True,
+                   env=env)
+    done = subprocess.run([sys.executable, "-m", "compose_ckpt", "-H", daemon.unix, "-p", project, "snapshot"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert "Install CRIU 4.2 or newer" in done.stderr, done.stderr
+    assert "left running as before" in done.stderr
+    inspect = json.loads(subprocess.run([sys.executable, "-m", "compose_ckpt", "-p", project, "ls", "--json"],
+                                        cwd=tmp_path, capture_output=True, text=True).stdout)
+    assert [s["status"] for s in inspect] == ["failed"]

@@ -303,26 +303,37 @@ TREE_TOP = "ckpt-tree"  # the folder every member of a copy sits in (engine/tree
 def check_tree(path: Path, *, layer: bool) -> None:
     """Refuse a copy from an archive whose tar could write outside its tree or plant a device.
 
-    The daemon unpacks it inside a helper container, but it runs as root: members stay under
-    `ckpt-tree/` without '..', hard links point inside it, and the only device allowed is a layer's
-    whiteout (a character device 0/0). Symbolic links are content like any other and stay links."""
+    It is unpacked as root (by the daemon in a helper container, or by tar on a local engine's host):
+    members stay under `ckpt-tree/` without '..', hard links point inside it, no member lies below a
+    symbolic link an earlier member made (tar would write through it), and the only device allowed is
+    a layer's whiteout (a character device 0/0). Symbolic links are content like any other."""
     what = f"{'layer' if layer else 'volume'} copy {path.name}"
     try:
         with path.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as source, \
                 tarfile.open(fileobj=source, mode="r|") as tar:
+            links: set[str] = set()
             for member in tar:
-                problem = _tree_member_problem(member, layer)
+                problem = _tree_member_problem(member, layer, links)
                 if problem:
                     raise ArchiveError(f"unsafe member {member.name!r} in {what}: {problem}")
     except (zstandard.ZstdError, tarfile.TarError, EOFError, ValueError) as exc:
         raise ArchiveError(f"damaged {what}: {exc}") from exc
 
 
-def _tree_member_problem(member: tarfile.TarInfo, layer: bool) -> str | None:
+def _tree_member_problem(member: tarfile.TarInfo, layer: bool, links: set[str]) -> str | None:
+    """What is wrong with one member; `links` holds the symbolic links made so far (kept up to date)."""
     for name, kind in ((member.name, "path"), (member.linkname if member.islnk() else TREE_TOP, "hard link target")):
-        parts = name.rstrip("/").split("/")
-        if name.startswith("/") or parts[0] != TREE_TOP or ".." in parts:
+        parts = [part for part in name.split("/") if part not in ("", ".")]
+        if name.startswith("/") or not parts or parts[0] != TREE_TOP or ".." in parts:
             return f"{kind} {name!r} is outside {TREE_TOP}/"
+        below = next((link for link in ("/".join(parts[:i]) for i in range(1, len(parts))) if link in links), None)
+        if below:
+            return f"{kind} {name!r} lies below the symbolic link {below!r}"
+    own = "/".join(part for part in member.name.split("/") if part not in ("", "."))
+    if member.issym():
+        links.add(own)
+    else:
+        links.discard(own)
     if member.ischr() or member.isblk():
         if not (layer and member.ischr() and member.devmajor == 0 and member.devminor == 0):
             return "a device node"

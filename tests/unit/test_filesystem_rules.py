@@ -144,8 +144,15 @@ def test_equal_copies_share_one_file_and_removing_a_snapshot_keeps_the_other(tmp
     ([member("ckpt-tree/sda", tarfile.BLKTYPE, devmajor=8, devminor=0)], True, "device"),
     ([member("ckpt-tree/mem", tarfile.CHRTYPE, devmajor=1, devminor=1)], True, "device"),
     ([member("ckpt-tree/wh", tarfile.CHRTYPE, devmajor=0, devminor=0)], False, "device"),
+    ([member("ckpt-tree/etc", tarfile.SYMTYPE, linkname="/etc"), member("ckpt-tree/etc/cron.d/x")], False,
+     "below the symbolic link"),
+    ([member("ckpt-tree/d", tarfile.SYMTYPE, linkname="/"), member("ckpt-tree/h", tarfile.LNKTYPE,
+                                                                       linkname="ckpt-tree/d/etc/shadow")],
+     True, "below the symbolic link"),
+    ([member("ckpt-tree/./s", tarfile.SYMTYPE, linkname="/root"), member("ckpt-tree/s/.ssh/x")], False,
+     "below the symbolic link"),
 ], ids=["dotdot", "absolute", "outside-top", "hardlink-absolute", "hardlink-dotdot", "block-device",
-        "char-device", "whiteout-in-volume"])
+        "char-device", "whiteout-in-volume", "through-symlink", "hardlink-through-symlink", "dot-spelled-symlink"])
 def test_hostile_copies_are_refused(tmp_path: Path, members: list[tarfile.TarInfo], layer: bool, problem: str) -> None:
     path = tmp_path / "copy.tar.zst"
     path.write_bytes(zstandard.ZstdCompressor().compress(tree_tar(member("ckpt-tree", tarfile.DIRTYPE), *members)))

@@ -69,6 +69,9 @@ class TreeTransfer:
     def write_layer(self, container: ContainerInfo, chunks: Iterable[bytes]) -> None:
         """Unpack a tar made by `read_layer` over the writable layer of a container that is not running."""
         upper = _require_upper(container)
+        if _TAR and self._engine.info().local and not _is_link_or_missing(Path(upper)):
+            _write_here(Path(upper), chunks)  # the container does not run: nothing else writes there
+            return
         self._write({"Type": "bind", "Source": upper, "Target": TREE_MOUNT}, container.image_id, chunks,
                     f"write the writable layer of {container.name}")
 
@@ -82,6 +85,10 @@ class TreeTransfer:
     def replace_volume(self, name: str, image_id: str, chunks: Iterable[bytes]) -> None:
         """Empty the volume, then unpack a tar made by `read_volume` into it."""
         self._clear_volume(name, image_id)
+        folder = self.volume_folder(name) if _TAR else None
+        if folder is not None and not self._mounted_by_running_container(name):
+            _write_here(folder, chunks)
+            return
         self._write({"Type": "volume", "Source": name, "Target": TREE_MOUNT}, image_id, chunks, f"write volume {name}")
 
     def volume_folder(self, name: str) -> Path | None:
@@ -112,6 +119,12 @@ class TreeTransfer:
             if "does not exist" in exc.message:
                 return False
             raise
+
+    def _mounted_by_running_container(self, name: str) -> bool:
+        """A running container could plant links in the volume while tar on the host writes into it;
+        then the copy goes through a helper, where the daemon's chroot contains them."""
+        with translated(f"list the containers using volume {name}"):
+            return bool(self._api.call("GET", "/containers/json", {"filters": {"volume": [name]}}))
 
     def _clear_volume(self, name: str, image_id: str) -> None:
         folder = self.volume_folder(name)
@@ -192,6 +205,27 @@ def _read_here(folder: Path) -> Generator[bytes, None, None]:
         status = process.wait()
     if status != 0:
         raise EngineError(f"reading {folder} failed (tar exited {status}): {errors[-500:]}")
+
+
+def _write_here(folder: Path, chunks: Iterable[bytes]) -> None:
+    """Unpack a copy (members under ckpt-tree/, checked by `check_tree` when it came from elsewhere) into
+    `folder` with GNU tar on this host: owners, modes, whiteouts and security.capability as recorded."""
+    command = [str(_TAR), "-C", str(folder), "-x", "--strip-components=1", "--numeric-owner", "--same-permissions",
+               "--same-owner", "--xattrs", "--xattrs-include=security.capability"]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdin is not None and process.stderr is not None
+    try:
+        for chunk in chunks:
+            process.stdin.write(chunk)
+    except BrokenPipeError:
+        pass  # tar stopped early: its exit status and message say why
+    finally:
+        process.stdin.close()
+        errors = process.stderr.read().decode(errors="replace").strip()
+        process.stderr.close()
+        status = process.wait()
+    if status != 0:
+        raise EngineError(f"writing into {folder} failed (tar exited {status}): {errors[-500:]}")
 
 
 def _require_upper(container: ContainerInfo) -> str:

@@ -36,6 +36,9 @@ class FakeEngine:
                              pid=42 if self.status == "running" else 0, exit_code=0, labels={}, started_at="",
                              attrs={})
 
+    def clear_stale_runtime(self, container_id: str) -> bool:
+        return False  # no runc state left by a killed daemon
+
     def checkpoint_list(self, container_id: str) -> list[str]:
         return []
 

@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, TypeVar
 
 import typer
 
@@ -19,6 +20,19 @@ from compose_ckpt import __version__
 from compose_ckpt.cli.output import console, err_console, escape, human_size, print_error, print_json, print_table
 from compose_ckpt.const import DEFAULT_PARALLEL
 from compose_ckpt.errors import CkptError, ExitCode, NotFoundError, UsageError
+
+if TYPE_CHECKING:  # the domain and the engine client load lazily, per command, so that --help stays fast
+    from compose_ckpt.compose import ComposeProject
+    from compose_ckpt.domain.manifest import Manifest, TreeCopy
+    from compose_ckpt.domain.migrate import MigrateRequest
+    from compose_ckpt.domain.parallel import ProgressCallback
+    from compose_ckpt.domain.project import Project
+    from compose_ckpt.domain.reboot import Outcome
+    from compose_ckpt.domain.store import SnapshotStore
+    from compose_ckpt.engine import ContainerInfo, Engine
+    from compose_ckpt.registry.client import RegistryClient
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="compose-ckpt",
@@ -46,7 +60,7 @@ class GlobalOptions:
     host: str | None
     progress: ProgressMode
 
-    def connect(self) -> Any:
+    def connect(self) -> Engine:
         from compose_ckpt.engine import Engine
 
         return Engine.connect(self.host)
@@ -115,7 +129,7 @@ def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
         raise typer.Exit(ExitCode.FAILURE)
 
 
-def _project_containers(options: GlobalOptions, engine: Any) -> list[tuple[str, Any]]:
+def _project_containers(options: GlobalOptions, engine: Engine) -> list[tuple[str, ContainerInfo]]:
     """The (service, container) pairs of the compose project here, for doctor; none without compose files."""
     from compose_ckpt.domain.project import Project
 
@@ -126,13 +140,13 @@ def _project_containers(options: GlobalOptions, engine: Any) -> list[tuple[str, 
         return []
 
 
-def _store() -> Any:
+def _store() -> SnapshotStore:
     from compose_ckpt.domain.store import SnapshotStore, default_home
 
     return SnapshotStore(default_home())
 
 
-def _compose_project(options: GlobalOptions) -> Any:
+def _compose_project(options: GlobalOptions) -> ComposeProject:
     from compose_ckpt.compose import ProjectOptions, load_project
 
     return load_project(ProjectOptions(
@@ -141,7 +155,7 @@ def _compose_project(options: GlobalOptions) -> Any:
     ))
 
 
-def _project(options: GlobalOptions) -> Any:
+def _project(options: GlobalOptions) -> Project:
     """The compose project, with its containers looked up on the selected engine.
 
     `docker compose config` runs while the engine client loads (each takes 40-150 ms), so resolving
@@ -159,6 +173,7 @@ def _project(options: GlobalOptions) -> Any:
         project = compose.result()
     if engine_error is not None:
         raise engine_error
+    assert engine is not None
     return Project(project, engine)
 
 
@@ -171,7 +186,7 @@ def _project_name(options: GlobalOptions) -> str:
     return str(_compose_project(options).name)
 
 
-def _progress(options: GlobalOptions) -> Any:
+def _progress(options: GlobalOptions) -> ProgressCallback:
     """Phase lines on stderr while long work runs (see --progress)."""
     started = time.monotonic()
     enabled = options.progress is ProgressMode.PLAIN or (options.progress is ProgressMode.AUTO and sys.stderr.isatty())
@@ -183,7 +198,7 @@ def _progress(options: GlobalOptions) -> Any:
     return show
 
 
-def _summary(manifest: Any) -> dict[str, Any]:
+def _summary(manifest: Manifest) -> dict[str, Any]:
     return {
         "name": manifest.name, "project": manifest.project, "created": manifest.created,
         "status": manifest.status.value, "stopped": manifest.stopped, "kind": manifest.kind,
@@ -192,7 +207,7 @@ def _summary(manifest: Any) -> dict[str, Any]:
     }
 
 
-def _details(manifest: Any) -> dict[str, Any]:
+def _details(manifest: Manifest) -> dict[str, Any]:
     return {
         **_summary(manifest),
         "skipped": manifest.skipped, "compose_files": manifest.compose_files, "compose_hash": manifest.compose_hash,
@@ -210,7 +225,7 @@ def _details(manifest: Any) -> dict[str, Any]:
     }
 
 
-def _tree_copy(copy: Any) -> dict[str, Any] | None:
+def _tree_copy(copy: TreeCopy | None) -> dict[str, Any] | None:
     """A layer or volume copy for --json: tree size, bytes stored (compressed) and copy time."""
     return None if copy is None else {"size": copy.size, "stored": copy.stored, "seconds": copy.seconds}
 
@@ -298,7 +313,7 @@ def ps(ctx: typer.Context, as_json: JsonOption = False) -> None:
     options: GlobalOptions = ctx.obj
     project = _project(options)
     version = project.engine.info().server_version
-    rows = []
+    rows: list[dict[str, Any]] = []
     for entry in project.resolve(project.select([])):
         for c in entry.containers:
             form = network_form(c.attrs)
@@ -521,7 +536,7 @@ def export(
                       + (f", images: {', '.join(result.images)})" if result.images else ")"), highlight=False)
 
 
-def _export_to_file(path: Path, write: Any) -> Any:
+def _export_to_file(path: Path, write: Callable[[BinaryIO], T]) -> T:
     """A private temporary file renamed into place: no planted link is followed, no partial archive is left."""
     from compose_ckpt.domain.safefs import write_output_file
 
@@ -569,7 +584,7 @@ def import_(
 InsecureOption = Annotated[bool, typer.Option("--insecure", help="Allow plain HTTP to this registry (it has no TLS). Loopback registries are allowed without it.")]
 
 
-def _registry_client(reference: str, insecure: bool) -> Any:
+def _registry_client(reference: str, insecure: bool) -> RegistryClient:
     from compose_ckpt.registry.client import RegistryClient
     from compose_ckpt.registry.reference import parse_reference
 
@@ -622,7 +637,7 @@ app.add_typer(host_app, name="host")
 Projects = Annotated[list[str], typer.Option("--project", metavar="NAME", help="A compose project (repeatable).")]
 
 
-def _print_outcomes(outcomes: list[Any], as_json: bool) -> None:
+def _print_outcomes(outcomes: list[Outcome], as_json: bool) -> None:
     if as_json:
         print_json({"projects": [vars(o) for o in outcomes]})
     else:
@@ -719,7 +734,7 @@ def _installed_executable() -> Path:
     return Path(found).resolve()
 
 
-def _migrate_via(options: GlobalOptions, via: str, insecure: bool, request: Any, as_json: bool) -> None:
+def _migrate_via(options: GlobalOptions, via: str, insecure: bool, request: MigrateRequest, as_json: bool) -> None:
     from compose_ckpt.domain.migrate import migrate_via_registry
 
     project = _project(options)

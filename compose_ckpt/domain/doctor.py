@@ -46,12 +46,12 @@ class Report:
         return all(check.status is not Status.FAIL for check in self.checks)
 
 
-def run_checks(connect: Any, store_home: Path,
+def run_checks(connect: Callable[[], Engine], store_home: Path,
                project: Callable[[Engine], list[tuple[str, ContainerInfo]]] | None = None) -> Report:
     """Run every check. `connect` returns an Engine or raises EngineUnavailable; `project`, when given,
     lists the (service, container) pairs of the compose project here, for the network holders check."""
     try:
-        engine: Engine = connect()
+        engine = connect()
         info = engine.info()
     except CkptError as exc:
         return Report([Check("daemon", Status.FAIL, exc.message, exc.hint or "")])

@@ -59,7 +59,7 @@ def start_bare_daemon(search_path: str) -> BareDaemon:
     process = subprocess.Popen(
         ["/usr/sbin/dockerd", "--experimental", "--config-file", str(root / "daemon.json"),
          "--data-root", str(root / "data"), "--exec-root", str(exec_root), "--pidfile", str(exec_root / "docker.pid"),
-         "-H", unix, "--bridge", "none", "--iptables=false", "--ip-masq=false"],
+         "-H", unix, "--bridge", "none", "--iptables=false", "--ip-masq=false", "--userland-proxy=false"],
         stdout=log, stderr=log, env={**os.environ, "PATH": search_path}, start_new_session=True,
     )
     daemon = BareDaemon(root, exec_root, unix, process)
@@ -67,8 +67,9 @@ def start_bare_daemon(search_path: str) -> BareDaemon:
         if daemon.docker("info").returncode == 0:
             return daemon
         time.sleep(0.1)
+    tail = (root / "dockerd.log").read_text(errors="replace")[-1500:]
     daemon.stop()
-    raise RuntimeError("the bare dockerd did not start")
+    raise RuntimeError(f"the bare dockerd did not start:\n{tail}")
 
 
 @pytest.fixture

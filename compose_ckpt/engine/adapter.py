@@ -12,19 +12,12 @@ translated into `compose_ckpt.errors` here and nowhere else.
 from __future__ import annotations
 
 import contextlib
-import errno
-import hashlib
-import io
-import json
 import os
 import re
 import shutil
-import stat
 import sys
-import tarfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -35,25 +28,23 @@ from compose_ckpt.const import HOLDER_IMAGE, LABEL_HELPER, LABEL_HOLDER_FOR
 from compose_ckpt.engine.holder_image import holder_rootfs
 from compose_ckpt.engine.specs import create_body
 from compose_ckpt.engine import host
+from compose_ckpt.engine.contexts import START_HINT, sdk_client_for
+from compose_ckpt.engine.criu_log import RestoreLogCatcher, criu_log_key_lines
+from compose_ckpt.engine.hardlinks import link_or_copy_tree
+from compose_ckpt.engine.tar_stream import extract_tree, tar_stream, write_upload_id
 from compose_ckpt.engine.api import ApiError, SdkTransport, Transport, UnixTransport, Unreachable, path_of
 from compose_ckpt.engine.types import CONTAINER_ACTIONS, ContainerEvent, ContainerInfo, EngineInfo, ProcessFingerprint, RestartPolicy
-from compose_ckpt.errors import CkptError, EngineError, EngineUnavailable, NotFoundError, UnsafePathError
+from compose_ckpt.errors import CkptError, EngineError, EngineUnavailable, NotFoundError
 
 if TYPE_CHECKING:
     from compose_ckpt.engine.trees import TreeTransfer
 
 T = TypeVar("T")
 
-START_HINT = (
-    "Start the Docker daemon (in this repository: `make engine`; on a systemd host: "
-    "`sudo systemctl start docker`), or point DOCKER_HOST or -H/--host at a running engine."
-)
-
 # The daemon sometimes fails a checkpoint create or restore with
 # `content sha256:...: already exists` when several run at once, and on a busy host runc gives up
 # freezing a cgroup (`unable to freeze`, cgroup v1) for a pause or a checkpoint; retrying helps.
 _TRANSIENT = re.compile(r"content sha256:[0-9a-f]+.*already exists|unable to freeze")
-_CRIU_LOG = re.compile(r"(/\S+/(?:criu-dump|criu-restore|restore|dump)\.log)")
 RETRY_DELAYS = (0.2, 0.4, 0.8, 1.6, 3.2)
 _STALE_RUNTIME = "container with given ID already exists"
 HELPER_MOUNT = "/checkpoints"
@@ -141,7 +132,7 @@ class Engine:
 
             engine = cls(transport, where, sdk_client, socket_path)
         else:
-            client = _sdk_client_for(host, where, timeout)
+            client = sdk_client_for(host, where, timeout)
             engine = cls(SdkTransport(client.api), str(client.api.base_url), lambda: client)
         engine._prefetch_info()
         return engine
@@ -382,15 +373,15 @@ class Engine:
         return pid is not None and host.remove_stale_runc_state(pid, container_id)
 
     def _restore_once(self, container_id: str, name: str) -> None:
-        with _RestoreLogCatcher(self._restore_log_paths(container_id)) as catcher:
+        with RestoreLogCatcher(self._restore_log_paths(container_id)) as catcher:
             self._run_criu(f"restore {container_id[:12]} from checkpoint {name}", lambda: self._http.call(
                 "POST", path_of("/containers/{0}/start", container_id), {"checkpoint": name},
             ), catcher.text, lambda: self._mark_upload(container_id, name))
 
     def _mark_upload(self, container_id: str, name: str) -> None:
-        """Give the placed checkpoint a new upload id (see UPLOAD_ID_FILE), where its folder is reachable."""
+        """Give the placed checkpoint a new upload id (see tar_stream.UPLOAD_ID_FILE), where its folder is reachable."""
         if self.info().local:
-            _write_upload_id(self._checkpoint_dir(container_id, name))
+            write_upload_id(self._checkpoint_dir(container_id, name))
 
     def _restore_log_paths(self, container_id: str) -> list[Path]:
         """Where CRIU writes its restore log: `work/restore.log` in the task's bundle, which lies in the
@@ -423,10 +414,10 @@ class Engine:
         On this host: hard links where possible. Remote engines: through a helper container (see
         `_checkpoints_helper`), as a tar stream over the API."""
         if self.info().local:
-            return _link_or_copy_tree(self._checkpoint_dir(container_id, name), destination)
+            return link_or_copy_tree(self._checkpoint_dir(container_id, name), destination)
         with self._checkpoints_helper(container_id) as helper, translated(f"read checkpoint {name}"):
             stream, _ = self._api.get_archive(helper, f"{HELPER_MOUNT}/{name}")
-            return _extract_tree(stream, name, destination)
+            return extract_tree(stream, name, destination)
 
     def place_checkpoint(self, container_id: str, name: str, source: Path) -> None:
         """Put checkpoint files from `source` where `docker start --checkpoint NAME` looks for them."""
@@ -434,11 +425,11 @@ class Engine:
             target = self._checkpoint_dir(container_id, name)
             if target.exists():
                 shutil.rmtree(target)
-            _link_or_copy_tree(source, target)
-            _write_upload_id(target)
+            link_or_copy_tree(source, target)
+            write_upload_id(target)
             return
         with self._checkpoints_helper(container_id) as helper, translated(f"upload checkpoint {name}"):
-            if not self._api.put_archive(helper, HELPER_MOUNT, _tar_stream(source, name)):
+            if not self._api.put_archive(helper, HELPER_MOUNT, tar_stream(source, name)):
                 raise EngineError(f"the engine refused the upload of checkpoint {name}")
 
     @contextmanager
@@ -467,15 +458,7 @@ class Engine:
         """Memory-layout fingerprint of the container's init process; None when /proc shows none."""
         if not container.pid or not self.info().local:
             return None
-        try:
-            stat_line = Path(f"/proc/{container.pid}/stat").read_text()
-        except OSError:
-            return None
-        fields = stat_line[stat_line.rindex(")") + 2 :].split()  # fields from 3 on; comm may hold spaces
-        values = [int(value) for value in fields[44:49]]  # fields 47..51
-        if len(values) < 5 or not any(values):  # zeros: no permission to read them
-            return None
-        return ProcessFingerprint(*values)
+        return host.process_fingerprint(container.pid)
 
     # --- images -------------------------------------------------------------
 
@@ -574,236 +557,3 @@ class Engine:
             with translated(f"import image {HOLDER_IMAGE}"):
                 self._api.import_image_from_data(rootfs, repository=repository, tag=tag, changes=changes)
         return HOLDER_IMAGE
-
-
-def _sdk_client_for(host: str | None, where: str, timeout: int) -> Any:
-    """docker.DockerClient for a tcp://, ssh:// or context host, or what DOCKER_HOST and DOCKER_TLS_* select."""
-    import docker
-    import docker.errors
-
-    try:
-        if host and "://" not in host:
-            return _client_for_context(host, timeout)
-        if host:
-            return docker.DockerClient(base_url=host, timeout=timeout, use_ssh_client=host.startswith("ssh://"))
-        return docker.from_env(timeout=timeout)
-    except docker.errors.DockerException as exc:
-        raise EngineUnavailable(f"Cannot reach the Docker daemon at {where}: {exc}", hint=START_HINT) from exc
-
-
-def _client_for_context(name: str, timeout: int) -> Any:
-    """A client for a Docker context (`docker context ls`), read from the docker CLI's own files.
-
-    docker-py's ContextAPI looks in the wrong folder when ~/.docker/config.json
-    does not exist, so the context's meta.json and TLS files are read here.
-    """
-    import docker
-    import docker.errors
-    import docker.tls
-
-    if name == "default":
-        return docker.from_env(timeout=timeout)
-    config_dir = Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
-    digest = hashlib.sha256(name.encode()).hexdigest()
-    try:
-        meta = json.loads((config_dir / "contexts" / "meta" / digest / "meta.json").read_text())
-        endpoint = meta["Endpoints"]["docker"]
-        host = str(endpoint["Host"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise docker.errors.DockerException(f"no usable Docker context named {name!r} in {config_dir}") from exc
-    tls_dir = config_dir / "contexts" / "tls" / digest / "docker"
-    tls: docker.tls.TLSConfig | bool = False
-    if tls_dir.is_dir():
-        cert = (str(tls_dir / "cert.pem"), str(tls_dir / "key.pem")) if (tls_dir / "cert.pem").exists() else None
-        ca = str(tls_dir / "ca.pem") if (tls_dir / "ca.pem").exists() else None
-        verify = False if endpoint.get("SkipTLSVerify") else (ca or True)
-        tls = docker.tls.TLSConfig(client_cert=cert, ca_cert=ca, verify=verify)
-    return docker.DockerClient(base_url=host, tls=tls, timeout=timeout, use_ssh_client=host.startswith("ssh://"))
-
-
-# A restore makes the daemon upload the checkpoint folder, as a tar, into containerd's content store.
-# A daemon killed during that upload can leave the tar's content behind, and from then on every upload
-# of the same folder fails with `content sha256:...: already exists` (moby does not accept an existing
-# blob there). A file with a fresh random id, which CRIU ignores, gives every upload its own digest.
-UPLOAD_ID_FILE = "compose-ckpt-upload-id"
-
-
-def _write_upload_id(folder: Path) -> None:
-    marker = folder / UPLOAD_ID_FILE
-    marker.unlink(missing_ok=True)  # may be a hard link shared with the store's copy: never write through it
-    descriptor = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(descriptor, "w") as sink:
-        sink.write(uuid.uuid4().hex)
-
-
-def _tar_stream(folder: Path, arcname: str) -> Iterator[bytes]:
-    """A tar of `folder` (named `arcname` inside) with a fresh upload id, produced by a thread while it is
-    sent: no temp file."""
-    read_end, write_end = os.pipe()
-    failure: list[BaseException] = []
-
-    def produce() -> None:
-        try:
-            with os.fdopen(write_end, "wb") as sink, tarfile.open(fileobj=sink, mode="w|") as archive:
-                archive.add(folder, arcname=arcname, filter=lambda m: None if m.name.endswith("/" + UPLOAD_ID_FILE) else m)
-                upload_id = uuid.uuid4().hex.encode()
-                member = tarfile.TarInfo(f"{arcname}/{UPLOAD_ID_FILE}")
-                member.size, member.mode = len(upload_id), 0o600
-                archive.addfile(member, io.BytesIO(upload_id))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer below
-            failure.append(exc)
-
-    producer = threading.Thread(target=produce, daemon=True)
-    producer.start()
-    with os.fdopen(read_end, "rb") as source:
-        while chunk := source.read(1024**2):
-            yield chunk
-    producer.join()
-    if failure:
-        raise EngineError(f"reading checkpoint files from {folder} failed: {failure[0]}")
-
-
-def _extract_tree(stream: Iterable[bytes], name: str, destination: Path) -> int:
-    """Write the regular files of a tar stream whose members sit under `name/` into `destination`."""
-    total = 0
-    with tarfile.open(fileobj=_IterReader(stream), mode="r|") as archive:
-        for member in archive:
-            parts = Path(member.name).parts
-            if not parts or parts[0] != name or ".." in parts or member.name.startswith("/"):
-                raise EngineError(f"unexpected member {member.name!r} in checkpoint {name} from the engine")
-            target = destination.joinpath(*parts[1:])
-            if member.isdir():
-                target.mkdir(parents=True, exist_ok=True, mode=0o700)
-            elif member.isfile():
-                target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                source = archive.extractfile(member)
-                assert source is not None
-                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-                with os.fdopen(os.open(target, flags, 0o600), "wb") as sink:
-                    shutil.copyfileobj(source, sink, 1024**2)
-                total += member.size
-            else:
-                raise EngineError(f"unexpected {member.type!r} member {member.name!r} in checkpoint {name}")
-    return total
-
-
-class _IterReader(io.RawIOBase):
-    """A readable file over an iterator of byte chunks (the SDK's archive streams)."""
-
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._chunks = iter(chunks)
-        self._pending = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._pending:
-            try:
-                self._pending = next(self._chunks)
-            except StopIteration:
-                return 0
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
-        return size
-
-
-def criu_log_key_lines(message: str, captured: str | None = None, limit: int = 8) -> list[str]:
-    """The `Error (...)` lines of the CRIU log a daemon error message names: from `captured` (the log's
-    text, read while it existed) or else from the file, when readable here."""
-    match = _CRIU_LOG.search(message)
-    if captured is None and not match:
-        return []
-    where = match.group(1) if match else "restore.log"
-    note = " (read while the restore ran: containerd deletes it)" if captured is not None else ""
-    if captured is None:
-        try:
-            captured = Path(where).read_text(errors="replace")
-        except OSError:
-            return [f"CRIU log: {where} (not readable from here; containerd deletes a failed restore's log)"]
-    errors = [line.strip() for line in captured.splitlines() if "Error (" in line]
-    return [f"CRIU log: {where}{note}", *errors[-limit:]]
-
-
-class _RestoreLogCatcher:
-    """Holds CRIU's restore log open from the moment it appears, so that it can still be read after
-    containerd has deleted it. A retried restore writes a new log: the newest one is kept."""
-
-    POLL_SECONDS = 0.005
-
-    def __init__(self, candidates: list[Path]) -> None:
-        self._candidates = candidates
-        self._fd: int | None = None
-        self._inode: tuple[int, int] | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def __enter__(self) -> _RestoreLogCatcher:
-        if self._candidates:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self.POLL_SECONDS):
-            for path in self._candidates:
-                try:
-                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-                except OSError:
-                    continue
-                info = os.fstat(fd)
-                if (info.st_dev, info.st_ino) == self._inode:
-                    os.close(fd)
-                    continue
-                if self._fd is not None:
-                    os.close(self._fd)
-                self._fd, self._inode = fd, (info.st_dev, info.st_ino)
-
-    def text(self) -> str | None:
-        """The log as far as written, once the restore has ended (call inside the `with`)."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-        if self._fd is None:
-            return None
-        return os.pread(self._fd, 16 * 1024**2, 0).decode(errors="replace")
-
-
-def _link_or_copy_tree(source: Path, destination: Path) -> int:
-    """Hard-link every file of `source` into `destination`, copying across filesystems; return bytes.
-
-    CRIU image files are written once and never changed, so sharing them by
-    hard link is safe and makes a snapshot of a large container nearly free.
-    Folders are made 0700 and files 0600 (they hold process memory), and a
-    link found in `source` is refused, never followed.
-    """
-    total = 0
-    if not source.is_dir() or source.is_symlink():
-        raise NotFoundError(f"no checkpoint files at {source}")
-    for folder, folders, files in os.walk(source):
-        target_folder = destination / Path(folder).relative_to(source)
-        target_folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for name in [*folders, *files]:
-            entry = Path(folder, name)
-            kind = entry.lstat().st_mode
-            if not (stat.S_ISREG(kind) or stat.S_ISDIR(kind)):
-                raise UnsafePathError(f"refusing {entry}: only regular files and folders may be in a checkpoint")
-        for file_name in files:
-            src, dst = Path(folder, file_name), target_folder / file_name
-            try:
-                os.link(src, dst, follow_symlinks=False)
-            except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
-                    raise
-                shutil.copyfile(src, dst, follow_symlinks=False)
-            os.chmod(dst, 0o600)
-            total += dst.stat().st_size
-    return total

@@ -16,6 +16,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from compose_ckpt.engine.types import ProcessFingerprint
+
 CAP_SYS_RESOURCE = 24
 RUNC_CRIU_CONFIG = Path("/etc/criu/runc.conf")
 TCP_ESTABLISHED = "tcp-established"
@@ -273,3 +275,16 @@ def _mounts_under(folder: Path) -> list[str]:
         return []
     points = [line.split()[4] for line in lines if len(line.split()) > 4]
     return sorted((p for p in points if p == prefix or p.startswith(prefix + "/")), key=len, reverse=True)
+
+
+def process_fingerprint(pid: int) -> ProcessFingerprint | None:
+    """The memory-layout fields of /proc/PID/stat (47..51); None when they cannot be read."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat_line[stat_line.rindex(")") + 2 :].split()  # fields from 3 on; comm may hold spaces
+    values = [int(value) for value in fields[44:49]]  # fields 47..51
+    if len(values) < 5 or not any(values):  # zeros: no permission to read them
+        return None
+    return ProcessFingerprint(*values)

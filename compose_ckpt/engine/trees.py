@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from compose_ckpt.const import LABEL_HELPER
-from compose_ckpt.engine.adapter import _IterReader, translated
+from compose_ckpt.engine.adapter import translated
+from compose_ckpt.engine.tar_stream import IterReader
 from compose_ckpt.engine.api import Transport, path_of
 from compose_ckpt.engine.types import ContainerInfo
 from compose_ckpt.errors import EngineError
@@ -155,7 +156,7 @@ class TreeTransfer:
         """Read only the first members of the volume's tar: the root folder alone means empty."""
         stream = self.read_volume(name, image_id)
         try:
-            with tarfile.open(fileobj=_IterReader(stream), mode="r|") as tar:
+            with tarfile.open(fileobj=IterReader(stream), mode="r|") as tar:
                 return sum(1 for _, _ in zip(range(2), tar)) < 2
         finally:
             stream.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from compose_ckpt.domain.remedies import CRIU_MISSING, CRIU_TOO_OLD, remedy_for
-from compose_ckpt.engine.adapter import criu_log_key_lines
+from compose_ckpt.engine.criu_log import criu_log_key_lines
 
 NOISE = "(00.03) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted"
 

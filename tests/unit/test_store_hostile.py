@@ -22,7 +22,7 @@ from compose_ckpt.cli.main import run
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso
 from compose_ckpt.domain.restore import RestoreRequest, restore_snapshot
 from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.engine.adapter import _link_or_copy_tree
+from compose_ckpt.engine.hardlinks import link_or_copy_tree
 from compose_ckpt.sidecar.config import load_config
 from compose_ckpt.errors import ExitCode, UnsafePathError
 
@@ -64,7 +64,7 @@ def stored(home: Path, name: str = "snap1") -> SnapshotStore:
     (docker_folder / "criu.work").mkdir(parents=True)
     (docker_folder / "pages-1.img").write_bytes(b"pages")
     (docker_folder / "criu.work" / "dump.log").write_bytes(b"log")
-    _link_or_copy_tree(docker_folder, store.new_checkpoint_dir(PROJECT, name, "proj-web-1"))
+    link_or_copy_tree(docker_folder, store.new_checkpoint_dir(PROJECT, name, "proj-web-1"))
     return store
 
 

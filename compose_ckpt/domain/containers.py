@@ -90,7 +90,7 @@ def ensure_holders(engine: Engine, manifest: Manifest, records: Sequence[Contain
         holder = engine.inspect(name)
         app = engine.inspect(record.container_name)
         if holder is not None and app is not None and \
-                joined_container(str(app.attrs["HostConfig"].get("NetworkMode") or "")) != holder.id:
+                joined_container(app.network_mode) != holder.id:
             engine.remove(app.id)
             stale.append(record.container_name)
     return stale

@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, UTC
-from typing import Any
 
 from compose_ckpt.const import CHECKPOINT_PREFIX, LABEL_CONTAINER_NUMBER, LABEL_NETWORK_HOLDER, LABEL_SERVICE
 from compose_ckpt.domain.filesystem import FilesystemCapture, remove_files
@@ -162,19 +161,19 @@ class _SnapshotRun:
             number=int(container.labels.get(LABEL_CONTAINER_NUMBER, "1") or 1),
             image=container.image, image_id=container.image_id, checkpoint=self.checkpoint,
             fingerprint=fingerprint.as_text() if fingerprint else None, inspect=container.attrs,
-            holder=self._holder_of(container),
+            holder=holder.attrs if (holder := self._holder_of(container)) else None,
             restart_policy=policy.as_text() if self.request.stop and policy.restarts else None,
         )
 
-    def _holder_of(self, container: ContainerInfo) -> dict[str, Any] | None:
-        """The inspect document of the network holder an adopted container joins, recorded to recreate it."""
+    def _holder_of(self, container: ContainerInfo) -> ContainerInfo | None:
+        """The network holder an adopted container joins (its inspect document is recorded to recreate it)."""
         if network_form(container.attrs) is not NetworkForm.ADOPTED:
             return None
         holder = self.engine.inspect(container.labels[LABEL_NETWORK_HOLDER])
         if holder is None or not holder.running:
             raise SnapshotFailed(f"the network holder of {container.name} is not running",
                                  hint=f"Adopt the service again: `compose-ckpt adopt {container.labels.get(LABEL_SERVICE, '')}`.")
-        return holder.attrs
+        return holder
 
     def _record_networks_and_volumes(self) -> tuple[list[dict], list[dict]]:
         """What a restore needs to recreate around a removed container."""
@@ -182,10 +181,9 @@ class _SnapshotRun:
         volumes: set[str] = set()
         for _, container in self.members.values():
             holder = self._holder_of(container)  # an adopted container's networks are its holder's
-            for attrs in (container.attrs, *([holder] if holder else [])):
-                settings = attrs.get("NetworkSettings") or {}
-                networks.update(n for n in (settings.get("Networks") or {}) if n not in ("bridge", "host", "none"))
-            volumes.update(m["Name"] for m in container.attrs.get("Mounts") or [] if m.get("Type") == "volume")
+            for attached in (container, *([holder] if holder else [])):
+                networks.update(n for n in attached.network_names if n not in ("bridge", "host", "none"))
+            volumes.update(container.volume_names)
         return ([self.engine.inspect_network(n) for n in sorted(networks)],
                 [self.engine.inspect_volume(v) for v in sorted(volumes)])
 
@@ -260,12 +258,10 @@ class _SnapshotRun:
         """Services connected to an address no container of this snapshot has: only frozen ends agree."""
         inside = {"127.0.0.1", "::1"}
         for _, container in self.members.values():
-            networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
-            inside.update(address for n in networks.values() for address in (n.get("IPAddress"), n.get("GlobalIPv6Address"))
-                          if address)
+            inside.update(container.addresses)
         lines = []
         for service, container in sorted(self.members.values(), key=lambda member: member[1].name):
-            if (container.attrs.get("HostConfig") or {}).get("NetworkMode") == "host" or not self.engine.info().local:
+            if container.network_mode == "host" or not self.engine.info().local:
                 continue  # the host's own sockets, or another host's /proc: nothing to tell
             outside = sorted({f"{ip}:{port}" for ip, port in host.established_peers(container.pid) if ip not in inside})
             if outside:

@@ -49,6 +49,28 @@ class ContainerInfo:
             return None
 
     @property
+    def network_mode(self) -> str:
+        """HostConfig.NetworkMode: `host`, `container:ID`, a network name, or "" (the default bridge)."""
+        return str((self.attrs.get("HostConfig") or {}).get("NetworkMode") or "")
+
+    @property
+    def network_names(self) -> list[str]:
+        """The networks the container is attached to (NetworkSettings.Networks), built-in ones included."""
+        return list((self.attrs.get("NetworkSettings") or {}).get("Networks") or {})
+
+    @property
+    def addresses(self) -> set[str]:
+        """Its IPv4 and IPv6 addresses on those networks."""
+        networks = (self.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+        return {address for n in networks.values() for address in (n.get("IPAddress"), n.get("GlobalIPv6Address"))
+                if address}
+
+    @property
+    def volume_names(self) -> list[str]:
+        """The named volumes it mounts (Mounts of type volume)."""
+        return [m["Name"] for m in self.attrs.get("Mounts") or [] if m.get("Type") == "volume"]
+
+    @property
     def restart_policy(self) -> RestartPolicy:
         recorded = (self.attrs.get("HostConfig") or {}).get("RestartPolicy") or {}
         return RestartPolicy(recorded.get("Name") or "no", int(recorded.get("MaximumRetryCount") or 0))

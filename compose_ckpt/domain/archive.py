@@ -167,7 +167,7 @@ class ArchiveWriter(MemberWriter):
         self._member(SUMS, len(sums), io.BytesIO(sums))
         # End of archive: two zero blocks, then zeros up to a whole record, as tarfile writes it.
         self._write(bytes(2 * tarfile.BLOCKSIZE + -(self._written + 2 * tarfile.BLOCKSIZE) % tarfile.RECORDSIZE))
-        self._zstd.close()
+        self._zstd.close()  # type: ignore[no-untyped-call]  # zstandard ships no hints for it
         self._out.flush()
 
     def __enter__(self) -> ArchiveWriter:
@@ -274,7 +274,7 @@ class _BoundedTarInfo(tarfile.TarInfo):
         if self.type in _HEADER_TYPES and self.size > _MAX_HEADER_BYTES:
             raise ArchiveError(f"damaged or unsafe archive: a tar extension header declares {self.size} bytes "
                                f"(at most {_MAX_HEADER_BYTES})")
-        return super()._proc_member(tar)  # type: ignore[misc]
+        return super()._proc_member(tar)  # type: ignore[misc,no-any-return]
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import zstandard
 
@@ -63,11 +63,11 @@ def volume_path(store: SnapshotStore, project: str, snapshot: str, volume: str) 
     return store.snapshot_dir(project, snapshot) / VOLUMES / f"{volume}{SUFFIX}"
 
 
-def named_volumes(inspect: dict) -> list[str]:
+def named_volumes(inspect: dict[str, Any]) -> list[str]:
     return sorted({m["Name"] for m in inspect.get("Mounts") or [] if m.get("Type") == "volume" and m.get("Name")})
 
 
-def bind_mounts(container: str, inspect: dict) -> list[BindMount]:
+def bind_mounts(container: str, inspect: dict[str, Any]) -> list[BindMount]:
     return [BindMount(container=container, source=str(m.get("Source", "")), destination=str(m.get("Destination", "")),
                       read_only=not m.get("RW", True))
             for m in inspect.get("Mounts") or [] if m.get("Type") == "bind"]

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, UTC
+from typing import Any
 
 from compose_ckpt.const import CHECKPOINT_PREFIX, LABEL_CONTAINER_NUMBER, LABEL_NETWORK_HOLDER, LABEL_SERVICE
 from compose_ckpt.domain.filesystem import FilesystemCapture, remove_files
@@ -175,7 +176,7 @@ class _SnapshotRun:
                                  hint=f"Adopt the service again: `compose-ckpt adopt {container.labels.get(LABEL_SERVICE, '')}`.")
         return holder
 
-    def _record_networks_and_volumes(self) -> tuple[list[dict], list[dict]]:
+    def _record_networks_and_volumes(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """What a restore needs to recreate around a removed container."""
         networks: set[str] = set()
         volumes: set[str] = set()

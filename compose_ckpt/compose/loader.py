@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -287,28 +287,8 @@ def _check_expanded_size(document: dict[str, Any], path: Path) -> None:
 
     Sizes are memoised per node, so a shared (aliased) node is measured once: linear in the YAML, never
     in its expansion."""
-    measured: dict[int, tuple[int, int]] = {}  # id(node) -> (values, depth), aliases expanded
-    entered: set[int] = set()  # the nodes on the current path
-    stack: list[tuple[Any, bool]] = [(document, False)]
-    while stack:
-        node, done = stack.pop()
-        children = list(node.values()) if isinstance(node, dict) else node
-        if done:
-            entered.discard(id(node))
-            sizes = [measured.get(id(child), (1, 0)) for child in children]
-            values = 1 + sum(size for size, _ in sizes)
-            depth = 1 + max((depth for _, depth in sizes), default=0)
-            if values > MAX_VALUES or depth > MAX_DEPTH:
-                what = f"holds more than {MAX_VALUES} values once its aliases are expanded" if values > MAX_VALUES \
-                    else f"is nested more than {MAX_DEPTH} levels deep"
-                raise ComposeFileError(f"the file {what}", path=str(path))
-            measured[id(node)] = (values, depth)
-        elif id(node) in entered:
-            raise ComposeFileError("an alias refers to a node that contains it", path=str(path))
-        elif id(node) not in measured:
-            entered.add(id(node))
-            stack.append((node, True))
-            stack.extend((child, False) for child in children if isinstance(child, (dict, list)))
+    _measure_tree(document, lambda node: list(node.values()) if isinstance(node, dict) else node,
+                  lambda node: isinstance(node, (dict, list)), lambda node: None, {}, path)
 
 
 def check_bounds(data: bytes, path: Path) -> None:
@@ -332,11 +312,22 @@ class NodeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore
 
 
 def _measure(root: yaml.Node | None, measured: dict[int, tuple[int, int]], path: Path) -> None:
-    entered: set[int] = set()
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)] if isinstance(root, yaml.CollectionNode) else []
+    if isinstance(root, yaml.CollectionNode):
+        _measure_tree(root, lambda node: [part for pair in node.value for part in pair]
+                      if isinstance(node, yaml.MappingNode) else node.value,
+                      lambda node: isinstance(node, yaml.CollectionNode), lambda node: node.start_mark.line + 1,
+                      measured, path)
+
+
+def _measure_tree(root: Any, children_of: Callable[[Any], list[Any]], is_collection: Callable[[Any], bool],
+                  line_of: Callable[[Any], int | None], measured: dict[int, tuple[int, int]], path: Path) -> None:
+    """The walk both bounds checks share (over built data and over YAML nodes): sizes memoised in `measured`
+    (id(node) -> (values, depth), aliases expanded); a node met again on its own path is a recursive alias."""
+    entered: set[int] = set()  # the nodes on the current path
+    stack: list[tuple[Any, bool]] = [(root, False)]
     while stack:
         node, done = stack.pop()
-        children = [part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode) else node.value
+        children = children_of(node)
         if done:
             entered.discard(id(node))
             sizes = [measured.get(id(child), (1, 0)) for child in children]
@@ -345,15 +336,14 @@ def _measure(root: yaml.Node | None, measured: dict[int, tuple[int, int]], path:
             if values > MAX_VALUES or depth > MAX_DEPTH:
                 what = f"holds more than {MAX_VALUES} values once its aliases are expanded" if values > MAX_VALUES \
                     else f"is nested more than {MAX_DEPTH} levels deep"
-                raise ComposeFileError(f"the file {what}", path=str(path), line=node.start_mark.line + 1)
+                raise ComposeFileError(f"the file {what}", path=str(path), line=line_of(node))
             measured[id(node)] = (values, depth)
         elif id(node) in entered:
-            raise ComposeFileError("an alias refers to a node that contains it", path=str(path), line=node.start_mark.line + 1)
+            raise ComposeFileError("an alias refers to a node that contains it", path=str(path), line=line_of(node))
         elif id(node) not in measured:
             entered.add(id(node))
             stack.append((node, True))
-            stack.extend((child, False) for child in children if isinstance(child, yaml.CollectionNode))
-
+            stack.extend((child, False) for child in children if is_collection(child))
 
 @dataclass
 class _Model:

@@ -43,12 +43,7 @@ class SecondEngine:
     def reboot(self) -> None:
         """Stop the daemon as a host shutdown does (SIGTERM: it stops the containers), and start it again on
         the same folders, as after a reboot."""
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_daemon(self.process)
         self._start_again()
 
     def kill_and_start_again(self) -> None:
@@ -82,17 +77,27 @@ class SecondEngine:
         raise RuntimeError(f"the second dockerd did not start again:\n{tail}")
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_daemon(self.process)
         subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
         subprocess.run(["ip", "link", "del", f"ckr-{self.root.name[-8:]}"], capture_output=True)
-        for folder in (self.root, self.exec_root):
-            subprocess.run(["umount", "-R", "-l", str(folder)], capture_output=True)
-            shutil.rmtree(folder, ignore_errors=True)
+        remove_daemon_folders(self.root, self.exec_root)
+
+
+def stop_daemon(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as a host shutdown sends (the daemon stops its containers); SIGKILL after a minute."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def remove_daemon_folders(*folders: Path) -> None:
+    """Unmount what a daemon left mounted under its folders, then remove them."""
+    for folder in folders:
+        subprocess.run(["umount", "-R", "-l", str(folder)], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _children(parent: int) -> list[int]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.second_engine import remove_daemon_folders, stop_daemon
 from tests.integration.stack import BUSYBOX
 
 pytestmark = pytest.mark.engine
@@ -37,15 +36,8 @@ class BareDaemon:
         return subprocess.run(["docker", "-H", self.unix, *args], capture_output=True, input=input)
 
     def stop(self) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        for folder in (self.root, self.exec_root):
-            subprocess.run(["umount", "-R", "-l", str(folder)], capture_output=True)
-            shutil.rmtree(folder, ignore_errors=True)
+        stop_daemon(self.process)
+        remove_daemon_folders(self.root, self.exec_root)
 
 
 def start_bare_daemon(search_path: str) -> BareDaemon:

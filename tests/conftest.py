@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,16 @@ def isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "ckpt-home"
     monkeypatch.setenv(ENV_HOME, str(home))
     return home
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A folder everybody can reach (mode 0755, owned by root), like /var/lib or /srv: for the tests that treat
+    every other local user as hostile (tests/other_user.py)."""
+    folder = Path(tempfile.mkdtemp(prefix="ckpt-hostile-", dir="/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder)
 
 
 # Property tests (tests/unit/test_fuzz_*.py): the same examples on every run, a bounded number of them, and

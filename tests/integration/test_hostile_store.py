@@ -11,37 +11,23 @@ import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from compose_ckpt.engine import Engine
 from tests.integration.stack import Stack, counter_services
+from tests.other_user import as_nobody
 
 pytestmark = pytest.mark.skipif(shutil.which("setpriv") is None, reason="acting as another user needs setpriv")
 COMPOSE = "services:\n" + counter_services("a")
 
 
-def as_nobody(script: str) -> None:
-    subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", "sh", "-ec", script],
-                   check=True)
-
-
 def ckpt(stack: Stack, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "compose_ckpt", "-p", stack.project, *args], cwd=stack.folder,
                           capture_output=True, text=True, timeout=300, env={**os.environ, "COMPOSE_CKPT_HOME": str(home)})
-
-
-@pytest.fixture
-def shared() -> Iterator[Path]:
-    """A folder every user can reach (0755, root's), like /var/lib."""
-    folder = Path(tempfile.mkdtemp(prefix="ckpt-hostile-", dir="/tmp"))
-    folder.chmod(0o755)
-    yield folder
-    shutil.rmtree(folder)
 
 
 def assert_still_counting(stack: Stack, before: dict[str, int]) -> None:

@@ -9,9 +9,6 @@ import json
 import os
 import shutil
 import stat
-import subprocess
-import tempfile
-from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
 
@@ -25,26 +22,13 @@ from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine.hardlinks import link_or_copy_tree
 from compose_ckpt.sidecar.config import load_config
 from compose_ckpt.errors import ExitCode, UnsafePathError
+from tests.other_user import as_nobody
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
                                 reason="acting as another user needs root and setpriv")
 PROJECT = "proj"
 CONTAINER_ID = "c" * 64
 IMAGE_ID = "sha256:" + "1" * 64
-
-
-def as_nobody(script: str) -> None:
-    subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--", "sh", "-ec", script],
-                   check=True)
-
-
-@pytest.fixture
-def shared() -> Iterator[Path]:
-    """A folder everybody can reach (mode 0755, owned by root), like /var/lib or /srv."""
-    folder = Path(tempfile.mkdtemp(prefix="ckpt-hostile-", dir="/tmp"))
-    folder.chmod(0o755)
-    yield folder
-    shutil.rmtree(folder)
 
 
 def manifest(name: str = "snap1", status: SnapshotStatus = SnapshotStatus.COMPLETE) -> Manifest:

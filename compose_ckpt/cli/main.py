@@ -290,9 +290,9 @@ def restore(
     request = RestoreRequest(snapshot=snapshot, services=tuple(services or ()), force=force, parallel=parallel,
                              safety_checkpoint=not no_safety_checkpoint, ignore_volumes=ignore_volumes)
     with phases.timed("prepare"):
-        project = _project_name(options)
+        project_name = _project_name(options)
         engine = options.connect()
-    result = restore_snapshot(engine, _store(), project, request, _progress(options), phases)
+    result = restore_snapshot(engine, _store(), project_name, request, _progress(options), phases)
     if as_json:
         print_json({"snapshot": result.snapshot.name, "project": result.snapshot.project,
                     "phases": result.phases, "containers": [vars(c) for c in result.containers],
@@ -518,21 +518,21 @@ def export(
     from compose_ckpt.domain.transfer import export_snapshot
 
     options: GlobalOptions = ctx.obj
-    project = _project_name(options)
+    project_name = _project_name(options)
     engine = options.connect() if with_images else None
     progress = _progress(options)
     if output == "-":
         if sys.stdout.isatty():
             raise UsageError("refusing to write an archive to a terminal", hint="Redirect stdout, or use -o FILE.")
-        result = export_snapshot(_store(), project, snapshot, sys.stdout.buffer, images_from=engine, progress=progress)
+        result = export_snapshot(_store(), project_name, snapshot, sys.stdout.buffer, images_from=engine, progress=progress)
     else:
         result = _export_to_file(Path(output), lambda out: export_snapshot(
-            _store(), project, snapshot, out, images_from=engine, progress=progress))
-    summary = {"snapshot": snapshot, "project": project, "output": output, "bytes": result.bytes_in, "images": result.images}
+            _store(), project_name, snapshot, out, images_from=engine, progress=progress))
+    summary = {"snapshot": snapshot, "project": project_name, "output": output, "bytes": result.bytes_in, "images": result.images}
     if as_json and output != "-":
         print_json(summary)
     elif output != "-":
-        console.print(f"exported {snapshot} of {project} to {output} ({human_size(result.bytes_in)} before compression"
+        console.print(f"exported {snapshot} of {project_name} to {output} ({human_size(result.bytes_in)} before compression"
                       + (f", images: {', '.join(result.images)})" if result.images else ")"), highlight=False)
 
 
@@ -769,20 +769,20 @@ def push(
     from compose_ckpt.domain.registry import push_snapshot
 
     options: GlobalOptions = ctx.obj
-    project = _project_name(options)
+    project_name = _project_name(options)
     with _registry_client(reference, insecure) as client:
         if client.reference.digest:
             raise UsageError(f"cannot push to a digest ({reference})", hint="Give a tag, or none (the snapshot name).")
         tag = client.reference.tag or snapshot
         engine = options.connect() if with_images else None
-        result = push_snapshot(_store(), project, snapshot, client, [tag], images_from=engine,
+        result = push_snapshot(_store(), project_name, snapshot, client, [tag], images_from=engine,
                                progress=_progress(options))
     if as_json:
-        print_json({"snapshot": snapshot, "project": project, "reference": result.reference, "digest": result.digest,
+        print_json({"snapshot": snapshot, "project": project_name, "reference": result.reference, "digest": result.digest,
                     "blobs": result.blobs, "uploaded_blobs": result.uploaded_blobs, "bytes": result.bytes,
                     "uploaded_bytes": result.uploaded_bytes, "images": result.images})
         return
-    console.print(f"pushed {snapshot} of {project} to {result.reference} ({result.digest}): "
+    console.print(f"pushed {snapshot} of {project_name} to {result.reference} ({result.digest}): "
                   f"{result.uploaded_blobs} of {result.blobs} blobs uploaded, {human_size(result.uploaded_bytes)} sent "
                   f"for {human_size(result.bytes)}", highlight=False)
 

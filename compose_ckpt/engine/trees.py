@@ -22,7 +22,7 @@ import tarfile
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from compose_ckpt.const import LABEL_HELPER
 from compose_ckpt.engine.adapter import translated
@@ -200,10 +200,7 @@ def _read_here(folder: Path) -> Generator[bytes, None, None]:
         while chunk := process.stdout.read(_READ_SIZE):
             yield chunk
     finally:
-        process.stdout.close()
-        errors = process.stderr.read().decode(errors="replace").strip()
-        process.stderr.close()
-        status = process.wait()
+        status, errors = _ended(process, process.stdout)
     if status != 0:
         raise EngineError(f"reading {folder} failed (tar exited {status}): {errors[-500:]}")
 
@@ -221,12 +218,19 @@ def _write_here(folder: Path, chunks: Iterable[bytes]) -> None:
     except BrokenPipeError:
         pass  # tar stopped early: its exit status and message say why
     finally:
-        process.stdin.close()
-        errors = process.stderr.read().decode(errors="replace").strip()
-        process.stderr.close()
-        status = process.wait()
+        status, errors = _ended(process, process.stdin)
     if status != 0:
         raise EngineError(f"writing into {folder} failed (tar exited {status}): {errors[-500:]}")
+
+
+def _ended(process: subprocess.Popen[bytes], data: IO[bytes]) -> tuple[int, str]:
+    """Close our end of tar's data pipe (it then finishes, or stops on a broken pipe), then collect its
+    exit status and what it wrote on stderr."""
+    data.close()
+    assert process.stderr is not None
+    errors = process.stderr.read().decode(errors="replace").strip()
+    process.stderr.close()
+    return process.wait(), errors
 
 
 def _require_upper(container: ContainerInfo) -> str:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, TypeVar
 import typer
 
 from compose_ckpt import __version__
-from compose_ckpt.cli.output import console, err_console, escape, human_size, print_error, print_json, print_table
+from compose_ckpt.cli.output import console, err_console, escape, human_size, print_error, print_json, print_table, print_warnings
 from compose_ckpt.const import DEFAULT_PARALLEL
 from compose_ckpt.errors import CkptError, ExitCode, NotFoundError, UsageError
 
@@ -298,8 +298,7 @@ def restore(
                     "phases": result.phases, "containers": [vars(c) for c in result.containers],
                     "warnings": result.warnings})
         return
-    for warning in result.warnings:
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    print_warnings(result.warnings)
     print_table(["SERVICE", "CONTAINER", "RECREATED", "VERIFIED BY"],
                 [(c.service, c.container, "yes" if c.recreated else "no", c.verified) for c in result.containers])
     console.print(f"restored {len(result.containers)} containers from snapshot {result.snapshot.name}", highlight=False)
@@ -574,8 +573,7 @@ def import_(
         print_json({"snapshot": manifest.name, "project": manifest.project, "warnings": result.warnings,
                     "loaded_images": result.loaded_images, "created_containers": result.created_containers})
         return
-    for warning in result.warnings:
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    print_warnings(result.warnings)
     console.print(f"imported snapshot {manifest.name} of project {manifest.project}: "
                   f"{len(result.created_containers)} containers created, {len(result.loaded_images)} images loaded; "
                   f"restore it with `compose-ckpt -p {manifest.project} restore {manifest.name}`", highlight=False)
@@ -624,8 +622,7 @@ def migrate(
                     "seconds": result.seconds, "warnings": result.warnings, "source_removed": result.source_removed,
                     "containers": [vars(c) for c in result.restored]})
         return
-    for warning in result.warnings:
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    print_warnings(result.warnings)
     print_table(["SERVICE", "CONTAINER", "VERIFIED BY"], [(c.service, c.container, c.verified) for c in result.restored])
     timing = ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in result.seconds.items())
     source = "removed from" if result.source_removed else "kept stopped on"
@@ -811,8 +808,7 @@ def pull(
                     "reused_bytes": result.reused_bytes, "warnings": imported.warnings,
                     "loaded_images": imported.loaded_images, "created_containers": imported.created_containers})
         return
-    for warning in imported.warnings:
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    print_warnings(imported.warnings)
     console.print(f"pulled snapshot {manifest.name} of project {manifest.project} from {result.reference} "
                   f"({human_size(result.downloaded_bytes)} downloaded): {len(imported.created_containers)} containers "
                   f"created; restore it with `compose-ckpt -p {manifest.project} restore {manifest.name}`",

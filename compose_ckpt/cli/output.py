@@ -58,6 +58,12 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     console.print(table)
 
 
+def print_warnings(warnings: Sequence[str]) -> None:
+    """Warnings go to stderr, so that --json output on stdout stays one document."""
+    for warning in warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+
+
 def print_error(error: CkptError) -> None:
     err_console.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False, soft_wrap=True)
     for line in error.details:

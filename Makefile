@@ -35,14 +35,15 @@ $(BIN)/compose-ckpt: pyproject.toml
 
 install: $(BIN)/compose-ckpt  ## .venv with compose-ckpt (editable) and the test tools
 
-test: engine registry install lint  ## lint, then the whole suite: unit tests and integration tests against the engine
-	$(BIN)/python -m pytest
-
 # The core integration tests again, against Docker 28.5.2, on adopted stacks (see docs/engine.md).
 CORE_TESTS := tests/integration/test_stack_snapshot_restore.py tests/integration/test_migrate.py \
 	tests/integration/test_sidecar.py::test_scheduled_runs_every_3s
 
-test-28: engine-28 install  ## the core integration tests against engine-28 (round trip, recreate, migrate, sidecar)
+test: engine engine-28 registry install lint  ## lint, the whole suite, then the core integration tests again on Docker 28
+	$(BIN)/python -m pytest
+	COMPOSE_CKPT_TEST_ENGINE=28 $(BIN)/python -m pytest $(CORE_TESTS)
+
+test-28: engine-28 install  ## only the core integration tests against engine-28 (round trip, recreate, migrate, sidecar)
 	COMPOSE_CKPT_TEST_ENGINE=28 $(BIN)/python -m pytest $(CORE_TESTS)
 
 lint: install  ## ruff and mypy over the package, the tests and the benchmarks

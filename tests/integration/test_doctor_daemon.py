@@ -25,7 +25,7 @@ WITHOUT_CRIU = "/usr/bin:/bin"  # /usr/local/sbin holds CRIU 4.2's wrapper, /usr
 
 @dataclass
 class BareDaemon:
-    """A dockerd without a default bridge (nothing shared with other daemons), on a PATH of our choice."""
+    """A dockerd in a network namespace of its own, without a default bridge, on a PATH of our choice."""
 
     root: Path
     exec_root: Path
@@ -48,8 +48,10 @@ def start_bare_daemon(search_path: str) -> BareDaemon:
     (root / "daemon.json").write_text("{}")
     unix = f"unix://{exec_root}/docker.sock"
     log = open(root / "dockerd.log", "ab")
+    # Its own network namespace: a dockerd with `--bridge none` deletes the host's docker0, which the
+    # default engine's containers need.
     process = subprocess.Popen(
-        ["/usr/sbin/dockerd", "--experimental", "--config-file", str(root / "daemon.json"),
+        ["unshare", "--net", "/usr/sbin/dockerd", "--experimental", "--config-file", str(root / "daemon.json"),
          "--data-root", str(root / "data"), "--exec-root", str(exec_root), "--pidfile", str(exec_root / "docker.pid"),
          "-H", unix, "--bridge", "none", "--iptables=false", "--ip-masq=false", "--userland-proxy=false"],
         stdout=log, stderr=log, env={**os.environ, "PATH": search_path}, start_new_session=True,

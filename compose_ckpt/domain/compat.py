@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from compose_ckpt.domain.doctor import version_tuple
+from compose_ckpt.domain.versions import version_tuple
 from compose_ckpt.engine import Engine, host
 
 

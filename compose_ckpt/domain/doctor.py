@@ -11,6 +11,7 @@ from typing import Any
 
 from compose_ckpt.domain.holders import needs_holders, network_form
 from compose_ckpt.domain.remedies import CRIU_MISSING, remedy_for
+from compose_ckpt.domain.versions import version_tuple
 from compose_ckpt.engine import ContainerInfo, Engine, host
 from compose_ckpt.engine.types import EngineInfo
 from compose_ckpt.errors import CkptError
@@ -179,11 +180,3 @@ def _existing_parent(path: Path) -> Path:
 
 def _major(version: str) -> int:
     return version_tuple(version)[0]
-
-
-def version_tuple(version: str | None) -> tuple[int, ...]:
-    parts = []
-    for part in (version or "0").split("+")[0].split("."):
-        digits = "".join(ch for ch in part if ch.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)

@@ -23,6 +23,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
+from compose_ckpt.const import LABEL_PROJECT
 from compose_ckpt.domain import safefs
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import Engine
@@ -239,7 +240,7 @@ class Sidecar:
             try:
                 for event in self.engine.events(f"{self.config.label_prefix}.{ENABLE}", since, until):
                     self.log.info("container_event", action=event.action, container=event.attributes.get("name"),
-                                  project=event.attributes.get("com.docker.compose.project"))
+                                  project=event.attributes.get(LABEL_PROJECT))
                     self.inbox.put(Message("resync"))
                 since = until
             except CkptError as exc:  # the adapter turns a stream cut by a daemon restart into this too

@@ -1,4 +1,5 @@
-from compose_ckpt.domain.doctor import Status, _docker_version, version_tuple
+from compose_ckpt.domain.doctor import Status, _docker_version
+from compose_ckpt.domain.versions import version_tuple
 from compose_ckpt.engine.types import EngineInfo
 
 

@@ -48,15 +48,18 @@ def recover_project(engine: Engine, store: SnapshotStore, project: str,
                     progress: ProgressCallback = lambda name, phase: None) -> list[str]:
     """`compose-ckpt recover`: what snapshot and restore do first anyway, on its own."""
     with store.locked(project):
-        return recover_interrupted(engine, store, project, progress)
+        return recover_interrupted(engine, store, project, progress, strict=True)
 
 
 def recover_interrupted(engine: Engine, store: SnapshotStore, project: str,
-                        progress: ProgressCallback = lambda name, phase: None) -> list[str]:
+                        progress: ProgressCallback = lambda name, phase: None, *, strict: bool = False) -> list[str]:
     """Recover every `incomplete` snapshot of `project`; the caller holds the project lock.
 
     Returns one line per container: what was done and the state it is in. Raises RecoveryFailed
-    (with those lines) when a container is left without its state."""
+    (with those lines) while a kept checkpoint may still bring a container back, so that no new
+    command works over it; with `strict` (the `recover` command, whose job is to say so) also when
+    a state is lost for good. That loss is recorded in the snapshot, now `failed`, and must not
+    block the next snapshot or restore of containers the user has started fresh since."""
     total = _Outcome()
     for manifest in store.list(project):
         if manifest.status is SnapshotStatus.INCOMPLETE:
@@ -64,7 +67,7 @@ def recover_interrupted(engine: Engine, store: SnapshotStore, project: str,
             total.lines += outcome.lines
             total.left += outcome.left
             total.retry = total.retry or outcome.retry
-    if total.left:
+    if total.left and (strict or total.retry):
         raise RecoveryFailed(
             f"could not put back {', '.join(total.left)} with its state after an interrupted snapshot",
             details=total.lines,
@@ -156,6 +159,7 @@ class _Recovery:
                 self._restore(record, container, in_docker)
                 if record.container_name in self.outcome.left:
                     return  # its checkpoint is the only copy of its state: kept
+                in_docker = True  # it is there now: placed from the store's copy when it was not
             else:
                 self.outcome.lines.append(
                     f"{name}: {container.status} without a checkpoint: its in-memory state is lost "

@@ -14,6 +14,9 @@ from tests.integration.stack import BUSYBOX, run_docker
 
 pytestmark = pytest.mark.engine
 
+# No network: these calls need none, and the default bridge (docker0) is not ours to rely on: a test
+# daemon elsewhere on the host may have removed it.
+
 # A counter held only in a shell variable; the file just lets the test read it.
 COUNTER = "i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.1; done"
 
@@ -25,7 +28,7 @@ def read_counter(container: str) -> int:
 def test_checkpoint_and_restore_continue_the_counter(engine: Engine, labelled: dict[str, str], test_id: str) -> None:
     name = f"ckpt-roundtrip-{test_id}"
     label_args = [arg for key, value in labelled.items() for arg in ("--label", f"{key}={value}")]
-    run_docker("run", "-d", "--name", name, *label_args, BUSYBOX, "sh", "-c", COUNTER)
+    run_docker("run", "-d", "--name", name, "--network", "none", *label_args, BUSYBOX, "sh", "-c", COUNTER)
     time.sleep(1.5)
     container = engine.inspect(name)
     assert container is not None and container.running
@@ -63,7 +66,7 @@ def read_counter_from_file_after_exit(engine: Engine, container_id: str) -> int:
 def test_fingerprint_changes_on_a_fresh_start(engine: Engine, labelled: dict[str, str], test_id: str) -> None:
     name = f"ckpt-fresh-{test_id}"
     label_args = [arg for key, value in labelled.items() for arg in ("--label", f"{key}={value}")]
-    run_docker("run", "-d", "--name", name, *label_args, BUSYBOX, "sleep", "300")
+    run_docker("run", "-d", "--name", name, "--network", "none", *label_args, BUSYBOX, "sleep", "300")
     first = engine.inspect(name)
     assert first is not None
     before = engine.fingerprint(first)

@@ -185,8 +185,10 @@ def test_the_sidecar_pushes_each_snapshot_keeps_two_in_the_registry_and_retries_
     prefix = project = f"ckptside{uuid.uuid4().hex[:8]}"
     port = free_port()
     labels = {"enable": "true", "schedule": "@every 3s", "keep": "2", "push": f"{repository}:latest",
-              # a second job, pushing to a registry that is not there: it must not hold up anything
-              "offline.schedule": "@every 4s", "offline.keep": "1", "offline.push": "127.0.0.1:9/x/y"}
+              # a second job, pushing to a registry that is not there: it must not hold up anything. Its
+              # snapshots come less often than its first retries (5 s, 15 s), so that neither a newer
+              # snapshot nor retention replaces the one being retried before the second retry is due.
+              "offline.schedule": "@every 20s", "offline.keep": "1", "offline.push": "127.0.0.1:9/x/y"}
     (tmp_path / "compose.yaml").write_text(f"services:\n  one:\n{counter_service(prefix, labels)}\n")
     config = tmp_path / "config"
     config.mkdir()

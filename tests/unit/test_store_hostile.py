@@ -284,14 +284,20 @@ def test_a_planted_lock_link_is_refused_and_its_target_not_created(shared: Path)
 # --- export writes outside the store ---------------------------------------------------------------------
 
 
-def test_export_never_writes_through_a_planted_link(capsys: pytest.CaptureFixture[str], shared: Path) -> None:
-    """nobody plants the old fixed temporary name as a link to a file of root's, in a sticky folder: unused."""
-    stored(shared / "home")
+def victim_and_drop(shared: Path) -> tuple[Path, Path]:
+    """A file of root's, and a sticky world-writable folder (like /tmp) where export writes."""
     victim = shared / "victim"
     victim.write_text("root's file")
     drop = shared / "drop"
     drop.mkdir()
     drop.chmod(0o1777)
+    return victim, drop
+
+
+def test_export_never_writes_through_a_planted_link(capsys: pytest.CaptureFixture[str], shared: Path) -> None:
+    """nobody plants the old fixed temporary name as a link to a file of root's, in a sticky folder: unused."""
+    stored(shared / "home")
+    victim, drop = victim_and_drop(shared)
     as_nobody(f"ln -s {victim} {drop}/.out.tar.zst.partial")
     code, output = cli(capsys, shared / "home", "export", "snap1", "-o", str(drop / "out.tar.zst"))
     assert code == ExitCode.OK, output
@@ -305,11 +311,7 @@ def test_export_never_writes_through_a_planted_link(capsys: pytest.CaptureFixtur
 def test_export_refuses_a_link_as_its_output(capsys: pytest.CaptureFixture[str], shared: Path, owner: str) -> None:
     """Whoever made it: a link at -o FILE is neither written through nor replaced (it may be /dev/stdout)."""
     stored(shared / "home")
-    victim = shared / "victim"
-    victim.write_text("root's file")
-    drop = shared / "drop"
-    drop.mkdir()
-    drop.chmod(0o1777)
+    victim, drop = victim_and_drop(shared)
     if owner == "nobody":
         as_nobody(f"ln -s {victim} {drop}/out.tar.zst")
     else:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # the domain and the engine client load lazily, per command, 
     from compose_ckpt.domain.manifest import Manifest, TreeCopy
     from compose_ckpt.domain.migrate import MigrateRequest
     from compose_ckpt.domain.parallel import ProgressCallback
+    from compose_ckpt.domain.ports import EnginePort
     from compose_ckpt.domain.project import Project
     from compose_ckpt.domain.reboot import Outcome
     from compose_ckpt.domain.store import SnapshotStore
@@ -129,7 +130,7 @@ def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
         raise typer.Exit(ExitCode.FAILURE)
 
 
-def _project_containers(options: GlobalOptions, engine: Engine) -> list[tuple[str, ContainerInfo]]:
+def _project_containers(options: GlobalOptions, engine: EnginePort) -> list[tuple[str, ContainerInfo]]:
     """The (service, container) pairs of the compose project here, for doctor; none without compose files."""
     from compose_ckpt.domain.project import Project
 
@@ -649,7 +650,8 @@ def host_shutdown(ctx: typer.Context, projects: Projects, as_json: JsonOption = 
     """Snapshot each running project with --stop (what the hook runs before Docker stops)."""
     from compose_ckpt.domain.reboot import shutdown
 
-    _print_outcomes(shutdown(ctx.obj.connect(), _store(), projects), as_json)
+    options: GlobalOptions = ctx.obj
+    _print_outcomes(shutdown(options.connect(), _store(), projects), as_json)
 
 
 @host_app.command("boot")
@@ -658,7 +660,8 @@ def host_boot(ctx: typer.Context, projects: Projects, as_json: JsonOption = Fals
     runs once Docker is back); leave the others to Docker, saying why."""
     from compose_ckpt.domain.reboot import boot
 
-    _print_outcomes(boot(ctx.obj.connect(), _store(), projects), as_json)
+    options: GlobalOptions = ctx.obj
+    _print_outcomes(boot(options.connect(), _store(), projects), as_json)
 
 
 @host_app.command("install")

@@ -22,7 +22,8 @@ from compose_ckpt.domain.ordering import dependency_levels
 from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback, run_parallel
 from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.engine import ContainerInfo, Engine
+from compose_ckpt.domain.ports import EnginePort
+from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.engine.specs import referenced_containers
 from compose_ckpt.errors import CkptError, EngineError
 
@@ -80,7 +81,7 @@ def adopt(project: Project, store: SnapshotStore, plans: Sequence[AdoptionPlan],
     return results
 
 
-def _adopt_indexed(engine: Engine, plans: Sequence[AdoptionPlan], progress: ProgressCallback,
+def _adopt_indexed(engine: EnginePort, plans: Sequence[AdoptionPlan], progress: ProgressCallback,
                    stop_timeout: int | None, index: int) -> AdoptedContainer:
     plan = plans[index]
     current = engine.inspect(plan.container.id)
@@ -92,7 +93,7 @@ def _adopt_indexed(engine: Engine, plans: Sequence[AdoptionPlan], progress: Prog
     return AdoptedContainer(plan.service, current.name, holder, "adopted")
 
 
-def _rejoin_dependents(engine: Engine, project: Project, adopted: ContainerInfo, holder: str,
+def _rejoin_dependents(engine: EnginePort, project: Project, adopted: ContainerInfo, holder: str,
                        progress: ProgressCallback) -> list[AdoptedContainer]:
     rejoined = []
     for dependent in _dependents(engine, project, adopted.id):
@@ -109,7 +110,7 @@ _SKIPPED = {
 }
 
 
-def adopt_container(engine: Engine, container: ContainerInfo, stop_timeout: int | None = None) -> str:
+def adopt_container(engine: EnginePort, container: ContainerInfo, stop_timeout: int | None = None) -> str:
     """Replace `container` by its holder and itself joined to it; return the holder's name.
     `stop_timeout`: seconds before a stop kills (default: the container's own).
 
@@ -140,19 +141,19 @@ def adopt_container(engine: Engine, container: ContainerInfo, stop_timeout: int 
     return holder
 
 
-def _put_back(engine: Engine, recorded: dict[str, Any], was_running: bool) -> None:
+def _put_back(engine: EnginePort, recorded: dict[str, Any], was_running: bool) -> None:
     restored = engine.create_container(recorded)
     if was_running:
         engine.start(restored.id)
 
 
-def _dependents(engine: Engine, project: Project, container_id: str) -> list[ContainerInfo]:
+def _dependents(engine: EnginePort, project: Project, container_id: str) -> list[ContainerInfo]:
     """The project's containers that join or take from the container `container_id`."""
     return [c for service in project.select([]) for c in project.containers(service)
             if container_id in referenced_containers(c.attrs)]
 
 
-def _rejoin(engine: Engine, dependent: ContainerInfo, adopted: ContainerInfo) -> None:
+def _rejoin(engine: EnginePort, dependent: ContainerInfo, adopted: ContainerInfo) -> None:
     """Recreate `dependent` pointing at the adopted container's new self (as compose would, so that
     `docker compose up` finds it as it expects): its network is then the holder's, through it."""
     was_running = dependent.running or dependent.paused

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from compose_ckpt.domain.versions import version_tuple
-from compose_ckpt.engine import Engine, host
+from compose_ckpt.domain.ports import EnginePort
+from compose_ckpt.engine import host
 
 
 @dataclass
@@ -14,7 +15,7 @@ class Compatibility:
     warnings: list[str] = field(default_factory=list)  # restore may work; the user should know
 
 
-def check_target(recorded: dict[str, str], target: Engine) -> Compatibility:
+def check_target(recorded: dict[str, str], target: EnginePort) -> Compatibility:
     """Compare the engine facts recorded in a manifest with the target engine."""
     info = target.info()
     result = Compatibility()

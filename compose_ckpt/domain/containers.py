@@ -9,12 +9,13 @@ from compose_ckpt.domain.holders import with_recorded_address
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest
 from compose_ckpt.domain.ordering import dependency_levels
 from compose_ckpt.domain.parallel import ProgressCallback
-from compose_ckpt.engine import NO_RESTART, ContainerInfo, Engine
+from compose_ckpt.domain.ports import EnginePort
+from compose_ckpt.engine import NO_RESTART, ContainerInfo
 from compose_ckpt.engine.specs import joined_container, referenced_containers
 from compose_ckpt.errors import CkptError
 
 
-def recreate_containers(engine: Engine, manifest: Manifest, records: Sequence[ContainerRecord],
+def recreate_containers(engine: EnginePort, manifest: Manifest, records: Sequence[ContainerRecord],
                         progress: ProgressCallback) -> dict[str, ContainerInfo]:
     """Create (not start) each container in `records` as recorded, with the networks and volumes it needs.
 
@@ -36,7 +37,7 @@ def recreate_containers(engine: Engine, manifest: Manifest, records: Sequence[Co
     return created
 
 
-def ensure_networks_and_volumes(engine: Engine, manifest: Manifest) -> None:
+def ensure_networks_and_volumes(engine: EnginePort, manifest: Manifest) -> None:
     for network in manifest.networks:
         if not engine.network_exists(network["Name"]):
             engine.create_network(network)
@@ -68,7 +69,7 @@ def implicit_dependencies(manifest: Manifest) -> dict[str, list[str]]:
     return dependencies
 
 
-def ensure_holders(engine: Engine, manifest: Manifest, records: Sequence[ContainerRecord],
+def ensure_holders(engine: EnginePort, manifest: Manifest, records: Sequence[ContainerRecord],
                    progress: ProgressCallback) -> list[str]:
     """Every recorded network holder of `records` exists and runs, recreated where gone (at its recorded
     addresses when free). Returns the names of containers that joined a holder since replaced: they
@@ -96,7 +97,7 @@ def ensure_holders(engine: Engine, manifest: Manifest, records: Sequence[Contain
     return stale
 
 
-def create_holder(engine: Engine, recorded: Mapping[str, Any]) -> str:
+def create_holder(engine: EnginePort, recorded: Mapping[str, Any]) -> str:
     """Create and start a network holder, at its recorded addresses when they are free, else at any.
 
     Docker accepts a fixed address only on networks with a configured subnet."""

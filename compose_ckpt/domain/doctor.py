@@ -12,7 +12,8 @@ from typing import Any
 from compose_ckpt.domain.holders import needs_holders, network_form
 from compose_ckpt.domain.remedies import CRIU_MISSING, remedy_for
 from compose_ckpt.domain.versions import version_tuple
-from compose_ckpt.engine import ContainerInfo, Engine, host
+from compose_ckpt.domain.ports import EnginePort
+from compose_ckpt.engine import ContainerInfo, host
 from compose_ckpt.engine.types import EngineInfo
 from compose_ckpt.errors import CkptError
 
@@ -47,9 +48,9 @@ class Report:
         return all(check.status is not Status.FAIL for check in self.checks)
 
 
-def run_checks(connect: Callable[[], Engine], store_home: Path,
-               project: Callable[[Engine], list[tuple[str, ContainerInfo]]] | None = None) -> Report:
-    """Run every check. `connect` returns an Engine or raises EngineUnavailable; `project`, when given,
+def run_checks(connect: Callable[[], EnginePort], store_home: Path,
+               project: Callable[[EnginePort], list[tuple[str, ContainerInfo]]] | None = None) -> Report:
+    """Run every check. `connect` returns an engine or raises EngineUnavailable; `project`, when given,
     lists the (service, container) pairs of the compose project here, for the network holders check."""
     try:
         engine = connect()

@@ -46,7 +46,8 @@ from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.errors import ArchiveError, CkptError
 
 if TYPE_CHECKING:  # export and import read the copies without the Docker SDK
-    from compose_ckpt.engine import ContainerInfo, Engine
+    from compose_ckpt.domain.ports import EnginePort
+    from compose_ckpt.engine import ContainerInfo
 
 LAYERS = "layers"
 VOLUMES = "volumes"
@@ -83,7 +84,7 @@ def layer_intact(manifest: Manifest, record: ContainerRecord, current: Container
 class FilesystemCapture:
     """The filesystem side of one snapshot run; `_SnapshotRun` calls it inside the frozen window."""
 
-    def __init__(self, engine: Engine, store: SnapshotStore, manifest: Manifest,
+    def __init__(self, engine: EnginePort, store: SnapshotStore, manifest: Manifest,
                  containers: dict[str, ContainerInfo], *, layers: bool, volumes: bool) -> None:
         self.engine = engine
         self.store = store
@@ -139,7 +140,7 @@ class FilesystemCapture:
 class FilesystemRestore:
     """The filesystem side of one restore: called once the containers exist and none of them runs."""
 
-    def __init__(self, engine: Engine, store: SnapshotStore, manifest: Manifest, records: list[ContainerRecord],
+    def __init__(self, engine: EnginePort, store: SnapshotStore, manifest: Manifest, records: list[ContainerRecord],
                  *, ignore_volumes: bool, parallel: int, progress: ProgressCallback) -> None:
         self.engine = engine
         self.store = store

@@ -21,7 +21,7 @@ from enum import Enum
 from typing import Any
 
 from compose_ckpt.const import HOLDER_SUFFIX, LABEL_HOLDER_FOR, LABEL_NETWORK_HOLDER, LABEL_ONEOFF
-from compose_ckpt.engine import Engine
+from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.engine.specs import joined_container
 from compose_ckpt.errors import NeedsAdoption
 
@@ -59,7 +59,7 @@ def network_form(attrs: Mapping[str, Any]) -> NetworkForm:
     return NetworkForm.HOST if mode == "host" else NetworkForm.OWN
 
 
-def refuse_unrestorable(engine: Engine, containers: Sequence[tuple[str, str, Mapping[str, Any]]], action: str) -> None:
+def refuse_unrestorable(engine: EnginePort, containers: Sequence[tuple[str, str, Mapping[str, Any]]], action: str) -> None:
     """On Docker 28 and later, refuse `action` when any (service, container name, inspect document) in
     `containers` owns its network namespace: Docker could not restore it. Says how to adopt them."""
     own = [(service, name) for service, name, attrs in containers if network_form(attrs) is NetworkForm.OWN]

@@ -21,7 +21,7 @@ from compose_ckpt.domain.registry import PushResult, push_snapshot
 from compose_ckpt.domain.restore import RestoredContainer, RestoreRequest, restore_snapshot
 from compose_ckpt.domain.snapshot import SnapshotRequest, take_snapshot
 from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.engine import Engine
+from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.errors import CkptError, ConflictError, EngineError
 from compose_ckpt.registry.client import RegistryClient
 
@@ -47,7 +47,7 @@ class MigrateResult:
     source_removed: bool = False
 
 
-def migrate(project: Project, target: Engine, store: SnapshotStore, request: MigrateRequest,
+def migrate(project: Project, target: EnginePort, store: SnapshotStore, request: MigrateRequest,
             progress: ProgressCallback = lambda name, phase: None) -> MigrateResult:
     source = project.engine
     clock = _Clock()
@@ -134,7 +134,7 @@ def migrate_via_registry(project: Project, store: SnapshotStore, client: Registr
     return MigrateViaResult(manifest, pushed, seconds)
 
 
-def _check_bind_mounts(project: Project, target: Engine, store: SnapshotStore, request: MigrateRequest) -> list[str]:
+def _check_bind_mounts(project: Project, target: EnginePort, store: SnapshotStore, request: MigrateRequest) -> list[str]:
     """Bind mounts are never copied: refuse to start when the target lacks a host path the stack mounts."""
     if request.snapshot is None:
         containers = [c for entry in project.resolve(project.select(())) for c in entry.containers]
@@ -169,7 +169,7 @@ def _snapshot_to_move(project: Project, store: SnapshotStore, request: MigrateRe
     return manifest
 
 
-def copy_images(source: Engine, target: Engine, manifest: Manifest, progress: ProgressCallback) -> None:
+def copy_images(source: EnginePort, target: EnginePort, manifest: Manifest, progress: ProgressCallback) -> None:
     """Stream every image the snapshot's containers use that the target lacks, tag included."""
     for reference, image_id in sorted({(r.image, r.image_id) for r in manifest.containers}):
         if target.image_id(reference) == image_id:
@@ -180,7 +180,7 @@ def copy_images(source: Engine, target: Engine, manifest: Manifest, progress: Pr
             raise EngineError(f"image {reference} on the target is not {image_id[:19]} after loading it")
 
 
-def _put_source_back(source: Engine, target: Engine, store: SnapshotStore, manifest: Manifest,
+def _put_source_back(source: EnginePort, target: EnginePort, store: SnapshotStore, manifest: Manifest,
                      existing_on_target: set[str], request: MigrateRequest, progress: ProgressCallback) -> None:
     """Undo the target side, then make sure the stack runs on the source with its state."""
     for name in _names_with_holders(manifest):  # containers first, then the holders they joined
@@ -190,7 +190,7 @@ def _put_source_back(source: Engine, target: Engine, store: SnapshotStore, manif
     _restart_source(source, store, manifest, request, progress)
 
 
-def _restart_source(source: Engine, store: SnapshotStore, manifest: Manifest, request: MigrateRequest,
+def _restart_source(source: EnginePort, store: SnapshotStore, manifest: Manifest, request: MigrateRequest,
                     progress: ProgressCallback) -> None:
     """Restore, from the snapshot, the stack's containers that the move left stopped on the source."""
     stopped = [r for r in manifest.containers if (c := source.inspect(r.container_name)) is not None and c.exited]
@@ -206,7 +206,7 @@ def _names_with_holders(manifest: Manifest) -> list[str]:
     return [*(r.container_name for r in manifest.containers), *recorded_holders(manifest.containers)]
 
 
-def _ensure_stopped(engine: Engine, name: str) -> None:
+def _ensure_stopped(engine: EnginePort, name: str) -> None:
     container = engine.inspect(name)
     if container is not None and not container.exited:
         engine.kill(container.id)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from compose_ckpt.compose import ComposeProject
 from compose_ckpt.const import LABEL_CONTAINER_NUMBER, LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE
-from compose_ckpt.engine import ContainerInfo, Engine
+from compose_ckpt.domain.ports import EnginePort
+from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.errors import ConflictError, NotFoundError, UsageError
 
 
@@ -18,7 +19,7 @@ class ServiceContainers:
 
 
 class Project:
-    def __init__(self, compose: ComposeProject, engine: Engine) -> None:
+    def __init__(self, compose: ComposeProject, engine: EnginePort) -> None:
         self.compose = compose
         self.engine = engine
 

@@ -22,7 +22,8 @@ from compose_ckpt.domain.restore import RestoreRequest, restore_snapshot
 from compose_ckpt.domain.retention import to_prune
 from compose_ckpt.domain.snapshot import SnapshotRequest, default_snapshot_name, take_snapshot
 from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.engine import ContainerInfo, Engine
+from compose_ckpt.domain.ports import EnginePort
+from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.errors import CkptError, NotFoundError
 
 # Why a snapshot is not restored after a reboot (also the sidecar's skip reasons).
@@ -67,17 +68,17 @@ class Outcome:
         return self.action == "failed"
 
 
-def project_containers(engine: Engine, project: str) -> list[ContainerInfo]:
+def project_containers(engine: EnginePort, project: str) -> list[ContainerInfo]:
     return [c for c in engine.list_containers({LABEL_PROJECT: validate_name(project, "project name")})
             if c.labels.get(LABEL_ONEOFF, "False") != "True"]
 
 
-def shutdown(engine: Engine, store: SnapshotStore, projects: Sequence[str]) -> list[Outcome]:
+def shutdown(engine: EnginePort, store: SnapshotStore, projects: Sequence[str]) -> list[Outcome]:
     """Snapshot each running project with --stop (restart policies held back), so nothing starts fresh at boot."""
     return [_guarded(_shutdown_one, engine, store, project) for project in projects]
 
 
-def _shutdown_one(engine: Engine, store: SnapshotStore, project: str) -> Outcome:
+def _shutdown_one(engine: EnginePort, store: SnapshotStore, project: str) -> Outcome:
     containers = project_containers(engine, project)
     running = [c for c in containers if c.running or c.paused]
     if not running:
@@ -93,13 +94,13 @@ def _shutdown_one(engine: Engine, store: SnapshotStore, project: str) -> Outcome
     return Outcome(project, "snapshot", f"stopped at snapshot {manifest.name}: {', '.join(services)}", manifest.name)
 
 
-def boot(engine: Engine, store: SnapshotStore, projects: Sequence[str]) -> list[Outcome]:
+def boot(engine: EnginePort, store: SnapshotStore, projects: Sequence[str]) -> list[Outcome]:
     """Restore each project from its latest complete snapshot when that cannot roll memory back over newer
     files (see `reboot_hazard`); leave the others to Docker, saying why."""
     return [_guarded(_boot_one, engine, store, project) for project in projects]
 
 
-def _boot_one(engine: Engine, store: SnapshotStore, project: str) -> Outcome:
+def _boot_one(engine: EnginePort, store: SnapshotStore, project: str) -> Outcome:
     containers = project_containers(engine, project)
     running = [c.name for c in containers if not c.exited]
     if running:
@@ -116,7 +117,7 @@ def _boot_one(engine: Engine, store: SnapshotStore, project: str) -> Outcome:
     return Outcome(project, "restored", f"{len(result.containers)} containers from snapshot {latest.name}", latest.name)
 
 
-def _guarded(run: Callable[[Engine, SnapshotStore, str], Outcome], engine: Engine, store: SnapshotStore,
+def _guarded(run: Callable[[EnginePort, SnapshotStore, str], Outcome], engine: EnginePort, store: SnapshotStore,
              project: str) -> Outcome:
     """One project's failure is reported and the others go on: a host shutting down waits for no one."""
     try:

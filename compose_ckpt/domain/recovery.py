@@ -30,7 +30,8 @@ from compose_ckpt.domain.filesystem import remove_files
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus
 from compose_ckpt.domain.parallel import ProgressCallback
 from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.engine import ContainerInfo, Engine, ProcessFingerprint
+from compose_ckpt.domain.ports import EnginePort
+from compose_ckpt.engine import ContainerInfo, ProcessFingerprint
 from compose_ckpt.errors import CkptError, RecoveryFailed
 
 # The hand-overs between runc, containerd and the daemon during one dump leave gaps of a few tenths of a
@@ -44,14 +45,14 @@ def dump_wait_seconds() -> float:
     return float(os.environ.get("COMPOSE_CKPT_DUMP_WAIT", "900"))
 
 
-def recover_project(engine: Engine, store: SnapshotStore, project: str,
+def recover_project(engine: EnginePort, store: SnapshotStore, project: str,
                     progress: ProgressCallback = lambda name, phase: None) -> list[str]:
     """`compose-ckpt recover`: what snapshot and restore do first anyway, on its own."""
     with store.locked(project):
         return recover_interrupted(engine, store, project, progress, strict=True)
 
 
-def recover_interrupted(engine: Engine, store: SnapshotStore, project: str,
+def recover_interrupted(engine: EnginePort, store: SnapshotStore, project: str,
                         progress: ProgressCallback = lambda name, phase: None, *, strict: bool = False) -> list[str]:
     """Recover every `incomplete` snapshot of `project`; the caller holds the project lock.
 
@@ -86,7 +87,7 @@ class _Outcome:
 
 
 class _Recovery:
-    def __init__(self, engine: Engine, store: SnapshotStore, manifest: Manifest, progress: ProgressCallback) -> None:
+    def __init__(self, engine: EnginePort, store: SnapshotStore, manifest: Manifest, progress: ProgressCallback) -> None:
         self.engine = engine
         self.store = store
         self.manifest = manifest

@@ -42,7 +42,7 @@ from compose_ckpt.errors import ArchiveError, CkptError, RegistryError
 from compose_ckpt.registry.client import RegistryClient, iter_body
 
 if TYPE_CHECKING:
-    from compose_ckpt.engine import Engine
+    from compose_ckpt.domain.ports import EnginePort
 
 WORKERS = max(4, min(8, (os.cpu_count() or 2) + 1))  # zstd, sha256 and sockets release the GIL; uploads wait on the registry
 _ZSTD_LEVEL = 3  # as export
@@ -151,7 +151,7 @@ def _read_at(source: Path, offset: int, length: int) -> bytes:
 
 
 def push_snapshot(store: SnapshotStore, project: str, name: str, client: RegistryClient, tags: list[str], *,
-                  images_from: Engine | None = None,
+                  images_from: EnginePort | None = None,
                   progress: ProgressCallback = lambda item, phase: None) -> PushResult:
     """Upload snapshot `name` as one artifact and point every tag in `tags` at it."""
     manifest = exportable(store, project, name)
@@ -195,7 +195,7 @@ def fetch_artifact(client: RegistryClient, tag: str | None = None) -> tuple[Arti
     return parse_manifest(response.body, str(reference)), digest
 
 
-def pull_snapshot(store: SnapshotStore, engine: Engine, client: RegistryClient, *, rename: str | None = None,
+def pull_snapshot(store: SnapshotStore, engine: EnginePort, client: RegistryClient, *, rename: str | None = None,
                   expected_project: str | None = None,
                   progress: ProgressCallback = lambda item, phase: None) -> PullResult:
     artifact, digest = fetch_artifact(client)

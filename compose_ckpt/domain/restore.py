@@ -19,7 +19,8 @@ from compose_ckpt.domain.remedies import remedy_for
 from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback, describe_failures, run_parallel
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.domain.timing import Phases
-from compose_ckpt.engine import ContainerInfo, Engine, ProcessFingerprint
+from compose_ckpt.domain.ports import EnginePort
+from compose_ckpt.engine import ContainerInfo, ProcessFingerprint
 from compose_ckpt.errors import CkptError, ConflictError, RestoreFailed, UsageError
 
 # A restored process that cannot carry on (a socket or file that did not come back) dies at once:
@@ -55,7 +56,7 @@ class RestoreResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def restore_snapshot(engine: Engine, store: SnapshotStore, project_name: str, request: RestoreRequest,
+def restore_snapshot(engine: EnginePort, store: SnapshotStore, project_name: str, request: RestoreRequest,
                      progress: ProgressCallback = lambda name, phase: None, phases: Phases | None = None) -> RestoreResult:
     if request.snapshot is not None:
         validate_name(request.snapshot)  # before the lock creates the project's folder
@@ -71,7 +72,7 @@ def restore_snapshot(engine: Engine, store: SnapshotStore, project_name: str, re
 
 
 class _Restore:
-    def __init__(self, engine: Engine, store: SnapshotStore, manifest: Manifest, request: RestoreRequest,
+    def __init__(self, engine: EnginePort, store: SnapshotStore, manifest: Manifest, request: RestoreRequest,
                  progress: ProgressCallback, phases: Phases, began: float) -> None:
         self.engine = engine
         self.store = store

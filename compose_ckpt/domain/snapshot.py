@@ -33,7 +33,8 @@ from compose_ckpt.domain.recovery import recover_interrupted
 from compose_ckpt.domain.remedies import TCP_REMEDY, remedy_for
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.domain.timing import Phases
-from compose_ckpt.engine import NO_RESTART, ContainerInfo, Engine, host
+from compose_ckpt.domain.ports import EnginePort
+from compose_ckpt.engine import NO_RESTART, ContainerInfo, host
 from compose_ckpt.errors import CkptError, SnapshotFailed, UsageError
 
 
@@ -85,7 +86,7 @@ class _SnapshotRun:
                  members: list[tuple[str, ContainerInfo]], request: SnapshotRequest,
                  progress: ProgressCallback, phases: Phases) -> None:
         self.project = project
-        self.engine: Engine = project.engine
+        self.engine: EnginePort = project.engine
         self.store = store
         self.request = request
         self.progress = progress

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:  # export without images never talks to Docker: it need not load the SDK (0.1 s)
-    from compose_ckpt.engine import Engine
+    from compose_ckpt.domain.ports import EnginePort
 from collections.abc import Callable
 
 from compose_ckpt.domain import safefs
@@ -55,7 +55,7 @@ def image_key(image_id: str) -> str:
 
 
 def export_snapshot(store: SnapshotStore, project: str, name: str, out: BinaryIO, *,
-                    images_from: Engine | None = None, progress: ProgressCallback = lambda item, phase: None) -> ExportResult:
+                    images_from: EnginePort | None = None, progress: ProgressCallback = lambda item, phase: None) -> ExportResult:
     """Write snapshot `name` to `out`. With `images_from`, include `docker save` of every image it uses."""
     manifest = exportable(store, project, name)
     try:
@@ -74,7 +74,7 @@ def exportable(store: SnapshotStore, project: str, name: str) -> Manifest:
     return manifest
 
 
-def write_members(writer: MemberWriter, store: SnapshotStore, manifest: Manifest, images_from: Engine | None,
+def write_members(writer: MemberWriter, store: SnapshotStore, manifest: Manifest, images_from: EnginePort | None,
                   progress: ProgressCallback) -> list[str]:
     """Hand every member of the snapshot to `writer` (the layout is in domain/archive.py); return the images added.
 
@@ -101,7 +101,7 @@ def write_members(writer: MemberWriter, store: SnapshotStore, manifest: Manifest
     return [reference for reference, _ in images]
 
 
-def import_snapshot(store: SnapshotStore, engine: Engine, source: BinaryIO, *, rename: str | None = None,
+def import_snapshot(store: SnapshotStore, engine: EnginePort, source: BinaryIO, *, rename: str | None = None,
                     expected_project: str | None = None, progress: ProgressCallback = lambda item, phase: None,
                     byte_progress: ByteProgress | None = None) -> ImportResult:
     staging = staging_folder(store, "import")
@@ -117,7 +117,7 @@ def staging_folder(store: SnapshotStore, purpose: str) -> Path:
     return store.staging_dir() / f"{purpose}-{uuid.uuid4().hex}"
 
 
-def install_staged(store: SnapshotStore, engine: Engine, staged: StagedArchive, *, rename: str | None,
+def install_staged(store: SnapshotStore, engine: EnginePort, staged: StagedArchive, *, rename: str | None,
                    expected_project: str | None, progress: ProgressCallback) -> ImportResult:
     """Store a verified, staged snapshot and prepare `engine` to restore it; the staging folder is removed."""
     from compose_ckpt.domain.compat import check_target  # the engine side, loaded only for import
@@ -187,7 +187,7 @@ def _images(manifest: Manifest) -> list[tuple[str, str]]:
     return sorted({(r.image, r.image_id) for r in manifest.containers})
 
 
-def _load_images(engine: Engine, manifest: Manifest, staged: dict[str, list[Path]],
+def _load_images(engine: EnginePort, manifest: Manifest, staged: dict[str, list[Path]],
                  progress: ProgressCallback) -> list[str]:
     loaded, missing = [], []
     for reference, image_id in _images(manifest):

@@ -18,7 +18,7 @@ from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.restore import RestoreRequest, RestoreResult, restore_snapshot
 from compose_ckpt.domain.snapshot import SnapshotRequest, take_snapshot
 from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.engine import Engine
+from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.errors import NotFoundError
 from compose_ckpt.sidecar.boot import BootRestore
 from compose_ckpt.sidecar.pusher import Pusher
@@ -44,7 +44,7 @@ class Discovery:
         raise NotFoundError(f"project {project} has no job {name} (jobs: {known})")
 
 
-def discover(engine: Engine, rules: LabelRules) -> Discovery:
+def discover(engine: EnginePort, rules: LabelRules) -> Discovery:
     """Read every container labelled `<prefix>.enable` and plan the stack jobs."""
     policies: list[ContainerPolicy] = []
     problems: list[Problem] = []
@@ -67,7 +67,7 @@ class RunResult:
 
 
 class Runner:
-    def __init__(self, engine: Engine, store: SnapshotStore, pusher: Pusher | None = None) -> None:
+    def __init__(self, engine: EnginePort, store: SnapshotStore, pusher: Pusher | None = None) -> None:
         self.engine = engine
         self.store = store
         self.pusher = pusher

@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -194,7 +195,7 @@ def retried(action: Callable[[], Any]) -> None:
 
 def seed_restore(stack: Stack, name: str) -> None:
     for cid in stack.ids:
-        retried(lambda cid=cid: run("docker", "start", "--checkpoint", name, cid))
+        retried(partial(run, "docker", "start", "--checkpoint", name, cid))
 
 
 def seed_cleanup(stack: Stack, name: str) -> None:
@@ -239,7 +240,7 @@ def api_snapshot(stack: Stack, name: str) -> None:
 
 def api_restore(stack: Stack, name: str) -> None:
     for cid in stack.ids:
-        retried(lambda cid=cid: api("POST", f"/containers/{cid}/start?checkpoint={name}"))
+        retried(partial(api, "POST", f"/containers/{cid}/start?checkpoint={name}"))
 
 
 def ours_snapshot(stack: Stack, name: str, *flags: str) -> dict[str, Any]:

@@ -32,6 +32,7 @@ class SecondEngine:
     tcp: str
     unix: str
     process: subprocess.Popen[bytes]
+    arguments: list[str]  # dockerd's command line
 
     def docker(self, *args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(["docker", "-H", self.unix, *args], check=check, capture_output=True, input=input)
@@ -65,9 +66,9 @@ class SecondEngine:
         if subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode != 0:
             subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True, capture_output=True)
             subprocess.run(["ip", "link", "set", bridge, "up"], check=True, capture_output=True)
-        args = [bridge if arg == BRIDGE else arg for arg in self.process.args]  # type: ignore[union-attr]
+        self.arguments = [bridge if arg == BRIDGE else arg for arg in self.arguments]
         log = open(self.root / "dockerd.log", "ab")
-        self.process = subprocess.Popen(args, stdout=log, stderr=log,
+        self.process = subprocess.Popen(self.arguments, stdout=log, stderr=log,
                                         env={**os.environ, "PATH": DAEMON_PATH}, start_new_session=True)
         for _ in range(1200):
             if self.docker("info", check=False).returncode == 0:
@@ -137,13 +138,12 @@ def start_second_engine() -> SecondEngine:
     unix = f"unix://{exec_root}/docker.sock"
     tcp = f"tcp://127.0.0.1:{free_port()}"
     log = open(root / "dockerd.log", "ab")
-    process = subprocess.Popen(
-        ["dockerd", "--experimental", "--config-file", str(config), "--data-root", str(root / "data"),
-         "--exec-root", str(exec_root), "--pidfile", str(exec_root / "docker.pid"), "-H", unix, "-H", tcp,
-         "--tls=false", "--bridge", BRIDGE, "--default-address-pool", ADDRESS_POOL, "--iptables=false"],
-        stdout=log, stderr=log, env={**os.environ, "PATH": DAEMON_PATH}, start_new_session=True,
-    )
-    engine = SecondEngine(root, exec_root, tcp, unix, process)
+    arguments = ["dockerd", "--experimental", "--config-file", str(config), "--data-root", str(root / "data"),
+                 "--exec-root", str(exec_root), "--pidfile", str(exec_root / "docker.pid"), "-H", unix, "-H", tcp,
+                 "--tls=false", "--bridge", BRIDGE, "--default-address-pool", ADDRESS_POOL, "--iptables=false"]
+    process = subprocess.Popen(arguments, stdout=log, stderr=log, env={**os.environ, "PATH": DAEMON_PATH},
+                               start_new_session=True)
+    engine = SecondEngine(root, exec_root, tcp, unix, process, arguments)
     for _ in range(300):
         if engine.docker("info", check=False).returncode == 0:
             return engine

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 BUSYBOX = "local/busybox:latest"
@@ -140,8 +141,9 @@ class Stack:
             policies[name.lstrip("/")] = f"{policy or 'no'}:{count}" if count != "0" else (policy or "no")
         return policies
 
-    def snapshots(self) -> list[dict]:
-        return json.loads(self.ckpt_ok("ls", "--json").stdout)
+    def snapshots(self) -> list[dict[str, Any]]:
+        listed: list[dict[str, Any]] = json.loads(self.ckpt_ok("ls", "--json").stdout)
+        return listed
 
     def down(self) -> None:
         self.compose("down", "--volumes", "--remove-orphans", "-t", "0", check=False)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -64,11 +65,12 @@ def stack(start_stack: Callable[..., Stack]) -> Stack:
     return start_stack(MAIN, settle=1.5, files=FILES)
 
 
-def config(stack: Stack, *env: str) -> dict:
+def config(stack: Stack, *env: str) -> dict[str, Any]:
     done = subprocess.run(["env", *env, sys.executable, "-m", "compose_ckpt", "-p", stack.project, "config", "--json"],
                           cwd=stack.folder, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    document: dict[str, Any] = json.loads(done.stdout)
+    return document
 
 
 def test_config_shows_the_project_as_compose_resolves_it(stack: Stack) -> None:

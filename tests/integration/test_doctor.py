@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -29,7 +30,7 @@ def test_doctor_json_passes_on_the_provisioned_engine(engine: Engine) -> None:
     assert {check["status"] for check in report["checks"]} <= {"ok", "warn", "fail"}
 
 
-def test_doctor_fails_clearly_when_the_daemon_is_unreachable(tmp_path) -> None:
+def test_doctor_fails_clearly_when_the_daemon_is_unreachable(tmp_path: Path) -> None:
     done = doctor("-H", f"unix://{tmp_path}/missing.sock", "doctor", "--json")
     assert done.returncode == 1
     report = json.loads(done.stdout)

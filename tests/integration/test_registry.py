@@ -12,6 +12,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,8 +64,9 @@ def repository(registry: str, test_id: str) -> Iterator[str]:
             continue
 
 
-def push(source: Stack, *args: str) -> dict:
-    return json.loads(source.ckpt_ok("push", *args, "--json").stdout)
+def push(source: Stack, *args: str) -> dict[str, Any]:
+    result: dict[str, Any] = json.loads(source.ckpt_ok("push", *args, "--json").stdout)
+    return result
 
 
 def test_push_pull_and_restore_on_another_daemon(stack: Stack, second: SecondEngine, tmp_path: Path,  # noqa: F811
@@ -260,13 +262,13 @@ def _answers(url: str) -> bool:
     return True
 
 
-def docker_config(folder: Path, document: dict) -> dict[str, str]:
+def docker_config(folder: Path, document: dict[str, Any]) -> dict[str, str]:
     folder.mkdir(exist_ok=True)
     (folder / "config.json").write_text(json.dumps(document))
     return {"DOCKER_CONFIG": str(folder)}
 
 
-def auths(registry: str, password: str) -> dict:
+def auths(registry: str, password: str) -> dict[str, Any]:
     return {"auths": {registry: {"auth": base64.b64encode(f"alice:{password}".encode()).decode()}}}
 
 

@@ -89,7 +89,7 @@ class Sidecar:
 
 
 @pytest.fixture(scope="module")
-def sidecar_image(engine) -> Iterator[str]:
+def sidecar_image(engine: Engine) -> Iterator[str]:
     tag = f"ckptside{uuid.uuid4().hex[:8]}/sidecar:test"
     built = subprocess.run(["make", "sidecar-image", f"SIDECAR_IMAGE={tag}"], cwd=REPO,
                            capture_output=True, text=True, timeout=600)

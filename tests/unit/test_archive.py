@@ -60,11 +60,11 @@ def untar(archive_bytes: bytes) -> list[Entry]:
 MANIFEST = entry("manifest.json", b'{"name": "snap"}')
 
 
-def refused(tmp_path: Path, data: bytes, *words: str, **options: int) -> ArchiveError:
+def refused(tmp_path: Path, data: bytes, *words: str, max_bytes: int = 1024**3) -> ArchiveError:
     """Assert the reader refuses `data` with a message holding every word, leaving no staging behind."""
     staging = tmp_path / "staging"
     with pytest.raises(ArchiveError) as caught:
-        read_archive(io.BytesIO(data), staging, **options)
+        read_archive(io.BytesIO(data), staging, max_bytes=max_bytes)
     message = str(caught.value).lower()
     for word in words:
         assert word.lower() in message, message
@@ -124,7 +124,7 @@ def test_sha256sums_is_last_complete_and_members_are_reproducible(valid: bytes) 
     entries = untar(valid)
     *members, (sums_info, sums) = entries
     assert sums_info.name == "SHA256SUMS"
-    listed = dict(reversed(line.split("  ")) for line in sums.decode().splitlines())
+    listed = {name: digest for digest, name in (line.split("  ") for line in sums.decode().splitlines())}
     assert listed == {info.name: hashlib.sha256(data).hexdigest() for info, data in members}
     assert {(info.mode, info.uid, info.gid, info.mtime) for info, _ in entries} == {(0o600, 0, 0, 0)}
     assert all(info.isfile() for info, _ in entries)

@@ -62,7 +62,8 @@ def test_explicit_files_skip_the_override_and_resolve_against_cwd(tmp_path: Path
 def test_no_compose_file_lists_the_names_searched(tmp_path: Path) -> None:
     with pytest.raises(ComposeFileError, match="no compose file found") as err:
         load(tmp_path)
-    assert "compose.yaml" in err.value.hint and "docker-compose.yml" in err.value.hint and "-f" in err.value.hint
+    hint = err.value.hint or ""
+    assert "compose.yaml" in hint and "docker-compose.yml" in hint and "-f" in hint
 
 
 def test_missing_explicit_file(tmp_path: Path) -> None:
@@ -172,7 +173,7 @@ def test_folder_name_normalised_to_nothing(tmp_path: Path) -> None:
     write(tmp_path / "_.._", {"compose.yaml": SIMPLE})
     with pytest.raises(UsageError, match="project name") as err:
         load(tmp_path / "_.._")
-    assert "-p" in err.value.hint
+    assert "-p" in (err.value.hint or "")
 
 
 def test_project_name_precedence(tmp_path: Path) -> None:
@@ -465,7 +466,7 @@ def test_required_dependency_on_disabled_service(tmp_path: Path) -> None:
     write(tmp_path, {"compose.yaml": "services:\n  app: {image: a, depends_on: [tools]}\n  tools: {image: t, profiles: [tools, ops]}\n"})
     with pytest.raises(ComposeFileError, match="'app' depends on 'tools', which is disabled") as err:
         load(tmp_path)
-    assert "tools, ops" in err.value.hint
+    assert "tools, ops" in (err.value.hint or "")
     assert list(load(tmp_path, profiles=("ops",)).services) == ["app", "tools"]
 
 

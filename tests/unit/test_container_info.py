@@ -1,9 +1,11 @@
 """The typed views of a container's inspect document that the domain reads instead of raw keys."""
 
+from typing import Any
+
 from compose_ckpt.engine.types import ContainerInfo
 
 
-def _info(attrs: dict) -> ContainerInfo:
+def _info(attrs: dict[str, Any]) -> ContainerInfo:
     return ContainerInfo.from_inspect({"Id": "c" * 64, "Name": "/p-web-1", **attrs})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -30,6 +31,10 @@ class ScriptedTransport:
                 raise ApiError(404, f"No such container: {cid}")
             return {"Id": cid, "Name": f"/{cid}", "State": {"Status": "exited"}, "Config": {"Labels": {}}}
         return None
+
+    def stream(self, method: str, path: str, params: dict[str, Any] | None = None,
+               chunks: Iterable[bytes] | None = None) -> Iterator[bytes]:
+        raise AssertionError(f"no streamed request expected here: {method} {path}")
 
     def close(self) -> None:
         pass

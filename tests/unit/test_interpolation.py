@@ -73,7 +73,7 @@ def test_missing_required_variable(template: str, message: str) -> None:
     with pytest.raises(ComposeFileError) as err:
         interpolate(template, ENV)
     assert err.value.message == message
-    assert "UNSET" in err.value.hint or "EMPTY" in err.value.hint
+    assert "UNSET" in (err.value.hint or "") or "EMPTY" in (err.value.hint or "")
 
 
 def test_default_is_interpolated_even_when_unused() -> None:

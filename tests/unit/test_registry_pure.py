@@ -201,7 +201,7 @@ class _TokenRegistry(BaseHTTPRequestHandler):
         elif self.headers.get("Authorization") == "Bearer tok":
             self._send(200, {"tags": ["a", "b"]})
         else:
-            realm = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+            realm = f"http://{self.headers['Host']}/token"
             self._send(401, {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
                        {"WWW-Authenticate": f'Bearer realm="{realm}",service="fake",scope="repository:team/app:pull"'})
 

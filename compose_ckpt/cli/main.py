@@ -166,16 +166,16 @@ def _project(options: GlobalOptions) -> Project:
     from compose_ckpt.domain.project import Project
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        compose = pool.submit(_compose_project, options)
+        loading = pool.submit(_compose_project, options)
         try:
             engine, engine_error = options.connect(), None
         except CkptError as exc:
             engine, engine_error = None, exc
-        project = compose.result()
+        compose = loading.result()
     if engine_error is not None:
         raise engine_error
     assert engine is not None
-    return Project(project, engine)
+    return Project(compose, engine)
 
 
 def _project_name(options: GlobalOptions) -> str:
@@ -256,7 +256,7 @@ def snapshot(
         project = _project(options)
     request = SnapshotRequest(services=tuple(services or ()), name=name, stop=stop, parallel=parallel,
                               ignore_rootfs=ignore_rootfs, with_volumes=with_volumes)
-    manifest = take_snapshot(project, _store(), request, _progress(options), phases)
+    manifest = take_snapshot(project, _store(), request, progress=_progress(options), phases=phases)
     for service, reason in manifest.skipped.items():
         err_console.print(f"note: skipped {escape(service)} ({escape(reason)}): nothing running to checkpoint; "
                           "restore leaves it alone", highlight=False)
@@ -293,7 +293,7 @@ def restore(
     with phases.timed("prepare"):
         project_name = _project_name(options)
         engine = options.connect()
-    result = restore_snapshot(engine, _store(), project_name, request, _progress(options), phases)
+    result = restore_snapshot(engine, project_name, _store(), request, progress=_progress(options), phases=phases)
     if as_json:
         print_json({"snapshot": result.snapshot.name, "project": result.snapshot.project,
                     "phases": result.phases, "containers": [vars(c) for c in result.containers],
@@ -373,7 +373,8 @@ def adopt(
             raise UsageError(question.replace(" Go on?", ""), hint="Pass --yes to confirm.")
         if not typer.confirm(question):
             raise typer.Exit(ExitCode.FAILURE)
-    results = adopt_containers(project, _store(), plans, _progress(options), parallel, timeout)
+    results = adopt_containers(project, _store(), plans, progress=_progress(options), parallel=parallel,
+                               stop_timeout=timeout)
     if as_json:
         print_json({"project": project.name, "containers": [vars(r) for r in results]})
         return
@@ -387,8 +388,8 @@ def adopt(
 def list_snapshots(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """List this project's snapshots, oldest first."""
     store = _store()
-    project = _project_name(ctx.obj)
-    manifests = store.list(project)
+    project_name = _project_name(ctx.obj)
+    manifests = store.list(project_name)
     if as_json:
         print_json([_summary(m) for m in manifests])
         return
@@ -455,7 +456,7 @@ def recover(ctx: typer.Context, as_json: JsonOption = False) -> None:
     from compose_ckpt.domain.recovery import recover_project
 
     options: GlobalOptions = ctx.obj
-    actions = recover_project(options.connect(), _store(), _project_name(options), _progress(options))
+    actions = recover_project(options.connect(), _project_name(options), _store(), progress=_progress(options))
     if as_json:
         print_json({"actions": actions})
         return
@@ -471,12 +472,12 @@ def rm(ctx: typer.Context, snapshots: Annotated[list[str], typer.Argument(metava
     from compose_ckpt.domain.manifest import validate_name
 
     store = _store()
-    project = _project_name(ctx.obj)
+    project_name = _project_name(ctx.obj)
     for name in snapshots:  # all names checked before the lock creates the project's folder
         validate_name(name)
-    with store.locked(project):
+    with store.locked(project_name):
         for name in snapshots:
-            store.remove(project, name)
+            store.remove(project_name, name)
             console.print(f"removed {name}", highlight=False)
 
 
@@ -493,12 +494,12 @@ def prune(
     from compose_ckpt.domain.retention import parse_duration, to_prune
 
     store = _store()
-    project = _project_name(ctx.obj)
+    project_name = _project_name(ctx.obj)
     age = parse_duration(older_than) if older_than else None
-    with store.locked(project):
-        doomed = to_prune(store.list(project), keep, age, datetime.now(UTC))
+    with store.locked(project_name):
+        doomed = to_prune(store.list(project_name), keep, age, datetime.now(UTC))
         for manifest in doomed:
-            store.remove(project, manifest.name)
+            store.remove(project_name, manifest.name)
     if as_json:
         print_json({"removed": [m.name for m in doomed]})
         return
@@ -617,7 +618,7 @@ def migrate(
     assert to is not None
     project = _project(options)
     target = Engine.connect(to)
-    result = migrate_stack(project, target, _store(), request, _progress(options))
+    result = migrate_stack(project, _store(), target, request, progress=_progress(options))
     if as_json:
         print_json({"snapshot": result.snapshot.name, "project": result.snapshot.project, "target": target.base_url,
                     "seconds": result.seconds, "warnings": result.warnings, "source_removed": result.source_removed,
@@ -646,27 +647,27 @@ def _print_outcomes(outcomes: list[Outcome], as_json: bool) -> None:
 
 
 @host_app.command("shutdown")
-def host_shutdown(ctx: typer.Context, projects: Projects, as_json: JsonOption = False) -> None:
+def host_shutdown(ctx: typer.Context, project_names: Projects, as_json: JsonOption = False) -> None:
     """Snapshot each running project with --stop (what the hook runs before Docker stops)."""
     from compose_ckpt.domain.reboot import shutdown
 
     options: GlobalOptions = ctx.obj
-    _print_outcomes(shutdown(options.connect(), _store(), projects), as_json)
+    _print_outcomes(shutdown(options.connect(), project_names, _store()), as_json)
 
 
 @host_app.command("boot")
-def host_boot(ctx: typer.Context, projects: Projects, as_json: JsonOption = False) -> None:
+def host_boot(ctx: typer.Context, project_names: Projects, as_json: JsonOption = False) -> None:
     """Restore each project from its latest snapshot if that is a clean stop nothing ran after (what the hook
     runs once Docker is back); leave the others to Docker, saying why."""
     from compose_ckpt.domain.reboot import boot
 
     options: GlobalOptions = ctx.obj
-    _print_outcomes(boot(options.connect(), _store(), projects), as_json)
+    _print_outcomes(boot(options.connect(), project_names, _store()), as_json)
 
 
 @host_app.command("install")
 def host_install(
-    projects: Projects,
+    project_names: Projects,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the files and the runc.conf change; write nothing.")] = False,
     init: Annotated[str, typer.Option("--init", metavar="auto|systemd|script", help="Hook kind: a systemd unit, or an init script for hosts without systemd.")] = "auto",
     tcp_established: Annotated[bool | None, typer.Option("--tcp-established/--no-tcp-established", help="Add `tcp-established` to /etc/criu/runc.conf (default: ask).", show_default=False)] = None,
@@ -682,7 +683,7 @@ def host_install(
         raise UsageError(f"--init must be auto, systemd or script, not {init!r}") from None
     executable = _installed_executable()
     wanted = tcp_established is not False
-    plan = hostsetup.plan_install(root, executable, projects, kind, wanted)
+    plan = hostsetup.plan_install(root, executable, project_names, kind, wanted)
     for item in plan.files:
         console.print(f"--- {item.path} (mode {item.mode:o})", highlight=False)
         console.print(escape(item.text), highlight=False, soft_wrap=True, end="")
@@ -700,7 +701,7 @@ def host_install(
             raise UsageError("not changing runc.conf without asking",
                              hint="Pass --tcp-established (or --yes) to add it, or --no-tcp-established to leave it.")
         if not typer.confirm(f"Add tcp-established to {plan.runc_conf.path}?", default=False):
-            plan = hostsetup.plan_install(root, executable, projects, kind, tcp_established=False)
+            plan = hostsetup.plan_install(root, executable, project_names, kind, tcp_established=False)
     for line in hostsetup.install(plan):
         console.print(line, highlight=False)
     if plan.init is hostsetup.InitSystem.SYSTEMD:
@@ -741,7 +742,7 @@ def _migrate_via(options: GlobalOptions, via: str, insecure: bool, request: Migr
     with _registry_client(via, insecure) as client:
         if client.reference.digest:
             raise UsageError(f"cannot push to a digest ({via})", hint="Give a tag, or none (the snapshot name).")
-        result = migrate_via_registry(project, _store(), client, request, _progress(options))
+        result = migrate_via_registry(project, _store(), client, request, progress=_progress(options))
         pushed, manifest = result.pushed, result.snapshot
         pull_reference = str(client.reference.with_digest(pushed.digest))
     if as_json:

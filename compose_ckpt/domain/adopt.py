@@ -56,7 +56,7 @@ def plan_adoption(project: Project, services: Sequence[str]) -> list[AdoptionPla
             for index, level in enumerate(levels) for service in level for container in project.containers(service)]
 
 
-def adopt(project: Project, store: SnapshotStore, plans: Sequence[AdoptionPlan],
+def adopt(project: Project, store: SnapshotStore, plans: Sequence[AdoptionPlan], *,
           progress: ProgressCallback = lambda name, phase: None, parallel: int = DEFAULT_PARALLEL,
           stop_timeout: int | None = None) -> list[AdoptedContainer]:
     """Adopt what `plans` say needs it, a dependency level at a time (containers of one level at once:

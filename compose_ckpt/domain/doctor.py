@@ -49,8 +49,8 @@ class Report:
 
 
 def run_checks(connect: Callable[[], EnginePort], store_home: Path,
-               project: Callable[[EnginePort], list[tuple[str, ContainerInfo]]] | None = None) -> Report:
-    """Run every check. `connect` returns an engine or raises EngineUnavailable; `project`, when given,
+               project_containers: Callable[[EnginePort], list[tuple[str, ContainerInfo]]] | None = None) -> Report:
+    """Run every check. `connect` returns an engine or raises EngineUnavailable; `project_containers`, when given,
     lists the (service, container) pairs of the compose project here, for the network holders check."""
     try:
         engine = connect()
@@ -81,8 +81,8 @@ def run_checks(connect: Callable[[], EnginePort], store_home: Path,
                   "Run `compose-ckpt doctor` on the Docker host itself for those checks.")
         )
     checks.append(_disk("store", store_home))
-    if project is not None and needs_holders(info.server_version):
-        checks.append(_network_holders(info, project(engine)))
+    if project_containers is not None and needs_holders(info.server_version):
+        checks.append(_network_holders(info, project_containers(engine)))
     return Report(checks)
 
 

@@ -56,12 +56,12 @@ ZSTD_LEVEL = 1  # the speed of `zstd -1`: the copy happens while the stack is fr
 _IO_SIZE = 1024**2
 
 
-def layer_path(store: SnapshotStore, project: str, snapshot: str, container: str) -> Path:
-    return store.snapshot_dir(project, snapshot) / LAYERS / f"{container}{SUFFIX}"
+def layer_path(store: SnapshotStore, project_name: str, snapshot: str, container: str) -> Path:
+    return store.snapshot_dir(project_name, snapshot) / LAYERS / f"{container}{SUFFIX}"
 
 
-def volume_path(store: SnapshotStore, project: str, snapshot: str, volume: str) -> Path:
-    return store.snapshot_dir(project, snapshot) / VOLUMES / f"{volume}{SUFFIX}"
+def volume_path(store: SnapshotStore, project_name: str, snapshot: str, volume: str) -> Path:
+    return store.snapshot_dir(project_name, snapshot) / VOLUMES / f"{volume}{SUFFIX}"
 
 
 def named_volumes(inspect: dict[str, Any]) -> list[str]:
@@ -259,11 +259,11 @@ def store_tree(target: Path, chunks: Iterable[bytes], shared: dict[str, Path] | 
     return TreeCopy(size=size, stored=target.stat().st_size, seconds=round(time.monotonic() - began, 3), sha256=sha256)
 
 
-def stored_copies(store: SnapshotStore, project: str) -> dict[str, Path]:
+def stored_copies(store: SnapshotStore, project_name: str) -> dict[str, Path]:
     """The layer and volume copies the project's complete snapshots hold, by sha256: a new copy equal to
     one of them becomes a hard link to it. Read once per snapshot, before the freeze."""
     copies: dict[str, Path] = {}
-    for other in store.list(project):
+    for other in store.list(project_name):
         if other.status is not SnapshotStatus.COMPLETE:
             continue
         for volume in other.volume_records:
@@ -289,9 +289,9 @@ def read_tree(path: Path) -> Iterator[bytes]:
             yield chunk
 
 
-def remove_files(store: SnapshotStore, project: str, snapshot: str) -> None:
+def remove_files(store: SnapshotStore, project_name: str, snapshot: str) -> None:
     """Drop the copied files of a snapshot that did not complete (shared copies stay for the others)."""
-    folder = store.snapshot_dir(project, snapshot)
+    folder = store.snapshot_dir(project_name, snapshot)
     for part in (LAYERS, VOLUMES):
         shutil.rmtree(folder / part, ignore_errors=True)
 

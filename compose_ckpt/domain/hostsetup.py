@@ -58,7 +58,7 @@ class HostPlan:
 
     root: Path
     init: InitSystem  # SYSTEMD or SCRIPT, never AUTO
-    projects: tuple[str, ...]
+    project_names: tuple[str, ...]
     files: tuple[HostFile, ...]
     runc_conf: HostFile | None
     runc_diff: str
@@ -68,17 +68,17 @@ def detect_init(root: Path) -> InitSystem:
     return InitSystem.SYSTEMD if (root / "run/systemd/system").is_dir() else InitSystem.SCRIPT
 
 
-def hook_command(executable: Path, projects: tuple[str, ...], action: str) -> str:
+def hook_command(executable: Path, project_names: tuple[str, ...], action: str) -> str:
     home = os.environ.get(ENV_HOME)
     env = f"{ENV_HOME}={shlex.quote(home)} " if home else ""
-    flags = " ".join(f"--project {project}" for project in projects)  # validated names: nothing to quote
+    flags = " ".join(f"--project {project_name}" for project_name in project_names)  # validated names: nothing to quote
     return f"{env}{shlex.quote(str(executable))} --progress plain host {action} {flags}"
 
 
-def systemd_unit(executable: Path, projects: tuple[str, ...]) -> str:
+def systemd_unit(executable: Path, project_names: tuple[str, ...]) -> str:
     home = os.environ.get(ENV_HOME)
     environment = f"Environment={ENV_HOME}={home}\n" if home else ""
-    flags = " ".join(f"--project {project}" for project in projects)
+    flags = " ".join(f"--project {project_name}" for project_name in project_names)
     binary = str(executable)
     return f"""# Written by `compose-ckpt host install`; `compose-ckpt host uninstall` removes it.
 # Stopping this unit (at shutdown, before Docker stops, and on a restart of docker.service)
@@ -103,7 +103,7 @@ WantedBy=multi-user.target
 """
 
 
-def init_script(executable: Path, projects: tuple[str, ...]) -> str:
+def init_script(executable: Path, project_names: tuple[str, ...]) -> str:
     return f"""#!/bin/sh
 # Written by `compose-ckpt host install`; `compose-ckpt host uninstall` removes it.
 # Enable it with your init system (Debian: `update-rc.d compose-ckpt defaults`; OpenRC, runit and
@@ -117,8 +117,8 @@ def init_script(executable: Path, projects: tuple[str, ...]) -> str:
 # Short-Description: snapshot Compose stacks before Docker stops, restore them when it is back
 ### END INIT INFO
 case "$1" in
-  start) {hook_command(executable, projects, "boot")} || true ;;
-  stop) {hook_command(executable, projects, "shutdown")} ;;
+  start) {hook_command(executable, project_names, "boot")} || true ;;
+  stop) {hook_command(executable, project_names, "shutdown")} ;;
   restart|force-reload) "$0" stop; "$0" start ;;
   status) exit 0 ;;
   *) echo "usage: $0 start|stop" >&2; exit 3 ;;
@@ -135,11 +135,11 @@ def with_tcp_established(current: str) -> str | None:
             f"connections\n# (services connected to each other, frozen together).\n{TCP_ESTABLISHED}\n")
 
 
-def plan_install(root: Path, executable: Path, projects: list[str], init: InitSystem, tcp_established: bool,
+def plan_install(root: Path, executable: Path, project_names: list[str], init: InitSystem, tcp_established: bool,
                  runc_conf: Path | None = None) -> HostPlan:
-    if not projects:
+    if not project_names:
         raise UsageError("name at least one project", hint="`compose-ckpt host install --project NAME` (repeatable).")
-    chosen = tuple(dict.fromkeys(validate_name(p, "project name") for p in projects))
+    chosen = tuple(dict.fromkeys(validate_name(p, "project name") for p in project_names))
     init = detect_init(root) if init is InitSystem.AUTO else init
     if init is InitSystem.SYSTEMD:
         files: tuple[HostFile, ...] = (HostFile(root / UNIT_DIR / UNIT_NAME, systemd_unit(executable, chosen), 0o644),)

@@ -30,13 +30,13 @@ def parse_depends_on(text: str) -> tuple[ServiceDependency, ...]:
     return tuple(dependencies)
 
 
-def compose_project_from_labels(project: str, containers: Sequence[ContainerInfo]) -> ComposeProject:
+def compose_project_from_labels(project_name: str, containers: Sequence[ContainerInfo]) -> ComposeProject:
     """The compose project `project` as its containers' labels describe it (one-off `run` containers ignored)."""
     members = [c for c in containers
-               if c.labels.get(LABEL_PROJECT) == project and c.labels.get(LABEL_ONEOFF, "False") != "True"
+               if c.labels.get(LABEL_PROJECT) == project_name and c.labels.get(LABEL_ONEOFF, "False") != "True"
                and c.labels.get(LABEL_SERVICE)]
     if not members:
-        raise UsageError(f"no container carries the label {LABEL_PROJECT}={project}")
+        raise UsageError(f"no container carries the label {LABEL_PROJECT}={project_name}")
     by_service: dict[str, list[ContainerInfo]] = {}
     for container in sorted(members, key=lambda c: c.name):
         by_service.setdefault(container.labels[LABEL_SERVICE], []).append(container)
@@ -50,5 +50,5 @@ def compose_project_from_labels(project: str, containers: Sequence[ContainerInfo
     }
     first = members[0].labels
     config_files = tuple(Path(p) for p in first.get(LABEL_CONFIG_FILES, "").split(",") if p)
-    return ComposeProject(name=project, working_dir=Path(first.get(LABEL_WORKING_DIR) or "/"),
+    return ComposeProject(name=project_name, working_dir=Path(first.get(LABEL_WORKING_DIR) or "/"),
                           config_files=config_files, services=services, disabled_services=())

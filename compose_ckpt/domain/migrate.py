@@ -47,11 +47,11 @@ class MigrateResult:
     source_removed: bool = False
 
 
-def migrate(project: Project, target: EnginePort, store: SnapshotStore, request: MigrateRequest,
+def migrate(project: Project, store: SnapshotStore, target: EnginePort, request: MigrateRequest, *,
             progress: ProgressCallback = lambda name, phase: None) -> MigrateResult:
     source = project.engine
     clock = _Clock()
-    bind_warnings = _check_bind_mounts(project, target, store, request)  # before anything is stopped
+    bind_warnings = _check_bind_mounts(project, store, target, request)  # before anything is stopped
     manifest = _snapshot_to_move(project, store, request, progress)
     result = MigrateResult(snapshot=manifest, restored=[])
     result.seconds["snapshot"] = clock.lap()
@@ -63,9 +63,9 @@ def migrate(project: Project, target: EnginePort, store: SnapshotStore, request:
         result.warnings = compatibility.warnings + bind_warnings
         copy_images(source, target, manifest, progress)
         result.seconds["transfer"] = clock.lap()
-        restored = restore_snapshot(target, store, project.name,
+        restored = restore_snapshot(target, project.name, store,
                                     RestoreRequest(snapshot=manifest.name, parallel=request.parallel,
-                                                   ignore_volumes=request.ignore_volumes), progress)
+                                                   ignore_volumes=request.ignore_volumes), progress=progress)
         result.restored = restored.containers
         result.seconds["restore"] = clock.lap()
     except CkptError as exc:
@@ -103,7 +103,7 @@ class MigrateViaResult:
     seconds: dict[str, float] = field(default_factory=dict)  # snapshot, transfer
 
 
-def migrate_via_registry(project: Project, store: SnapshotStore, client: RegistryClient, request: MigrateRequest,
+def migrate_via_registry(project: Project, store: SnapshotStore, client: RegistryClient, request: MigrateRequest, *,
                          progress: ProgressCallback = lambda name, phase: None) -> MigrateViaResult:
     """The source half of a move through a registry: snapshot (with --stop), push, leave the source stopped.
 
@@ -134,7 +134,7 @@ def migrate_via_registry(project: Project, store: SnapshotStore, client: Registr
     return MigrateViaResult(manifest, pushed, seconds)
 
 
-def _check_bind_mounts(project: Project, target: EnginePort, store: SnapshotStore, request: MigrateRequest) -> list[str]:
+def _check_bind_mounts(project: Project, store: SnapshotStore, target: EnginePort, request: MigrateRequest) -> list[str]:
     """Bind mounts are never copied: refuse to start when the target lacks a host path the stack mounts."""
     if request.snapshot is None:
         containers = [c for entry in project.resolve(project.select(())) for c in entry.containers]
@@ -162,7 +162,8 @@ def _snapshot_to_move(project: Project, store: SnapshotStore, request: MigrateRe
                       progress: ProgressCallback) -> Manifest:
     if request.snapshot is None:
         return take_snapshot(project, store, SnapshotRequest(stop=True, parallel=request.parallel,
-                                                             with_volumes=not request.ignore_volumes), progress)
+                                                             with_volumes=not request.ignore_volumes),
+                             progress=progress)
     manifest = store.load(project.name, request.snapshot)
     if manifest.status is not SnapshotStatus.COMPLETE:
         raise ConflictError(f"snapshot {manifest.name} is {manifest.status.value} and cannot be migrated")
@@ -196,10 +197,10 @@ def _restart_source(source: EnginePort, store: SnapshotStore, manifest: Manifest
     stopped = [r for r in manifest.containers if (c := source.inspect(r.container_name)) is not None and c.exited]
     if stopped:
         services = tuple(sorted({r.service for r in stopped}))
-        restore_snapshot(source, store, manifest.project,
+        restore_snapshot(source, manifest.project, store,
                          # the source's volumes were only read: they still hold what the memory expects
                          RestoreRequest(snapshot=manifest.name, services=services, parallel=request.parallel,
-                                        ignore_volumes=True), progress)
+                                        ignore_volumes=True), progress=progress)
 
 
 def _names_with_holders(manifest: Manifest) -> list[str]:

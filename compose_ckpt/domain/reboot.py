@@ -56,7 +56,7 @@ def reboot_hazard(snapshot: Manifest, last_starts: Iterable[tuple[str, datetime 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What `host shutdown` or `host boot` did with one project."""
+    """What `host shutdown` or `host boot` did with one project (its fields are the `--json` keys)."""
 
     project: str
     action: str  # snapshot | restored | skipped | failed
@@ -68,59 +68,59 @@ class Outcome:
         return self.action == "failed"
 
 
-def project_containers(engine: EnginePort, project: str) -> list[ContainerInfo]:
-    return [c for c in engine.list_containers({LABEL_PROJECT: validate_name(project, "project name")})
+def project_containers(engine: EnginePort, project_name: str) -> list[ContainerInfo]:
+    return [c for c in engine.list_containers({LABEL_PROJECT: validate_name(project_name, "project name")})
             if c.labels.get(LABEL_ONEOFF, "False") != "True"]
 
 
-def shutdown(engine: EnginePort, store: SnapshotStore, projects: Sequence[str]) -> list[Outcome]:
+def shutdown(engine: EnginePort, project_names: Sequence[str], store: SnapshotStore) -> list[Outcome]:
     """Snapshot each running project with --stop (restart policies held back), so nothing starts fresh at boot."""
-    return [_guarded(_shutdown_one, engine, store, project) for project in projects]
+    return [_guarded(_shutdown_one, engine, project_name, store) for project_name in project_names]
 
 
-def _shutdown_one(engine: EnginePort, store: SnapshotStore, project: str) -> Outcome:
-    containers = project_containers(engine, project)
+def _shutdown_one(engine: EnginePort, project_name: str, store: SnapshotStore) -> Outcome:
+    containers = project_containers(engine, project_name)
     running = [c for c in containers if c.running or c.paused]
     if not running:
-        return Outcome(project, "skipped", "not running" if containers else "no containers")
+        return Outcome(project_name, "skipped", "not running" if containers else "no containers")
     services = tuple(sorted({c.labels[LABEL_SERVICE] for c in running if LABEL_SERVICE in c.labels}))
-    stack = Project(compose_project_from_labels(project, containers), engine)
+    stack = Project(compose_project_from_labels(project_name, containers), engine)
     manifest = take_snapshot(stack, store, SnapshotRequest(
         services=services, name=SHUTDOWN_PREFIX + default_snapshot_name(), stop=True))
-    with store.locked(project):
-        own = [m for m in store.list(project) if m.name.startswith(SHUTDOWN_PREFIX)]
+    with store.locked(project_name):
+        own = [m for m in store.list(project_name) if m.name.startswith(SHUTDOWN_PREFIX)]
         for old in to_prune(own, SHUTDOWN_KEEP, None, datetime.now(UTC)):
-            store.remove(project, old.name)
-    return Outcome(project, "snapshot", f"stopped at snapshot {manifest.name}: {', '.join(services)}", manifest.name)
+            store.remove(project_name, old.name)
+    return Outcome(project_name, "snapshot", f"stopped at snapshot {manifest.name}: {', '.join(services)}", manifest.name)
 
 
-def boot(engine: EnginePort, store: SnapshotStore, projects: Sequence[str]) -> list[Outcome]:
+def boot(engine: EnginePort, project_names: Sequence[str], store: SnapshotStore) -> list[Outcome]:
     """Restore each project from its latest complete snapshot when that cannot roll memory back over newer
     files (see `reboot_hazard`); leave the others to Docker, saying why."""
-    return [_guarded(_boot_one, engine, store, project) for project in projects]
+    return [_guarded(_boot_one, engine, project_name, store) for project_name in project_names]
 
 
-def _boot_one(engine: EnginePort, store: SnapshotStore, project: str) -> Outcome:
-    containers = project_containers(engine, project)
+def _boot_one(engine: EnginePort, project_name: str, store: SnapshotStore) -> Outcome:
+    containers = project_containers(engine, project_name)
     running = [c.name for c in containers if not c.exited]
     if running:
-        return Outcome(project, "skipped", f"already running: {', '.join(sorted(running))}")
+        return Outcome(project_name, "skipped", f"already running: {', '.join(sorted(running))}")
     try:
-        latest = store.latest_complete(project)
+        latest = store.latest_complete(project_name)
     except NotFoundError:
-        return Outcome(project, "skipped", "no complete snapshot")
+        return Outcome(project_name, "skipped", "no complete snapshot")
     held = {r.container_name for r in latest.containers}
     hazard = reboot_hazard(latest, [(c.name, c.last_started) for c in containers if c.name in held])
     if hazard is not None:
-        return Outcome(project, "skipped", hazard.message, latest.name)
-    result = restore_snapshot(engine, store, project, RestoreRequest(snapshot=latest.name))
-    return Outcome(project, "restored", f"{len(result.containers)} containers from snapshot {latest.name}", latest.name)
+        return Outcome(project_name, "skipped", hazard.message, latest.name)
+    result = restore_snapshot(engine, project_name, store, RestoreRequest(snapshot=latest.name))
+    return Outcome(project_name, "restored", f"{len(result.containers)} containers from snapshot {latest.name}", latest.name)
 
 
-def _guarded(run: Callable[[EnginePort, SnapshotStore, str], Outcome], engine: EnginePort, store: SnapshotStore,
-             project: str) -> Outcome:
+def _guarded(run: Callable[[EnginePort, str, SnapshotStore], Outcome], engine: EnginePort, project_name: str,
+             store: SnapshotStore) -> Outcome:
     """One project's failure is reported and the others go on: a host shutting down waits for no one."""
     try:
-        return run(engine, store, project)
+        return run(engine, project_name, store)
     except CkptError as exc:
-        return Outcome(project, "failed", "; ".join([exc.message, *exc.details, *([exc.hint] if exc.hint else [])]))
+        return Outcome(project_name, "failed", "; ".join([exc.message, *exc.details, *([exc.hint] if exc.hint else [])]))

@@ -45,16 +45,16 @@ def dump_wait_seconds() -> float:
     return float(os.environ.get("COMPOSE_CKPT_DUMP_WAIT", "900"))
 
 
-def recover_project(engine: EnginePort, store: SnapshotStore, project: str,
+def recover_project(engine: EnginePort, project_name: str, store: SnapshotStore, *,
                     progress: ProgressCallback = lambda name, phase: None) -> list[str]:
     """`compose-ckpt recover`: what snapshot and restore do first anyway, on its own."""
-    with store.locked(project):
-        return recover_interrupted(engine, store, project, progress, strict=True)
+    with store.locked(project_name):
+        return recover_interrupted(engine, project_name, store, progress=progress, strict=True)
 
 
-def recover_interrupted(engine: EnginePort, store: SnapshotStore, project: str,
-                        progress: ProgressCallback = lambda name, phase: None, *, strict: bool = False) -> list[str]:
-    """Recover every `incomplete` snapshot of `project`; the caller holds the project lock.
+def recover_interrupted(engine: EnginePort, project_name: str, store: SnapshotStore, *,
+                        progress: ProgressCallback = lambda name, phase: None, strict: bool = False) -> list[str]:
+    """Recover every `incomplete` snapshot of project `project_name`; the caller holds the project lock.
 
     Returns one line per container: what was done and the state it is in. Raises RecoveryFailed
     (with those lines) while a kept checkpoint may still bring a container back, so that no new
@@ -62,7 +62,7 @@ def recover_interrupted(engine: EnginePort, store: SnapshotStore, project: str,
     a state is lost for good. That loss is recorded in the snapshot, now `failed`, and must not
     block the next snapshot or restore of containers the user has started fresh since."""
     total = _Outcome()
-    for manifest in store.list(project):
+    for manifest in store.list(project_name):
         if manifest.status is SnapshotStatus.INCOMPLETE:
             outcome = _Recovery(engine, store, manifest, progress).run()
             total.lines += outcome.lines

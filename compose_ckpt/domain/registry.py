@@ -150,11 +150,11 @@ def _read_at(source: Path, offset: int, length: int) -> bytes:
     return data
 
 
-def push_snapshot(store: SnapshotStore, project: str, name: str, client: RegistryClient, tags: list[str], *,
+def push_snapshot(store: SnapshotStore, project_name: str, name: str, client: RegistryClient, tags: list[str], *,
                   images_from: EnginePort | None = None,
                   progress: ProgressCallback = lambda item, phase: None) -> PushResult:
     """Upload snapshot `name` as one artifact and point every tag in `tags` at it."""
-    manifest = exportable(store, project, name)
+    manifest = exportable(store, project_name, name)
     client.want_push()
     with ThreadPoolExecutor(WORKERS, thread_name_prefix="push") as pool:
         uploader = _ChunkUploader(client, pool)
@@ -332,7 +332,7 @@ class RegistryPrune:
     removed_digests: list[str] = field(default_factory=list)
 
 
-def prune_registry(client: RegistryClient, project: str, keep: int, *, tag_prefix: str = "") -> RegistryPrune:
+def prune_registry(client: RegistryClient, project_name: str, keep: int, *, tag_prefix: str = "") -> RegistryPrune:
     """Delete (by digest, so the blobs can be collected) this project's artifacts beyond the `keep` newest.
 
     Only tags that start with `tag_prefix` and point at a compose-ckpt artifact of `project` are
@@ -345,7 +345,7 @@ def prune_registry(client: RegistryClient, project: str, keep: int, *, tag_prefi
             artifact, digest = fetch_artifact(client, tag)
         except (ArchiveError, CkptError):
             continue  # not ours, or gone meanwhile
-        if artifact.annotations.get(PROJECT) != project:
+        if artifact.annotations.get(PROJECT) != project_name:
             continue
         created, tags = ours.get(digest, (artifact.annotations.get(CREATED, ""), []))
         ours[digest] = (created, [*tags, tag])

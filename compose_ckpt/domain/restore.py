@@ -56,14 +56,14 @@ class RestoreResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def restore_snapshot(engine: EnginePort, store: SnapshotStore, project_name: str, request: RestoreRequest,
+def restore_snapshot(engine: EnginePort, project_name: str, store: SnapshotStore, request: RestoreRequest, *,
                      progress: ProgressCallback = lambda name, phase: None, phases: Phases | None = None) -> RestoreResult:
     if request.snapshot is not None:
         validate_name(request.snapshot)  # before the lock creates the project's folder
     phases = phases or Phases()
     began = time.monotonic()
     with store.locked(project_name):
-        recover_interrupted(engine, store, project_name)
+        recover_interrupted(engine, project_name, store)
         manifest = store.load(project_name, request.snapshot) if request.snapshot else store.latest_complete(project_name)
         if manifest.status is not SnapshotStatus.COMPLETE:
             raise ConflictError(f"snapshot {manifest.name} is {manifest.status.value} and cannot be restored",

@@ -53,7 +53,7 @@ def default_snapshot_name() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")[:-3]
 
 
-def take_snapshot(project: Project, store: SnapshotStore, request: SnapshotRequest,
+def take_snapshot(project: Project, store: SnapshotStore, request: SnapshotRequest, *,
                   progress: ProgressCallback = lambda name, phase: None, phases: Phases | None = None) -> Manifest:
     """`phases`: the caller's timings so far (the CLI's start-up), continued here and kept in the manifest."""
     if request.parallel < 1:
@@ -63,7 +63,7 @@ def take_snapshot(project: Project, store: SnapshotStore, request: SnapshotReque
     phases = phases or Phases()
     began = time.monotonic()
     with store.locked(project.name):
-        recover_interrupted(project.engine, store, project.name)
+        recover_interrupted(project.engine, project.name, store)
         if store.exists(project.name, name):
             raise UsageError(f"snapshot {name!r} of project {project.name} already exists",
                              hint="Choose another --name, or remove the old one with `compose-ckpt rm`.")

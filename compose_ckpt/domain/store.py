@@ -55,21 +55,21 @@ class SnapshotStore:
 
     # --- paths (no I/O) -------------------------------------------------------------------------
 
-    def project_dir(self, project: str) -> Path:
-        return self.home / "projects" / validate_name(project, "project name")
+    def project_dir(self, project_name: str) -> Path:
+        return self.home / "projects" / validate_name(project_name, "project name")
 
-    def snapshot_dir(self, project: str, name: str) -> Path:
-        return self.project_dir(project) / validate_name(name)
+    def snapshot_dir(self, project_name: str, name: str) -> Path:
+        return self.project_dir(project_name) / validate_name(name)
 
-    def checkpoint_dir(self, project: str, name: str, container_name: str) -> Path:
-        return self.snapshot_dir(project, name) / "checkpoints" / validate_name(container_name, "container name")
+    def checkpoint_dir(self, project_name: str, name: str, container_name: str) -> Path:
+        return self.snapshot_dir(project_name, name) / "checkpoints" / validate_name(container_name, "container name")
 
     # --- trusted folders ------------------------------------------------------------------------
 
-    def _project_folder(self, project: str, *, create: bool) -> Path | None:
+    def _project_folder(self, project_name: str, *, create: bool) -> Path | None:
         """The project's folder once the home, every folder above it and those between are trusted;
         None when it does not exist (and `create` is off)."""
-        folder = self.project_dir(project)  # the name is checked before anything is created
+        folder = self.project_dir(project_name)  # the name is checked before anything is created
         if not safefs.trusted_chain(self.home, create=create):
             return None
         for path in (folder.parent, folder):
@@ -79,12 +79,12 @@ class SnapshotStore:
                 return None
         return folder
 
-    def private_folder(self, project: str, name: str, *parts: str) -> Path:
+    def private_folder(self, project_name: str, name: str, *parts: str) -> Path:
         """A folder of an existing snapshot (e.g. `checkpoints`), created 0700 if missing, every level checked."""
-        folder = self._project_folder(project, create=False)
-        snapshot = self.snapshot_dir(project, name)
+        folder = self._project_folder(project_name, create=False)
+        snapshot = self.snapshot_dir(project_name, name)
         if folder is None or not safefs.checked_folder(snapshot):
-            raise NotFoundError(f"no snapshot {name!r} of project {project}")
+            raise NotFoundError(f"no snapshot {name!r} of project {project_name}")
         for part in parts:
             snapshot = safefs.private_folder(snapshot / validate_name(part, "folder name"))
         return snapshot
@@ -97,10 +97,10 @@ class SnapshotStore:
     # --- the lock -------------------------------------------------------------------------------
 
     @contextmanager
-    def locked(self, project: str) -> Iterator[None]:
+    def locked(self, project_name: str) -> Iterator[None]:
         """Hold the project's lock; wait for another holder up to $COMPOSE_CKPT_LOCK_TIMEOUT s, then refuse."""
         wait_seconds = _lock_timeout()
-        folder = self._project_folder(project, create=True)
+        folder = self._project_folder(project_name, create=True)
         assert folder is not None
         with safefs.open_private_file(folder / ".lock") as handle:
             deadline = time.monotonic() + wait_seconds
@@ -111,7 +111,7 @@ class SnapshotStore:
                 except BlockingIOError:
                     if time.monotonic() > deadline:
                         raise ConflictError(
-                            f"another compose-ckpt command is working on project {project}",
+                            f"another compose-ckpt command is working on project {project_name}",
                             hint=f"It held the lock for {wait_seconds:g} s; retry when it is done "
                             f"(or wait longer with {ENV_LOCK_TIMEOUT}).",
                         ) from None
@@ -125,39 +125,39 @@ class SnapshotStore:
 
     def write(self, manifest: Manifest) -> None:
         """Write the manifest atomically, so a reader sees the old or the new one, never half."""
-        project = self._project_folder(manifest.project, create=True)
-        assert project is not None
-        folder = safefs.private_folder(project / validate_name(manifest.name))
+        project_folder = self._project_folder(manifest.project, create=True)
+        assert project_folder is not None
+        folder = safefs.private_folder(project_folder / validate_name(manifest.name))
         safefs.replace_private_file(folder / MANIFEST, json.dumps(manifest.to_dict(), indent=2).encode())
 
-    def new_snapshot_folder(self, project: str, name: str) -> Path:
+    def new_snapshot_folder(self, project_name: str, name: str) -> Path:
         """An empty private folder for a snapshot that does not exist yet (its manifest comes last)."""
-        folder = self._project_folder(project, create=True)
+        folder = self._project_folder(project_name, create=True)
         assert folder is not None
         try:
             os.mkdir(folder / validate_name(name), safefs.PRIVATE_FOLDER)
         except FileExistsError:
-            raise ConflictError(f"project {project} already has a snapshot {name}") from None
+            raise ConflictError(f"project {project_name} already has a snapshot {name}") from None
         return folder / name
 
-    def new_checkpoint_dir(self, project: str, name: str, container_name: str) -> Path:
+    def new_checkpoint_dir(self, project_name: str, name: str, container_name: str) -> Path:
         """An empty private folder for one container's checkpoint files (what an earlier attempt left is dropped)."""
-        target = self.private_folder(project, name, "checkpoints") / validate_name(container_name, "container name")
+        target = self.private_folder(project_name, name, "checkpoints") / validate_name(container_name, "container name")
         if safefs.checked_folder(target):
             shutil.rmtree(target)
         os.mkdir(target, safefs.PRIVATE_FOLDER)
         return target
 
-    def save_compose_files(self, project: str, name: str, files: Iterable[tuple[Path, bytes]]) -> None:
+    def save_compose_files(self, project_name: str, name: str, files: Iterable[tuple[Path, bytes]]) -> None:
         """Keep a copy of the compose files the snapshot was taken from, so that export reads nothing
         outside the store."""
-        folder = self.private_folder(project, name, "compose")
+        folder = self.private_folder(project_name, name, "compose")
         for index, (path, content) in enumerate(files):
             safefs.replace_private_file(folder / f"{index}-{_UNSAFE_NAME_CHARS.sub('_', path.name)[:150]}", content)
 
-    def compose_copies(self, project: str, name: str) -> list[Path]:
+    def compose_copies(self, project_name: str, name: str) -> list[Path]:
         """The compose files kept with a snapshot, in merge order (none for snapshots taken before they were kept)."""
-        folder = self.snapshot_dir(project, name) / "compose"
+        folder = self.snapshot_dir(project_name, name) / "compose"
         if not safefs.checked_folder(folder):
             return []
         safefs.check_tree(folder)
@@ -165,23 +165,23 @@ class SnapshotStore:
 
     # --- reading --------------------------------------------------------------------------------
 
-    def exists(self, project: str, name: str) -> bool:
+    def exists(self, project_name: str, name: str) -> bool:
         """Whether anything, even an invalid snapshot, holds this name."""
-        entry = self.snapshot_dir(project, name)  # names are checked before anything is looked at
-        return self._project_folder(project, create=False) is not None and os.path.lexists(entry)
+        entry = self.snapshot_dir(project_name, name)  # names are checked before anything is looked at
+        return self._project_folder(project_name, create=False) is not None and os.path.lexists(entry)
 
-    def load(self, project: str, name: str) -> Manifest:
+    def load(self, project_name: str, name: str) -> Manifest:
         """A snapshot's manifest, once it and the snapshot's files are found trustworthy and valid."""
-        if not self.exists(project, name):
-            raise NotFoundError(f"no snapshot {name!r} of project {project}",
+        if not self.exists(project_name, name):
+            raise NotFoundError(f"no snapshot {name!r} of project {project_name}",
                                 hint="`compose-ckpt ls` lists this project's snapshots.")
-        return self._read(project, name)
+        return self._read(project_name, name)
 
-    def _read(self, project: str, name: str) -> Manifest:
-        folder = self.snapshot_dir(project, name)
+    def _read(self, project_name: str, name: str) -> Manifest:
+        folder = self.snapshot_dir(project_name, name)
         path = folder / MANIFEST
         if not safefs.checked_folder(folder):
-            raise NotFoundError(f"no snapshot {name!r} of project {project}")
+            raise NotFoundError(f"no snapshot {name!r} of project {project_name}")
         try:
             document = json.loads(safefs.read_trusted_file(path, MAX_MANIFEST_BYTES))
         except FileNotFoundError:
@@ -191,8 +191,8 @@ class SnapshotStore:
             raise ManifestError(f"cannot read {path}: {exc}",
                                 hint="Remove the snapshot with `compose-ckpt rm`.") from exc
         manifest = Manifest.from_dict(document, str(path))
-        if (manifest.project, manifest.name) != (project, name):
-            raise ManifestError(f"{path} names snapshot {manifest.project}/{manifest.name}, not {project}/{name}")
+        if (manifest.project, manifest.name) != (project_name, name):
+            raise ManifestError(f"{path} names snapshot {manifest.project}/{manifest.name}, not {project_name}/{name}")
         self._check_files(manifest, folder)
         return manifest
 
@@ -206,10 +206,10 @@ class SnapshotStore:
                     raise ManifestError(f"{folder / 'checkpoints' / record.container_name} is missing: the snapshot "
                                         "is damaged", hint="Remove it with `compose-ckpt rm`.")
 
-    def list(self, project: str) -> list[Manifest]:
+    def list(self, project_name: str) -> list[Manifest]:
         """This project's snapshots, oldest first; one whose manifest or files cannot be trusted is
         listed with status `invalid` and its reason as error, so that rm and prune can remove it."""
-        folder = self._project_folder(project, create=False)
+        folder = self._project_folder(project_name, create=False)
         if folder is None:
             return []
         manifests = []
@@ -218,27 +218,27 @@ class SnapshotStore:
                 if not NAME_PATTERN.match(entry.name):  # .lock, removals under way, names we never make
                     continue
                 try:
-                    manifests.append(self._read(project, entry.name))
+                    manifests.append(self._read(project_name, entry.name))
                 except (ManifestError, UnsafePathError) as exc:
-                    manifests.append(_invalid(project, entry.name, entry.stat(follow_symlinks=False), exc.message))
+                    manifests.append(_invalid(project_name, entry.name, entry.stat(follow_symlinks=False), exc.message))
                 except (NotFoundError, FileNotFoundError):
                     continue  # removed (by a command holding the lock) while it was being read
         return sorted(manifests, key=lambda manifest: (manifest.created, manifest.name))
 
-    def latest_complete(self, project: str) -> Manifest:
-        complete = [m for m in self.list(project) if m.status is SnapshotStatus.COMPLETE]
+    def latest_complete(self, project_name: str) -> Manifest:
+        complete = [m for m in self.list(project_name) if m.status is SnapshotStatus.COMPLETE]
         if not complete:
-            raise NotFoundError(f"project {project} has no complete snapshot",
+            raise NotFoundError(f"project {project_name} has no complete snapshot",
                                 hint="Take one with `compose-ckpt snapshot`.")
         return complete[-1]
 
     # --- removing -------------------------------------------------------------------------------
 
-    def remove(self, project: str, name: str) -> None:
+    def remove(self, project_name: str, name: str) -> None:
         """Remove a snapshot, valid or not; a link in its place is removed, never followed."""
-        if not self.exists(project, name):
-            raise NotFoundError(f"no snapshot {name!r} of project {project}")
-        folder = self.project_dir(project)
+        if not self.exists(project_name, name):
+            raise NotFoundError(f"no snapshot {name!r} of project {project_name}")
+        folder = self.project_dir(project_name)
         for entry in folder.iterdir():  # what a killed `rm` left
             if entry.name.startswith(_REMOVING):
                 _delete(entry)
@@ -248,10 +248,10 @@ class SnapshotStore:
         _delete(doomed)
 
 
-def _invalid(project: str, name: str, status: os.stat_result, reason: str) -> Manifest:
+def _invalid(project_name: str, name: str, status: os.stat_result, reason: str) -> Manifest:
     """What `ls` shows for a snapshot that cannot be trusted: its name, when it was last changed, and why."""
     changed = datetime.fromtimestamp(status.st_mtime, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return Manifest(name=name, project=project, created=changed, status=SnapshotStatus.INVALID, stopped=False,
+    return Manifest(name=name, project=project_name, created=changed, status=SnapshotStatus.INVALID, stopped=False,
                     compose_files=[], compose_hash="", services=[], dependencies={}, error=reason)
 
 

@@ -54,10 +54,10 @@ def image_key(image_id: str) -> str:
     return image_id.split(":")[-1]
 
 
-def export_snapshot(store: SnapshotStore, project: str, name: str, out: BinaryIO, *,
+def export_snapshot(store: SnapshotStore, project_name: str, name: str, out: BinaryIO, *,
                     images_from: EnginePort | None = None, progress: ProgressCallback = lambda item, phase: None) -> ExportResult:
     """Write snapshot `name` to `out`. With `images_from`, include `docker save` of every image it uses."""
-    manifest = exportable(store, project, name)
+    manifest = exportable(store, project_name, name)
     try:
         with ArchiveWriter(out) as writer:
             images = write_members(writer, store, manifest, images_from, progress)
@@ -66,9 +66,9 @@ def export_snapshot(store: SnapshotStore, project: str, name: str, out: BinaryIO
     return ExportResult(manifest, writer.bytes_in, images)
 
 
-def exportable(store: SnapshotStore, project: str, name: str) -> Manifest:
+def exportable(store: SnapshotStore, project_name: str, name: str) -> Manifest:
     """The manifest of a snapshot that may leave this host: complete ones only."""
-    manifest = store.load(project, name)
+    manifest = store.load(project_name, name)
     if manifest.status is not SnapshotStatus.COMPLETE:
         raise ConflictError(f"snapshot {name} is {manifest.status.value}; only complete snapshots can be exported")
     return manifest
@@ -79,19 +79,19 @@ def write_members(writer: MemberWriter, store: SnapshotStore, manifest: Manifest
     """Hand every member of the snapshot to `writer` (the layout is in domain/archive.py); return the images added.
 
     The one list of what a snapshot carries off its host, for archives and registries alike."""
-    project, name = manifest.project, manifest.name
+    project_name, name = manifest.project, manifest.name
     writer.add_bytes(MANIFEST, json.dumps(manifest.to_dict(), indent=2).encode())
-    for path in store.compose_copies(project, name):  # the copies kept in the store, never the host's files
+    for path in store.compose_copies(project_name, name):  # the copies kept in the store, never the host's files
         writer.add_file(f"compose/{path.name}", path)
     for record in manifest.containers:
         progress(record.container_name, "archiving checkpoint")
-        writer.add_tree(f"checkpoints/{record.container_name}", store.checkpoint_dir(project, name, record.container_name))
+        writer.add_tree(f"checkpoints/{record.container_name}", store.checkpoint_dir(project_name, name, record.container_name))
         if record.layer is not None:
-            writer.add_file(f"{LAYERS}/{record.container_name}{SUFFIX}", layer_path(store, project, name, record.container_name))
+            writer.add_file(f"{LAYERS}/{record.container_name}{SUFFIX}", layer_path(store, project_name, name, record.container_name))
     for volume in manifest.volume_records:
         if volume.copy is not None:
             progress(volume.name, "archiving volume")
-            writer.add_file(f"{VOLUMES}/{volume.name}{SUFFIX}", volume_path(store, project, name, volume.name))
+            writer.add_file(f"{VOLUMES}/{volume.name}{SUFFIX}", volume_path(store, project_name, name, volume.name))
     if images_from is None:
         return []
     images = _images(manifest)

@@ -27,7 +27,7 @@ NO_SNAPSHOT, NO_VOLUMES = "no-snapshot", "no-volumes"
 class BootRestore:
     """Restore these services of a project from this snapshot."""
 
-    project: str
+    project_name: str
     snapshot: str
     services: tuple[str, ...]
     mode: BootMode
@@ -35,7 +35,7 @@ class BootRestore:
 
 @dataclass(frozen=True)
 class BootSkip:
-    project: str
+    project_name: str
     service: str
     reason: str  # one of the constants above
     message: str  # for people, naming the snapshot
@@ -50,42 +50,42 @@ def boot_plan(policies: Iterable[ContainerPolicy], snapshots: Mapping[str, Seque
     wanted: dict[tuple[str, str], list[ContainerPolicy]] = {}
     for policy in policies:
         if policy.restore_on_boot is not BootMode.OFF:
-            wanted.setdefault((policy.project, policy.service), []).append(policy)
+            wanted.setdefault((policy.project_name, policy.service), []).append(policy)
     chosen: dict[tuple[str, str, BootMode], list[str]] = {}
     skips: list[BootSkip] = []
-    for (project, service), containers in sorted(wanted.items()):
+    for (project_name, service), containers in sorted(wanted.items()):
         if all(c.present for c in containers):
             continue
         # Containers of one service that disagree: the safe rule wins.
         mode = BootMode.ROLLBACK if all(c.restore_on_boot is BootMode.ROLLBACK for c in containers) else BootMode.SAFE
-        complete = [m for m in snapshots.get(project, ()) if m.status is SnapshotStatus.COMPLETE and service in m.services]
-        verdict = (_rollback_source(project, service, complete) if mode is BootMode.ROLLBACK
-                   else _safe_source(project, service, containers, complete))
+        complete = [m for m in snapshots.get(project_name, ()) if m.status is SnapshotStatus.COMPLETE and service in m.services]
+        verdict = (_rollback_source(project_name, service, complete) if mode is BootMode.ROLLBACK
+                   else _safe_source(project_name, service, containers, complete))
         if isinstance(verdict, BootSkip):
             skips.append(verdict)
         else:
-            chosen.setdefault((project, verdict.name, mode), []).append(service)
-    restores = [BootRestore(project, snapshot, tuple(services), mode)
-                for (project, snapshot, mode), services in chosen.items()]
+            chosen.setdefault((project_name, verdict.name, mode), []).append(service)
+    restores = [BootRestore(project_name, snapshot, tuple(services), mode)
+                for (project_name, snapshot, mode), services in chosen.items()]
     return restores, skips
 
 
-def _safe_source(project: str, service: str, containers: list[ContainerPolicy],
+def _safe_source(project_name: str, service: str, containers: list[ContainerPolicy],
                  complete: list[Manifest]) -> Manifest | BootSkip:
     if not complete:
-        return BootSkip(project, service, NO_SNAPSHOT, f"no complete snapshot of {project} holds {service}")
+        return BootSkip(project_name, service, NO_SNAPSHOT, f"no complete snapshot of {project_name} holds {service}")
     latest = complete[-1]
     hazard = reboot_hazard(latest, [(c.container, c.last_started) for c in containers])
     if hazard is not None:
-        return BootSkip(project, service, hazard.reason, hazard.message)
+        return BootSkip(project_name, service, hazard.reason, hazard.message)
     return latest
 
 
-def _rollback_source(project: str, service: str, complete: list[Manifest]) -> Manifest | BootSkip:
+def _rollback_source(project_name: str, service: str, complete: list[Manifest]) -> Manifest | BootSkip:
     with_volumes = [m for m in complete if m.has_volumes]
     if not with_volumes:
         latest = f" (the latest, {complete[-1].name}, has none)" if complete else ""
-        return BootSkip(project, service, NO_VOLUMES,
-                        f"restore-on-boot=rollback needs a complete snapshot of {project} that holds {service} "
+        return BootSkip(project_name, service, NO_VOLUMES,
+                        f"restore-on-boot=rollback needs a complete snapshot of {project_name} that holds {service} "
                         f"and its volumes{latest}")
     return with_volumes[-1]

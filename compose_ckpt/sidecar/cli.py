@@ -37,7 +37,7 @@ def serve(config: ConfigOption = None) -> None:
 
 @app.command()
 def run(
-    project: Annotated[str, typer.Argument(metavar="PROJECT", help="Compose project with labelled containers.")],
+    project_name: Annotated[str, typer.Argument(metavar="PROJECT", help="Compose project with labelled containers.")],
     job: Annotated[str | None, typer.Argument(
         metavar="JOB", show_default=False,
         help="Run this job now, with its retention (default: a manual snapshot, never pruned by the sidecar).")] = None,
@@ -54,13 +54,13 @@ def run(
     zone = zone_from_env()
     engine = Engine.connect()
     found = discover(engine, load_config(config_path(config), zone).rules(zone))
-    result = Runner(engine, SnapshotStore(default_home())).run(found.job(project, job))
+    result = Runner(engine, SnapshotStore(default_home())).run(found.job(project_name, job))
     if as_json:
-        print_json({"project": project, "snapshot": result.snapshot, "services": list(result.services),
+        print_json({"project": project_name, "snapshot": result.snapshot, "services": list(result.services),
                     "pruned": result.pruned, "seconds": result.seconds})
         return
     pruned = f"; pruned {', '.join(result.pruned)}" if result.pruned else ""
-    console.print(f"snapshot {result.snapshot} of {project} ({', '.join(result.services)}) "
+    console.print(f"snapshot {result.snapshot} of {project_name} ({', '.join(result.services)}) "
                   f"in {result.seconds:.2f}s{pruned}", highlight=False)
 
 

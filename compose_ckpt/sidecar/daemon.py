@@ -202,14 +202,14 @@ class Sidecar:
         for entry in changed:
             job = entry.job
             assert job.schedule is not None and job.retention is not None
-            self.log.info("job_scheduled", project=job.project, job=job.job, schedule=job.schedule.text,
+            self.log.info("job_scheduled", project=job.project_name, job=job.job, schedule=job.schedule.text,
                           services=",".join(job.services), keep=job.retention.keep,
                           max_age_seconds=int(job.retention.max_age.total_seconds()) if job.retention.max_age else None,
                           leave_running=job.leave_running, push=str(job.push) if job.push else None,
                           with_volumes=job.with_volumes,
                           next_run=entry.next_run.isoformat(timespec="seconds"))
-        for project, job_name in removed:
-            self.log.info("job_unscheduled", project=project, job=job_name)
+        for project_name, job_name in removed:
+            self.log.info("job_unscheduled", project=project_name, job=job_name)
         self.metrics.forget_failures(removed)
         self.metrics.scheduled = len(self.timetable.entries)
         return True
@@ -254,11 +254,11 @@ class Sidecar:
         with self.runs_lock:
             if job.key in self.runs:
                 self.metrics.skipped(job.key)
-                self.log.warning("run_skipped", project=job.project, job=job.job, reason=reason,
+                self.log.warning("run_skipped", project=job.project_name, job=job.job, reason=reason,
                                  why="the previous run of this job is still going")
                 return
             run = self.runs[job.key] = _Run(job, reason)
-            run.thread = threading.Thread(target=self._run, args=(run,), name=f"run-{job.project}-{job.job}")
+            run.thread = threading.Thread(target=self._run, args=(run,), name=f"run-{job.project_name}-{job.job}")
         run.thread.start()
 
     def _run(self, run: _Run) -> None:
@@ -269,7 +269,7 @@ class Sidecar:
             try:
                 assert self.runner is not None
                 run.started = time.monotonic()
-                self.log.info("run_started", project=job.project, job=job.job, reason=run.reason,
+                self.log.info("run_started", project=job.project_name, job=job.job, reason=run.reason,
                               services=",".join(job.services))
                 try:
                     result = self.runner.run(job)
@@ -278,20 +278,20 @@ class Sidecar:
                     self.metrics.needs_adoption(job.key)
                     if job.key not in self.needing_adoption:
                         self.needing_adoption.add(job.key)
-                        self.log.error("needs_adoption", project=job.project, job=job.job, error=exc.message,
+                        self.log.error("needs_adoption", project=job.project_name, job=job.job, error=exc.message,
                                        hint=exc.hint)
                 except CkptError as exc:
                     self.metrics.finished(job.key, False, time.monotonic() - run.started, time.time())
-                    self.log.error("run_failed", project=job.project, job=job.job, error=exc.message, hint=exc.hint,
+                    self.log.error("run_failed", project=job.project_name, job=job.job, error=exc.message, hint=exc.hint,
                                    details="; ".join(exc.details) or None)
                 except Exception as exc:  # noqa: BLE001 - a bug must not take the daemon down
                     self.metrics.finished(job.key, False, time.monotonic() - run.started, time.time())
-                    self.log.error("run_failed", project=job.project, job=job.job,
+                    self.log.error("run_failed", project=job.project_name, job=job.job,
                                    error=f"internal error: {type(exc).__name__}: {exc}")
                 else:
                     self.needing_adoption.discard(job.key)
                     self.metrics.finished(job.key, True, result.seconds, time.time(), pruned=len(result.pruned))
-                    self.log.info("run_done", project=job.project, job=job.job, snapshot=result.snapshot,
+                    self.log.info("run_done", project=job.project_name, job=job.job, snapshot=result.snapshot,
                                   seconds=result.seconds, pruned=",".join(result.pruned) or None,
                                   push="queued" if result.push_queued else None)
             finally:
@@ -310,7 +310,7 @@ class Sidecar:
         for run in late:
             # Interrupting a frozen stack would be worse than waiting: report, and let it finish or roll back.
             self.metrics.timed_out(run.job.key)
-            self.log.error("run_timeout", project=run.job.project, job=run.job.job, limit_seconds=limit)
+            self.log.error("run_timeout", project=run.job.project_name, job=run.job.job, limit_seconds=limit)
 
     def _trigger(self, file_name: str) -> None:
         """A file `PROJECT` in the trigger folder: a manual snapshot now; `PROJECT.JOB`: that job now."""
@@ -318,9 +318,9 @@ class Sidecar:
             (self.config.trigger_dir / file_name).unlink()
         except FileNotFoundError:
             return  # one drop makes several file events; the first one took it
-        project, _, job_name = file_name.partition(".")
+        project_name, _, job_name = file_name.partition(".")
         try:
-            job = self.discovery.job(project, job_name or None)
+            job = self.discovery.job(project_name, job_name or None)
         except CkptError as exc:
             self.log.error("trigger_refused", file=file_name, error=exc.message)
             return
@@ -329,30 +329,30 @@ class Sidecar:
     def _restore_on_boot(self) -> None:
         """Restore the exited restore-on-boot services that can be restored safely; say why for the others."""
         assert self.runner is not None
-        projects = sorted({p.project for p in self.discovery.policies if p.restore_on_boot is not BootMode.OFF})
+        projects = sorted({p.project_name for p in self.discovery.policies if p.restore_on_boot is not BootMode.OFF})
         snapshots = {}
-        for project in projects:
+        for project_name in projects:
             try:
-                snapshots[project] = self.store.list(project)
+                snapshots[project_name] = self.store.list(project_name)
             except CkptError as exc:
-                self.log.error("boot_restore_failed", project=project, error=exc.message)
+                self.log.error("boot_restore_failed", project=project_name, error=exc.message)
         restores, skips = boot_plan(self.discovery.policies, snapshots)
         for skip in skips:
-            self.metrics.boot_skipped(skip.project, skip.reason)
-            self.log.warning("boot_restore_skipped", project=skip.project, service=skip.service, reason=skip.reason,
+            self.metrics.boot_skipped(skip.project_name, skip.reason)
+            self.log.warning("boot_restore_skipped", project=skip.project_name, service=skip.service, reason=skip.reason,
                              why=skip.message)
         for plan in restores:
-            self.log.info("boot_restore_started", project=plan.project, snapshot=plan.snapshot,
+            self.log.info("boot_restore_started", project=plan.project_name, snapshot=plan.snapshot,
                           services=",".join(plan.services), mode=plan.mode.name.lower())
             try:
                 result = self.runner.restore(plan)
             except CkptError as exc:
-                self.metrics.boot_restored(plan.project, False)
-                self.log.error("boot_restore_failed", project=plan.project, error=exc.message, hint=exc.hint,
+                self.metrics.boot_restored(plan.project_name, False)
+                self.log.error("boot_restore_failed", project=plan.project_name, error=exc.message, hint=exc.hint,
                                details="; ".join(exc.details) or None)
                 continue
-            self.metrics.boot_restored(plan.project, True)
-            self.log.info("boot_restore_done", project=plan.project, snapshot=result.snapshot.name,
+            self.metrics.boot_restored(plan.project_name, True)
+            self.log.info("boot_restore_done", project=plan.project_name, snapshot=result.snapshot.name,
                           containers=",".join(c.container for c in result.containers))
         if restores:
             self._resync()

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-Key = tuple[str, str]  # (project, job)
+Key = tuple[str, str]  # (project_name, job)
 
 PREFIX = "compose_ckpt_sidecar_"
 
@@ -62,16 +62,16 @@ class Metrics:
         self._jobs: dict[Key, JobStats] = defaultdict(JobStats)
         self.engine_up = False
         self.scheduled = 0
-        self._boot: dict[tuple[str, str], int] = defaultdict(int)  # (project, outcome) -> services or restores
+        self._boot: dict[tuple[str, str], int] = defaultdict(int)  # (project_name, outcome) -> services or restores
 
-    def boot_skipped(self, project: str, reason: str) -> None:
+    def boot_skipped(self, project_name: str, reason: str) -> None:
         """A restore-on-boot service left alone, and why (no-snapshot, live-snapshot, ran-after-snapshot, ...)."""
         with self._lock:
-            self._boot[(project, reason)] += 1
+            self._boot[(project_name, reason)] += 1
 
-    def boot_restored(self, project: str, ok: bool) -> None:
+    def boot_restored(self, project_name: str, ok: bool) -> None:
         with self._lock:
-            self._boot[(project, "restored" if ok else "failed")] += 1
+            self._boot[(project_name, "restored" if ok else "failed")] += 1
 
     def finished(self, key: Key, ok: bool, seconds: float, at: float, pruned: int = 0) -> None:
         with self._lock:
@@ -121,7 +121,7 @@ class Metrics:
         with self._lock:
             if not self.engine_up:
                 return False, "engine unreachable"
-            failing = sorted(f"{project}/{job}" for (project, job), s in self._jobs.items() if s.last_failed)
+            failing = sorted(f"{project_name}/{job}" for (project_name, job), s in self._jobs.items() if s.last_failed)
         return (False, "last run failed: " + ", ".join(failing)) if failing else (True, "ok")
 
     def render(self) -> str:
@@ -140,8 +140,8 @@ class Metrics:
                           for key, s in jobs if value(s) is not None]
             lines += [f"# HELP {PREFIX}boot_restores_total Restore-on-boot outcomes at start: restores (restored, "
                       "failed) and services skipped, by reason.", f"# TYPE {PREFIX}boot_restores_total counter"]
-            lines += [f'{PREFIX}boot_restores_total{{project="{_escape(project)}",outcome="{_escape(outcome)}"}} {count}'
-                      for (project, outcome), count in sorted(self._boot.items())]
+            lines += [f'{PREFIX}boot_restores_total{{project="{_escape(project_name)}",outcome="{_escape(outcome)}"}} {count}'
+                      for (project_name, outcome), count in sorted(self._boot.items())]
             lines += [f"# HELP {PREFIX}run_duration_seconds Duration of job runs.",
                       f"# TYPE {PREFIX}run_duration_seconds summary"]
             for key, s in jobs:
@@ -151,8 +151,8 @@ class Metrics:
 
 
 def _labels(key: Key) -> str:
-    project, job = key
-    return f'project="{_escape(project)}",job="{_escape(job)}"'
+    project_name, job = key
+    return f'project="{_escape(project_name)}",job="{_escape(job)}"'
 
 
 def _escape(value: str) -> str:

@@ -164,7 +164,7 @@ class ContainerPolicy:
     """What the labels of one enabled compose container ask for."""
 
     container: str
-    project: str
+    project_name: str
     service: str
     present: bool  # running or paused: part of the stack's scheduled snapshots
     restore_on_boot: BootMode
@@ -176,7 +176,7 @@ class ContainerPolicy:
 class StackJob:
     """One consistent snapshot of some services of a project, named `<prefix><time>`."""
 
-    project: str
+    project_name: str
     job: str
     services: tuple[str, ...]
     prefix: str
@@ -188,7 +188,7 @@ class StackJob:
 
     @property
     def key(self) -> tuple[str, str]:
-        return (self.project, self.job)
+        return (self.project_name, self.job)
 
     def snapshot_name(self, now: datetime) -> str:
         """Sortable by time, to the millisecond, like the CLI's default names."""
@@ -229,8 +229,8 @@ def parse_container(container: ContainerInfo, rules: LabelRules) -> tuple[Contai
             return None, []
     except UsageError as exc:
         return None, [Problem(container.name, enable_label, exc.message)]
-    project, service = labels.get(LABEL_PROJECT), labels.get(LABEL_SERVICE)
-    if not project or not service:
+    project_name, service = labels.get(LABEL_PROJECT), labels.get(LABEL_SERVICE)
+    if not project_name or not service:
         return None, [Problem(container.name, LABEL_PROJECT, "not a compose container (no compose project or "
                                                               "service label); only compose stacks are snapshotted")]
     top, per_job, problems = _split_labels(container.name, labels, rules)
@@ -251,7 +251,7 @@ def parse_container(container: ContainerInfo, rules: LabelRules) -> tuple[Contai
             jobs[job] = spec
         if problem is not None:
             problems.append(problem)
-    policy = ContainerPolicy(container=container.name, project=project, service=service,
+    policy = ContainerPolicy(container=container.name, project_name=project_name, service=service,
                              present=not container.exited, restore_on_boot=restore_on_boot, jobs=jobs,
                              last_started=container.last_started)
     return policy, problems
@@ -307,19 +307,19 @@ def plan(policies: Iterable[ContainerPolicy], rules: LabelRules) -> tuple[list[S
     for policy in policies:
         if policy.present:
             for job, spec in policy.jobs.items():
-                members.setdefault((policy.project, job), []).append((policy, spec))
+                members.setdefault((policy.project_name, job), []).append((policy, spec))
     jobs: list[StackJob] = []
     problems: list[Problem] = []
-    for (project, job), entries in sorted(members.items()):
+    for (project_name, job), entries in sorted(members.items()):
         spec = entries[0][1]
         odd = [(policy, other) for policy, other in entries if other != spec]
         if odd:
             names = f"{entries[0][0].container}, {odd[0][0].container}"
             problems.append(Problem(names, rules.label(_first_difference(spec, odd[0][1]), job),
-                                    f"containers of project {project} disagree on job {job}; job skipped"))
+                                    f"containers of project {project_name} disagree on job {job}; job skipped"))
             continue
         services = tuple(sorted({policy.service for policy, _ in entries}))
-        jobs.append(StackJob(project, job, services, auto_prefix(job), spec.leave_running, spec.schedule, spec.retention,
+        jobs.append(StackJob(project_name, job, services, auto_prefix(job), spec.leave_running, spec.schedule, spec.retention,
                              spec.push, spec.with_volumes))
     return jobs, problems
 
@@ -336,9 +336,9 @@ def _first_difference(one: JobSpec, other: JobSpec) -> str:
     return KEEP if one.retention.keep != other.retention.keep else MAX_AGE
 
 
-def manual_job(project: str, policies: Iterable[ContainerPolicy]) -> StackJob:
+def manual_job(project_name: str, policies: Iterable[ContainerPolicy]) -> StackJob:
     """A snapshot of every present enabled service of the project, now; the sidecar never prunes it."""
-    services = tuple(sorted({p.service for p in policies if p.project == project and p.present}))
+    services = tuple(sorted({p.service for p in policies if p.project_name == project_name and p.present}))
     if not services:
-        raise UsageError(f"project {project} has no running container labelled for compose-ckpt")
-    return StackJob(project, "manual", services, MANUAL_PREFIX)
+        raise UsageError(f"project {project_name} has no running container labelled for compose-ckpt")
+    return StackJob(project_name, "manual", services, MANUAL_PREFIX)

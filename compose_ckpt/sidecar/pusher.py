@@ -61,7 +61,7 @@ class Pusher:
         with self._condition:
             waiting = self._pending.get(job.key)
             if waiting is not None:
-                self._log.warning("push_superseded", project=job.project, job=job.job, snapshot=waiting.snapshot,
+                self._log.warning("push_superseded", project=job.project_name, job=job.job, snapshot=waiting.snapshot,
                                   by=snapshot)
             self._pending[job.key] = _Pending(job, snapshot)
             self._condition.notify_all()
@@ -88,16 +88,16 @@ class Pusher:
     def _attempt(self, item: _Pending) -> None:
         job, reference = item.job, item.job.push
         assert reference is not None
-        if not self._store.exists(job.project, item.snapshot):
-            self._log.warning("push_dropped", project=job.project, job=job.job, snapshot=item.snapshot,
+        if not self._store.exists(job.project_name, item.snapshot):
+            self._log.warning("push_dropped", project=job.project_name, job=job.job, snapshot=item.snapshot,
                               why="the snapshot was removed before it could be pushed")
             return
         tags = [item.snapshot] + ([reference.tag] if reference.tag and reference.tag != item.snapshot else [])
         try:
             with self._connect(reference) as client:
-                result = push_snapshot(self._store, job.project, item.snapshot, client, tags)
+                result = push_snapshot(self._store, job.project_name, item.snapshot, client, tags)
                 keep = job.retention.keep if job.retention else None
-                pruned = prune_registry(client, job.project, keep, tag_prefix=job.prefix) if keep else None
+                pruned = prune_registry(client, job.project_name, keep, tag_prefix=job.prefix) if keep else None
         except CkptError as exc:
             self._failed(item, exc.message)
             return
@@ -106,7 +106,7 @@ class Pusher:
             return
         removed = pruned.removed_tags if pruned else []
         self._metrics.pushed(job.key, time.time(), result.uploaded_bytes, len(pruned.removed_digests) if pruned else 0)
-        self._log.info("push_done", project=job.project, job=job.job, snapshot=item.snapshot,
+        self._log.info("push_done", project=job.project_name, job=job.job, snapshot=item.snapshot,
                        reference=result.reference, digest=result.digest, uploaded_bytes=result.uploaded_bytes,
                        registry_pruned=",".join(removed) or None)
 
@@ -114,11 +114,11 @@ class Pusher:
         job = item.job
         self._metrics.push_failed(job.key)
         if item.attempts >= len(self._backoff):
-            self._log.error("push_gave_up", project=job.project, job=job.job, snapshot=item.snapshot, error=error,
+            self._log.error("push_gave_up", project=job.project_name, job=job.job, snapshot=item.snapshot, error=error,
                             attempts=item.attempts + 1)
             return
         delay = self._backoff[item.attempts]
-        self._log.error("push_failed", project=job.project, job=job.job, snapshot=item.snapshot, error=error,
+        self._log.error("push_failed", project=job.project_name, job=job.job, snapshot=item.snapshot, error=error,
                         retry_in_seconds=delay)
         with self._condition:
             if job.key not in self._pending:  # a newer snapshot of the job goes first

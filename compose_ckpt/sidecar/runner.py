@@ -33,15 +33,15 @@ class Discovery:
     jobs: list[StackJob]
     problems: list[Problem]
 
-    def job(self, project: str, name: str | None) -> StackJob:
+    def job(self, project_name: str, name: str | None) -> StackJob:
         """The project's job `name`, or with None a manual snapshot of its labelled services."""
         if name is None:
-            return manual_job(project, self.policies)
+            return manual_job(project_name, self.policies)
         for job in self.jobs:
-            if job.key == (project, name):
+            if job.key == (project_name, name):
                 return job
-        known = ", ".join(job.job for job in self.jobs if job.project == project) or "none"
-        raise NotFoundError(f"project {project} has no job {name} (jobs: {known})")
+        known = ", ".join(job.job for job in self.jobs if job.project_name == project_name) or "none"
+        raise NotFoundError(f"project {project_name} has no job {name} (jobs: {known})")
 
 
 def discover(engine: EnginePort, rules: LabelRules) -> Discovery:
@@ -75,16 +75,16 @@ class Runner:
         # Two jobs of one project due together take turns here rather than fail on the store lock's timeout.
         self._projects: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
-    def _project_lock(self, project: str) -> threading.Lock:
+    def _project_lock(self, project_name: str) -> threading.Lock:
         with self._guard:
-            return self._projects[project]
+            return self._projects[project_name]
 
     def run(self, job: StackJob) -> RunResult:
         """One consistent snapshot of the job's services, then the job's retention; a push is only queued."""
-        with self._project_lock(job.project):
+        with self._project_lock(job.project_name):
             started = time.monotonic()
-            containers = self.engine.list_containers({LABEL_PROJECT: job.project})
-            project = Project(compose_project_from_labels(job.project, containers), self.engine)
+            containers = self.engine.list_containers({LABEL_PROJECT: job.project_name})
+            project = Project(compose_project_from_labels(job.project_name, containers), self.engine)
             request = SnapshotRequest(services=job.services, name=job.snapshot_name(datetime.now(UTC)),
                                       stop=not job.leave_running, with_volumes=job.with_volumes)
             manifest = take_snapshot(project, self.store, request)
@@ -98,14 +98,14 @@ class Runner:
     def _prune(self, job: StackJob) -> list[str]:
         if job.retention is None:
             return []
-        with self.store.locked(job.project):
-            doomed = job.retention.select(self.store.list(job.project), job.prefix, datetime.now(UTC))
+        with self.store.locked(job.project_name):
+            doomed = job.retention.select(self.store.list(job.project_name), job.prefix, datetime.now(UTC))
             for manifest in doomed:
-                self.store.remove(job.project, manifest.name)
+                self.store.remove(job.project_name, manifest.name)
         return [manifest.name for manifest in doomed]
 
     def restore(self, plan: BootRestore) -> RestoreResult:
         """Restore the plan's services from its snapshot, dependencies first."""
-        with self._project_lock(plan.project):
-            return restore_snapshot(self.engine, self.store, plan.project,
+        with self._project_lock(plan.project_name):
+            return restore_snapshot(self.engine, plan.project_name, self.store,
                                     RestoreRequest(snapshot=plan.snapshot, services=plan.services))

@@ -141,7 +141,7 @@ def test_bad_names_on_an_empty_store_create_no_store(capsys: pytest.CaptureFixtu
 @pytest.mark.parametrize("name", BAD_NAMES, ids=ids(BAD_NAMES))
 def test_restore_refuses_a_bad_name_before_locking_or_asking_the_engine(isolated_store: Path, name: str) -> None:
     with pytest.raises(UsageError, match="invalid snapshot name"):
-        restore_snapshot(UntouchableEngine(), SnapshotStore(isolated_store), PROJECT,  # type: ignore[arg-type]
+        restore_snapshot(UntouchableEngine(), PROJECT, SnapshotStore(isolated_store),  # type: ignore[arg-type]
                          RestoreRequest(snapshot=name))
     assert not isolated_store.exists()
 

@@ -69,7 +69,7 @@ def store(tmp_path: Path) -> SnapshotStore:
 
 
 def restore(engine: Any, store: SnapshotStore) -> Any:
-    return restore_snapshot(engine, store, "p", RestoreRequest(snapshot="s"))
+    return restore_snapshot(engine, "p", store, RestoreRequest(snapshot="s"))
 
 
 def test_matching_memory_layout_is_a_verified_restore(store: SnapshotStore) -> None:
@@ -107,6 +107,6 @@ def test_on_docker_28_a_snapshot_of_an_own_netns_container_is_refused_before_any
     engine = Docker28(RECORDED)
     engine.status = "running"
     with pytest.raises(NeedsAdoption, match="p-web-1") as refused:
-        restore_snapshot(engine, store, "p", RestoreRequest(snapshot="s", force=True))
+        restore_snapshot(engine, "p", store, RestoreRequest(snapshot="s", force=True))
     assert refused.value.exit_code == 1 and "compose-ckpt adopt web" in (refused.value.hint or "")
     assert engine.calls == []

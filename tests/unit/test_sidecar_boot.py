@@ -25,11 +25,11 @@ def docker_time(moment: datetime) -> str:
 
 
 def policy(service: str, mode: str = "true", *, started: datetime | None = T0, status: str = "exited",
-           project: str = "shop", number: int = 1) -> ContainerPolicy:
+           project_name: str = "shop", number: int = 1) -> ContainerPolicy:
     container = ContainerInfo.from_inspect({
-        "Id": f"id-{service}-{number}", "Name": f"/{project}-{service}-{number}",
+        "Id": f"id-{service}-{number}", "Name": f"/{project_name}-{service}-{number}",
         "State": {"Status": status, "StartedAt": docker_time(started) if started else "0001-01-01T00:00:00Z"},
-        "Config": {"Labels": {LABEL_PROJECT: project, LABEL_SERVICE: service, "compose-ckpt.enable": "true",
+        "Config": {"Labels": {LABEL_PROJECT: project_name, LABEL_SERVICE: service, "compose-ckpt.enable": "true",
                               "compose-ckpt.restore-on-boot": mode}},
     })
     parsed, problems = parse_container(container, LabelRules())
@@ -110,11 +110,11 @@ def test_rollback_takes_the_latest_snapshot_with_volumes_even_a_live_one() -> No
 
 def test_projects_and_snapshots_are_planned_apart() -> None:
     plans, skips = boot_plan(
-        [policy("db"), policy("app", project="blog"), policy("web", started=T0 + timedelta(days=1))],
+        [policy("db"), policy("app", project_name="blog"), policy("web", started=T0 + timedelta(days=1))],
         {"shop": [snapshot("s1", T0 + timedelta(hours=1), stopped=True)],
          "blog": [Manifest(name="b1", project="blog", created=iso(T0 + timedelta(hours=1)), status=SnapshotStatus.COMPLETE,
                            stopped=True, compose_files=[], compose_hash="", services=["app"], dependencies={})]})
-    assert sorted(plans, key=lambda p: p.project) == [BootRestore("blog", "b1", ("app",), BootMode.SAFE),
+    assert sorted(plans, key=lambda p: p.project_name) == [BootRestore("blog", "b1", ("app",), BootMode.SAFE),
                                                       BootRestore("shop", "s1", ("db",), BootMode.SAFE)]
     assert [(s.service, s.reason) for s in skips] == [("web", RAN_AFTER)]
 

@@ -20,9 +20,9 @@ UTC = UTC
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-def job(project: str = "shop", name: str = "default", schedule: str = "@every 10s",
+def job(project_name: str = "shop", name: str = "default", schedule: str = "@every 10s",
         services: tuple[str, ...] = ("web",)) -> StackJob:
-    return StackJob(project, name, services, f"auto-{name}-", True, parse_schedule(schedule, UTC), Retention(2))
+    return StackJob(project_name, name, services, f"auto-{name}-", True, parse_schedule(schedule, UTC), Retention(2))
 
 
 def test_timetable_keeps_the_next_run_of_unchanged_schedules() -> None:
@@ -40,18 +40,18 @@ def test_timetable_keeps_the_next_run_of_unchanged_schedules() -> None:
 
 def test_timetable_due_moves_jobs_on() -> None:
     table = Timetable()
-    table.update([job(), job(project="blog", schedule="@every 30s")], NOW)
+    table.update([job(), job(project_name="blog", schedule="@every 30s")], NOW)
     assert table.next_wakeup() == NOW + timedelta(seconds=10)
     assert table.due(NOW + timedelta(seconds=5)) == []
     at = NOW + timedelta(seconds=11)  # a second late
-    assert [j.project for j in table.due(at)] == ["shop"]
+    assert [j.project_name for j in table.due(at)] == ["shop"]
     assert table.next_wakeup() == NOW + timedelta(seconds=20)  # on schedule again: the delay is not carried on
 
 
 def test_timetable_skips_ticks_missed_while_late_instead_of_bursting() -> None:
     table = Timetable()
     table.update([job()], NOW)
-    assert [j.project for j in table.due(NOW + timedelta(seconds=35))] == ["shop"]  # 10, 20 and 30 were due
+    assert [j.project_name for j in table.due(NOW + timedelta(seconds=35))] == ["shop"]  # 10, 20 and 30 were due
     assert table.next_wakeup() == NOW + timedelta(seconds=40)
     assert table.due(NOW + timedelta(seconds=36)) == []
 
@@ -129,7 +129,7 @@ def test_a_run_still_going_makes_the_next_tick_skip(tmp_path: Path) -> None:
     sidecar._launch(job(), "schedule")
     assert runner.started.wait(5)
     sidecar._launch(job(), "schedule")
-    sidecar._launch(job(project="blog"), "schedule")  # another job is not held up
+    sidecar._launch(job(project_name="blog"), "schedule")  # another job is not held up
     runner.release.set()
     wait_idle(sidecar)
     text = sidecar.metrics.render()

@@ -13,8 +13,8 @@ from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.errors import UsageError
 
 
-def container(name: str, service: str, project: str = "shop", **labels: str) -> ContainerInfo:
-    base = {LABEL_PROJECT: project, LABEL_SERVICE: service, LABEL_WORKING_DIR: "/srv/shop",
+def container(name: str, service: str, project_name: str = "shop", **labels: str) -> ContainerInfo:
+    base = {LABEL_PROJECT: project_name, LABEL_SERVICE: service, LABEL_WORKING_DIR: "/srv/shop",
             LABEL_CONFIG_FILES: "/srv/shop/compose.yaml,/srv/shop/compose.override.yaml"}
     return ContainerInfo(id=name, name=name, image=f"{service}:1", image_id="sha256:x", status="running", pid=1,
                          exit_code=0, labels={**base, **labels}, started_at="", attrs={})
@@ -38,7 +38,7 @@ def test_project_from_labels() -> None:
         container("shop-web-1", "web", **{LABEL_DEPENDS_ON: "db:service_healthy:true"}),
         container("shop-db-1", "db"),
         container("shop-web-run-1", "web", **{LABEL_ONEOFF: "True"}),
-        container("blog-app-1", "app", project="blog"),
+        container("blog-app-1", "app", project_name="blog"),
     ])
     assert project.name == "shop"
     assert project.working_dir == Path("/srv/shop")
@@ -51,4 +51,4 @@ def test_project_from_labels() -> None:
 
 def test_no_container_of_the_project() -> None:
     with pytest.raises(UsageError, match="shop"):
-        compose_project_from_labels("shop", [container("blog-app-1", "app", project="blog")])
+        compose_project_from_labels("shop", [container("blog-app-1", "app", project_name="blog")])

@@ -15,9 +15,9 @@ RULES = LabelRules()
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-def container(name: str, labels: dict[str, str], project: str = "shop", service: str | None = None,
+def container(name: str, labels: dict[str, str], project_name: str = "shop", service: str | None = None,
               status: str = "running") -> ContainerInfo:
-    compose = {LABEL_PROJECT: project, LABEL_SERVICE: service or name} if project else {}
+    compose = {LABEL_PROJECT: project_name, LABEL_SERVICE: service or name} if project_name else {}
     return ContainerInfo(id=f"id-{name}", name=name, image="img", image_id="sha256:x", status=status, pid=1,
                          exit_code=0, labels={**compose, **labels}, started_at="", attrs={})
 
@@ -109,7 +109,7 @@ def test_a_bad_job_label_skips_only_that_job() -> None:
 def test_bad_enable_value_and_non_compose_containers_are_reported() -> None:
     _, problems = parsed(container("web", {"compose-ckpt.enable": "ja"}))
     assert [p.label for p in problems] == ["compose-ckpt.enable"]
-    _, problems = parsed(container("solo", {"compose-ckpt.enable": "true"}, project=""))
+    _, problems = parsed(container("solo", {"compose-ckpt.enable": "true"}, project_name=""))
     assert [p.label for p in problems] == [LABEL_PROJECT]
 
 
@@ -126,11 +126,11 @@ def test_containers_of_one_project_sharing_a_job_make_one_stack_job() -> None:
         container("shop-db-1", EVERY_3S, service="db"),
         container("shop-web-1", {**EVERY_3S, "compose-ckpt.daily.schedule": "@daily"}, service="web"),
         container("shop-web-2", {**EVERY_3S, "compose-ckpt.daily.schedule": "@daily"}, service="web"),
-        container("blog-app-1", EVERY_3S, project="blog", service="app"),
+        container("blog-app-1", EVERY_3S, project_name="blog", service="app"),
         container("shop-cache-1", {"compose-ckpt.enable": "true"}, service="cache"),  # no job
     ), RULES)
     assert problems == []
-    assert [(j.project, j.job, j.services, j.prefix) for j in jobs] == [
+    assert [(j.project_name, j.job, j.services, j.prefix) for j in jobs] == [
         ("blog", "default", ("app",), "auto-default-"),
         ("shop", "daily", ("web",), "auto-daily-"),
         ("shop", "default", ("db", "web"), "auto-default-"),
@@ -148,9 +148,9 @@ def test_containers_that_disagree_on_a_job_skip_it_for_the_project() -> None:
     jobs, problems = plan(policies(
         container("shop-db-1", EVERY_3S, service="db"),
         container("shop-web-1", {**EVERY_3S, "compose-ckpt.keep": "5"}, service="web"),
-        container("blog-app-1", EVERY_3S, project="blog", service="app"),
+        container("blog-app-1", EVERY_3S, project_name="blog", service="app"),
     ), RULES)
-    assert [j.project for j in jobs] == ["blog"]
+    assert [j.project_name for j in jobs] == ["blog"]
     assert [(p.container, p.label) for p in problems] == [("shop-db-1, shop-web-1", "compose-ckpt.keep")]
 
 
@@ -159,7 +159,7 @@ def test_manual_job() -> None:
         container("shop-db-1", {**EVERY_3S, "compose-ckpt.restore-on-boot": "true"}, service="db", status="exited"),
         container("shop-web-1", {**EVERY_3S, "compose-ckpt.restore-on-boot": "yes"}, service="web"),
         container("shop-cache-1", {"compose-ckpt.enable": "true"}, service="cache"),
-        container("blog-app-1", {"compose-ckpt.enable": "true"}, project="blog", service="app", status="exited"),
+        container("blog-app-1", {"compose-ckpt.enable": "true"}, project_name="blog", service="app", status="exited"),
     )
     job = manual_job("shop", found)
     assert (job.services, job.prefix, job.retention) == (("cache", "web"), "manual-", None)

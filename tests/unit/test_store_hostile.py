@@ -179,7 +179,7 @@ def test_a_manifest_planted_by_another_user_is_not_trusted(capsys: pytest.Captur
     code, output = cli(capsys, shared / "home", "inspect", "snap1")
     assert code == ExitCode.ARCHIVE and "owned by uid 65534" in output
     with pytest.raises(UnsafePathError):
-        restore_snapshot(UntouchableEngine(), store, PROJECT, RestoreRequest(snapshot="snap1"))  # type: ignore[arg-type]
+        restore_snapshot(UntouchableEngine(), PROJECT, store, RestoreRequest(snapshot="snap1"))  # type: ignore[arg-type]
     code, output = cli(capsys, shared / "home", "rm", "snap1")
     assert code == ExitCode.OK and not (project / "snap1").exists()
 
@@ -235,7 +235,7 @@ def test_a_link_in_a_snapshot_is_never_followed(capsys: pytest.CaptureFixture[st
     with pytest.raises(UnsafePathError, match="it is a link|only regular files"):
         store.load(PROJECT, "snap1")
     with pytest.raises(UnsafePathError):
-        restore_snapshot(UntouchableEngine(), store, PROJECT, RestoreRequest(snapshot="snap1"))  # type: ignore[arg-type]
+        restore_snapshot(UntouchableEngine(), PROJECT, store, RestoreRequest(snapshot="snap1"))  # type: ignore[arg-type]
     code, output = cli(capsys, shared / "home", "export", "snap1", "-o", str(shared / "out.tar.zst"))
     assert code == ExitCode.ARCHIVE and not (shared / "out.tar.zst").exists()
     code, output = cli(capsys, shared / "home", "ls", "--json")

@@ -101,10 +101,18 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON documen
 
 
 def _checked_name(value: str | None) -> str | None:
-    """Refuse a bad snapshot name while parsing, before anything connects to the engine."""
+    """Refuse a bad snapshot name while parsing, before anything connects to the engine (for arguments
+    that reach the domain as such; snapshot, restore and migrate build requests that check their own)."""
     from compose_ckpt.domain.manifest import validate_name
 
     return validate_name(value) if value is not None else None
+
+
+def _checked_names(values: list[str]) -> list[str]:
+    """`rm`'s names, every one checked before the lock creates the project's folder."""
+    from compose_ckpt.domain.manifest import validate_name
+
+    return [validate_name(value) for value in values]
 
 
 @app.command()
@@ -239,7 +247,7 @@ Parallel = Annotated[int, typer.Option("--parallel", min=1, max=64, help="Contai
 def snapshot(
     ctx: typer.Context,
     services: Services = None,
-    name: Annotated[str | None, typer.Option("--name", callback=_checked_name, help="Snapshot name (default: the UTC time, sortable).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Snapshot name (default: the UTC time, sortable).")] = None,
     stop: Annotated[bool, typer.Option("--stop", help="Leave the stack stopped (for a reboot or a migration).")] = False,
     with_volumes: Annotated[bool, typer.Option("--with-volumes", help="Copy the named volumes the containers mount too, while frozen.")] = False,
     ignore_rootfs: Annotated[bool, typer.Option("--ignore-rootfs", help="Leave out the containers' writable-layer changes.")] = False,
@@ -252,10 +260,10 @@ def snapshot(
 
     options: GlobalOptions = ctx.obj
     phases = Phases.since_process_start()
+    request = SnapshotRequest(services=tuple(services or ()), name=name, stop=stop, parallel=parallel,
+                              ignore_rootfs=ignore_rootfs, with_volumes=with_volumes)  # the name is checked here
     with phases.timed("resolve"):
         project = _project(options)
-    request = SnapshotRequest(services=tuple(services or ()), name=name, stop=stop, parallel=parallel,
-                              ignore_rootfs=ignore_rootfs, with_volumes=with_volumes)
     manifest = take_snapshot(project, _store(), request, progress=_progress(options), phases=phases)
     for service, reason in manifest.skipped.items():
         err_console.print(f"note: skipped {escape(service)} ({escape(reason)}): nothing running to checkpoint; "
@@ -274,7 +282,7 @@ def snapshot(
 @app.command()
 def restore(
     ctx: typer.Context,
-    snapshot: Annotated[str | None, typer.Argument(metavar="SNAPSHOT", callback=_checked_name, help="Snapshot (default: the latest complete one).", show_default=False)] = None,
+    snapshot: Annotated[str | None, typer.Argument(metavar="SNAPSHOT", help="Snapshot (default: the latest complete one).", show_default=False)] = None,
     services: Services = None,
     force: Annotated[bool, typer.Option("--force", help="Kill running containers and restore over their state (checkpointed first, put back if the restore fails).")] = False,
     no_safety_checkpoint: Annotated[bool, typer.Option("--no-safety-checkpoint", help="With --force: do not checkpoint the running containers first; their current state is lost even if the restore fails.")] = False,
@@ -289,7 +297,7 @@ def restore(
     options: GlobalOptions = ctx.obj
     phases = Phases.since_process_start()
     request = RestoreRequest(snapshot=snapshot, services=tuple(services or ()), force=force, parallel=parallel,
-                             safety_checkpoint=not no_safety_checkpoint, ignore_volumes=ignore_volumes)
+                             safety_checkpoint=not no_safety_checkpoint, ignore_volumes=ignore_volumes)  # name checked
     with phases.timed("prepare"):
         project_name = _project_name(options)
         engine = options.connect()
@@ -467,14 +475,10 @@ def recover(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
 
 @app.command()
-def rm(ctx: typer.Context, snapshots: Annotated[list[str], typer.Argument(metavar="SNAPSHOT", help="Snapshot names.")]) -> None:
+def rm(ctx: typer.Context, snapshots: Annotated[list[str], typer.Argument(metavar="SNAPSHOT", callback=_checked_names, help="Snapshot names.")]) -> None:
     """Remove snapshots and their checkpoint files."""
-    from compose_ckpt.domain.manifest import validate_name
-
     store = _store()
     project_name = _project_name(ctx.obj)
-    for name in snapshots:  # all names checked before the lock creates the project's folder
-        validate_name(name)
     with store.locked(project_name):
         for name in snapshots:
             store.remove(project_name, name)
@@ -596,7 +600,7 @@ def migrate(
     ctx: typer.Context,
     to: Annotated[str | None, typer.Option("--to", metavar="HOST", help="Target engine: a Docker host URL (unix://, tcp://, ssh://) or a context name.")] = None,
     via: Annotated[str | None, typer.Option("--via", metavar="REF", help="Instead of --to: push to this registry reference and leave the source stopped; the target pulls and restores.")] = None,
-    snapshot: Annotated[str | None, typer.Argument(metavar="SNAPSHOT", callback=_checked_name, help="Snapshot to move (default: take one now, with --stop).", show_default=False)] = None,
+    snapshot: Annotated[str | None, typer.Argument(metavar="SNAPSHOT", help="Snapshot to move (default: take one now, with --stop).", show_default=False)] = None,
     keep_source: Annotated[bool, typer.Option("--keep-source", help="Keep the source containers, stopped, instead of removing them.")] = False,
     insecure: InsecureOption = False,
     ignore_volumes: Annotated[bool, typer.Option("--ignore-volumes", help="Do not copy the named volumes (the target already shares their storage).")] = False,
@@ -608,10 +612,10 @@ def migrate(
     from compose_ckpt.domain.migrate import migrate as migrate_stack
     from compose_ckpt.engine import Engine
 
+    request = MigrateRequest(snapshot=snapshot, keep_source=keep_source, parallel=parallel, ignore_volumes=ignore_volumes)
     if (to is None) == (via is None):
         raise UsageError("give exactly one of --to HOST (direct) and --via REF (through a registry)")
     options: GlobalOptions = ctx.obj
-    request = MigrateRequest(snapshot=snapshot, keep_source=keep_source, parallel=parallel, ignore_volumes=ignore_volumes)
     if via is not None:
         _migrate_via(options, via, insecure, request, as_json)
         return

@@ -6,5 +6,11 @@ is the parsed compose model it wraps; a compose project's name, as a `str`, is `
 
 Entry points take, in this order: the stack (a `Project`, or an engine and a `project_name`), the
 store, any other place involved (a target engine, a registry client), the request; progress
-callbacks and timings are keyword-only.
+callbacks and timings are keyword-only. Those that work on stored snapshots only (export, import,
+push, pull) take the store first.
+
+A name is checked once where it enters: CLI arguments while parsing (or by the request object they
+build: `SnapshotRequest`, `RestoreRequest`, `MigrateRequest`), manifests (and so archives and
+pulled artifacts) when loaded. The store checks every name again where it becomes a path: that is
+its guard against a name nothing else checked (a label the sidecar read), not a second opinion.
 """

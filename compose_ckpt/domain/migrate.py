@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from compose_ckpt.domain.compat import check_target
 from compose_ckpt.domain.containers import recorded_holders
 from compose_ckpt.domain.filesystem import bind_mounts
-from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
+from compose_ckpt.domain.manifest import Manifest, SnapshotStatus, validate_name
 from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback
 from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.registry import PushResult, push_snapshot
@@ -36,6 +36,10 @@ class MigrateRequest:
     keep_source: bool = False
     ignore_volumes: bool = False  # the target already shares the volumes' storage: do not copy them
     parallel: int = DEFAULT_PARALLEL
+
+    def __post_init__(self) -> None:
+        if self.snapshot is not None:  # refused where the request is made, before anything is stopped
+            validate_name(self.snapshot)
 
 
 @dataclass

@@ -38,6 +38,10 @@ class RestoreRequest:
     safety_checkpoint: bool = True
     ignore_volumes: bool = False  # keep the volumes' current content even when the snapshot holds a copy
 
+    def __post_init__(self) -> None:
+        if self.snapshot is not None:  # refused where the request is made, before the lock creates the project's folder
+            validate_name(self.snapshot)
+
 
 @dataclass(frozen=True)
 class RestoredContainer:
@@ -58,8 +62,6 @@ class RestoreResult:
 
 def restore_snapshot(engine: EnginePort, project_name: str, store: SnapshotStore, request: RestoreRequest, *,
                      progress: ProgressCallback = lambda name, phase: None, phases: Phases | None = None) -> RestoreResult:
-    if request.snapshot is not None:
-        validate_name(request.snapshot)  # before the lock creates the project's folder
     phases = phases or Phases()
     began = time.monotonic()
     with store.locked(project_name):

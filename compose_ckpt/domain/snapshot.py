@@ -47,6 +47,10 @@ class SnapshotRequest:
     ignore_rootfs: bool = False  # leave the containers' writable-layer changes out
     with_volumes: bool = False  # copy the named volumes too
 
+    def __post_init__(self) -> None:
+        if self.name is not None:  # refused where the request is made, before anything is locked or asked
+            validate_name(self.name)
+
 
 def default_snapshot_name() -> str:
     """Sortable by time, to the millisecond."""
@@ -58,7 +62,7 @@ def take_snapshot(project: Project, store: SnapshotStore, request: SnapshotReque
     """`phases`: the caller's timings so far (the CLI's start-up), continued here and kept in the manifest."""
     if request.parallel < 1:
         raise UsageError("--parallel must be at least 1")
-    name = validate_name(request.name or default_snapshot_name())
+    name = request.name or default_snapshot_name()
     services = project.select(request.services)
     phases = phases or Phases()
     began = time.monotonic()

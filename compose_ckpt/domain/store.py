@@ -125,24 +125,27 @@ class SnapshotStore:
 
     def write(self, manifest: Manifest) -> None:
         """Write the manifest atomically, so a reader sees the old or the new one, never half."""
-        project_folder = self._project_folder(manifest.project, create=True)
-        assert project_folder is not None
-        folder = safefs.private_folder(project_folder / validate_name(manifest.name))
+        folder = self.snapshot_dir(manifest.project, manifest.name)
+        parent = self._project_folder(manifest.project, create=True)
+        assert parent is not None
+        safefs.private_folder(folder)
         safefs.replace_private_file(folder / MANIFEST, json.dumps(manifest.to_dict(), indent=2).encode())
 
     def new_snapshot_folder(self, project_name: str, name: str) -> Path:
         """An empty private folder for a snapshot that does not exist yet (its manifest comes last)."""
-        folder = self._project_folder(project_name, create=True)
-        assert folder is not None
+        folder = self.snapshot_dir(project_name, name)  # both names checked before anything is created
+        parent = self._project_folder(project_name, create=True)
+        assert parent is not None
         try:
-            os.mkdir(folder / validate_name(name), safefs.PRIVATE_FOLDER)
+            os.mkdir(folder, safefs.PRIVATE_FOLDER)
         except FileExistsError:
             raise ConflictError(f"project {project_name} already has a snapshot {name}") from None
-        return folder / name
+        return folder
 
     def new_checkpoint_dir(self, project_name: str, name: str, container_name: str) -> Path:
         """An empty private folder for one container's checkpoint files (what an earlier attempt left is dropped)."""
-        target = self.private_folder(project_name, name, "checkpoints") / validate_name(container_name, "container name")
+        target = self.checkpoint_dir(project_name, name, container_name)  # names checked before anything is created
+        self.private_folder(project_name, name, "checkpoints")
         if safefs.checked_folder(target):
             shutil.rmtree(target)
         os.mkdir(target, safefs.PRIVATE_FOLDER)

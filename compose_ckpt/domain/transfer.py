@@ -25,7 +25,7 @@ from collections.abc import Callable
 from compose_ckpt.domain import safefs
 from compose_ckpt.domain.archive import MANIFEST, ArchiveWriter, MemberWriter, StagedArchive, read_archive
 from compose_ckpt.domain.filesystem import LAYERS, SUFFIX, VOLUMES, check_tree, layer_path, volume_path
-from compose_ckpt.domain.manifest import Manifest, ManifestError, SnapshotStatus, validate_name
+from compose_ckpt.domain.manifest import Manifest, ManifestError, SnapshotStatus
 from compose_ckpt.domain.parallel import ProgressCallback
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.errors import ArchiveError, CkptError, ConflictError, NotFoundError, UsageError
@@ -130,7 +130,7 @@ def install_staged(store: SnapshotStore, engine: EnginePort, staged: StagedArchi
             raise UsageError(f"the archive holds project {manifest.project}, not {expected_project}",
                              hint="Leave out -p, or give the archive's project name.")
         if rename:
-            manifest.name = validate_name(rename)
+            manifest.name = rename  # checked where it was given (the CLI), and by the store just below
         if store.exists(manifest.project, manifest.name):
             raise ConflictError(f"project {manifest.project} already has a snapshot {manifest.name}",
                                 hint="Import it under another name with --name.")

@@ -316,7 +316,7 @@ def restore(
 @app.command()
 def ps(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Show the project as resolved: services, containers, their network form, whether a snapshot would take them."""
-    from compose_ckpt.domain.holders import network_form
+    from compose_ckpt.domain.holders import abandoned_holders, network_form
 
     options: GlobalOptions = ctx.obj
     project = _project(options)
@@ -331,14 +331,20 @@ def ps(ctx: typer.Context, as_json: JsonOption = False) -> None:
     missing = [name for name in project.select([]) if not any(row["service"] == name for row in rows)]
     rows += [{"service": name, "container": None, "state": "missing", "snapshot": False, "network": None,
               "restorable": False} for name in missing]
+    abandoned = [holder.name for holder in abandoned_holders(project.engine, project.name)]
     if as_json:
-        print_json({"project": project.name, "containers": rows})
+        print_json({"project": project.name, "containers": rows, "abandoned_holders": abandoned})
         return
     console.print(f"project {project.name}", highlight=False)
     print_table(["SERVICE", "CONTAINER", "STATE", "NETWORK", "SNAPSHOT"],
                 [(r["service"], r["container"] or "-", r["state"],
                   "-" if r["network"] is None else r["network"] + ("" if r["restorable"] else f" (needs adopt on Docker {version})"),
                   "yes" if r["snapshot"] else "no") for r in rows])
+    if abandoned:
+        print_warnings([f"network holders that no container joins (a plain `docker compose down` leaves them): "
+                        f"{', '.join(abandoned)}. They keep the published ports, the service names and the network: "
+                        "`docker compose down --remove-orphans` removes them, `compose-ckpt restore` reuses them, "
+                        "`compose-ckpt adopt` replaces them"])
 
 
 @app.command()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from compose_ckpt.const import LABEL_NETWORK_HOLDER, LABEL_SERVICE
+from compose_ckpt.const import LABEL_HOLDER_FOR, LABEL_NETWORK_HOLDER, LABEL_SERVICE
 from compose_ckpt.domain.containers import create_holder
 from compose_ckpt.domain.holders import NetworkForm, holder_name, holder_spec, joined_spec, network_form
 from compose_ckpt.domain.ordering import dependency_levels
@@ -119,9 +119,14 @@ def adopt_container(engine: EnginePort, container: ContainerInfo, stop_timeout: 
     was_running = container.running or container.paused
     holder = holder_name(container.name)
     spec = holder_spec(recorded, engine.ensure_holder_image())
-    if engine.inspect(holder) is not None:
+    in_the_way = engine.inspect(holder)
+    if in_the_way is not None and in_the_way.labels.get(LABEL_HOLDER_FOR) != container.name:
         raise EngineError(f"a container named {holder} is in the way of {container.name}'s network holder",
                           hint=f"Remove it (`docker rm -f {holder}`) and adopt again.")
+    if in_the_way is not None:
+        # Its container was removed (a plain `docker compose down`) and created anew with a namespace of
+        # its own: the old holder only keeps the ports and names the new one must get.
+        engine.remove(in_the_way.id)
     if was_running:
         engine.stop(container.id, stop_timeout)
     engine.remove(container.id)

@@ -11,6 +11,12 @@ A holder is named `<container>-holder` and labelled like a one-off container of 
 same compose service (`docker compose run` ones): `docker compose up`, `ps`,
 `logs` and `exec` leave it alone. The service container keeps its name, compose
 labels and config hash, so `docker compose up -d` does not recreate it.
+
+So a plain `docker compose down` leaves the holders too (only `down --remove-orphans`
+takes one-off containers), and no labels can change that: the containers it removes
+are a subset of those `up` counts as a service's replicas (docs/engine.md). Such an
+abandoned holder keeps the published ports, the service's name and the network;
+`ps` names them and `adopt` replaces the one in its way.
 """
 
 from __future__ import annotations
@@ -20,8 +26,9 @@ from collections.abc import Mapping, Sequence
 from enum import Enum
 from typing import Any
 
-from compose_ckpt.const import HOLDER_SUFFIX, LABEL_HOLDER_FOR, LABEL_NETWORK_HOLDER, LABEL_ONEOFF
+from compose_ckpt.const import HOLDER_SUFFIX, LABEL_HOLDER_FOR, LABEL_NETWORK_HOLDER, LABEL_ONEOFF, LABEL_PROJECT
 from compose_ckpt.domain.ports import EnginePort
+from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.engine.specs import joined_container
 from compose_ckpt.errors import NeedsAdoption
 
@@ -73,6 +80,20 @@ def refuse_unrestorable(engine: EnginePort, containers: Sequence[tuple[str, str,
         hint=f"Run `compose-ckpt adopt {services}` once (a cold restart of each container): it joins each to a "
              "network holder, the form this engine restores. Nothing was changed. See docs/engine.md.",
     )
+
+
+def abandoned_holders(engine: EnginePort, project_name: str) -> list[ContainerInfo]:
+    """The project's network holders that their service container does not join (any more): gone, or
+    recreated with a namespace of its own, as after a plain `docker compose down` and `up`."""
+    abandoned = []
+    for holder in engine.list_containers({LABEL_PROJECT: project_name, LABEL_ONEOFF: "True"}):
+        owner = holder.labels.get(LABEL_HOLDER_FOR)
+        if not owner:
+            continue  # a `docker compose run` container
+        app = engine.inspect(owner)
+        if app is None or joined_container(app.network_mode) != holder.id:
+            abandoned.append(holder)
+    return abandoned
 
 
 def holder_name(container_name: str) -> str:

@@ -2,7 +2,9 @@
 
 The stack: kv (redis with a key), api (2 replicas, in-memory counters, calls the others by name) and
 web (a counter served on a published port). Every test here runs against engine-28 whatever
-COMPOSE_CKPT_TEST_ENGINE says; under CI=true a missing engine-28 is a failure.
+COMPOSE_CKPT_TEST_ENGINE says, and those marked `both_engines` (plain `docker compose` on an adopted
+stack, which works the same on any Docker version) against the default Docker 26 too; under CI=true a
+missing engine is a failure.
 """
 
 from __future__ import annotations
@@ -23,20 +25,29 @@ from tests.integration.stack import COUNTER, ENGINE_28_HOST, REPO, Stack, http_g
 pytestmark = pytest.mark.engine
 
 
+DOCKER_26_HOST = "unix:///var/run/docker.sock"
+_MAJOR = {DOCKER_26_HOST: "26", ENGINE_28_HOST: "28"}
+
+
 @pytest.fixture(autouse=True)
-def on_engine_28(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """DOCKER_HOST at engine-28 for this test, its CLI calls and its teardown (set up first, undone last)."""
+def on_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """DOCKER_HOST at engine-28 (or the engine `both_engines` passes) for this test, its CLI calls and its
+    teardown (set up first, undone last)."""
+    host = getattr(request, "param", ENGINE_28_HOST)
     try:
-        connected = Engine.connect(ENGINE_28_HOST)
+        connected = Engine.connect(host)
         version = connected.info().server_version
     except CkptError as exc:
-        engine_missing(f"engine-28: {exc} (run `make engine-28`)")
+        engine_missing(f"{host}: {exc} (run `make engine` and `make engine-28`)")
         raise
-    if not version.startswith("28."):
-        engine_missing(f"{ENGINE_28_HOST} runs Docker {version}, not 28")
-    monkeypatch.setenv("DOCKER_HOST", ENGINE_28_HOST)
+    if not version.startswith(_MAJOR[host] + "."):
+        engine_missing(f"{host} runs Docker {version}, not {_MAJOR[host]}")
+    monkeypatch.setenv("DOCKER_HOST", host)
     yield
     connected.close()
+
+
+both_engines = pytest.mark.parametrize("on_engine", list(_MAJOR), indirect=True, ids=["docker26", "docker28"])
 
 
 def holder_stack(port: int) -> str:
@@ -57,6 +68,19 @@ services:
     tmpfs: [/www]
     ports: ["{port}:8080"]
 """
+
+
+def service_names(stack: Stack) -> list[str]:
+    return sorted(f"{stack.project}-{name}" for name in ("kv-1", "api-1", "api-2", "web-1"))
+
+
+def holder_names(stack: Stack) -> list[str]:
+    return [f"{name}-holder" for name in service_names(stack)]
+
+
+def networks(stack: Stack) -> list[str]:
+    return run_docker("network", "ls", "--filter", f"label=com.docker.compose.project={stack.project}",
+                      "--format", "{{.Name}}").stdout.split()
 
 
 def ids(stack: Stack) -> dict[str, str]:
@@ -131,18 +155,72 @@ def test_adopted_stack_survives_snapshot_down_and_restore(adopted: tuple[Stack, 
     assert kv_by_name(stack) == "43" and int(http_get(port, "/count")) > 5
 
 
+@both_engines
 def test_adopt_is_idempotent_and_compose_commands_work(adopted: tuple[Stack, int]) -> None:
-    stack, _ = adopted
+    stack, port = adopted
     before = ids(stack)
     again = json.loads(stack.ckpt_ok("adopt", "--yes", "--json").stdout)["containers"]
     assert {row["action"] for row in again} == {"already adopted"}
     assert ids(stack) == before
-    assert len(stack.compose("ps", "-q").stdout.split()) == 4  # holders are not listed
+    # ps lists the service containers; ps -a the holders too, as one-off containers of their service
+    assert sorted(stack.compose("ps", "--format", "{{.Name}}").stdout.split()) == service_names(stack)
+    listed = dict(line.split() for line in stack.compose("ps", "-a", "--format", "{{.Name}} {{.Service}}").stdout.splitlines())
+    assert sorted(listed) == sorted(service_names(stack) + holder_names(stack))
+    assert all(listed[f"{name}-holder"] == listed[name] for name in service_names(stack))
+    # exec and logs reach the service containers, never their holders (which have no shell and log nothing)
+    for index in ("1", "2"):
+        assert stack.compose("exec", "-T", "--index", index, "api", "cat", "/tmp/count").stdout.strip().isdigit()
     assert stack.compose("exec", "-T", "api", "cat", "/tmp/count").stdout.strip().isdigit()
-    assert stack.compose("logs", "web").returncode == 0
-    stack.compose("restart", "-t", "0", "api")  # a plain restart rejoins the holder
+    assert "Ready to accept connections" in stack.compose("logs", "kv").stdout
+    for up in (("up", "-d"), ("up", "-d", "--remove-orphans")):  # holders are not orphans: their service exists
+        stack.compose(*up)
+        assert ids(stack) == before
+    # stop leaves the holders running, so start and restart rejoin them: same containers, same names
+    stack.compose("stop", "-t", "0")
+    assert set(stack.states().values()) == {"exited"}
+    stack.compose("start")
+    stack.compose("restart", "-t", "0", "api")
+    assert set(stack.states().values()) == {"running"} and ids(stack) == before
+    time.sleep(1)
+    stack.redis("set", "visits", "7")  # a cold start: kv is empty again
+    assert kv_by_name(stack) == "7" and web_count(stack) > 0 and int(http_get(port, "/count")) > 0
+    # kill takes the holders too (compose includes one-off containers there): start them before the stack
+    stack.compose("kill")
+    assert "cannot join network" in stack.compose("start", check=False).stderr
+    run_docker("start", *holder_names(stack))
+    stack.compose("start")
+    assert set(stack.states().values()) == {"running"} and ids(stack) == before
+
+
+@both_engines
+def test_plain_down_leaves_the_holders_and_the_network(adopted: tuple[Stack, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """No labelling makes a plain `down` take the holders while `up` leaves them alone (docs/engine.md):
+    pinned here so that a compose that changes this is noticed."""
+    stack, port = adopted
+    done = stack.compose("down", "-t", "0")
+    assert "Resource is still in use" in done.stderr  # the network: the holders are on it
+    assert stack.states() == {} and sorted(ids(stack)) == holder_names(stack)
+    assert networks(stack) == [f"{stack.project}_default"]
+    failed = stack.compose("up", "-d", check=False)  # the abandoned web holder keeps the published port
+    assert failed.returncode != 0 and "port is already allocated" in failed.stderr, failed.stderr
+    ps = json.loads(stack.ckpt_ok("ps", "--json").stdout)
+    assert sorted(ps["abandoned_holders"]) == holder_names(stack)
+    assert "docker compose down --remove-orphans" in stack.ckpt_ok("ps").stderr
+
+    # adopt replaces the abandoned holders by new ones; then plain `up -d` starts the stack
+    rows = json.loads(stack.ckpt_ok("adopt", "--yes", "-t", "0", "--json").stdout)["containers"]
+    assert {row["action"] for row in rows} == {"adopted"} and len(rows) == 4
+    stack.compose("up", "-d")
     assert set(stack.states().values()) == {"running"}
-    assert kv_by_name(stack) == "42"
+    assert json.loads(stack.ckpt_ok("ps", "--json").stdout)["abandoned_holders"] == []
+    time.sleep(1)
+    stack.redis("set", "visits", "9")
+    assert kv_by_name(stack) == "9" and int(http_get(port, "/count")) > 0
+
+    # down --remove-orphans (here through COMPOSE_REMOVE_ORPHANS=1) takes containers, holders and network
+    monkeypatch.setenv("COMPOSE_REMOVE_ORPHANS", "1")
+    done = stack.compose("down", "-t", "0")
+    assert ids(stack) == {} and networks(stack) == [], done.stderr
 
 
 def test_non_adopted_stack_is_refused_with_the_remedy_and_keeps_running(start_stack: Callable[..., Stack]) -> None:

@@ -21,9 +21,8 @@ from compose_ckpt.domain.registry import PushResult, push_snapshot
 from compose_ckpt.domain.restore import RestoredContainer, RestoreRequest, restore_snapshot
 from compose_ckpt.domain.snapshot import SnapshotRequest, take_snapshot
 from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.domain.ports import EnginePort
+from compose_ckpt.domain.ports import EnginePort, RegistryPort
 from compose_ckpt.errors import CkptError, ConflictError, EngineError
-from compose_ckpt.registry.client import RegistryClient
 
 
 class MigrateFailed(CkptError):
@@ -107,7 +106,7 @@ class MigrateViaResult:
     seconds: dict[str, float] = field(default_factory=dict)  # snapshot, transfer
 
 
-def migrate_via_registry(project: Project, store: SnapshotStore, client: RegistryClient, request: MigrateRequest, *,
+def migrate_via_registry(project: Project, store: SnapshotStore, client: RegistryPort, request: MigrateRequest, *,
                          progress: ProgressCallback = lambda name, phase: None) -> MigrateViaResult:
     """The source half of a move through a registry: snapshot (with --stop), push, leave the source stopped.
 

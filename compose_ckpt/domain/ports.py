@@ -1,19 +1,24 @@
-"""What the domain asks of a Docker engine: the port that `compose_ckpt.engine.Engine` (the adapter) fills.
+"""What the domain asks of the outside world: the ports its adapters fill.
 
-The domain and the sidecar's runner type-hint against `EnginePort`, never the adapter, and the
-CLI passes them the adapter; so mypy checks the adapter against this contract, and the engine fakes
-in tests/ (tests/fakes.py) against the same one. It lists exactly what the domain calls: a call
-the domain starts making is added here first. The values it carries (`ContainerInfo`, `EngineInfo`,
-...) are the engine's plain data types.
+`EnginePort` is one Docker engine (the adapter: `compose_ckpt.engine.Engine`), `RegistryPort` one
+repository on an OCI registry (the adapter: `compose_ckpt.registry.client.RegistryClient`). The domain
+and the sidecar's runner and pusher type-hint against these, never the adapters, and the front ends
+pass them the adapters; so mypy checks each adapter against its port, and the fakes in tests/
+(tests/fakes.py and the registry fakes of test_registry_push.py) against the same contract. Each
+port lists exactly what the domain calls: a call the domain starts making is added here first.
+The values they carry (`ContainerInfo`, `Reference`, ...) are the adapters' plain data types.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from compose_ckpt.engine.types import ContainerInfo, EngineInfo, ProcessFingerprint, RestartPolicy
+if TYPE_CHECKING:  # names for the annotations only: importing this module loads neither adapter
+    from compose_ckpt.engine.types import ContainerInfo, EngineInfo, ProcessFingerprint, RestartPolicy
+    from compose_ckpt.registry.client import ManifestResponse
+    from compose_ckpt.registry.reference import Reference
 
 
 class TreePort(Protocol):
@@ -115,3 +120,40 @@ class EnginePort(Protocol):
     def inspect_volume(self, name: str) -> dict[str, Any]: ...
 
     def create_volume(self, recorded: dict[str, Any]) -> None: ...
+
+
+class BlobDownload(Protocol):
+    """A blob being downloaded: status 200 (all of it) or 206 (from the offset asked for); closed on exit."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    def __enter__(self) -> BlobDownload: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def iter_content(self, chunk_size: int) -> Iterator[bytes]: ...
+
+
+class RegistryPort(Protocol):
+    """One repository on one OCI registry, as push, pull and registry retention use it. Errors are
+    `compose_ckpt.errors` (RegistryError, NotFoundError)."""
+
+    @property
+    def reference(self) -> Reference: ...
+
+    def want_push(self) -> None: ...
+
+    def blob_exists(self, digest: str) -> bool: ...
+
+    def upload_blob(self, digest: str, data: bytes, size: int) -> None: ...
+
+    def open_blob(self, digest: str, offset: int = 0) -> BlobDownload: ...
+
+    def get_manifest(self, tag_or_digest: str) -> ManifestResponse: ...
+
+    def put_manifest(self, tag_or_digest: str, body: bytes) -> None: ...
+
+    def delete_manifest(self, digest: str) -> None: ...
+
+    def tags(self) -> list[str]: ...

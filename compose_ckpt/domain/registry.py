@@ -39,10 +39,9 @@ from compose_ckpt.domain.parallel import ProgressCallback
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.domain.transfer import ImportResult, exportable, install_staged, staging_folder, write_members
 from compose_ckpt.errors import ArchiveError, CkptError, RegistryError
-from compose_ckpt.registry.client import RegistryClient, iter_body
 
 if TYPE_CHECKING:
-    from compose_ckpt.domain.ports import EnginePort
+    from compose_ckpt.domain.ports import EnginePort, RegistryPort
 
 WORKERS = max(4, min(8, (os.cpu_count() or 2) + 1))  # zstd, sha256 and sockets release the GIL; uploads wait on the registry
 _ZSTD_LEVEL = 3  # as export
@@ -76,7 +75,7 @@ class PullResult:
 class _ChunkUploader(MemberWriter):
     """Members in, deduplicated blobs out: every chunk is compressed, HEAD-checked and uploaded if missing."""
 
-    def __init__(self, client: RegistryClient, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, client: RegistryPort, pool: ThreadPoolExecutor) -> None:
         self._client = client
         self._pool = pool
         self._in_flight = threading.BoundedSemaphore(WORKERS * 2)  # bounds the chunks held in memory
@@ -150,7 +149,7 @@ def _read_at(source: Path, offset: int, length: int) -> bytes:
     return data
 
 
-def push_snapshot(store: SnapshotStore, project_name: str, name: str, client: RegistryClient, tags: list[str], *,
+def push_snapshot(store: SnapshotStore, project_name: str, name: str, client: RegistryPort, tags: list[str], *,
                   images_from: EnginePort | None = None,
                   progress: ProgressCallback = lambda item, phase: None) -> PushResult:
     """Upload snapshot `name` as one artifact and point every tag in `tags` at it."""
@@ -181,7 +180,7 @@ def push_snapshot(store: SnapshotStore, project_name: str, name: str, client: Re
 
 # --- pull -----------------------------------------------------------------------------------------
 
-def fetch_artifact(client: RegistryClient, tag: str | None = None) -> tuple[Artifact, str]:
+def fetch_artifact(client: RegistryPort, tag: str | None = None) -> tuple[Artifact, str]:
     """The artifact's manifest (of `tag`, else of the client's reference), parsed and checked, and its digest.
 
     A digest in the reference is verified against the bytes received, as is the one the registry sends."""
@@ -195,7 +194,7 @@ def fetch_artifact(client: RegistryClient, tag: str | None = None) -> tuple[Arti
     return parse_manifest(response.body, str(reference)), digest
 
 
-def pull_snapshot(store: SnapshotStore, engine: EnginePort, client: RegistryClient, *, rename: str | None = None,
+def pull_snapshot(store: SnapshotStore, engine: EnginePort, client: RegistryPort, *, rename: str | None = None,
                   expected_project: str | None = None,
                   progress: ProgressCallback = lambda item, phase: None) -> PullResult:
     artifact, digest = fetch_artifact(client)
@@ -248,7 +247,7 @@ def _blob_path(cache: Path, blob: Blob) -> Path:
     return cache / blob.digest.split(":")[1]
 
 
-def _download(client: RegistryClient, blob: Blob, cache: Path) -> tuple[int, int]:
+def _download(client: RegistryPort, blob: Blob, cache: Path) -> tuple[int, int]:
     """Fetch one blob into the cache and verify it; return (bytes downloaded, bytes reused from before)."""
     final = _blob_path(cache, blob)
     if final.exists():
@@ -273,7 +272,7 @@ def _download(client: RegistryClient, blob: Blob, cache: Path) -> tuple[int, int
                 if response.status_code == 200 and have:  # the registry ignored the range: start over
                     out.truncate(0)
                     digest, have = hashlib.sha256(), 0
-                for piece in iter_body(response):
+                for piece in response.iter_content(_IO_SIZE):
                     if have + fresh + len(piece) > blob.size:
                         out.close()
                         partial.unlink()
@@ -332,7 +331,7 @@ class RegistryPrune:
     removed_digests: list[str] = field(default_factory=list)
 
 
-def prune_registry(client: RegistryClient, project_name: str, keep: int, *, tag_prefix: str = "") -> RegistryPrune:
+def prune_registry(client: RegistryPort, project_name: str, keep: int, *, tag_prefix: str = "") -> RegistryPrune:
     """Delete (by digest, so the blobs can be collected) this project's artifacts beyond the `keep` newest.
 
     Only tags that start with `tag_prefix` and point at a compose-ckpt artifact of `project` are

@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import re
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -318,8 +317,3 @@ def _reason(exc: Exception) -> str:
 def _unreachable(host: str, exc: Exception) -> RegistryError:
     return RegistryError(f"cannot reach the registry {host}: {_reason(exc)}",
                          hint="Check the address and that the registry runs (`make registry` starts a local one).")
-
-
-def iter_body(response: requests.Response) -> Iterator[bytes]:
-    """The body in pieces of at most 1 MiB."""
-    yield from response.iter_content(_IO_SIZE)

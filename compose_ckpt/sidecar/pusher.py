@@ -13,8 +13,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
+from compose_ckpt.domain.ports import RegistryPort
 from compose_ckpt.domain.registry import prune_registry, push_snapshot
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.errors import CkptError
@@ -37,7 +39,7 @@ class _Pending:
 
 class Pusher:
     def __init__(self, store: SnapshotStore, metrics: Metrics, log: Log, *, backoff: Sequence[float] = BACKOFF,
-                 connect: Callable[[Reference], RegistryClient] = RegistryClient) -> None:
+                 connect: Callable[[Reference], AbstractContextManager[RegistryPort]] = RegistryClient) -> None:
         self._store = store
         self._metrics = metrics
         self._log = log

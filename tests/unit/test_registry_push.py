@@ -7,9 +7,9 @@ import io
 import json
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -28,18 +28,38 @@ from compose_ckpt.sidecar.schedule import parse_schedule
 
 
 class FakeRegistry:
-    """Blobs and manifests in dicts, with the client's interface; `failures` makes the next calls fail."""
+    """Blobs and manifests in dicts; `failures` makes the next connections fail. It honours Range requests
+    unless `ranges` is false, and records the offset of each blob download."""
 
-    def __init__(self) -> None:
+    def __init__(self, ranges: bool = True) -> None:
         self.blobs: dict[str, bytes] = {}
         self.manifests: dict[str, bytes] = {}  # digest -> body
         self.tags: dict[str, str] = {}  # tag -> digest
         self.uploads = 0
         self.failures = 0
+        self.ranges = ranges
+        self.offsets: list[int] = []
         self.lock = threading.Lock()
 
 
+class FakeBlobResponse:
+    def __init__(self, data: bytes, status: int) -> None:
+        self.data, self.status_code = data, status
+
+    def __enter__(self) -> FakeBlobResponse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def iter_content(self, chunk_size: int) -> Iterator[bytes]:
+        for start in range(0, len(self.data), 7):  # small pieces, whatever was asked: a download's worst case
+            yield self.data[start:start + 7]
+
+
 class FakeClient:
+    """The RegistryPort of one repository of a FakeRegistry."""
+
     def __init__(self, registry: FakeRegistry, reference: Reference) -> None:
         self.registry = registry
         self.reference = reference
@@ -65,10 +85,19 @@ class FakeClient:
             self.registry.blobs[digest] = data
             self.registry.uploads += 1
 
-    def put_manifest(self, tag: str, body: bytes) -> None:
+    def open_blob(self, digest: str, offset: int = 0) -> FakeBlobResponse:
+        self.registry.offsets.append(offset)
+        if digest not in self.registry.blobs:
+            raise NotFoundError(f"no blob {digest}")
+        data = self.registry.blobs[digest]
+        if self.registry.ranges and offset:
+            return FakeBlobResponse(data[offset:], 206)
+        return FakeBlobResponse(data, 200)
+
+    def put_manifest(self, tag_or_digest: str, body: bytes) -> None:
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         self.registry.manifests[digest] = body
-        self.registry.tags[tag] = digest
+        self.registry.tags[tag_or_digest] = digest
 
     def get_manifest(self, tag_or_digest: str) -> ManifestResponse:
         digest = self.registry.tags.get(tag_or_digest, tag_or_digest)
@@ -156,7 +185,7 @@ def test_the_pusher_retries_with_backoff_counts_failures_and_prunes(tmp_path: Pa
     log = io.StringIO()
     registry.failures = 2
     pusher = Pusher(store, metrics, Log(log), backoff=(0.05, 0.05, 0.05),
-                    connect=lambda reference: FakeClient(registry, reference))  # type: ignore[arg-type,return-value]
+                    connect=lambda reference: FakeClient(registry, reference))
     pusher.start()
     try:
         for index in range(3):
@@ -181,8 +210,8 @@ def test_the_pusher_gives_up_after_its_backoff_and_drops_removed_snapshots(tmp_p
     store, registry, metrics = SnapshotStore(tmp_path), FakeRegistry(), Metrics()
     log = io.StringIO()
     registry.failures = 100
-    connect: Any = lambda reference: FakeClient(registry, reference)  # noqa: E731
-    pusher = Pusher(store, metrics, Log(log), backoff=(0.01, 0.01), connect=connect)
+    pusher = Pusher(store, metrics, Log(log), backoff=(0.01, 0.01),
+                    connect=lambda reference: FakeClient(registry, reference))
     snapshot(store, "auto-default-1", b"x")
     pusher.submit(job("127.0.0.1:5000/team/app"), "auto-default-1")
     pusher.submit(job("127.0.0.1:5000/team/other"), "gone")  # same job: supersedes the first, then is dropped
@@ -205,58 +234,35 @@ def test_bad_push_labels_are_refused(bad: str) -> None:
         parse_push(bad)
 
 
-class FakeBlobResponse:
-    def __init__(self, data: bytes, status: int) -> None:
-        self.data, self.status_code = data, status
-
-    def __enter__(self) -> FakeBlobResponse:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def iter_content(self, size: int) -> Any:
-        for start in range(0, len(self.data), 7):
-            yield self.data[start:start + 7]
-
-
-class RangeClient:
-    """Serves one blob, honouring Range when `ranges` is true; records the offsets asked for."""
-
-    def __init__(self, data: bytes, ranges: bool = True) -> None:
-        self.data, self.ranges, self.offsets = data, ranges, []  # type: ignore[var-annotated]
-
-    def open_blob(self, digest: str, offset: int = 0) -> FakeBlobResponse:
-        self.offsets.append(offset)
-        if self.ranges and offset:
-            return FakeBlobResponse(self.data[offset:], 206)
-        return FakeBlobResponse(self.data, 200)
-
-
 def test_an_interrupted_download_resumes_with_a_range_and_a_bad_blob_is_refused(tmp_path: Path) -> None:
     from compose_ckpt.domain.artifact import Blob
     from compose_ckpt.domain.registry import _download
     from compose_ckpt.errors import ArchiveError
 
+    def serving(data: bytes, digest: str, ranges: bool = True) -> tuple[FakeClient, FakeRegistry]:
+        registry = FakeRegistry(ranges)
+        registry.blobs[digest] = data
+        return FakeClient(registry, REF), registry
+
     data = random_bytes(100, 7)
     blob = Blob("sha256:" + hashlib.sha256(data).hexdigest(), len(data))
     (tmp_path / (blob.digest[7:] + ".partial")).write_bytes(data[:40])  # what an interrupted pull left
-    client = RangeClient(data)
-    assert _download(client, blob, tmp_path) == (60, 40)  # type: ignore[arg-type]
-    assert client.offsets == [40] and (tmp_path / blob.digest[7:]).read_bytes() == data
-    assert _download(client, blob, tmp_path) == (0, 100)  # type: ignore[arg-type]  # verified, not fetched again
+    client, registry = serving(data, blob.digest)
+    assert _download(client, blob, tmp_path) == (60, 40)
+    assert registry.offsets == [40] and (tmp_path / blob.digest[7:]).read_bytes() == data
+    assert _download(client, blob, tmp_path) == (0, 100)  # verified, not fetched again
 
     (tmp_path / blob.digest[7:]).unlink()
     (tmp_path / (blob.digest[7:] + ".partial")).write_bytes(data[:40])
-    ignoring = RangeClient(data, ranges=False)  # a registry that ignores Range: start over
-    assert _download(ignoring, blob, tmp_path) == (100, 0)  # type: ignore[arg-type]
+    ignoring, _ = serving(data, blob.digest, ranges=False)  # a registry that ignores Range: start over
+    assert _download(ignoring, blob, tmp_path) == (100, 0)
 
     tampered = bytearray(data)
     tampered[50] ^= 1
     (tmp_path / "other").mkdir()
     with pytest.raises(ArchiveError, match="does not match its digest"):
-        _download(RangeClient(bytes(tampered)), Blob(blob.digest, blob.size), tmp_path / "other")  # type: ignore[arg-type]
+        _download(serving(bytes(tampered), blob.digest)[0], Blob(blob.digest, blob.size), tmp_path / "other")
     longer = Blob("sha256:" + hashlib.sha256(data[:50]).hexdigest(), 50)
     with pytest.raises(ArchiveError, match="larger than its manifest says"):
-        _download(RangeClient(data), longer, tmp_path)  # type: ignore[arg-type]
+        _download(serving(data, longer.digest)[0], longer, tmp_path)
     assert not list(tmp_path.glob("*.partial"))

@@ -22,6 +22,7 @@ from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStat
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.domain.transfer import import_snapshot
 from compose_ckpt.errors import ArchiveError, CkptError, ExitCode, UsageError
+from tests.fakes import UntouchableEngine
 from tests.unit.test_archive import MANIFEST, Entry, entry, refused, signed, source_tree, tar_zst, valid, zstd
 from tests.unit.timebox import time_limit
 
@@ -160,15 +161,6 @@ def test_mode_bits_of_members_are_not_applied(tmp_path: Path) -> None:
 # --- import: verified before the engine is touched ---------------------------------------------------------------
 
 
-class UntouchableEngine:
-    def __init__(self) -> None:
-        self.used: list[str] = []
-
-    def __getattr__(self, name: str) -> Any:
-        self.used.append(name)
-        raise AssertionError(f"engine.{name} used before the archive was verified")
-
-
 def snapshot_archive(edit: dict[str, Any] | None = None) -> bytes:
     """A signed archive of one complete snapshot, its manifest changed by `edit`."""
     record = ContainerRecord(service="web", container_id="a" * 64, container_name="proj-web-1", number=1,
@@ -199,7 +191,7 @@ def test_import_refuses_before_the_engine(tmp_path: Path, archive: bytes, rename
     store = SnapshotStore(tmp_path / "home")
     engine = UntouchableEngine()
     with pytest.raises(error, match=message) as caught:
-        import_snapshot(store, engine, io.BytesIO(archive), rename=rename)  # type: ignore[arg-type]
+        import_snapshot(store, engine, io.BytesIO(archive), rename=rename)
     assert engine.used == []
     assert caught.value.exit_code in (ExitCode.ARCHIVE, ExitCode.USAGE)
     assert not (store.home / "projects").exists()
@@ -212,5 +204,5 @@ def test_import_of_a_huge_deeply_nested_manifest_is_an_archive_error(tmp_path: P
         writer.add_bytes("manifest.json", b"[" * 200_000 + b"]" * 200_000)
     engine = UntouchableEngine()
     with time_limit(10), pytest.raises(ArchiveError, match="manifest is invalid"):
-        import_snapshot(SnapshotStore(tmp_path / "home"), engine, io.BytesIO(out.getvalue()))  # type: ignore[arg-type]
+        import_snapshot(SnapshotStore(tmp_path / "home"), engine, io.BytesIO(out.getvalue()))
     assert engine.used == []

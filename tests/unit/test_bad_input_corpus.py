@@ -22,6 +22,7 @@ from compose_ckpt.compose import ProjectOptions, load_project
 from compose_ckpt.compose.loader import MAX_DEPTH, MAX_VALUES
 from compose_ckpt.domain.project import Project
 from compose_ckpt.errors import ExitCode, UsageError
+from tests.fakes import UntouchableEngine
 from tests.unit.timebox import time_limit
 
 CORPUS = Path(__file__).parent / "bad_compose"
@@ -222,17 +223,12 @@ def test_a_required_variable_set_but_empty(capsys: pytest.CaptureFixture[str], m
 # it says 5 (unreachable) first. The check itself needs no engine: it is Project.select, tested here.
 
 
-class NoEngine:
-    def __getattr__(self, name: str) -> object:
-        raise AssertionError(f"the engine was used ({name}) to check service names")
-
-
 @pytest.mark.parametrize(("requested", "listed_hint"), [
     (["nosuch"], None), (["web", "../web"], None), (["web\x00"], None), (["debug"], "--profile"),
 ])
 def test_unknown_service_names(tmp_path: Path, requested: list[str], listed_hint: str | None) -> None:
     path = written(b"services:\n  web: {image: a}\n  debug: {image: a, profiles: [dbg]}\n")(tmp_path)
-    project = Project(load_project(ProjectOptions(files=(str(path),), environ={}, cwd=tmp_path)), NoEngine())  # type: ignore[arg-type]
+    project = Project(load_project(ProjectOptions(files=(str(path),), environ={}, cwd=tmp_path)), UntouchableEngine())
     with pytest.raises(UsageError) as caught:
         project.select(requested)
     assert "no such service in project" in caught.value.message and "(services: web)" in caught.value.message

@@ -23,6 +23,7 @@ from compose_ckpt.domain.restore import RestoreRequest, restore_snapshot
 from compose_ckpt.domain.snapshot import SnapshotRequest, take_snapshot
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.errors import ExitCode, NotFoundError, UsageError
+from tests.fakes import UntouchableEngine
 
 PROJECT = "proj"
 BAD_NAMES = [
@@ -71,13 +72,6 @@ def stored(home: Path, name: str = "snap1") -> SnapshotStore:
     checkpoint.mkdir(parents=True)
     (checkpoint / "pages-1.img").write_bytes(b"pages")
     return store
-
-
-class UntouchableEngine:
-    """Any use fails the test: the input must be refused before the engine is asked anything."""
-
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"engine.{name} used before the input was checked")
 
 
 # --- names on the command line ----------------------------------------------------------------------------
@@ -141,7 +135,7 @@ def test_bad_names_on_an_empty_store_create_no_store(capsys: pytest.CaptureFixtu
 @pytest.mark.parametrize("name", BAD_NAMES, ids=ids(BAD_NAMES))
 def test_restore_refuses_a_bad_name_before_locking_or_asking_the_engine(isolated_store: Path, name: str) -> None:
     with pytest.raises(UsageError, match="invalid snapshot name"):
-        restore_snapshot(UntouchableEngine(), PROJECT, SnapshotStore(isolated_store),  # type: ignore[arg-type]
+        restore_snapshot(UntouchableEngine(), PROJECT, SnapshotStore(isolated_store),
                          RestoreRequest(snapshot=name))
     assert not isolated_store.exists()
 
@@ -151,7 +145,7 @@ def test_snapshot_refuses_a_bad_name_before_locking_or_asking_the_engine(tmp_pat
                                                                          name: str) -> None:
     (tmp_path / "compose.yaml").write_text("services:\n  web:\n    image: a\n")
     compose = load_project(ProjectOptions(environ={}, cwd=tmp_path, project_name=PROJECT))
-    project = Project(compose, UntouchableEngine())  # type: ignore[arg-type]
+    project = Project(compose, UntouchableEngine())
     with pytest.raises(UsageError, match="invalid snapshot name"):
         take_snapshot(project, SnapshotStore(isolated_store), SnapshotRequest(name=name))
     assert not isolated_store.exists()

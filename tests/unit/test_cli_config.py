@@ -13,6 +13,7 @@ from compose_ckpt.compose.loader import load_project
 from compose_ckpt.compose.model import ProjectOptions
 from compose_ckpt.domain.ordering import dependency_levels
 from compose_ckpt.domain.project import Project
+from tests.fakes import UntouchableEngine
 
 VPN_STACK = """
 services:
@@ -70,5 +71,5 @@ def test_config_of_an_invalid_file_exits_3_naming_file_and_line(tmp_path: Path, 
 
 def test_restore_order_follows_the_implicit_dependency(tmp_path: Path) -> None:
     (tmp_path / "compose.yaml").write_text(VPN_STACK)
-    project = Project(load_project(ProjectOptions(cwd=tmp_path, environ={})), engine=None)  # type: ignore[arg-type]
+    project = Project(load_project(ProjectOptions(cwd=tmp_path, environ={})), UntouchableEngine())
     assert dependency_levels(project.dependencies(), ["app", "db", "vpn"]) == [["vpn"], ["app", "db"]]

@@ -20,7 +20,7 @@ from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.domain.transfer import import_snapshot
 from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.errors import ArchiveError
-from tests.unit.test_archive_hostile import UntouchableEngine
+from tests.fakes import UntouchableEngine
 
 SHA = "ab" * 32
 CONTAINER_ID = "0123456789abcdef" * 4
@@ -195,7 +195,7 @@ def test_import_refuses_bad_layer_and_volume_copies_before_the_engine(tmp_path: 
     store = SnapshotStore(tmp_path / "home")
     engine = UntouchableEngine()
     with pytest.raises(ArchiveError, match=message):
-        import_snapshot(store, engine, io.BytesIO(archive_with({**manifest().to_dict(), **edit}, *trees)))  # type: ignore[arg-type]
+        import_snapshot(store, engine, io.BytesIO(archive_with({**manifest().to_dict(), **edit}, *trees)))
     assert engine.used == [] and not (store.home / "projects").exists()
 
 

@@ -5,31 +5,39 @@ engine in tests/integration/test_engine_roundtrip.py."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pytest
 
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso
-from compose_ckpt.domain.restore import RestoreRequest, restore_snapshot
+from compose_ckpt.domain.ports import EnginePort
+from compose_ckpt.domain.restore import RestoreRequest, RestoreResult, restore_snapshot
 from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.engine import ContainerInfo, ProcessFingerprint
+from compose_ckpt.engine import ContainerInfo, EngineInfo, ProcessFingerprint
 from compose_ckpt.errors import NeedsAdoption, RestoreFailed
+from tests.fakes import UntouchableEngine
 
 RECORDED = ProcessFingerprint(1, 2, 3, 4, 5)
+# Not local: nothing of the daemon's host is read here.
+DOCKER_26 = EngineInfo(server_version="26.1.5", api_version="1.45", experimental=True, docker_root_dir="/var/lib/docker",
+                       cgroup_version="2", kernel_version="6.1.0", architecture="x86_64", operating_system="Debian 12",
+                       storage_driver="overlay2", containerd_version="1.7.24", runc_version="1.1.5", local=False)
 
 
-class FakeEngine:
-    """Just enough of Engine for a restore of one stopped container."""
+class FakeEngine(UntouchableEngine):
+    """Just enough of an engine for a restore of one stopped container; any other call fails the test."""
+
+    engine_info = DOCKER_26
 
     def __init__(self, fingerprint_after: ProcessFingerprint | None) -> None:
+        super().__init__()
         self.status = "exited"
         self.fingerprint_after = fingerprint_after
         self.calls: list[str] = []
 
-    def info(self) -> SimpleNamespace:
-        return SimpleNamespace(server_version="26.1.5")
+    def info(self) -> EngineInfo:
+        return self.engine_info
 
     def inspect(self, ref: str) -> ContainerInfo:
         return ContainerInfo(id="c" * 64, name="p-web-1", image="img", image_id="sha256:" + "1" * 64, status=self.status,
@@ -68,7 +76,7 @@ def store(tmp_path: Path) -> SnapshotStore:
     return store
 
 
-def restore(engine: Any, store: SnapshotStore) -> Any:
+def restore(engine: EnginePort, store: SnapshotStore) -> RestoreResult:
     return restore_snapshot(engine, "p", store, RestoreRequest(snapshot="s"))
 
 
@@ -92,8 +100,7 @@ def test_without_a_readable_fingerprint_only_running_is_checked(store: SnapshotS
 class Docker28(FakeEngine):
     """Docker 28 with the container running: anything that kills or restores would be recorded."""
 
-    def info(self) -> SimpleNamespace:
-        return SimpleNamespace(server_version="28.5.2")
+    engine_info = replace(DOCKER_26, server_version="28.5.2")
 
     def kill(self, container_id: str) -> None:
         self.calls.append("kill")

@@ -22,6 +22,7 @@ from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine.hardlinks import link_or_copy_tree
 from compose_ckpt.sidecar.config import load_config
 from compose_ckpt.errors import ExitCode, UnsafePathError
+from tests.fakes import UntouchableEngine
 from tests.other_user import as_nobody
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
@@ -59,11 +60,6 @@ def cli(capsys: pytest.CaptureFixture[str], home: Path, *args: str) -> tuple[int
     output = captured.out + captured.err
     assert "Traceback" not in output and "internal error" not in output, output
     return code, output
-
-
-class UntouchableEngine:
-    def __getattr__(self, name: str) -> object:
-        raise AssertionError(f"engine.{name} used although the snapshot's files are not trusted")
 
 
 def mode(path: Path) -> int:
@@ -179,7 +175,7 @@ def test_a_manifest_planted_by_another_user_is_not_trusted(capsys: pytest.Captur
     code, output = cli(capsys, shared / "home", "inspect", "snap1")
     assert code == ExitCode.ARCHIVE and "owned by uid 65534" in output
     with pytest.raises(UnsafePathError):
-        restore_snapshot(UntouchableEngine(), PROJECT, store, RestoreRequest(snapshot="snap1"))  # type: ignore[arg-type]
+        restore_snapshot(UntouchableEngine(), PROJECT, store, RestoreRequest(snapshot="snap1"))
     code, output = cli(capsys, shared / "home", "rm", "snap1")
     assert code == ExitCode.OK and not (project / "snap1").exists()
 
@@ -235,7 +231,7 @@ def test_a_link_in_a_snapshot_is_never_followed(capsys: pytest.CaptureFixture[st
     with pytest.raises(UnsafePathError, match="it is a link|only regular files"):
         store.load(PROJECT, "snap1")
     with pytest.raises(UnsafePathError):
-        restore_snapshot(UntouchableEngine(), PROJECT, store, RestoreRequest(snapshot="snap1"))  # type: ignore[arg-type]
+        restore_snapshot(UntouchableEngine(), PROJECT, store, RestoreRequest(snapshot="snap1"))
     code, output = cli(capsys, shared / "home", "export", "snap1", "-o", str(shared / "out.tar.zst"))
     assert code == ExitCode.ARCHIVE and not (shared / "out.tar.zst").exists()
     code, output = cli(capsys, shared / "home", "ls", "--json")

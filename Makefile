@@ -48,7 +48,7 @@ test-28: engine-28 install  ## only the core integration tests against engine-28
 
 lint: install  ## ruff and mypy over the package, the tests and the benchmarks
 	$(BIN)/ruff check compose_ckpt tests bench
-	$(BIN)/mypy compose_ckpt
+	$(BIN)/mypy compose_ckpt tests bench
 
 unit: install
 	$(BIN)/python -m pytest tests/unit

@@ -6,7 +6,7 @@ from compose_ckpt.const import LABEL_PROJECT, LABEL_SERVICE
 from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
 from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.sidecar.policy import (
-    BootMode, JobSettings, LabelRules, Retention, StackJob, manual_job, parse_container, plan,
+    BootMode, ContainerPolicy, JobSettings, LabelRules, Problem, Retention, StackJob, manual_job, parse_container, plan,
 )
 from compose_ckpt.sidecar.schedule import EverySchedule, parse_schedule
 
@@ -22,7 +22,7 @@ def container(name: str, labels: dict[str, str], project_name: str = "shop", ser
                          exit_code=0, labels={**compose, **labels}, started_at="", attrs={})
 
 
-def parsed(c: ContainerInfo, rules: LabelRules = RULES):
+def parsed(c: ContainerInfo, rules: LabelRules = RULES) -> tuple[ContainerPolicy | None, list[Problem]]:
     return parse_container(c, rules)
 
 
@@ -113,7 +113,7 @@ def test_bad_enable_value_and_non_compose_containers_are_reported() -> None:
     assert [p.label for p in problems] == [LABEL_PROJECT]
 
 
-def policies(*containers: ContainerInfo):
+def policies(*containers: ContainerInfo) -> list[ContainerPolicy]:
     found = [parsed(c) for c in containers]
     return [policy for policy, _ in found if policy is not None]
 

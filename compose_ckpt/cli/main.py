@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, TypeVar
 import typer
 
 from compose_ckpt import __version__
-from compose_ckpt.cli.output import console, err_console, escape, human_size, print_error, print_json, print_table, print_warnings
+from compose_ckpt.output import console, err_console, escape, human_size, print_error, print_json, print_table, print_warnings
 from compose_ckpt.const import DEFAULT_PARALLEL
 from compose_ckpt.errors import CkptError, ExitCode, NotFoundError, UsageError
 

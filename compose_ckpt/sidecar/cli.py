@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from compose_ckpt.cli.output import console, print_error, print_json
+from compose_ckpt.output import console, print_error, print_json
 from compose_ckpt.errors import CkptError, ExitCode
 
 app = typer.Typer(name="compose-ckpt-sidecar", help="Scheduled snapshots of labelled compose stacks.",

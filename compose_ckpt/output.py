@@ -1,4 +1,5 @@
-"""Printing helpers for the CLI: JSON for scripts, tables and errors for people.
+"""Printing for both front ends (the CLI and the sidecar's command): JSON for scripts, tables and
+errors for people. It sits below them, so neither front end imports the other.
 
 rich is imported on the first line printed for people: `--json` output and
 `--help` never pay for it.

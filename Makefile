@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: engine engine-28 engine-status engine-stop engine-28-stop registry registry-stop bench-registry install test test-28 lint unit plugin demo bench
+.PHONY: engine engine-28 engine-status engine-stop engine-28-stop registry registry-stop bench-registry install test test-28 lint unit plugin demo bench bench-28
 
 engine:  ## install and start Docker 26 + CRIU 4.2, build the local test images
 	scripts/engine up
@@ -61,8 +61,17 @@ plugin: install  ## make `docker ckpt ...` work for this user
 demo: engine install  ## the main job on examples/counter: snapshot, "reboot", restore, state goes on
 	scripts/demo
 
-bench: engine registry install  ## benchmarks against the plain docker checkpoint loop; see bench/README.md
-	$(BIN)/python bench/run.py
+# The 8-service rows (snapshot --stop, restore, leave running) on Docker 28.5.2, every stack adopted first:
+# the only form that engine restores (docs/engine.md).
+BENCH_28 := $(BIN)/python bench/run.py --docker-host unix:///run/docker28/docker.sock --adopt \
+	--sizes 8 --repeat 3 --out bench/results-28.json
+
+# Engine-28 runs even when a Docker 26 round failed (exit 1); make fails then all the same.
+bench: engine engine-28 registry install  ## benchmarks against the plain docker checkpoint loop, on Docker 26, then 28; see bench/README.md
+	$(BIN)/python bench/run.py; status=$$?; $(BENCH_28) && exit $$status
+
+bench-28: engine-28 install  ## only the engine-28 rows of `make bench` (adopted stacks; bench/results-28.json)
+	$(BENCH_28)
 
 bench-registry: engine registry install  ## push of a 1 GiB snapshot against export of it; see bench/README.md
 	$(BIN)/python bench/registry.py

@@ -13,8 +13,12 @@ Measured in one run (medians over --repeat rounds, each round alternating which 
                and `compose-ckpt export` vs `tar | zstd -1`
   --help       `compose-ckpt --help` vs `python3 -c pass` (median of 10)
 
-Stdlib only. Everything it creates (compose projects `ckptbench<random>...`, a work folder under bench/,
-checkpoints) is removed at the end, also on failure or Ctrl-C.
+--docker-host runs it all against another local engine (a unix socket). --adopt (needed on Docker 28 and later,
+which restore nothing else, moby#50750) adopts every stack (`compose-ckpt adopt --yes`) right after `up`, so
+both sides dump and restore the same containers, each joined to its network holder.
+
+Stdlib only. Everything it creates (compose projects `ckptbench<random>...` with their network holders and
+networks, a work folder under bench/, checkpoints) is removed at the end, also on failure or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -88,10 +92,12 @@ def median(values: list[float]) -> float | None:
 
 
 class Stack:
-    """One compose project in its own folder under the work dir; the CLI runs in that folder."""
+    """One compose project in its own folder under the work dir; the CLI runs in that folder.
+    `adopt`: each container is joined to a network holder after `up` (the form Docker 28+ restores)."""
 
-    def __init__(self, work: Path, tag: str, services: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, work: Path, tag: str, services: dict[str, dict[str, Any]], adopt: bool = False) -> None:
         self.name = f"ckptbench{RUN_ID}{tag}"
+        self.adopt = adopt
         self.folder = work / self.name
         self.folder.mkdir()
         self.criu_dirs: list[Path] = []
@@ -111,10 +117,15 @@ class Stack:
 
     def up(self) -> None:
         self.compose("up", "-d", "--force-recreate", "--wait")
-        self.ids = self.compose("ps", "-aq").split()
+        if self.adopt:  # a cold restart of each container, not measured
+            self.cli("adopt", "--yes")
+        # The service containers only: network holders are one-off containers of the project.
+        self.ids = run("docker", "ps", "-aq", "--no-trunc", "--filter", f"label=com.docker.compose.project={self.name}",
+                       "--filter", "label=com.docker.compose.oneoff=False").split()
 
     def down(self) -> None:
-        subprocess.run(["docker", "compose", "-p", self.name, "down", "-v", "-t", "0"],
+        """Containers, volumes and networks; --remove-orphans takes the network holders too."""
+        subprocess.run(["docker", "compose", "-p", self.name, "down", "-v", "-t", "0", "--remove-orphans"],
                        cwd=self.folder, capture_output=True, check=False)
 
     def cli(self, *args: str) -> Any:
@@ -148,6 +159,7 @@ class Stack:
         while True:
             subprocess.run([CLI, "-p", self.name, "prune", "--keep", "0"], cwd=self.folder, env=self.env,
                            capture_output=True, check=False)
+            self.down()  # from scratch: `up --force-recreate` would put adopted containers back in own namespaces
             try:
                 self.up()
                 return
@@ -157,10 +169,10 @@ class Stack:
                 time.sleep(3)
 
 
-def counter_stack(work: Path, n: int) -> Stack:
+def counter_stack(work: Path, n: int, adopt: bool) -> Stack:
     services = {f"c{i}": {"image": "local/busybox:latest", "command": ["sh", "-c", COUNTER]}
                 for i in range(1, n + 1)}
-    return Stack(work, f"n{n}", services)
+    return Stack(work, f"n{n}", services, adopt)
 
 
 # --- the two ways of snapshotting and restoring a stack ---------------------------------------
@@ -217,9 +229,14 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock.connect(self.path)
 
 
+def docker_socket() -> str:
+    """The unix socket of the engine under test (DOCKER_HOST, which main sets from --docker-host)."""
+    return os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
+
+
 def api(method: str, url: str, body: Any = None) -> None:
     """One bare Engine API call over the local socket: what any client must wait for at least."""
-    connection = _UnixConnection("/var/run/docker.sock")
+    connection = _UnixConnection(docker_socket())
     try:
         connection.request(method, url, body=None if body is None else json.dumps(body),
                            headers={"Content-Type": "application/json"})
@@ -256,12 +273,15 @@ def ours_restore(stack: Stack, name: str) -> dict[str, Any]:
 
 
 class Bench:
-    def __init__(self, repeat: int) -> None:
+    def __init__(self, repeat: int, adopt: bool) -> None:
         self.repeat = repeat
+        self.adopt = adopt
         self.errors: list[dict[str, Any]] = []
+        self.load: list[float] = []  # the 1-minute load average at the start of every round
 
     def guarded(self, what: str, stack: Stack, action: Callable[[int], None], r: int) -> None:
         """Run one round; on failure record it, reset the stack and go on."""
+        self.load.append(round(os.getloadavg()[0], 2))
         try:
             action(r)
         except (CommandError, ApiCallError, RuntimeError, json.JSONDecodeError) as exc:
@@ -358,7 +378,7 @@ class Bench:
 
     def big(self, work: Path) -> dict[str, Any]:
         service = {"image": "local/debian:bookworm", "command": ["python3", "-c", BIG]}
-        stack = Stack(work, "big", {"mem": service})
+        stack = Stack(work, "big", {"mem": service}, self.adopt)
         samples: dict[str, list[float]] = {"seed_snapshot": [], "ours_snapshot": [], "seed_export": [], "ours_export": []}
         extra: dict[str, Any] = {}
         try:
@@ -513,10 +533,14 @@ def print_phases(results: dict[str, Any]) -> None:
 
 def machine() -> dict[str, Any]:
     info = json.loads(run("docker", "info", "--format", "{{json .}}"))
+    server = json.loads(run("docker", "version", "--format", "{{json .Server}}"))
+    components = {c.get("Name", "").lower(): c.get("Version") for c in server.get("Components") or []}
     os_name = next((line.split("=", 1)[1].strip('"') for line in Path("/etc/os-release").read_text().splitlines()
                     if line.startswith("PRETTY_NAME=")), platform.system())
     return {"cpus": info.get("NCPU"), "os": os_name, "kernel": info.get("KernelVersion"),
-            "docker": info.get("ServerVersion"), "cgroup": info.get("CgroupVersion"),
+            "docker_host": os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"),
+            "docker": info.get("ServerVersion"), "containerd": components.get("containerd"),
+            "runc": components.get("runc"), "cgroup": info.get("CgroupVersion"),
             "memory_gib": round(info.get("MemTotal", 0) / 2**30, 1)}
 
 
@@ -527,15 +551,24 @@ def main() -> int:
     parser.add_argument("--big", action="store_true", help="also the 1 GiB service (snapshot --stop and export)")
     parser.add_argument("--parallel", type=int, help="pass --parallel N to snapshot/restore (default: the CLI's)")
     parser.add_argument("--out", type=Path, default=BENCH / "results.json", help="JSON results file")
+    parser.add_argument("--docker-host", help="a local engine's unix:// socket (default: DOCKER_HOST, else the "
+                                              "default engine); docker, compose and compose-ckpt all use it")
+    parser.add_argument("--adopt", action="store_true",
+                        help="adopt every stack after `up` (Docker 28 and later restore nothing else)")
     args = parser.parse_args()
+    if args.docker_host:
+        if not args.docker_host.startswith("unix://"):  # CRIU's logs and the bare API calls need the local host
+            parser.error("--docker-host: a unix:// socket of an engine on this machine")
+        os.environ["DOCKER_HOST"] = args.docker_host
     if args.parallel:
         PARALLEL.extend(["--parallel", str(args.parallel)])
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks on kill
 
-    bench = Bench(args.repeat)
-    results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(),
-                               "cli": CLI, "repeat": args.repeat, "parallel": args.parallel, "stacks": []}
+    adopt: bool = args.adopt
+    bench = Bench(args.repeat, adopt)
+    results: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": machine(), "cli": CLI,
+                               "repeat": args.repeat, "parallel": args.parallel, "adopted": adopt, "stacks": []}
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix=".work-", dir=BENCH))
     stacks: list[Stack] = []
@@ -543,9 +576,9 @@ def main() -> int:
         print("compose-ckpt --help x10 ...", flush=True)
         results["help"] = help_times()
         for n in sorted(set(sizes) | {8}):
-            stack = counter_stack(work, n)
+            stack = counter_stack(work, n, adopt)
             stacks.append(stack)
-            print(f"{n}-service stack ({stack.name}) ...", flush=True)
+            print(f"{n}-service stack ({stack.name}{', adopted' if adopt else ''}) ...", flush=True)
             stack.up()
             if n in sizes:
                 results["stacks"].append(bench.stack_round_trip(stack, n))
@@ -564,13 +597,18 @@ def main() -> int:
     results["table"] = rows(results)
     results["cli_errors"] = bench.errors
     results["seed_retries"] = SEED_RETRIES
+    results["load_average"] = {"min": min(bench.load, default=None), "median": median(bench.load),
+                               "max": max(bench.load, default=None), "samples": bench.load}
     results["elapsed_seconds"] = round(time.monotonic() - started, 1)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print()
     print_table(results["table"])
     print()
     print_phases(results)
-    print(f"\n{len(bench.errors)} failed rounds; elapsed {results['elapsed_seconds']} s; wrote {args.out}")
+    load = results["load_average"]
+    print(f"\nDocker {results['machine']['docker']}{' (adopted stacks)' if adopt else ''}; load average "
+          f"{load['min']}-{load['max']} (median {load['median']}) during the rounds")
+    print(f"{len(bench.errors)} failed rounds; elapsed {results['elapsed_seconds']} s; wrote {args.out}")
     return 1 if bench.errors else 0
 
 

@@ -1,13 +1,16 @@
-"""Structured logs: one line per event, `key=value` (logfmt), on stderr."""
+"""Structured logs: one line per event, `key=value` (logfmt), on stderr.
+
+stdlib `logging` carries the lines (a logger, a stream handler, `LogfmtFormatter`); `Log` only
+turns `log.info("run_done", project=..., ...)` into a record whose fields the formatter writes.
+"""
 
 from __future__ import annotations
 
-import sys
-import threading
+import logging
 from datetime import datetime, UTC
 from typing import TextIO
 
-_lock = threading.Lock()
+_FIELDS = "logfmt_fields"  # the record attribute holding an event's fields
 
 
 def _quoted(value: object) -> str:
@@ -25,22 +28,30 @@ def format_line(level: str, event: str, fields: dict[str, object], now: datetime
     return " ".join(parts)
 
 
-class Log:
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self._stream = stream
+class LogfmtFormatter(logging.Formatter):
+    """`time=... level=... event=<the message> key=value...`, the time in UTC to the millisecond."""
 
-    def _write(self, level: str, event: str, fields: dict[str, object]) -> None:
-        line = format_line(level, event, fields, datetime.now(UTC))
-        stream = self._stream or sys.stderr
-        with _lock:  # lines from several run threads must not interleave
-            stream.write(line + "\n")
-            stream.flush()
+    def format(self, record: logging.LogRecord) -> str:
+        return format_line(record.levelname.lower(), record.getMessage(), getattr(record, _FIELDS, {}),
+                           datetime.fromtimestamp(record.created, UTC))
+
+
+class Log:
+    """The sidecar's event log, written to `stream` (default: stderr)."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        # A logger of its own, not logging.getLogger's shared one: each Log writes to its stream only
+        # (the tests make one per daemon). The handler's lock keeps lines from run threads whole.
+        self._logger = logging.Logger("compose_ckpt.sidecar")
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(LogfmtFormatter())
+        self._logger.addHandler(handler)
 
     def info(self, event: str, **fields: object) -> None:
-        self._write("info", event, fields)
+        self._logger.info(event, extra={_FIELDS: fields})
 
     def warning(self, event: str, **fields: object) -> None:
-        self._write("warning", event, fields)
+        self._logger.warning(event, extra={_FIELDS: fields})
 
     def error(self, event: str, **fields: object) -> None:
-        self._write("error", event, fields)
+        self._logger.error(event, extra={_FIELDS: fields})

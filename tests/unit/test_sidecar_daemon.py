@@ -1,6 +1,7 @@
 """Timetable, metrics and the daemon's run bookkeeping, with a fake runner instead of the engine."""
 
 import io
+import re
 import threading
 from datetime import datetime, timedelta, UTC
 from pathlib import Path
@@ -79,6 +80,15 @@ def test_metrics_text_and_health() -> None:
 def test_log_lines_are_logfmt() -> None:
     line = format_line("info", "run_done", {"project": "shop", "error": 'say "hi"\nbye', "none": None}, NOW)
     assert line == 'time=2026-03-01T12:00:00.000Z level=info event=run_done project=shop error="say \\"hi\\"\\nbye"'
+
+
+def test_log_writes_one_logfmt_line_per_event_to_its_own_stream() -> None:
+    first, second = io.StringIO(), io.StringIO()
+    Log(first).error("run_failed", project="shop", details=None, seconds=1.5)
+    Log(second).warning("run_skipped", why="still going")
+    stamp = r"time=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+    assert re.fullmatch(stamp + " level=error event=run_failed project=shop seconds=1.5\n", first.getvalue())
+    assert re.fullmatch(stamp + ' level=warning event=run_skipped why="still going"\n', second.getvalue())
 
 
 def test_slots_cap_runs_and_give_up_when_cancelled() -> None:

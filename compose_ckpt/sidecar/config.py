@@ -2,7 +2,7 @@
 
 Keys are written like the labels (kebab-case). Every key is optional; a
 missing file means all defaults. Unknown keys are errors, so a typo is not
-silently ignored. Example: sidecar/sidecar.example.yaml.
+silently ignored. Every key, commented: examples/sidecar/config/sidecar.yaml.
 """
 
 from __future__ import annotations

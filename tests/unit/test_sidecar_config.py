@@ -104,6 +104,5 @@ def test_an_invalid_config_at_start_is_refused(tmp_path: Path) -> None:
         sidecar(tmp_path, "concurrency: -1\n")
 
 
-@pytest.mark.parametrize("example", ["sidecar/sidecar.example.yaml", "examples/sidecar/config/sidecar.yaml"])
-def test_the_shipped_example_configs_are_valid(example: str) -> None:
-    assert load_config(REPO / example, UTC) != SidecarConfig()
+def test_the_shipped_example_config_is_valid() -> None:
+    assert load_config(REPO / "examples/sidecar/config/sidecar.yaml", UTC) != SidecarConfig()

@@ -1,9 +1,9 @@
 """`compose-ckpt-sidecar serve`: the loop that keeps the timetable and starts runs.
 
-One main thread owns the state (config, timetable, what is running). Other
-threads only post messages to it: the Docker event reader (containers came or
-went: resync), the file watcher (config changed: reload; a trigger file:
-run now) and the run threads, which report to metrics and the log themselves.
+One main thread owns the state (config, timetable, discovery). Other threads only
+post messages to it: the Docker event reader (containers came or went: resync) and
+the file watcher (`watch.py`: config changed: reload; a trigger file: run now). Runs
+go to the run pool (`runs.py`), whose threads report to metrics and the log themselves.
 """
 
 from __future__ import annotations
@@ -13,30 +13,26 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, tzinfo, UTC
 from pathlib import Path
 from types import FrameType
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver, ObservedWatch
-
 from compose_ckpt.const import LABEL_PROJECT
-from compose_ckpt.domain import safefs
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import Engine
-from compose_ckpt.errors import CkptError, NeedsAdoption
+from compose_ckpt.errors import CkptError
 from compose_ckpt.sidecar.config import SidecarConfig, load_config
 from compose_ckpt.sidecar.http import StatusServer
 from compose_ckpt.sidecar.log import Log
-from compose_ckpt.sidecar.metrics import Key, Metrics
+from compose_ckpt.sidecar.metrics import Metrics
 from compose_ckpt.sidecar.boot import boot_plan
-from compose_ckpt.sidecar.policy import ENABLE, BootMode, Problem, StackJob
+from compose_ckpt.sidecar.policy import ENABLE, BootMode, Problem
 from compose_ckpt.sidecar.pusher import Pusher
 from compose_ckpt.sidecar.runner import Discovery, Runner, discover
+from compose_ckpt.sidecar.runs import RunPool
 from compose_ckpt.sidecar.timetable import Timetable
+from compose_ckpt.sidecar.watch import FileWatcher
 
 EVENT_WINDOW = 5.0  # seconds per /events request: reconnects, and picks up a new label prefix, this often
 TICK = 0.5  # the main loop looks at signals and timeouts at least this often
@@ -47,46 +43,6 @@ RETRY = 2.0  # seconds between attempts while the engine is unreachable
 class Message:
     kind: str  # "resync" | "reload" | "trigger"
     argument: str = ""
-
-
-class Slots:
-    """At most `limit` runs at once; the limit can change on reload."""
-
-    def __init__(self, limit: int) -> None:
-        self._condition = threading.Condition()
-        self._limit = limit
-        self._used = 0
-
-    def resize(self, limit: int) -> None:
-        with self._condition:
-            self._limit = limit
-            self._condition.notify_all()
-
-    def acquire(self, cancelled: threading.Event) -> bool:
-        """Wait for a free slot; False when `cancelled` is set first."""
-        with self._condition:
-            while self._used >= self._limit:
-                if cancelled.is_set():
-                    return False
-                self._condition.wait(TICK)
-            if cancelled.is_set():
-                return False
-            self._used += 1
-            return True
-
-    def release(self) -> None:
-        with self._condition:
-            self._used -= 1
-            self._condition.notify()
-
-
-@dataclass
-class _Run:
-    job: StackJob
-    reason: str
-    started: float | None = None  # monotonic; None while waiting for a slot
-    timed_out: bool = False
-    thread: threading.Thread = field(init=False)
 
 
 class Sidecar:
@@ -101,18 +57,15 @@ class Sidecar:
         self.timetable = Timetable()
         self.inbox: queue.Queue[Message] = queue.Queue()
         self.stopping = threading.Event()
-        self.slots = Slots(self.config.concurrency)
-        self.runs: dict[tuple[str, str], _Run] = {}
-        self.runs_lock = threading.Lock()
         self.discovery = Discovery([], [], [])  # as of the last resync
         self.reported: set[Problem] = set()
-        self.needing_adoption: set[Key] = set()  # jobs refused for it, logged once until a run succeeds
         self.engine_known: bool | None = None  # whether the engine answered last time; None: not asked yet
         self.engine: Engine | None = None
         self.runner: Runner | None = None
+        self.runs: RunPool | None = None  # made with the runner, once the engine answers
         self.http: StatusServer | None = None
-        self.observer: BaseObserver = Observer()
-        self.trigger_watch: ObservedWatch | None = None
+        self.watcher = FileWatcher(self.config_file, log, on_config=lambda: self.inbox.put(Message("reload")),
+                                   on_trigger=lambda name: self.inbox.put(Message("trigger", name)))
 
     # --- life cycle ------------------------------------------------------------
 
@@ -121,7 +74,7 @@ class Sidecar:
             signal.signal(signum, self._on_signal)
         self.log.info("starting", config=self.config_file, pid=os.getpid(), **self._config_fields())
         self._start_http()
-        self._watch_files()
+        self.watcher.start(self.config.trigger_dir)
         self.pusher.start()
         if self._connect():
             threading.Thread(target=self._read_events, name="events", daemon=True).start()
@@ -139,6 +92,8 @@ class Sidecar:
             try:
                 self.engine = self.engine or Engine.connect()
                 self.runner = self.runner or Runner(self.engine, self.store, self.pusher)
+                self.runs = self.runs or RunPool(self.runner, self.metrics, self.log, self.config.concurrency,
+                                                 self.stopping)
             except CkptError as exc:
                 self._engine_state(False, exc.message)
                 self.stopping.wait(RETRY)
@@ -169,19 +124,18 @@ class Sidecar:
             if any(m.kind in ("resync", "reload") for m in messages) or time.monotonic() >= next_resync:
                 self._resync()
                 next_resync = time.monotonic() + self.config.resync_interval.total_seconds()
+            assert self.runs is not None
             for job in self.timetable.due(datetime.now(UTC)):
-                self._launch(job, "schedule")
-            self._check_timeouts()
+                self.runs.launch(job, "schedule")
+            self.runs.check_timeouts(self.config.run_timeout.total_seconds())
 
     def _shut_down(self) -> None:
         """Start nothing new; let runs in progress finish (or roll back) so no snapshot is left half-written."""
-        with self.runs_lock:
-            running = list(self.runs.values())
-        self.log.info("stopping", runs_in_progress=len([r for r in running if r.started is not None]))
-        for run in running:
-            run.thread.join()
+        self.log.info("stopping", runs_in_progress=self.runs.in_progress() if self.runs else 0)
+        if self.runs is not None:
+            self.runs.join()
         self.pusher.stop()
-        self.observer.stop()
+        self.watcher.stop()
         if self.http is not None:
             self.http.stop()
         self.log.info("stopped")
@@ -250,68 +204,6 @@ class Sidecar:
 
     # --- runs -----------------------------------------------------------------
 
-    def _launch(self, job: StackJob, reason: str) -> None:
-        with self.runs_lock:
-            if job.key in self.runs:
-                self.metrics.skipped(job.key)
-                self.log.warning("run_skipped", project=job.project_name, job=job.job, reason=reason,
-                                 why="the previous run of this job is still going")
-                return
-            run = self.runs[job.key] = _Run(job, reason)
-            run.thread = threading.Thread(target=self._run, args=(run,), name=f"run-{job.project_name}-{job.job}")
-        run.thread.start()
-
-    def _run(self, run: _Run) -> None:
-        job = run.job
-        try:
-            if not self.slots.acquire(self.stopping):
-                return  # shutting down before it could start
-            try:
-                assert self.runner is not None
-                run.started = time.monotonic()
-                self.log.info("run_started", project=job.project_name, job=job.job, reason=run.reason,
-                              services=",".join(job.services))
-                try:
-                    result = self.runner.run(job)
-                except NeedsAdoption as exc:
-                    # Not a failure of the sidecar: nothing was frozen. Say it once, count it every time.
-                    self.metrics.needs_adoption(job.key)
-                    if job.key not in self.needing_adoption:
-                        self.needing_adoption.add(job.key)
-                        self.log.error("needs_adoption", project=job.project_name, job=job.job, error=exc.message,
-                                       hint=exc.hint)
-                except CkptError as exc:
-                    self.metrics.finished(job.key, False, time.monotonic() - run.started, time.time())
-                    self.log.error("run_failed", project=job.project_name, job=job.job, error=exc.message, hint=exc.hint,
-                                   details="; ".join(exc.details) or None)
-                except Exception as exc:  # noqa: BLE001 - a bug must not take the daemon down
-                    self.metrics.finished(job.key, False, time.monotonic() - run.started, time.time())
-                    self.log.error("run_failed", project=job.project_name, job=job.job,
-                                   error=f"internal error: {type(exc).__name__}: {exc}")
-                else:
-                    self.needing_adoption.discard(job.key)
-                    self.metrics.finished(job.key, True, result.seconds, time.time(), pruned=len(result.pruned))
-                    self.log.info("run_done", project=job.project_name, job=job.job, snapshot=result.snapshot,
-                                  seconds=result.seconds, pruned=",".join(result.pruned) or None,
-                                  push="queued" if result.push_queued else None)
-            finally:
-                self.slots.release()
-        finally:
-            with self.runs_lock:
-                del self.runs[job.key]
-
-    def _check_timeouts(self) -> None:
-        limit = self.config.run_timeout.total_seconds()
-        with self.runs_lock:
-            late = [r for r in self.runs.values()
-                    if r.started is not None and not r.timed_out and time.monotonic() - r.started > limit]
-            for run in late:
-                run.timed_out = True
-        for run in late:
-            # Interrupting a frozen stack would be worse than waiting: report, and let it finish or roll back.
-            self.metrics.timed_out(run.job.key)
-            self.log.error("run_timeout", project=run.job.project_name, job=run.job.job, limit_seconds=limit)
-
     def _trigger(self, file_name: str) -> None:
         """A file `PROJECT` in the trigger folder: a manual snapshot now; `PROJECT.JOB`: that job now."""
         try:
@@ -324,7 +216,8 @@ class Sidecar:
         except CkptError as exc:
             self.log.error("trigger_refused", file=file_name, error=exc.message)
             return
-        self._launch(job, "trigger")
+        assert self.runs is not None
+        self.runs.launch(job, "trigger")
 
     def _restore_on_boot(self) -> None:
         """Restore the exited restore-on-boot services that can be restored safely; say why for the others."""
@@ -376,14 +269,15 @@ class Sidecar:
             return  # one save often makes several file events
         old, self.config = self.config, new
         self.log.info("config_reloaded", **self._config_fields())
-        self.slots.resize(new.concurrency)
+        if self.runs is not None:
+            self.runs.resize(new.concurrency)
         if new.http_port != old.http_port:
             if self.http is not None:
                 self.http.stop()
                 self.http = None
             self._start_http()
         if new.trigger_dir != old.trigger_dir:
-            self._watch_trigger_dir()
+            self.watcher.watch_trigger_dir(new.trigger_dir)
 
     def _start_http(self) -> None:
         if self.config.http_port == 0:
@@ -395,51 +289,3 @@ class Sidecar:
             return
         self.http.start()
         self.log.info("http_listening", port=self.config.http_port)
-
-    def _watch_files(self) -> None:
-        folder = self.config_file.parent
-        if folder.is_dir():
-            self.observer.schedule(_Handler(lambda path: path == self.config_file, self._post_reload), str(folder))
-        else:
-            self.log.warning("config_not_watched", file=self.config_file, why=f"{folder} does not exist")
-        self._watch_trigger_dir()
-        self.observer.start()
-
-    def _post_reload(self, path: Path) -> None:
-        self.inbox.put(Message("reload"))
-
-    def _watch_trigger_dir(self) -> None:
-        if self.trigger_watch is not None:
-            self.observer.unschedule(self.trigger_watch)
-            self.trigger_watch = None
-        folder = self.config.trigger_dir
-        try:  # a file there starts a snapshot: a folder others can write is refused, a missing one made 0700
-            safefs.trusted_chain(folder, create=True)
-        except (OSError, CkptError) as exc:
-            self.log.error("trigger_dir_failed", folder=folder, error=str(exc))
-            return
-        self.trigger_watch = self.observer.schedule(
-            _Handler(lambda path: path.parent == folder.absolute() and path.is_file(), self._post_trigger), str(folder))
-        for existing in sorted(folder.iterdir()):  # dropped while the sidecar was not watching
-            if existing.is_file():
-                self._post_trigger(existing)
-
-    def _post_trigger(self, path: Path) -> None:
-        if not path.name.startswith("."):  # editors' and tools' temporary files
-            self.inbox.put(Message("trigger", path.name))
-
-
-class _Handler(FileSystemEventHandler):
-    """Calls `action(path)` when a file that `wanted(path)` accepts is complete: closed after
-    writing, or renamed into place (reacting on creation would read it half-written)."""
-
-    def __init__(self, wanted: Callable[[Path], bool], action: Callable[[Path], None]) -> None:
-        self.wanted = wanted
-        self.action = action
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory or event.event_type not in ("closed", "moved"):
-            return
-        path = Path(os.fsdecode(event.dest_path if event.event_type == "moved" else event.src_path))
-        if self.wanted(path):
-            self.action(path)

@@ -1,21 +1,24 @@
-"""Timetable, metrics and the daemon's run bookkeeping, with a fake runner instead of the engine."""
+"""Timetable, metrics, the log, the run pool (with a fake runner instead of the engine), file watching and triggers."""
 
 import io
 import re
 import threading
+from dataclasses import dataclass
 from datetime import datetime, timedelta, UTC
 from pathlib import Path
 
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.errors import NeedsAdoption, SnapshotFailed
 from compose_ckpt.sidecar.config import SidecarConfig
-from compose_ckpt.sidecar.daemon import Sidecar, Slots
+from compose_ckpt.sidecar.daemon import Sidecar
 from compose_ckpt.sidecar.log import Log, format_line
 from compose_ckpt.sidecar.metrics import Metrics
 from compose_ckpt.sidecar.policy import Retention, StackJob
 from compose_ckpt.sidecar.runner import RunResult
+from compose_ckpt.sidecar.runs import RunPool, Slots
 from compose_ckpt.sidecar.schedule import parse_schedule
 from compose_ckpt.sidecar.timetable import Timetable
+from compose_ckpt.sidecar.watch import FileWatcher
 
 UTC = UTC
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -94,9 +97,21 @@ def test_log_writes_one_logfmt_line_per_event_to_its_own_stream() -> None:
 def test_slots_cap_runs_and_give_up_when_cancelled() -> None:
     slots, cancelled = Slots(1), threading.Event()
     assert slots.acquire(cancelled)
-    cancelled.set()
-    assert not slots.acquire(cancelled)
+    outcomes: list[bool] = []
+    waiting = threading.Thread(target=lambda: outcomes.append(slots.acquire(cancelled)))
+    waiting.start()
+    waiting.join(0.3)
+    assert outcomes == []  # the one slot is held: a second run waits (a failure here is real, never a slow machine)
     slots.release()
+    waiting.join(5)
+    assert outcomes == [True]  # and gets the slot once it is free
+    slots.resize(2)
+    assert slots.acquire(cancelled)  # a reload that raises the limit lets one more in at once
+    giving_up = threading.Thread(target=lambda: outcomes.append(slots.acquire(cancelled)))
+    giving_up.start()
+    cancelled.set()
+    giving_up.join(5)
+    assert outcomes == [True, False]  # full, and the daemon stops: it gives up instead of waiting on
 
 
 class FakeRunner:
@@ -118,81 +133,107 @@ class FakeRunner:
         return RunResult("auto-default-x", job.services, ["auto-default-old"], 0.5)
 
 
-def daemon(tmp_path: Path) -> tuple[Sidecar, FakeRunner, io.StringIO]:
-    out = io.StringIO()
-    config = tmp_path / "sidecar.yaml"
-    config.write_text("http-port: 0\n")
-    sidecar = Sidecar(config, UTC, SnapshotStore(tmp_path / "store"), Log(out))
-    runner = FakeRunner()
-    sidecar.runner = runner  # type: ignore[assignment]
-    sidecar.metrics.engine_up = True
-    return sidecar, runner, out
+@dataclass
+class Pool:
+    runs: RunPool
+    runner: FakeRunner
+    metrics: Metrics
+    out: io.StringIO
+    clock: list[float]  # monotonic seconds, moved on by the test
 
 
-def wait_idle(sidecar: Sidecar) -> None:
-    for run in list(sidecar.runs.values()):
-        run.thread.join(5)
+def pool(concurrency: int = 2) -> Pool:
+    runner, metrics, out, clock = FakeRunner(), Metrics(), io.StringIO(), [100.0]
+    runs = RunPool(runner, metrics, Log(out), concurrency, threading.Event(), clock=lambda: clock[0])
+    return Pool(runs, runner, metrics, out, clock)
 
 
-def test_a_run_still_going_makes_the_next_tick_skip(tmp_path: Path) -> None:
-    sidecar, runner, out = daemon(tmp_path)
-    sidecar._launch(job(), "schedule")
-    assert runner.started.wait(5)
-    sidecar._launch(job(), "schedule")
-    sidecar._launch(job(project_name="blog"), "schedule")  # another job is not held up
-    runner.release.set()
-    wait_idle(sidecar)
-    text = sidecar.metrics.render()
+def test_a_run_still_going_makes_the_next_tick_skip() -> None:
+    p = pool()
+    p.runs.launch(job(), "schedule")
+    assert p.runner.started.wait(5)
+    p.runs.launch(job(), "schedule")
+    p.runs.launch(job(project_name="blog"), "schedule")  # another job is not held up
+    p.runner.release.set()
+    p.runs.join()
+    text = p.metrics.render()
     assert 'compose_ckpt_sidecar_skips_total{project="shop",job="default"} 1' in text
     assert 'compose_ckpt_sidecar_runs_total{project="shop",job="default"} 1' in text
     assert 'compose_ckpt_sidecar_runs_total{project="blog",job="default"} 1' in text
-    assert "event=run_skipped project=shop job=default" in out.getvalue()
-    assert sidecar.runs == {}
+    assert "event=run_skipped project=shop job=default" in p.out.getvalue()
+    assert p.runs.in_progress() == 0
+    p.runs.launch(job(), "schedule")  # over: the job runs again
+    p.runs.join()
+    assert 'compose_ckpt_sidecar_runs_total{project="shop",job="default"} 2' in p.metrics.render()
 
 
-def test_a_failed_run_is_logged_and_makes_health_fail(tmp_path: Path) -> None:
-    sidecar, runner, out = daemon(tmp_path)
-    runner.fail = True
-    runner.release.set()
-    sidecar._launch(job(), "schedule")
-    wait_idle(sidecar)
-    assert "level=error event=run_failed project=shop job=default" in out.getvalue()
-    assert sidecar.metrics.health() == (False, "last run failed: shop/default")
+def test_a_failed_run_is_logged_and_makes_health_fail() -> None:
+    p = pool()
+    p.metrics.engine_up = True
+    p.runner.fail = True
+    p.runner.release.set()
+    p.runs.launch(job(), "schedule")
+    p.runs.join()
+    assert "level=error event=run_failed project=shop job=default" in p.out.getvalue()
+    assert p.metrics.health() == (False, "last run failed: shop/default")
 
 
-def test_a_stack_needing_adoption_is_logged_once_and_counted_not_failed(tmp_path: Path) -> None:
-    sidecar, runner, out = daemon(tmp_path)
-    runner.needs_adoption = True
-    runner.release.set()
+def test_a_stack_needing_adoption_is_logged_once_and_counted_not_failed() -> None:
+    p = pool()
+    p.metrics.engine_up = True
+    p.runner.needs_adoption = True
+    p.runner.release.set()
     for _ in range(3):
-        sidecar._launch(job(), "schedule")
-        wait_idle(sidecar)
-    assert out.getvalue().count("event=needs_adoption") == 1 and "compose-ckpt adopt web" in out.getvalue()
-    assert 'compose_ckpt_sidecar_needs_adoption_total{project="shop",job="default"} 3' in sidecar.metrics.render()
-    assert sidecar.metrics.health() == (True, "ok")
-    runner.needs_adoption = False  # adopted: runs succeed, and a relapse would be logged again
-    sidecar._launch(job(), "schedule")
-    wait_idle(sidecar)
-    assert sidecar.needing_adoption == set()
+        p.runs.launch(job(), "schedule")
+        p.runs.join()
+    assert p.out.getvalue().count("event=needs_adoption") == 1 and "compose-ckpt adopt web" in p.out.getvalue()
+    assert 'compose_ckpt_sidecar_needs_adoption_total{project="shop",job="default"} 3' in p.metrics.render()
+    assert p.metrics.health() == (True, "ok")
+    p.runner.needs_adoption = False  # adopted: runs succeed, and a relapse is logged again
+    p.runs.launch(job(), "schedule")
+    p.runs.join()
+    p.runner.needs_adoption = True
+    p.runs.launch(job(), "schedule")
+    p.runs.join()
+    assert p.out.getvalue().count("event=needs_adoption") == 2
 
 
-def test_a_run_past_the_timeout_is_reported_once(tmp_path: Path) -> None:
-    sidecar, runner, out = daemon(tmp_path)
-    (tmp_path / "sidecar.yaml").write_text("http-port: 0\nrun-timeout: 1s\n")
-    sidecar._reload()
-    sidecar._launch(job(), "schedule")
-    assert runner.started.wait(5)
-    sidecar.runs[("shop", "default")].started -= 2  # type: ignore[operator]
-    sidecar._check_timeouts()
-    sidecar._check_timeouts()
-    runner.release.set()
-    wait_idle(sidecar)
-    assert out.getvalue().count("event=run_timeout") == 1
-    assert 'compose_ckpt_sidecar_timeouts_total{project="shop",job="default"} 1' in sidecar.metrics.render()
+def test_a_run_past_the_timeout_is_reported_once() -> None:
+    p = pool()
+    p.runs.launch(job(), "schedule")
+    assert p.runner.started.wait(5)
+    p.runs.check_timeouts(1.0)
+    p.clock[0] += 2
+    p.runs.check_timeouts(1.0)
+    p.runs.check_timeouts(1.0)
+    p.runner.release.set()
+    p.runs.join()
+    assert p.out.getvalue().count("event=run_timeout") == 1
+    assert "event=run_timeout project=shop job=default limit_seconds=1.0" in p.out.getvalue()
+    assert 'compose_ckpt_sidecar_timeouts_total{project="shop",job="default"} 1' in p.metrics.render()
+
+
+def test_trigger_files_are_reported_by_name_those_already_there_too(tmp_path: Path) -> None:
+    folder = tmp_path / "trigger"
+    folder.mkdir(mode=0o700)
+    for name in ("shop", "blog.daily", ".shop.swp"):
+        (folder / name).write_text("")
+    (folder / "sub").mkdir()
+    names: list[str] = []
+    FileWatcher(tmp_path / "sidecar.yaml", Log(io.StringIO()), on_config=lambda: None,
+                on_trigger=names.append).watch_trigger_dir(folder)
+    assert names == ["blog.daily", "shop"]  # not temporary files, not folders
+
+
+def daemon(tmp_path: Path) -> tuple[Sidecar, io.StringIO]:
+    out = io.StringIO()
+    config = tmp_path / "sidecar.yaml"
+    config.write_text("http-port: 0\n")
+    return Sidecar(config, UTC, SnapshotStore(tmp_path / "store"), Log(out)), out
 
 
 def test_a_trigger_file_for_an_unknown_project_is_refused_and_removed(tmp_path: Path) -> None:
-    sidecar, _, out = daemon(tmp_path)
+    sidecar, out = daemon(tmp_path)
     sidecar.config = SidecarConfig(http_port=0, trigger_dir=tmp_path)
     (tmp_path / "nosuch").write_text("")
     sidecar._trigger("nosuch")

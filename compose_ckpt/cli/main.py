@@ -8,18 +8,27 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, TypeVar
 
 import typer
 
 from compose_ckpt import __version__
-from compose_ckpt.output import console, err_console, escape, human_size, print_error, print_json, print_table, print_warnings
 from compose_ckpt.const import DEFAULT_PARALLEL
 from compose_ckpt.errors import CkptError, ExitCode, NotFoundError, UsageError
+from compose_ckpt.output import (
+    console,
+    err_console,
+    escape,
+    human_size,
+    print_error,
+    print_json,
+    print_table,
+    print_warnings,
+)
 
 if TYPE_CHECKING:  # the domain and the engine client load lazily, per command, so that --help stays fast
     from compose_ckpt.compose import ComposeProject

@@ -20,9 +20,9 @@ from compose_ckpt.domain.containers import create_holder
 from compose_ckpt.domain.holders import NetworkForm, holder_name, holder_spec, joined_spec, network_form
 from compose_ckpt.domain.ordering import dependency_levels
 from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback, run_parallel
+from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.engine.specs import referenced_containers
 from compose_ckpt.errors import CkptError, EngineError

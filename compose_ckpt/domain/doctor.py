@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import Enum
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from compose_ckpt.domain.holders import needs_holders, network_form
+from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.remedies import CRIU_MISSING, remedy_for
 from compose_ckpt.domain.versions import version_tuple
-from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.engine import ContainerInfo, host
 from compose_ckpt.engine.types import EngineInfo
 from compose_ckpt.errors import CkptError

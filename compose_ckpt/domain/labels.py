@@ -12,7 +12,14 @@ from pathlib import Path
 
 from compose_ckpt.compose import ComposeProject, ServiceConfig, ServiceDependency
 from compose_ckpt.compose.model import CONDITIONS
-from compose_ckpt.const import LABEL_CONFIG_FILES, LABEL_DEPENDS_ON, LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE, LABEL_WORKING_DIR
+from compose_ckpt.const import (
+    LABEL_CONFIG_FILES,
+    LABEL_DEPENDS_ON,
+    LABEL_ONEOFF,
+    LABEL_PROJECT,
+    LABEL_SERVICE,
+    LABEL_WORKING_DIR,
+)
 from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.errors import UsageError
 

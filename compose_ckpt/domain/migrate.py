@@ -16,12 +16,12 @@ from compose_ckpt.domain.containers import recorded_holders
 from compose_ckpt.domain.filesystem import bind_mounts
 from compose_ckpt.domain.manifest import Manifest, SnapshotStatus, validate_name
 from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback
+from compose_ckpt.domain.ports import EnginePort, RegistryPort
 from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.registry import PushResult, push_snapshot
 from compose_ckpt.domain.restore import RestoredContainer, RestoreRequest, restore_snapshot
 from compose_ckpt.domain.snapshot import SnapshotRequest, take_snapshot
 from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.domain.ports import EnginePort, RegistryPort
 from compose_ckpt.errors import CkptError, ConflictError, EngineError
 
 

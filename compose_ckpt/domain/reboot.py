@@ -12,17 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 
 from compose_ckpt.const import LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE
 from compose_ckpt.domain.labels import compose_project_from_labels
 from compose_ckpt.domain.manifest import Manifest, validate_name
+from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.restore import RestoreRequest, restore_snapshot
 from compose_ckpt.domain.retention import to_prune
 from compose_ckpt.domain.snapshot import SnapshotRequest, default_snapshot_name, take_snapshot
 from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.errors import CkptError, NotFoundError
 

@@ -29,8 +29,8 @@ from datetime import datetime
 from compose_ckpt.domain.filesystem import remove_files
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus
 from compose_ckpt.domain.parallel import ProgressCallback
-from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.domain.ports import EnginePort
+from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo, ProcessFingerprint
 from compose_ckpt.errors import CkptError, RecoveryFailed
 

@@ -32,7 +32,15 @@ import zstandard
 from compose_ckpt.domain import safefs
 from compose_ckpt.domain.archive import MANIFEST, MemberWriter, StagedArchive, check_name, staged_archive
 from compose_ckpt.domain.artifact import (
-    CHUNK_SIZE, CREATED, PROJECT, SNAPSHOT, Artifact, Blob, Chunk, build_manifest, parse_manifest,
+    CHUNK_SIZE,
+    CREATED,
+    PROJECT,
+    SNAPSHOT,
+    Artifact,
+    Blob,
+    Chunk,
+    build_manifest,
+    parse_manifest,
 )
 from compose_ckpt.domain.manifest import Manifest
 from compose_ckpt.domain.parallel import ProgressCallback

@@ -14,12 +14,12 @@ from compose_ckpt.domain.filesystem import FilesystemRestore
 from compose_ckpt.domain.holders import refuse_unrestorable
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, validate_name
 from compose_ckpt.domain.ordering import dependency_levels
+from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback, describe_failures, run_parallel
+from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.recovery import recover_interrupted
 from compose_ckpt.domain.remedies import remedy_for
-from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback, describe_failures, run_parallel
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.domain.timing import Phases
-from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.engine import ContainerInfo, ProcessFingerprint
 from compose_ckpt.errors import CkptError, ConflictError, RestoreFailed, UsageError
 

@@ -20,7 +20,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from compose_ckpt.const import CHECKPOINT_PREFIX, LABEL_CONTAINER_NUMBER, LABEL_NETWORK_HOLDER, LABEL_SERVICE
@@ -28,12 +28,12 @@ from compose_ckpt.domain.filesystem import FilesystemCapture, remove_files
 from compose_ckpt.domain.holders import NetworkForm, network_form, refuse_unrestorable
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso, validate_name
 from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback, describe_failures, run_parallel
+from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.recovery import recover_interrupted
 from compose_ckpt.domain.remedies import TCP_REMEDY, remedy_for
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.domain.timing import Phases
-from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.engine import NO_RESTART, ContainerInfo, host
 from compose_ckpt.errors import CkptError, SnapshotFailed, UsageError
 

@@ -28,7 +28,7 @@ import stat
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 from compose_ckpt.const import ENV_HOME, ENV_LOCK_TIMEOUT

@@ -3,7 +3,12 @@
 from compose_ckpt.engine import host
 from compose_ckpt.engine.adapter import Engine
 from compose_ckpt.engine.types import (
-    NO_RESTART, ContainerEvent, ContainerInfo, EngineInfo, ProcessFingerprint, RestartPolicy,
+    NO_RESTART,
+    ContainerEvent,
+    ContainerInfo,
+    EngineInfo,
+    ProcessFingerprint,
+    RestartPolicy,
 )
 
 __all__ = ["NO_RESTART", "ContainerEvent", "ContainerInfo", "Engine", "EngineInfo", "ProcessFingerprint", "RestartPolicy",

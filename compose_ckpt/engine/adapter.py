@@ -25,15 +25,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from compose_ckpt.const import HOLDER_IMAGE, LABEL_HELPER, LABEL_HOLDER_FOR
-from compose_ckpt.engine.holder_image import holder_rootfs
-from compose_ckpt.engine.specs import create_body
 from compose_ckpt.engine import host
+from compose_ckpt.engine.api import ApiError, SdkTransport, Transport, UnixTransport, Unreachable, path_of
 from compose_ckpt.engine.contexts import START_HINT, sdk_client_for
 from compose_ckpt.engine.criu_log import RestoreLogCatcher, criu_log_key_lines
 from compose_ckpt.engine.hardlinks import link_or_copy_tree
+from compose_ckpt.engine.holder_image import holder_rootfs
+from compose_ckpt.engine.specs import create_body
 from compose_ckpt.engine.tar_stream import extract_tree, tar_stream, write_upload_id
-from compose_ckpt.engine.api import ApiError, SdkTransport, Transport, UnixTransport, Unreachable, path_of
-from compose_ckpt.engine.types import CONTAINER_ACTIONS, ContainerEvent, ContainerInfo, EngineInfo, ProcessFingerprint, RestartPolicy
+from compose_ckpt.engine.types import (
+    CONTAINER_ACTIONS,
+    ContainerEvent,
+    ContainerInfo,
+    EngineInfo,
+    ProcessFingerprint,
+    RestartPolicy,
+)
 from compose_ckpt.errors import CkptError, EngineError, EngineUnavailable, NotFoundError
 
 if TYPE_CHECKING:

@@ -5,8 +5,8 @@ Only meaningful when the engine is local (`EngineInfo.local`); `doctor` says so 
 
 from __future__ import annotations
 
-import json
 import ipaddress
+import json
 import os
 import re
 import shutil

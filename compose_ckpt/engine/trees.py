@@ -26,8 +26,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from compose_ckpt.const import LABEL_HELPER
 from compose_ckpt.engine.adapter import translated
-from compose_ckpt.engine.tar_stream import IterReader
 from compose_ckpt.engine.api import Transport, path_of
+from compose_ckpt.engine.tar_stream import IterReader
 from compose_ckpt.engine.types import ContainerInfo
 from compose_ckpt.errors import EngineError
 

@@ -12,8 +12,8 @@ from typing import Annotated
 
 import typer
 
-from compose_ckpt.output import console, print_error, print_json
 from compose_ckpt.errors import CkptError, ExitCode
+from compose_ckpt.output import console, print_error, print_json
 
 app = typer.Typer(name="compose-ckpt-sidecar", help="Scheduled snapshots of labelled compose stacks.",
                   add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)

@@ -21,7 +21,14 @@ from compose_ckpt.domain import safefs
 from compose_ckpt.domain.retention import parse_duration
 from compose_ckpt.errors import UsageError
 from compose_ckpt.sidecar.policy import (
-    DEFAULT_PREFIX, JOB_FIELDS, RESTORE_ON_BOOT, BootMode, JobSettings, LabelRules, SettingError, parse_boot_mode,
+    DEFAULT_PREFIX,
+    JOB_FIELDS,
+    RESTORE_ON_BOOT,
+    BootMode,
+    JobSettings,
+    LabelRules,
+    SettingError,
+    parse_boot_mode,
     validate_job_name,
 )
 

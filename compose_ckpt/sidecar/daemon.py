@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, tzinfo, UTC
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from types import FrameType
 
@@ -22,11 +22,11 @@ from compose_ckpt.const import LABEL_PROJECT
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import Engine
 from compose_ckpt.errors import CkptError
+from compose_ckpt.sidecar.boot import boot_plan
 from compose_ckpt.sidecar.config import SidecarConfig, load_config
 from compose_ckpt.sidecar.http import StatusServer
 from compose_ckpt.sidecar.log import Log
 from compose_ckpt.sidecar.metrics import Metrics
-from compose_ckpt.sidecar.boot import boot_plan
 from compose_ckpt.sidecar.policy import ENABLE, BootMode, Problem
 from compose_ckpt.sidecar.pusher import Pusher
 from compose_ckpt.sidecar.runner import Discovery, Runner, discover

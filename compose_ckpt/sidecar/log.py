@@ -7,7 +7,7 @@ turns `log.info("run_done", project=..., ...)` into a record whose fields the fo
 from __future__ import annotations
 
 import logging
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from typing import TextIO
 
 _FIELDS = "logfmt_fields"  # the record attribute holding an event's fields

@@ -11,10 +11,10 @@ consistent snapshot of exactly those services.
 from __future__ import annotations
 
 import re
-from enum import Enum
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime, timedelta, tzinfo, UTC
+from datetime import UTC, datetime, timedelta, tzinfo
+from enum import Enum
 
 from compose_ckpt.const import LABEL_PROJECT, LABEL_SERVICE
 from compose_ckpt.domain.manifest import Manifest

@@ -10,21 +10,28 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 
 from compose_ckpt.const import LABEL_PROJECT
 from compose_ckpt.domain.labels import compose_project_from_labels
+from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.restore import RestoreRequest, RestoreResult, restore_snapshot
 from compose_ckpt.domain.snapshot import SnapshotRequest, take_snapshot
 from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.errors import NotFoundError
 from compose_ckpt.sidecar.boot import BootRestore
-from compose_ckpt.sidecar.pusher import Pusher
 from compose_ckpt.sidecar.policy import (
-    ENABLE, ContainerPolicy, LabelRules, Problem, StackJob, manual_job, parse_container, plan,
+    ENABLE,
+    ContainerPolicy,
+    LabelRules,
+    Problem,
+    StackJob,
+    manual_job,
+    parse_container,
+    plan,
 )
+from compose_ckpt.sidecar.pusher import Pusher
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,27 @@ import pytest
 import zstandard
 
 from compose_ckpt.domain.archive import ArchiveWriter
-from compose_ckpt.domain.filesystem import (bind_mounts, check_tree, fingerprint, layer_intact, layer_path,
-                                            named_volumes, read_tree, store_tree, stored_copies, volume_path)
-from compose_ckpt.domain.manifest import (ContainerRecord, Manifest, ManifestError, SnapshotStatus, TreeCopy,
-                                          VolumeRecord, now_iso)
+from compose_ckpt.domain.filesystem import (
+    bind_mounts,
+    check_tree,
+    fingerprint,
+    layer_intact,
+    layer_path,
+    named_volumes,
+    read_tree,
+    store_tree,
+    stored_copies,
+    volume_path,
+)
+from compose_ckpt.domain.manifest import (
+    ContainerRecord,
+    Manifest,
+    ManifestError,
+    SnapshotStatus,
+    TreeCopy,
+    VolumeRecord,
+    now_iso,
+)
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.domain.transfer import import_snapshot
 from compose_ckpt.engine import ContainerInfo

@@ -9,7 +9,7 @@ the daemon does with them. Bounded by the hypothesis profile in tests/conftest.p
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -22,7 +22,14 @@ from compose_ckpt.domain.retention import parse_duration
 from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.errors import UsageError
 from compose_ckpt.sidecar.policy import (
-    CONTAINER_FIELDS, DEFAULT_PREFIX, JOB_FIELDS, LabelRules, Problem, parse_bool, parse_container, parse_keep,
+    CONTAINER_FIELDS,
+    DEFAULT_PREFIX,
+    JOB_FIELDS,
+    LabelRules,
+    Problem,
+    parse_bool,
+    parse_container,
+    parse_keep,
 )
 from compose_ckpt.sidecar.schedule import Schedule, parse_schedule
 from tests.unit.timebox import time_limit

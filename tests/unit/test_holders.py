@@ -13,7 +13,12 @@ import pytest
 
 from compose_ckpt.const import LABEL_HOLDER_FOR, LABEL_NETWORK_HOLDER, LABEL_ONEOFF
 from compose_ckpt.domain.holders import (
-    NetworkForm, holder_spec, joined_spec, needs_holders, network_form, with_recorded_address,
+    NetworkForm,
+    holder_spec,
+    joined_spec,
+    needs_holders,
+    network_form,
+    with_recorded_address,
 )
 from compose_ckpt.engine.holder_image import holder_rootfs, pause_executable
 from compose_ckpt.engine.specs import create_body, referenced_containers

@@ -11,8 +11,19 @@ from typing import Any
 import pytest
 
 from compose_ckpt.domain.manifest import (
-    BIND_RULES, MANIFEST_RULES, RECORD_RULES, TREE_COPY_RULES, VOLUME_RULES, BindMount, ContainerRecord, Manifest,
-    ManifestError, SnapshotStatus, TreeCopy, VolumeRecord, now_iso,
+    BIND_RULES,
+    MANIFEST_RULES,
+    RECORD_RULES,
+    TREE_COPY_RULES,
+    VOLUME_RULES,
+    BindMount,
+    ContainerRecord,
+    Manifest,
+    ManifestError,
+    SnapshotStatus,
+    TreeCopy,
+    VolumeRecord,
+    now_iso,
 )
 
 CONTAINER_ID = "0123456789abcdef" * 4

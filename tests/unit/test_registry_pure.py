@@ -14,7 +14,14 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from compose_ckpt.domain.artifact import (
-    ARTIFACT_TYPE, CHUNK_MEDIA_TYPE, CHUNK_SIZE, CONFIG_MEDIA_TYPE, Blob, Chunk, build_manifest, parse_manifest,
+    ARTIFACT_TYPE,
+    CHUNK_MEDIA_TYPE,
+    CHUNK_SIZE,
+    CONFIG_MEDIA_TYPE,
+    Blob,
+    Chunk,
+    build_manifest,
+    parse_manifest,
 )
 from compose_ckpt.errors import ArchiveError, RegistryError, UsageError
 from compose_ckpt.registry.client import RegistryClient, parse_challenge

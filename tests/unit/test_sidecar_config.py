@@ -1,5 +1,5 @@
 import io
-from datetime import timedelta, UTC
+from datetime import UTC, timedelta
 from pathlib import Path
 
 import pytest

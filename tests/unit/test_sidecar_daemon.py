@@ -4,7 +4,7 @@ import io
 import re
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from compose_ckpt.domain.store import SnapshotStore

@@ -6,7 +6,12 @@ import pytest
 
 from compose_ckpt.compose import ServiceDependency
 from compose_ckpt.const import (
-    LABEL_CONFIG_FILES, LABEL_DEPENDS_ON, LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE, LABEL_WORKING_DIR,
+    LABEL_CONFIG_FILES,
+    LABEL_DEPENDS_ON,
+    LABEL_ONEOFF,
+    LABEL_PROJECT,
+    LABEL_SERVICE,
+    LABEL_WORKING_DIR,
 )
 from compose_ckpt.domain.labels import compose_project_from_labels, parse_depends_on
 from compose_ckpt.engine import ContainerInfo

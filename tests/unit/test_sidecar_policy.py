@@ -1,4 +1,4 @@
-from datetime import datetime, timedelta, UTC
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -6,7 +6,16 @@ from compose_ckpt.const import LABEL_PROJECT, LABEL_SERVICE
 from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
 from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.sidecar.policy import (
-    BootMode, ContainerPolicy, JobSettings, LabelRules, Problem, Retention, StackJob, manual_job, parse_container, plan,
+    BootMode,
+    ContainerPolicy,
+    JobSettings,
+    LabelRules,
+    Problem,
+    Retention,
+    StackJob,
+    manual_job,
+    parse_container,
+    plan,
 )
 from compose_ckpt.sidecar.schedule import EverySchedule, parse_schedule
 

@@ -20,8 +20,8 @@ from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStat
 from compose_ckpt.domain.restore import RestoreRequest, restore_snapshot
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine.hardlinks import link_or_copy_tree
-from compose_ckpt.sidecar.config import load_config
 from compose_ckpt.errors import ExitCode, UnsafePathError
+from compose_ckpt.sidecar.config import load_config
 from tests.fakes import UntouchableEngine
 from tests.other_user import as_nobody
 

@@ -23,6 +23,12 @@ TCP_REMEDY = ("A service has an established TCP connection. Let CRIU checkpoint 
               "/etc/criu/runc.conf on the Docker host (showing the change first), or set the container "
               "annotation org.criu.config to a file holding that line. Connections between services of one "
               "snapshot are frozen together and carry on; a peer outside the snapshot must tolerate the pause.")
+PRIVATE_MOUNTS = ("The checkpoint was taken where the container's root file system and volumes were slaves of the "
+                  "host's shared mounts, and where this engine would mount them they are private: CRIU cannot "
+                  "restore that link (mount propagation). compose-ckpt fits the checkpoint to the host when it "
+                  "reaches the engine through its unix socket on that host: run the import and restore there. "
+                  "Or make the mount holding Docker's data root shared on that host (`findmnt -o TARGET,PROPAGATION "
+                  "-T /var/lib/docker`, then `mount --make-shared TARGET`). See docs/engine.md.")
 
 
 def remedy_for(text: str) -> str | None:
@@ -47,6 +53,8 @@ def remedy_for(text: str) -> str | None:
     if "Address already in use" in text:
         return ("A port the service listened on is taken on the host or by another container. "
                 "Free it (`ss -ltnp` shows who holds it) and restore again.")
+    if "Failed to copy sharing" in text:
+        return PRIVATE_MOUNTS
     if re.search(r"mount|mnt", text) and "No such file or directory" in text:
         return ("A mount the container had at checkpoint time is missing (a bind-mount source or volume was "
                 "removed). Recreate it, then restore again.")

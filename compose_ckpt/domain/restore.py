@@ -289,7 +289,9 @@ class _Restore:
         # half written; the same path again would resume it and fail with `invalid tar header`.
         placed = f"{record.checkpoint}.{self.attempt}"
         with seconds.timed("copy_in"):
-            self.engine.place_checkpoint(target.id, placed, source)
+            fitted = self.engine.place_checkpoint(target.id, placed, source)
+        if fitted:
+            self.progress(record.container_name, f"mounts restored private, as this host has them: {', '.join(sorted(fitted))}")
         try:
             with seconds.timed("restore"):
                 self.engine.start_from_checkpoint(target.id, placed)

@@ -28,6 +28,9 @@ from compose_ckpt.const import HOLDER_IMAGE, LABEL_HELPER, LABEL_HOLDER_FOR
 from compose_ckpt.engine import host
 from compose_ckpt.engine.api import ApiError, SdkTransport, Transport, UnixTransport, Unreachable, path_of
 from compose_ckpt.engine.contexts import START_HINT, sdk_client_for
+from compose_ckpt.engine.criu_images import (
+    MOUNT_IMAGES, CriuMount, MountImageError, external_slaves, read_mounts, without_masters,
+)
 from compose_ckpt.engine.criu_log import RestoreLogCatcher, criu_log_key_lines
 from compose_ckpt.engine.hardlinks import link_or_copy_tree
 from compose_ckpt.engine.holder_image import holder_rootfs
@@ -90,6 +93,16 @@ def _from_sdk(action: str, exc: Exception) -> Exception | None:
         # Refused, timed out, or a stream cut off by a daemon restart: all mean the engine is not there.
         return EngineUnavailable(f"{action}: cannot reach the Docker daemon ({exc})", hint=START_HINT)
     return None
+
+
+def _private_here(table: list[host.HostMount], container: ContainerInfo, mountpoint: str) -> bool:
+    """Whether the source of the container's mount at `mountpoint` cannot be a peer group member here.
+    Unknown sources (no mount table, a storage driver that does not say) count as fine: left as recorded."""
+    if mountpoint == "/":
+        source, mounted_later = container.rootfs_dir, True
+    else:
+        source, mounted_later = container.mount_sources.get(mountpoint), False
+    return source is not None and host.can_join_peer_group(table, source, mounted_later) is False
 
 
 def _retry_transient(call: Callable[[], T], before_retry: Callable[[], None] = lambda: None) -> T:
@@ -426,18 +439,60 @@ class Engine:
             stream, _ = self._api.get_archive(helper, f"{HELPER_MOUNT}/{name}")
             return extract_tree(stream, name, destination)
 
-    def place_checkpoint(self, container_id: str, name: str, source: Path) -> None:
-        """Put checkpoint files from `source` where `docker start --checkpoint NAME` looks for them."""
+    def place_checkpoint(self, container_id: str, name: str, source: Path) -> list[str]:
+        """Put checkpoint files from `source` where `docker start --checkpoint NAME` looks for them.
+
+        On the daemon's host the placed copy is fitted to this host's mount propagation (see
+        `_fit_mount_propagation`); returns the container paths of the mounts it changed."""
         if self.info().local:
             target = self._checkpoint_dir(container_id, name)
             if target.exists():
                 shutil.rmtree(target)
             link_or_copy_tree(source, target)
             write_upload_id(target)
-            return
+            return self._fit_mount_propagation(container_id, target)
         with self._checkpoints_helper(container_id) as helper, translated(f"upload checkpoint {name}"):
             if not self._api.put_archive(helper, HELPER_MOUNT, tar_stream(source, name)):
                 raise EngineError(f"the engine refused the upload of checkpoint {name}")
+        return []
+
+    def _fit_mount_propagation(self, container_id: str, folder: Path) -> list[str]:
+        """Drop, in the placed checkpoint, each mount's link to a peer group outside the container that this
+        host cannot give it back; returns their container paths.
+
+        On a host whose mounts are shared (systemd's default; Docker makes its data root shared), the
+        container's root file system and its volumes are slaves of the host's mounts, and CRIU records
+        that. On restore it joins each to the peer group of its source here, and the kernel refuses a
+        private source: `mnt-v2: Failed to copy sharing from ...: Invalid argument`. A container started
+        fresh here would get private mounts there, so the restored one gets the same. The files are
+        replaced, not rewritten: the store's copy may be a hard link to them."""
+        pid = self.daemon_pid()
+        if pid is None:
+            return []
+        linked: dict[Path, tuple[bytes, list[CriuMount]]] = {}
+        for image in sorted(folder.glob(MOUNT_IMAGES)):
+            try:
+                data = image.read_bytes()
+                outside = external_slaves(read_mounts(data))
+            except (OSError, MountImageError):
+                continue  # not as this reader knows them: left to CRIU as they are
+            if outside:
+                linked[image] = (data, outside)
+        if not linked:
+            return []
+        container = self.inspect(container_id)
+        if container is None:
+            raise NotFoundError(f"container {container_id[:12]} is gone")
+        table = host.mount_table(pid)
+        fitted: list[str] = []
+        for image, (data, outside) in linked.items():
+            private = {m.mnt_id: m.mountpoint for m in outside if _private_here(table, container, m.mountpoint)}
+            if private:
+                replacement = image.with_name(image.name + ".fitted")
+                replacement.write_bytes(without_masters(data, set(private)))
+                os.replace(replacement, image)
+                fitted += private.values()
+        return fitted
 
     @contextmanager
     def _checkpoints_helper(self, container_id: str) -> Iterator[str]:

@@ -277,6 +277,61 @@ def _mounts_under(folder: Path) -> list[str]:
     return sorted((p for p in points if p == prefix or p.startswith(prefix + "/")), key=len, reverse=True)
 
 
+@dataclass(frozen=True)
+class HostMount:
+    """A mount of the daemon's mount namespace and its propagation (/proc/PID/mountinfo)."""
+
+    mountpoint: str
+    shared: bool  # in a peer group (`shared:N`)
+    slave: bool  # receives mounts from a peer group (`master:N`)
+
+
+def mount_table(pid: int) -> list[HostMount]:
+    """The mounts `pid` sees; [] when they cannot be read."""
+    try:
+        return parse_mountinfo(Path(f"/proc/{pid}/mountinfo").read_text())
+    except OSError:
+        return []
+
+
+def parse_mountinfo(text: str) -> list[HostMount]:
+    table = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 7 or "-" not in fields[6:]:
+            continue
+        optional = fields[6:fields.index("-", 6)]
+        # The kernel writes space, tab, newline and backslash in a mount point as octal escapes.
+        mountpoint = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+        table.append(HostMount(mountpoint, any(o.startswith("shared:") for o in optional),
+                               any(o.startswith("master:") for o in optional)))
+    return table
+
+
+def mount_holding(table: list[HostMount], path: str) -> HostMount | None:
+    """The mount `path` lies on: the last mounted of the deepest mount points that are `path` or one of its
+    folders. Compared by whole folder names: /var/lib/docker does not hold /var/lib/docker28 (moby's own
+    check compares strings, see docs/engine.md)."""
+    found = None
+    for mount in table:  # in mount order: a later mount on the same point covers the earlier one
+        point = mount.mountpoint.rstrip("/")
+        if (path == mount.mountpoint or path.startswith(point + "/")) and (
+                found is None or len(point) >= len(found.mountpoint.rstrip("/"))):
+            found = mount
+    return found
+
+
+def can_join_peer_group(table: list[HostMount], path: str, mounted_later: bool) -> bool | None:
+    """Whether CRIU can make a restored mount a slave of the peer group of `path` here: the kernel takes a
+    shared or slave source only. `mounted_later`: the daemon mounts `path` itself when the container
+    starts (its root file system), and a new mount is in a peer group only beneath a shared one.
+    None when no mount holds `path`."""
+    holder = mount_holding(table, path)
+    if holder is None:
+        return None
+    return holder.shared if mounted_later else holder.shared or holder.slave
+
+
 def process_fingerprint(pid: int) -> ProcessFingerprint | None:
     """The memory-layout fields of /proc/PID/stat (47..51); None when they cannot be read."""
     try:

@@ -71,6 +71,19 @@ class ContainerInfo:
         return [m["Name"] for m in self.attrs.get("Mounts") or [] if m.get("Type") == "volume"]
 
     @property
+    def rootfs_dir(self) -> str | None:
+        """Where the daemon mounts its root file system on its host when it starts (overlay2's MergedDir);
+        None when the storage driver does not say (the containerd image store)."""
+        data = (self.attrs.get("GraphDriver") or {}).get("Data") or {}
+        return data.get("MergedDir") or None
+
+    @property
+    def mount_sources(self) -> dict[str, str]:
+        """Container path -> host path of its volumes and bind mounts (Mounts[].Destination and Source)."""
+        return {m["Destination"]: m["Source"] for m in self.attrs.get("Mounts") or []
+                if m.get("Destination") and m.get("Source")}
+
+    @property
     def restart_policy(self) -> RestartPolicy:
         recorded = (self.attrs.get("HostConfig") or {}).get("RestartPolicy") or {}
         return RestartPolicy(recorded.get("Name") or "no", int(recorded.get("MaximumRetryCount") or 0))

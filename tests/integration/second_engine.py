@@ -19,10 +19,21 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-BRIDGE = "ckpt-br2"
-BRIDGE_CIDR = "10.213.0.1/24"
-ADDRESS_POOL = "base=10.214.0.0/16,size=24"  # apart from the first daemon's default pools
 DAEMON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # CRIU wrapper first
+
+
+@dataclass(frozen=True)
+class Network:
+    """A second engine's default bridge and address pool, apart from the first daemon's default pools."""
+
+    bridge: str
+    cidr: str
+    pool: str
+
+
+SECOND = Network("ckpt-br2", "10.213.0.1/24", "base=10.214.0.0/16,size=24")
+# The engine with private mounts runs beside `SECOND` in one test session: a bridge and pool of its own.
+PRIVATE_MOUNTS = Network("ckpt-br3", "10.215.0.1/24", "base=10.216.0.0/16,size=24")
 
 
 @dataclass
@@ -33,6 +44,7 @@ class SecondEngine:
     unix: str
     process: subprocess.Popen[bytes]
     arguments: list[str]  # dockerd's command line
+    network: Network
 
     def docker(self, *args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(["docker", "-H", self.unix, *args], check=check, capture_output=True, input=input)
@@ -66,7 +78,7 @@ class SecondEngine:
         if subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode != 0:
             subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True, capture_output=True)
             subprocess.run(["ip", "link", "set", bridge, "up"], check=True, capture_output=True)
-        self.arguments = [bridge if arg == BRIDGE else arg for arg in self.arguments]
+        self.arguments = [bridge if arg == self.network.bridge else arg for arg in self.arguments]
         log = open(self.root / "dockerd.log", "ab")
         self.process = subprocess.Popen(self.arguments, stdout=log, stderr=log,
                                         env={**os.environ, "PATH": DAEMON_PATH}, start_new_session=True)
@@ -79,7 +91,7 @@ class SecondEngine:
 
     def stop(self) -> None:
         stop_daemon(self.process)
-        subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.network.bridge], capture_output=True)
         subprocess.run(["ip", "link", "del", f"ckr-{self.root.name[-8:]}"], capture_output=True)
         remove_daemon_folders(self.root, self.exec_root)
 
@@ -95,10 +107,29 @@ def stop_daemon(process: subprocess.Popen[bytes]) -> None:
 
 
 def remove_daemon_folders(*folders: Path) -> None:
-    """Unmount what a daemon left mounted under its folders, then remove them."""
+    """Unmount what a daemon left mounted at or under its folders (mounts stacked on one point too), then
+    remove them."""
     for folder in folders:
-        subprocess.run(["umount", "-R", "-l", str(folder)], capture_output=True)
+        for point in _mounts_at_or_under(folder):
+            subprocess.run(["umount", "-l", point], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _mounts_at_or_under(folder: Path) -> list[str]:
+    """Every mount at or below `folder` (a point twice when two mounts are stacked on it), deepest first."""
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    prefix = str(folder)
+    return sorted((p for p in points if p == prefix or p.startswith(prefix + "/")), key=len, reverse=True)
+
+
+def _slave_only_mount(folder: Path) -> None:
+    """Make `folder` a mount that receives mounts from a peer group but is in none itself (`master:N`
+    without `shared:`), as where dockerd runs in a mount namespace of its own: the daemon leaves such a
+    data root as it is, and the mounts it makes beneath it for containers are private."""
+    folder.mkdir(parents=True)
+    for command in (["mount", "--bind", folder, folder], ["mount", "--make-shared", folder],
+                    ["mount", "--bind", folder, folder], ["mount", "--make-slave", folder]):
+        subprocess.run([str(arg) for arg in command], check=True, capture_output=True)
 
 
 def _children(parent: int) -> list[int]:
@@ -112,10 +143,10 @@ def _children(parent: int) -> list[int]:
     return found
 
 
-def _make_bridge() -> None:
-    for command in (["ip", "link", "add", BRIDGE, "type", "bridge"],
-                    ["ip", "addr", "add", BRIDGE_CIDR, "dev", BRIDGE],
-                    ["ip", "link", "set", BRIDGE, "up"]):
+def _make_bridge(network: Network) -> None:
+    for command in (["ip", "link", "add", network.bridge, "type", "bridge"],
+                    ["ip", "addr", "add", network.cidr, "dev", network.bridge],
+                    ["ip", "link", "set", network.bridge, "up"]):
         subprocess.run(command, check=True, capture_output=True)
 
 
@@ -125,14 +156,19 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_second_engine() -> SecondEngine:
+def start_second_engine(private_mounts: bool = False) -> SecondEngine:
+    """`private_mounts`: its data root is a slave-only mount (see _slave_only_mount), so the root file
+    systems of its containers are private, where the first engine's are slaves of its shared data root."""
+    network = PRIVATE_MOUNTS if private_mounts else SECOND
     tag = uuid.uuid4().hex[:8]
     root = Path(f"/var/lib/ckpt-engine2-{tag}")
     exec_root = Path(f"/run/ckpt2-{tag}")  # short: unix socket paths are limited to 108 bytes
     root.mkdir(parents=True)
     exec_root.mkdir(parents=True)
-    subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True)
-    _make_bridge()
+    if private_mounts:
+        _slave_only_mount(root / "data")
+    subprocess.run(["ip", "link", "del", network.bridge], capture_output=True)
+    _make_bridge(network)
     config = root / "daemon.json"
     config.write_text(json.dumps({}))  # --experimental is passed as a flag; a flag and a config key may not both set it
     unix = f"unix://{exec_root}/docker.sock"
@@ -140,10 +176,10 @@ def start_second_engine() -> SecondEngine:
     log = open(root / "dockerd.log", "ab")
     arguments = ["dockerd", "--experimental", "--config-file", str(config), "--data-root", str(root / "data"),
                  "--exec-root", str(exec_root), "--pidfile", str(exec_root / "docker.pid"), "-H", unix, "-H", tcp,
-                 "--tls=false", "--bridge", BRIDGE, "--default-address-pool", ADDRESS_POOL, "--iptables=false"]
+                 "--tls=false", "--bridge", network.bridge, "--default-address-pool", network.pool, "--iptables=false"]
     process = subprocess.Popen(arguments, stdout=log, stderr=log, env={**os.environ, "PATH": DAEMON_PATH},
                                start_new_session=True)
-    engine = SecondEngine(root, exec_root, tcp, unix, process, arguments)
+    engine = SecondEngine(root, exec_root, tcp, unix, process, arguments, network)
     for _ in range(300):
         if engine.docker("info", check=False).returncode == 0:
             return engine

@@ -18,6 +18,10 @@ NOISE = "(00.03) Error (criu/util.c:1534): rlimit: Can't setup RLIMIT_NOFILE for
     (f"{NOISE} Error (criu/files-reg.c:2160): File var/log/x.log has bad size 10 (expect 4)", "changed size"),
     (f"{NOISE} Error (criu/sk-inet.c:830): Can't bind inet socket (id 9): Address already in use", "port"),
     ("Error (criu/mount.c:1): mnt: Can't mount at ./srv: No such file or directory", "mount"),
+    # CRIU 4.2's lines, restoring on engine-28 a checkpoint Docker 26 took: the cgroupd line is noise
+    ("1: Error (criu/mount-v2.c:897): mnt-v2: Failed to copy sharing from -1:/var/lib/docker28/volumes/v/_data to 62: "
+     "Invalid argument Error (criu/cgroup.c:2055): cg: cgroupd: recv req error: No such file or directory",
+     "mount propagation"),
     ("Error (criu/sk-inet.c:1): inet: Connected TCP socket, consider using --tcp-established", "tcp-established"),
     ("Error (criu/cr-dump.c:1): Can't get rlimit 0: Operation not permitted", "CAP_SYS_RESOURCE"),
 ])

@@ -50,8 +50,9 @@ class FakeEngine(UntouchableEngine):
     def checkpoint_list(self, container_id: str) -> list[str]:
         return []
 
-    def place_checkpoint(self, container_id: str, name: str, source: Path) -> None:
+    def place_checkpoint(self, container_id: str, name: str, source: Path) -> list[str]:
         self.calls.append("place")
+        return []
 
     def start_from_checkpoint(self, container_id: str, name: str) -> None:
         self.calls.append("start")

@@ -29,7 +29,12 @@ from compose_ckpt.engine import host
 from compose_ckpt.engine.api import ApiError, SdkTransport, Transport, UnixTransport, Unreachable, path_of
 from compose_ckpt.engine.contexts import START_HINT, sdk_client_for
 from compose_ckpt.engine.criu_images import (
-    MOUNT_IMAGES, CriuMount, MountImageError, external_slaves, read_mounts, without_masters,
+    MOUNT_IMAGES,
+    CriuMount,
+    MountImageError,
+    external_slaves,
+    read_mounts,
+    without_masters,
 )
 from compose_ckpt.engine.criu_log import RestoreLogCatcher, criu_log_key_lines
 from compose_ckpt.engine.hardlinks import link_or_copy_tree

@@ -23,7 +23,7 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 from urllib.parse import urlencode, urljoin
 
 import requests
@@ -99,10 +99,10 @@ class RegistryClient:
         response = self._request("HEAD", f"blobs/{digest}", ok=(200, 404))
         return response.status_code == 200
 
-    def upload_blob(self, digest: str, data: bytes | IO[bytes], size: int) -> None:
+    def upload_blob(self, digest: str, data: bytes | memoryview, size: int) -> None:
         """Monolithic upload: POST opens an upload session, one PUT sends the bytes and the digest.
 
-        `data` may be an open file: requests then streams it, nothing is read into memory."""
+        A memoryview is sent as it is, not copied."""
         started = self._request("POST", "blobs/uploads/", ok=(201, 202))
         if started.status_code == 201:  # the registry already had it (a mount)
             return
@@ -202,7 +202,7 @@ class RegistryClient:
         return f"{self._base_url()}/v2/{self.reference.repository}/{path}"
 
     def _request(self, method: str, path: str, *, ok: tuple[int, ...], headers: dict[str, str] | None = None,
-                 data: bytes | IO[bytes] | None = None, stream: bool = False) -> requests.Response:
+                 data: bytes | memoryview | None = None, stream: bool = False) -> requests.Response:
         url = self._url(path)
         headers = dict(headers or {})
         scope = self._default_scope
@@ -210,11 +210,10 @@ class RegistryClient:
             authorization = self._authorization.get(scope)
             if authorization:
                 headers["Authorization"] = authorization
-            if attempt and data is not None and not isinstance(data, bytes):
-                data.seek(0)
             try:
-                response = self._session.request(method, url, headers=headers, data=data, stream=stream,
-                                                 timeout=_TIMEOUT, allow_redirects=True)
+                # requests hands any buffer to urllib3, which sends it as is; its hints know only bytes
+                response = self._session.request(method, url, headers=headers, data=data,  # type: ignore[arg-type]
+                                                 stream=stream, timeout=_TIMEOUT, allow_redirects=True)
             except requests.exceptions.RequestException as exc:
                 raise _unreachable(self.reference.api_host, exc) from None
             if response.status_code != 401 or attempt:

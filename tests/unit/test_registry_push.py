@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from datetime import UTC
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from compose_ckpt.domain.artifact import CHUNK_SIZE, parse_manifest
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus
@@ -159,6 +161,34 @@ def test_push_chunks_members_and_a_newer_snapshot_sends_only_changed_chunks(tmp_
     assert second.uploaded_blobs == 3  # config, core, the last page chunk
     assert second.uploaded_bytes < 0.05 * first.uploaded_bytes
 
+
+
+def test_chunks_that_do_not_compress_are_stored_as_raw_zstd_blocks_and_unpack_like_compressed_ones(
+        tmp_path: Path) -> None:
+    from compose_ckpt.domain.registry import _stage_artifact
+
+    store, registry = SnapshotStore(tmp_path / "store"), FakeRegistry()
+    noise = random.Random(1).randbytes
+    compressible = noise(4096) * (CHUNK_SIZE // 4096)  # one page over and over
+    pages = noise(CHUNK_SIZE) + compressible + noise(5 * 1024**2 + 3)
+    snapshot(store, "one", pages)
+    push_snapshot(store, "proj", "one", FakeClient(registry, REF), ["one"])
+
+    artifact = parse_manifest(registry.manifests[registry.tags["one"]], "one")
+    chunks = artifact.members["checkpoints/proj-web-1/pages-1.img"]
+    stored = [registry.blobs[chunk.blob.digest] for chunk in chunks]
+    # Random chunks: the 10-byte frame header, then 128 KiB raw blocks of 3-byte headers each.
+    assert [len(blob) for blob in stored] == [CHUNK_SIZE + 10 + 3 * 128, len(stored[1]), 5 * 1024**2 + 3 + 10 + 3 * 41]
+    assert len(stored[1]) < CHUNK_SIZE // 100
+    assert [zstandard.ZstdDecompressor().decompressobj().decompress(blob) for blob in stored] == [
+        pages[:CHUNK_SIZE], compressible, pages[2 * CHUNK_SIZE:]]
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    for digest, data in registry.blobs.items():
+        (cache / digest[7:]).write_bytes(data)
+    staged = _stage_artifact(store, artifact, cache, lambda item, phase: None)
+    assert (staged.checkpoints["proj-web-1"] / "pages-1.img").read_bytes() == pages
 
 def job(push: str | None, keep: int | None = 2) -> StackJob:
     return StackJob("proj", "default", ("web",), "auto-default-", True, parse_schedule("@every 1h", UTC),

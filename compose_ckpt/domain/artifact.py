@@ -9,7 +9,10 @@
 
 Members are cut into chunks of at most CHUNK_SIZE bytes, compressed on their own
 and deterministically, so an unchanged chunk has the same digest in the next
-snapshot and is not uploaded again. An empty member is one empty chunk.
+snapshot and is not uploaded again. An empty member is one empty chunk. A chunk
+that does not compress (random memory, the layer and volume copies, zstd
+already) is a frame of raw blocks without content checksum: any zstd reader
+reads it, and the blob's sha256 covers it.
 
 Reading trusts nothing: every name is checked against the archive layout,
 chunks must cover each member from 0 without gaps or overlaps, and every size

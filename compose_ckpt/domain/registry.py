@@ -20,12 +20,10 @@ import os
 import shutil
 import threading
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import zstandard
 
@@ -106,31 +104,28 @@ class _ChunkUploader(MemberWriter):
         check_name(path)
         view = memoryview(data)
         for offset in range(0, max(len(data), 1), CHUNK_SIZE):
-            self._submit(path, offset, partial(_in_memory, view[offset:offset + CHUNK_SIZE]))
+            self._submit(path, offset, _MemoryPart(view[offset:offset + CHUNK_SIZE]))
 
     def add_file(self, path: str, source: Path) -> None:
         check_name(path)
         size = source.stat().st_size
         for offset in range(0, max(size, 1), CHUNK_SIZE):
-            length = min(CHUNK_SIZE, size - offset)
-            self._submit(path, offset, partial(_read_at, source, offset, length))
+            self._submit(path, offset, _FilePart(source, offset, min(CHUNK_SIZE, size - offset)))
 
-    def _submit(self, path: str, offset: int, read: Callable[[memoryview], memoryview]) -> None:
+    def _submit(self, path: str, offset: int, part: _Part) -> None:
         self._in_flight.acquire()
         if any(future.done() and future.exception() for future in self._futures[-WORKERS * 2:]):
             self._in_flight.release()
             self.finish()  # raises the failure now rather than after the whole snapshot was read
-        future = self._pool.submit(self._store_chunk, path, offset, read)
+        future = self._pool.submit(self._store_chunk, path, offset, part)
         future.add_done_callback(lambda _: self._in_flight.release())
         self._futures.append(future)
 
-    def _store_chunk(self, path: str, offset: int, read: Callable[[memoryview], memoryview]) -> Chunk:
-        encoder = self._encoder
-        raw = read(encoder.buffer)
-        frame = encoder.encode(raw)
+    def _store_chunk(self, path: str, offset: int, part: _Part) -> Chunk:
+        frame = self._encoder.encode(part)
         blob = Blob("sha256:" + hashlib.sha256(frame).hexdigest(), len(frame))
         self.ensure_blob(blob, frame)
-        return Chunk(path, offset, len(raw), blob)
+        return Chunk(path, offset, part.size, blob)
 
     def ensure_blob(self, blob: Blob, data: bytes | memoryview) -> None:
         with self._lock:
@@ -153,71 +148,99 @@ class _ChunkUploader(MemberWriter):
             future.cancel()
 
 
-class _ChunkEncoder(threading.local):
-    """A worker thread's read buffer and zstd context, reused for every chunk it handles, and the encoding
-    of a chunk as the one zstd frame the artifact wants (domain/artifact.py).
+class _Part(Protocol):
+    """The bytes of one chunk, read into buffers the caller owns."""
 
-    With a fresh 16 MiB buffer and zstd context per chunk the kernel mapped and zeroed new memory
-    for every chunk (page faults): 0.4 of the 3.2 CPU seconds push took for 1 GiB."""
+    @property
+    def size(self) -> int: ...
+
+    def read_into(self, at: int, buffers: list[memoryview]) -> None:
+        """Fill `buffers`, in order, with the chunk's bytes from `at` on."""
+
+
+@dataclass(frozen=True)
+class _MemoryPart:
+    data: memoryview
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def read_into(self, at: int, buffers: list[memoryview]) -> None:
+        for buffer in buffers:
+            buffer[:] = self.data[at:at + len(buffer)]
+            at += len(buffer)
+
+
+@dataclass(frozen=True)
+class _FilePart:
+    path: Path
+    offset: int
+    size: int
+
+    def read_into(self, at: int, buffers: list[memoryview]) -> None:
+        descriptor = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            count = os.preadv(descriptor, buffers, self.offset + at)
+        finally:
+            os.close(descriptor)
+        if count != sum(len(buffer) for buffer in buffers):
+            raise CkptError(f"{self.path} shrank while it was being pushed")
+
+
+class _ChunkEncoder(threading.local):
+    """A chunk as the one zstd frame the artifact wants (domain/artifact.py): compressed, or stored as raw
+    blocks when a sample of it does not compress. Both depend only on the bytes, so an unchanged chunk keeps
+    its digest.
+
+    One per worker thread, with buffers reused for every chunk: with fresh 16 MiB buffers and a fresh zstd
+    context per chunk the kernel mapped and zeroed new memory for every chunk (page faults), 0.4 of the
+    3.2 CPU seconds push took for 1 GiB. Stored blocks are read from the file straight into their place
+    in the frame, so those bytes are copied once, by the kernel."""
 
     def __init__(self) -> None:
-        self.buffer = memoryview(bytearray(CHUNK_SIZE))
-        self._stored = memoryview(bytearray(_stored_frame_size(CHUNK_SIZE)))
+        self._raw = memoryview(bytearray(CHUNK_SIZE))
+        self._stored = memoryview(bytearray(_STORED_HEADER + 3 * (CHUNK_SIZE // _STORED_BLOCK) + CHUNK_SIZE))
+        self._sample = memoryview(bytearray(_SAMPLE_PAGES * _PAGE))
         self._compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL, write_checksum=True)
 
-    def encode(self, raw: memoryview) -> bytes | memoryview:
-        """`raw` compressed, or as stored blocks when a sample of it does not compress (the view is valid
-        until this thread's next chunk). Both depend only on the bytes, so an unchanged chunk keeps its digest."""
-        if self._worth_compressing(raw):
+    def encode(self, part: _Part) -> bytes | memoryview:
+        """The frame; a view into this thread's buffers is valid until its next chunk."""
+        if self._worth_compressing(part):
+            raw = self._raw[:part.size]
+            part.read_into(0, [raw])
             return self._compressor.compress(raw)
-        return _stored_frame(raw, self._stored)
+        return self._stored_frame(part)
 
-    def _worth_compressing(self, raw: memoryview) -> bool:
+    def _worth_compressing(self, part: _Part) -> bool:
         """Whether 64 pages spread over the chunk compress by 1/32 or more.
 
         zstd spends 0.5 CPU s per GiB finding out that random memory, or the layer and volume copies
         (zstd already), do not compress: a fifth of push's own CPU. A chunk whose sample saves less
         than 1/32 is expected to save about as little itself."""
-        if len(raw) < _SAMPLE_PAGES * _PAGE * 4:  # small: compressing it costs next to nothing
+        if part.size < len(self._sample) * 4:  # small: compressing it costs next to nothing
             return True
-        step = len(raw) // _SAMPLE_PAGES
-        sample = b"".join(raw[index * step:index * step + _PAGE] for index in range(_SAMPLE_PAGES))
+        step = part.size // _SAMPLE_PAGES // _PAGE * _PAGE
+        for index in range(_SAMPLE_PAGES):
+            part.read_into(index * step, [self._sample[index * _PAGE:(index + 1) * _PAGE]])
+        sample = self._sample
         return len(self._compressor.compress(sample)) <= len(sample) - len(sample) // 32
 
-
-def _stored_frame_size(size: int) -> int:
-    return _STORED_HEADER + 3 * -(-size // _STORED_BLOCK) + size
-
-
-def _stored_frame(raw: memoryview, out: memoryview) -> memoryview:
-    """`raw` as one zstd frame of raw blocks, written into `out` (RFC 8878: what zstd itself emits for
-    data it cannot compress). Header: the content size and a 128 KiB window; no content checksum,
-    as the blob's sha256 covers every byte of it."""
-    size = len(raw)
-    out[:_STORED_HEADER] = _ZSTD_MAGIC + bytes((0x80, 0x38)) + size.to_bytes(4, "little")  # 4-byte size; window 2**17
-    at = _STORED_HEADER
-    for start in range(0, size, _STORED_BLOCK):
-        block = raw[start:start + _STORED_BLOCK]
-        last = start + _STORED_BLOCK >= size
-        out[at:at + 3] = (len(block) << 3 | last).to_bytes(3, "little")  # block type 0: raw
-        out[at + 3:at + 3 + len(block)] = block
-        at += 3 + len(block)
-    return out[:at]
-
-
-def _in_memory(piece: memoryview, _buffer: memoryview) -> memoryview:
-    return piece
-
-
-def _read_at(source: Path, offset: int, length: int, buffer: memoryview) -> memoryview:
-    descriptor = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
-    try:
-        count = os.preadv(descriptor, [buffer[:length]], offset)
-    finally:
-        os.close(descriptor)
-    if count != length:
-        raise CkptError(f"{source} shrank while it was being pushed")
-    return buffer[:length]
+    def _stored_frame(self, part: _Part) -> memoryview:
+        """One zstd frame of raw blocks (RFC 8878; what zstd itself emits for data it cannot compress).
+        Header: the content size and a 128 KiB window; no content checksum, as the blob's sha256 covers
+        every byte of it."""
+        out = self._stored
+        out[:_STORED_HEADER] = _ZSTD_MAGIC + bytes((0x80, 0x38)) + part.size.to_bytes(4, "little")
+        at, blocks = _STORED_HEADER, []
+        for start in range(0, part.size, _STORED_BLOCK):
+            length = min(_STORED_BLOCK, part.size - start)
+            last = start + length == part.size
+            out[at:at + 3] = (length << 3 | last).to_bytes(3, "little")  # block type 0: raw
+            blocks.append(out[at + 3:at + 3 + length])
+            at += 3 + length
+        part.read_into(0, blocks)
+        return out[:at]
 
 
 def push_snapshot(store: SnapshotStore, project_name: str, name: str, client: RegistryPort, tags: list[str], *,

@@ -71,9 +71,18 @@ def push(source: Stack, *args: str) -> dict[str, Any]:
 
 def test_push_pull_and_restore_on_another_daemon(stack: Stack, second: SecondEngine, tmp_path: Path,  # noqa: F811
                                                  repository: str) -> None:
+    # 3 MiB of random bytes in a container's filesystem: its layer copy does not compress, so push
+    # stores it as raw zstd blocks; pull and restore must give back the very bytes.
+    one = f"{stack.project}-one-1"
+    stack.docker("exec", one, "busybox", "dd", "if=/dev/urandom", "of=/random", "bs=1048576", "count=3")
+    written = stack.docker("exec", one, "busybox", "sha256sum", "/random").stdout
     stack.ckpt_ok("snapshot", "--stop", "--name", "moving")
     pushed = push(stack, "moving", repository, "--with-images")
     assert pushed["reference"] == f"{repository}:moving" and pushed["uploaded_blobs"] == pushed["blobs"]
+    layers = json.loads(registry_api(f"{repository.split('/', 1)[1]}/manifests/moving"))["layers"]
+    copy = next(layer for layer in layers if layer["annotations"]["org.opencontainers.image.title"] == f"layers/{one}.tar.zst")
+    frame = registry_api(f"{repository.split('/', 1)[1]}/blobs/{copy['digest']}", accept="*/*")
+    assert frame[:6] == bytes.fromhex("28b52ffd8038") and copy["size"] > 3 * 1024**2  # stored: no checksum, 128 KiB window
     home = tmp_path / "other-host"
 
     pulled = on_target(second, home, "pull", f"{repository}:moving", "--json")
@@ -89,6 +98,7 @@ def test_push_pull_and_restore_on_another_daemon(stack: Stack, second: SecondEng
     for service in ("one", "two"):
         count = int(second.docker("exec", f"{stack.project}-{service}-1", "cat", "/tmp/count").stdout)
         assert count > 5, f"{service} started fresh on the target"
+    assert second.docker("exec", one, "busybox", "sha256sum", "/random").stdout.decode() == written
 
 
 def test_pull_by_digest_and_under_another_name(stack: Stack, repository: str) -> None:  # noqa: F811

@@ -69,7 +69,10 @@ def adopt(project: Project, store: SnapshotStore, plans: Sequence[AdoptionPlan],
             for plan in members:
                 if not plan.needed and all(row.container != plan.container.name for row in results):  # not rejoined
                     holder = plan.container.labels.get(LABEL_NETWORK_HOLDER)
-                    results.append(AdoptedContainer(plan.service, plan.container.name, holder, _SKIPPED[plan.form]))
+                    action = _SKIPPED[plan.form]
+                    if holder and plan.form is NetworkForm.ADOPTED and _start_stopped_holder(engine, holder, progress):
+                        action = "holder started"
+                    results.append(AdoptedContainer(plan.service, plan.container.name, holder, action))
             needed = [plan for plan in members if plan.needed]
             outcome = run_parallel(range(len(needed)), partial(_adopt_indexed, engine, needed, progress, stop_timeout), parallel)
             for index, plan in enumerate(needed):
@@ -101,6 +104,17 @@ def _rejoin_dependents(engine: EnginePort, project: Project, adopted: ContainerI
         _rejoin(engine, dependent, adopted)
         rejoined.append(AdoptedContainer(dependent.labels.get(LABEL_SERVICE, ""), dependent.name, holder, "rejoined"))
     return rejoined
+
+
+def _start_stopped_holder(engine: EnginePort, holder: str, progress: ProgressCallback) -> bool:
+    """Start `holder` if it exists but is not running (`docker compose kill` kills holders too, and
+    compose cannot start a container joined to a stopped one); True when it was started."""
+    found = engine.inspect(holder)
+    if found is None or found.running or found.paused:
+        return False
+    progress(holder, "starting holder")
+    engine.start(found.id)
+    return True
 
 
 _SKIPPED = {

@@ -184,10 +184,12 @@ def test_adopt_is_idempotent_and_compose_commands_work(adopted: tuple[Stack, int
     time.sleep(1)
     stack.redis("set", "visits", "7")  # a cold start: kv is empty again
     assert kv_by_name(stack) == "7" and web_count(stack) > 0 and int(http_get(port, "/count")) > 0
-    # kill takes the holders too (compose includes one-off containers there): start them before the stack
+    # kill takes the holders too (compose includes one-off containers there): adopt starts them again
     stack.compose("kill")
     assert "cannot join network" in stack.compose("start", check=False).stderr
-    run_docker("start", *holder_names(stack))
+    started = json.loads(stack.ckpt_ok("adopt", "--yes", "--json").stdout)["containers"]
+    assert {row["action"] for row in started} == {"holder started"}
+    assert set(stack.states().values()) == {"exited"}  # the service containers are the user's to start
     stack.compose("start")
     assert set(stack.states().values()) == {"running"} and ids(stack) == before
 

@@ -81,10 +81,10 @@ class FakeClient:
     def blob_exists(self, digest: str) -> bool:
         return digest in self.registry.blobs
 
-    def upload_blob(self, digest: str, data: bytes, size: int) -> None:
+    def upload_blob(self, digest: str, data: bytes | memoryview, size: int) -> None:
         assert hashlib.sha256(data).hexdigest() == digest[7:] and len(data) == size
         with self.registry.lock:
-            self.registry.blobs[digest] = data
+            self.registry.blobs[digest] = bytes(data)  # push reuses its buffer: keep a copy, as a registry would
             self.registry.uploads += 1
 
     def open_blob(self, digest: str, offset: int = 0) -> FakeBlobResponse:

@@ -112,14 +112,14 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON documen
 def _checked_name(value: str | None) -> str | None:
     """Refuse a bad snapshot name while parsing, before anything connects to the engine (for arguments
     that reach the domain as such; snapshot, restore and migrate build requests that check their own)."""
-    from compose_ckpt.domain.manifest import validate_name
+    from compose_ckpt.domain.names import validate_name
 
     return validate_name(value) if value is not None else None
 
 
 def _checked_names(values: list[str]) -> list[str]:
     """`rm`'s names, every one checked before the lock creates the project's folder."""
-    from compose_ckpt.domain.manifest import validate_name
+    from compose_ckpt.domain.names import validate_name
 
     return [validate_name(value) for value in values]
 
@@ -198,7 +198,7 @@ def _project(options: GlobalOptions) -> Project:
 def _project_name(options: GlobalOptions) -> str:
     """-p when given (no compose files needed, e.g. after an import), else from the compose files."""
     if options.project_name:
-        from compose_ckpt.domain.manifest import validate_name
+        from compose_ckpt.domain.names import validate_name
 
         return validate_name(options.project_name, "project name")
     return str(_compose_project(options).name)

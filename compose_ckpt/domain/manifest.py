@@ -9,12 +9,11 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
+from compose_ckpt.domain.names import NAME_PATTERN
 from compose_ckpt.engine.types import RestartPolicy
-from compose_ckpt.errors import CkptError, ExitCode, UsageError
+from compose_ckpt.errors import CkptError, ExitCode
 
 FORMAT_VERSION = 1
-# Docker's own rule for checkpoint names, and safe as a folder name.
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
 class SnapshotStatus(str, Enum):
@@ -28,15 +27,6 @@ class ManifestError(CkptError):
     """A manifest on disk is unreadable or has been tampered with."""
 
     exit_code = ExitCode.ARCHIVE
-
-
-def validate_name(name: str, what: str = "snapshot name") -> str:
-    if not NAME_PATTERN.match(name):
-        raise UsageError(
-            f"invalid {what} {name!r}",
-            hint="Use 1-100 letters, digits, '_', '.' or '-', starting with a letter or digit.",
-        )
-    return name
 
 
 def _shown(value: Any) -> str:

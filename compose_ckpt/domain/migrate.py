@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from compose_ckpt.domain.compat import check_target
 from compose_ckpt.domain.containers import recorded_holders
 from compose_ckpt.domain.filesystem import bind_mounts
-from compose_ckpt.domain.manifest import Manifest, SnapshotStatus, validate_name
+from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
+from compose_ckpt.domain.names import validate_name
 from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback
 from compose_ckpt.domain.ports import EnginePort, RegistryPort
 from compose_ckpt.domain.project import Project

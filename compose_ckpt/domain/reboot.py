@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 
 from compose_ckpt.const import LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE
 from compose_ckpt.domain.labels import compose_project_from_labels
-from compose_ckpt.domain.manifest import Manifest, validate_name
+from compose_ckpt.domain.manifest import Manifest
+from compose_ckpt.domain.names import validate_name
 from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.restore import RestoreRequest, restore_snapshot

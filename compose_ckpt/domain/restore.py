@@ -12,7 +12,8 @@ from compose_ckpt.const import CHECKPOINT_PREFIX
 from compose_ckpt.domain.containers import ensure_holders, implicit_dependencies, recreate_containers
 from compose_ckpt.domain.filesystem import FilesystemRestore
 from compose_ckpt.domain.holders import refuse_unrestorable
-from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, validate_name
+from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus
+from compose_ckpt.domain.names import validate_name
 from compose_ckpt.domain.ordering import dependency_levels
 from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback, describe_failures, run_parallel
 from compose_ckpt.domain.ports import EnginePort

@@ -26,7 +26,8 @@ from typing import Any
 from compose_ckpt.const import CHECKPOINT_PREFIX, LABEL_CONTAINER_NUMBER, LABEL_NETWORK_HOLDER, LABEL_SERVICE
 from compose_ckpt.domain.filesystem import FilesystemCapture, remove_files
 from compose_ckpt.domain.holders import NetworkForm, network_form, refuse_unrestorable
-from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso, validate_name
+from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso
+from compose_ckpt.domain.names import validate_name
 from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback, describe_failures, run_parallel
 from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.project import Project

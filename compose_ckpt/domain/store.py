@@ -33,7 +33,8 @@ from pathlib import Path
 
 from compose_ckpt.const import ENV_HOME, ENV_LOCK_TIMEOUT
 from compose_ckpt.domain import safefs
-from compose_ckpt.domain.manifest import NAME_PATTERN, Manifest, ManifestError, SnapshotStatus, validate_name
+from compose_ckpt.domain.manifest import Manifest, ManifestError, SnapshotStatus
+from compose_ckpt.domain.names import NAME_PATTERN, validate_name
 from compose_ckpt.errors import ConflictError, NotFoundError, UnsafePathError, UsageError
 
 DEFAULT_HOME = Path("/var/lib/compose-ckpt")

@@ -31,6 +31,8 @@ from compose_ckpt.output import (
 )
 
 if TYPE_CHECKING:  # the domain and the engine client load lazily, per command, so that --help stays fast
+    from concurrent.futures import Future
+
     from compose_ckpt.compose import ComposeProject
     from compose_ckpt.domain.manifest import Manifest, TreeCopy
     from compose_ckpt.domain.migrate import MigrateRequest
@@ -165,30 +167,35 @@ def _store() -> SnapshotStore:
 
 
 def _compose_project(options: GlobalOptions) -> ComposeProject:
-    from compose_ckpt.compose import ProjectOptions, load_project
+    return _start_compose_project(options).result()
 
-    return load_project(ProjectOptions(
+
+def _start_compose_project(options: GlobalOptions) -> Future[ComposeProject]:
+    """Resolve the compose project in the background: its files are read and checked now (a fault in them is
+    raised now), and `docker compose config` runs in another process while this one goes on."""
+    from compose_ckpt.compose import ProjectOptions, start_loading
+
+    return start_loading(ProjectOptions(
         files=options.files, project_name=options.project_name, project_directory=options.project_directory,
         profiles=options.profiles, env_files=options.env_files,
     ))
 
 
-def _project(options: GlobalOptions) -> Project:
-    """The compose project, with its containers looked up on the selected engine.
+def _project(options: GlobalOptions, loading: Future[ComposeProject] | None = None) -> Project:
+    """The compose project (`loading`: as started by the caller, else started here), with its containers
+    looked up on the selected engine.
 
-    `docker compose config` runs while the engine client loads (each takes 40-150 ms), so resolving
-    through compose adds next to nothing; an invalid project is still reported before an unreachable engine."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    `docker compose config` (~40 ms) runs while this process loads the domain and the engine client and
+    connects (as long again), so resolving through compose adds next to nothing; an invalid project is still
+    reported before an unreachable engine."""
+    loading = loading or _start_compose_project(options)
     from compose_ckpt.domain.project import Project
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        loading = pool.submit(_compose_project, options)
-        try:
-            engine, engine_error = options.connect(), None
-        except CkptError as exc:
-            engine, engine_error = None, exc
-        compose = loading.result()
+    try:
+        engine, engine_error = options.connect(), None
+    except CkptError as exc:
+        engine, engine_error = None, exc
+    compose = loading.result()
     if engine_error is not None:
         raise engine_error
     assert engine is not None

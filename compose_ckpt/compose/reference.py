@@ -92,15 +92,19 @@ class ComposeRefused(Exception):
         self.message = message
 
 
-def run_config(binary: Path, options: ProjectOptions, environ: Mapping[str, str], cwd: Path) -> dict[str, Any]:
-    """The resolved project as compose prints it, or ComposeRefused with compose's message."""
+def start_config(binary: Path, options: ProjectOptions, environ: Mapping[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    """Start ``docker compose config --format json``; ``read_config`` waits for its answer."""
     argv = [str(binary), *compose_arguments(options), "config", "--format", "json"]
     try:
-        process = subprocess.Popen(argv, cwd=cwd, env=dict(environ), stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return subprocess.Popen(argv, cwd=cwd, env=dict(environ), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as err:
         raise ComposeFileError(f"cannot run {binary}: {err.strerror or err}",
                                hint=f"set {OVERRIDE_VARIABLE}=builtin to use compose-ckpt's own loader") from None
+
+
+def read_config(binary: Path, process: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """The resolved project as the started compose prints it, or ComposeRefused with compose's message."""
     try:
         out, stderr = _bounded(process)
     finally:

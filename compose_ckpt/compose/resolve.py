@@ -7,12 +7,16 @@ what compose does not print: the files (found as compose finds them, and
 hashed) and, when compose refuses a project, an error that names file and
 line (from the in-house loader when it finds the same fault, else by
 locating the key compose names). Without compose, the in-house loader
-(``loader.py``) resolves the project on its own.
+(``loader.py``) resolves the project on its own. ``start_loading`` does the
+same in two steps, for callers with work of their own meanwhile: the files
+are read and checked at once, compose's answer is awaited through a future.
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,21 +24,43 @@ import yaml
 
 from compose_ckpt.compose import loader
 from compose_ckpt.compose.model import ComposeProject, ProjectOptions
-from compose_ckpt.compose.reference import ComposeRefused, find_compose, project_from_config, run_config
+from compose_ckpt.compose.reference import ComposeRefused, find_compose, project_from_config, read_config, start_config
 from compose_ckpt.errors import CkptError, ComposeFileError
 
 
 def load_project(options: ProjectOptions) -> ComposeProject:
+    return start_loading(options).result()
+
+
+def start_loading(options: ProjectOptions) -> Future[ComposeProject]:
+    """``load_project`` for a caller with other work to do meanwhile (the CLI loads the domain and connects to
+    the engine): the files are found, read and measured now, and a fault found in them is raised now; compose
+    then resolves the project in its own process, and the future holds the project or compose's refusal."""
     located = loader.locate(options)
     binary = find_compose(located.environ)
     if binary is None:
-        try:
-            return loader.load_project(options)
-        except ComposeFileError as own:
-            raise _placed(own, own.message, located.files) from None
+        loaded: Future[ComposeProject] = Future()
+        loaded.set_result(_own_loader(options, located.files))
+        return loaded
     _check_bounds(located.files, located.contents)
+    process = start_config(binary, options, located.environ, located.cwd)
+    waiter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compose-config")
+    project = waiter.submit(_from_compose, binary, process, options, located)
+    waiter.shutdown(wait=False)  # its one thread ends once compose has answered
+    return project
+
+
+def _own_loader(options: ProjectOptions, files: tuple[Path, ...]) -> ComposeProject:
     try:
-        document = run_config(binary, options, located.environ, located.cwd)
+        return loader.load_project(options)
+    except ComposeFileError as own:
+        raise _placed(own, own.message, files) from None
+
+
+def _from_compose(binary: Path, process: subprocess.Popen[bytes], options: ProjectOptions,
+                  located: loader.Located) -> ComposeProject:
+    try:
+        document = read_config(binary, process)
     except ComposeRefused as refused:
         raise _explained(refused.message, options, located.files) from None
     project = project_from_config(document, located.working_dir, located.files, located.contents)

@@ -177,3 +177,27 @@ def test_an_alias_bomb_in_an_included_or_extended_file_is_refused_before_compose
     with pytest.raises(ComposeFileError, match="bomb.yaml.*more than 1000000 values"):
         load_project(ProjectOptions(cwd=tmp_path, environ={"COMPOSE_CKPT_COMPOSE": str(never)}))
     assert not (tmp_path / "ran").exists()
+
+
+def test_compose_answers_in_the_background_while_the_caller_goes_on(tmp_path: Path) -> None:
+    from compose_ckpt.compose import ProjectOptions, start_loading
+
+    go = tmp_path / "go"  # the stand-in answers only once the caller has had its turn
+    printed = '{"name": "p", "services": {"app": {"image": "a"}}}'
+    binary = stand_in(tmp_path, f"while [ ! -e {go} ]; do sleep 0.01; done\necho '{printed}'\n")
+    project = start_loading(ProjectOptions(cwd=tmp_path, environ={"COMPOSE_CKPT_COMPOSE": str(binary), "PATH": os.environ["PATH"]}))
+    assert not project.done()
+    go.touch()
+    assert list(project.result(timeout=60).services) == ["app"]
+
+
+def test_a_fault_in_the_files_is_raised_before_compose_starts(tmp_path: Path) -> None:
+    from compose_ckpt.compose import ProjectOptions, start_loading
+    from compose_ckpt.errors import ComposeFileError
+
+    never = tmp_path / "never-run"
+    never.write_text("#!/bin/sh\ntouch ran\n")
+    never.chmod(0o755)
+    with pytest.raises(ComposeFileError):
+        start_loading(ProjectOptions(cwd=tmp_path, files=("missing.yaml",), environ={"COMPOSE_CKPT_COMPOSE": str(never)}))
+    assert not (tmp_path / "ran").exists()

@@ -6,13 +6,14 @@ once, in `run`, and turned into a message and an exit code.
 
 from __future__ import annotations
 
+import gc
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, NoReturn, TypeVar
 
 import typer
 
@@ -867,5 +868,16 @@ def run(argv: list[str] | None = None, prog_name: str = "compose-ckpt") -> int:
     return ExitCode.OK
 
 
+def exit_with(code: int) -> NoReturn:
+    """End the process with `code`.
+
+    The interpreter's last act would be a full garbage collection over everything the command imported
+    (10-20 ms of CPU, as much as the own work of a small snapshot); frozen, those objects are skipped. They
+    are released as at any exit; compose-ckpt keeps nothing that needs a collected cycle's finalizer to run
+    (files are closed by `with`, temporary files removed explicitly)."""
+    gc.freeze()
+    sys.exit(code)
+
+
 def entry() -> None:
-    sys.exit(run())
+    exit_with(run())

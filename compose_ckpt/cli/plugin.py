@@ -11,7 +11,7 @@ import json
 import sys
 
 from compose_ckpt import __version__
-from compose_ckpt.cli.main import run
+from compose_ckpt.cli.main import exit_with, run
 
 PLUGIN_NAME = "ckpt"
 METADATA = {
@@ -29,4 +29,4 @@ def entry() -> None:
         return
     if args[:1] == [PLUGIN_NAME]:
         args = args[1:]
-    sys.exit(run(args, prog_name=f"docker {PLUGIN_NAME}"))
+    exit_with(run(args, prog_name=f"docker {PLUGIN_NAME}"))

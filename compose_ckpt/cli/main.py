@@ -36,11 +36,11 @@ if TYPE_CHECKING:  # the domain and the engine client load lazily, per command, 
 
     from compose_ckpt.compose import ComposeProject
     from compose_ckpt.domain.manifest import Manifest, TreeCopy
-    from compose_ckpt.domain.migrate import MigrateRequest
     from compose_ckpt.domain.parallel import ProgressCallback
     from compose_ckpt.domain.ports import EnginePort
     from compose_ckpt.domain.project import Project
     from compose_ckpt.domain.reboot import Outcome
+    from compose_ckpt.domain.requests import MigrateRequest
     from compose_ckpt.domain.store import SnapshotStore
     from compose_ckpt.engine import ContainerInfo, Engine
     from compose_ckpt.registry.client import RegistryClient
@@ -272,7 +272,8 @@ def snapshot(
     as_json: JsonOption = False,
 ) -> None:
     """Checkpoint the stack as one consistent snapshot: freeze all, dump all, then resume (or stop)."""
-    from compose_ckpt.domain.snapshot import SnapshotRequest, take_snapshot
+    from compose_ckpt.domain.requests import SnapshotRequest
+    from compose_ckpt.domain.snapshot import take_snapshot
     from compose_ckpt.domain.timing import Phases
 
     options: GlobalOptions = ctx.obj
@@ -308,7 +309,8 @@ def restore(
     as_json: JsonOption = False,
 ) -> None:
     """Bring the stack back from a snapshot, dependencies first, recreating missing containers."""
-    from compose_ckpt.domain.restore import RestoreRequest, restore_snapshot
+    from compose_ckpt.domain.requests import RestoreRequest
+    from compose_ckpt.domain.restore import restore_snapshot
     from compose_ckpt.domain.timing import Phases
 
     options: GlobalOptions = ctx.obj
@@ -631,8 +633,8 @@ def migrate(
     as_json: JsonOption = False,
 ) -> None:
     """Move the stack to another Docker engine; the source is removed only once the target runs restored."""
-    from compose_ckpt.domain.migrate import MigrateRequest
     from compose_ckpt.domain.migrate import migrate as migrate_stack
+    from compose_ckpt.domain.requests import MigrateRequest
     from compose_ckpt.engine import Engine
 
     request = MigrateRequest(snapshot=snapshot, keep_source=keep_source, parallel=parallel, ignore_volumes=ignore_volumes)

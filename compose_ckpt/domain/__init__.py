@@ -10,7 +10,7 @@ callbacks and timings are keyword-only. Those that work on stored snapshots only
 push, pull) take the store first.
 
 A name is checked once where it enters: CLI arguments while parsing (or by the request object they
-build: `SnapshotRequest`, `RestoreRequest`, `MigrateRequest`), manifests (and so archives and
+build: `SnapshotRequest`, `RestoreRequest`, `MigrateRequest` in requests.py), manifests (and so archives and
 pulled artifacts) when loaded. The store checks every name again where it becomes a path: that is
 its guard against a name nothing else checked (a label the sidecar read), not a second opinion.
 """

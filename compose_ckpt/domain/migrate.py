@@ -15,31 +15,19 @@ from compose_ckpt.domain.compat import check_target
 from compose_ckpt.domain.containers import recorded_holders
 from compose_ckpt.domain.filesystem import bind_mounts
 from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
-from compose_ckpt.domain.names import validate_name
-from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback
+from compose_ckpt.domain.parallel import ProgressCallback
 from compose_ckpt.domain.ports import EnginePort, RegistryPort
 from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.registry import PushResult, push_snapshot
-from compose_ckpt.domain.restore import RestoredContainer, RestoreRequest, restore_snapshot
-from compose_ckpt.domain.snapshot import SnapshotRequest, take_snapshot
+from compose_ckpt.domain.requests import MigrateRequest, RestoreRequest, SnapshotRequest
+from compose_ckpt.domain.restore import RestoredContainer, restore_snapshot
+from compose_ckpt.domain.snapshot import take_snapshot
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.errors import CkptError, ConflictError, EngineError
 
 
 class MigrateFailed(CkptError):
     """The target could not take the stack; the source was put back."""
-
-
-@dataclass(frozen=True)
-class MigrateRequest:
-    snapshot: str | None = None  # None: take one now, with --stop
-    keep_source: bool = False
-    ignore_volumes: bool = False  # the target already shares the volumes' storage: do not copy them
-    parallel: int = DEFAULT_PARALLEL
-
-    def __post_init__(self) -> None:
-        if self.snapshot is not None:  # refused where the request is made, before anything is stopped
-            validate_name(self.snapshot)
 
 
 @dataclass

@@ -20,9 +20,10 @@ from compose_ckpt.domain.manifest import Manifest
 from compose_ckpt.domain.names import validate_name
 from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.project import Project
-from compose_ckpt.domain.restore import RestoreRequest, restore_snapshot
+from compose_ckpt.domain.requests import RestoreRequest, SnapshotRequest
+from compose_ckpt.domain.restore import restore_snapshot
 from compose_ckpt.domain.retention import to_prune
-from compose_ckpt.domain.snapshot import SnapshotRequest, default_snapshot_name, take_snapshot
+from compose_ckpt.domain.snapshot import default_snapshot_name, take_snapshot
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.errors import CkptError, NotFoundError

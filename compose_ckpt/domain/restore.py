@@ -13,12 +13,12 @@ from compose_ckpt.domain.containers import ensure_holders, implicit_dependencies
 from compose_ckpt.domain.filesystem import FilesystemRestore
 from compose_ckpt.domain.holders import refuse_unrestorable
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus
-from compose_ckpt.domain.names import validate_name
 from compose_ckpt.domain.ordering import dependency_levels
-from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback, describe_failures, run_parallel
+from compose_ckpt.domain.parallel import ProgressCallback, describe_failures, run_parallel
 from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.recovery import recover_interrupted
 from compose_ckpt.domain.remedies import remedy_for
+from compose_ckpt.domain.requests import RestoreRequest
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.domain.timing import Phases
 from compose_ckpt.engine import ContainerInfo, ProcessFingerprint
@@ -27,21 +27,6 @@ from compose_ckpt.errors import CkptError, ConflictError, RestoreFailed, UsageEr
 # A restored process that cannot carry on (a socket or file that did not come back) dies at once:
 # by this long after the last start it shows.
 SETTLE_SECONDS = 0.3
-
-
-@dataclass(frozen=True)
-class RestoreRequest:
-    snapshot: str | None = None  # None: the latest complete snapshot
-    services: tuple[str, ...] = ()
-    force: bool = False
-    parallel: int = DEFAULT_PARALLEL
-    # --force checkpoints what runs before killing it, and puts it back from there if the restore fails
-    safety_checkpoint: bool = True
-    ignore_volumes: bool = False  # keep the volumes' current content even when the snapshot holds a copy
-
-    def __post_init__(self) -> None:
-        if self.snapshot is not None:  # refused where the request is made, before the lock creates the project's folder
-            validate_name(self.snapshot)
 
 
 @dataclass(frozen=True)

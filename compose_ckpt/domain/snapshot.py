@@ -19,7 +19,6 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,30 +26,16 @@ from compose_ckpt.const import CHECKPOINT_PREFIX, LABEL_CONTAINER_NUMBER, LABEL_
 from compose_ckpt.domain.filesystem import FilesystemCapture, remove_files
 from compose_ckpt.domain.holders import NetworkForm, network_form, refuse_unrestorable
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso
-from compose_ckpt.domain.names import validate_name
-from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback, describe_failures, run_parallel
+from compose_ckpt.domain.parallel import ProgressCallback, describe_failures, run_parallel
 from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.recovery import recover_interrupted
 from compose_ckpt.domain.remedies import TCP_REMEDY, remedy_for
+from compose_ckpt.domain.requests import SnapshotRequest
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.domain.timing import Phases
 from compose_ckpt.engine import NO_RESTART, ContainerInfo, host
 from compose_ckpt.errors import CkptError, SnapshotFailed, UsageError
-
-
-@dataclass(frozen=True)
-class SnapshotRequest:
-    services: tuple[str, ...] = ()
-    name: str | None = None
-    stop: bool = False
-    parallel: int = DEFAULT_PARALLEL
-    ignore_rootfs: bool = False  # leave the containers' writable-layer changes out
-    with_volumes: bool = False  # copy the named volumes too
-
-    def __post_init__(self) -> None:
-        if self.name is not None:  # refused where the request is made, before anything is locked or asked
-            validate_name(self.name)
 
 
 def default_snapshot_name() -> str:

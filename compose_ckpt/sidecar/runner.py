@@ -16,8 +16,9 @@ from compose_ckpt.const import LABEL_PROJECT
 from compose_ckpt.domain.labels import compose_project_from_labels
 from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.project import Project
-from compose_ckpt.domain.restore import RestoreRequest, RestoreResult, restore_snapshot
-from compose_ckpt.domain.snapshot import SnapshotRequest, take_snapshot
+from compose_ckpt.domain.requests import RestoreRequest, SnapshotRequest
+from compose_ckpt.domain.restore import RestoreResult, restore_snapshot
+from compose_ckpt.domain.snapshot import take_snapshot
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.errors import NotFoundError
 from compose_ckpt.sidecar.boot import BootRestore

@@ -19,8 +19,9 @@ from compose_ckpt.cli.main import run
 from compose_ckpt.compose import ProjectOptions, load_project
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, ManifestError, SnapshotStatus, now_iso
 from compose_ckpt.domain.project import Project
-from compose_ckpt.domain.restore import RestoreRequest, restore_snapshot
-from compose_ckpt.domain.snapshot import SnapshotRequest, take_snapshot
+from compose_ckpt.domain.requests import RestoreRequest, SnapshotRequest
+from compose_ckpt.domain.restore import restore_snapshot
+from compose_ckpt.domain.snapshot import take_snapshot
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.errors import ExitCode, NotFoundError, UsageError
 from tests.fakes import UntouchableEngine

@@ -12,7 +12,8 @@ import pytest
 
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso
 from compose_ckpt.domain.ports import EnginePort
-from compose_ckpt.domain.restore import RestoreRequest, RestoreResult, restore_snapshot
+from compose_ckpt.domain.requests import RestoreRequest
+from compose_ckpt.domain.restore import RestoreResult, restore_snapshot
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo, EngineInfo, ProcessFingerprint
 from compose_ckpt.errors import NeedsAdoption, RestoreFailed

@@ -15,7 +15,8 @@ from compose_ckpt.compose.model import ServiceConfig
 from compose_ckpt.const import LABEL_CONTAINER_NUMBER, LABEL_PROJECT, LABEL_SERVICE
 from compose_ckpt.domain.manifest import SnapshotStatus
 from compose_ckpt.domain.project import Project
-from compose_ckpt.domain.snapshot import SnapshotRequest, take_snapshot
+from compose_ckpt.domain.requests import SnapshotRequest
+from compose_ckpt.domain.snapshot import take_snapshot
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo, EngineInfo, ProcessFingerprint, RestartPolicy
 from compose_ckpt.errors import EngineError, SnapshotFailed

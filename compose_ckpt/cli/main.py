@@ -273,7 +273,6 @@ def snapshot(
 ) -> None:
     """Checkpoint the stack as one consistent snapshot: freeze all, dump all, then resume (or stop)."""
     from compose_ckpt.domain.requests import SnapshotRequest
-    from compose_ckpt.domain.snapshot import take_snapshot
     from compose_ckpt.domain.timing import Phases
 
     options: GlobalOptions = ctx.obj
@@ -281,7 +280,10 @@ def snapshot(
     request = SnapshotRequest(services=tuple(services or ()), name=name, stop=stop, parallel=parallel,
                               ignore_rootfs=ignore_rootfs, with_volumes=with_volumes)  # the name is checked here
     with phases.timed("resolve"):
-        project = _project(options)
+        loading = _start_compose_project(options)
+        from compose_ckpt.domain.snapshot import take_snapshot  # loads while compose runs
+
+        project = _project(options, loading)
     manifest = take_snapshot(project, _store(), request, progress=_progress(options), phases=phases)
     for service, reason in manifest.skipped.items():
         err_console.print(f"note: skipped {escape(service)} ({escape(reason)}): nothing running to checkpoint; "
@@ -310,7 +312,6 @@ def restore(
 ) -> None:
     """Bring the stack back from a snapshot, dependencies first, recreating missing containers."""
     from compose_ckpt.domain.requests import RestoreRequest
-    from compose_ckpt.domain.restore import restore_snapshot
     from compose_ckpt.domain.timing import Phases
 
     options: GlobalOptions = ctx.obj
@@ -320,6 +321,8 @@ def restore(
     with phases.timed("prepare"):
         project_name = _project_name(options)
         engine = options.connect()
+        # The engine's facts, needed first thing, are read on a thread from connect on: the domain loads meanwhile.
+        from compose_ckpt.domain.restore import restore_snapshot
     result = restore_snapshot(engine, project_name, _store(), request, progress=_progress(options), phases=phases)
     if as_json:
         print_json({"snapshot": result.snapshot.name, "project": result.snapshot.project,

@@ -80,10 +80,12 @@ class SecondEngine:
             subprocess.run(["ip", "link", "set", bridge, "up"], check=True, capture_output=True)
         self.arguments = [bridge if arg == self.network.bridge else arg for arg in self.arguments]
         log = open(self.root / "dockerd.log", "ab")
+        host_bridge = _default_bridge_address()
         self.process = subprocess.Popen(self.arguments, stdout=log, stderr=log,
                                         env={**os.environ, "PATH": DAEMON_PATH}, start_new_session=True)
         for _ in range(1200):
             if self.docker("info", check=False).returncode == 0:
+                _put_back_default_bridge(host_bridge)
                 return
             time.sleep(0.1)
         tail = (self.root / "dockerd.log").read_text(errors="replace")[-2000:]
@@ -141,6 +143,24 @@ def _children(parent: int) -> list[int]:
         except (OSError, IndexError, ValueError):
             continue
     return found
+
+
+def _default_bridge_address() -> str | None:
+    """The host's docker0 address (CIDR), None without one."""
+    shown = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", "docker0"], capture_output=True, text=True)
+    fields = shown.stdout.split()
+    return fields[fields.index("inet") + 1] if shown.returncode == 0 and "inet" in fields else None
+
+
+def _put_back_default_bridge(address: str | None) -> None:
+    """A dockerd (26.1) started again on its data root deletes the host's docker0, whatever its --bridge:
+    it drops its stale default network, whose recorded bridge name is the default one (seen here with a
+    throwaway daemon in a netns of its own). The first engine owns docker0; give it back."""
+    if address is None or subprocess.run(["ip", "link", "show", "docker0"], capture_output=True).returncode == 0:
+        return
+    for command in (["ip", "link", "add", "docker0", "type", "bridge"], ["ip", "addr", "add", address, "dev", "docker0"],
+                    ["ip", "link", "set", "docker0", "up"]):
+        subprocess.run(command, capture_output=True)
 
 
 def _make_bridge(network: Network) -> None:

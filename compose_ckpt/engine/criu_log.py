@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from pathlib import Path
+from typing import ClassVar
 
 _CRIU_LOG = re.compile(r"(/\S+/(?:criu-dump|criu-restore|restore|dump)\.log)")
 
@@ -30,32 +32,63 @@ def criu_log_key_lines(message: str, captured: str | None = None, limit: int = 8
 
 class RestoreLogCatcher:
     """Holds CRIU's restore log open from the moment it appears, so that it can still be read after
-    containerd has deleted it. A retried restore writes a new log: the newest one is kept."""
+    containerd has deleted it. A retried restore writes a new log: the newest one is kept.
+
+    One thread looks for the logs of every restore under way (they run in parallel) every POLL_SECONDS:
+    waking a thread up costs several times more CPU than looking, and a thread per restore, each waking
+    200 times a second, took CPU from the very CRIU restores it watched."""
 
     POLL_SECONDS = 0.005
+    _active: ClassVar[set[RestoreLogCatcher]] = set()  # the catchers inside their `with`
+    _active_lock: ClassVar[threading.Lock] = threading.Lock()
+    _watcher: ClassVar[threading.Thread | None] = None
 
     def __init__(self, candidates: list[Path]) -> None:
         self._candidates = candidates
         self._fd: int | None = None
         self._inode: tuple[int, int] | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._lock = threading.Lock()  # between the watcher's look and this catcher's end
+        self._stopped = False
 
     def __enter__(self) -> RestoreLogCatcher:
         if self._candidates:
-            self._thread.start()
+            cls = RestoreLogCatcher
+            with cls._active_lock:
+                cls._active.add(self)
+                if cls._watcher is None:
+                    cls._watcher = threading.Thread(target=cls._watch, name="criu-restore-logs", daemon=True)
+                    cls._watcher.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        self._stop()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
-    def _watch(self) -> None:
-        while not self._stop.wait(self.POLL_SECONDS):
+    def _stop(self) -> None:
+        with RestoreLogCatcher._active_lock:
+            RestoreLogCatcher._active.discard(self)
+        with self._lock:  # a look under way ends first; none comes after
+            self._stopped = True
+
+    @classmethod
+    def _watch(cls) -> None:
+        """Until no restore is under way: look for each one's log."""
+        while True:
+            time.sleep(cls.POLL_SECONDS)
+            with cls._active_lock:
+                catchers = list(cls._active)
+                if not catchers:
+                    cls._watcher = None
+                    return
+            for catcher in catchers:
+                catcher._look()
+
+    def _look(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
             for path in self._candidates:
                 try:
                     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
@@ -71,9 +104,7 @@ class RestoreLogCatcher:
 
     def text(self) -> str | None:
         """The log as far as written, once the restore has ended (call inside the `with`)."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+        self._stop()
         if self._fd is None:
             return None
         return os.pread(self._fd, 16 * 1024**2, 0).decode(errors="replace")

@@ -83,7 +83,8 @@ class PullResult:
 # --- push -----------------------------------------------------------------------------------------
 
 class _ChunkUploader(MemberWriter):
-    """Members in, deduplicated blobs out: every chunk is compressed, HEAD-checked and uploaded if missing."""
+    """Members in, deduplicated blobs out: every chunk is encoded (_ChunkEncoder), HEAD-checked and uploaded
+    if missing."""
 
     def __init__(self, client: RegistryPort, pool: ThreadPoolExecutor) -> None:
         self._client = client
@@ -231,6 +232,7 @@ class _ChunkEncoder(threading.local):
         Header: the content size and a 128 KiB window; no content checksum, as the blob's sha256 covers
         every byte of it."""
         out = self._stored
+        # Frame header descriptor 0x80: a 4-byte content size, no checksum; window descriptor 0x38: 2**17 bytes.
         out[:_STORED_HEADER] = _ZSTD_MAGIC + bytes((0x80, 0x38)) + part.size.to_bytes(4, "little")
         at, blocks = _STORED_HEADER, []
         for start in range(0, part.size, _STORED_BLOCK):

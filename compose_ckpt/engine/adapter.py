@@ -12,6 +12,7 @@ translated into `compose_ckpt.errors` here and nowhere else.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from compose_ckpt.const import HOLDER_IMAGE, LABEL_HELPER, LABEL_HOLDER_FOR
-from compose_ckpt.engine import host
+from compose_ckpt.engine import ctrd_copies, host
 from compose_ckpt.engine.api import ApiError, SdkTransport, Transport, UnixTransport, Unreachable, path_of
 from compose_ckpt.engine.contexts import START_HINT, sdk_client_for
 from compose_ckpt.engine.criu_images import (
@@ -64,6 +65,7 @@ RETRY_DELAYS = (0.2, 0.4, 0.8, 1.6, 3.2)
 _STALE_RUNTIME = "container with given ID already exists"
 HELPER_MOUNT = "/checkpoints"
 INSPECT_WORKERS = 8
+_log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -121,6 +123,15 @@ def _retry_transient(call: Callable[[], T], before_retry: Callable[[], None] = l
             time.sleep(delay)
             before_retry()
     raise AssertionError("unreachable")
+
+
+def _remove_containerd_copies(temp_folders: list[ctrd_copies.TempFolder], before: set[Path],
+                              placed: list[ctrd_copies.CheckpointImages]) -> None:
+    """Best effort: a copy left behind never fails the restore it was made for."""
+    try:
+        ctrd_copies.remove_copies(temp_folders, before, placed)
+    except OSError as exc:
+        _log.warning("could not remove containerd's copy of a restored checkpoint: %s", exc)
 
 
 class Engine:
@@ -398,15 +409,48 @@ class Engine:
         return pid is not None and host.remove_stale_runc_state(pid, container_id)
 
     def _restore_once(self, container_id: str, name: str) -> None:
-        with RestoreLogCatcher(self._restore_log_paths(container_id)) as catcher:
+        with (RestoreLogCatcher(self._restore_log_paths(container_id)) as catcher,
+              self._containerd_copies_removed(container_id, name) as mark_upload):
             self._run_criu(f"restore {container_id[:12]} from checkpoint {name}", lambda: self._http.call(
                 "POST", path_of("/containers/{0}/start", container_id), {"checkpoint": name},
-            ), catcher.text, lambda: self._mark_upload(container_id, name))
+            ), catcher.text, mark_upload)
 
     def _mark_upload(self, container_id: str, name: str) -> None:
         """Give the placed checkpoint a new upload id (see tar_stream.UPLOAD_ID_FILE), where its folder is reachable."""
         if self.info().local:
             write_upload_id(self._checkpoint_dir(container_id, name))
+
+    @contextmanager
+    def _containerd_copies_removed(self, container_id: str, name: str) -> Iterator[Callable[[], None]]:
+        """Around a restore on the daemon's host: remove the copy of the checkpoint's images that containerd
+        makes for it and leaves behind (see engine/ctrd_copies.py), once the daemon has answered, success
+        or failure. Yields what gives the checkpoint a new upload id before each attempt: the id tells
+        this restore's copies from any other's. A remote engine's copies are out of reach."""
+        pid = self.daemon_pid()
+        if pid is None:
+            yield lambda: self._mark_upload(container_id, name)
+            return
+        folder = self._checkpoint_dir(container_id, name)
+        temp_folders = ctrd_copies.containerd_temp_folders(pid)
+        before = ctrd_copies.existing_copies(temp_folders)
+        placed: list[ctrd_copies.CheckpointImages] = []
+
+        def mark_upload() -> None:
+            write_upload_id(folder)
+            images = ctrd_copies.checkpoint_images(folder)
+            if images is not None:
+                placed.append(images)
+
+        with contextlib.suppress(OSError):  # no such checkpoint: the daemon's answer says so
+            mark_upload()
+        try:
+            yield mark_upload
+        except EngineUnavailable:
+            raise  # no answer: the daemon may still be restoring from its copy
+        except CkptError:
+            _remove_containerd_copies(temp_folders, before, placed)
+            raise
+        _remove_containerd_copies(temp_folders, before, placed)
 
     def _restore_log_paths(self, container_id: str) -> list[Path]:
         """Where CRIU writes its restore log: `work/restore.log` in the task's bundle, which lies in the

@@ -46,12 +46,13 @@ def daemon_pid_for_socket(socket_path: str) -> int | None:
             pid, _, _ = struct.unpack("3i", probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
     except OSError:
         pid = 0
-    if pid > 0 and _comm(pid) == "dockerd":
+    if pid > 0 and process_name(pid) == "dockerd":
         return int(pid)
     return daemon_pid() if socket_path in DEFAULT_SOCKETS else None
 
 
-def _comm(pid: int) -> str:
+def process_name(pid: int) -> str:
+    """/proc/PID/comm; "" when the process is gone."""
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
@@ -104,14 +105,18 @@ def daemon_pid() -> int | None:
 
 def daemon_path(pid: int | None) -> str:
     """The PATH the daemon (and so runc) searches; ours when it cannot be read."""
-    if pid is not None:
-        try:
-            for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
-                if item.startswith(b"PATH="):
-                    return item[5:].decode()
-        except OSError:
-            pass
-    return os.environ.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    found = process_environ(pid).get("PATH") if pid is not None else None
+    return found or os.environ.get("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+
+
+def process_environ(pid: int) -> dict[str, str]:
+    """The environment process `pid` started with; {} when it cannot be read."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if b"=" in item)
+    return {key: value for key, _, value in pairs}
 
 
 def criu_version(search_path: str) -> str | None:
@@ -201,7 +206,7 @@ def checkpoint_activity(daemon: int, container_id: str, checkpoint_dir: Path) ->
     """Whether the daemon visibly works on a checkpoint of `container_id` (or on some checkpoint whose
     owner cannot be told), as seen in /proc: runc checkpointing it; containerd (a child of the daemon)
     holding a `ctrd-checkpoint` image folder open; the daemon writing into `checkpoint_dir`."""
-    workers = {daemon} | _children(daemon)
+    workers = {daemon} | children(daemon)
     needle = container_id.encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -220,7 +225,7 @@ def checkpoint_activity(daemon: int, container_id: str, checkpoint_dir: Path) ->
     return False
 
 
-def _children(parent: int) -> set[int]:
+def children(parent: int) -> set[int]:
     found: set[int] = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():

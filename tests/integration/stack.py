@@ -140,6 +140,20 @@ class Stack:
             policies[name.lstrip("/")] = f"{policy or 'no'}:{count}" if count != "0" else (policy or "no")
         return policies
 
+    def containerd_copies(self) -> list[Path]:
+        """The copies of checkpoints of this stack's containers that containerd made for restores and left in
+        its temp folder (/tmp here): `ctrd-checkpoint*` folders whose cgroup.img names one of the containers."""
+        ids = [cid.encode() for cid in self._service_containers(output="{{.ID}}")]
+        found = []
+        for folder in Path("/tmp").glob("ctrd-checkpoint*"):
+            try:
+                cgroups = (folder / "cgroup.img").read_bytes()
+            except OSError:  # not a restore's copy, or removed meanwhile
+                continue
+            if any(cid in cgroups for cid in ids):
+                found.append(folder)
+        return found
+
     def snapshots(self) -> list[dict[str, Any]]:
         listed: list[dict[str, Any]] = json.loads(self.ckpt_ok("ls", "--json").stdout)
         return listed

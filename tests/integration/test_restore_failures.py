@@ -64,6 +64,7 @@ def test_a_failed_forced_restore_puts_back_what_ran_before(start_stack: Callable
     assert all(side_after[c] >= side_before[c] for c in side_before), "a counter started over"
     assert not any(line.strip() for c in stack.containers("kv") + stack.containers("side")
                    for line in run_docker("checkpoint", "ls", c).stdout.splitlines()[1:])
+    assert stack.containerd_copies() == []  # of the failed restore and of the ones putting back
 
 
 def test_a_container_that_cannot_be_saved_stops_a_forced_restore_before_anything_is_killed(

@@ -78,6 +78,7 @@ def test_snapshot_leaves_the_stack_running_and_restore_force_goes_back(stack: St
     for container, value in at_snapshot.items():
         # Back to the snapshot's count and going on from there, well below where the live counter was.
         assert value <= after[container] < live[container], (value, after[container], live[container])
+    assert stack.containerd_copies() == []
 
 
 def test_restore_recreates_removed_containers_and_network(stack: Stack) -> None:

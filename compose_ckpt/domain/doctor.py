@@ -13,7 +13,7 @@ from compose_ckpt.domain.holders import needs_holders, network_form
 from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.remedies import CRIU_MISSING, remedy_for
 from compose_ckpt.domain.versions import version_tuple
-from compose_ckpt.engine import ContainerInfo, host
+from compose_ckpt.engine import ContainerInfo, ctrd_copies, host
 from compose_ckpt.engine.types import EngineInfo
 from compose_ckpt.errors import CkptError
 
@@ -162,7 +162,21 @@ def _host_checks(info: EngineInfo, pid: int) -> list[Check]:
             "to a file holding it. Peers outside the snapshot must tolerate the pause.",
         ))
     checks.append(_disk("disk", Path(info.docker_root_dir)))
+    checks.append(_containerd_copies(pid))
     return checks
+
+
+def _containerd_copies(pid: int) -> Check:
+    """The copies of restored checkpoints containerd left behind (compose-ckpt removes those of its own
+    restores; plain `docker start --checkpoint` and older versions leave them): process memory, on disk or in RAM."""
+    found = ctrd_copies.leftovers(pid)
+    if not found:
+        return Check("restore-copies", Status.OK, "no checkpoint copies left in containerd's temp folder")
+    where = ", ".join(f"{f.count} in {f.folder} ({f.size / 1024**3:.1f} GiB)" for f in found)
+    paths = " ".join(f"{f.folder}/{ctrd_copies.COPY_PREFIX}*" for f in found)
+    return Check("restore-copies", Status.WARN,
+                 f"copies of restored checkpoints (process memory, secrets included) containerd left behind: {where}",
+                 f"Remove them while no checkpoint or restore runs (a dump works in such a folder too): `rm -rf {paths}`")
 
 
 def _disk(name: str, path: Path) -> Check:

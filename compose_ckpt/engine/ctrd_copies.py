@@ -35,8 +35,9 @@ MAX_COMPARED_BYTES = 16 * 1024**2  # pstree.img grows with the process count; fa
 class TempFolder:
     """Where one containerd makes its copies, and the users allowed to own them."""
 
-    path: Path
+    path: Path  # through /proc/PID/root: right in any mount namespace
     owners: frozenset[int]
+    shown: str  # the path to tell a user on this host
 
 
 @dataclass(frozen=True)
@@ -60,12 +61,52 @@ def containerd_temp_folders(daemon: int) -> list[TempFolder]:
         try:
             owners = frozenset({0, os.stat(f"/proc/{pid}").st_uid})
             folder = os.stat(path)
+            ours = os.readlink(f"/proc/{pid}/ns/mnt") == os.readlink("/proc/self/ns/mnt")
         except OSError:
             continue
         only_owners_rename = not folder.st_mode & 0o022 or bool(folder.st_mode & stat.S_ISVTX)
         if stat.S_ISDIR(folder.st_mode) and folder.st_uid in owners and only_owners_rename:
-            found.setdefault((folder.st_dev, folder.st_ino), TempFolder(path, owners))
+            found.setdefault((folder.st_dev, folder.st_ino), TempFolder(path, owners, chosen if ours else str(path)))
     return list(found.values())
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    """The `ctrd-checkpoint*` folders in one containerd temp folder."""
+
+    folder: str
+    count: int
+    size: int  # bytes in their regular files
+
+
+def leftovers(daemon: int) -> list[Leftovers]:
+    """What containerd's temp folders hold in `ctrd-checkpoint*` folders (links not followed or counted)."""
+    found = []
+    for temp in containerd_temp_folders(daemon):
+        copies = [path for path in existing_copies([temp]) if stat.S_ISDIR(_lstat_mode(path))]
+        if copies:
+            found.append(Leftovers(temp.shown, len(copies), sum(_tree_size(path) for path in copies)))
+    return found
+
+
+def _lstat_mode(path: Path) -> int:
+    try:
+        return os.lstat(path).st_mode
+    except OSError:
+        return 0
+
+
+def _tree_size(folder: Path) -> int:
+    total = 0
+    for parent, _, files in os.walk(folder):  # does not follow links to folders
+        for name in files:
+            try:
+                found = os.lstat(os.path.join(parent, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(found.st_mode):
+                total += found.st_size
+    return total
 
 
 def existing_copies(folders: list[TempFolder]) -> set[Path]:

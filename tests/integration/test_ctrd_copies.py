@@ -5,7 +5,10 @@ told apart by content, so that other tests restoring at the same time do not dis
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -76,6 +79,11 @@ def test_a_restore_leaves_no_copy_of_its_checkpoint(engine: Engine, labelled: di
     docker_start_from_checkpoint("plain", name)
     leaked = copies_of(plain)
     assert len(leaked) == 1, leaked
+    doctor = subprocess.run([sys.executable, "-m", "compose_ckpt", "doctor", "--json"], capture_output=True, text=True,
+                            timeout=120)
+    copies = next(c for c in json.loads(doctor.stdout)["checks"] if c["name"] == "restore-copies")
+    assert copies["status"] == "warn" and " in /tmp (" in copies["detail"], copies
+    assert "`rm -rf /tmp/ctrd-checkpoint*`" in copies["remedy"]
     shutil.rmtree(leaked[0])
 
     # compose-ckpt removes the copy of its own restore.

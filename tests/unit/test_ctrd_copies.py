@@ -35,7 +35,7 @@ def temp(tmp_path: Path) -> TempFolder:
     folder = tmp_path / "tmp"
     folder.mkdir(mode=0o1777)
     os.chmod(folder, 0o1777)
-    return TempFolder(folder, frozenset({0, os.geteuid()}))
+    return TempFolder(folder, frozenset({0, os.geteuid()}), str(folder))
 
 
 @pytest.fixture

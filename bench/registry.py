@@ -23,6 +23,7 @@ blob store keeps the blobs until its garbage collection, as with any deleted art
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -169,7 +170,7 @@ def main() -> int:
                 print(f"round {r}: floor (curl uploads the same {len(blobs)} blobs) ...", flush=True)
                 repository = f"ckptbench{RUN_ID}/floor{r}"
                 client, registry = cli_cpu_seconds(), registry_cpu_seconds()
-                t, _ = timed(lambda repository=repository: curl_upload(repository, blobs))
+                t, _ = timed(functools.partial(curl_upload, repository, blobs))
                 samples["floor"].append(t)
                 samples["floor_client_cpu"].append(cli_cpu_seconds() - client)
                 samples["floor_registry_cpu"].append(registry_cpu_seconds() - registry)

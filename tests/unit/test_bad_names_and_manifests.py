@@ -1,8 +1,9 @@
 """Hostile snapshot and project names, and tampered manifests: exit 2 (or the manifest's error), nothing written.
 
-Every CLI call runs in-process against the per-test store (tests/conftest.py). `restore` and `snapshot`
-connect to the engine before they look at a name, so at the CLI a bad name there meets the engine first;
-their name checks are tested one level down, in the domain, with an engine that must not be touched.
+Every CLI call runs in-process against the per-test store (tests/conftest.py). A snapshot name is checked
+once, where its request (`SnapshotRequest`, `RestoreRequest`) is built, which the CLI does before it
+resolves the project or connects; the domain tests below build those requests with an engine that must
+not be touched.
 """
 
 from __future__ import annotations

@@ -147,6 +147,8 @@ class Engine:
         self._sdk_lock = threading.Lock()
         self._info: EngineInfo | None = None
         self._info_lock = threading.Lock()  # parallel workers ask at once; one request is enough
+        # Per daemon pid (a new one after a daemon restart): found by a walk of /proc, the same for every restore.
+        self._containerd_temp: dict[int, list[ctrd_copies.TempFolder]] = {}
 
     @classmethod
     def connect(cls, host: str | None = None, timeout: int = 120) -> Engine:
@@ -431,7 +433,9 @@ class Engine:
             yield lambda: self._mark_upload(container_id, name)
             return
         folder = self._checkpoint_dir(container_id, name)
-        temp_folders = ctrd_copies.containerd_temp_folders(pid)
+        temp_folders = self._containerd_temp.get(pid)
+        if temp_folders is None:  # parallel restores may each look once: the answers agree
+            temp_folders = self._containerd_temp[pid] = ctrd_copies.containerd_temp_folders(pid)
         before = ctrd_copies.existing_copies(temp_folders)
         placed: list[ctrd_copies.CheckpointImages] = []
 

@@ -22,6 +22,8 @@ from typing import TypeVar
 import pytest
 
 from compose_ckpt.const import ENV_HOME
+from compose_ckpt.domain.manifest import SnapshotStatus
+from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import Engine
 from tests.integration.conftest import adopt_if_needed
 from tests.integration.stack import BUSYBOX, COUNTER, Stack, daemon_socket, run_docker
@@ -225,10 +227,13 @@ def test_cli_and_sidecar_share_the_project_lock(live: Running) -> None:
     stack = live.stack
     for index in range(4):
         stack.ckpt_ok("snapshot", "one", "two", "--name", f"cli-{index}")
-    listed = stack.snapshots()
-    folders = [p for p in (live.store / "projects" / stack.project).iterdir() if p.is_dir() and not p.name.startswith(".")]
+    store = SnapshotStore(live.store)
+    # Both looks under the lock: a sidecar run between them would add a folder (its manifest comes last).
+    with store.locked(stack.project):
+        listed = store.list(stack.project)
+        folders = [p for p in (live.store / "projects" / stack.project).iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert len(listed) == len(folders), "a manifest in the store cannot be read"
-    assert [s["status"] for s in listed if s["name"].startswith("cli-")] == ["complete"] * 4
+    assert [m.status for m in listed if m.name.startswith("cli-")] == [SnapshotStatus.COMPLETE] * 4
 
 
 def test_healthz_and_metrics(live: Running) -> None:

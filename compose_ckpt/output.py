@@ -34,6 +34,19 @@ class _LazyConsole:
     def print(self, *objects: Any, **options: Any) -> None:
         self._console.print(*objects, **options)
 
+    def print_unsqueezed(self, renderable: Any) -> None:
+        """Print at the renderable's natural width even where it exceeds the terminal's (or a pipe's
+        80 columns): rich would otherwise cut cells short with an ellipsis."""
+        from rich.measure import Measurement
+
+        natural = Measurement.get(self._console, self._console.options.update(max_width=sys.maxsize), renderable)
+        width = self._console.width
+        try:
+            self._console.width = max(width, natural.maximum)
+            self._console.print(renderable)
+        finally:
+            self._console.width = width
+
 
 console = _LazyConsole(stderr=False)
 err_console = _LazyConsole(stderr=True)
@@ -56,7 +69,7 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     table = Table(*headers, box=None, pad_edge=False, header_style="bold")
     for row in rows:
         table.add_row(*(str(cell) for cell in row))
-    console.print(table)
+    console.print_unsqueezed(table)  # a cut name cannot be told from another one, nor copied
 
 
 def print_warnings(warnings: Sequence[str]) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -214,14 +213,11 @@ def _project_name(options: GlobalOptions) -> str:
 
 def _progress(options: GlobalOptions) -> ProgressCallback:
     """Phase lines on stderr while long work runs (see --progress)."""
-    started = time.monotonic()
-    enabled = options.progress is ProgressMode.PLAIN or (options.progress is ProgressMode.AUTO and sys.stderr.isatty())
+    if options.progress is ProgressMode.PLAIN or (options.progress is ProgressMode.AUTO and sys.stderr.isatty()):
+        from compose_ckpt.cli.progress import PlainProgress
 
-    def show(container: str, phase: str) -> None:
-        if enabled:
-            err_console.print(f"[dim]{time.monotonic() - started:6.2f}s[/] {escape(container)}: {phase}", highlight=False)
-
-    return show
+        return PlainProgress(lambda line: err_console.print(line, highlight=False))
+    return lambda name, phase: None
 
 
 def _summary(manifest: Manifest) -> dict[str, Any]:

@@ -9,10 +9,35 @@ from typing import Generic, TypeVar
 
 from compose_ckpt.const import DEFAULT_PARALLEL
 
-__all__ = ["DEFAULT_PARALLEL", "Outcome", "ProgressCallback", "describe_failures", "run_parallel"]
+__all__ = ["DEFAULT_PARALLEL", "Outcome", "ProgressCallback", "ProgressEvent", "describe_failures", "event_of",
+           "run_parallel"]
 
-# Called with (container name, phase) as work progresses: pausing, dumping, ...
-ProgressCallback = Callable[[str, str], None]
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Where one item's work stands: its phase and, for work that moves bytes, how many so far.
+
+    `done` counts from 0 at the start of the phase and only grows; `total` is given when known in advance
+    (a dump's is not, a layer copy's or an upload's is). A phase with bytes is announced once with its
+    bytes unknown (the plain string form), then reported as they move, as often as the work finds cheap:
+    the display throttles, not the domain."""
+
+    phase: str
+    done: int | None = None
+    total: int | None = None
+
+    def __str__(self) -> str:
+        return self.phase
+
+
+# Called from any worker thread with (item name, phase) as work progresses: pausing, dumping, ... A plain
+# string is a phase with no byte counts; a ProgressEvent adds them. Receivers take both (see event_of).
+ProgressCallback = Callable[[str, "str | ProgressEvent"], None]
+
+
+def event_of(phase: str | ProgressEvent) -> ProgressEvent:
+    """A progress report as an event, whichever form it was sent in."""
+    return phase if isinstance(phase, ProgressEvent) else ProgressEvent(phase)
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")

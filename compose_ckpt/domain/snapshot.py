@@ -25,7 +25,7 @@ from typing import Any
 from compose_ckpt.const import CHECKPOINT_PREFIX, LABEL_CONTAINER_NUMBER, LABEL_NETWORK_HOLDER, LABEL_SERVICE
 from compose_ckpt.domain.filesystem import FilesystemCapture, remove_files
 from compose_ckpt.domain.holders import NetworkForm, network_form, refuse_unrestorable
-from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso
+from compose_ckpt.domain.manifest import ContainerRecord, Manifest, ManifestError, SnapshotStatus, now_iso
 from compose_ckpt.domain.parallel import ProgressCallback, describe_failures, run_parallel
 from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.project import Project
@@ -35,7 +35,7 @@ from compose_ckpt.domain.requests import SnapshotRequest
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.domain.timing import Phases
 from compose_ckpt.engine import NO_RESTART, ContainerInfo, host
-from compose_ckpt.errors import CkptError, SnapshotFailed, UsageError
+from compose_ckpt.errors import CkptError, SnapshotFailed, UnsafePathError, UsageError
 
 
 def default_snapshot_name() -> str:
@@ -55,8 +55,7 @@ def take_snapshot(project: Project, store: SnapshotStore, request: SnapshotReque
     with store.locked(project.name):
         recover_interrupted(project.engine, project.name, store)
         if store.exists(project.name, name):
-            raise UsageError(f"snapshot {name!r} of project {project.name} already exists",
-                             hint="Choose another --name, or remove the old one with `compose-ckpt rm`.")
+            _take_over_failed(store, project.name, name)
         resolved, skipped = project.running_containers(services)
         for service, reason in skipped.items():
             progress(service, f"skipped: {reason}")
@@ -67,6 +66,28 @@ def take_snapshot(project: Project, store: SnapshotStore, request: SnapshotReque
                            [(e.service, c) for e in resolved for c in e.containers], request, progress, phases)
         run.manifest.skipped = skipped
         return run.execute()
+
+
+def _take_over_failed(store: SnapshotStore, project_name: str, name: str) -> None:
+    """A retry may reuse the name of a snapshot that failed: it holds no checkpoint, only its error, and is
+    removed (under the project's lock). Any other one keeps its name: a complete one, an invalid one (its
+    files cannot be trusted: `rm` looks at it, never a snapshot), and an incomplete one whose checkpoints
+    `recover` may still need."""
+    try:
+        status = store.load(project_name, name).status
+    except (ManifestError, UnsafePathError):
+        status = SnapshotStatus.INVALID
+    if status is SnapshotStatus.FAILED:
+        store.remove(project_name, name)
+        return
+    hint = {
+        SnapshotStatus.INCOMPLETE: "It is incomplete: its command was killed and the containers it left could not "
+                                   "all be put back yet, so its checkpoints are kept. Run `compose-ckpt recover`; "
+                                   "once it is settled (failed), the name can be reused.",
+        SnapshotStatus.INVALID: "Its files cannot be trusted (`compose-ckpt ls` says why); remove it with "
+                                "`compose-ckpt rm` or choose another --name.",
+    }.get(status, "Choose another --name, or remove the old one with `compose-ckpt rm`.")
+    raise UsageError(f"snapshot {name!r} of project {project_name} already exists ({status.value})", hint=hint)
 
 
 class _SnapshotRun:

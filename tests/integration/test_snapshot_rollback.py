@@ -53,6 +53,12 @@ def test_failed_dump_rolls_every_service_back(stack: Stack, mode: list[str]) -> 
     no_complete = stack.ckpt("restore")
     assert no_complete.returncode == 4 and "no complete snapshot" in no_complete.stderr
 
+    # The retry (without the service that cannot be dumped) takes the failed snapshot's name over.
+    stack.ckpt_ok("snapshot", *HEALTHY, "--name", "doomed", *mode)
+    assert [(s["name"], s["status"], s["services"]) for s in stack.snapshots()] == [("doomed", "complete", list(HEALTHY))]
+    taken = stack.ckpt("snapshot", *HEALTHY, "--name", "doomed")
+    assert taken.returncode == 2 and "already exists (complete)" in taken.stderr, taken.stderr
+
 
 def test_snapshot_of_healthy_services_alone_succeeds(stack: Stack) -> None:
     stack.ckpt_ok("snapshot", "one", "two", "--name", "healthy")

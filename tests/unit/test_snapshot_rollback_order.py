@@ -13,13 +13,13 @@ import pytest
 from compose_ckpt.compose import ComposeProject
 from compose_ckpt.compose.model import ServiceConfig
 from compose_ckpt.const import LABEL_CONTAINER_NUMBER, LABEL_PROJECT, LABEL_SERVICE
-from compose_ckpt.domain.manifest import SnapshotStatus
+from compose_ckpt.domain.manifest import Manifest, SnapshotStatus, now_iso
 from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.requests import SnapshotRequest
-from compose_ckpt.domain.snapshot import take_snapshot
+from compose_ckpt.domain.snapshot import _take_over_failed, take_snapshot
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo, EngineInfo, ProcessFingerprint, RestartPolicy
-from compose_ckpt.errors import EngineError, SnapshotFailed
+from compose_ckpt.errors import EngineError, SnapshotFailed, UsageError
 from tests.fakes import UntouchableEngine
 
 SERVICES = ("db", "web")
@@ -157,3 +157,20 @@ def test_a_failed_snapshot_undoes_what_it_did_in_order(
     manifest = store.list("p")[0]
     assert manifest.status is SnapshotStatus.FAILED
     assert not (store.snapshot_dir("p", "s") / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("status, reused", [(SnapshotStatus.FAILED, True), (SnapshotStatus.COMPLETE, False),
+                                            (SnapshotStatus.INCOMPLETE, False)])
+def test_only_a_failed_snapshot_gives_its_name_up(tmp_path: Path, status: SnapshotStatus, reused: bool) -> None:
+    """A retry with the same --name replaces a failed snapshot (it holds no checkpoint); an incomplete one
+    keeps its checkpoints for `recover`, a complete one is a snapshot: neither is replaced."""
+    store = SnapshotStore(tmp_path)
+    store.write(Manifest(name="s", project="p", created=now_iso(), status=status, stopped=False, compose_files=[],
+                         compose_hash="", services=[], dependencies={}))
+    if reused:
+        _take_over_failed(store, "p", "s")
+        assert not store.exists("p", "s")
+        return
+    with pytest.raises(UsageError, match=f"already exists \\({status.value}\\)"):
+        _take_over_failed(store, "p", "s")
+    assert store.load("p", "s").status is status

@@ -320,10 +320,16 @@ def restore(
         # The engine's facts, needed first thing, are read on a thread from connect on: the domain loads meanwhile.
         from compose_ckpt.domain.restore import restore_snapshot
     result = restore_snapshot(engine, project_name, _store(), request, progress=_progress(options), phases=phases)
+    for extra in result.not_in_snapshot:
+        held = sum(record.service == extra.service for record in result.snapshot.containers)
+        err_console.print(f"note: {escape(extra.container)} ({escape(extra.state)}) is not in snapshot "
+                          f"{escape(result.snapshot.name)}, which holds {held} of {escape(extra.service)}'s containers "
+                          f"(scaled up after it): left as it is, with its own state, not the snapshot's; "
+                          f"`docker rm -f {escape(extra.container)}` if it should not run", highlight=False)
     if as_json:
         print_json({"snapshot": result.snapshot.name, "project": result.snapshot.project,
                     "phases": result.phases, "containers": [vars(c) for c in result.containers],
-                    "warnings": result.warnings})
+                    "warnings": result.warnings, "not_in_snapshot": [vars(c) for c in result.not_in_snapshot]})
         return
     print_warnings(result.warnings)
     print_table(["SERVICE", "CONTAINER", "RECREATED", "VERIFIED BY"],

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from compose_ckpt.const import CHECKPOINT_PREFIX
+from compose_ckpt.const import CHECKPOINT_PREFIX, LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE
 from compose_ckpt.domain.containers import ensure_holders, implicit_dependencies, recreate_containers
 from compose_ckpt.domain.filesystem import FilesystemRestore
 from compose_ckpt.domain.holders import refuse_unrestorable
@@ -39,11 +39,20 @@ class RestoredContainer:
 
 
 @dataclass(frozen=True)
+class NotInSnapshot:
+    """A container of a restored service that the snapshot does not hold (a replica scaled up since): left as is."""
+    service: str
+    container: str
+    state: str
+
+
+@dataclass(frozen=True)
 class RestoreResult:
     snapshot: Manifest
     containers: list[RestoredContainer]
     phases: dict[str, float]  # prepare, restore, verify (after the caller's own, such as startup)
     warnings: list[str] = field(default_factory=list)
+    not_in_snapshot: list[NotInSnapshot] = field(default_factory=list)
 
 
 def restore_snapshot(engine: EnginePort, project_name: str, store: SnapshotStore, request: RestoreRequest, *,
@@ -119,7 +128,16 @@ class _Restore:
         finally:
             self.files.discard()
         self._drop_safety_checkpoints(list(self.set_aside.values()))
-        return RestoreResult(self.manifest, restored, self.phases.seconds, warnings)
+        return RestoreResult(self.manifest, restored, self.phases.seconds, warnings, self._not_in_snapshot())
+
+    def _not_in_snapshot(self) -> list[NotInSnapshot]:
+        """The restored services' containers the snapshot does not hold (replicas scaled up after it): the
+        restore leaves them as they are, running their own fresh state, and the caller says so."""
+        held = {record.container_name for record in self.records}
+        listed = self.engine.list_containers({LABEL_PROJECT: self.manifest.project, LABEL_ONEOFF: "False"})
+        return [NotInSnapshot(service, container.name, container.status)
+                for container in sorted(listed, key=lambda c: c.name)
+                if (service := container.labels.get(LABEL_SERVICE, "")) in self.services and container.name not in held]
 
     def _holds_connections(self, container_name: str) -> bool:
         """Whether the checkpoint holds established TCP connections (CRIU writes one tcp-stream image each)."""

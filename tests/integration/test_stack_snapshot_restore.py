@@ -70,9 +70,13 @@ def test_snapshot_leaves_the_stack_running_and_restore_force_goes_back(stack: St
     time.sleep(4)
     refused = stack.ckpt("restore", "live")
     assert refused.returncode == 6 and "running" in refused.stderr and "--force" in refused.stderr
+    stack.compose("up", "-d", "--no-recreate", "--scale", "counter=3")  # one more replica than the snapshot holds
     live = stack.counts()  # about 40 counts past the snapshot by now
 
-    stack.ckpt_ok("restore", "live", "--force")
+    done = stack.ckpt_ok("restore", "live", "--force", "--json")
+    extra = f"{stack.project}-counter-3"
+    assert json.loads(done.stdout)["not_in_snapshot"] == [{"service": "counter", "container": extra, "state": "running"}]
+    assert f"note: {extra} (running) is not in snapshot live, which holds 2 of counter's" in done.stderr, done.stderr
     after = stack.counts()
     assert stack.redis("get", "visits") == "42"  # the value at the snapshot, not the later one
     for container, value in at_snapshot.items():

@@ -45,6 +45,9 @@ class FakeEngine(UntouchableEngine):
                              pid=42 if self.status == "running" else 0, exit_code=0, labels={}, started_at="",
                              attrs={})
 
+    def list_containers(self, labels: dict[str, str]) -> list[ContainerInfo]:
+        return [self.inspect("p-web-1")]  # the snapshot's own: no replica scaled up since
+
     def clear_stale_runtime(self, container_id: str) -> bool:
         return False  # no runc state left by a killed daemon
 

@@ -248,8 +248,10 @@ def _details(manifest: Manifest) -> dict[str, Any]:
 
 
 def _tree_copy(copy: TreeCopy | None) -> dict[str, Any] | None:
-    """A layer or volume copy for --json: tree size, bytes stored (compressed) and copy time."""
-    return None if copy is None else {"size": copy.size, "stored": copy.stored, "seconds": copy.seconds}
+    """A layer or volume copy for --json: tree size, bytes stored (compressed), copy time inside the frozen
+    window and, for a volume pre-copied while the stack ran, the entries read again while frozen."""
+    return None if copy is None else {"size": copy.size, "stored": copy.stored, "seconds": copy.seconds,
+                                      "reread": copy.reread}
 
 
 Services = Annotated[list[str] | None, typer.Argument(metavar="SERVICE", help="Services to include (default: all active services).", show_default=False)]
@@ -483,7 +485,10 @@ def inspect(ctx: typer.Context, snapshot: Annotated[str, typer.Argument(metavar=
 
 
 def _copy_text(copy: dict[str, Any]) -> str:
-    return f"{human_size(copy['size'])} ({human_size(copy['stored'])} stored) in {copy['seconds']:.2f}s"
+    text = f"{human_size(copy['size'])} ({human_size(copy['stored'])} stored) in {copy['seconds']:.2f}s"
+    if copy.get("reread") is not None:
+        text += f" frozen (pre-copied, {copy['reread']} entries read again)"
+    return text
 
 
 @app.command()

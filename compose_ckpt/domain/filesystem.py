@@ -1,10 +1,17 @@
 """Filesystem state in a snapshot: writable-layer changes, named volumes, bind mounts.
 
 The contract:
-- Everything is copied while the stack is frozen (after the dumps, before the
-  resume; with --stop the dumps have ended the containers), so each file a
-  checkpoint holds open has the content and size CRIU recorded, and the files
-  agree with the memory.
+- Everything is copied as it is while the stack is frozen (after the dumps,
+  before the resume; with --stop the dumps have ended the containers), so each
+  file a checkpoint holds open has the content and size CRIU recorded, and the
+  files agree with the memory.
+- A volume on this host (local engine, local driver) is pre-copied before the
+  freeze, while the stack runs, into a private folder of the store; inside the
+  frozen window only the entries that changed since are read again (the rule
+  of `tree_changes`, which a write within the same second cannot slip past),
+  so the window does not grow with the volume's size. The copy is compressed
+  into the store after the window. A volume that cannot be pre-copied (remote
+  engine, no GNU tar, the store's disk full) is copied whole inside the window.
 - By default each container's writable-layer changes (added and changed files,
   whiteouts for deleted ones) go to `layers/<container>.tar.zst`;
   `--ignore-rootfs` leaves them out. With `--with-volumes`, every named volume
@@ -25,6 +32,7 @@ The contract:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -43,6 +51,7 @@ from compose_ckpt.domain import safefs
 from compose_ckpt.domain.manifest import BindMount, ContainerRecord, Manifest, SnapshotStatus, TreeCopy, VolumeRecord
 from compose_ckpt.domain.parallel import ProgressCallback, run_parallel
 from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.tree_changes import TreeIndex, changes_since, index_tree
 from compose_ckpt.errors import ArchiveError, CkptError
 
 if TYPE_CHECKING:  # export and import read the copies without the Docker SDK
@@ -81,8 +90,22 @@ def layer_intact(manifest: Manifest, record: ContainerRecord, current: Container
     return manifest.stopped and current.id == record.container_id and current.started_at == recorded_start
 
 
+@dataclasses.dataclass
+class PreCopy:
+    """A volume copied while the stack ran: `root` (ckpt-tree inside a private folder) holds the copy."""
+
+    folder: Path  # the volume's own folder
+    root: Path
+    before: TreeIndex  # the volume's entries when the copy began, at `began_ns` (wall clock)
+    copied: TreeIndex  # the copy's entries once written
+    began_ns: int
+    reread: int = 0  # entries read again inside the frozen window, in `seconds`
+    seconds: float = 0.0
+
+
 class FilesystemCapture:
-    """The filesystem side of one snapshot run; `_SnapshotRun` calls it inside the frozen window."""
+    """The filesystem side of one snapshot run; `_SnapshotRun` calls it before, inside and after the
+    frozen window."""
 
     def __init__(self, engine: EnginePort, store: SnapshotStore, manifest: Manifest,
                  containers: dict[str, ContainerInfo], *, layers: bool, volumes: bool) -> None:
@@ -93,6 +116,8 @@ class FilesystemCapture:
         self.layers = layers
         self.volumes = volumes
         self.shared: dict[str, Path] = {}  # copies other snapshots hold, by sha256 (see `describe`)
+        self.precopies: dict[str, PreCopy] = {}  # by volume name
+        self.scratch = store.home / "tmp" / f"precopy-{uuid.uuid4().hex}"
 
     def describe(self) -> None:
         """Record the volumes and bind mounts of the containers (before the freeze)."""
@@ -109,19 +134,81 @@ class FilesystemCapture:
         target = layer_path(self.store, self.manifest.project, self.manifest.name, container.name)
         record.layer = store_tree(target, self.engine.trees.read_layer(container), self.shared)
 
+    def precopy_volumes(self, parallel: int, progress: ProgressCallback) -> None:
+        """With --with-volumes, copy each volume readable on this host while the stack still runs. A volume
+        that cannot be pre-copied is not an error: it is copied whole inside the frozen window."""
+        if not self.volumes or not self.engine.trees.copies_here():
+            return
+        folders = {v.name: folder for v in self.manifest.volume_records
+                   if (folder := self.engine.trees.volume_folder(v.name)) is not None}
+        if not folders:
+            return
+        safefs.private_folder(self.store.staging_dir() / self.scratch.name)
+
+        def precopy(name: str) -> PreCopy:
+            progress(name, "pre-copying volume")
+            destination = safefs.private_folder(self.scratch / name)
+            began_ns = time.time_ns()
+            before = index_tree(folders[name])  # before any byte is read: see tree_changes
+            self.engine.trees.unpack_copy(destination, self.engine.trees.read_folder(folders[name], live=True))
+            root = destination / TREE_TOP
+            return PreCopy(folders[name], root, before, index_tree(root), began_ns)
+
+        outcome = run_parallel(sorted(folders), precopy, parallel)
+        self.precopies = outcome.results
+        for name, exc in outcome.failures.items():
+            progress(name, f"pre-copy failed ({exc}): copying it while frozen")
+            shutil.rmtree(self.scratch / name, ignore_errors=True)
+
     def capture_volumes(self, parallel: int, progress: ProgressCallback) -> dict[str, Exception]:
-        """With --with-volumes, copy every volume (inside the frozen window); return the failures by volume."""
+        """With --with-volumes, inside the frozen window: bring each pre-copy up to date, copy every other
+        volume whole; return the failures by volume."""
         if not self.volumes:
             return {}
         volumes = {volume.name: volume for volume in self.manifest.volume_records}
 
         def capture(name: str) -> None:
+            if name in self.precopies:
+                progress(name, "copying volume changes")
+                self._catch_up(self.precopies[name])
+                return
             progress(name, "copying volume")
             target = volume_path(self.store, self.manifest.project, self.manifest.name, name)
             volumes[name].copy = store_tree(target, self.engine.trees.read_volume(name, self._image_mounting(name)),
                                             self.shared)
 
         return run_parallel(list(volumes), capture, parallel).failures
+
+    def _catch_up(self, precopy: PreCopy) -> None:
+        began = time.monotonic()
+        changes = changes_since(precopy.before, precopy.copied, index_tree(precopy.folder), precopy.began_ns)
+        for name in changes.removed:
+            safefs.remove_inside(precopy.root, name)
+        if changes.changed:
+            self.engine.trees.unpack_copy(precopy.root.parent,
+                                          self.engine.trees.read_folder(precopy.folder, changes.changed))
+        precopy.reread = len(changes.changed)
+        precopy.seconds = round(time.monotonic() - began, 3)
+
+    def store_precopies(self, parallel: int, progress: ProgressCallback) -> None:
+        """After the frozen window: compress each pre-copy, as it was at the freeze, into the store."""
+        volumes = {volume.name: volume for volume in self.manifest.volume_records}
+
+        def store(name: str) -> None:
+            progress(name, "storing volume copy")
+            target = volume_path(self.store, self.manifest.project, self.manifest.name, name)
+            precopy = self.precopies[name]
+            stored = store_tree(target, self.engine.trees.read_folder(precopy.root), self.shared)
+            volumes[name].copy = dataclasses.replace(stored, seconds=precopy.seconds, reread=precopy.reread)
+
+        try:
+            run_parallel(sorted(self.precopies), store, parallel).raise_first()
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove the pre-copies (they may hold a volume's whole content)."""
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
     def fingerprint_volumes(self) -> None:
         """Note what each volume looks like, for the warning of a later restore without its copy.

@@ -48,6 +48,7 @@ class TreeCopy:
     stored: int  # bytes of its compressed copy
     seconds: float  # time the copy took, inside the frozen window
     sha256: str  # of the uncompressed tar: equal trees are stored once, shared by hard links
+    reread: int | None = None  # a volume pre-copied while the stack ran: entries read again while frozen
 
 
 @dataclass
@@ -339,6 +340,7 @@ TREE_COPY_RULES: dict[str, Rule] = {
     "stored": _number(MAX_SIZE, integer=True),
     "seconds": _number(MAX_SECONDS),
     "sha256": _SHA256,
+    "reread": _optional(_number(MAX_SIZE, integer=True)),
 }
 RECORD_RULES: dict[str, Rule] = {
     "service": _SERVICE,

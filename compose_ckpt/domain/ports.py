@@ -11,7 +11,7 @@ The values they carry (`ContainerInfo`, `Reference`, ...) are the adapters' plai
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -33,6 +33,13 @@ class TreePort(Protocol):
     def replace_volume(self, name: str, image_id: str, chunks: Iterable[bytes]) -> None: ...
 
     def volume_folder(self, name: str) -> Path | None: ...
+
+    def read_folder(self, folder: Path, entries: Sequence[str] | None = None, *, live: bool = False,
+                    ) -> Iterator[bytes]: ...
+
+    def unpack_copy(self, folder: Path, chunks: Iterable[bytes]) -> None: ...
+
+    def copies_here(self) -> bool: ...
 
     def host_path_exists(self, path: str) -> bool | None: ...
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
@@ -253,3 +254,32 @@ def _temporary_beside(path: Path) -> Iterator[tuple[BinaryIO, Path]]:
         with contextlib.suppress(OSError):
             temporary.unlink()
         raise
+
+
+def remove_inside(root: Path, name: str) -> None:
+    """Remove `root/name` (a file, link or whole folder) without following any link on the way: `root` is
+    ours, but what lies under it came from elsewhere (a copy of a volume). Nothing there: nothing to do."""
+    *folders, last = Path(name).parts
+    descriptor = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for folder in folders:
+            if folder == ".":
+                continue
+            try:
+                inner = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=descriptor)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    return  # a link or a file where a folder was: `name` is not under root any more
+                raise
+            os.close(descriptor)
+            descriptor = inner
+        try:
+            status = os.stat(last, dir_fd=descriptor, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(status.st_mode):
+            shutil.rmtree(last, dir_fd=descriptor)  # rmtree with dir_fd never follows a link inside
+        else:
+            os.unlink(last, dir_fd=descriptor)
+    finally:
+        os.close(descriptor)

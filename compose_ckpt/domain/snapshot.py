@@ -128,6 +128,9 @@ class _SnapshotRun:
             self.store.save_compose_files(self.project.name, self.manifest.name,
                                           zip(self.project.compose.config_files, self.project.compose.file_contents))
         try:
+            if self.request.with_volumes:
+                with self.phases.timed("pre-copy volumes"):  # while the stack runs: see domain/filesystem.py
+                    self.files.precopy_volumes(self.request.parallel, self.progress)
             if self.request.stop:
                 with self.phases.timed("hold policies"):
                     self._each([r.container_id for r in self.manifest.containers if r.held_policy],
@@ -135,8 +138,10 @@ class _SnapshotRun:
             self.manifest.freeze_seconds = self._freeze_dump_release()
             with self.phases.timed("save"):
                 self._move_checkpoints_to_store()
+                self.files.store_precopies(self.request.parallel, self.progress)
                 self.files.fingerprint_volumes()
         except BaseException as exc:
+            self.files.discard()
             self._roll_back()
             left = self._not_running_again()
             self.manifest.error = str(exc)

@@ -15,11 +15,13 @@ security.capability are not carried (the daemon's own `docker cp` limits).
 
 from __future__ import annotations
 
+import os
 import shutil
 import stat
 import subprocess
 import tarfile
-from collections.abc import Generator, Iterable, Iterator
+import threading
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -91,6 +93,25 @@ class TreeTransfer:
             _write_here(folder, chunks)
             return
         self._write({"Type": "volume", "Source": name, "Target": TREE_MOUNT}, image_id, chunks, f"write volume {name}")
+
+    def read_folder(self, folder: Path, entries: Sequence[str] | None = None, *, live: bool = False,
+                    ) -> Generator[bytes, None, None]:
+        """A folder on this host (a local engine's volume folder, or a copy of one in the store) as a tar like
+        `read_volume`'s; only `entries` when given; `live` while others still write to it (see `_read_here`)."""
+        if _TAR is None:
+            raise EngineError("reading a folder on this host needs GNU tar on the PATH")
+        return _read_here(folder, entries, live=live)
+
+    def unpack_copy(self, folder: Path, chunks: Iterable[bytes]) -> None:
+        """Unpack a tar made by `read_folder` into `folder/ckpt-tree`, over what is there (the tree's root
+        keeps its own owner, mode and time)."""
+        if _TAR is None:
+            raise EngineError("writing a folder on this host needs GNU tar on the PATH")
+        _write_here(folder, chunks, strip=False)
+
+    def copies_here(self) -> bool:
+        """Whether `read_folder` and `unpack_copy` work here (GNU tar on this host)."""
+        return _TAR is not None
 
     def volume_folder(self, name: str) -> Path | None:
         """The volume's folder when it is readable on this host (local engine, local driver), else None."""
@@ -185,31 +206,59 @@ class TreeTransfer:
                 self._api.call("DELETE", path_of("/containers/{0}", helper), {"force": True})
 
 
-def _read_here(folder: Path) -> Generator[bytes, None, None]:
+def _read_here(folder: Path, entries: Sequence[str] | None = None, *, live: bool = False,
+               ) -> Generator[bytes, None, None]:
     """The same tar as the archive endpoint gives, made by GNU tar on this host (the engine's): about three
     times faster than the daemon's archive code, which matters inside the frozen window. Same format as
-    the endpoint's: members under ckpt-tree/, numeric owners, whiteouts as devices 0/0."""
+    the endpoint's: members under ckpt-tree/, numeric owners, whiteouts as devices 0/0.
+
+    `entries` ("./a/b", as `tree_changes` names them): only those, not what folders among them hold.
+    `live`: the folder is being written to (a pre-copy): a file that changed or went away while it was
+    read is not an error; the caller reads whatever changed again once the writers are frozen."""
     command = [str(_TAR), "-C", str(folder), "-c", "--numeric-owner", "--one-file-system", "--xattrs",
                "--xattrs-include=security.capability", "--transform", f"s,^\\.,{TREE_PREFIX},S",
                # The same tree gives the same bytes (equal copies are shared by hash): no access or change
                # times, no pid in the extended header names, entries in name order.
-               "--sort=name", "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime", "."]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               "--sort=name", "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime"]
+    if live:
+        command += ["--ignore-failed-read", "--warning=no-file-changed", "--warning=no-file-removed",
+                    "--warning=no-file-shrank"]
+    if entries is None:
+        command.append(".")
+    else:
+        command += ["--no-recursion", "--null", "--verbatim-files-from", "-T", "-"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               stdin=subprocess.PIPE if entries is not None else subprocess.DEVNULL)
     assert process.stdout is not None and process.stderr is not None
+    if entries is not None:
+        assert process.stdin is not None
+        names = b"".join(os.fsencode(name) + b"\0" for name in entries)
+        # Written by a thread: a long list must not block on a full pipe while tar waits for us to read.
+        threading.Thread(target=_feed, args=(process.stdin, names), daemon=True).start()
     try:
         while chunk := process.stdout.read(_READ_SIZE):
             yield chunk
     finally:
         status, errors = _ended(process, process.stdout)
-    if status != 0:
+    if status != 0 and not (live and status == 1):  # 1: some file differed while read
         raise EngineError(f"reading {folder} failed (tar exited {status}): {errors[-500:]}")
 
 
-def _write_here(folder: Path, chunks: Iterable[bytes]) -> None:
+def _feed(sink: IO[bytes], data: bytes) -> None:
+    try:
+        sink.write(data)
+    except BrokenPipeError:
+        pass  # tar stopped early: its exit status says why
+    finally:
+        sink.close()
+
+
+def _write_here(folder: Path, chunks: Iterable[bytes], *, strip: bool = True) -> None:
     """Unpack a copy (members under ckpt-tree/, checked by `check_tree` when it came from elsewhere) into
-    `folder` with GNU tar on this host: owners, modes, whiteouts and security.capability as recorded."""
-    command = [str(_TAR), "-C", str(folder), "-x", "--strip-components=1", "--numeric-owner", "--same-permissions",
-               "--same-owner", "--xattrs", "--xattrs-include=security.capability"]
+    `folder` with GNU tar on this host: owners, modes, whiteouts and security.capability as recorded.
+    `strip=False` keeps the top folder (`folder/ckpt-tree`, with the owner, mode and time of the tree's root)."""
+    command = [str(_TAR), "-C", str(folder), "-x", *(["--strip-components=1"] if strip else []), "--numeric-owner",
+               "--same-permissions", "--same-owner", "--xattrs", "--xattrs-include=security.capability"]
     process = subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdin is not None and process.stderr is not None
     try:

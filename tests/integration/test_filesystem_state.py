@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from tests.integration.second_engine import SecondEngine
 from tests.integration.stack import BUSYBOX, Stack, run_docker
@@ -189,3 +192,60 @@ def test_export_import_carries_layer_and_volume_copies(start_stack: Callable[...
     assert_consecutive(numbers(stack, container, "/data/journal"))
     assert run_docker("exec", container, "cat", "/etc/made").stdout == "made\n"
     assert run_docker("exec", stack.containers("static")[0], "cat", "/site/index.html").stdout == "hello\n"
+
+
+# Rewrites a value in place (same size), makes, renames and removes files and keeps a hard link, as fast
+# as it can: many changes fall in the same second as the pre-copy, the case the racy rule is for.
+CHURN_STACK = f"""
+services:
+  churn:
+    image: {BUSYBOX}
+    volumes: [data:/data]
+    command: ["sh", "-c", "head -c 4194304 /dev/urandom > /data/static.bin; mkdir -p /data/sub; i=0;
+      while true; do i=$$((i+1)); printf '%08d' $$i > /data/value; ln -f /data/value /data/sub/linked;
+      echo $$i > /data/sub/n-$$((i % 7)); rm -f /data/sub/n-$$(((i + 3) % 7));
+      mv /data/sub/n-$$((i % 7)) /data/sub/moved; done"]
+volumes:
+  data:
+"""
+
+
+def test_a_precopied_volume_holds_exactly_what_the_volume_held_at_the_freeze(
+        start_stack: Callable[..., Stack], isolated_store: Path) -> None:
+    stack = start_stack(CHURN_STACK)
+    volume = f"{stack.project}_data"
+    folder = Path(json.loads(run_docker("volume", "inspect", volume).stdout)[0]["Mountpoint"])
+    deadline = time.monotonic() + 30
+    while not (folder / "sub" / "moved").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    document = json.loads(stack.ckpt_ok("snapshot", "--stop", "--with-volumes", "--name", "churn", "--json").stdout)
+    (copy,) = [v["copy"] for v in document["volumes"]]
+    assert copy["reread"] is not None and copy["reread"] >= 1  # pre-copied, the changes read again while frozen
+    assert "pre-copy volumes" in document["phases"]
+
+    # --stop ended the writer at the freeze: the volume still holds what it held then.
+    on_disk: dict[str, tuple[str, bytes]] = {}
+    for top, folders, files in os.walk(folder):
+        for name in folders:
+            on_disk[os.path.relpath(Path(top, name), folder)] = ("dir", b"")
+        for name in files:
+            on_disk[os.path.relpath(Path(top, name), folder)] = ("file", Path(top, name).read_bytes())
+    stored = isolated_store / "projects" / stack.project / "churn" / "volumes" / f"{volume}.tar.zst"
+    in_copy: dict[str, tuple[str, bytes]] = {}
+    links: list[tuple[str, str]] = []
+    with stored.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as source, \
+            tarfile.open(fileobj=source, mode="r|") as tar:
+        for member in tar:
+            name = os.path.relpath(member.name, "ckpt-tree")
+            if member.isdir() and name != ".":
+                in_copy[name] = ("dir", b"")
+            elif member.isfile():
+                extracted = tar.extractfile(member)
+                assert extracted is not None
+                in_copy[name] = ("file", extracted.read())
+            elif member.islnk():
+                links.append((name, os.path.relpath(member.linkname, "ckpt-tree")))
+    for name, target in links:
+        in_copy[name] = in_copy[target]
+    assert in_copy.keys() == on_disk.keys()
+    assert in_copy == on_disk

@@ -264,7 +264,8 @@ def snapshot(
     services: Services = None,
     name: Annotated[str | None, typer.Option("--name", help="Snapshot name (default: the UTC time, sortable).")] = None,
     stop: Annotated[bool, typer.Option("--stop", help="Leave the stack stopped (for a reboot or a migration).")] = False,
-    with_volumes: Annotated[bool, typer.Option("--with-volumes", help="Copy the named volumes the containers mount too, while frozen.")] = False,
+    with_volumes: Annotated[bool, typer.Option("--with-volumes", help="Copy the named volumes the containers mount too: each one before the freeze, then only what changed since while frozen.")] = False,
+    no_precopy: Annotated[bool, typer.Option("--no-precopy", help="With --with-volumes, copy each volume whole while frozen (no temporary copy of it in the store's folder before the freeze).")] = False,
     ignore_rootfs: Annotated[bool, typer.Option("--ignore-rootfs", help="Leave out the containers' writable-layer changes.")] = False,
     parallel: Parallel = DEFAULT_PARALLEL,
     as_json: JsonOption = False,
@@ -276,7 +277,8 @@ def snapshot(
     options: GlobalOptions = ctx.obj
     phases = Phases.since_process_start()
     request = SnapshotRequest(services=tuple(services or ()), name=name, stop=stop, parallel=parallel,
-                              ignore_rootfs=ignore_rootfs, with_volumes=with_volumes)  # the name is checked here
+                              ignore_rootfs=ignore_rootfs, with_volumes=with_volumes,
+                              precopy=not no_precopy)  # the name is checked here
     with phases.timed("resolve"):
         loading = _start_compose_project(options)
         from compose_ckpt.domain.snapshot import take_snapshot  # loads while compose runs

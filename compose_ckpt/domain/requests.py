@@ -21,6 +21,7 @@ class SnapshotRequest:
     parallel: int = DEFAULT_PARALLEL
     ignore_rootfs: bool = False  # leave the containers' writable-layer changes out
     with_volumes: bool = False  # copy the named volumes too
+    precopy: bool = True  # with_volumes: copy them before the freeze, then only what changed while frozen
 
     def __post_init__(self) -> None:
         if self.name is not None:  # refused where the request is made, before anything is locked or asked

@@ -128,7 +128,7 @@ class _SnapshotRun:
             self.store.save_compose_files(self.project.name, self.manifest.name,
                                           zip(self.project.compose.config_files, self.project.compose.file_contents))
         try:
-            if self.request.with_volumes:
+            if self.request.with_volumes and self.request.precopy:
                 with self.phases.timed("pre-copy volumes"):  # while the stack runs: see domain/filesystem.py
                     self.files.precopy_volumes(self.request.parallel, self.progress)
             if self.request.stop:

@@ -7,6 +7,10 @@
   volume    a 1 GiB named volume (half random, half text): the copy `snapshot --with-volumes` takes while
             frozen (`volumes[].copy.seconds`) vs `tar -c <volume folder> | zstd -1` of the same data, side by
             side; and how much longer the frozen window gets. Target: at most 1.2.
+  precopy   a 2 GiB named volume its service appends to: the frozen window of `snapshot --with-volumes`
+            (pre-copy before the freeze, only the changes while frozen) vs the same with `--no-precopy`
+            (the whole volume copied while frozen, as before issue 24); medians, alternating which goes
+            first. Target: at most 0.2.
   restore   the extra time `restore --force` takes to put the volume back (vs `--ignore-volumes`, from the
             `prepare` phase of --json) vs `zstd -d | tar -x` of the baseline's archive into an empty folder.
             Target: at most 1.2.
@@ -34,7 +38,7 @@ BENCH = Path(__file__).resolve().parent
 REPO_CLI = BENCH.parent / ".venv" / "bin" / "compose-ckpt"
 CLI = str(REPO_CLI) if REPO_CLI.exists() else (shutil.which("compose-ckpt") or "compose-ckpt")
 ERRORS: list[str] = []
-TARGETS = {"layer": 1.10, "volume": 1.2, "restore": 1.2}
+TARGETS = {"layer": 1.10, "volume": 1.2, "restore": 1.2, "precopy": 0.2}
 # Each service appends to a log in its writable layer and has written a few files there, as real ones do.
 WRITER = ("mkdir -p /var/app; i=0; while [ $$i -lt 200 ]; do echo data $$i > /var/app/f$$i; i=$$((i+1)); done; "
           "exec 3>>/tmp/app.log; while true; do echo tick >&3; sleep 0.1; done")
@@ -186,19 +190,52 @@ def volume_rounds(work: Path, repeat: int) -> dict[str, Any]:
     return result
 
 
+def precopy_rounds(work: Path, repeat: int) -> dict[str, Any]:
+    services = {"db": {"image": "local/busybox:latest", "volumes": ["data:/data"],
+                       "command": ["sh", "-c", "exec 3>>/data/journal; while true; do echo x >&3; sleep 0.01; done"]}}
+    stack = Stack(work, f"ckptfsbench{secrets.token_hex(3)}p", services, {"data": {}})
+    samples: dict[str, list[float]] = {"precopy": [], "whole": [], "reread": []}
+    result: dict[str, Any] = {}
+    try:
+        stack.compose("up", "-d", "--wait")
+        folder = Path(json.loads(run("docker", "volume", "inspect", f"{stack.name}_data"))[0]["Mountpoint"])
+        (folder / "one").mkdir()
+        (folder / "two").mkdir()
+        result["bytes"] = fill(folder / "one") + fill(folder / "two")
+        for index in range(repeat):
+            for side in ("precopy", "whole") if index % 2 == 0 else ("whole", "precopy"):
+                name = f"{side}-{index}"
+                flags = ["--no-precopy"] if side == "whole" else []
+                document = stack.cli("snapshot", "--with-volumes", *flags, "--name", name, "--json")
+                samples[side].append(document["freeze_seconds"])
+                if side == "precopy":
+                    samples["reread"].extend(v["copy"]["reread"] for v in document["volumes"])
+                    result["precopy_phases"] = document["phases"]
+                stack.cli("rm", name)
+    finally:
+        stack.down()
+    precopy, whole = statistics.median(samples["precopy"]), statistics.median(samples["whole"])
+    result.update({"frozen_precopy_s": round(precopy, 3), "frozen_whole_s": round(whole, 3),
+                   "ratio": round(precopy / whole, 3), "samples": samples})
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--output", type=Path, default=BENCH / "filesystem-results.json")
+    parser.add_argument("--only", choices=["layer", "volume", "precopy"], action="append",
+                        help="run only these rounds (default: all); results go to --output")
     args = parser.parse_args()
+    rounds = {"layer": layer_rounds, "volume": volume_rounds, "precopy": precopy_rounds}
+    chosen = args.only or list(rounds)
     work = BENCH / f".work-fs-{secrets.token_hex(3)}"
     work.mkdir(mode=0o700)
     try:
         results: dict[str, Any] = {
             "machine": {"cpus": os.cpu_count(), "load_1m": os.getloadavg()[0], "kernel": platform.release(),
                         "docker": run("docker", "version", "-f", "{{.Server.Version}}").strip()},
-            "layer": layer_rounds(work, args.repeat),
-            "volume": volume_rounds(work, args.repeat),
+            **{part: rounds[part](work, args.repeat) for part in chosen},
             "targets": TARGETS,
             "errors": ERRORS,
         }
@@ -206,13 +243,20 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     results["machine"]["load_1m_after"] = os.getloadavg()[0]
     args.output.write_text(json.dumps(results, indent=2) + "\n")
-    layer, volume = results["layer"], results["volume"]
-    print(f"layer:   {layer['with_layers_s']}s with, {layer['ignore_rootfs_s']}s --ignore-rootfs: "
-          f"x{layer['ratio']} (target <= {TARGETS['layer']})")
-    print(f"volume:  copy {volume['ours_copy_s']}s vs tar|zstd -1 {volume['tar_zstd_s']}s: x{volume['copy_ratio']} "
-          f"(target <= {TARGETS['volume']}); frozen window +{volume['freeze_growth_s']}s")
-    print(f"restore: +{volume['restore_extra_s']}s vs zstd -d|tar -x {volume['unzstd_untar_s']}s: "
-          f"x{volume['restore_ratio']} (target <= {TARGETS['restore']})")
+    if "layer" in results:
+        layer = results["layer"]
+        print(f"layer:   {layer['with_layers_s']}s with, {layer['ignore_rootfs_s']}s --ignore-rootfs: "
+              f"x{layer['ratio']} (target <= {TARGETS['layer']})")
+    if "volume" in results:
+        volume = results["volume"]
+        print(f"volume:  copy {volume['ours_copy_s']}s vs tar|zstd -1 {volume['tar_zstd_s']}s: "
+              f"x{volume['copy_ratio']} (target <= {TARGETS['volume']}); frozen window +{volume['freeze_growth_s']}s")
+        print(f"restore: +{volume['restore_extra_s']}s vs zstd -d|tar -x {volume['unzstd_untar_s']}s: "
+              f"x{volume['restore_ratio']} (target <= {TARGETS['restore']})")
+    if "precopy" in results:
+        precopy = results["precopy"]
+        print(f"precopy: frozen {precopy['frozen_precopy_s']}s with the pre-copy vs {precopy['frozen_whole_s']}s "
+              f"copying the whole volume while frozen: x{precopy['ratio']} (target <= {TARGETS['precopy']})")
     return 0
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import gc
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -57,9 +58,10 @@ app = typer.Typer(
 
 
 class ProgressMode(str, Enum):
-    AUTO = "auto"  # phase lines when stderr is a terminal
-    PLAIN = "plain"  # always (for logs and scripts that follow the work)
-    QUIET = "quiet"
+    AUTO = "auto"  # tty when stderr is a terminal, else plain
+    TTY = "tty"  # one line per container, updated in place
+    PLAIN = "plain"  # a line per phase (for logs and scripts that follow the work)
+    QUIET = "quiet"  # nothing but errors
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ def main(
     profile: Annotated[list[str] | None, typer.Option("--profile", metavar="PROFILE", help="Enable a compose profile (repeatable).")] = None,
     env_file: Annotated[list[str] | None, typer.Option("--env-file", metavar="FILE", help="Environment file instead of .env (repeatable).")] = None,
     host: Annotated[str | None, typer.Option("--host", "-H", metavar="HOST", help="Docker daemon to use (default: DOCKER_HOST or the local socket).")] = None,
-    progress: Annotated[ProgressMode, typer.Option("--progress", help="Phase lines on stderr: auto (on a terminal), plain (always) or quiet.")] = ProgressMode.AUTO,
+    progress: Annotated[ProgressMode, typer.Option("--progress", help="Progress on stderr: tty (lines updated in place), plain (a line per phase), quiet, or auto (tty on a terminal, else plain).")] = ProgressMode.AUTO,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show tracebacks of unexpected errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
@@ -211,13 +213,19 @@ def _project_name(options: GlobalOptions) -> str:
     return str(_compose_project(options).name)
 
 
-def _progress(options: GlobalOptions) -> ProgressCallback:
-    """Phase lines on stderr while long work runs (see --progress)."""
-    if options.progress is ProgressMode.PLAIN or (options.progress is ProgressMode.AUTO and sys.stderr.isatty()):
-        from compose_ckpt.cli.progress import PlainProgress
+@contextmanager
+def _progress(options: GlobalOptions, title: str) -> Iterator[ProgressCallback]:
+    """The progress display on stderr while the domain works (see --progress), headed `title`; ended before
+    the result prints."""
+    from compose_ckpt.cli.progress import open_display
 
-        return PlainProgress(lambda line: err_console.print(line, highlight=False))
-    return lambda name, phase: None
+    display = open_display(options.progress.value, title)
+    try:
+        yield display
+    except BaseException:
+        display.close(ok=False)
+        raise
+    display.close(ok=True)
 
 
 def _summary(manifest: Manifest) -> dict[str, Any]:
@@ -284,7 +292,8 @@ def snapshot(
         from compose_ckpt.domain.snapshot import take_snapshot  # loads while compose runs
 
         project = _project(options, loading)
-    manifest = take_snapshot(project, _store(), request, progress=_progress(options), phases=phases)
+    with _progress(options, "snapshot") as progress:
+        manifest = take_snapshot(project, _store(), request, progress=progress, phases=phases)
     for service, reason in manifest.skipped.items():
         err_console.print(f"note: skipped {escape(service)} ({escape(reason)}): nothing running to checkpoint; "
                           "restore leaves it alone", highlight=False)
@@ -294,7 +303,7 @@ def snapshot(
     state = "stopped" if manifest.stopped else "running"
     console.print(
         f"snapshot [bold]{manifest.name}[/] of {manifest.project}: {len(manifest.containers)} containers, "
-        f"{human_size(manifest.size)}, frozen {manifest.freeze_seconds:.2f}s; the stack is {state}",
+        f"{human_size(manifest.size)}, frozen {manifest.freeze_seconds:.2f}s, left {state}",
         highlight=False,
     )
 
@@ -323,7 +332,8 @@ def restore(
         engine = options.connect()
         # The engine's facts, needed first thing, are read on a thread from connect on: the domain loads meanwhile.
         from compose_ckpt.domain.restore import restore_snapshot
-    result = restore_snapshot(engine, project_name, _store(), request, progress=_progress(options), phases=phases)
+    with _progress(options, "restore") as progress:
+        result = restore_snapshot(engine, project_name, _store(), request, progress=progress, phases=phases)
     for extra in result.not_in_snapshot:
         held = sum(record.service == extra.service for record in result.snapshot.containers)
         err_console.print(f"note: {escape(extra.container)} ({escape(extra.state)}) is not in snapshot "
@@ -415,8 +425,8 @@ def adopt(
             raise UsageError(question.replace(" Go on?", ""), hint="Pass --yes to confirm.")
         if not typer.confirm(question):
             raise typer.Exit(ExitCode.FAILURE)
-    results = adopt_containers(project, _store(), plans, progress=_progress(options), parallel=parallel,
-                               stop_timeout=timeout)
+    with _progress(options, "adopt") as progress:
+        results = adopt_containers(project, _store(), plans, progress=progress, parallel=parallel, stop_timeout=timeout)
     if as_json:
         print_json({"project": project.name, "containers": [vars(r) for r in results]})
         return
@@ -501,7 +511,8 @@ def recover(ctx: typer.Context, as_json: JsonOption = False) -> None:
     from compose_ckpt.domain.recovery import recover_project
 
     options: GlobalOptions = ctx.obj
-    actions = recover_project(options.connect(), _project_name(options), _store(), progress=_progress(options))
+    with _progress(options, "recover") as progress:
+        actions = recover_project(options.connect(), _project_name(options), _store(), progress=progress)
     if as_json:
         print_json({"actions": actions})
         return
@@ -562,14 +573,14 @@ def export(
     options: GlobalOptions = ctx.obj
     project_name = _project_name(options)
     engine = options.connect() if with_images else None
-    progress = _progress(options)
-    if output == "-":
-        if sys.stdout.isatty():
-            raise UsageError("refusing to write an archive to a terminal", hint="Redirect stdout, or use -o FILE.")
-        result = export_snapshot(_store(), project_name, snapshot, sys.stdout.buffer, images_from=engine, progress=progress)
-    else:
-        result = _export_to_file(Path(output), lambda out: export_snapshot(
-            _store(), project_name, snapshot, out, images_from=engine, progress=progress))
+    if output == "-" and sys.stdout.isatty():
+        raise UsageError("refusing to write an archive to a terminal", hint="Redirect stdout, or use -o FILE.")
+    with _progress(options, "export") as progress:
+        if output == "-":
+            result = export_snapshot(_store(), project_name, snapshot, sys.stdout.buffer, images_from=engine, progress=progress)
+        else:
+            result = _export_to_file(Path(output), lambda out: export_snapshot(
+                _store(), project_name, snapshot, out, images_from=engine, progress=progress))
     summary = {"snapshot": snapshot, "project": project_name, "output": output, "bytes": result.bytes_in, "images": result.images}
     if as_json and output != "-":
         print_json(summary)
@@ -596,21 +607,20 @@ def import_(
     as_json: JsonOption = False,
 ) -> None:
     """Verify an archive, then load its images, store its snapshot and create its containers on this engine."""
+    from compose_ckpt.domain.parallel import bytes_reporter
     from compose_ckpt.domain.transfer import import_snapshot
 
     options: GlobalOptions = ctx.obj
     engine = options.connect()
-    progress = _progress(options)
     expected = options.project_name
-    if archive == "-":
-        result = import_snapshot(_store(), engine, sys.stdin.buffer, rename=name, expected_project=expected, progress=progress)
-    else:
-        try:
-            source = open(archive, "rb")
-        except OSError as exc:
-            raise NotFoundError(f"cannot open {archive}: {exc.strerror}") from None
-        with source:
-            result = import_snapshot(_store(), engine, source, rename=name, expected_project=expected, progress=progress)
+    try:
+        source = sys.stdin.buffer if archive == "-" else open(archive, "rb")
+    except OSError as exc:
+        raise NotFoundError(f"cannot open {archive}: {exc.strerror}") from None
+    with source, _progress(options, "import") as progress:
+        read = bytes_reporter(progress, "archive" if archive == "-" else Path(archive).name, "reading", _file_size(source))
+        result = import_snapshot(_store(), engine, source, rename=name, expected_project=expected, progress=progress,
+                                 byte_progress=read)
     manifest = result.manifest
     if as_json:
         print_json({"snapshot": manifest.name, "project": manifest.project, "warnings": result.warnings,
@@ -620,6 +630,15 @@ def import_(
     console.print(f"imported snapshot {manifest.name} of project {manifest.project}: "
                   f"{len(result.created_containers)} containers created, {len(result.loaded_images)} images loaded; "
                   f"restore it with `compose-ckpt -p {manifest.project} restore {manifest.name}`", highlight=False)
+
+
+def _file_size(source: BinaryIO) -> int | None:
+    """The size of a regular file (for progress); None for a pipe."""
+    import os
+    import stat
+
+    info = os.fstat(source.fileno())
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
 
 
 InsecureOption = Annotated[bool, typer.Option("--insecure", help="Allow plain HTTP to this registry (it has no TLS). Loopback registries are allowed without it.")]
@@ -659,7 +678,8 @@ def migrate(
     assert to is not None
     project = _project(options)
     target = Engine.connect(to)
-    result = migrate_stack(project, _store(), target, request, progress=_progress(options))
+    with _progress(options, "migrate") as progress:
+        result = migrate_stack(project, _store(), target, request, progress=progress)
     if as_json:
         print_json({"snapshot": result.snapshot.name, "project": result.snapshot.project, "target": target.base_url,
                     "seconds": result.seconds, "warnings": result.warnings, "source_removed": result.source_removed,
@@ -783,7 +803,8 @@ def _migrate_via(options: GlobalOptions, via: str, insecure: bool, request: Migr
     with _registry_client(via, insecure) as client:
         if client.reference.digest:
             raise UsageError(f"cannot push to a digest ({via})", hint="Give a tag, or none (the snapshot name).")
-        result = migrate_via_registry(project, _store(), client, request, progress=_progress(options))
+        with _progress(options, "migrate") as progress:
+            result = migrate_via_registry(project, _store(), client, request, progress=progress)
         pushed, manifest = result.pushed, result.snapshot
         pull_reference = str(client.reference.with_digest(pushed.digest))
     if as_json:
@@ -817,8 +838,8 @@ def push(
             raise UsageError(f"cannot push to a digest ({reference})", hint="Give a tag, or none (the snapshot name).")
         tag = client.reference.tag or snapshot
         engine = options.connect() if with_images else None
-        result = push_snapshot(_store(), project_name, snapshot, client, [tag], images_from=engine,
-                               progress=_progress(options))
+        with _progress(options, "push") as progress:
+            result = push_snapshot(_store(), project_name, snapshot, client, [tag], images_from=engine, progress=progress)
     if as_json:
         print_json({"snapshot": snapshot, "project": project_name, "reference": result.reference, "digest": result.digest,
                     "blobs": result.blobs, "uploaded_blobs": result.uploaded_blobs, "bytes": result.bytes,
@@ -843,8 +864,9 @@ def pull(
     options: GlobalOptions = ctx.obj
     with _registry_client(reference, insecure) as client:
         engine = options.connect()
-        result = pull_snapshot(_store(), engine, client, rename=name, expected_project=options.project_name,
-                               progress=_progress(options))
+        with _progress(options, "pull") as progress:
+            result = pull_snapshot(_store(), engine, client, rename=name, expected_project=options.project_name,
+                                   progress=progress)
     imported = result.imported
     manifest = imported.manifest
     if as_json:

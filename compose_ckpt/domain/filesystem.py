@@ -49,7 +49,7 @@ import zstandard
 
 from compose_ckpt.domain import safefs
 from compose_ckpt.domain.manifest import BindMount, ContainerRecord, Manifest, SnapshotStatus, TreeCopy, VolumeRecord
-from compose_ckpt.domain.parallel import ProgressCallback, run_parallel
+from compose_ckpt.domain.parallel import ProgressCallback, bytes_reporter, counted, run_parallel
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.domain.tree_changes import TreeIndex, changes_since, index_tree
 from compose_ckpt.errors import ArchiveError, CkptError
@@ -126,13 +126,14 @@ class FilesystemCapture:
         self.manifest.binds = [b for c in self.containers.values() for b in bind_mounts(c.name, c.attrs)]
         self.shared = stored_copies(self.store, self.manifest.project)
 
-    def capture_layer(self, container_id: str) -> None:
+    def capture_layer(self, container_id: str, progress: ProgressCallback) -> None:
         if not self.layers:
             return
         container = self.containers[container_id]
         record = next(r for r in self.manifest.containers if r.container_id == container_id)
         target = layer_path(self.store, self.manifest.project, self.manifest.name, container.name)
-        record.layer = store_tree(target, self.engine.trees.read_layer(container), self.shared)
+        chunks = counted(self.engine.trees.read_layer(container), bytes_reporter(progress, container.name, "copying layer"))
+        record.layer = store_tree(target, chunks, self.shared)
 
     def precopy_volumes(self, parallel: int, progress: ProgressCallback) -> None:
         """With --with-volumes, copy each volume readable on this host while the stack still runs. A volume
@@ -174,8 +175,9 @@ class FilesystemCapture:
                 return
             progress(name, "copying volume")
             target = volume_path(self.store, self.manifest.project, self.manifest.name, name)
-            volumes[name].copy = store_tree(target, self.engine.trees.read_volume(name, self._image_mounting(name)),
-                                            self.shared)
+            chunks = counted(self.engine.trees.read_volume(name, self._image_mounting(name)),
+                             bytes_reporter(progress, name, "copying volume"))
+            volumes[name].copy = store_tree(target, chunks, self.shared)
 
         return run_parallel(list(volumes), capture, parallel).failures
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from compose_ckpt.const import DEFAULT_PARALLEL
 
-__all__ = ["DEFAULT_PARALLEL", "Outcome", "ProgressCallback", "ProgressEvent", "describe_failures", "event_of",
-           "run_parallel"]
+__all__ = ["DEFAULT_PARALLEL", "Outcome", "ProgressCallback", "ProgressEvent", "bytes_reporter", "counted",
+           "describe_failures", "event_of", "run_parallel"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,20 @@ ProgressCallback = Callable[[str, "str | ProgressEvent"], None]
 def event_of(phase: str | ProgressEvent) -> ProgressEvent:
     """A progress report as an event, whichever form it was sent in."""
     return phase if isinstance(phase, ProgressEvent) else ProgressEvent(phase)
+
+
+def bytes_reporter(progress: ProgressCallback, name: str, phase: str, total: int | None = None) -> Callable[[int], None]:
+    """For code that counts bytes (`moved(done)`): each count reported as `phase` of `name`."""
+    return lambda done: progress(name, ProgressEvent(phase, done, total))
+
+
+def counted(chunks: Iterable[bytes], moved: Callable[[int], None]) -> Iterator[bytes]:
+    """`chunks` passed on unchanged, `moved` told the bytes passed so far after each one."""
+    done = 0
+    for chunk in chunks:
+        yield chunk
+        done += len(chunk)
+        moved(done)
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")

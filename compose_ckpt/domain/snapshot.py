@@ -227,7 +227,7 @@ class _SnapshotRun:
 
     def _copy_files(self, ids: list[str]) -> None:
         if self.files.layers:
-            self._each(ids, "copying layer", self.files.capture_layer)
+            self._each(ids, "copying layer", lambda container_id: self.files.capture_layer(container_id, self.progress))
         failures = self.files.capture_volumes(self.request.parallel, self.progress)
         if failures:
             raise _phase_failure("copying volume", failures)

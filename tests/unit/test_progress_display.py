@@ -64,7 +64,7 @@ def test_plain_prints_the_last_count_of_a_phase_when_it_ends_or_the_command_does
     assert lines[1:] == [
         "[dim]  0.60s[/] db-1: copying layer",
         "[dim]  0.60s[/] db-1: copying layer 4.0 MiB of 4.0 MiB",
-        "[dim]  0.60s[/] web-1: copying layer 3.0 MiB of 4.0 MiB, 5.0 MiB/s",
+        "[dim]  0.60s[/] web-1: copying layer 3.0 MiB of 4.0 MiB, 6.0 MiB/s",
         "[dim]  0.60s[/] web-1: saving",
         "[dim]  0.60s[/] db-1: uploading",
         "[dim]  0.60s[/] db-1: uploading 1.0 MiB",

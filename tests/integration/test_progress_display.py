@@ -1,0 +1,53 @@
+"""The progress display of a real snapshot: on a terminal (a pseudo-terminal read through a terminal emulator)
+one line per container updated in place; piped, plain lines that carry the same facts."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+
+import pytest
+
+from tests.integration.stack import Stack, counter_services
+from tests.terminal import Terminal
+
+pytestmark = pytest.mark.engine
+
+SERVICES = ("a", "b", "c", "d", "e")
+
+
+@pytest.fixture
+def stack(start_stack: Callable[..., Stack]) -> Stack:
+    return start_stack("services:\n" + counter_services(*SERVICES), settle=0.5)
+
+
+def container_names(stack: Stack) -> list[str]:
+    return sorted(name for name in stack.states())
+
+
+def test_a_five_container_snapshot_fits_in_seven_lines_on_a_terminal_and_piped_says_the_same(stack: Stack) -> None:
+    terminal = Terminal([sys.executable, "-m", "compose_ckpt", "-p", stack.project, "snapshot", "--name", "shown"],
+                        cwd=stack.folder, columns=100, rows=40)
+    assert terminal.finish() == 0, "\n".join(terminal.lines())
+    screen = terminal.lines()
+    names = container_names(stack)
+    assert len(names) == 5
+    assert len(screen) <= 7, "\n".join(screen)
+    assert max(len(shown) for shown in terminal.screens) <= 7  # updated in place, never scrolled
+    assert re.match(r"\[\+\] snapshot done: 5 items +\d+\.\ds$", screen[0]), screen[0]
+    rows = {name: next(line for line in screen if f" {name} " in line) for name in names}
+    for name, row in rows.items():
+        assert row.startswith(" ✔ ") and re.search(r"done \(copying layer [\d.]+ (B|KiB|MiB)", row), row
+    assert screen[-1].startswith(f"snapshot shown of {stack.project}: 5 containers")
+
+    piped = stack.ckpt_ok("snapshot", "--name", "piped")  # stderr is a pipe: plain lines by default
+    lines = [line.split(None, 1)[1] for line in piped.stderr.splitlines()]
+    for name in names:
+        phases = [line.removeprefix(f"{name}: ") for line in lines if line.startswith(f"{name}: ")]
+        assert phases[:3] == ["pausing", "dumping", "copying layer"], phases
+        assert re.fullmatch(r"copying layer [\d.]+ (B|KiB|MiB), [\d.]+ (B|KiB|MiB)/s", phases[3]), phases
+        assert phases[4:] == ["resuming", "saving"], phases
+
+    quiet = stack.ckpt_ok("--progress", "quiet", "snapshot", "--name", "quiet")
+    assert quiet.stderr == ""

@@ -37,7 +37,7 @@ def test_a_five_container_snapshot_fits_in_seven_lines_on_a_terminal_and_piped_s
     assert max(len(shown) for shown in terminal.screens) <= 7  # updated in place, never scrolled
     assert re.match(r"\[\+\] snapshot done: 5 items +\d+\.\ds$", screen[0]), screen[0]
     rows = {name: next(line for line in screen if f" {name} " in line) for name in names}
-    for name, row in rows.items():
+    for row in rows.values():
         assert row.startswith(" ✔ ") and re.search(r"done \(copying layer [\d.]+ (B|KiB|MiB)", row), row
     assert screen[-1].startswith(f"snapshot shown of {stack.project}: 5 containers")
 

@@ -11,12 +11,12 @@ The values they carry (`ContainerInfo`, `Reference`, ...) are the adapters' plai
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # names for the annotations only: importing this module loads neither adapter
-    from compose_ckpt.engine.types import ContainerInfo, EngineInfo, ProcessFingerprint, RestartPolicy
+    from compose_ckpt.engine.types import ContainerInfo, EngineInfo, PlacedCheckpoint, ProcessFingerprint, RestartPolicy
     from compose_ckpt.registry.client import ManifestResponse
     from compose_ckpt.registry.reference import Reference
 
@@ -107,7 +107,10 @@ class EnginePort(Protocol):
 
     def copy_checkpoint_out(self, container_id: str, name: str, destination: Path) -> int: ...
 
-    def place_checkpoint(self, container_id: str, name: str, source: Path) -> list[str]: ...
+    def place_checkpoint(self, container_id: str, name: str, source: Path,
+                         on_bytes: Callable[[int, int], None] = ...) -> PlacedCheckpoint: ...
+
+    def remove_placed_pages(self, container_id: str) -> list[str]: ...
 
     # --- images, networks, volumes
     def image_id(self, reference: str) -> str | None: ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from compose_ckpt.const import CHECKPOINT_PREFIX, LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE
@@ -27,6 +27,7 @@ from compose_ckpt.errors import CkptError, ConflictError, RestoreFailed, UsageEr
 # A restored process that cannot carry on (a socket or file that did not come back) dies at once:
 # by this long after the last start it shows.
 SETTLE_SECONDS = 0.3
+PROGRESS_STEP = 256 * 1024**2  # bytes of page images placed between two progress lines
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class RestoredContainer:
     recreated: bool
     verified: str  # "memory layout" when the fingerprint matched, else "running" (fingerprint unreadable)
     seconds: dict[str, float]  # copy_in, restore, verify: this container's share of the work
+    pages: str  # how its page images reached CRIU: a PagesRoute value
+    page_bytes: int  # bytes of page images placed in its root (0 when they went through containerd)
 
 
 @dataclass(frozen=True)
@@ -293,9 +296,11 @@ class _Restore:
         # half written; the same path again would resume it and fail with `invalid tar header`.
         placed = f"{record.checkpoint}.{self.attempt}"
         with seconds.timed("copy_in"):
-            fitted = self.engine.place_checkpoint(target.id, placed, source)
-        if fitted:
-            self.progress(record.container_name, f"mounts restored private, as this host has them: {', '.join(sorted(fitted))}")
+            placement = self.engine.place_checkpoint(target.id, placed, source, placing_progress(
+                record.container_name, self.progress))
+        if placement.fitted:
+            self.progress(record.container_name,
+                          f"mounts restored private, as this host has them: {', '.join(sorted(placement.fitted))}")
         try:
             with seconds.timed("restore"):
                 self.engine.start_from_checkpoint(target.id, placed)
@@ -309,7 +314,7 @@ class _Restore:
             verified = self._verify(record, target)
         self.progress(record.container_name, "restored")
         return RestoredContainer(record.service, record.container_name, record.container_name in self.recreated,
-                                 verified, seconds.seconds)
+                                 verified, seconds.seconds, placement.pages.value, placement.page_bytes)
 
     def _verify(self, record: ContainerRecord, target: ContainerInfo) -> str:
         """Fail loudly when the container is not running, or was started fresh instead of restored."""
@@ -333,6 +338,23 @@ class _Restore:
         hint = hint or remedy_for(" ".join([message, *details]))
         details.append(f"restored before the failure: {done}; services that depend on them were not started")
         return RestoreFailed(message, details=details, hint=hint)
+
+
+def placing_progress(container_name: str, progress: ProgressCallback,
+                     step: int = PROGRESS_STEP) -> Callable[[int, int], None]:
+    """A byte counter for the page images being placed that reports every `step` bytes, with the rate."""
+    began = time.monotonic()
+    reported = 0
+
+    def on_bytes(done: int, total: int) -> None:
+        nonlocal reported
+        if done - reported < step and done < total:
+            return
+        reported = done
+        rate = done / max(time.monotonic() - began, 1e-3) / 1024**2
+        progress(container_name, f"placing pages {done / 1024**2:.0f} of {total / 1024**2:.0f} MiB ({rate:.0f} MiB/s)")
+
+    return on_bytes
 
 
 def _require_running(name: str, container: ContainerInfo | None) -> ContainerInfo:

@@ -7,9 +7,12 @@ from compose_ckpt.engine.types import (
     ContainerEvent,
     ContainerInfo,
     EngineInfo,
+    PagesRoute,
+    PlacedCheckpoint,
     ProcessFingerprint,
     RestartPolicy,
 )
 
-__all__ = ["NO_RESTART", "ContainerEvent", "ContainerInfo", "Engine", "EngineInfo", "ProcessFingerprint", "RestartPolicy",
+__all__ = ["NO_RESTART", "ContainerEvent", "ContainerInfo", "Engine", "EngineInfo", "PagesRoute", "PlacedCheckpoint",
+           "ProcessFingerprint", "RestartPolicy",
            "host"]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from compose_ckpt.const import HOLDER_IMAGE, LABEL_HELPER, LABEL_HOLDER_FOR
-from compose_ckpt.engine import ctrd_copies, host
+from compose_ckpt.engine import ctrd_copies, host, pages_in_root
 from compose_ckpt.engine.api import ApiError, SdkTransport, Transport, UnixTransport, Unreachable, path_of
 from compose_ckpt.engine.contexts import START_HINT, sdk_client_for
 from compose_ckpt.engine.criu_images import (
@@ -40,6 +40,7 @@ from compose_ckpt.engine.criu_images import (
 from compose_ckpt.engine.criu_log import RestoreLogCatcher, criu_log_key_lines
 from compose_ckpt.engine.hardlinks import link_or_copy_tree
 from compose_ckpt.engine.holder_image import holder_rootfs
+from compose_ckpt.engine.pages_in_root import BytesCallback
 from compose_ckpt.engine.specs import create_body
 from compose_ckpt.engine.tar_stream import extract_tree, tar_stream, write_upload_id
 from compose_ckpt.engine.types import (
@@ -47,6 +48,8 @@ from compose_ckpt.engine.types import (
     ContainerEvent,
     ContainerInfo,
     EngineInfo,
+    PagesRoute,
+    PlacedCheckpoint,
     ProcessFingerprint,
     RestartPolicy,
 )
@@ -393,15 +396,24 @@ class Engine:
         """POST /containers/{id}/start?checkpoint=NAME. The container must have exited.
 
         containerd deletes the task's bundle, and CRIU's restore.log in it, as soon as the restore
-        fails: on this host the log is opened while the restore runs, so its lines can be shown."""
+        fails: on this host the log is opened while the restore runs, so its lines can be shown.
+        Page images placed in the container's root are removed once the daemon has answered."""
         try:
             self._restore_once(container_id, name)
-        except EngineError as exc:
-            if _STALE_RUNTIME in exc.message:
+        except EngineUnavailable:
+            raise  # no answer: the daemon may still be reading them; the next command's recovery removes them
+        except CkptError as exc:
+            if isinstance(exc, EngineError) and _STALE_RUNTIME in exc.message:
                 exc.hint = ("A Docker daemon killed during an earlier restore left runc's state of this container "
                             "behind. Remove the container (`docker rm`); `compose-ckpt restore` recreates it "
                             "(on the daemon's host it does so by itself).")
+            self._remove_placed_quietly(container_id)
             raise
+        self._remove_placed_quietly(container_id)
+
+    def _remove_placed_quietly(self, container_id: str) -> None:
+        with contextlib.suppress(CkptError):  # the restore's own outcome is what counts
+            self.remove_placed_pages(container_id)
 
     def clear_stale_runtime(self, container_id: str) -> bool:
         """On the daemon's host: remove runc's state of a container the daemon considers stopped, which a
@@ -492,22 +504,76 @@ class Engine:
             stream, _ = self._api.get_archive(helper, f"{HELPER_MOUNT}/{name}")
             return extract_tree(stream, name, destination)
 
-    def place_checkpoint(self, container_id: str, name: str, source: Path) -> list[str]:
+    def place_checkpoint(self, container_id: str, name: str, source: Path,
+                         on_bytes: BytesCallback = lambda done, total: None) -> PlacedCheckpoint:
         """Put checkpoint files from `source` where `docker start --checkpoint NAME` looks for them.
 
-        On the daemon's host the placed copy is fitted to this host's mount propagation (see
-        `_fit_mount_propagation`); returns the container paths of the mounts it changed."""
-        if self.info().local:
-            target = self._checkpoint_dir(container_id, name)
-            if target.exists():
-                shutil.rmtree(target)
-            link_or_copy_tree(source, target)
+        On the daemon's host the page images go into the container's own root when it allows it (see
+        engine/pages_in_root.py; `on_bytes` follows that copy), the placed copy is fitted to this host's
+        mount propagation (see `_fit_mount_propagation`); elsewhere everything goes through the API."""
+        if not self.info().local:
+            with self._checkpoints_helper(container_id) as helper, translated(f"upload checkpoint {name}"):
+                if not self._api.put_archive(helper, HELPER_MOUNT, tar_stream(source, name)):
+                    raise EngineError(f"the engine refused the upload of checkpoint {name}")
+            return PlacedCheckpoint([], PagesRoute.CONTAINERD, 0, "remote engine")
+        target = self._checkpoint_dir(container_id, name)
+        if target.exists():
+            shutil.rmtree(target)
+        root, why = self._container_root(container_id)
+        placed = self._place_pages(root, source, on_bytes) if root else None
+        links = {image: f"{placed.folder}/{image}" for image in placed.names} if placed else {}
+        try:
+            link_or_copy_tree(source, target, leave_out=lambda path: path.parent == source and path.name in links)
+            for image, inside in links.items():
+                os.symlink(inside, target / image)  # followed by CRIU inside the container's mount namespace
             write_upload_id(target)
-            return self._fit_mount_propagation(container_id, target)
-        with self._checkpoints_helper(container_id) as helper, translated(f"upload checkpoint {name}"):
-            if not self._api.put_archive(helper, HELPER_MOUNT, tar_stream(source, name)):
-                raise EngineError(f"the engine refused the upload of checkpoint {name}")
-        return []
+            fitted = self._fit_mount_propagation(container_id, target)
+        except BaseException:
+            if root and placed:
+                self._remove_pages(root)
+            raise
+        if placed is None:
+            return PlacedCheckpoint(fitted, PagesRoute.CONTAINERD, 0, why)
+        return PlacedCheckpoint(fitted, PagesRoute.CONTAINER_ROOT, placed.size)
+
+    def _container_root(self, container_id: str) -> tuple[pages_in_root.ContainerRoot | None, str]:
+        """The container's root when the page images can go there, else None and why not."""
+        container = self.inspect(container_id)
+        if container is None:
+            raise NotFoundError(f"container {container_id[:12]} is gone")
+        root = pages_in_root.ContainerRoot.of(container, self.info().docker_root_dir)
+        if root is None:
+            driver = (container.attrs.get("GraphDriver") or {}).get("Name") or "unknown"
+            return None, f"storage driver {driver}"
+        return root, ""
+
+    def _place_pages(self, root: pages_in_root.ContainerRoot, source: Path,
+                     on_bytes: BytesCallback) -> pages_in_root.PlacedPages | None:
+        """The page images copied into the container's root; None (containerd's way) when that fails."""
+        images = pages_in_root.page_images(source)
+        if not images:
+            return None
+        try:
+            return pages_in_root.place(root, images, on_bytes)
+        except OSError as exc:  # a full or read-only layer: containerd's way still works
+            _log.warning("cannot place the page images in the container's root, restoring through containerd: %s", exc)
+            return None
+
+    def remove_placed_pages(self, container_id: str) -> list[str]:
+        """Remove the page images a restore placed in the container's root (engine/pages_in_root.py), also
+        those of a run killed earlier; returns the folders removed. Elsewhere there are none."""
+        if not self.info().local:
+            return []
+        container = self.inspect(container_id)
+        root = container and pages_in_root.ContainerRoot.of(container, self.info().docker_root_dir)
+        return self._remove_pages(root) if root else []
+
+    def _remove_pages(self, root: pages_in_root.ContainerRoot) -> list[str]:
+        try:
+            return pages_in_root.remove(root)
+        except OSError as exc:
+            _log.warning("could not remove the page images placed in a container's root: %s", exc)
+            return []
 
     def _fit_mount_propagation(self, container_id: str, folder: Path) -> list[str]:
         """Drop, in the placed checkpoint, each mount's link to a peer group outside the container that this

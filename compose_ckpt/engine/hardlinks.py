@@ -6,18 +6,19 @@ import errno
 import os
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from compose_ckpt.errors import NotFoundError, UnsafePathError
 
 
-def link_or_copy_tree(source: Path, destination: Path) -> int:
+def link_or_copy_tree(source: Path, destination: Path, leave_out: Callable[[Path], bool] = lambda _: False) -> int:
     """Hard-link every file of `source` into `destination`, copying across filesystems; return bytes.
 
     CRIU image files are written once and never changed, so sharing them by
     hard link is safe and makes a snapshot of a large container nearly free.
     Folders are made 0700 and files 0600 (they hold process memory), and a
-    link found in `source` is refused, never followed.
+    link found in `source` is refused, never followed. Files `leave_out` names are not copied.
     """
     total = 0
     if not source.is_dir() or source.is_symlink():
@@ -32,6 +33,8 @@ def link_or_copy_tree(source: Path, destination: Path) -> int:
                 raise UnsafePathError(f"refusing {entry}: only regular files and folders may be in a checkpoint")
         for file_name in files:
             src, dst = Path(folder, file_name), target_folder / file_name
+            if leave_out(src):
+                continue
             try:
                 os.link(src, dst, follow_symlinks=False)
             except OSError as exc:

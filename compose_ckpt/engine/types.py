@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
 
@@ -192,3 +193,20 @@ class ContainerEvent:
     container_id: str
     attributes: dict[str, str]  # the container's labels, plus name and image
     time: float  # epoch seconds
+
+
+class PagesRoute(str, Enum):
+    """How a restore's page images reach CRIU (see engine/pages_in_root.py)."""
+
+    CONTAINER_ROOT = "container-root"  # placed inside the container's own root: containerd copies only the rest
+    CONTAINERD = "containerd"  # the whole checkpoint through containerd's content store and temp folder
+
+
+@dataclass(frozen=True)
+class PlacedCheckpoint:
+    """What placing a checkpoint for `docker start --checkpoint` did."""
+
+    fitted: list[str]  # container paths of the mounts restored private, as this host has them
+    pages: PagesRoute
+    page_bytes: int  # bytes of page images placed in the container's root (0 through containerd)
+    why_containerd: str = ""  # why the page images took containerd's way, when it matters to a user

@@ -5,6 +5,7 @@ engine in tests/integration/test_engine_roundtrip.py."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.requests import RestoreRequest
 from compose_ckpt.domain.restore import RestoreResult, restore_snapshot
 from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.engine import ContainerInfo, EngineInfo, ProcessFingerprint
+from compose_ckpt.engine import ContainerInfo, EngineInfo, PagesRoute, PlacedCheckpoint, ProcessFingerprint
 from compose_ckpt.errors import NeedsAdoption, RestoreFailed
 from tests.fakes import UntouchableEngine
 
@@ -54,9 +55,10 @@ class FakeEngine(UntouchableEngine):
     def checkpoint_list(self, container_id: str) -> list[str]:
         return []
 
-    def place_checkpoint(self, container_id: str, name: str, source: Path) -> list[str]:
+    def place_checkpoint(self, container_id: str, name: str, source: Path,
+                         on_bytes: Callable[[int, int], None] = lambda done, total: None) -> PlacedCheckpoint:
         self.calls.append("place")
-        return []
+        return PlacedCheckpoint([], PagesRoute.CONTAINERD, 0)
 
     def start_from_checkpoint(self, container_id: str, name: str) -> None:
         self.calls.append("start")

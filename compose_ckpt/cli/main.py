@@ -246,7 +246,8 @@ def _details(manifest: Manifest) -> dict[str, Any]:
         "containers": [
             {"service": r.service, "container": r.container_name, "container_id": r.container_id,
              "image": r.image, "image_id": r.image_id, "size": r.size, "dump_seconds": r.dump_seconds,
-             "layer": _tree_copy(r.layer), "restart_policy": r.restart_policy}
+             "layer": _tree_copy(r.layer), "restart_policy": r.restart_policy,
+             "last_restore": vars(r.last_restore) if r.last_restore else None}
             for r in manifest.containers
         ],
         "with_volumes": manifest.has_volumes,
@@ -487,6 +488,12 @@ def inspect(ctx: typer.Context, snapshot: Annotated[str, typer.Argument(metavar=
     print_table(["SERVICE", "CONTAINER", "IMAGE", "SIZE", "DUMP", "LAYER"],
                 [(c["service"], c["container"], c["image"], human_size(c["size"]), f"{c['dump_seconds']:.2f}s",
                   _copy_text(c["layer"]) if c["layer"] else "not copied") for c in document["containers"]])
+    restores = [c for c in document["containers"] if c["last_restore"]]
+    if restores:
+        print_table(["CONTAINER", "LAST RESTORE", "PAGES", "PLACED", "RESTORE"],
+                    [(c["container"], c["last_restore"]["at"], _pages_text(c["last_restore"]),
+                      f"{c['last_restore']['place_seconds']:.2f}s", f"{c['last_restore']['restore_seconds']:.2f}s")
+                     for c in restores])
     if document["volumes"]:
         print_table(["VOLUME", "COPY"], [(v["name"], _copy_text(v["copy"]) if v["copy"] else "not copied (no --with-volumes)")
                                          for v in document["volumes"]])
@@ -494,6 +501,14 @@ def inspect(ctx: typer.Context, snapshot: Annotated[str, typer.Argument(metavar=
         print_table(["BIND MOUNT (not copied)", "CONTAINER", "PATH"],
                     [(b["source"], b["container"], b["destination"] + (" (ro)" if b["read_only"] else ""))
                      for b in document["binds"]])
+
+
+def _pages_text(restored: dict[str, Any]) -> str:
+    """How the page images reached CRIU, with the placing rate when they went into the container's root."""
+    if restored["pages"] != "container-root":
+        return "through containerd"
+    rate = restored["page_bytes"] / max(restored["place_seconds"], 1e-3)
+    return f"in container root, {human_size(restored['page_bytes'])} at {human_size(int(rate))}/s"
 
 
 def _copy_text(copy: dict[str, Any]) -> str:

@@ -71,6 +71,17 @@ class BindMount:
 
 
 @dataclass
+class RestoreRecord:
+    """The latest restore of a container from the snapshot: how its page images reached CRIU, how fast."""
+
+    at: str  # when it ended (UTC, ISO 8601)
+    pages: str  # a PagesRoute value: "container-root" (placed in its root) or "containerd"
+    page_bytes: int  # bytes of page images placed in its root (0 through containerd)
+    place_seconds: float  # placing the checkpoint where the daemon looks for it (the page copy included)
+    restore_seconds: float  # the daemon's restore (`docker start --checkpoint`)
+
+
+@dataclass
 class ContainerRecord:
     """One container of the snapshot and its checkpoint."""
 
@@ -90,6 +101,7 @@ class ContainerRecord:
     inspect: dict[str, Any] = field(default_factory=dict, repr=False)  # recorded to recreate the container
     layer: TreeCopy | None = None  # its writable-layer changes (None: not captured, --ignore-rootfs)
     holder: dict[str, Any] | None = field(default=None, repr=False)  # its network holder's inspect, when adopted
+    last_restore: RestoreRecord | None = None
 
     @property
     def held_policy(self) -> RestartPolicy | None:
@@ -193,7 +205,10 @@ def _tree_copy(document: Any) -> TreeCopy | None:
 def _container_record(document: dict[str, Any]) -> ContainerRecord:
     fields = dict(document)
     layer = _tree_copy(fields.pop("layer", None))
-    return ContainerRecord(**fields, layer=layer)
+    restored = fields.pop("last_restore", None)
+    if restored is not None and not isinstance(restored, dict):
+        raise ValueError("a restore record must be an object")
+    return ContainerRecord(**fields, layer=layer, last_restore=RestoreRecord(**restored) if restored else None)
 
 
 def _volume_record(document: dict[str, Any]) -> VolumeRecord:
@@ -342,6 +357,13 @@ TREE_COPY_RULES: dict[str, Rule] = {
     "sha256": _SHA256,
     "reread": _optional(_number(MAX_SIZE, integer=True)),
 }
+RESTORE_RULES: dict[str, Rule] = {
+    "at": _created,
+    "pages": _text(r"container-root|containerd", 14),
+    "page_bytes": _number(MAX_SIZE, integer=True),
+    "place_seconds": _number(MAX_SECONDS),
+    "restore_seconds": _number(MAX_SECONDS),
+}
 RECORD_RULES: dict[str, Rule] = {
     "service": _SERVICE,
     "container_id": _SHA256,  # Docker's container ids are 64 hex digits too
@@ -357,6 +379,7 @@ RECORD_RULES: dict[str, Rule] = {
     "layer": _optional(_object(TREE_COPY_RULES)),
     "holder": _optional(_holder_config),
     "restart_policy": _optional(_restart_policy),
+    "last_restore": _optional(_object(RESTORE_RULES)),
 }
 VOLUME_RULES: dict[str, Rule] = {
     "name": _text(_OBJECT_NAME, 255),

@@ -32,7 +32,7 @@ from compose_ckpt.domain.parallel import ProgressCallback
 from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo, ProcessFingerprint
-from compose_ckpt.errors import CkptError, RecoveryFailed
+from compose_ckpt.errors import CkptError, NotFoundError, RecoveryFailed
 
 # The hand-overs between runc, containerd and the daemon during one dump leave gaps of a few tenths of a
 # second with nothing visible: a dump counts as over once nothing is seen for this long.
@@ -61,6 +61,7 @@ def recover_interrupted(engine: EnginePort, project_name: str, store: SnapshotSt
     command works over it; with `strict` (the `recover` command, whose job is to say so) also when
     a state is lost for good. That loss is recorded in the snapshot, now `failed`, and must not
     block the next snapshot or restore of containers the user has started fresh since."""
+    _remove_placed_pages(engine, project_name, store)
     total = _Outcome()
     for manifest in store.list(project_name):
         if manifest.status is SnapshotStatus.INCOMPLETE:
@@ -77,6 +78,22 @@ def recover_interrupted(engine: EnginePort, project_name: str, store: SnapshotSt
                   "Those in-memory states are lost; start them fresh (`docker compose up -d`)."),
         )
     return total.lines
+
+
+def _remove_placed_pages(engine: EnginePort, project_name: str, store: SnapshotStore) -> None:
+    """The page images a killed restore left in its containers' roots (see `SnapshotStore.note_restoring`).
+    Kept noted while the engine cannot be asked: the next command tries again."""
+    noted = store.restoring(project_name)
+    if not noted:
+        return
+    for container_id in noted:
+        try:
+            engine.remove_placed_pages(container_id)
+        except NotFoundError:
+            continue  # the container is gone, and its layer with it
+        except CkptError:
+            return
+    store.done_restoring(project_name)
 
 
 @dataclass

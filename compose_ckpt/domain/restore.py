@@ -12,7 +12,7 @@ from compose_ckpt.const import CHECKPOINT_PREFIX, LABEL_ONEOFF, LABEL_PROJECT, L
 from compose_ckpt.domain.containers import ensure_holders, implicit_dependencies, recreate_containers
 from compose_ckpt.domain.filesystem import FilesystemRestore
 from compose_ckpt.domain.holders import refuse_unrestorable
-from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus
+from compose_ckpt.domain.manifest import ContainerRecord, Manifest, RestoreRecord, SnapshotStatus, now_iso
 from compose_ckpt.domain.ordering import dependency_levels
 from compose_ckpt.domain.parallel import ProgressCallback, describe_failures, run_parallel
 from compose_ckpt.domain.ports import EnginePort
@@ -22,7 +22,7 @@ from compose_ckpt.domain.requests import RestoreRequest
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.domain.timing import Phases
 from compose_ckpt.engine import ContainerInfo, ProcessFingerprint
-from compose_ckpt.errors import CkptError, ConflictError, RestoreFailed, UsageError
+from compose_ckpt.errors import CkptError, ConflictError, NotFoundError, RestoreFailed, UsageError
 
 # A restored process that cannot carry on (a socket or file that did not come back) dies at once:
 # by this long after the last start it shows.
@@ -109,6 +109,7 @@ class _Restore:
             self._prepare_containers()
             warnings = self.files.put_back(self.targets, self.recreated, keep_before=set(self.set_aside))
             self.phases.add("prepare", time.monotonic() - self.began)
+            self.store.note_restoring(self.manifest.project, [target.id for target in self.targets.values()])
             restored: list[RestoredContainer] = []
             with self.phases.timed("restore"):
                 for level in dependency_levels(implicit_dependencies(self.manifest), self.services):
@@ -124,12 +125,15 @@ class _Restore:
                 self._check_still_running(restored)
             self._put_policies_back(restored)
         except BaseException as exc:
+            self._remove_placed_pages()
             if self.set_aside:
                 self.files.undo_layers()  # the safety checkpoints need the files they had open
                 self._put_back_set_aside(exc)
             raise
         finally:
             self.files.discard()
+        self.store.done_restoring(self.manifest.project)  # each restore removed its own page images
+        self._record(restored)
         self._drop_safety_checkpoints(list(self.set_aside.values()))
         return RestoreResult(self.manifest, restored, self.phases.seconds, warnings, self._not_in_snapshot())
 
@@ -141,6 +145,27 @@ class _Restore:
         return [NotInSnapshot(service, container.name, container.status)
                 for container in sorted(listed, key=lambda c: c.name)
                 if (service := container.labels.get(LABEL_SERVICE, "")) in self.services and container.name not in held]
+
+    def _record(self, restored: list[RestoredContainer]) -> None:
+        """Note in the snapshot how each container's pages came back and how fast (`inspect` shows it)."""
+        at = now_iso()
+        for container in restored:
+            record = next(r for r in self.records if r.container_name == container.container)
+            record.last_restore = RestoreRecord(at=at, pages=container.pages, page_bytes=container.page_bytes,
+                                                place_seconds=round(container.seconds.get("copy_in", 0.0), 3),
+                                                restore_seconds=round(container.seconds.get("restore", 0.0), 3))
+        self.store.write(self.manifest)
+
+    def _remove_placed_pages(self) -> None:
+        """After a failure, whatever stopped a restore before it removed the page images it placed (an error
+        of the engine, an interrupt): removed here, else left noted for the next command's recovery."""
+        try:
+            for target in self.targets.values():
+                with contextlib.suppress(NotFoundError):
+                    self.engine.remove_placed_pages(target.id)
+        except CkptError:
+            return
+        self.store.done_restoring(self.manifest.project)
 
     def _holds_connections(self, container_name: str) -> bool:
         """Whether the checkpoint holds established TCP connections (CRIU writes one tcp-stream image each)."""
@@ -344,11 +369,11 @@ def placing_progress(container_name: str, progress: ProgressCallback,
                      step: int = PROGRESS_STEP) -> Callable[[int, int], None]:
     """A byte counter for the page images being placed that reports every `step` bytes, with the rate."""
     began = time.monotonic()
-    reported = 0
+    reported: int | None = None
 
     def on_bytes(done: int, total: int) -> None:
         nonlocal reported
-        if done - reported < step and done < total:
+        if reported is not None and done - reported < step and done < total:
             return
         reported = done
         rate = done / max(time.monotonic() - began, 1e-3) / 1024**2

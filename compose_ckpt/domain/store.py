@@ -3,6 +3,8 @@
 Layout under the store home ($COMPOSE_CKPT_HOME, default /var/lib/compose-ckpt):
 
     projects/<project>/.lock                      flock held while a command changes the project
+    projects/<project>/.restoring                 ids of containers a restore under way may have placed page
+                                                  images in (engine/pages_in_root.py); gone once removed
     projects/<project>/<snapshot>/manifest.json   written atomically (temp file + rename)
     projects/<project>/<snapshot>/checkpoints/<container>/   the CRIU image files
     projects/<project>/<snapshot>/compose/<n>-<file>         the compose files it was taken from
@@ -42,6 +44,8 @@ DEFAULT_LOCK_TIMEOUT = 30.0
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 32 * 1024**2
 _REMOVING = ".removing-"
+RESTORING = ".restoring"
+_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 # Compose file copies: letters, digits, '_', '.', '-' only (they become archive member names).
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -166,6 +170,26 @@ class SnapshotStore:
             return []
         safefs.check_tree(folder)
         return sorted(folder.iterdir(), key=_merge_order)
+
+    def note_restoring(self, project_name: str, container_ids: list[str]) -> None:
+        """Record the containers a restore is about to place page images in, for `restoring` after a kill."""
+        folder = self._project_folder(project_name, create=True)
+        assert folder is not None
+        safefs.replace_private_file(folder / RESTORING, "".join(f"{cid}\n" for cid in container_ids).encode())
+
+    def restoring(self, project_name: str) -> list[str]:
+        """The ids `note_restoring` recorded and `done_restoring` has not cleared: those of a killed restore."""
+        folder = self._project_folder(project_name, create=False)
+        try:
+            text = safefs.read_trusted_file(folder / RESTORING, MAX_MANIFEST_BYTES) if folder else b""
+        except FileNotFoundError:
+            return []
+        return [line for line in text.decode(errors="replace").split() if _CONTAINER_ID.fullmatch(line)]
+
+    def done_restoring(self, project_name: str) -> None:
+        folder = self._project_folder(project_name, create=False)
+        if folder is not None:
+            (folder / RESTORING).unlink(missing_ok=True)
 
     # --- reading --------------------------------------------------------------------------------
 

@@ -412,8 +412,10 @@ class Engine:
         self._remove_placed_quietly(container_id)
 
     def _remove_placed_quietly(self, container_id: str) -> None:
-        with contextlib.suppress(CkptError):  # the restore's own outcome is what counts
+        try:
             self.remove_placed_pages(container_id)
+        except CkptError as exc:  # the restore's own outcome is what counts; the next command's recovery tries again
+            _log.warning("%s", exc)
 
     def clear_stale_runtime(self, container_id: str) -> bool:
         """On the daemon's host: remove runc's state of a container the daemon considers stopped, which a
@@ -530,7 +532,8 @@ class Engine:
             fitted = self._fit_mount_propagation(container_id, target)
         except BaseException:
             if root and placed:
-                self._remove_pages(root)
+                with contextlib.suppress(CkptError):
+                    self._remove_pages(root, container_id)
             raise
         if placed is None:
             return PlacedCheckpoint(fitted, PagesRoute.CONTAINERD, 0, why)
@@ -566,14 +569,13 @@ class Engine:
             return []
         container = self.inspect(container_id)
         root = container and pages_in_root.ContainerRoot.of(container, self.info().docker_root_dir)
-        return self._remove_pages(root) if root else []
+        return self._remove_pages(root, container_id) if root else []
 
-    def _remove_pages(self, root: pages_in_root.ContainerRoot) -> list[str]:
+    def _remove_pages(self, root: pages_in_root.ContainerRoot, container_id: str) -> list[str]:
         try:
             return pages_in_root.remove(root)
         except OSError as exc:
-            _log.warning("could not remove the page images placed in a container's root: %s", exc)
-            return []
+            raise EngineError(f"cannot remove the page images placed in the root of {container_id[:12]}: {exc}") from exc
 
     def _fit_mount_propagation(self, container_id: str, folder: Path) -> list[str]:
         """Drop, in the placed checkpoint, each mount's link to a peer group outside the container that this

@@ -118,6 +118,7 @@ def place(root: ContainerRoot, images: list[Path], on_bytes: BytesCallback) -> P
         name = _new_folder(top)
         try:
             folder = os.open(name, _DIRECTORY, dir_fd=top)
+            on_bytes(0, total)
             try:
                 for image in images:
                     done = _copy_into(image, folder, done, total, on_bytes)

@@ -29,6 +29,7 @@ from typing import IO, TYPE_CHECKING, Any
 from compose_ckpt.const import LABEL_HELPER
 from compose_ckpt.engine.adapter import translated
 from compose_ckpt.engine.api import Transport, path_of
+from compose_ckpt.engine.pages_in_root import FOLDER_PREFIX
 from compose_ckpt.engine.tar_stream import IterReader
 from compose_ckpt.engine.types import ContainerInfo
 from compose_ckpt.errors import EngineError
@@ -65,7 +66,8 @@ class TreeTransfer:
         """Stream the tar of a container's writable-layer changes (whiteouts included)."""
         upper = _require_upper(container)
         if _TAR and self._engine.info().local and not _is_link_or_missing(Path(upper)):
-            return _read_here(Path(upper))
+            # Page images a restore placed there are not the container's files (engine/pages_in_root.py).
+            return _read_here(Path(upper), leave_out=f"./{FOLDER_PREFIX}*")
         return self._read({"Type": "bind", "Source": upper, "Target": TREE_MOUNT, "ReadOnly": True},
                           container.image_id, f"read the writable layer of {container.name}")
 
@@ -207,15 +209,17 @@ class TreeTransfer:
 
 
 def _read_here(folder: Path, entries: Sequence[str] | None = None, *, live: bool = False,
-               ) -> Generator[bytes, None, None]:
+               leave_out: str | None = None) -> Generator[bytes, None, None]:
     """The same tar as the archive endpoint gives, made by GNU tar on this host (the engine's): about three
     times faster than the daemon's archive code, which matters inside the frozen window. Same format as
     the endpoint's: members under ckpt-tree/, numeric owners, whiteouts as devices 0/0.
 
     `entries` ("./a/b", as `tree_changes` names them): only those, not what folders among them hold.
     `live`: the folder is being written to (a pre-copy): a file that changed or went away while it was
-    read is not an error; the caller reads whatever changed again once the writers are frozen."""
-    command = [str(_TAR), "-C", str(folder), "-c", "--numeric-owner", "--one-file-system", "--xattrs",
+    read is not an error; the caller reads whatever changed again once the writers are frozen.
+    `leave_out`: a pattern of top-level entries (`./NAME*`) left out."""
+    excluded = ["--anchored", f"--exclude={leave_out}", "--no-anchored"] if leave_out else []
+    command = [str(_TAR), "-C", str(folder), "-c", *excluded, "--numeric-owner", "--one-file-system", "--xattrs",
                "--xattrs-include=security.capability", "--transform", f"s,^\\.,{TREE_PREFIX},S",
                # The same tree gives the same bytes (equal copies are shared by hash): no access or change
                # times, no pid in the extended header names, entries in name order.

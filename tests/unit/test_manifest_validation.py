@@ -14,12 +14,14 @@ from compose_ckpt.domain.manifest import (
     BIND_RULES,
     MANIFEST_RULES,
     RECORD_RULES,
+    RESTORE_RULES,
     TREE_COPY_RULES,
     VOLUME_RULES,
     BindMount,
     ContainerRecord,
     Manifest,
     ManifestError,
+    RestoreRecord,
     SnapshotStatus,
     TreeCopy,
     VolumeRecord,
@@ -57,7 +59,7 @@ def good_document() -> dict[str, Any]:
 def test_every_field_has_a_rule() -> None:
     """A field added to the manifest without a rule here would be trusted unchecked."""
     for rules, kind in ((MANIFEST_RULES, Manifest), (RECORD_RULES, ContainerRecord), (TREE_COPY_RULES, TreeCopy),
-                        (VOLUME_RULES, VolumeRecord), (BIND_RULES, BindMount)):
+                        (VOLUME_RULES, VolumeRecord), (BIND_RULES, BindMount), (RESTORE_RULES, RestoreRecord)):
         assert set(rules) == {f.name for f in dataclasses.fields(kind)}, kind
 
 

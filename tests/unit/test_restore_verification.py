@@ -60,6 +60,9 @@ class FakeEngine(UntouchableEngine):
         self.calls.append("place")
         return PlacedCheckpoint([], PagesRoute.CONTAINERD, 0)
 
+    def remove_placed_pages(self, container_id: str) -> list[str]:
+        return []  # none placed: the page images go through containerd here
+
     def start_from_checkpoint(self, container_id: str, name: str) -> None:
         self.calls.append("start")
         self.status = "running"

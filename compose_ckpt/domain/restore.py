@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from compose_ckpt.const import CHECKPOINT_PREFIX, LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE
@@ -14,7 +14,7 @@ from compose_ckpt.domain.filesystem import FilesystemRestore
 from compose_ckpt.domain.holders import refuse_unrestorable
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, RestoreRecord, SnapshotStatus, now_iso
 from compose_ckpt.domain.ordering import dependency_levels
-from compose_ckpt.domain.parallel import ProgressCallback, describe_failures, run_parallel
+from compose_ckpt.domain.parallel import ProgressCallback, ProgressEvent, describe_failures, run_parallel
 from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.recovery import recover_interrupted
 from compose_ckpt.domain.remedies import remedy_for
@@ -27,7 +27,7 @@ from compose_ckpt.errors import CkptError, ConflictError, NotFoundError, Restore
 # A restored process that cannot carry on (a socket or file that did not come back) dies at once:
 # by this long after the last start it shows.
 SETTLE_SECONDS = 0.3
-PROGRESS_STEP = 256 * 1024**2  # bytes of page images placed between two progress lines
+PLACING_PAGES = "placing pages"  # the phase of copying page images into a container's root, with its bytes
 
 
 @dataclass(frozen=True)
@@ -321,8 +321,8 @@ class _Restore:
         # half written; the same path again would resume it and fail with `invalid tar header`.
         placed = f"{record.checkpoint}.{self.attempt}"
         with seconds.timed("copy_in"):
-            placement = self.engine.place_checkpoint(target.id, placed, source, placing_progress(
-                record.container_name, self.progress))
+            placement = self.engine.place_checkpoint(target.id, placed, source, lambda done, total: self.progress(
+                record.container_name, ProgressEvent(PLACING_PAGES, done, total)))
         if placement.fitted:
             self.progress(record.container_name,
                           f"mounts restored private, as this host has them: {', '.join(sorted(placement.fitted))}")
@@ -363,23 +363,6 @@ class _Restore:
         hint = hint or remedy_for(" ".join([message, *details]))
         details.append(f"restored before the failure: {done}; services that depend on them were not started")
         return RestoreFailed(message, details=details, hint=hint)
-
-
-def placing_progress(container_name: str, progress: ProgressCallback,
-                     step: int = PROGRESS_STEP) -> Callable[[int, int], None]:
-    """A byte counter for the page images being placed that reports every `step` bytes, with the rate."""
-    began = time.monotonic()
-    reported: int | None = None
-
-    def on_bytes(done: int, total: int) -> None:
-        nonlocal reported
-        if reported is not None and done - reported < step and done < total:
-            return
-        reported = done
-        rate = done / max(time.monotonic() - began, 1e-3) / 1024**2
-        progress(container_name, f"placing pages {done / 1024**2:.0f} of {total / 1024**2:.0f} MiB ({rate:.0f} MiB/s)")
-
-    return on_bytes
 
 
 def _require_running(name: str, container: ContainerInfo | None) -> ContainerInfo:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
-import sys
 import tarfile
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +21,7 @@ from compose_ckpt.engine import Engine, PagesRoute
 from compose_ckpt.engine.pages_in_root import FOLDER_PREFIX
 from compose_ckpt.errors import EngineError
 from tests.integration.stack import BUSYBOX, COUNTER, DEBIAN, Stack, run_docker
+from tests.integration.test_faults import run_until, sigkill
 
 pytestmark = pytest.mark.engine
 MIB = 1024**2
@@ -64,7 +65,7 @@ def test_a_restore_places_the_pages_in_the_container_root_and_leaves_nothing_beh
     (restored,) = json.loads(done.stdout)["containers"]
     assert restored["pages"] == PagesRoute.CONTAINER_ROOT.value
     assert restored["page_bytes"] >= KEYS * MIB
-    assert "placing pages" in done.stderr
+    assert re.search(r": placing pages \S+ \S+ of \S+ \S+, \S+ \S+/s$", done.stderr, re.MULTILINE), done.stderr
     assert kv.redis("debug", "digest") == digest and kv.redis("dbsize") == str(KEYS)
     (container,) = kv.containers("kv")
     assert placed_folders(container) == []
@@ -176,15 +177,8 @@ def test_a_restore_killed_while_placing_pages_leaves_nothing_after_the_next_comm
     kv.ckpt_ok("snapshot", "--stop", "--name", "big")
     (container,) = kv.containers("kv")
 
-    process = subprocess.Popen([sys.executable, "-m", "compose_ckpt", "--progress", "plain", "-p", kv.project,
-                                "restore", "big"], cwd=kv.folder, stderr=subprocess.PIPE, text=True)
-    assert process.stderr is not None
-    for line in process.stderr:
-        if ": placing pages 0 of" in line:  # the folder is made, the copy begins
-            process.send_signal(signal.SIGKILL)
-            break
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL
+    killed = run_until(kv, ["restore", "big"], "placing pages", sigkill)  # the folder is made, the copy begins
+    assert killed.returncode == -signal.SIGKILL
     assert placed_folders(container), "the kill landed after the restore had cleaned up"
 
     kv.ckpt_ok("recover")

@@ -7,9 +7,11 @@ The most specific cause wins: a restore log always holds sandbox noise such as
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 _MISSING_FILE = re.compile(r"Can't open file (\S+) on restore: No such file or directory")
 _RESIZED_FILE = re.compile(r"File (\S+) has bad size")
+_UNIX_PEER_GONE = re.compile(r"Unix socket \d+ not found")
 # Logged by every restore where CRIU lacks CAP_SYS_RESOURCE, harmless: not a cause.
 _SANDBOX_NOISE = re.compile(r"rlimit: Can't setup RLIMIT_NOFILE for self: Operation not permitted")
 
@@ -23,6 +25,12 @@ TCP_REMEDY = ("A service has an established TCP connection. Let CRIU checkpoint 
               "/etc/criu/runc.conf on the Docker host (showing the change first), or set the container "
               "annotation org.criu.config to a file holding that line. Connections between services of one "
               "snapshot are frozen together and carry on; a peer outside the snapshot must tolerate the pause.")
+UNIX_SOCKET_REMEDY = ("A unix socket connects a process of the snapshot with one outside its container's process tree: "
+                      "another service sharing the socket through a volume, or a `docker compose exec` / `docker exec` "
+                      "session connected to it (a database shell, `redis-cli -s`). CRIU cannot take such a "
+                      "connection (`External socket is used`; on the other end `Unix socket N not found`). End the "
+                      "exec session, or have the services talk over TCP instead of a shared unix socket, or close the "
+                      "connection before the snapshot; the lines above name both ends.")
 PRIVATE_MOUNTS = ("The checkpoint was taken where the container's root file system and volumes were slaves of the "
                   "host's shared mounts, and where this engine would mount them they are private: CRIU cannot "
                   "restore that link (mount propagation). compose-ckpt fits the checkpoint to the host when it "
@@ -58,6 +66,8 @@ def remedy_for(text: str) -> str | None:
     if re.search(r"mount|mnt", text) and "No such file or directory" in text:
         return ("A mount the container had at checkpoint time is missing (a bind-mount source or volume was "
                 "removed). Recreate it, then restore again.")
+    if "External socket is used" in text or _UNIX_PEER_GONE.search(text):
+        return UNIX_SOCKET_REMEDY
     if "Connected TCP socket" in text or "tcp-established" in text:
         return TCP_REMEDY
     if "rlimit" in text or "Operation not permitted" in text:
@@ -66,3 +76,13 @@ def remedy_for(text: str) -> str | None:
     if "unsupported" in text.lower() or "Can't dump" in text:
         return "A process holds a file or socket CRIU cannot dump; the CRIU log lines above name it."
     return None
+
+
+def remedies_for(failures: Mapping[str, BaseException]) -> str | None:
+    """The remedy of each failed item's own cause, each said once: two causes failing together get both."""
+    found: list[str] = []
+    for exc in failures.values():
+        remedy = remedy_for(" ".join([str(exc), *getattr(exc, "details", [])]))
+        if remedy and remedy not in found:
+            found.append(remedy)
+    return " Also: ".join(found) or None

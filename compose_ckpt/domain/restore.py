@@ -17,7 +17,7 @@ from compose_ckpt.domain.ordering import dependency_levels
 from compose_ckpt.domain.parallel import ProgressCallback, ProgressEvent, describe_failures, run_parallel
 from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.recovery import recover_interrupted
-from compose_ckpt.domain.remedies import remedy_for
+from compose_ckpt.domain.remedies import remedies_for
 from compose_ckpt.domain.requests import RestoreRequest
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.domain.timing import Phases
@@ -275,7 +275,7 @@ class _Restore:
             f"cannot save the current state of {', '.join(sorted(failures))} before replacing it; "
             "nothing was changed, every service runs as before",
             details=details,
-            hint=(remedy_for(" ".join(details)) or "") + " To discard the current state instead, "
+            hint=(remedies_for(failures) or "") + " To discard the current state instead, "
                  "pass --no-safety-checkpoint with --force.",
         )
 
@@ -360,7 +360,7 @@ class _Restore:
         else:
             message, details = f"restore of {', '.join(sorted(failures))} failed", describe_failures(failures)
         hint = next((exc.hint for exc in failures.values() if isinstance(exc, CkptError) and exc.hint), None)
-        hint = hint or remedy_for(" ".join([message, *details]))
+        hint = hint or remedies_for(failures)
         details.append(f"restored before the failure: {done}; services that depend on them were not started")
         return RestoreFailed(message, details=details, hint=hint)
 

@@ -30,11 +30,12 @@ from compose_ckpt.domain.parallel import ProgressCallback, describe_failures, ru
 from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.recovery import recover_interrupted
-from compose_ckpt.domain.remedies import TCP_REMEDY, remedy_for
+from compose_ckpt.domain.remedies import TCP_REMEDY, UNIX_SOCKET_REMEDY, remedies_for
 from compose_ckpt.domain.requests import SnapshotRequest
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.domain.timing import Phases
 from compose_ckpt.engine import NO_RESTART, ContainerInfo, host
+from compose_ckpt.engine.criu_log import EXTERNAL_UNIX_SOCKET
 from compose_ckpt.errors import CkptError, SnapshotFailed, UnsafePathError, UsageError
 
 
@@ -268,9 +269,43 @@ class _SnapshotRun:
         outcome = run_parallel(ids, step, self.request.parallel)
         if outcome.failures:
             failure = _phase_failure(phase, {self.members[cid][1].name: exc for cid, exc in outcome.failures.items()})
-            if failure.hint == TCP_REMEDY:
+            if TCP_REMEDY in (failure.hint or ""):
                 failure.details += self._peers_outside()
+            if UNIX_SOCKET_REMEDY in (failure.hint or ""):
+                failure.details += self._unix_socket_ends(failure.details)
             raise failure
+
+    def _unix_socket_ends(self, details: list[str]) -> list[str]:
+        """Both ends of each unix connection CRIU refused, found by their inodes in /proc: which container
+        (or `docker exec` session, or host process) holds each."""
+        sockets = [(path or f"inode {own}", int(own), int(outside) if outside else None)
+                   for path, own, outside in EXTERNAL_UNIX_SOCKET.findall("\n".join(details))]
+        if not sockets or not self.engine.info().local:
+            return []
+        holders = host.socket_holders({inode for _, own, outside in sockets for inode in (own, outside) if inode})
+        lines = []
+        for path, own, outside in sockets:
+            ours = " and ".join(self._describe_holder(holder) for holder in holders[own]) or "a process of the snapshot"
+            if outside is None:  # its peer is in another network namespace: CRIU's log does not say which
+                theirs = "a process in another container or on the host (not in its network namespace)"
+            else:
+                theirs = " and ".join(self._describe_holder(h) for h in holders[outside]) or "a process that has ended since"
+            lines.append(f"{ours} holds unix socket {path}, connected to {theirs}: CRIU dumps each container's own "
+                         "process tree and cannot take a connection to a process outside it")
+        return lines
+
+    def _describe_holder(self, holder: host.SocketHolder) -> str:
+        process = f"pid {holder.pid} {holder.command}"
+        if holder.container_id is None:
+            return f"a process on the host, outside any container ({process})"
+        member = self.members.get(holder.container_id)
+        container = member[1] if member else self.engine.inspect(holder.container_id)
+        if container is None:
+            return f"container {holder.container_id[:12]} ({process})"
+        if container.pid and not host.descends_from(holder.pid, container.pid):
+            return f"a `docker exec` session in {container.name} ({process}, not started by its main process)"
+        service = f"service {member[0]} " if member else ""
+        return f"{service}{container.name} ({process})"
 
     def _peers_outside(self) -> list[str]:
         """Services connected to an address no container of this snapshot has: only frozen ends agree."""
@@ -359,7 +394,6 @@ class _SnapshotRun:
 
 
 def _phase_failure(phase: str, failures: dict[str, Exception]) -> SnapshotFailed:
-    details = describe_failures(failures)
-    text = " ".join(details)
     failed = ", ".join(sorted(failures))
-    return SnapshotFailed(f"snapshot failed while {phase} {failed}", details=details, hint=remedy_for(text))
+    return SnapshotFailed(f"snapshot failed while {phase} {failed}", details=describe_failures(failures),
+                          hint=remedies_for(failures))

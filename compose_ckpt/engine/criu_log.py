@@ -11,6 +11,14 @@ from pathlib import Path
 from typing import ClassVar
 
 _CRIU_LOG = re.compile(r"(/\S+/(?:criu-dump|criu-restore|restore|dump)\.log)")
+# Logged just before `External socket is used`: `ino` is the outside end, `peer_ino` the dumped process's own.
+_RUNAWAY = re.compile(r"Runaway socket: ino (\d+) peer_ino (\d+) .*? name (\S+)")
+_DUMPING_UNIX = re.compile(r"unix: \s*Dumping: ino (\d+) peer_ino \d+ .*? name (\S+)")
+# The process's own end of a connection whose peer is in another network namespace, invisible to CRIU.
+_PEER_ELSEWHERE = re.compile(r"Unix socket (\d+) not found")
+# The form of the lines criu_log_key_lines adds: the socket's path ("" when not known), its inode, and the inode
+# of the outside end ("" when not known). The domain reads them back.
+EXTERNAL_UNIX_SOCKET = re.compile(r"unix socket (\S*) ?\(inode (\d+)\) is connected to (?:inode (\d+), outside|a socket in)")
 
 
 def criu_log_key_lines(message: str, captured: str | None = None, limit: int = 8) -> list[str]:
@@ -27,7 +35,22 @@ def criu_log_key_lines(message: str, captured: str | None = None, limit: int = 8
         except OSError:
             return [f"CRIU log: {where} (not readable from here; containerd deletes a failed restore's log)"]
     errors = [line.strip() for line in captured.splitlines() if "Error (" in line]
-    return [f"CRIU log: {where}{note}", *errors[-limit:]]
+    return [f"CRIU log: {where}{note}", *errors[-limit:], *_external_unix_sockets(captured)]
+
+
+def _external_unix_sockets(log: str) -> list[str]:
+    """One line per unix connection to a process CRIU does not dump (`External socket is used`), naming both
+    inodes and the socket's path: CRIU's error line names neither."""
+    paths = {int(ino): name for ino, name in _DUMPING_UNIX.findall(log)}
+    lines = []
+    for outside, own, name in _RUNAWAY.findall(log):
+        path = name if name != "null" else paths.get(int(own), "null")
+        path = "(unnamed)" if path == "null" else path
+        lines.append(f"unix socket {path} (inode {own}) is connected to inode {outside}, outside the dumped "
+                     "process tree")
+    lines += [f"unix socket (inode {own}) is connected to a socket in another network namespace (another "
+              "container's, or the host's)" for own in _PEER_ELSEWHERE.findall(log)]
+    return lines
 
 
 class RestoreLogCatcher:

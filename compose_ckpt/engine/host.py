@@ -175,6 +175,51 @@ def established_peers(pid: int) -> list[tuple[str, int]]:
     return peers
 
 
+@dataclass(frozen=True)
+class SocketHolder:
+    pid: int
+    command: str
+    container_id: str | None  # the Docker container whose cgroup holds the process; None: a host process
+
+
+_CONTAINER_CGROUP = re.compile(r"[/-]([0-9a-f]{64})(?:\.scope)?$", re.MULTILINE)
+
+
+def socket_holders(inodes: set[int]) -> dict[int, list[SocketHolder]]:
+    """The processes holding an open descriptor of each socket inode, found by one walk of /proc."""
+    wanted = {f"socket:[{inode}]": inode for inode in inodes}
+    found: dict[int, list[SocketHolder]] = {inode: [] for inode in inodes}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        held = {wanted[target] for target in _open_files(pid) if target in wanted}
+        if not held:
+            continue
+        try:
+            cgroups = (entry / "cgroup").read_text()
+        except OSError:
+            continue  # ended meanwhile
+        container = _CONTAINER_CGROUP.search(cgroups)
+        for inode in held:
+            found[inode].append(SocketHolder(pid, process_name(pid), container.group(1) if container else None))
+    return found
+
+
+def descends_from(pid: int, ancestor: int) -> bool:
+    """Whether `ancestor` is `pid` or one of its parents (a process `docker exec` started is not a
+    descendant of the container's main process)."""
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat[stat.rindex(")") + 2 :].split()[1])
+    return pid == ancestor
+
+
 def _proc_address(hex_address: str) -> str:
     """/proc/net/tcp writes addresses as host-order 32-bit words in hex."""
     raw = b"".join(int(hex_address[i:i + 8], 16).to_bytes(4, "little") for i in range(0, len(hex_address), 8))

@@ -6,9 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 BUSYBOX = "local/busybox:latest"
 DEBIAN = "local/debian:bookworm"
@@ -41,6 +45,18 @@ def http_get(port: int, path: str = "/") -> str:
     if os.environ.get("DOCKER_HOST") == ENGINE_28_HOST:
         command = ["ip", "netns", "exec", ENGINE_28_NETNS, *command]
     return subprocess.run(command, check=True, capture_output=True, text=True, timeout=30).stdout
+
+
+def wait_for(what: str, check: Callable[[], T], timeout: float = 30.0) -> T:
+    """Poll `check` until it returns something true (no fixed sleep in tests), at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.3)
 
 
 def run_docker(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:

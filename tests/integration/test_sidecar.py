@@ -13,11 +13,10 @@ import re
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -26,14 +25,13 @@ from compose_ckpt.domain.manifest import SnapshotStatus
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import Engine
 from tests.integration.conftest import adopt_if_needed
-from tests.integration.stack import BUSYBOX, COUNTER, Stack, daemon_socket, run_docker
+from tests.integration.stack import BUSYBOX, COUNTER, Stack, daemon_socket, run_docker, wait_for
 
 pytestmark = pytest.mark.engine
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_DIR = "/etc/compose-ckpt"
 TRIGGER_DIR = "/run/compose-ckpt/trigger"
 PORT = 9321
-T = TypeVar("T")
 
 
 def counter_service(prefix: str, labels: dict[str, str], depends_on: str | None = None) -> str:
@@ -43,17 +41,6 @@ def counter_service(prefix: str, labels: dict[str, str], depends_on: str | None 
     lines.append("    labels:")
     lines += [f'      {prefix}.{key}: "{value}"' for key, value in labels.items()]
     return "\n".join(lines)
-
-
-def wait_for(what: str, check: Callable[[], T], timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.3)
 
 
 @dataclass

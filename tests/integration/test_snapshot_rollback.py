@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 import time
 from collections.abc import Callable
 
 import pytest
 
 from compose_ckpt.engine.host import runc_tcp_established
-from tests.integration.stack import COUNTER, Stack, counter_services, run_docker
+from tests.integration.stack import COUNTER, Stack, counter_services, run_docker, wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -88,3 +90,59 @@ services:
     assert set(stack.states().values()) == {"running"}
     time.sleep(0.3)
     assert stack.count(stack.containers("root")[0]) > before
+
+
+# `server` listens on a unix socket in a shared volume, `client` (another container) connects to it; `db` listens
+# on one of its own, where a `docker compose exec` session connects; `talker` holds a TCP connection. CRIU
+# refuses each: the unix ones with a bare `External socket is used` or `Unix socket N not found`.
+UNIX_SERVER = ("import socket,os\\ns=socket.socket(socket.AF_UNIX)\\ns.bind('{path}'); s.listen()\\n"
+               "held=[]\\nwhile True: held.append(s.accept())")
+UNIX_CLIENT = ("import socket,time,os\\nwhile True:\\n  try:\\n    s=socket.socket(socket.AF_UNIX); s.connect('{path}'); break\\n"
+               "  except OSError: time.sleep(0.1)\\nopen('/tmp/connected','w').close()\\ntime.sleep(100000)")
+SHARED_SOCKETS = f"""
+services:
+  server:
+    image: local/debian:bookworm
+    command: ["python3", "-c", "{UNIX_SERVER.format(path='/sock/app.sock')}"]
+    volumes: [sock:/sock]
+  client:
+    image: local/debian:bookworm
+    command: ["python3", "-c", "{UNIX_CLIENT.format(path='/sock/app.sock')}"]
+    volumes: [sock:/sock]
+  db:
+    image: local/debian:bookworm
+    command: ["python3", "-c", "{UNIX_SERVER.format(path='/tmp/db.sock')}"]
+  talker:
+    image: local/busybox:latest
+    command: ["sh", "-c", "nc -l -p 9000 -e cat & sleep 0.5; tail -f /dev/null | nc 127.0.0.1 9000 & {COUNTER}"]
+volumes:
+  sock:
+"""
+
+
+def test_unix_sockets_to_outside_name_both_ends_and_each_cause_its_remedy(start_stack: Callable[..., Stack]) -> None:
+    if runc_tcp_established():
+        pytest.fail("/etc/criu/runc.conf allows tcp-established; this test needs it off")
+    stack = start_stack(SHARED_SOCKETS, settle=0)
+    db = stack.containers("db")[0]
+    session = subprocess.Popen(["docker", "compose", "-p", stack.project, "exec", "-T", "db", "python3", "-c",
+                                UNIX_CLIENT.format(path="/tmp/db.sock").replace("\\n", "\n")],
+                               cwd=stack.folder, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        for service in ("client", "db"):
+            wait_for(f"{service}'s connection", lambda s=service: stack.docker(  # type: ignore[misc]
+                "exec", stack.containers(s)[0], "test", "-e", "/tmp/connected", check=False).returncode == 0)
+        failed = stack.ckpt("snapshot", "client", "db", "talker")
+    finally:
+        session.kill()
+        session.wait()
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    p = stack.project  # server is not in this snapshot: named as a container, not as a service
+    assert re.search(rf"service client {p}-client-1 \(pid \d+ python3\) holds unix socket /sock/app.sock, "
+                     rf"connected to {p}-server-1 \(pid \d+ python3\)", failed.stderr), failed.stderr
+    assert re.search(rf"service db {p}-db-1 \(pid \d+ python3\) holds unix socket /tmp/db.sock, connected to "
+                     rf"a `docker exec` session in {p}-db-1 \(pid \d+ python3, not started by its main process\)",
+                     failed.stderr), failed.stderr
+    hint = failed.stderr[failed.stderr.index("hint:"):]
+    assert "End the exec session" in hint and "tcp-established" in hint  # both causes, both remedies
+    assert set(stack.states().values()) == {"running"} and db in stack.containers("db")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -34,15 +35,32 @@ class _LazyConsole:
     def print(self, *objects: Any, **options: Any) -> None:
         self._console.print(*objects, **options)
 
+    @property
+    def is_terminal(self) -> bool:
+        return self._console.is_terminal
+
+    @property
+    def width(self) -> int:
+        return self._console.width
+
+    def natural_width(self, renderable: Any) -> int:
+        """How wide `renderable` is with no limit."""
+        from rich.measure import Measurement
+
+        return Measurement.get(self._console, self._console.options.update(max_width=sys.maxsize), renderable).maximum
+
+    def minimum_width(self, renderable: Any) -> int:
+        """The least width `renderable` can be printed in without cutting anything (its cells wrapped)."""
+        from rich.measure import Measurement
+
+        return Measurement.get(self._console, self._console.options.update(max_width=sys.maxsize), renderable).minimum
+
     def print_unsqueezed(self, renderable: Any) -> None:
         """Print at the renderable's natural width even where it exceeds the terminal's (or a pipe's
         80 columns): rich would otherwise cut cells short with an ellipsis."""
-        from rich.measure import Measurement
-
-        natural = Measurement.get(self._console, self._console.options.update(max_width=sys.maxsize), renderable)
         width = self._console.width
         try:
-            self._console.width = max(width, natural.maximum)
+            self._console.width = max(width, self.natural_width(renderable))
             self._console.print(renderable)
         finally:
             self._console.width = width
@@ -63,13 +81,36 @@ def print_json(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2, sort_keys=False) + "\n")
 
 
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, names: int = 1,
+                drop: Sequence[str] = ()) -> None:
+    """A table for people. Its first `names` columns are never cut nor wrapped.
+
+    On a terminal too narrow for it, the columns in `drop` are left out, in that order, until it fits; then
+    the other columns wrap. A table still too wide is printed at its natural width (the terminal wraps its
+    rows), as is any table printed to a pipe, with every column: never cut, as a cut name cannot be told from
+    another one, nor copied."""
     from rich.table import Table
 
-    table = Table(*headers, box=None, pad_edge=False, header_style="bold")
-    for row in rows:
-        table.add_row(*(str(cell) for cell in row))
-    console.print_unsqueezed(table)  # a cut name cannot be told from another one, nor copied
+    def table(columns: list[int], wrap: bool) -> Table:
+        made = Table(box=None, pad_edge=False, header_style="bold")
+        for index in columns:
+            made.add_column(headers[index], no_wrap=index < names or not wrap, overflow="fold")
+        for row in rows:
+            made.add_row(*(str(row[index]) for index in columns))
+        return made
+
+    columns = list(range(len(headers)))
+    if console.is_terminal:
+        for header in (None, *drop):
+            if header is not None:
+                columns.remove(headers.index(header))
+            if console.natural_width(table(columns, wrap=False)) <= console.width:
+                console.print(table(columns, wrap=False))
+                return
+        if console.minimum_width(table(columns, wrap=True)) <= console.width:
+            console.print(table(columns, wrap=True))
+            return
+    console.print_unsqueezed(table(columns, wrap=False))
 
 
 def print_warnings(warnings: Sequence[str]) -> None:
@@ -84,6 +125,29 @@ def print_error(error: CkptError) -> None:
         err_console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
     if error.hint:
         err_console.print(f"[yellow]hint:[/] {escape(error.hint)}", highlight=False, soft_wrap=True)
+
+
+def relative_time(then: datetime, now: datetime) -> str:
+    """`3 min ago`, `in 2 h`: how far `then` is from `now`, roughly, for people."""
+    seconds = (now - then).total_seconds()
+    span = abs(seconds)
+    if span < 1:
+        return "now"
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        if span >= size:
+            amount = int(span // size)
+            text = f"{amount} {'day' if unit == 'days' and amount == 1 else unit}"
+            return f"{text} ago" if seconds > 0 else f"in {text}"
+    raise AssertionError("unreachable")
+
+
+def parse_time(text: str) -> datetime | None:
+    """An ISO time as the manifests and the sidecar write it (UTC when no zone is given); None if it is not one."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def human_size(size: int | None) -> str:

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, NoReturn, TypeVar
@@ -25,10 +26,12 @@ from compose_ckpt.output import (
     err_console,
     escape,
     human_size,
+    parse_time,
     print_error,
     print_json,
     print_table,
     print_warnings,
+    relative_time,
 )
 
 if TYPE_CHECKING:  # the domain and the engine client load lazily, per command, so that --help stays fast
@@ -378,7 +381,7 @@ def ps(ctx: typer.Context, as_json: JsonOption = False) -> None:
     print_table(["SERVICE", "CONTAINER", "STATE", "NETWORK", "SNAPSHOT"],
                 [(r["service"], r["container"] or "-", r["state"],
                   "-" if r["network"] is None else r["network"] + ("" if r["restorable"] else f" (needs adopt on Docker {version})"),
-                  "yes" if r["snapshot"] else "no") for r in rows])
+                  "yes" if r["snapshot"] else "no") for r in rows], names=2)
     if abandoned:
         print_warnings([f"network holders that no container joins (a plain `docker compose down` leaves them): "
                         f"{', '.join(abandoned)}. They keep the published ports, the service names and the network: "
@@ -446,9 +449,11 @@ def list_snapshots(ctx: typer.Context, as_json: JsonOption = False) -> None:
     if as_json:
         print_json([_summary(m) for m in manifests])
         return
-    print_table(["NAME", "CREATED", "STATUS", "KIND", "SERVICES", "SIZE"],
-                [(m.name, m.created, m.status.value, _KIND_TEXT[m.kind], ",".join(m.services), human_size(m.size))
-                 for m in manifests])
+    now = datetime.now(UTC)
+    print_table(["NAME", "CREATED", "AGE", "STATUS", "KIND", "SERVICES", "SIZE"],
+                [(m.name, _to_seconds(m.created), _age(m.created, now), m.status.value, _KIND_TEXT[m.kind],
+                  ",".join(m.services), human_size(m.size)) for m in manifests],
+                drop=["SERVICES", "CREATED", "KIND"])
     for invalid in (m for m in manifests if m.status.value == "invalid"):
         err_console.print(f"[yellow]invalid:[/] {escape(invalid.name)}: {escape(invalid.error or '')}; "
                           "it is never restored; `compose-ckpt rm` or `prune` removes it", highlight=False)
@@ -456,6 +461,17 @@ def list_snapshots(ctx: typer.Context, as_json: JsonOption = False) -> None:
         err_console.print("[yellow]hint:[/] an incomplete snapshot is being taken now or its command was killed; "
                           "if killed, `compose-ckpt recover` puts its containers back (snapshot and restore do it too)",
                           highlight=False)
+
+
+def _to_seconds(created: str) -> str:
+    """A manifest's time without its milliseconds (`2026-12-06T22:40:01Z`), for tables."""
+    moment = parse_time(created)
+    return created if moment is None else moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _age(created: str, now: datetime) -> str:
+    moment = parse_time(created)
+    return "-" if moment is None else relative_time(moment, now)
 
 
 _KIND_TEXT = {"clean-stop": "clean stop", "live": "live"}
@@ -476,7 +492,8 @@ def inspect(ctx: typer.Context, snapshot: Annotated[str, typer.Argument(metavar=
         print_json(document)
         return
     console.print(
-        f"snapshot {manifest.name} of {manifest.project}, {manifest.status.value}, created {manifest.created}, "
+        f"snapshot {manifest.name} of {manifest.project}, {manifest.status.value}, created {manifest.created} "
+        f"({_age(manifest.created, datetime.now(UTC))}), "
         f"frozen {manifest.freeze_seconds:.2f}s, total {manifest.total_seconds:.2f}s", highlight=False,
     )
     console.print(f"{_KIND_TEXT[manifest.kind]}: {_KIND_MEANING[manifest.kind]}", highlight=False)
@@ -487,7 +504,8 @@ def inspect(ctx: typer.Context, snapshot: Annotated[str, typer.Argument(metavar=
         console.print(f"error: {escape(manifest.error)}", highlight=False)
     print_table(["SERVICE", "CONTAINER", "IMAGE", "SIZE", "DUMP", "LAYER"],
                 [(c["service"], c["container"], c["image"], human_size(c["size"]), f"{c['dump_seconds']:.2f}s",
-                  _copy_text(c["layer"]) if c["layer"] else "not copied") for c in document["containers"]])
+                  _copy_text(c["layer"]) if c["layer"] else "not copied") for c in document["containers"]],
+                names=3, drop=["IMAGE", "DUMP"])
     restores = [c for c in document["containers"] if c["last_restore"]]
     if restores:
         print_table(["CONTAINER", "LAST RESTORE", "PAGES", "PLACED", "RESTORE"],
@@ -500,7 +518,7 @@ def inspect(ctx: typer.Context, snapshot: Annotated[str, typer.Argument(metavar=
     if document["binds"]:
         print_table(["BIND MOUNT (not copied)", "CONTAINER", "PATH"],
                     [(b["source"], b["container"], b["destination"] + (" (ro)" if b["read_only"] else ""))
-                     for b in document["binds"]])
+                     for b in document["binds"]], names=2)
 
 
 def _pages_text(restored: dict[str, Any]) -> str:

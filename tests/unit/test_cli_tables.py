@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ import pytest
 from compose_ckpt.const import ENV_HOME
 from compose_ckpt.domain.manifest import Manifest, SnapshotStatus, now_iso
 from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.output import relative_time
+from tests.terminal import Terminal
 
 NAMES = ["before-the-upgrade-of-the-database-and-the-cache-2026-12-06-a",
          "before-the-upgrade-of-the-database-and-the-cache-2026-12-06-b"]
@@ -34,3 +37,37 @@ def test_ls_prints_whole_names_on_a_narrow_output(isolated_store: Path, columns:
     assert [row[0] for row in rows] == NAMES
     assert all("database,cache,web" in row for row in rows)  # the other cells are whole too
     assert "…" not in listed
+
+
+def test_on_an_80_column_terminal_ls_drops_columns_before_it_wraps_a_row_and_shows_ages(isolated_store: Path) -> None:
+    store = SnapshotStore(isolated_store)
+    created = (datetime.now(UTC) - timedelta(minutes=3)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    for name in ("first", "second"):
+        store.write(Manifest(name=name, project="proj", created=created, status=SnapshotStatus.COMPLETE,
+                             stopped=True, compose_files=[], compose_hash="", services=["database", "cache", "web"],
+                             dependencies={}))
+    terminal = Terminal([sys.executable, "-m", "compose_ckpt", "-p", "proj", "ls"], columns=80, rows=20)
+    assert terminal.finish(timeout=60) == 0
+    header, *rows = terminal.lines()
+    assert header.split() == ["NAME", "CREATED", "AGE", "STATUS", "KIND", "SIZE"]  # SERVICES left out first
+    assert rows[0].split()[:5] == ["first", created[:19] + "Z", "3", "min", "ago"]
+
+    long_names = [name.replace("-and-the-cache", "") for name in NAMES]
+    for name in long_names:  # long names: more columns go; names stay whole, each row on one line
+        store.write(Manifest(name=name, project="proj", created=created, status=SnapshotStatus.COMPLETE,
+                             stopped=True, compose_files=[], compose_hash="", services=["database", "cache", "web"],
+                             dependencies={}))
+    terminal = Terminal([sys.executable, "-m", "compose_ckpt", "-p", "proj", "ls"], columns=80, rows=20)
+    assert terminal.finish(timeout=60) == 0
+    header, *rows = terminal.lines()
+    assert header.split() == ["NAME", "AGE", "STATUS", "SIZE"]
+    assert sorted(row.split()[0] for row in rows) == sorted(["first", "second", *long_names])
+
+
+def test_relative_times_read_as_people_say_them() -> None:
+    now = datetime(2026, 12, 6, 22, 0, tzinfo=UTC)
+    assert relative_time(now - timedelta(seconds=42), now) == "42 s ago"
+    assert relative_time(now - timedelta(minutes=3, seconds=59), now) == "3 min ago"
+    assert relative_time(now - timedelta(days=1, hours=5), now) == "1 day ago"
+    assert relative_time(now + timedelta(hours=2), now) == "in 2 h"
+    assert relative_time(now, now) == "now"

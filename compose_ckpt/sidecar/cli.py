@@ -1,4 +1,5 @@
-"""`compose-ckpt-sidecar`: `serve` runs the daemon; `run PROJECT [JOB]` snapshots one project now.
+"""`compose-ckpt-sidecar`: `serve` runs the daemon; `run PROJECT [JOB]` snapshots one project now; `status`
+shows what the running daemon reports at /status.
 
 `run` works on its own (it is meant for `docker exec <sidecar> compose-ckpt-sidecar run
 PROJECT`): it reads the labels, takes the snapshot and applies the job's retention,
@@ -62,6 +63,58 @@ def run(
     pruned = f"; pruned {', '.join(result.pruned)}" if result.pruned else ""
     console.print(f"snapshot {result.snapshot} of {project_name} ({', '.join(result.services)}) "
                   f"in {result.seconds:.2f}s{pruned}", highlight=False)
+
+
+@app.command()
+def status(
+    config: ConfigOption = None,
+    url: Annotated[str | None, typer.Option("--url", metavar="URL", help="The sidecar's address (default: "
+                                            "http://127.0.0.1:<http-port of the config>).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the /status document as it is.")] = False,
+) -> None:
+    """Show every scheduled job of the running sidecar: last snapshot, next run, retention, last error, push."""
+    import json
+    import urllib.request
+    from datetime import UTC, datetime
+
+    from compose_ckpt.output import escape
+    from compose_ckpt.sidecar.config import config_path, load_config
+    from compose_ckpt.sidecar.schedule import zone_from_env
+    from compose_ckpt.sidecar.status import error_lines, push_lines, retention_text, snapshot_lines, when
+
+    if url is None:
+        port = load_config(config_path(config), zone_from_env()).http_port
+        if port == 0:
+            raise CkptError("the sidecar serves no HTTP (http-port: 0 in its config)", hint="Set http-port, or pass --url.")
+        url = f"http://127.0.0.1:{port}"
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/status", timeout=10) as response:
+            document = json.loads(response.read())
+    except (OSError, ValueError) as exc:  # refused, timed out, or not our JSON
+        raise CkptError(f"cannot read the sidecar's status at {url}: {exc}",
+                          hint="Is `compose-ckpt-sidecar serve` running, with this http-port?") from None
+    if as_json:
+        print_json(document)
+        return
+    now = datetime.now(UTC)
+    engine = "reachable" if document["engine_up"] else "[bold red]unreachable[/]"
+    console.print(f"Docker engine {engine}; {len(document['jobs'])} scheduled jobs", highlight=False)
+    for job in document["jobs"]:
+        last_run = job["last_run"]
+        state = "[dim]no run yet[/]" if last_run is None else "[green]ok[/]" if last_run["ok"] else "[bold red]failed[/]"
+        console.print(f"\n[bold]{escape(job['project'])}[/] / {escape(job['job'])}  {state}", highlight=False)
+        rows = [("services", ", ".join(job["services"])),
+                ("schedule", f"{job['schedule']}; next {when(job['next_run'], now)}"),
+                ("retention", retention_text(job["retention"])),
+                ("last", "; ".join(snapshot_lines(job, now))),
+                ("runs", f"{job['runs']}, {job['failures']} failed"),
+                ("error", "; ".join(error_lines(job, now)) or "none"),
+                ("push", "; ".join(push_lines(job, now)))]
+        for label, text in rows:
+            console.print(f"  {label:<10} {escape(text)}", highlight=False, soft_wrap=True)
+    for problem in document["problems"]:
+        console.print(f"[yellow]label problem:[/] {escape(problem['container'])} {escape(problem['label'])}: "
+                      f"{escape(problem['message'])}", highlight=False, soft_wrap=True)
 
 
 def entry() -> None:

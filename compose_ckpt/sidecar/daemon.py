@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from compose_ckpt.const import LABEL_PROJECT
 from compose_ckpt.domain.store import SnapshotStore
@@ -27,10 +28,11 @@ from compose_ckpt.sidecar.config import SidecarConfig, load_config
 from compose_ckpt.sidecar.http import StatusServer
 from compose_ckpt.sidecar.log import Log
 from compose_ckpt.sidecar.metrics import Metrics
-from compose_ckpt.sidecar.policy import ENABLE, BootMode, Problem
+from compose_ckpt.sidecar.policy import ENABLE, BootMode, Problem, StackJob
 from compose_ckpt.sidecar.pusher import Pusher
 from compose_ckpt.sidecar.runner import Discovery, Runner, discover
 from compose_ckpt.sidecar.runs import RunPool
+from compose_ckpt.sidecar.status import sidecar_status
 from compose_ckpt.sidecar.timetable import Timetable
 from compose_ckpt.sidecar.watch import FileWatcher
 
@@ -64,6 +66,8 @@ class Sidecar:
         self.runner: Runner | None = None
         self.runs: RunPool | None = None  # made with the runner, once the engine answers
         self.http: StatusServer | None = None
+        # The timetable as /status shows it: replaced whole by the main thread, read by the HTTP threads.
+        self.schedule_view: list[tuple[StackJob, datetime]] = []
         self.watcher = FileWatcher(self.config_file, log, on_config=lambda: self.inbox.put(Message("reload")),
                                    on_trigger=lambda name: self.inbox.put(Message("trigger", name)))
 
@@ -127,6 +131,7 @@ class Sidecar:
             assert self.runs is not None
             for job in self.timetable.due(datetime.now(UTC)):
                 self.runs.launch(job, "schedule")
+            self._publish_schedule()
             self.runs.check_timeouts(self.config.run_timeout.total_seconds())
 
     def _shut_down(self) -> None:
@@ -166,7 +171,17 @@ class Sidecar:
             self.log.info("job_unscheduled", project=project_name, job=job_name)
         self.metrics.forget_failures(removed)
         self.metrics.scheduled = len(self.timetable.entries)
+        self._publish_schedule()
         return True
+
+    def _publish_schedule(self) -> None:
+        self.schedule_view = [(entry.job, entry.next_run) for entry in self.timetable.entries.values()]
+
+    def status(self) -> dict[str, Any]:
+        """What /status and the page at / show (see sidecar/status.py); called on the HTTP threads."""
+        return sidecar_status(self.schedule_view, self.metrics.job_stats(), self.pusher.waiting(), self.store,
+                              engine_up=self.metrics.engine_up, problems=self.discovery.problems,
+                              now=datetime.now(UTC))
 
     def _report(self, found: Discovery) -> None:
         """Log each label problem once, when it appears."""
@@ -283,7 +298,7 @@ class Sidecar:
         if self.config.http_port == 0:
             return
         try:
-            self.http = StatusServer(self.metrics, self.config.http_port)
+            self.http = StatusServer(self.metrics, self.config.http_port, self.status)
         except OSError as exc:
             self.log.error("http_failed", port=self.config.http_port, error=str(exc))
             return

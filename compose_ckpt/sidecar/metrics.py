@@ -1,11 +1,12 @@
-"""Counters of job runs, shown as Prometheus text at /metrics, and the health /healthz reports."""
+"""Counters of job runs, shown as Prometheus text at /metrics, the health /healthz reports, and the last
+outcomes (snapshot, error, push) that /status and the page at / show."""
 
 from __future__ import annotations
 
 import threading
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 Key = tuple[str, str]  # (project_name, job)
 
@@ -29,6 +30,14 @@ class JobStats:
     pushed_bytes: int = 0
     registry_pruned: int = 0
     last_push_success: float | None = None
+    # For /status: what the last run and the last push did, and the last error of each (Unix times).
+    last_run_at: float | None = None
+    last_snapshot: str | None = None
+    last_error: str | None = None
+    last_error_at: float | None = None
+    last_pushed: str | None = None
+    last_push_error: str | None = None
+    last_push_error_at: float | None = None
 
 
 # Per-job series: name, type, help, value (None: not shown yet).
@@ -73,7 +82,8 @@ class Metrics:
         with self._lock:
             self._boot[(project_name, "restored" if ok else "failed")] += 1
 
-    def finished(self, key: Key, ok: bool, seconds: float, at: float, pruned: int = 0) -> None:
+    def finished(self, key: Key, ok: bool, seconds: float, at: float, pruned: int = 0, *,
+                 snapshot: str | None = None, error: str | None = None) -> None:
         with self._lock:
             stats = self._jobs[key]
             stats.runs += 1
@@ -82,20 +92,32 @@ class Metrics:
             stats.last_duration = seconds
             stats.duration_sum += seconds
             stats.last_failed = not ok
+            stats.last_run_at = at
             if ok:
                 stats.last_success = at
+                stats.last_snapshot = snapshot
+            else:
+                stats.last_error, stats.last_error_at = error, at
 
-    def pushed(self, key: Key, at: float, uploaded_bytes: int, pruned: int) -> None:
+    def pushed(self, key: Key, at: float, uploaded_bytes: int, pruned: int, snapshot: str | None = None) -> None:
         with self._lock:
             stats = self._jobs[key]
             stats.pushes += 1
             stats.pushed_bytes += uploaded_bytes
             stats.registry_pruned += pruned
             stats.last_push_success = at
+            stats.last_pushed = snapshot
 
-    def push_failed(self, key: Key) -> None:
+    def push_failed(self, key: Key, error: str | None = None, at: float | None = None) -> None:
         with self._lock:
-            self._jobs[key].push_failures += 1
+            stats = self._jobs[key]
+            stats.push_failures += 1
+            stats.last_push_error, stats.last_push_error_at = error, at
+
+    def job_stats(self) -> dict[Key, JobStats]:
+        """A copy of every job's numbers, for /status."""
+        with self._lock:
+            return {key: replace(stats) for key, stats in self._jobs.items()}
 
     def skipped(self, key: Key) -> None:
         with self._lock:
@@ -105,10 +127,12 @@ class Metrics:
         with self._lock:
             self._jobs[key].needs_adoption += 1
 
-    def timed_out(self, key: Key) -> None:
+    def timed_out(self, key: Key, at: float | None = None) -> None:
         with self._lock:
-            self._jobs[key].timeouts += 1
-            self._jobs[key].last_failed = True
+            stats = self._jobs[key]
+            stats.timeouts += 1
+            stats.last_failed = True
+            stats.last_error, stats.last_error_at = "the run took longer than run-timeout (left to finish)", at
 
     def forget_failures(self, keys: list[Key]) -> None:
         """Jobs that no longer exist no longer count against health (their counters stay)."""

@@ -59,6 +59,11 @@ class Pusher:
             self._stopping = True
             self._condition.notify_all()
 
+    def waiting(self) -> dict[tuple[str, str], str]:
+        """The snapshot each job has waiting for its push (first try or retry), by job."""
+        with self._condition:
+            return {key: pending.snapshot for key, pending in self._pending.items()}
+
     def submit(self, job: StackJob, snapshot: str) -> None:
         with self._condition:
             waiting = self._pending.get(job.key)
@@ -107,14 +112,15 @@ class Pusher:
             self._failed(item, f"internal error: {type(exc).__name__}: {exc}")
             return
         removed = pruned.removed_tags if pruned else []
-        self._metrics.pushed(job.key, time.time(), result.uploaded_bytes, len(pruned.removed_digests) if pruned else 0)
+        self._metrics.pushed(job.key, time.time(), result.uploaded_bytes, len(pruned.removed_digests) if pruned else 0,
+                             item.snapshot)
         self._log.info("push_done", project=job.project_name, job=job.job, snapshot=item.snapshot,
                        reference=result.reference, digest=result.digest, uploaded_bytes=result.uploaded_bytes,
                        registry_pruned=",".join(removed) or None)
 
     def _failed(self, item: _Pending, error: str) -> None:
         job = item.job
-        self._metrics.push_failed(job.key)
+        self._metrics.push_failed(job.key, error, time.time())
         if item.attempts >= len(self._backoff):
             self._log.error("push_gave_up", project=job.project_name, job=job.job, snapshot=item.snapshot, error=error,
                             attempts=item.attempts + 1)

@@ -122,7 +122,7 @@ class RunPool:
                 run.timed_out = True
         for run in late:
             # Interrupting a frozen stack would be worse than waiting: report, and let it finish or roll back.
-            self._metrics.timed_out(run.job.key)
+            self._metrics.timed_out(run.job.key, time.time())
             self._log.error("run_timeout", project=run.job.project_name, job=run.job.job, limit_seconds=limit_seconds)
 
     def _run(self, run: _Run) -> None:
@@ -151,16 +151,18 @@ class RunPool:
                 self._log.error("needs_adoption", project=job.project_name, job=job.job, error=exc.message,
                                 hint=exc.hint)
         except CkptError as exc:
-            self._metrics.finished(job.key, False, self._clock() - started, time.time())
+            self._metrics.finished(job.key, False, self._clock() - started, time.time(), error=exc.message)
             self._log.error("run_failed", project=job.project_name, job=job.job, error=exc.message, hint=exc.hint,
                             details="; ".join(exc.details) or None)
         except Exception as exc:  # noqa: BLE001 - a bug must not take the daemon down
-            self._metrics.finished(job.key, False, self._clock() - started, time.time())
+            self._metrics.finished(job.key, False, self._clock() - started, time.time(),
+                                   error=f"internal error: {type(exc).__name__}: {exc}")
             self._log.error("run_failed", project=job.project_name, job=job.job,
                             error=f"internal error: {type(exc).__name__}: {exc}")
         else:
             self._needing_adoption.discard(job.key)
-            self._metrics.finished(job.key, True, result.seconds, time.time(), pruned=len(result.pruned))
+            self._metrics.finished(job.key, True, result.seconds, time.time(), pruned=len(result.pruned),
+                                   snapshot=result.snapshot)
             self._log.info("run_done", project=job.project_name, job=job.job, snapshot=result.snapshot,
                            seconds=result.seconds, pruned=",".join(result.pruned) or None,
                            push="queued" if result.push_queued else None)

@@ -8,6 +8,7 @@ in file order; the last one stops the sidecar.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import subprocess
@@ -15,7 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from compose_ckpt.const import ENV_HOME
 from compose_ckpt.domain.manifest import SnapshotStatus
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import Engine
+from tests.integration.browser import render
 from tests.integration.conftest import adopt_if_needed
 from tests.integration.stack import BUSYBOX, COUNTER, Stack, daemon_socket, run_docker, wait_for
 
@@ -247,6 +249,48 @@ def test_healthz_and_metrics(live: Running) -> None:
     finally:
         run_docker("unpause", two)
     wait_for("health to come back", lambda: sidecar.http("/healthz")[0] == 200, timeout=15)
+
+
+def test_status_and_page_after_scheduled_runs_and_a_failed_one(live: Running) -> None:
+    """Runs after test_healthz_and_metrics, whose paused container failed a run: /status and the page at / say
+    what the log and the store say, and the page reads so in a real browser (chromium, in the sidecar's network)."""
+    sidecar, stack = live.sidecar, live.stack
+    store = SnapshotStore(live.store)
+
+    def newest_complete() -> str:
+        return [m.name for m in store.list(stack.project)
+                if m.name.startswith("auto-default-") and m.status is SnapshotStatus.COMPLETE][-1]
+
+    failed = sidecar.events("run_failed", project=stack.project)[-1]
+    stored_before = newest_complete()
+    status, body = sidecar.http("/status")
+    assert status == 200
+    document = json.loads(body)
+    job = next(j for j in document["jobs"] if (j["project"], j["job"]) == (stack.project, "default"))
+    assert job["services"] == ["one", "two"] and job["schedule"] == "@every 3s"
+    assert job["retention"] == {"keep": 2, "max_age_seconds": None} and job["push"] is None
+    shown = job["last_snapshot"]["name"]
+    assert shown >= stored_before  # names sort by time: the newest, or one newer than we looked
+    assert wait_for("its run_done", lambda: any(f"snapshot={shown}" in line for line in done_runs(sidecar)))
+    assert job["last_snapshot"]["size"] > 0 and job["last_snapshot"]["frozen_seconds"] > 0
+    assert job["failures"] >= 1 and job["runs"] > job["failures"]
+    assert job["last_error"]["message"] and job["last_error"]["message"] in failed.replace('\\"', '"')
+    assert datetime.fromisoformat(job["next_run"].replace("Z", "+00:00")) > datetime.fromisoformat(
+        document["generated"].replace("Z", "+00:00")) - timedelta(seconds=3)
+    assert any(p["container"] == f"{stack.project}-bad-1" for p in document["problems"])
+    assert document["engine_up"] is True
+
+    pid = int(run_docker("inspect", "-f", "{{.State.Pid}}", sidecar.name).stdout)
+    stored_before = newest_complete()
+    dom = render(f"http://127.0.0.1:{PORT}/", network_of_pid=pid)
+    text = re.sub(r"<[^>]+>", " ", dom)
+    row = next(r for r in dom.split("<tr>") if stack.project in r and "job default" in r)
+    names = re.findall(r"auto-default-\d{8}-\d{6}-\d{3}", row)
+    assert names and names[0] >= stored_before, row
+    for expected in ("@every 3s", "keep 2", "services: one, two", "failed", job["last_error"]["message"][:40]):
+        assert expected in html.unescape(row), expected
+    assert "Label problems" in text and f"{stack.project}-bad-1" in text
+    assert '<meta http-equiv="refresh"' in dom
 
 
 def test_sigterm_then_two_kept_and_each_restores(live: Running) -> None:

@@ -693,6 +693,7 @@ def migrate(
     keep_source: Annotated[bool, typer.Option("--keep-source", help="Keep the source containers, stopped, instead of removing them.")] = False,
     insecure: InsecureOption = False,
     ignore_volumes: Annotated[bool, typer.Option("--ignore-volumes", help="Do not copy the named volumes (the target already shares their storage).")] = False,
+    live: Annotated[bool, typer.Option("--live", help="With --to: copy the images and volumes while the stack runs, then stop it only for the dump, the volume changes and the restore (see docs/live.md).")] = False,
     parallel: Parallel = DEFAULT_PARALLEL,
     as_json: JsonOption = False,
 ) -> None:
@@ -706,11 +707,16 @@ def migrate(
         raise UsageError("give exactly one of --to HOST (direct) and --via REF (through a registry)")
     options: GlobalOptions = ctx.obj
     if via is not None:
+        if live:
+            raise UsageError("--live moves the stack to an engine reached from here: use it with --to, not --via")
         _migrate_via(options, via, insecure, request, as_json)
         return
     assert to is not None
     project = _project(options)
     target = Engine.connect(to)
+    if live:
+        _migrate_live(options, project, target, request, as_json)
+        return
     with _progress(options, "migrate") as progress:
         result = migrate_stack(project, _store(), target, request, progress=progress)
     if as_json:
@@ -723,6 +729,29 @@ def migrate(
     timing = ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in result.seconds.items())
     source = "removed from" if result.source_removed else "kept stopped on"
     console.print(f"migrated {result.snapshot.project} to {to} ({timing}); {source} the source", highlight=False)
+
+
+def _migrate_live(options: GlobalOptions, project: Project, target: Engine, request: MigrateRequest,
+                  as_json: bool) -> None:
+    from compose_ckpt.domain.live_migrate import migrate_live
+
+    with _progress(options, "migrate --live") as progress:
+        result = migrate_live(project, _store(), target, request, progress=progress)
+    if as_json:
+        print_json({"snapshot": result.snapshot.name, "project": result.snapshot.project, "target": target.base_url,
+                    "live": True, "downtime_seconds": result.downtime, "bytes_before_downtime": result.bytes_before,
+                    "bytes_during_downtime": result.bytes_during, "volume_entries_during_downtime": result.volume_entries,
+                    "memory_precopy": result.memory_precopy, "seconds": result.seconds, "warnings": result.warnings,
+                    "source_removed": result.source_removed, "containers": [vars(c) for c in result.restored]})
+        return
+    print_warnings(result.warnings)
+    print_table(["SERVICE", "CONTAINER", "VERIFIED BY"], [(c.service, c.container, c.verified) for c in result.restored])
+    timing = ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in result.seconds.items())
+    source = "removed from" if result.source_removed else "kept stopped on"
+    console.print(f"migrated {result.snapshot.project} to {target.base_url} live: downtime {result.downtime:.2f}s; "
+                  f"sent {human_size(result.bytes_before)} before it, {human_size(result.bytes_during)} during it "
+                  f"({timing}); memory pre-copy {result.memory_precopy}; {source} the source", highlight=False)
+
 
 host_app = typer.Typer(help="Survive reboots without a cold start: a hook that snapshots stacks before Docker stops "
                             "and restores them when it is back.", no_args_is_help=True)

@@ -40,7 +40,7 @@ import stat
 import tarfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,7 +51,7 @@ from compose_ckpt.domain import safefs
 from compose_ckpt.domain.manifest import BindMount, ContainerRecord, Manifest, SnapshotStatus, TreeCopy, VolumeRecord
 from compose_ckpt.domain.parallel import ProgressCallback, bytes_reporter, counted, run_parallel
 from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.domain.tree_changes import TreeIndex, changes_since, index_tree
+from compose_ckpt.domain.tree_changes import TreeChanges, TreeIndex, changes_since, index_tree
 from compose_ckpt.errors import ArchiveError, CkptError
 
 if TYPE_CHECKING:  # export and import read the copies without the Docker SDK
@@ -99,8 +99,81 @@ class PreCopy:
     before: TreeIndex  # the volume's entries when the copy began, at `began_ns` (wall clock)
     copied: TreeIndex  # the copy's entries once written
     began_ns: int
+    size: int  # bytes of the tar that made it
     reread: int = 0  # entries read again inside the frozen window, in `seconds`
     seconds: float = 0.0
+
+
+class VolumePreCopies:
+    """Volumes on this host copied into a private folder of the store while the stack runs (`take`), then
+    brought up to the moment of the freeze (`catch_up`): see the module's contract and tree_changes."""
+
+    def __init__(self, engine: EnginePort, store: SnapshotStore) -> None:
+        self.engine = engine
+        self.store = store
+        self.copies: dict[str, PreCopy] = {}  # by volume name
+        self.scratch = store.home / "tmp" / f"precopy-{uuid.uuid4().hex}"
+
+    def take(self, names: list[str], parallel: int, progress: ProgressCallback) -> None:
+        """Pre-copy the volumes readable on this host. One that cannot be pre-copied is not an error: it is
+        left out of `copies` (the caller copies it whole once frozen), with a progress note saying why."""
+        if not self.engine.trees.copies_here():
+            return
+        folders = {name: folder for name in names if (folder := self.engine.trees.volume_folder(name)) is not None}
+        if not folders:
+            return
+        safefs.private_folder(self.store.staging_dir() / self.scratch.name)
+
+        def precopy(name: str) -> PreCopy:
+            progress(name, "pre-copying volume")
+            destination = safefs.private_folder(self.scratch / name)
+            began_ns = time.time_ns()
+            before = index_tree(folders[name])  # before any byte is read: see tree_changes
+            tally = Tally(bytes_reporter(progress, name, "pre-copying volume"))
+            self.engine.trees.unpack_copy(destination,
+                                          counted(self.engine.trees.read_folder(folders[name], live=True), tally))
+            root = destination / TREE_TOP
+            return PreCopy(folders[name], root, before, index_tree(root), began_ns, tally.done)
+
+        outcome = run_parallel(sorted(folders), precopy, parallel)
+        self.copies = outcome.results
+        for name, exc in outcome.failures.items():
+            progress(name, f"pre-copy failed ({exc}): copying it whole while frozen")
+            shutil.rmtree(self.scratch / name, ignore_errors=True)
+
+    def changes(self, name: str) -> TreeChanges:
+        """While frozen: what changed in the volume since its pre-copy."""
+        precopy = self.copies[name]
+        return changes_since(precopy.before, precopy.copied, index_tree(precopy.folder), precopy.began_ns)
+
+    def catch_up(self, name: str) -> None:
+        """While frozen: read again into the copy what changed in the volume since its pre-copy."""
+        precopy = self.copies[name]
+        began = time.monotonic()
+        changes = self.changes(name)
+        for entry in changes.removed:
+            safefs.remove_inside(precopy.root, entry)
+        if changes.changed:
+            self.engine.trees.unpack_copy(precopy.root.parent,
+                                          self.engine.trees.read_folder(precopy.folder, changes.changed))
+        precopy.reread = len(changes.changed)
+        precopy.seconds = round(time.monotonic() - began, 3)
+
+    def discard(self) -> None:
+        """Remove the pre-copies (they may hold a volume's whole content)."""
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+class Tally:
+    """The bytes one stream moved so far (give it to `counted`), each count also reported on."""
+
+    def __init__(self, report: Callable[[int], None]) -> None:
+        self.report = report
+        self.done = 0
+
+    def __call__(self, done: int) -> None:
+        self.done = done
+        self.report(done)
 
 
 class FilesystemCapture:
@@ -116,8 +189,7 @@ class FilesystemCapture:
         self.layers = layers
         self.volumes = volumes
         self.shared: dict[str, Path] = {}  # copies other snapshots hold, by sha256 (see `describe`)
-        self.precopies: dict[str, PreCopy] = {}  # by volume name
-        self.scratch = store.home / "tmp" / f"precopy-{uuid.uuid4().hex}"
+        self.precopies = VolumePreCopies(engine, store)
 
     def describe(self) -> None:
         """Record the volumes and bind mounts of the containers (before the freeze)."""
@@ -136,30 +208,9 @@ class FilesystemCapture:
         record.layer = store_tree(target, chunks, self.shared)
 
     def precopy_volumes(self, parallel: int, progress: ProgressCallback) -> None:
-        """With --with-volumes, copy each volume readable on this host while the stack still runs. A volume
-        that cannot be pre-copied is not an error: it is copied whole inside the frozen window."""
-        if not self.volumes or not self.engine.trees.copies_here():
-            return
-        folders = {v.name: folder for v in self.manifest.volume_records
-                   if (folder := self.engine.trees.volume_folder(v.name)) is not None}
-        if not folders:
-            return
-        safefs.private_folder(self.store.staging_dir() / self.scratch.name)
-
-        def precopy(name: str) -> PreCopy:
-            progress(name, "pre-copying volume")
-            destination = safefs.private_folder(self.scratch / name)
-            began_ns = time.time_ns()
-            before = index_tree(folders[name])  # before any byte is read: see tree_changes
-            self.engine.trees.unpack_copy(destination, self.engine.trees.read_folder(folders[name], live=True))
-            root = destination / TREE_TOP
-            return PreCopy(folders[name], root, before, index_tree(root), began_ns)
-
-        outcome = run_parallel(sorted(folders), precopy, parallel)
-        self.precopies = outcome.results
-        for name, exc in outcome.failures.items():
-            progress(name, f"pre-copy failed ({exc}): copying it while frozen")
-            shutil.rmtree(self.scratch / name, ignore_errors=True)
+        """With --with-volumes, before the freeze: pre-copy each volume readable on this host."""
+        if self.volumes:
+            self.precopies.take([v.name for v in self.manifest.volume_records], parallel, progress)
 
     def capture_volumes(self, parallel: int, progress: ProgressCallback) -> dict[str, Exception]:
         """With --with-volumes, inside the frozen window: bring each pre-copy up to date, copy every other
@@ -169,9 +220,9 @@ class FilesystemCapture:
         volumes = {volume.name: volume for volume in self.manifest.volume_records}
 
         def capture(name: str) -> None:
-            if name in self.precopies:
+            if name in self.precopies.copies:
                 progress(name, "copying volume changes")
-                self._catch_up(self.precopies[name])
+                self.precopies.catch_up(name)
                 return
             progress(name, "copying volume")
             target = volume_path(self.store, self.manifest.project, self.manifest.name, name)
@@ -181,17 +232,6 @@ class FilesystemCapture:
 
         return run_parallel(list(volumes), capture, parallel).failures
 
-    def _catch_up(self, precopy: PreCopy) -> None:
-        began = time.monotonic()
-        changes = changes_since(precopy.before, precopy.copied, index_tree(precopy.folder), precopy.began_ns)
-        for name in changes.removed:
-            safefs.remove_inside(precopy.root, name)
-        if changes.changed:
-            self.engine.trees.unpack_copy(precopy.root.parent,
-                                          self.engine.trees.read_folder(precopy.folder, changes.changed))
-        precopy.reread = len(changes.changed)
-        precopy.seconds = round(time.monotonic() - began, 3)
-
     def store_precopies(self, parallel: int, progress: ProgressCallback) -> None:
         """After the frozen window: compress each pre-copy, as it was at the freeze, into the store."""
         volumes = {volume.name: volume for volume in self.manifest.volume_records}
@@ -199,18 +239,17 @@ class FilesystemCapture:
         def store(name: str) -> None:
             progress(name, "storing volume copy")
             target = volume_path(self.store, self.manifest.project, self.manifest.name, name)
-            precopy = self.precopies[name]
+            precopy = self.precopies.copies[name]
             stored = store_tree(target, self.engine.trees.read_folder(precopy.root), self.shared)
             volumes[name].copy = dataclasses.replace(stored, seconds=precopy.seconds, reread=precopy.reread)
 
         try:
-            run_parallel(sorted(self.precopies), store, parallel).raise_first()
+            run_parallel(sorted(self.precopies.copies), store, parallel).raise_first()
         finally:
-            self.discard()
+            self.precopies.discard()
 
     def discard(self) -> None:
-        """Remove the pre-copies (they may hold a volume's whole content)."""
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        self.precopies.discard()
 
     def fingerprint_volumes(self) -> None:
         """Note what each volume looks like, for the warning of a later restore without its copy.

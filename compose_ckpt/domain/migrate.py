@@ -9,13 +9,15 @@ target places each checkpoint from the store through the target's API.
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 from compose_ckpt.domain.compat import check_target
 from compose_ckpt.domain.containers import recorded_holders
-from compose_ckpt.domain.filesystem import bind_mounts
+from compose_ckpt.domain.filesystem import Tally, bind_mounts
 from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
-from compose_ckpt.domain.parallel import ProgressCallback
+from compose_ckpt.domain.parallel import ProgressCallback, bytes_reporter, counted
 from compose_ckpt.domain.ports import EnginePort, RegistryPort
 from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.registry import PushResult, push_snapshot
@@ -42,18 +44,18 @@ class MigrateResult:
 def migrate(project: Project, store: SnapshotStore, target: EnginePort, request: MigrateRequest, *,
             progress: ProgressCallback = lambda name, phase: None) -> MigrateResult:
     source = project.engine
-    clock = _Clock()
-    bind_warnings = _check_bind_mounts(project, store, target, request)  # before anything is stopped
+    clock = Clock()
+    bind_warnings = check_bind_mounts(project, store, target, request)  # before anything is stopped
     manifest = _snapshot_to_move(project, store, request, progress)
     result = MigrateResult(snapshot=manifest, restored=[])
     result.seconds["snapshot"] = clock.lap()
-    existing_on_target = {name for name in _names_with_holders(manifest) if target.inspect(name)}
+    existing_on_target = containers_on(target, manifest)
     try:
         compatibility = check_target(manifest.engine, target)
         if compatibility.blockers:
             raise MigrateFailed("the target engine cannot restore this snapshot: " + "; ".join(compatibility.blockers))
         result.warnings = compatibility.warnings + bind_warnings
-        copy_images(source, target, manifest, progress)
+        copy_images(source, target, {(r.image, r.image_id) for r in manifest.containers}, progress)
         result.seconds["transfer"] = clock.lap()
         restored = restore_snapshot(target, project.name, store,
                                     RestoreRequest(snapshot=manifest.name, parallel=request.parallel,
@@ -61,19 +63,40 @@ def migrate(project: Project, store: SnapshotStore, target: EnginePort, request:
         result.restored = restored.containers
         result.seconds["restore"] = clock.lap()
     except CkptError as exc:
-        try:
-            _put_source_back(source, target, store, manifest, existing_on_target, request, progress)
-        except CkptError as undo:
-            raise MigrateFailed(
-                f"migration to {target.base_url} failed: {exc.message}; putting the stack back on the source "
-                f"failed too: {undo.message}",
-                details=exc.details + undo.details,
-                hint=f"Snapshot {manifest.name} holds the stack's state: `compose-ckpt restore {manifest.name}`.",
-            ) from exc
+        raise_after_putting_back(exc, source, target, store, manifest, existing_on_target, request, progress)
+    finish_on_source(source, manifest, request, progress)
+    result.source_removed = not request.keep_source
+    return result
+
+
+def containers_on(target: EnginePort, manifest: Manifest) -> set[str]:
+    """The snapshot's container (and holder) names the target already has: not ours to remove on failure."""
+    return {name for name in _names_with_holders(manifest) if target.inspect(name)}
+
+
+def raise_after_putting_back(exc: CkptError, source: EnginePort, target: EnginePort, store: SnapshotStore,
+                             manifest: Manifest, existing_on_target: set[str], request: MigrateRequest,
+                             progress: ProgressCallback, created_volumes: Collection[str] = ()) -> NoReturn:
+    """The move failed after the source was stopped: put the stack back on the source, then raise."""
+    try:
+        left = _put_source_back(source, target, store, manifest, existing_on_target, request, progress,
+                                created_volumes)
+    except CkptError as undo:
         raise MigrateFailed(
-            f"migration to {target.base_url} failed: {exc.message}; the stack runs on the source again",
-            details=exc.details, hint=exc.hint,
+            f"migration to {target.base_url} failed: {exc.message}; putting the stack back on the source "
+            f"failed too: {undo.message}",
+            details=exc.details + undo.details,
+            hint=f"Snapshot {manifest.name} holds the stack's state: `compose-ckpt restore {manifest.name}`.",
         ) from exc
+    raise MigrateFailed(
+        f"migration to {target.base_url} failed: {exc.message}; the stack runs on the source again",
+        details=exc.details + left, hint=exc.hint,
+    ) from exc
+
+
+def finish_on_source(source: EnginePort, manifest: Manifest, request: MigrateRequest,
+                     progress: ProgressCallback) -> None:
+    """The target runs: remove the source containers (or, with --keep-source, make sure they are stopped)."""
     for record in manifest.containers:
         progress(record.container_name, "kept stopped on the source" if request.keep_source else "removing from the source")
         if request.keep_source:
@@ -84,8 +107,6 @@ def migrate(project: Project, store: SnapshotStore, target: EnginePort, request:
         for holder in recorded_holders(manifest.containers):
             if source.inspect(holder) is not None:
                 source.remove(holder)
-    result.source_removed = not request.keep_source
-    return result
 
 
 @dataclass
@@ -102,7 +123,7 @@ def migrate_via_registry(project: Project, store: SnapshotStore, client: Registr
     No engine connection to the target is needed; the target pulls and restores. The source containers
     are kept, stopped, since nothing here can verify the target. If the push fails, the stack is
     restored on the source and the error raised."""
-    clock = _Clock()
+    clock = Clock()
     manifest = _snapshot_to_move(project, store, request, progress)
     seconds = {"snapshot": clock.lap()}
     tag = client.reference.tag or manifest.name
@@ -126,7 +147,7 @@ def migrate_via_registry(project: Project, store: SnapshotStore, client: Registr
     return MigrateViaResult(manifest, pushed, seconds)
 
 
-def _check_bind_mounts(project: Project, store: SnapshotStore, target: EnginePort, request: MigrateRequest) -> list[str]:
+def check_bind_mounts(project: Project, store: SnapshotStore, target: EnginePort, request: MigrateRequest) -> list[str]:
     """Bind mounts are never copied: refuse to start when the target lacks a host path the stack mounts."""
     if request.snapshot is None:
         containers = [c for entry in project.resolve(project.select(())) for c in entry.containers]
@@ -162,25 +183,53 @@ def _snapshot_to_move(project: Project, store: SnapshotStore, request: MigrateRe
     return manifest
 
 
-def copy_images(source: EnginePort, target: EnginePort, manifest: Manifest, progress: ProgressCallback) -> None:
-    """Stream every image the snapshot's containers use that the target lacks, tag included."""
-    for reference, image_id in sorted({(r.image, r.image_id) for r in manifest.containers}):
+def copy_images(source: EnginePort, target: EnginePort, images: Collection[tuple[str, str]],
+                progress: ProgressCallback) -> int:
+    """Stream every image of `images` (reference, id) the target lacks, tag included; return the bytes sent."""
+    sent = 0
+    for reference, image_id in sorted(images):
         if target.image_id(reference) == image_id:
             continue
         progress(reference, "copying image")
-        target.load_image(source.save_image(reference))
+        tally = Tally(bytes_reporter(progress, reference, "copying image"))
+        target.load_image(counted(source.save_image(reference), tally))
+        sent += tally.done
         if target.image_id(reference) != image_id:
             raise EngineError(f"image {reference} on the target is not {image_id[:19]} after loading it")
+    return sent
 
 
 def _put_source_back(source: EnginePort, target: EnginePort, store: SnapshotStore, manifest: Manifest,
-                     existing_on_target: set[str], request: MigrateRequest, progress: ProgressCallback) -> None:
-    """Undo the target side, then make sure the stack runs on the source with its state."""
-    for name in _names_with_holders(manifest):  # containers first, then the holders they joined
-        if name not in existing_on_target and target.inspect(name):
-            progress(name, "removing from the target")
-            target.remove(name)
+                     existing_on_target: set[str], request: MigrateRequest, progress: ProgressCallback,
+                     created_volumes: Collection[str] = ()) -> list[str]:
+    """Undo the target side, then make sure the stack runs on the source with its state. The target may be
+    what failed (its daemon gone): the source is put back whatever happens there; returns what could not
+    be removed from the target."""
+    left = remove_from_target(target, [n for n in _names_with_holders(manifest) if n not in existing_on_target],
+                              created_volumes, progress)
     _restart_source(source, store, manifest, request, progress)
+    return left
+
+
+def remove_from_target(target: EnginePort, containers: list[str], volumes: Collection[str],
+                       progress: ProgressCallback) -> list[str]:
+    """Remove what a failed move created on the target (containers first, then the holders they joined,
+    then volumes), best effort; return a line for each thing left there."""
+    left: list[str] = []
+    for name in containers:
+        try:
+            if target.inspect(name):
+                progress(name, "removing from the target")
+                target.remove(name)
+        except CkptError as exc:
+            left.append(f"container {name} may remain on the target: {exc.message}")
+    for volume in volumes:
+        try:
+            progress(volume, "removing volume from the target")
+            target.remove_volume(volume)
+        except CkptError as exc:
+            left.append(f"volume {volume} may remain on the target: {exc.message}")
+    return left
 
 
 def _restart_source(source: EnginePort, store: SnapshotStore, manifest: Manifest, request: MigrateRequest,
@@ -206,7 +255,7 @@ def _ensure_stopped(engine: EnginePort, name: str) -> None:
         engine.wait_exited(container.id)
 
 
-class _Clock:
+class Clock:
     def __init__(self) -> None:
         self._last = time.monotonic()
 

@@ -91,6 +91,15 @@ def _take_over_failed(store: SnapshotStore, project_name: str, name: str) -> Non
     raise UsageError(f"snapshot {name!r} of project {project_name} already exists ({status.value})", hint=hint)
 
 
+def engine_facts(engine: EnginePort) -> dict[str, str]:
+    """What a manifest records of the engine a snapshot was taken on (compared with a target's)."""
+    info = engine.info()
+    facts = {"docker": info.server_version, "api": info.api_version, "kernel": info.kernel_version,
+             "architecture": info.architecture, "containerd": info.containerd_version, "runc": info.runc_version}
+    facts["criu"] = host.daemon_criu_version(engine.daemon_pid()) or ""  # "" when not known here
+    return facts
+
+
 class _SnapshotRun:
     """One snapshot attempt: holds what has been done so that a failure can undo exactly that."""
 
@@ -121,7 +130,7 @@ class _SnapshotRun:
     def execute(self) -> Manifest:
         started = time.monotonic()
         with self.phases.timed("record"):
-            self.manifest.engine = self._engine_facts()
+            self.manifest.engine = engine_facts(self.engine)
             self.manifest.networks, self.manifest.volumes = self._record_networks_and_volumes()
             self.manifest.containers = [self._record(service, c) for service, c in self.members.values()]
             self.files.describe()
@@ -164,13 +173,6 @@ class _SnapshotRun:
         self.manifest.status = SnapshotStatus.COMPLETE
         self.store.write(self.manifest)
         return self.manifest
-
-    def _engine_facts(self) -> dict[str, str]:
-        info = self.engine.info()
-        facts = {"docker": info.server_version, "api": info.api_version, "kernel": info.kernel_version,
-                 "architecture": info.architecture, "containerd": info.containerd_version, "runc": info.runc_version}
-        facts["criu"] = host.daemon_criu_version(self.engine.daemon_pid()) or ""  # "" when not known here
-        return facts
 
     def _record(self, service: str, container: ContainerInfo) -> ContainerRecord:
         fingerprint = self.engine.fingerprint(container)

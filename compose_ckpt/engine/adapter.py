@@ -707,6 +707,14 @@ class Engine:
         with translated(f"create volume {recorded['Name']}"):
             self._http.call("POST", "/volumes/create", body=body)
 
+    def remove_volume(self, name: str) -> None:
+        """Remove a volume; one that is already gone is fine."""
+        try:
+            with translated(f"remove volume {name}"):
+                self._http.call("DELETE", path_of("/volumes/{0}", name))
+        except NotFoundError:
+            pass
+
     def create_container(self, recorded: dict[str, Any], references: dict[str, str] | None = None,
                          restart_policy: RestartPolicy | None = None) -> ContainerInfo:
         """Create (not start) a container from a recorded `docker inspect` document, same name and config

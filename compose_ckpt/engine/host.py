@@ -141,6 +141,19 @@ def probe_criu(search_path: str) -> CriuProbe:
     return CriuProbe(criu, criu_version(search_path), last, last == "Looks good.")
 
 
+def dirty_memory_tracking(search_path: str) -> bool | None:
+    """Whether the kernel tracks the memory a process dirties (soft-dirty bits), which memory pre-copy
+    (CRIU pre-dumps) needs: `criu check --feature mem_dirty_track`. None when no criu is found."""
+    criu = shutil.which("criu", path=search_path)
+    if criu is None:
+        return None
+    try:
+        done = subprocess.run([criu, "check", "--feature", "mem_dirty_track"], capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.returncode == 0
+
+
 def has_capability(pid: int | None, capability: int) -> bool:
     """Whether the process (ourselves when pid is None) holds `capability` in its effective set."""
     status = Path(f"/proc/{pid}/status" if pid else "/proc/self/status")

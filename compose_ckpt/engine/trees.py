@@ -41,6 +41,7 @@ TREE_MOUNT = "/ckpt-tree"
 _READ_SIZE = 4 * 1024**2
 _TAR = shutil.which("tar")  # GNU tar on the engine's host, for the local fast path of reads
 TREE_PREFIX = "ckpt-tree"
+_REMOVALS_PER_HELPER = 2000  # paths on one `rm` command line, well inside the kernel's argument limit
 # Emptying a remote volume that holds something needs a process inside a helper, from the image of a
 # service that uses it: `sh` with `find` or `rm` (busybox, Debian, Alpine, most images).
 _CLEAR_COMMAND = ["sh", "-c", f"find {TREE_MOUNT} -mindepth 1 -delete || rm -rf {TREE_MOUNT}/* {TREE_MOUNT}/.[!.]* {TREE_MOUNT}/..?*"]
@@ -90,6 +91,21 @@ class TreeTransfer:
     def replace_volume(self, name: str, image_id: str, chunks: Iterable[bytes]) -> None:
         """Empty the volume, then unpack a tar made by `read_volume` into it."""
         self._clear_volume(name, image_id)
+        folder = self.volume_folder(name) if _TAR else None
+        if folder is not None and not self._mounted_by_running_container(name):
+            _write_here(folder, chunks)
+            return
+        self._write({"Type": "volume", "Source": name, "Target": TREE_MOUNT}, image_id, chunks, f"write volume {name}")
+
+    def update_volume(self, name: str, image_id: str, removed: Sequence[str], chunks: Iterable[bytes]) -> None:
+        """Bring a volume written by `replace_volume` up to date: remove the `removed` entries ("./a/b", as
+        `tree_changes` names them), then unpack a tar of the changed ones (from `read_folder`) over it. The
+        removals run in a helper from `image_id` (it needs `rm`), so a link in the volume never leads out."""
+        hint = ("The image of a service using the volume needs `rm` to remove files from it; migrate without "
+                "--live to copy the volume whole instead.")
+        for start in range(0, len(removed), _REMOVALS_PER_HELPER):
+            paths = [f"{TREE_MOUNT}/{entry.removeprefix('./')}" for entry in removed[start:start + _REMOVALS_PER_HELPER]]
+            self._run_on_volume(name, image_id, ["rm", "-rf", "--", *paths], f"remove files from volume {name}", hint)
         folder = self.volume_folder(name) if _TAR else None
         if folder is not None and not self._mounted_by_running_container(name):
             _write_here(folder, chunks)
@@ -161,19 +177,24 @@ class TreeTransfer:
             return
         if self._volume_is_empty(name, image_id):  # as on a target that just created it: nothing to run
             return
-        mount = {"Type": "volume", "Source": name, "Target": TREE_MOUNT}
         hint = ("On a remote engine, the image of a service using the volume needs `sh` with `find` or `rm` to "
                 "empty it; restore with --ignore-volumes to keep the volume's current content instead.")
-        with self._helper(mount, image_id, f"empty volume {name}", command=_CLEAR_COMMAND) as helper:
+        self._run_on_volume(name, image_id, _CLEAR_COMMAND, f"empty volume {name}", hint)
+
+    def _run_on_volume(self, name: str, image_id: str, command: list[str], action: str, hint: str) -> None:
+        """Run `command` in a helper from `image_id` with the volume at TREE_MOUNT (links in it then resolve
+        inside the helper's root, never on the host)."""
+        mount = {"Type": "volume", "Source": name, "Target": TREE_MOUNT}
+        with self._helper(mount, image_id, action, command=command) as helper:
             try:
-                with translated(f"empty volume {name}"):
+                with translated(action):
                     self._api.call("POST", path_of("/containers/{0}/start", helper))
                     status = self._api.call("POST", path_of("/containers/{0}/wait", helper), timeout=600).get("StatusCode")
-            except EngineError as exc:  # no `sh` in the image: the start itself fails
+            except EngineError as exc:  # the command is not in the image: the start itself fails
                 exc.hint = hint
                 raise
         if status != 0:
-            raise EngineError(f"cannot empty volume {name} on the engine (the helper exited {status})", hint=hint)
+            raise EngineError(f"cannot {action} on the engine (the helper exited {status})", hint=hint)
 
     def _volume_is_empty(self, name: str, image_id: str) -> bool:
         """Read only the first members of the volume's tar: the root folder alone means empty."""

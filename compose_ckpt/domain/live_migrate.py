@@ -1,0 +1,211 @@
+"""`migrate --live --to HOST`: move a running stack with a downtime that does not grow with its volumes.
+
+The order, and what is sent to the target when:
+1. Before the downtime, while the stack serves: the images the target lacks (`docker save` into `docker
+   load`), and each named volume, pre-copied on this host (`VolumePreCopies`, domain/filesystem.py) and
+   streamed from that copy into a volume created on the target. Memory is not pre-copied: that needs
+   the kernel's dirty-memory tracking (CRIU pre-dumps); where it is missing, as on the machine this was
+   built on, that is detected and said, never faked; where it is present it is not used yet either.
+2. The downtime, from the first container frozen on the source to the last one running on the target:
+   a snapshot with --stop and without volume copies (freeze, dump, each container ends at its checkpoint,
+   the checkpoints go to the local store); then only the volume entries changed since their pre-copy (the
+   rule of domain/tree_changes.py) go to the target's volumes; then the stack is restored on the target
+   in dependency order and verified (restore_snapshot, which places each checkpoint through the target's
+   API). A volume that could not be pre-copied (a remote source engine) is copied whole here.
+3. The source containers are removed (with --keep-source: kept stopped).
+The checkpoint images are written into the local store before they are sent: they are not streamed to
+the target while CRIU writes them (docs/live.md says why).
+
+A failure before the target runs: what was created on the target (its containers, the volumes this run
+created) is removed, and the stack is put back on the source with its state, from the snapshot when the
+freeze had begun (as `migrate` does). The downtime and the bytes sent before and during it are returned
+and recorded in the snapshot's phases (`migrate pre-copy`, `migrate downtime`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from compose_ckpt.domain.compat import check_target
+from compose_ckpt.domain.filesystem import Tally, VolumePreCopies, named_volumes
+from compose_ckpt.domain.manifest import Manifest
+from compose_ckpt.domain.migrate import (
+    Clock,
+    MigrateFailed,
+    check_bind_mounts,
+    containers_on,
+    copy_images,
+    finish_on_source,
+    raise_after_putting_back,
+    remove_from_target,
+)
+from compose_ckpt.domain.parallel import ProgressCallback, bytes_reporter, counted
+from compose_ckpt.domain.ports import EnginePort
+from compose_ckpt.domain.project import Project
+from compose_ckpt.domain.requests import MigrateRequest, RestoreRequest, SnapshotRequest
+from compose_ckpt.domain.restore import RestoredContainer, restore_snapshot
+from compose_ckpt.domain.snapshot import engine_facts, take_snapshot
+from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.engine import host
+from compose_ckpt.errors import CkptError, UsageError
+
+NO_DIRTY_TRACKING = ("skipped: this kernel does not track dirty memory (`criu check --feature mem_dirty_track` "
+                     "fails), so memory is copied only during the downtime")
+
+
+@dataclass
+class LiveMigrateResult:
+    snapshot: Manifest
+    restored: list[RestoredContainer]
+    downtime: float  # seconds from the first container frozen on the source to the last one running on the target
+    bytes_before: int  # sent while the stack ran: images, volume pre-copies
+    bytes_during: int  # sent during the downtime: checkpoints, layer copies, volume changes
+    memory_precopy: str  # what happened to memory pre-copy, and why
+    seconds: dict[str, float] = field(default_factory=dict)  # pre-copy, freeze and dump, volume changes, restore
+    warnings: list[str] = field(default_factory=list)
+    volume_entries: int = 0  # volume entries sent again during the downtime
+    source_removed: bool = False
+
+
+def migrate_live(project: Project, store: SnapshotStore, target: EnginePort, request: MigrateRequest, *,
+                 progress: ProgressCallback = lambda name, phase: None) -> LiveMigrateResult:
+    if request.snapshot is not None:
+        raise UsageError("migrate --live takes its own snapshot while the stack runs: give no SNAPSHOT")
+    return _LiveMove(project, store, target, request, progress).execute()
+
+
+class _LiveMove:
+    """One live move: records what it created on the target, so that a failure removes exactly that."""
+
+    def __init__(self, project: Project, store: SnapshotStore, target: EnginePort, request: MigrateRequest,
+                 progress: ProgressCallback) -> None:
+        self.project = project
+        self.source: EnginePort = project.engine
+        self.store = store
+        self.target = target
+        self.request = request
+        self.progress = progress
+        self.clock = Clock()
+        self.seconds: dict[str, float] = {}
+        self.created_volumes: list[str] = []
+        self.images: dict[str, str] = {}  # volume -> the image of a service mounting it (for helpers)
+        self.precopies = VolumePreCopies(self.source, store)
+        self.bytes_before = 0
+        self.bytes_during = 0
+
+    def execute(self) -> LiveMigrateResult:
+        warnings = check_bind_mounts(self.project, self.store, self.target, self.request)  # nothing stopped yet
+        memory = _memory_precopy(self.source)
+        try:
+            warnings += self._before_downtime()
+            self.seconds["pre-copy"] = self.clock.lap()
+        except CkptError as exc:
+            left = self._undo_before_downtime()
+            raise MigrateFailed(f"live migration to {self.target.base_url} failed before the stack was stopped: "
+                                f"{exc.message}; the stack runs on the source as before",
+                                details=exc.details + left, hint=exc.hint) from exc
+        try:
+            manifest, frozen_at = self._freeze_and_dump()
+        except CkptError as exc:  # the snapshot put the source back itself, and its message says how it ended
+            left = self._undo_before_downtime()
+            raise MigrateFailed(f"live migration to {self.target.base_url} failed while freezing and dumping: "
+                                f"{exc.message}", details=exc.details + left, hint=exc.hint) from exc
+        existing_on_target = containers_on(self.target, manifest)
+        try:
+            entries = self._send_volume_changes(manifest)
+            self.seconds["volume changes"] = self.clock.lap()
+            restored = restore_snapshot(self.target, self.project.name, self.store,
+                                        RestoreRequest(snapshot=manifest.name, parallel=self.request.parallel,
+                                                       ignore_volumes=True), progress=self.progress)
+            downtime = round(time.monotonic() - frozen_at, 3)
+            self.seconds["restore"] = self.clock.lap()
+        except CkptError as exc:
+            raise_after_putting_back(exc, self.source, self.target, self.store, manifest, existing_on_target,
+                                     self.request, self.progress, self.created_volumes)
+        finally:
+            self.precopies.discard()
+        self.bytes_during += sum(r.size + (r.layer.size if r.layer else 0) for r in manifest.containers)
+        self._record(manifest, downtime)
+        finish_on_source(self.source, manifest, self.request, self.progress)
+        return LiveMigrateResult(manifest, restored.containers, downtime, self.bytes_before, self.bytes_during,
+                                 memory_precopy=memory, seconds=self.seconds,
+                                 warnings=warnings + restored.warnings, volume_entries=entries,
+                                 source_removed=not self.request.keep_source)
+
+    def _undo_before_downtime(self) -> list[str]:
+        """Remove the volumes this move created on the target; return a line for each one left there."""
+        self.precopies.discard()
+        return remove_from_target(self.target, [], self.created_volumes, self.progress)
+
+    def _before_downtime(self) -> list[str]:
+        """Everything that can be sent while the stack serves; returns the target's warnings."""
+        resolved, _ = self.project.running_containers(self.project.select(()))
+        containers = [c for entry in resolved for c in entry.containers]
+        compatibility = check_target(engine_facts(self.source), self.target)
+        if compatibility.blockers:
+            raise MigrateFailed("the target engine cannot restore this stack: " + "; ".join(compatibility.blockers))
+        self.bytes_before += copy_images(self.source, self.target, {(c.image, c.image_id) for c in containers},
+                                         self.progress)
+        if not self.request.ignore_volumes:
+            self.images = {v: c.image_id for c in containers for v in named_volumes(c.attrs)}
+        for name in sorted(self.images):
+            if not self.target.volume_exists(name):
+                self.target.create_volume(self.source.inspect_volume(name))
+                self.created_volumes.append(name)
+        self.precopies.take(sorted(self.images), self.request.parallel, self.progress)
+        for name, precopy in sorted(self.precopies.copies.items()):
+            tally = Tally(bytes_reporter(self.progress, name, "sending volume"))
+            self.target.trees.replace_volume(name, self.images[name],
+                                             counted(self.source.trees.read_folder(precopy.root), tally))
+            self.bytes_before += tally.done
+        return compatibility.warnings
+
+    def _freeze_and_dump(self) -> tuple[Manifest, float]:
+        """Snapshot with --stop, no volume copies; returns it and the moment (monotonic) its freeze began."""
+        called = time.monotonic()
+        manifest = take_snapshot(self.project, self.store,
+                                 SnapshotRequest(stop=True, parallel=self.request.parallel, ignore_rootfs=False),
+                                 progress=self.progress)
+        before_freeze = 0.0
+        for phase, seconds in manifest.phases.items():  # in the order they ran: resolve, record, ..., pause
+            if phase == "pause":
+                break
+            before_freeze += seconds
+        self.seconds["freeze and dump"] = self.clock.lap()
+        return manifest, called + before_freeze
+
+    def _send_volume_changes(self, manifest: Manifest) -> int:
+        """The downtime's share of the volumes: what changed since each pre-copy; a volume that could not
+        be pre-copied, whole. Returns the entries sent again."""
+        entries = 0
+        for name in sorted(self.images):
+            tally = Tally(bytes_reporter(self.progress, name, "sending volume changes"))
+            if name in self.precopies.copies:
+                changes = self.precopies.changes(name)
+                entries += len(changes.changed)
+                if not changes.empty:
+                    chunks = self.source.trees.read_folder(self.precopies.copies[name].folder, changes.changed)
+                    self.target.trees.update_volume(name, self.images[name], changes.removed, counted(chunks, tally))
+            else:
+                self.progress(name, "sending volume")
+                self.target.trees.replace_volume(name, self.images[name],
+                                                 counted(self.source.trees.read_volume(name, self.images[name]), tally))
+            self.bytes_during += tally.done
+        return entries
+
+    def _record(self, manifest: Manifest, downtime: float) -> None:
+        """Keep the move's timings in the snapshot it took (`inspect` shows them)."""
+        manifest.phases = {**manifest.phases, "migrate pre-copy": self.seconds["pre-copy"],
+                           "migrate downtime": downtime}
+        with self.store.locked(self.project.name):
+            self.store.write(manifest)
+
+
+def _memory_precopy(engine: EnginePort) -> str:
+    tracking = host.dirty_memory_tracking(host.daemon_path(engine.daemon_pid())) if engine.info().local else None
+    if tracking is False:
+        return NO_DIRTY_TRACKING
+    if tracking is None:
+        return "skipped: whether the source's kernel tracks dirty memory cannot be checked from here"
+    return "skipped: memory pre-copy (CRIU pre-dumps) is not implemented yet; memory is copied during the downtime"

@@ -1,0 +1,131 @@
+"""`migrate --live`: a stack moves to a second Docker engine while its volume is being written, against the
+real engines (the session's second dockerd, reached over tcp, is the target)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from compose_ckpt.engine import Engine
+from tests.integration.conftest import adopt_if_needed
+from tests.integration.second_engine import SecondEngine
+from tests.integration.stack import BUSYBOX, Stack, run_docker
+
+pytestmark = pytest.mark.engine
+
+# `db` appends 1, 2, 3, ... to a journal in its volume through a descriptor it keeps open (CRIU needs the
+# file back with the size it had at the dump: a volume copy from another moment fails the restore or
+# shows as a gap), rewrites a value file in place, and holds a 16 MiB blob written at start. `kv` keeps
+# a value in memory only.
+LIVE_STACK = f"""
+services:
+  kv:
+    image: local/debian:bookworm
+    command: ["redis-server", "--save", "", "--appendonly", "no", "--protected-mode", "no"]
+  db:
+    image: {BUSYBOX}
+    volumes: [data:/data]
+    depends_on: [kv]
+    command: ["sh", "-c", "head -c 16777216 /dev/urandom > /data/blob; mkdir -p /data/sub; exec 3>>/data/journal;
+      i=0; while true; do i=$$((i+1)); echo $$i >&3; printf '%08d' $$i > /data/sub/value; sleep 0.01; done"]
+volumes:
+  data:
+"""
+
+
+@pytest.fixture
+def stack(engine: Engine, tmp_path: Path, project_name: str, second: SecondEngine) -> Iterator[Stack]:
+    (tmp_path / "compose.yaml").write_text(LIVE_STACK)
+    stack = Stack(tmp_path, project_name)
+    stack.compose("up", "-d")
+    adopt_if_needed(engine, stack)
+    stack.redis("set", "visits", "42")
+    wait_for(lambda: (volume_folder(stack, None) / "journal").exists())
+    yield stack
+    stack.down()
+    listing = second.docker("ps", "-a", "-q", "--filter", f"label=com.docker.compose.project={project_name}").stdout
+    for container in listing.decode().split():
+        second.docker("rm", "-f", container, check=False)
+    second.docker("volume", "rm", f"{project_name}_data", check=False)
+    second.docker("network", "rm", f"{project_name}_default", check=False)
+
+
+def wait_for(condition: Callable[[], bool], limit: float = 60.0) -> None:
+    deadline = time.monotonic() + limit
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def volume_folder(stack: Stack, second: SecondEngine | None) -> Path:
+    name = f"{stack.project}_data"
+    found = (second.docker("volume", "inspect", name).stdout.decode() if second
+             else run_docker("volume", "inspect", name).stdout)
+    return Path(json.loads(found)[0]["Mountpoint"])
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {os.path.relpath(Path(top, name), folder): Path(top, name).read_bytes()
+            for top, _, names in os.walk(folder) for name in names}
+
+
+def journal_numbers(second: SecondEngine, container: str) -> list[int]:
+    return [int(n) for n in second.docker("exec", container, "cat", "/data/journal").stdout.split()]
+
+
+def test_live_migrate_moves_the_stack_and_its_volume_as_they_were_at_the_freeze(
+        stack: Stack, second: SecondEngine) -> None:
+    done = stack.ckpt_ok("--progress", "plain", "migrate", "--live", "--to", second.tcp, "--json")
+    document = json.loads(done.stdout)
+
+    assert document["live"] is True and document["source_removed"] is True
+    assert document["bytes_before_downtime"] >= 16 * 1024**2  # the blob went before the freeze
+    assert 0 < document["bytes_during_downtime"] < document["bytes_before_downtime"]
+    assert 0 < document["downtime_seconds"]
+    assert document["memory_precopy"].startswith("skipped")
+    assert {"pre-copy", "freeze and dump", "volume changes", "restore"} <= set(document["seconds"])
+    assert stack.states() == {}
+    assert "sending volume" in done.stderr
+
+    # The source's volume stays as the freeze left it (the stack ended there); the target's went on.
+    at_freeze = files_of(volume_folder(stack, None))
+    on_target = files_of(volume_folder(stack, second))
+    assert on_target.keys() == at_freeze.keys()
+    assert on_target["blob"] == at_freeze["blob"]
+    assert on_target["journal"].startswith(at_freeze["journal"])
+    db = f"{stack.project}-db-1"
+    numbers = journal_numbers(second, db)
+    assert numbers == list(range(1, len(numbers) + 1))  # no gap, no repeat: memory and file agreed
+    wait_for(lambda: len(journal_numbers(second, db)) > len(numbers))
+    assert len(journal_numbers(second, db)) > len(numbers), "db does not run on the target"
+    assert second.docker("exec", f"{stack.project}-kv-1", "redis-cli", "get", "visits").stdout.strip() == b"42"
+    snapshot = json.loads(stack.ckpt_ok("inspect", document["snapshot"], "--json").stdout)
+    assert snapshot["phases"]["migrate downtime"] == document["downtime_seconds"]
+
+
+def test_a_failed_live_move_leaves_the_source_running_and_nothing_on_the_target(
+        stack: Stack, second: SecondEngine) -> None:
+    second.copy_image_from_first("local/debian:bookworm")
+    squatter = f"{stack.project}-db-1"  # a different container already holds db's name on the target
+    second.docker("run", "-d", "--name", squatter, "local/debian:bookworm", "sleep", "600")
+    (db,) = stack.containers("db")
+
+    failed = stack.ckpt("migrate", "--live", "--to", second.tcp)
+
+    assert failed.returncode != 0 and "Traceback" not in failed.stderr
+    assert "runs on the source again" in failed.stderr
+    assert set(stack.states().values()) == {"running"}
+    assert stack.redis("get", "visits") == "42"
+    numbers = [int(n) for n in run_docker("exec", db, "cat", "/data/journal").stdout.split()]
+    assert numbers == list(range(1, len(numbers) + 1))  # restored on the source from the dump, not restarted
+    assert second.docker("volume", "inspect", f"{stack.project}_data", check=False).returncode != 0
+    assert second.docker("inspect", f"{stack.project}-kv-1", check=False).returncode != 0
+
+    second.docker("rm", "-f", squatter)
+    again = json.loads(stack.ckpt_ok("migrate", "--live", "--to", second.tcp, "--json").stdout)
+    assert again["source_removed"] is True
+    assert second.docker("exec", f"{stack.project}-kv-1", "redis-cli", "get", "visits").stdout.strip() == b"42"

@@ -358,28 +358,32 @@ def restore(
 @app.command()
 def ps(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Show the project as resolved: services, containers, their network form, whether a snapshot would take them."""
+    from compose_ckpt.domain.held_policies import still_held
     from compose_ckpt.domain.holders import abandoned_holders, network_form
 
     options: GlobalOptions = ctx.obj
     project = _project(options)
     version = project.engine.info().server_version
+    held = still_held(project.engine, _store(), project.name)
     rows: list[dict[str, Any]] = []
     for entry in project.resolve(project.select([])):
         for c in entry.containers:
             form = network_form(c.attrs)
             restorable = form.restorable_on(version)
             rows.append({"service": entry.service, "container": c.name, "state": c.status,
-                         "snapshot": c.running and restorable, "network": form.value, "restorable": restorable})
+                         "snapshot": c.running and restorable, "network": form.value, "restorable": restorable,
+                         "held_policy": held[c.id].policy.as_text() if c.id in held else None})
     missing = [name for name in project.select([]) if not any(row["service"] == name for row in rows)]
     rows += [{"service": name, "container": None, "state": "missing", "snapshot": False, "network": None,
-              "restorable": False} for name in missing]
+              "restorable": False, "held_policy": None} for name in missing]
     abandoned = [holder.name for holder in abandoned_holders(project.engine, project.name)]
     if as_json:
         print_json({"project": project.name, "containers": rows, "abandoned_holders": abandoned})
         return
     console.print(f"project {project.name}", highlight=False)
     print_table(["SERVICE", "CONTAINER", "STATE", "NETWORK", "SNAPSHOT"],
-                [(r["service"], r["container"] or "-", r["state"],
+                [(r["service"], r["container"] or "-",
+                  r["state"] + (f" (restart policy {r['held_policy']} held back)" if r["held_policy"] else ""),
                   "-" if r["network"] is None else r["network"] + ("" if r["restorable"] else f" (needs adopt on Docker {version})"),
                   "yes" if r["snapshot"] else "no") for r in rows], names=2)
     if abandoned:

@@ -9,9 +9,12 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from compose_ckpt.const import LABEL_PROJECT
+from compose_ckpt.domain.held_policies import held_policies
 from compose_ckpt.domain.holders import needs_holders, network_form
 from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.remedies import CRIU_MISSING, remedy_for
+from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.domain.versions import version_tuple
 from compose_ckpt.engine import ContainerInfo, ctrd_copies, host
 from compose_ckpt.engine.types import EngineInfo
@@ -81,9 +84,28 @@ def run_checks(connect: Callable[[], EnginePort], store_home: Path,
                   "Run `compose-ckpt doctor` on the Docker host itself for those checks.")
         )
     checks.append(_disk("store", store_home))
+    containers = project_containers(engine) if project_containers is not None else []
     if project_containers is not None and needs_holders(info.server_version):
-        checks.append(_network_holders(info, project_containers(engine)))
+        checks.append(_network_holders(info, containers))
+    if held := _held_policies(store_home, containers):
+        checks.append(held)
     return Report(checks)
+
+
+def _held_policies(store_home: Path, containers: list[tuple[str, ContainerInfo]]) -> Check | None:
+    """The restart policies a `snapshot --stop` holds back from the project's containers (`no` until then)."""
+    projects = {c.labels[LABEL_PROJECT] for _, c in containers if c.labels.get(LABEL_PROJECT)}
+    try:
+        held = [entry for name in sorted(projects) for entry in held_policies(SnapshotStore(store_home), name).values()]
+    except CkptError as exc:
+        return Check("restart policies", Status.WARN, exc.message, exc.hint or "")
+    if not held:
+        return None
+    return Check("restart policies", Status.WARN,
+                 "held back (the container runs with `no` until then): " + ", ".join(
+                     f"{entry.policy.as_text()} of {entry.container} (snapshot {entry.snapshot})" for entry in held),
+                 "`compose-ckpt restore` puts each back once its container runs restored; a container started "
+                 "otherwise gets it back at the next compose-ckpt command on the project (`ps`, `snapshot`).")
 
 
 def _network_holders(info: EngineInfo, containers: list[tuple[str, ContainerInfo]]) -> Check:

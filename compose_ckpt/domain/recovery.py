@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from compose_ckpt.domain.filesystem import remove_files
+from compose_ckpt.domain.held_policies import release
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus
 from compose_ckpt.domain.parallel import ProgressCallback
 from compose_ckpt.domain.ports import EnginePort
@@ -205,6 +206,7 @@ class _Recovery:
                 self.outcome.lines.append(f"{name}: could not put restart policy {record.held_policy.as_text()} "
                                           f"back ({exc}); `docker update --restart {record.held_policy.as_text()} {name}`")
             return
+        release(self.store, self.manifest.project, [record.container_id])
         self.outcome.lines.append(f"{name}: restart policy {record.held_policy.as_text()} put back")
 
     def _restore(self, record: ContainerRecord, container: ContainerInfo, in_docker: bool) -> None:

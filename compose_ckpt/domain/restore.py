@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from compose_ckpt.const import CHECKPOINT_PREFIX, LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE
 from compose_ckpt.domain.containers import ensure_holders, implicit_dependencies, recreate_containers
 from compose_ckpt.domain.filesystem import FilesystemRestore
+from compose_ckpt.domain.held_policies import put_back_on_running, release
 from compose_ckpt.domain.holders import refuse_unrestorable
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, RestoreRecord, SnapshotStatus, now_iso
 from compose_ckpt.domain.ordering import dependency_levels
@@ -64,6 +65,7 @@ def restore_snapshot(engine: EnginePort, project_name: str, store: SnapshotStore
     began = time.monotonic()
     with store.locked(project_name):
         recover_interrupted(engine, project_name, store)
+        put_back_on_running(engine, store, project_name, progress=progress)
         manifest = store.load(project_name, request.snapshot) if request.snapshot else store.latest_complete(project_name)
         if manifest.status is not SnapshotStatus.COMPLETE:
             raise ConflictError(f"snapshot {manifest.name} is {manifest.status.value} and cannot be restored",
@@ -202,11 +204,14 @@ class _Restore:
         """The restart policies a --stop snapshot held back, once every container runs restored.
 
         Not before: a policy on a container that died after its restore would have Docker start it fresh."""
+        back = []
         for container in verified:
             record = next(r for r in self.records if r.container_name == container.container)
             if record.held_policy is not None:
                 self.progress(record.container_name, f"restart policy {record.held_policy.as_text()} put back")
                 self.engine.set_restart_policy(self.targets[record.container_name].id, record.held_policy)
+                back += [record.container_id, self.targets[record.container_name].id]
+        release(self.store, self.manifest.project, back)
 
     def _prepare_containers(self) -> None:
         """Find each container; refuse running ones unless forced; recreate missing ones (holders first)."""

@@ -11,11 +11,14 @@ lets Docker start the container fresh over its checkpoint (Docker starts
 `always` containers when the daemon starts, even after a manual stop). Then
 every container is dumped with exit (CRIU ends it). `restore` puts each
 policy back once its container runs restored; a failed snapshot puts them
-back in its rollback, a killed one in `recover_interrupted`.
+back in its rollback, a killed one in `recover_interrupted`. The store keeps
+them too, per container, until they are back (see held_policies.py): a stack
+started without `restore` gets them back from the next command.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Callable
@@ -24,6 +27,7 @@ from typing import Any
 
 from compose_ckpt.const import CHECKPOINT_PREFIX, LABEL_CONTAINER_NUMBER, LABEL_NETWORK_HOLDER, LABEL_SERVICE
 from compose_ckpt.domain.filesystem import FilesystemCapture, remove_files
+from compose_ckpt.domain.held_policies import HeldPolicy, held_policies, hold, put_back_on_running, release
 from compose_ckpt.domain.holders import NetworkForm, network_form, refuse_unrestorable
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, ManifestError, SnapshotStatus, now_iso
 from compose_ckpt.domain.parallel import ProgressCallback, describe_failures, run_parallel
@@ -57,6 +61,7 @@ def take_snapshot(project: Project, store: SnapshotStore, request: SnapshotReque
         recover_interrupted(project.engine, project.name, store)
         if store.exists(project.name, name):
             _take_over_failed(store, project.name, name)
+        put_back_on_running(project.engine, store, project.name, progress=progress)  # before the policies are read
         resolved, skipped = project.running_containers(services)
         for service, reason in skipped.items():
             progress(service, f"skipped: {reason}")
@@ -118,6 +123,7 @@ class _SnapshotRun:
         self.dumped: set[str] = set()
         self.stopped: set[str] = set()  # ended by their dump
         self.held: set[str] = set()  # restart policy set to `no` (the manifest records the old one)
+        self.held_before = held_policies(store, project.name)  # by earlier snapshots, not put back yet
         self.manifest = Manifest(
             name=name, project=project.name, created=now_iso(), status=SnapshotStatus.INCOMPLETE,
             stopped=request.stop, compose_files=[str(p) for p in project.compose.config_files],
@@ -143,6 +149,9 @@ class _SnapshotRun:
                     self.files.precopy_volumes(self.request.parallel, self.progress)
             if self.request.stop:
                 with self.phases.timed("hold policies"):
+                    hold(self.store, self.project.name, [
+                        HeldPolicy(r.container_id, r.container_name, r.held_policy, self.manifest.name)
+                        for r in self.manifest.containers if r.held_policy])
                     self._each([r.container_id for r in self.manifest.containers if r.held_policy],
                                "holding restart policy", self._hold_restart_policy)
             self.manifest.freeze_seconds = self._freeze_dump_release()
@@ -177,6 +186,8 @@ class _SnapshotRun:
     def _record(self, service: str, container: ContainerInfo) -> ContainerRecord:
         fingerprint = self.engine.fingerprint(container)
         policy = container.restart_policy
+        if not policy.restarts and container.id in self.held_before:
+            policy = self.held_before[container.id].policy  # still held back by an earlier snapshot: not `no`
         return ContainerRecord(
             service=service, container_id=container.id, container_name=container.name,
             number=int(container.labels.get(LABEL_CONTAINER_NUMBER, "1") or 1),
@@ -247,6 +258,7 @@ class _SnapshotRun:
         policy = self._record_for(container_id).held_policy
         assert policy is not None  # only containers with a held policy are in self.held
         self.engine.set_restart_policy(container_id, policy)
+        self.held.discard(container_id)
 
     def _dump(self, container_id: str) -> None:
         began = time.monotonic()
@@ -351,8 +363,11 @@ class _SnapshotRun:
             self._quietly(self.engine.unpause, container_id)
         for container_id in list(self.dumped):
             self._quietly(self._delete_checkpoint, container_id)
-        for container_id in list(self.held):
+        held = set(self.held)
+        for container_id in held:
             self._quietly(self._put_policy_back, container_id)
+        with contextlib.suppress(CkptError):
+            release(self.store, self.project.name, held - self.held)
 
     def _not_running_again(self) -> dict[str, str]:
         """After the rollback, looked up rather than assumed: container name -> state, for each one

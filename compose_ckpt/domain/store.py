@@ -3,6 +3,7 @@
 Layout under the store home ($COMPOSE_CKPT_HOME, default /var/lib/compose-ckpt):
 
     projects/<project>/.lock                      flock held while a command changes the project
+    projects/<project>/.held-policies.json        restart policies held back, per container (held_policies.py)
     projects/<project>/.restoring                 ids of containers a restore under way may have placed page
                                                   images in (engine/pages_in_root.py); gone once removed
     projects/<project>/<snapshot>/manifest.json   written atomically (temp file + rename)
@@ -102,9 +103,10 @@ class SnapshotStore:
     # --- the lock -------------------------------------------------------------------------------
 
     @contextmanager
-    def locked(self, project_name: str) -> Iterator[None]:
-        """Hold the project's lock; wait for another holder up to $COMPOSE_CKPT_LOCK_TIMEOUT s, then refuse."""
-        wait_seconds = _lock_timeout()
+    def locked(self, project_name: str, wait: float | None = None) -> Iterator[None]:
+        """Hold the project's lock; wait for another holder up to `wait` s (default $COMPOSE_CKPT_LOCK_TIMEOUT),
+        then refuse."""
+        wait_seconds = _lock_timeout() if wait is None else wait
         folder = self._project_folder(project_name, create=True)
         assert folder is not None
         with safefs.open_private_file(folder / ".lock") as handle:
@@ -125,6 +127,21 @@ class SnapshotStore:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    # --- the project's own files (dot names: never taken for a snapshot) -------------------------
+
+    def read_project_file(self, project_name: str, name: str, limit: int) -> bytes | None:
+        """A private file of the project's folder; None when it does not exist."""
+        folder = self._project_folder(project_name, create=False)
+        try:
+            return None if folder is None else safefs.read_trusted_file(folder / name, limit)
+        except FileNotFoundError:
+            return None
+
+    def write_project_file(self, project_name: str, name: str, data: bytes) -> None:
+        folder = self._project_folder(project_name, create=True)
+        assert folder is not None
+        safefs.replace_private_file(folder / name, data)
 
     # --- writing --------------------------------------------------------------------------------
 

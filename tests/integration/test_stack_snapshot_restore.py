@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.stack import THREE_SERVICES, Stack, engine_script
+from tests.integration.stack import THREE_SERVICES, Stack, counter_services, engine_script
 
 pytestmark = pytest.mark.engine
 REPO = Path(__file__).resolve().parents[2]
@@ -114,3 +114,24 @@ def test_restore_of_selected_services_only(stack: Stack) -> None:
     running = sorted(name for name, state in stack.states().items() if state == "running")
     assert running == [f"{stack.project}-kv-1"]
     assert stack.redis("get", "visits") == "42"
+
+
+def test_policies_held_back_come_back_when_the_stack_is_started_without_restore(
+        start_stack: Callable[..., Stack]) -> None:
+    """`docker compose up -d` instead of `restore` after `snapshot --stop`: the containers must not keep `no`."""
+    stack = start_stack("services:\n" + counter_services("worker") + "    restart: always\n", settle=0.5)
+    worker = f"{stack.project}-worker-1"
+    stack.ckpt_ok("snapshot", "--stop", "--name", "first")
+    assert stack.restart_policies() == {worker: "no"}
+    ps = json.loads(stack.ckpt_ok("ps", "--json").stdout)["containers"]
+    assert [(row["container"], row["state"], row["held_policy"]) for row in ps] == [(worker, "exited", "always")]
+    assert "always of " + worker in stack.ckpt("doctor").stdout  # exit 1 where CRIU cannot work: not this test's
+
+    stack.compose("up", "-d")  # started fresh, with the policy `no` the snapshot set
+    second = json.loads(stack.ckpt_ok("snapshot", "--stop", "--name", "second", "--json").stdout)
+    assert [c["restart_policy"] for c in second["containers"]] == ["always"]  # not lost, not `null`
+
+    stack.compose("up", "-d")
+    ps = json.loads(stack.ckpt_ok("ps", "--json").stdout)["containers"]
+    assert [(row["state"], row["held_policy"]) for row in ps] == [("running", None)]
+    assert stack.restart_policies() == {worker: "always"}  # put back by `ps`, which found it running

@@ -8,7 +8,6 @@ tests skip, except under CI=true, where a missing engine is a failure.
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from compose_ckpt.engine import Engine
 from compose_ckpt.errors import CkptError
 from tests.integration.second_engine import SecondEngine, start_second_engine
 from tests.integration.stack import ENGINE_28_HOST, Stack, engine_under_test
+from tests.polling import let_run
 
 TEST_LABEL = "compose-ckpt.test"
 
@@ -101,7 +101,7 @@ def start_stack(engine: Engine, tmp_path: Path, project_name: str) -> Iterator[C
         stack.compose("up", "-d")
         if adopt is not False:
             adopt_if_needed(engine, stack)
-        time.sleep(settle)
+        let_run(settle)  # the stack runs a moment: its state grows before the test looks
         return stack
 
     yield start

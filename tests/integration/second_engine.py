@@ -14,10 +14,11 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.polling import wait_for
 
 DAEMON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # CRIU wrapper first
 
@@ -65,11 +66,8 @@ class SecondEngine:
         containerd = [pid for pid in _children(self.process.pid)]
         self.process.kill()
         self.process.wait()
-        for pid in containerd:
-            for _ in range(300):
-                if not Path(f"/proc/{pid}").exists():
-                    break
-                time.sleep(0.1)
+        wait_for("the killed daemon's containerd to end",
+                 lambda: not any(Path(f"/proc/{pid}").exists() for pid in containerd))
         self._start_again()
 
     def _start_again(self) -> None:
@@ -83,13 +81,13 @@ class SecondEngine:
         host_bridge = _default_bridge_address()
         self.process = subprocess.Popen(self.arguments, stdout=log, stderr=log,
                                         env={**os.environ, "PATH": DAEMON_PATH}, start_new_session=True)
-        for _ in range(1200):
-            if self.docker("info", check=False).returncode == 0:
-                _put_back_default_bridge(host_bridge)
-                return
-            time.sleep(0.1)
-        tail = (self.root / "dockerd.log").read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"the second dockerd did not start again:\n{tail}")
+        try:
+            wait_for("the second dockerd to start again", lambda: self.docker("info", check=False).returncode == 0,
+                     timeout=120)
+        except AssertionError:
+            tail = (self.root / "dockerd.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"the second dockerd did not start again:\n{tail}") from None
+        _put_back_default_bridge(host_bridge)
 
     def stop(self) -> None:
         stop_daemon(self.process)
@@ -200,11 +198,12 @@ def start_second_engine(private_mounts: bool = False) -> SecondEngine:
     process = subprocess.Popen(arguments, stdout=log, stderr=log, env={**os.environ, "PATH": DAEMON_PATH},
                                start_new_session=True)
     engine = SecondEngine(root, exec_root, tcp, unix, process, arguments, network)
-    for _ in range(300):
-        if engine.docker("info", check=False).returncode == 0:
-            return engine
-        if process.poll() is not None:
-            break
-        time.sleep(0.1)
+    try:
+        wait_for("the second dockerd to answer or end",
+                 lambda: process.poll() is not None or engine.docker("info", check=False).returncode == 0)
+    except AssertionError:
+        pass
+    if process.poll() is None and engine.docker("info", check=False).returncode == 0:
+        return engine
     engine.stop()
     raise RuntimeError(f"the second dockerd did not start; see {root / 'dockerd.log'}")

@@ -6,13 +6,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+from tests.polling import wait_for, wait_for_change
 
 BUSYBOX = "local/busybox:latest"
 DEBIAN = "local/debian:bookworm"
@@ -45,18 +45,6 @@ def http_get(port: int, path: str = "/") -> str:
     if os.environ.get("DOCKER_HOST") == ENGINE_28_HOST:
         command = ["ip", "netns", "exec", ENGINE_28_NETNS, *command]
     return subprocess.run(command, check=True, capture_output=True, text=True, timeout=30).stdout
-
-
-def wait_for(what: str, check: Callable[[], T], timeout: float = 30.0) -> T:
-    """Poll `check` until it returns something true (no fixed sleep in tests), at most `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.3)
 
 
 def run_docker(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -135,11 +123,34 @@ class Stack:
     def count(self, container: str) -> int:
         return int(self.docker("exec", container, "cat", "/tmp/count").stdout)
 
+    def wait_counting(self, *services: str, at_least: int = 3) -> dict[str, int]:
+        """Wait until every counter of `services` has counted to `at_least` (a fresh stack getting going);
+        their counts then."""
+        def counted() -> dict[str, int] | None:
+            found = {c: self.docker("exec", c, "cat", "/tmp/count", check=False).stdout.strip()
+                     for service in services for c in self.containers(service)}
+            if found and all(value.isdigit() and int(value) >= at_least for value in found.values()):
+                return {c: int(value) for c, value in found.items()}
+            return None
+
+        return wait_for(f"the counters of {', '.join(services)} to reach {at_least}", counted)
+
     def counts_of(self, *services: str) -> dict[str, int]:
         return {c: self.count(c) for service in services for c in self.containers(service)}
 
     def counts(self) -> dict[str, int]:
         return self.counts_of("counter", "web")
+
+    def assert_counting_on(self, before: dict[str, int], read: Callable[[str], int] | None = None) -> None:
+        """Every counter in `before` (container -> its count then) goes on from its state: it reads at least
+        that now, and its next value is larger still. A fresh start counts from 1 again, so it fails one of
+        the two, however long the wait."""
+        read = read or self.count
+        for container, then in before.items():
+            now = read(container)
+            assert now >= then, f"{container} started over: {then} before, {now} now"
+            later = wait_for_change(f"{container}'s counter to move", partial(read, container), now)
+            assert later > now, f"{container} started over: {now}, then {later}"
 
     def redis(self, *args: str) -> str:
         return self.docker("exec", self.containers("kv")[0], "redis-cli", *args).stdout.strip()

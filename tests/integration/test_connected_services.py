@@ -8,7 +8,6 @@ it instead of /etc/criu/runc.conf), so this machine-wide file is never changed b
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 
 from compose_ckpt.engine import host
 from tests.integration.stack import DEBIAN, Stack
+from tests.polling import wait_for, wait_for_change
 
 pytestmark = pytest.mark.engine
 
@@ -72,14 +72,13 @@ def test_the_apps_connection_to_its_database_carries_on_across_restore_force(
 
     stack.ckpt_ok("snapshot", "--name", "connected")
     at_snapshot = app_state(stack)
-    time.sleep(2)
-    assert app_state(stack)[0] > at_snapshot[0] + 5  # running on
+    wait_for("the app to run on past the snapshot", lambda: app_state(stack)[0] > at_snapshot[0] + 5)
 
     restored = stack.ckpt("restore", "connected", "--force")
     assert restored.returncode == 0, restored.stderr + stack.docker("logs", stack.containers("app")[0]).stderr
-    time.sleep(1)
+    # The app exits when its connection breaks: it must go on over it.
+    mine, reply = wait_for_change("the app to go on over its connection", lambda: app_state(stack), app_state(stack))
     assert set(stack.states().values()) == {"running"}, stack.states()
-    mine, reply = app_state(stack)
     assert at_snapshot[0] - 2 <= mine < at_snapshot[0] + 20  # back to the snapshot's count, going on from there
     assert reply == mine  # the database went back with it, and every INCR went over the one connection
     assert app_client_id(stack) == client  # no reconnect

@@ -9,7 +9,6 @@ sharing ...`: compose-ckpt now restores those mounts private, as that host gives
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from pathlib import Path
@@ -86,7 +85,7 @@ def started(stack: Stack, adopt: bool) -> dict[str, int]:
     stack.compose("up", "-d")
     if adopt:
         stack.ckpt_ok("adopt", "--yes", "-t", "0")
-    time.sleep(1.5)
+    stack.wait_counting("counter", "keeper")
     return counts(stack)
 
 
@@ -96,8 +95,7 @@ def counts(stack: Stack) -> dict[str, int]:
 
 def assert_carried_on(stack: Stack, before: dict[str, int]) -> None:
     """Each counter went on from where it was (a fresh start counts from 1), and the volume came along."""
-    after = counts(stack)
-    assert all(after[name] >= before[name] for name in CONTAINERS), (before, after)
+    stack.assert_counting_on({f"{stack.project}-{name}": before[name] for name in CONTAINERS})
     assert int(stack.docker("exec", f"{stack.project}-keeper-1", "cat", "/data/count").stdout) >= before["keeper-1"]
 
 

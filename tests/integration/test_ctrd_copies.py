@@ -9,7 +9,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from compose_ckpt.engine.ctrd_copies import containerd_temp_folders
 from compose_ckpt.engine.tar_stream import UPLOAD_ID_FILE
 from tests.integration.stack import BUSYBOX, run_docker
 from tests.integration.test_engine_roundtrip import COUNTER
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.engine
 CONTAINERD_TEMP = Path("/tmp")
@@ -55,11 +55,11 @@ def checkpointed(engine: Engine, container: str, name: str, keep: Path) -> Path:
 
 def docker_start_from_checkpoint(name: str, container: str) -> None:
     """`docker start --checkpoint`, retried on the daemon's transient `already exists`."""
-    for _ in range(5):
+    def attempt() -> subprocess.CompletedProcess[str] | None:
         started = run_docker("start", "--checkpoint", name, container, check=False)
-        if started.returncode == 0 or "already exists" not in started.stderr:
-            break
-        time.sleep(0.5)
+        return started if started.returncode == 0 or "already exists" not in started.stderr else None
+
+    started = wait_for("a start past containerd's transient `already exists`", attempt, timeout=10, interval=0.5)
     assert started.returncode == 0, started.stderr
 
 
@@ -72,7 +72,7 @@ def test_a_restore_leaves_no_copy_of_its_checkpoint(engine: Engine, labelled: di
     label_args = [arg for key, value in labelled.items() for arg in ("--label", f"{key}={value}")]
     # The host's network namespace: Docker 28 restores no container with one of its own (docs/engine.md).
     run_docker("run", "-d", "--name", name, "--network", "host", *label_args, BUSYBOX, "sh", "-c", COUNTER)
-    time.sleep(1)
+    wait_for("the counter to start", lambda: run_docker("exec", name, "cat", "/tmp/count", check=False).returncode == 0)
 
     # The fact: a plain `docker start --checkpoint` leaves a full copy of the images behind.
     plain = checkpointed(engine, name, "plain", tmp_path)

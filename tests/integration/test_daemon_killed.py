@@ -5,7 +5,6 @@ is in; once the daemon is back, `restore --force` (or `recover`) brings the stat
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from tests.integration.second_engine import SecondEngine
 from tests.integration.stack import BUSYBOX, COUNTER, Stack
 from tests.integration.test_faults import run_until
+from tests.polling import let_run
 
 pytestmark = pytest.mark.engine
 
@@ -39,7 +39,7 @@ def on_second(second: SecondEngine, monkeypatch: pytest.MonkeyPatch) -> Iterator
 
 def kill_daemon(engine: SecondEngine, delay: float) -> Callable[[subprocess.Popen[str]], None]:
     def kill(_: subprocess.Popen[str]) -> None:
-        time.sleep(delay)
+        let_run(delay)  # on purpose: the kill lands this far into the phase
         engine.kill_and_start_again()
     return kill
 

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import pytest
 
 from tests.integration.second_engine import remove_daemon_folders, stop_daemon
 from tests.integration.stack import BUSYBOX
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -57,10 +57,11 @@ def start_bare_daemon(search_path: str) -> BareDaemon:
         stdout=log, stderr=log, env={**os.environ, "PATH": search_path}, start_new_session=True,
     )
     daemon = BareDaemon(root, exec_root, unix, process)
-    for _ in range(600):
-        if daemon.docker("info").returncode == 0:
-            return daemon
-        time.sleep(0.1)
+    try:
+        return wait_for("the bare dockerd to answer", lambda: daemon if daemon.docker("info").returncode == 0 else None,
+                        timeout=60)
+    except AssertionError:
+        pass
     tail = (root / "dockerd.log").read_text(errors="replace")[-1500:]
     daemon.stop()
     raise RuntimeError(f"the bare dockerd did not start:\n{tail}")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import io
 import subprocess
 import tarfile
-import time
 
 import pytest
 
 from compose_ckpt.engine import Engine
 from tests.integration.stack import BUSYBOX, run_docker
+from tests.polling import wait_for, wait_for_change
 
 pytestmark = pytest.mark.engine
 
@@ -29,7 +29,8 @@ def test_checkpoint_and_restore_continue_the_counter(engine: Engine, labelled: d
     name = f"ckpt-roundtrip-{test_id}"
     label_args = [arg for key, value in labelled.items() for arg in ("--label", f"{key}={value}")]
     run_docker("run", "-d", "--name", name, "--network", "none", *label_args, BUSYBOX, "sh", "-c", COUNTER)
-    time.sleep(1.5)
+    wait_for("the counter to pass 5", lambda: run_docker("exec", name, "cat", "/tmp/count", check=False).stdout.strip()
+             not in ("", "1", "2", "3", "4", "5"))
     container = engine.inspect(name)
     assert container is not None and container.running
     before = engine.fingerprint(container)
@@ -42,8 +43,7 @@ def test_checkpoint_and_restore_continue_the_counter(engine: Engine, labelled: d
     restored = engine.inspect(container.id)
     assert restored is not None and restored.running
     first = read_counter(name)
-    time.sleep(0.5)
-    later = read_counter(name)
+    later = wait_for_change("the restored counter to move", lambda: read_counter(name), first)
     # A fresh start would count from 1 again; a restore goes on from the checkpoint.
     assert first >= at_checkpoint > 5
     assert later > first

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,9 +31,7 @@ def services(stack: Stack) -> list[str]:
 
 def assert_running_with_state(stack: Stack, before: dict[str, int]) -> None:
     assert set(stack.states().values()) == {"running"}, stack.states()
-    time.sleep(0.3)
-    after = stack.counts_of(*services(stack))
-    assert all(after[c] >= before[c] for c in before), f"a counter started over: {before} -> {after}"
+    stack.assert_counting_on(before)
 
 
 def run_until(stack: Stack, args: list[str], phase: str, then: object) -> subprocess.CompletedProcess[str]:
@@ -107,7 +104,7 @@ def test_the_daemon_going_away_mid_snapshot_never_leaves_a_complete_snapshot(sta
     assert "complete" not in [s["status"] for s in stack.snapshots()]
     # The daemon stopped the containers itself; the project works again from a fresh start.
     stack.compose("up", "-d")
-    time.sleep(0.5)
+    stack.wait_counting(*services(stack))
     stack.ckpt_ok("snapshot", "--name", "after")
     assert [s["status"] for s in stack.snapshots()][-1] == "complete"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import tarfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import zstandard
 
 from tests.integration.second_engine import SecondEngine
 from tests.integration.stack import BUSYBOX, Stack, run_docker
+from tests.polling import wait_for, wait_for_change
 
 pytestmark = pytest.mark.engine
 
@@ -53,6 +53,18 @@ def numbers(stack: Stack, container: str, path: str) -> list[int]:
     return [int(line) for line in run_docker("exec", container, "cat", path).stdout.split()]
 
 
+def appended(read: Callable[[], list[int]], more: int = 3) -> list[int]:
+    """The numbers once `more` have been appended since now: a restored process writing on, so that a file
+    that disagrees with its memory shows as a gap or a repeat."""
+    start = len(read())
+
+    def grown() -> list[int] | None:
+        found = read()
+        return found if len(found) >= start + more else None
+
+    return wait_for(f"{more} more numbers appended", grown)
+
+
 def assert_consecutive(values: list[int]) -> None:
     """1, 2, 3, ... without a gap or a repeat: the file and the process's memory agreed at every restore."""
     assert values[:1] == [1] and values == list(range(1, len(values) + 1)), values[-20:]
@@ -67,9 +79,7 @@ def test_open_file_in_writable_layer_survives_removal_and_restore(start_stack: C
     restored = json.loads(stack.ckpt_ok("restore", "layer", "--json").stdout)
     assert restored["containers"][0]["recreated"] is True
     name = restored["containers"][0]["container"]
-    time.sleep(0.5)
-    values = numbers(stack, name, "/tmp/app.log")
-    assert_consecutive(values)
+    assert_consecutive(appended(lambda: numbers(stack, name, "/tmp/app.log")))
     assert run_docker("exec", name, "cat", "/var/made/note").stdout == "kept\n"
     assert run_docker("exec", name, "ls", "/bin/nc", check=False).returncode != 0  # the deletion came back too
     inspect = stack.ckpt_ok("inspect", "layer").stdout
@@ -82,8 +92,7 @@ def test_same_container_keeps_its_layer_and_ignore_rootfs_copies_nothing(start_s
     assert document["containers"][0]["layer"] is None
     stack.ckpt_ok("restore")  # the container is still there with its layer: nothing to put back
     (container,) = stack.containers("app")
-    time.sleep(0.3)
-    assert_consecutive(numbers(stack, container, "/tmp/app.log"))
+    assert_consecutive(appended(lambda: numbers(stack, container, "/tmp/app.log")))
 
 
 def test_with_volumes_then_more_writes_then_restore_force_agrees(start_stack: Callable[..., Stack]) -> None:
@@ -95,13 +104,11 @@ def test_with_volumes_then_more_writes_then_restore_force_agrees(start_stack: Ca
     assert volumes.keys() == {f"{stack.project}_data", f"{stack.project}_site"}
     assert all(volume["copy"]["size"] > 0 for volume in volumes.values())
     at_snapshot = len(numbers(stack, container, "/data/journal"))
-    time.sleep(1.5)
-    later = len(numbers(stack, container, "/data/journal"))
+    later = len(appended(lambda: numbers(stack, container, "/data/journal"), more=20))
     assert later > at_snapshot
 
     stack.ckpt_ok("restore", "vols", "--force")
-    time.sleep(0.3)
-    values = numbers(stack, container, "/data/journal")
+    values = appended(lambda: numbers(stack, container, "/data/journal"))
     assert_consecutive(values)
     assert len(values) < later + 10  # back to the snapshot's content, not the later one
 
@@ -127,7 +134,9 @@ def test_snapshot_without_volumes_warns_when_the_volume_changed(start_stack: Cal
     stack = start_stack(VOLUME_STACK.replace(APPENDER.format(file="/data/journal"),
                                              "i=0; while true; do i=$$((i+1)); echo $$i > /data/n; sleep 0.05; done"))
     stack.ckpt_ok("snapshot", "--name", "plain")
-    time.sleep(0.5)
+    (container,) = stack.containers("db")
+    wait_for_change("the volume to change after the snapshot", lambda: run_docker("exec", container, "cat", "/data/n").stdout,
+                    run_docker("exec", container, "cat", "/data/n").stdout)
     done = stack.ckpt_ok("restore", "plain", "--force", "--json")
     warnings = json.loads(done.stdout)["warnings"]
     assert len(warnings) == 1 and "changed since snapshot plain" in warnings[0]
@@ -143,11 +152,12 @@ def test_a_process_appending_to_a_volume_file_migrates_and_goes_on_appending(
         done = json.loads(stack.ckpt_ok("migrate", "--to", second.tcp, "--json").stdout)
         assert any(str(bind_source) in warning for warning in done["warnings"])  # named, not copied
         (container,) = [c["container"] for c in done["containers"] if c["service"] == "db"]
-        time.sleep(0.5)
-        values = [int(v) for v in second.docker("exec", container, "cat", "/data/journal").stdout.split()]
+        def journal() -> list[int]:
+            return [int(v) for v in second.docker("exec", container, "cat", "/data/journal").stdout.split()]
+
+        values = appended(journal)
         assert_consecutive(values)
-        time.sleep(0.5)
-        more = [int(v) for v in second.docker("exec", container, "cat", "/data/journal").stdout.split()]
+        more = appended(journal)
         assert len(more) > len(values) and more[:len(values)] == values
         volume = json.loads(second.docker("volume", "inspect", f"{stack.project}_data").stdout)[0]
         assert volume["Labels"]["com.docker.compose.project"] == stack.project
@@ -191,8 +201,7 @@ def test_export_import_carries_layer_and_volume_copies(start_stack: Callable[...
     stack.ckpt_ok("import", str(archive))
     stack.ckpt_ok("restore", "carried")
     (container,) = stack.containers("db")
-    time.sleep(0.3)
-    assert_consecutive(numbers(stack, container, "/data/journal"))
+    assert_consecutive(appended(lambda: numbers(stack, container, "/data/journal")))
     assert run_docker("exec", container, "cat", "/etc/made").stdout == "made\n"
     assert run_docker("exec", stack.containers("static")[0], "cat", "/site/index.html").stdout == "hello\n"
 
@@ -218,9 +227,7 @@ def test_a_precopied_volume_holds_exactly_what_the_volume_held_at_the_freeze(
     stack = start_stack(CHURN_STACK)
     volume = f"{stack.project}_data"
     folder = Path(json.loads(run_docker("volume", "inspect", volume).stdout)[0]["Mountpoint"])
-    deadline = time.monotonic() + 30
-    while not (folder / "sub" / "moved").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for("the churn to get going", (folder / "sub" / "moved").exists, interval=0.05)
     document = json.loads(stack.ckpt_ok("snapshot", "--stop", "--with-volumes", "--name", "churn", "--json").stdout)
     (copy,) = [v["copy"] for v in document["volumes"]]
     assert copy["reread"] is not None and copy["reread"] >= 1  # pre-copied, the changes read again while frozen

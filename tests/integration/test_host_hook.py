@@ -4,7 +4,6 @@ against a second dockerd whose stop and start stand in for the reboot."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 
 from tests.integration.second_engine import SecondEngine
 from tests.integration.stack import BUSYBOX, COUNTER, Stack
+from tests.polling import holds_for, wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -34,7 +34,7 @@ def stack(second: SecondEngine, tmp_path: Path, project_name: str) -> Iterator[S
     (tmp_path / "compose.yaml").write_text(STACK)
     stack = Stack(tmp_path, project_name, host=second.unix)
     stack.compose("up", "-d")
-    time.sleep(1.0)
+    stack.wait_counting("plain", "always")
     yield stack
     stack.down()
 
@@ -55,8 +55,8 @@ def test_shutdown_then_reboot_then_boot_carries_the_stack_on(stack: Stack, secon
     assert set(stack.states().values()) == {"exited"} and set(stack.restart_policies().values()) == {"no"}
 
     second.reboot()
-    time.sleep(2)
-    assert set(stack.states().values()) == {"exited"}  # restart: always did not start it fresh
+    # A daemon starts `always` containers right after it comes up: watch it not do so.
+    holds_for("restart: always did not start it fresh", lambda: set(stack.states().values()) == {"exited"}, 2)
 
     [booted] = hook(stack, "boot")
     assert booted["action"] == "restored" and booted["snapshot"] == shut["snapshot"], booted
@@ -68,7 +68,7 @@ def test_shutdown_then_reboot_then_boot_carries_the_stack_on(stack: Stack, secon
     # An unplanned reboot (no shutdown hook): Docker starts `always` fresh, `plain` stays down, and the
     # clean stop is no longer safe: the stack ran after it.
     second.reboot()
-    time.sleep(2)
+    wait_for("Docker to start `always` fresh", lambda: "running" in stack.states().values())
     [running] = hook(stack, "boot")
     assert running["action"] == "skipped" and "already running" in running["detail"]
     stack.compose("stop", "-t", "0")

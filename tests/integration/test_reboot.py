@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 from tests.integration.second_engine import SecondEngine
 from tests.integration.stack import BUSYBOX, COUNTER, Stack
 from tests.integration.test_faults import run_until, sigkill, tiny_disk  # noqa: F401 - tiny_disk is a fixture
+from tests.polling import holds_for
 
 pytestmark = pytest.mark.engine
 
@@ -44,7 +44,7 @@ def rebootable(second: SecondEngine, tmp_path: Path, project_name: str) -> Itera
     (folder / "compose.yaml").write_text(policy_stack())
     stack = Stack(folder, project_name, host=second.unix)
     stack.compose("up", "-d")
-    time.sleep(1.0)
+    stack.wait_counting(*POLICIES)
     yield stack, second
     stack.down()
 
@@ -76,14 +76,13 @@ def test_snapshot_stop_survives_a_daemon_restart_and_restore_puts_policies_back(
     assert recorded == {name: (policy if policy != "no" else None) for name, policy in policies.items()}
 
     second.reboot()
-    time.sleep(2)  # a daemon starts `always` containers right after it comes up; give it the chance
-    assert set(stack.states().values()) == {"exited"}, stack.states()  # nothing started fresh
+    # A daemon starts `always` containers right after it comes up: watch it not do so.
+    holds_for("nothing started fresh", lambda: set(stack.states().values()) == {"exited"}, 2)
 
     restored = stack.ckpt_ok("restore", "--json")
     assert "memory layout" in restored.stdout
     assert set(stack.states().values()) == {"running"}
-    after = counts(stack)
-    assert all(after[c] >= before[c] for c in before), f"a counter started over: {before} -> {after}"
+    stack.assert_counting_on(before)
     assert stack.restart_policies() == policies
 
 
@@ -101,9 +100,7 @@ def test_a_snapshot_killed_at_any_moment_leaves_the_policies_as_they_were(stack:
     recovered = stack.ckpt_ok("recover")
     assert stack.restart_policies() == policies, recovered.stdout
     assert set(stack.states().values()) == {"running"}, stack.states()
-    time.sleep(0.3)
-    after = counts(stack)
-    assert all(after[c] >= before[c] for c in before), f"a counter started over: {before} -> {after}"
+    stack.assert_counting_on(before)
 
 
 def test_a_failed_snapshot_puts_the_policies_back(stack: Stack, tiny_disk: Path) -> None:  # noqa: F811

@@ -19,9 +19,10 @@ import pytest
 from compose_ckpt.const import ENV_HOME
 from tests.integration.conftest import engine_missing
 from tests.integration.second_engine import SecondEngine, free_port
-from tests.integration.stack import Stack, run_docker, wait_for
+from tests.integration.stack import Stack, run_docker
 from tests.integration.test_export_import import on_target, private_image, stack  # noqa: F401 (fixtures)
 from tests.integration.test_sidecar import CONFIG_DIR, counter_service, sidecar_image  # noqa: F401
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.engine
 

@@ -3,12 +3,12 @@ remedy), and `restore --force` then leaves the services as they were before the 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import pytest
 
 from tests.integration.stack import BUSYBOX, COUNTER, DEBIAN, Stack, counter_services, run_docker
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -26,10 +26,13 @@ volumes:
 def rewrite_append_only_file(stack: Stack) -> None:
     """redis replaces its open append-only file: the one the checkpoint holds open is gone."""
     assert "started" in stack.redis("bgrewriteaof")
-    for _ in range(50):
-        if stack.redis("info", "persistence").find("aof_rewrite_in_progress:0") >= 0:
-            return
-        time.sleep(0.1)
+    wait_for("the rewrite to end", lambda: "aof_rewrite_in_progress:0" in stack.redis("info", "persistence"))
+
+
+def established_to(container: str, port: int) -> bool:
+    """Whether the container holds an established TCP connection to `port` (from its /proc/net/tcp)."""
+    rows = [line.split() for line in run_docker("exec", container, "cat", "/proc/net/tcp").stdout.splitlines()[1:]]
+    return any(row[3] == "01" and row[2].endswith(f":{port:04X}") for row in rows)
 
 
 def test_a_failed_restore_shows_criu_log_lines_and_a_remedy(start_stack: Callable[..., Stack]) -> None:
@@ -80,7 +83,7 @@ services:
     stack.ckpt_ok("snapshot", "--name", "quiet")
     web = stack.containers("web")[0]
     run_docker("exec", web, "touch", "/tmp/connect")
-    time.sleep(0.5)
+    wait_for("the connection to port 9000", lambda: established_to(web, 9000))
     before = stack.counts_of("web")
 
     refused = stack.ckpt("restore", "quiet", "--force")
@@ -88,6 +91,6 @@ services:
     assert refused.returncode == 1, refused.stderr
     assert "nothing was changed" in refused.stderr and "--no-safety-checkpoint" in refused.stderr
     assert set(stack.states().values()) == {"running"}
-    assert stack.counts_of("web")[web] >= before[web]  # not killed, not restored: still counting on
+    stack.assert_counting_on(before)  # not killed, not restored: still counting on
     stack.ckpt_ok("restore", "quiet", "--force", "--no-safety-checkpoint")
     assert stack.counts_of("web")[web] < before[web]  # the snapshot's state, the connection discarded

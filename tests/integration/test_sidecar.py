@@ -12,7 +12,6 @@ import html
 import json
 import re
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +26,8 @@ from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import Engine
 from tests.integration.browser import render
 from tests.integration.conftest import adopt_if_needed
-from tests.integration.stack import BUSYBOX, COUNTER, Stack, daemon_socket, run_docker, wait_for
+from tests.integration.stack import BUSYBOX, COUNTER, Stack, daemon_socket, run_docker
+from tests.polling import holds_for, wait_for
 
 pytestmark = pytest.mark.engine
 REPO = Path(__file__).resolve().parents[2]
@@ -204,8 +204,7 @@ def test_config_change_applies_without_restart(live: Running) -> None:
 
     sidecar.write_config("concurrency: many\n")
     wait_for("the invalid config to be refused", lambda: sidecar.events("config_invalid"))
-    time.sleep(1)
-    assert not sidecar.events("job_unscheduled")  # the previous config still holds
+    holds_for("the previous config still holds", lambda: not sidecar.events("job_unscheduled"), 1)
     assert len(sidecar.events("starting")) == 1
     assert run_docker("inspect", "-f", "{{.State.Running}} {{.RestartCount}}", sidecar.name).stdout.split() == ["true", "0"]
 
@@ -327,7 +326,7 @@ def test_restore_on_boot_skips_a_live_snapshot_and_restores_a_clean_stop(sidecar
     stack = Stack(tmp_path, project)
     try:
         stack.compose("up", "-d")
-        time.sleep(2)
+        stack.wait_counting("one", "two")
         # A live snapshot, then the host loses power: the services ran on after it, their disks may be newer.
         stack.ckpt_ok("snapshot", "--name", "live-one")
         for container in (*stack.containers("one"), *stack.containers("two")):
@@ -345,7 +344,7 @@ def test_restore_on_boot_skips_a_live_snapshot_and_restores_a_clean_stop(sidecar
 
         # A planned reboot: snapshot --stop, nothing ran after it: restored where it stopped.
         stack.compose("up", "-d")
-        time.sleep(3)
+        stack.wait_counting("one", "two", at_least=21)
         stopped_at = counts(stack)
         stack.ckpt_ok("snapshot", "--stop", "--name", "clean-one")
         (tmp_path / "second").mkdir()
@@ -353,9 +352,8 @@ def test_restore_on_boot_skips_a_live_snapshot_and_restores_a_clean_stop(sidecar
         line = wait_for("the boot restore", lambda: second.events("boot_restore_done", project=project), timeout=60)
         assert "snapshot=clean-one" in line[0], second.logs()
         assert set(stack.states().values()) == {"running"}
-        after = counts(stack)
-        for container, value in stopped_at.items():
-            assert after[container] >= value > 20, f"{container}: {value} before the snapshot, {after[container]} after"
+        assert all(value > 20 for value in stopped_at.values()), stopped_at
+        stack.assert_counting_on(stopped_at)
         _, metrics = second.http("/metrics")
         assert f'boot_restores_total{{project="{project}",outcome="restored"}} 1' in metrics
         wait_for("the job after the restore", lambda: second.events("job_scheduled", project=project))
@@ -377,7 +375,7 @@ def test_restore_on_boot_rollback_takes_memory_and_volume_back_together(sidecar_
         stack.compose("up", "-d")
         container = stack.containers("one")[0]
         stack.docker("exec", container, "sh", "-c", "echo before > /data/state")
-        time.sleep(2)
+        stack.wait_counting("one", at_least=11)
         stack.ckpt_ok("snapshot", "--with-volumes", "--name", "with-data")
         stack.docker("exec", container, "sh", "-c", "echo after > /data/state")  # newer than the snapshot
         run_docker("kill", container)

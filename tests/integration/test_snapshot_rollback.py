@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from collections.abc import Callable
 
 import pytest
 
 from compose_ckpt.engine.host import runc_tcp_established
-from tests.integration.stack import COUNTER, Stack, counter_services, run_docker, wait_for
+from tests.integration.stack import COUNTER, Stack, counter_services, run_docker
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -43,9 +43,8 @@ def test_failed_dump_rolls_every_service_back(stack: Stack, mode: list[str]) -> 
     assert "tcp-established" in failed.stderr  # the remedy
     assert "Traceback" not in failed.stderr
     assert set(stack.states().values()) == {"running"}
-    time.sleep(0.5)
-    for service, container in containers.items():
-        assert stack.count(container) > before[service], f"{service} did not continue from its state"
+    stack.assert_counting_on({container: before[service] for service, container in containers.items()})
+    for container in containers.values():
         assert run_docker("checkpoint", "ls", container).stdout.strip() in ("", "CHECKPOINT NAME")
 
     listed = stack.snapshots()
@@ -88,8 +87,7 @@ services:
     assert failed.returncode == 1 and "nobody" in failed.stderr and "Traceback" not in failed.stderr
     assert "CAP_SYS_RESOURCE" in failed.stderr  # the remedy names the missing capability
     assert set(stack.states().values()) == {"running"}
-    time.sleep(0.3)
-    assert stack.count(stack.containers("root")[0]) > before
+    stack.assert_counting_on({stack.containers("root")[0]: before})
 
 
 # `server` listens on a unix socket in a shared volume, `client` (another container) connects to it; `db` listens

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.integration.stack import THREE_SERVICES, Stack, counter_services, engine_script
+from tests.polling import holds_for, wait_for
 
 pytestmark = pytest.mark.engine
 REPO = Path(__file__).resolve().parents[2]
@@ -45,9 +45,7 @@ def test_snapshot_stop_then_restore_keeps_memory_state(stack: Stack) -> None:
         assert progress.count(f"{container}: saving") == 1
     assert {c["service"] for c in document["containers"]} == {"kv", "counter", "web"}
     assert len(document["containers"]) == 4 and all(c["size"] > 0 for c in document["containers"])
-    assert set(stack.states().values()) == {"exited"}
-    time.sleep(2)
-    assert set(stack.states().values()) == {"exited"}  # not restarted by Docker's restart policy
+    holds_for("not restarted by Docker's restart policy", lambda: set(stack.states().values()) == {"exited"}, 2)
 
     restored = json.loads(stack.ckpt_ok("restore", "--json").stdout)
     assert restored["snapshot"] == "first"
@@ -57,9 +55,7 @@ def test_snapshot_stop_then_restore_keeps_memory_state(stack: Stack) -> None:
     assert all(list(c["seconds"]) == ["copy_in", "restore", "verify"] for c in restored["containers"])
     assert set(stack.states().values()) == {"running"}
     assert stack.redis("get", "visits") == "42"
-    first = stack.counts()
-    time.sleep(0.5)
-    assert all(stack.counts()[c] > v for c, v in first.items())
+    stack.assert_counting_on(stack.counts())
 
 
 def test_snapshot_leaves_the_stack_running_and_restore_force_goes_back(stack: Stack) -> None:
@@ -67,7 +63,8 @@ def test_snapshot_leaves_the_stack_running_and_restore_force_goes_back(stack: St
     assert set(stack.states().values()) == {"running"}
     at_snapshot = stack.counts()
     stack.redis("set", "visits", "1000")
-    time.sleep(4)
+    wait_for("the counters to run 40 past the snapshot",
+             lambda: all(count >= at_snapshot[c] + 40 for c, count in stack.counts().items()))
     refused = stack.ckpt("restore", "live")
     assert refused.returncode == 6 and "running" in refused.stderr and "--force" in refused.stderr
     stack.compose("up", "-d", "--no-recreate", "--scale", "counter=3")  # one more replica than the snapshot holds

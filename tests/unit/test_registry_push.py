@@ -7,7 +7,6 @@ import io
 import json
 import random
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
@@ -27,6 +26,7 @@ from compose_ckpt.sidecar.metrics import Metrics
 from compose_ckpt.sidecar.policy import Retention, StackJob, parse_push
 from compose_ckpt.sidecar.pusher import Pusher
 from compose_ckpt.sidecar.schedule import parse_schedule
+from tests.polling import wait_for
 
 
 class FakeRegistry:
@@ -222,9 +222,7 @@ def test_the_pusher_retries_with_backoff_counts_failures_and_prunes(tmp_path: Pa
             name = f"auto-default-2026030{index + 1}"
             snapshot(store, name, random_bytes(1000, index), created=f"2026-03-0{index + 1}T00:00:00.000Z")
             pusher.submit(job("127.0.0.1:5000/team/app:latest"), name)
-            deadline = time.monotonic() + 10
-            while name not in registry.tags and time.monotonic() < deadline:
-                time.sleep(0.02)
+            wait_for(f"{name} to be pushed", lambda: name in registry.tags, timeout=10, interval=0.02)  # noqa: B023
     finally:
         pusher.stop()
     text = metrics.render()
@@ -246,13 +244,10 @@ def test_the_pusher_gives_up_after_its_backoff_and_drops_removed_snapshots(tmp_p
     pusher.submit(job("127.0.0.1:5000/team/app"), "auto-default-1")
     pusher.submit(job("127.0.0.1:5000/team/other"), "gone")  # same job: supersedes the first, then is dropped
     pusher.start()
-    deadline = time.monotonic() + 5
-    while "push_dropped" not in log.getvalue() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for("the push to be dropped", lambda: "push_dropped" in log.getvalue(), timeout=5, interval=0.02)
     assert "event=push_superseded" in log.getvalue() and "event=push_dropped" in log.getvalue()
     pusher.submit(job("127.0.0.1:5000/team/app"), "auto-default-1")
-    while "push_gave_up" not in log.getvalue() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for("the pusher to give up", lambda: "push_gave_up" in log.getvalue(), timeout=5, interval=0.02)
     pusher.stop()
     assert "event=push_gave_up" in log.getvalue() and "attempts=3" in log.getvalue()
     assert 'push_failures_total{project="proj",job="default"} 3' in metrics.render()

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 from compose_ckpt.engine.criu_log import RestoreLogCatcher
+from tests.polling import wait_for
 
 WAIT_SECONDS = 30.0  # generous: a bound for a loaded machine, not a speed check
 
@@ -28,10 +28,7 @@ def held_open(path: Path) -> bool:
 
 
 def wait_until(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, "not within the bound"
-        time.sleep(0.01)
+    wait_for("the condition", condition, timeout=WAIT_SECONDS, interval=0.01)
 
 
 def test_each_of_several_restores_keeps_its_log_after_it_is_deleted(tmp_path: Path) -> None:

@@ -40,11 +40,11 @@ CORE_TESTS := tests/integration/test_stack_snapshot_restore.py tests/integration
 	tests/integration/test_sidecar.py::test_scheduled_runs_every_3s
 
 test: engine engine-28 registry install lint  ## lint, the whole suite, then the core integration tests again on Docker 28
-	$(BIN)/python -m pytest
-	COMPOSE_CKPT_TEST_ENGINE=28 $(BIN)/python -m pytest $(CORE_TESTS)
+	COMPOSE_CKPT_TEST_RESTART_ENGINE=1 $(BIN)/python -m pytest
+	COMPOSE_CKPT_TEST_RESTART_ENGINE=1 COMPOSE_CKPT_TEST_ENGINE=28 $(BIN)/python -m pytest $(CORE_TESTS)
 
 test-28: engine-28 install  ## only the core integration tests against engine-28 (round trip, recreate, migrate, sidecar)
-	COMPOSE_CKPT_TEST_ENGINE=28 $(BIN)/python -m pytest $(CORE_TESTS)
+	COMPOSE_CKPT_TEST_RESTART_ENGINE=1 COMPOSE_CKPT_TEST_ENGINE=28 $(BIN)/python -m pytest $(CORE_TESTS)
 
 lint: install  ## ruff and mypy over the package, the tests and the benchmarks
 	$(BIN)/ruff check compose_ckpt tests bench

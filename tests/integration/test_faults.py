@@ -94,6 +94,7 @@ def engine_script(action: str) -> None:
     subprocess.run([str(REPO / "scripts/engine"), action], check=True, capture_output=True, timeout=300)
 
 
+@pytest.mark.restarts_engine
 def test_the_daemon_going_away_mid_snapshot_never_leaves_a_complete_snapshot(stack: Stack) -> None:
     try:
         cut = run_until(stack, ["snapshot", "--stop"], "dumping", lambda _: engine_script("stop"))
@@ -109,6 +110,7 @@ def test_the_daemon_going_away_mid_snapshot_never_leaves_a_complete_snapshot(sta
     assert [s["status"] for s in stack.snapshots()][-1] == "complete"
 
 
+@pytest.mark.restarts_engine
 def test_the_daemon_going_away_mid_restore_leaves_the_snapshot_restorable(stack: Stack) -> None:
     stack.ckpt_ok("snapshot", "--stop", "--name", "keep")
     try:

@@ -94,6 +94,7 @@ def test_restore_recreates_removed_containers_and_network(stack: Stack) -> None:
     assert len(stack.compose("ps", "-q").stdout.split()) == 4
 
 
+@pytest.mark.restarts_engine
 def test_restore_after_the_daemon_restarts(stack: Stack) -> None:
     stack.ckpt_ok("snapshot", "--stop", "--name", "reboot")
     for step in ("stop", "up"):

@@ -117,8 +117,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON documen
 
 
 def _checked_name(value: str | None) -> str | None:
-    """Refuse a bad snapshot name while parsing, before anything connects to the engine (for arguments
-    that reach the domain as such; snapshot, restore and migrate build requests that check their own)."""
+    """Refuse a bad snapshot name while parsing, before anything connects to the engine or the store: every
+    command's snapshot name goes through here (the domain's requests check again, for the sidecar)."""
     from compose_ckpt.domain.names import validate_name
 
     return validate_name(value) if value is not None else None
@@ -274,7 +274,7 @@ Parallel = Annotated[int, typer.Option("--parallel", min=1, max=64, help="Contai
 def snapshot(
     ctx: typer.Context,
     services: Services = None,
-    name: Annotated[str | None, typer.Option("--name", help="Snapshot name (default: the UTC time, sortable).")] = None,
+    name: Annotated[str | None, typer.Option("--name", callback=_checked_name, help="Snapshot name (default: the UTC time, sortable).")] = None,
     stop: Annotated[bool, typer.Option("--stop", help="Leave the stack stopped (for a reboot or a migration).")] = False,
     with_volumes: Annotated[bool, typer.Option("--with-volumes", help="Copy the named volumes the containers mount too: each one before the freeze, then only what changed since while frozen.")] = False,
     no_precopy: Annotated[bool, typer.Option("--no-precopy", help="With --with-volumes, copy each volume whole while frozen (no temporary copy of it in the store's folder before the freeze).")] = False,
@@ -315,7 +315,7 @@ def snapshot(
 @app.command()
 def restore(
     ctx: typer.Context,
-    snapshot: Annotated[str | None, typer.Argument(metavar="SNAPSHOT", help="Snapshot (default: the latest complete one).", show_default=False)] = None,
+    snapshot: Annotated[str | None, typer.Argument(metavar="SNAPSHOT", callback=_checked_name, help="Snapshot (default: the latest complete one).", show_default=False)] = None,
     services: Services = None,
     force: Annotated[bool, typer.Option("--force", help="Kill running containers and restore over their state (checkpointed first, put back if the restore fails).")] = False,
     no_safety_checkpoint: Annotated[bool, typer.Option("--no-safety-checkpoint", help="With --force: do not checkpoint the running containers first; their current state is lost even if the restore fails.")] = False,
@@ -488,7 +488,7 @@ _KIND_MEANING = {
 
 
 @app.command()
-def inspect(ctx: typer.Context, snapshot: Annotated[str, typer.Argument(metavar="SNAPSHOT", help="Snapshot name.")], as_json: JsonOption = False) -> None:
+def inspect(ctx: typer.Context, snapshot: Annotated[str, typer.Argument(metavar="SNAPSHOT", callback=_checked_name, help="Snapshot name.")], as_json: JsonOption = False) -> None:
     """Show one snapshot: per container its image, checkpoint size and dump time."""
     manifest = _store().load(_project_name(ctx.obj), snapshot)
     document = _details(manifest)
@@ -599,7 +599,7 @@ def prune(
 @app.command()
 def export(
     ctx: typer.Context,
-    snapshot: Annotated[str, typer.Argument(metavar="SNAPSHOT", help="Snapshot to export.")],
+    snapshot: Annotated[str, typer.Argument(metavar="SNAPSHOT", callback=_checked_name, help="Snapshot to export.")],
     output: Annotated[str, typer.Option("--output", "-o", metavar="FILE", help="Archive to write (zstd-compressed tar), or - for stdout.")],
     with_images: Annotated[bool, typer.Option("--with-images", help="Include the images (docker save), so the target needs no registry.")] = False,
     as_json: JsonOption = False,
@@ -693,7 +693,7 @@ def migrate(
     ctx: typer.Context,
     to: Annotated[str | None, typer.Option("--to", metavar="HOST", help="Target engine: a Docker host URL (unix://, tcp://, ssh://) or a context name.")] = None,
     via: Annotated[str | None, typer.Option("--via", metavar="REF", help="Instead of --to: push to this registry reference and leave the source stopped; the target pulls and restores.")] = None,
-    snapshot: Annotated[str | None, typer.Argument(metavar="SNAPSHOT", help="Snapshot to move (default: take one now, with --stop).", show_default=False)] = None,
+    snapshot: Annotated[str | None, typer.Argument(metavar="SNAPSHOT", callback=_checked_name, help="Snapshot to move (default: take one now, with --stop).", show_default=False)] = None,
     keep_source: Annotated[bool, typer.Option("--keep-source", help="Keep the source containers, stopped, instead of removing them.")] = False,
     insecure: InsecureOption = False,
     ignore_volumes: Annotated[bool, typer.Option("--ignore-volumes", help="Do not copy the named volumes (the target already shares their storage).")] = False,

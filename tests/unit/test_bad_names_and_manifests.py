@@ -277,3 +277,15 @@ def test_a_stray_folder_with_a_manifest_is_skipped_by_ls(capsys: pytest.CaptureF
     stored(isolated_store, "snap2")
     code, output = cli(capsys, "-p", PROJECT, "ls", "--json")
     assert code == ExitCode.OK and [entry["name"] for entry in json.loads(output)] == ["snap2"]
+
+
+@pytest.mark.parametrize("args", [["inspect", "../x"], ["export", "../x", "-o", "out.tar.zst"], ["restore", "../x"],
+                                  ["snapshot", "--name", "../x"], ["migrate", "--to", "unix:///nonexistent.sock", "../x"],
+                                  ["push", "../x", "127.0.0.1:5000/a/b"], ["import", "--name", "../x", "in.tar.zst"],
+                                  ["rm", "../x"]], ids=lambda args: args[0])
+def test_every_command_checks_a_snapshot_name_while_parsing(capsys: pytest.CaptureFixture[str], isolated_store: Path,
+                                                              args: list[str]) -> None:
+    """One check (domain/names.py), made while the options are parsed: before any engine, file or store."""
+    code, output = cli(capsys, "-H", "unix:///nonexistent.sock", "-p", PROJECT, *args)
+    assert code == ExitCode.USAGE and "invalid snapshot name '../x'" in output, output
+    assert not isolated_store.exists()

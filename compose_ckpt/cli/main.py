@@ -293,7 +293,7 @@ def snapshot(
                               precopy=not no_precopy)  # the name is checked here
     with phases.timed("resolve"):
         loading = _start_compose_project(options)
-        from compose_ckpt.domain.snapshot import take_snapshot  # loads while compose runs
+        from compose_ckpt.domain.snapshot import take_snapshot, unhealthy_after_resume  # loads while compose runs
 
         project = _project(options, loading)
     with _progress(options, "snapshot") as progress:
@@ -301,6 +301,11 @@ def snapshot(
     for service, reason in manifest.skipped.items():
         err_console.print(f"note: skipped {escape(service)} ({escape(reason)}): nothing running to checkpoint; "
                           "restore leaves it alone", highlight=False)
+    for container, interval in unhealthy_after_resume(manifest):
+        err_console.print(f"note: Docker shows {escape(container)} unhealthy until its next health probe, {interval:g} s "
+                          "after the resume (it marks a paused container unhealthy; no API call resets that): a "
+                          "service that waits for it to be healthy cannot start until then (see README, Limits)",
+                          highlight=False)
     if as_json:
         print_json(_details(manifest))
         return

@@ -74,6 +74,27 @@ def take_snapshot(project: Project, store: SnapshotStore, request: SnapshotReque
         return run.execute()
 
 
+# Docker's interval between health probes when the healthcheck sets none (moby daemon/health.go).
+DEFAULT_PROBE_INTERVAL_SECONDS = 30.0
+
+
+def unhealthy_after_resume(manifest: Manifest) -> list[tuple[str, float]]:
+    """The containers a live snapshot leaves `unhealthy` in Docker's eyes, with the seconds until their next probe.
+
+    Docker marks a container unhealthy when it is paused (moby container/health.go, CloseMonitorChannel) and
+    probes it again only one interval after the unpause; no API call resets the status or runs a probe (only a
+    start does). A snapshot --stop ends them anyway, and a restore starts them over at `starting`."""
+    if manifest.stopped:
+        return []
+    found = []
+    for record in manifest.containers:
+        healthcheck = (record.inspect.get("Config") or {}).get("Healthcheck") or {}
+        test, interval = healthcheck.get("Test") or [], healthcheck.get("Interval") or 0  # nanoseconds
+        if test and test[0] != "NONE":
+            found.append((record.container_name, interval / 1e9 if interval else DEFAULT_PROBE_INTERVAL_SECONDS))
+    return found
+
+
 def _take_over_failed(store: SnapshotStore, project_name: str, name: str) -> None:
     """A retry may reuse the name of a snapshot that failed: it holds no checkpoint, only its error, and is
     removed (under the project's lock). Any other one keeps its name: a complete one, an invalid one (its

@@ -133,3 +133,28 @@ def test_policies_held_back_come_back_when_the_stack_is_started_without_restore(
     ps = json.loads(stack.ckpt_ok("ps", "--json").stdout)["containers"]
     assert [(row["state"], row["held_policy"]) for row in ps] == [("running", None)]
     assert stack.restart_policies() == {worker: "always"}  # put back by `ps`, which found it running
+
+
+def test_a_live_snapshot_leaves_a_healthchecked_service_unhealthy_until_its_next_probe_and_says_so(
+        start_stack: Callable[..., Stack]) -> None:
+    """What README's Limits claim: Docker marks a paused container unhealthy without any probe failing (so
+    nothing we do resets it), `docker compose up --wait` fails on it, and the next probe makes it healthy."""
+    stack = start_stack("services:\n" + counter_services("db") + """    healthcheck:
+      test: ["CMD", "true"]
+      interval: 10s  # longer than the snapshot takes after the resume, even on a loaded machine
+      start_period: 2s
+      start_interval: 1s
+""", settle=0)
+    db = f"{stack.project}-db-1"
+
+    def health() -> tuple[str, int]:
+        status, streak = stack.docker("inspect", "-f", "{{.State.Health.Status}} {{.State.Health.FailingStreak}}",
+                                      db).stdout.split()
+        return status, int(streak)
+
+    wait_for("db healthy", lambda: health()[0] == "healthy")
+    done = stack.ckpt_ok("snapshot", "--name", "live")
+    assert f"note: Docker shows {db} unhealthy until its next health probe, 10 s after the resume" in done.stderr
+    assert health() == ("unhealthy", 0)  # no probe failed: Docker set it when it paused the container
+    assert "is unhealthy" in stack.compose("up", "-d", "--wait", "db", check=False).stderr
+    wait_for("db's next probe", lambda: health() == ("healthy", 0), timeout=60)

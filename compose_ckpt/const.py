@@ -24,6 +24,11 @@ HOLDER_SUFFIX = "-holder"  # a holder is named after its service container: <con
 # Environment variables read by compose-ckpt itself.
 ENV_HOME = "COMPOSE_CKPT_HOME"  # where the snapshot store lives
 ENV_LOCK_TIMEOUT = "COMPOSE_CKPT_LOCK_TIMEOUT"  # seconds to wait for another command on the same project
+# `engine-api`: dump through the Docker API even where the daemon's own runtime could be called (see
+# engine/runtime.py); `auto` (the default): the runtime where it can be, else the Docker API.
+ENV_DUMP_PATH = "COMPOSE_CKPT_DUMP_PATH"
+# A container label: CRIU options for its dumps, e.g. `tcp-established,file-locks` (direct dumps only).
+LABEL_CRIU_OPTIONS = "compose-ckpt.criu-options"
 
 # Containers worked on at once by default. Measured on 2 cores (bench/README.md): 8 concurrent dumps or
 # restores beat 4.

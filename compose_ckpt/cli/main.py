@@ -249,6 +249,7 @@ def _details(manifest: Manifest) -> dict[str, Any]:
         "containers": [
             {"service": r.service, "container": r.container_name, "container_id": r.container_id,
              "image": r.image, "image_id": r.image_id, "size": r.size, "dump_seconds": r.dump_seconds,
+             "dump_path": r.dump_path or None, "dump_fallback": r.dump_fallback, "dump_rate": r.dump_rate,
              "layer": _tree_copy(r.layer), "restart_policy": r.restart_policy,
              "last_restore": vars(r.last_restore) if r.last_restore else None}
             for r in manifest.containers
@@ -511,10 +512,15 @@ def inspect(ctx: typer.Context, snapshot: Annotated[str, typer.Argument(metavar=
                       highlight=False)
     if manifest.error:
         console.print(f"error: {escape(manifest.error)}", highlight=False)
-    print_table(["SERVICE", "CONTAINER", "IMAGE", "SIZE", "DUMP", "LAYER"],
-                [(c["service"], c["container"], c["image"], human_size(c["size"]), f"{c['dump_seconds']:.2f}s",
+    print_table(["SERVICE", "CONTAINER", "IMAGE", "SIZE", "DUMP", "DUMPED BY", "LAYER"],
+                [(c["service"], c["container"], c["image"], human_size(c["size"]), _dump_text(c),
+                  _DUMP_PATH_TEXT.get(c["dump_path"], "not recorded"),
                   _copy_text(c["layer"]) if c["layer"] else "not copied") for c in document["containers"]],
                 names=3, drop=["IMAGE", "DUMP"])
+    for c in document["containers"]:
+        if c["dump_fallback"]:
+            console.print(f"{escape(c['container'])}: dumped through the Docker API because {escape(c['dump_fallback'])}",
+                          highlight=False)
     restores = [c for c in document["containers"] if c["last_restore"]]
     if restores:
         print_table(["CONTAINER", "LAST RESTORE", "PAGES", "PLACED", "RESTORE"],
@@ -536,6 +542,16 @@ def _pages_text(restored: dict[str, Any]) -> str:
         return "through containerd"
     rate = restored["page_bytes"] / max(restored["place_seconds"], 1e-3)
     return f"in container root, {human_size(restored['page_bytes'])} at {human_size(int(rate))}/s"
+
+
+# Every dump is a full one, taken while the stack is frozen: no pre-copy (see docs/checkpoint-paths.md).
+_DUMP_PATH_TEXT = {"runtime": "runtime, full", "engine-api": "Docker API, full"}
+
+
+def _dump_text(container: dict[str, Any]) -> str:
+    """Dump time, and its rate into the store when the dump wrote there itself."""
+    rate = f" ({human_size(int(container['dump_rate']))}/s)" if container["dump_rate"] else ""
+    return f"{container['dump_seconds']:.2f}s{rate}"
 
 
 def _copy_text(copy: dict[str, Any]) -> str:

@@ -95,6 +95,11 @@ class ContainerRecord:
     size: int = 0
     dump_seconds: float = 0.0
     fingerprint: str | None = None  # ProcessFingerprint.as_text() of the init process, when readable
+    # How its memory reached the store (engine.DumpPath: `runtime` straight from the daemon's own runtime,
+    # `engine-api` through the Docker API and copied out after; "" in snapshots older than the choice), and
+    # why the direct path was not taken, when it was not.
+    dump_path: str = ""
+    dump_fallback: str | None = None
     # The restart policy (`always`, `on-failure:3`, ...) a --stop snapshot held back: set to `no` while the
     # stack is down, so a reboot cannot start the container fresh; put back by restore. None: none held back.
     restart_policy: str | None = None
@@ -106,6 +111,13 @@ class ContainerRecord:
     @property
     def held_policy(self) -> RestartPolicy | None:
         return RestartPolicy.from_text(self.restart_policy) if self.restart_policy else None
+
+    @property
+    def dump_rate(self) -> float | None:
+        """Bytes per second its dump wrote into the store; None when the dump did not write there itself."""
+        if self.dump_path != "runtime" or self.dump_seconds <= 0:
+            return None
+        return self.size / self.dump_seconds
 
 
 @dataclass
@@ -375,6 +387,8 @@ RECORD_RULES: dict[str, Rule] = {
     "size": _number(MAX_SIZE, integer=True),
     "dump_seconds": _number(MAX_SECONDS),
     "fingerprint": _optional(_text(r"[0-9]{1,20}(:[0-9]{1,20}){4}", 104)),
+    "dump_path": _text(r"(runtime|engine-api)?", 10),
+    "dump_fallback": _optional(_text(f"{_PRINTABLE}{{0,1000}}", 1000)),
     "inspect": _any_object,
     "layer": _optional(_object(TREE_COPY_RULES)),
     "holder": _optional(_holder_config),

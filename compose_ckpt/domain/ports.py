@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # names for the annotations only: importing this module loads neither adapter
-    from compose_ckpt.engine.types import ContainerInfo, EngineInfo, PlacedCheckpoint, ProcessFingerprint, RestartPolicy
+    from compose_ckpt.engine.types import (
+        ContainerInfo,
+        CriuOptions,
+        DumpResult,
+        EngineInfo,
+        PlacedCheckpoint,
+        ProcessFingerprint,
+        RestartPolicy,
+    )
     from compose_ckpt.registry.client import ManifestResponse
     from compose_ckpt.registry.reference import Reference
 
@@ -95,7 +103,8 @@ class EnginePort(Protocol):
     def ensure_holder_image(self) -> str: ...
 
     # --- checkpoints
-    def checkpoint_create(self, container_id: str, name: str, *, leave_running: bool) -> None: ...
+    def checkpoint_create(self, container_id: str, name: str, *, leave_running: bool, into: Path | None = None,
+                          options: CriuOptions = ..., on_bytes: Callable[[int], None] = ...) -> DumpResult: ...
 
     def checkpoint_list(self, container_id: str) -> list[str]: ...
 

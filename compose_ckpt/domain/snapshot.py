@@ -5,6 +5,12 @@ first dump and stays frozen until the last one is done, so no service can see
 another move on in between. Dumps run with leave-running while frozen, and
 the containers are resumed afterwards.
 
+Each dump is written straight into the store by the daemon's own runtime where
+the engine can (see engine/runtime.py: a local engine with runc), else by the
+Docker API into the daemon's folder and copied into the store after the window;
+each container's record says which (`dump_path`). A full dump either way: no
+pre-copy rounds (they need the kernel's dirty-memory tracking; see `doctor`).
+
 With `stop`, each container's restart policy is held back first: recorded in
 the manifest, then set to `no`, so neither the end of the dump nor a reboot
 lets Docker start the container fresh over its checkpoint (Docker starts
@@ -25,12 +31,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from compose_ckpt.const import CHECKPOINT_PREFIX, LABEL_CONTAINER_NUMBER, LABEL_NETWORK_HOLDER, LABEL_SERVICE
+from compose_ckpt.const import (
+    CHECKPOINT_PREFIX,
+    LABEL_CONTAINER_NUMBER,
+    LABEL_CRIU_OPTIONS,
+    LABEL_NETWORK_HOLDER,
+    LABEL_SERVICE,
+)
 from compose_ckpt.domain.filesystem import FilesystemCapture, remove_files
 from compose_ckpt.domain.held_policies import HeldPolicy, held_policies, hold, put_back_on_running, release
 from compose_ckpt.domain.holders import NetworkForm, network_form, refuse_unrestorable
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, ManifestError, SnapshotStatus, now_iso
-from compose_ckpt.domain.parallel import ProgressCallback, describe_failures, run_parallel
+from compose_ckpt.domain.parallel import ProgressCallback, ProgressEvent, describe_failures, run_parallel
 from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.recovery import recover_interrupted
@@ -38,7 +50,7 @@ from compose_ckpt.domain.remedies import TCP_REMEDY, UNIX_SOCKET_REMEDY, remedie
 from compose_ckpt.domain.requests import SnapshotRequest
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.domain.timing import Phases
-from compose_ckpt.engine import NO_RESTART, ContainerInfo, host
+from compose_ckpt.engine import NO_RESTART, ContainerInfo, CriuOptions, DumpPath, host
 from compose_ckpt.engine.criu_log import EXTERNAL_UNIX_SOCKET
 from compose_ckpt.errors import CkptError, SnapshotFailed, UnsafePathError, UsageError
 
@@ -141,7 +153,8 @@ class _SnapshotRun:
         self.members = {container.id: (service, container) for service, container in members}
         self.checkpoint = f"{CHECKPOINT_PREFIX}{name}"
         self.paused: set[str] = set()
-        self.dumped: set[str] = set()
+        self.dumped: set[str] = set()  # their checkpoint is in the daemon's folder (the Docker API path)
+        self.direct: set[str] = set()  # dumped straight into the store by the daemon's runtime
         self.stopped: set[str] = set()  # ended by their dump
         self.held: set[str] = set()  # restart policy set to `no` (the manifest records the old one)
         self.held_before = held_policies(store, project.name)  # by earlier snapshots, not put back yet
@@ -205,6 +218,10 @@ class _SnapshotRun:
         return self.manifest
 
     def _record(self, service: str, container: ContainerInfo) -> ContainerRecord:
+        try:
+            CriuOptions.from_words(container.labels.get(LABEL_CRIU_OPTIONS, ""))
+        except ValueError as exc:
+            raise UsageError(f"service {service}: label {LABEL_CRIU_OPTIONS}: {exc}") from None
         fingerprint = self.engine.fingerprint(container)
         policy = container.restart_policy
         if not policy.restarts and container.id in self.held_before:
@@ -282,13 +299,27 @@ class _SnapshotRun:
         self.held.discard(container_id)
 
     def _dump(self, container_id: str) -> None:
+        record = self._record_for(container_id)
         began = time.monotonic()
-        self.engine.checkpoint_create(container_id, self.checkpoint, leave_running=not self.request.stop)
-        self.dumped.add(container_id)
+
+        def written(done: int) -> None:
+            self.progress(record.container_name, ProgressEvent("dumping", done))
+
+        into = self.store.new_checkpoint_dir(self.project.name, self.manifest.name, record.container_name)
+        result = self.engine.checkpoint_create(container_id, self.checkpoint, leave_running=not self.request.stop,
+                                               into=into, options=self._criu_options(container_id), on_bytes=written)
+        (self.direct if result.path is DumpPath.RUNTIME else self.dumped).add(container_id)
+        if result.path is DumpPath.RUNTIME:
+            written(result.size)  # the final count: the display's last line of the phase shows it
         if self.request.stop:
             self.stopped.add(container_id)
             self.paused.discard(container_id)
-        self._record_for(container_id).dump_seconds = round(time.monotonic() - began, 3)
+        record.dump_seconds = round(time.monotonic() - began, 3)
+        record.dump_path, record.dump_fallback, record.size = result.path.value, result.fallback, result.size
+
+    def _criu_options(self, container_id: str) -> CriuOptions:
+        """The service's own CRIU options (label compose-ckpt.criu-options); checked when the snapshot began."""
+        return CriuOptions.from_words(self.members[container_id][1].labels.get(LABEL_CRIU_OPTIONS, ""))
 
     def _unpause(self, container_id: str) -> None:
         self.engine.unpause(container_id)
@@ -360,14 +391,15 @@ class _SnapshotRun:
     # --- after the window ------------------------------------------------------
 
     def _move_checkpoints_to_store(self) -> None:
-        """Copy each checkpoint into the store (hard links where possible), then drop Docker's copy."""
+        """Copy each checkpoint the Docker API made into the store (hard links where possible), then drop
+        Docker's copy. Those the runtime dumped are there already."""
 
         def move(container_id: str) -> None:
             record = self._record_for(container_id)
             target = self.store.new_checkpoint_dir(self.project.name, self.manifest.name, record.container_name)
             record.size = self.engine.copy_checkpoint_out(container_id, self.checkpoint, target)
 
-        self._each(list(self.members), "saving", move)
+        self._each([cid for cid in self.members if cid not in self.direct], "saving", move)
         # The store now holds every file, so the snapshot is good whatever happens next: Docker's
         # copies are dropped best effort (a leftover one only takes disk space, in Docker's folder).
         run_parallel(list(self.dumped), self._delete_checkpoint, self.request.parallel)
@@ -419,8 +451,14 @@ class _SnapshotRun:
         self.engine.checkpoint_delete(container_id, self.checkpoint)
 
     def _resume_stopped(self, container_id: str) -> None:
-        """A container that ended after its dump: bring it back from that very checkpoint."""
+        """A container that ended after its dump: bring it back from that very checkpoint (one the runtime
+        wrote into the store is placed in the daemon's folder for that, and removed from there after)."""
         self.engine.wait_exited(container_id, timeout=60)
+        if container_id in self.direct:
+            record = self._record_for(container_id)
+            self.engine.place_checkpoint(container_id, self.checkpoint, self.store.checkpoint_dir(
+                self.project.name, self.manifest.name, record.container_name))
+            self.dumped.add(container_id)  # deleted from the daemon's folder by the rest of the rollback
         self.engine.start_from_checkpoint(container_id, self.checkpoint)
 
     @staticmethod

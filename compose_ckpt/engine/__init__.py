@@ -3,9 +3,13 @@
 from compose_ckpt.engine import host
 from compose_ckpt.engine.adapter import Engine
 from compose_ckpt.engine.types import (
+    NO_CRIU_OPTIONS,
     NO_RESTART,
     ContainerEvent,
     ContainerInfo,
+    CriuOptions,
+    DumpPath,
+    DumpResult,
     EngineInfo,
     PagesRoute,
     PlacedCheckpoint,
@@ -13,6 +17,5 @@ from compose_ckpt.engine.types import (
     RestartPolicy,
 )
 
-__all__ = ["NO_RESTART", "ContainerEvent", "ContainerInfo", "Engine", "EngineInfo", "PagesRoute", "PlacedCheckpoint",
-           "ProcessFingerprint", "RestartPolicy",
-           "host"]
+__all__ = ["NO_CRIU_OPTIONS", "NO_RESTART", "ContainerEvent", "ContainerInfo", "CriuOptions", "DumpPath", "DumpResult",
+           "Engine", "EngineInfo", "PagesRoute", "PlacedCheckpoint", "ProcessFingerprint", "RestartPolicy", "host"]

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from compose_ckpt.const import HOLDER_IMAGE, LABEL_HELPER, LABEL_HOLDER_FOR
+from compose_ckpt.const import ENV_DUMP_PATH, HOLDER_IMAGE, LABEL_HELPER, LABEL_HOLDER_FOR
 from compose_ckpt.engine import ctrd_copies, host, pages_in_root
 from compose_ckpt.engine.api import ApiError, SdkTransport, Transport, UnixTransport, Unreachable, path_of
 from compose_ckpt.engine.contexts import START_HINT, sdk_client_for
@@ -41,12 +41,17 @@ from compose_ckpt.engine.criu_log import RestoreLogCatcher, criu_log_key_lines
 from compose_ckpt.engine.hardlinks import link_or_copy_tree
 from compose_ckpt.engine.holder_image import holder_rootfs
 from compose_ckpt.engine.pages_in_root import BytesCallback
+from compose_ckpt.engine.runtime import DirectDumpUnavailable, Runtime, find_runtime, runtime_checkpoint
 from compose_ckpt.engine.specs import create_body
 from compose_ckpt.engine.tar_stream import extract_tree, tar_stream, write_upload_id
 from compose_ckpt.engine.types import (
     CONTAINER_ACTIONS,
+    NO_CRIU_OPTIONS,
     ContainerEvent,
     ContainerInfo,
+    CriuOptions,
+    DumpPath,
+    DumpResult,
     EngineInfo,
     PagesRoute,
     PlacedCheckpoint,
@@ -352,12 +357,40 @@ class Engine:
 
     # --- checkpoints (raw endpoints) ----------------------------------------
 
-    def checkpoint_create(self, container_id: str, name: str, *, leave_running: bool) -> None:
-        """POST /containers/{id}/checkpoints."""
+    def checkpoint_create(self, container_id: str, name: str, *, leave_running: bool, into: Path | None = None,
+                          options: CriuOptions = NO_CRIU_OPTIONS,
+                          on_bytes: Callable[[int], None] = lambda done: None) -> DumpResult:
+        """Dump the container's memory: with `into` (an empty private folder of the store), on the daemon's
+        host, by the daemon's own runtime straight into that folder (engine/runtime.py; `on_bytes` gets
+        the bytes written so far as it goes, `options` are passed to CRIU); otherwise, or when that runtime
+        cannot be called (the result says why), by POST /containers/{id}/checkpoints, whose files stay in
+        the daemon's checkpoint folder as checkpoint `name` (see `copy_checkpoint_out`)."""
+        fallback = None
+        if into is not None:
+            try:
+                runtime = self._runtime_for(container_id)
+            except DirectDumpUnavailable as exc:
+                fallback = str(exc)
+            else:
+                size = runtime_checkpoint(runtime, container_id, into, leave_running=leave_running, options=options,
+                                          on_bytes=on_bytes)
+                return DumpResult(DumpPath.RUNTIME, size)
         self._run_criu(f"checkpoint {container_id[:12]}", lambda: self._http.call(
             "POST", path_of("/containers/{0}/checkpoints", container_id),
             body={"CheckpointID": name, "Exit": not leave_running},
         ))
+        return DumpResult(DumpPath.ENGINE_API, fallback=fallback)
+
+    def _runtime_for(self, container_id: str) -> Runtime:
+        """The daemon's own runtime for the container, or DirectDumpUnavailable saying why not."""
+        if os.environ.get(ENV_DUMP_PATH, "auto") == DumpPath.ENGINE_API.value:
+            raise DirectDumpUnavailable(f"{ENV_DUMP_PATH}={DumpPath.ENGINE_API.value} asks for the Docker API")
+        if self.daemon_pid() is None:
+            raise DirectDumpUnavailable("the engine does not run on this host (or its process is not known)")
+        container = self.inspect(container_id)
+        if container is None:
+            raise NotFoundError(f"container {container_id[:12]} is gone")
+        return find_runtime(container.id, container.pid)
 
     def checkpoint_list(self, container_id: str) -> list[str]:
         with translated(f"list checkpoints of {container_id[:12]}"):

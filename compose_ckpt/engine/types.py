@@ -210,3 +210,44 @@ class PlacedCheckpoint:
     pages: PagesRoute
     page_bytes: int  # bytes of page images placed in the container's root (0 through containerd)
     why_containerd: str = ""  # why the page images took containerd's way, when it matters to a user
+
+
+class DumpPath(str, Enum):
+    """How a container's memory reached the store."""
+
+    RUNTIME = "runtime"  # the daemon's own OCI runtime (runc) dumped it straight into the store
+    ENGINE_API = "engine-api"  # the Docker API's checkpoint create, then copied out of the daemon's folder
+
+
+@dataclass(frozen=True)
+class CriuOptions:
+    """CRIU options compose-ckpt asks for itself (the direct path passes them to runc; the Docker API cannot,
+    there only /etc/criu/runc.conf and the org.criu.config annotation count)."""
+
+    tcp_established: bool = False  # dump established TCP connections (both ends should be frozen together)
+    file_locks: bool = False  # dump held file locks (flock, POSIX locks)
+
+    def runc_flags(self) -> list[str]:
+        return [flag for on, flag in ((self.tcp_established, "--tcp-established"), (self.file_locks, "--file-locks"))
+                if on]
+
+    @classmethod
+    def from_words(cls, words: str) -> CriuOptions:
+        """`tcp-established,file-locks` (a container label's value); ValueError for anything else."""
+        chosen = {word.strip() for word in words.replace(" ", ",").split(",") if word.strip()}
+        known = {"tcp-established", "file-locks"}
+        if chosen - known:
+            raise ValueError(f"unknown CRIU option {sorted(chosen - known)[0]!r} (known: {', '.join(sorted(known))})")
+        return cls(tcp_established="tcp-established" in chosen, file_locks="file-locks" in chosen)
+
+
+NO_CRIU_OPTIONS = CriuOptions()
+
+
+@dataclass(frozen=True)
+class DumpResult:
+    """What one checkpoint create did."""
+
+    path: DumpPath
+    size: int = 0  # bytes written into the store (RUNTIME); 0 for ENGINE_API, whose files are still the daemon's
+    fallback: str | None = None  # why the direct path was not taken (ENGINE_API only; None: never tried)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.integration.stack import BUSYBOX, COUNTER, DEBIAN, Stack, counter_services, run_docker
-from tests.integration.test_faults import run_until, sigkill
+from tests.integration.test_faults import ENGINE_API, run_until, sigkill
 from tests.polling import let_run
 
 pytestmark = pytest.mark.engine
@@ -45,19 +45,23 @@ def no_docker_checkpoints(stack: Stack) -> bool:
                    for service in ("big", "kept", "small") for c in stack.containers(service))
 
 
-@pytest.mark.parametrize("args, phase, delay", [
-    (["snapshot", "--stop"], "dumping", 0.5),  # the daemon goes on dumping `big` for seconds
-    (["snapshot", "--stop"], "dumping", 3.0),
-    (["snapshot"], "dumping", 1.5),  # leave-running: `big` stays frozen while dumped
-    (["snapshot", "--stop"], "waiting for exit", 0.0),  # dumps done, containers ending
-    (["snapshot", "--stop"], "saving", 0.0),  # checkpoints half in the store (saving by hard link is quick)
-], ids=["stop-early-in-dump", "stop-late-in-dump", "leave-running-in-dump", "stop-exiting", "stop-saving"])
+# By default the daemon's own runtime dumps straight into the store: runc, our child, goes on after the kill.
+@pytest.mark.parametrize("args, phase, delay, env", [
+    (["snapshot", "--stop"], "dumping", 0.5, None),  # runc goes on dumping `big` after the kill
+    (["snapshot", "--stop"], "dumping", 0.5, ENGINE_API),  # the daemon goes on dumping `big` for seconds
+    (["snapshot", "--stop"], "dumping", 3.0, ENGINE_API),
+    (["snapshot"], "dumping", 0.2, None),  # leave-running: `big` stays frozen while dumped
+    (["snapshot"], "dumping", 1.5, ENGINE_API),
+    (["snapshot", "--stop"], "waiting for exit", 0.0, None),  # dumps done, containers ending
+    (["snapshot", "--stop"], "saving", 0.0, ENGINE_API),  # checkpoints half in the store (saving by hard link is quick)
+], ids=["stop-early-in-dump", "stop-early-in-dump-engine-api", "stop-late-in-dump-engine-api", "leave-running-in-dump",
+        "leave-running-in-dump-engine-api", "stop-exiting", "stop-saving"])
 def test_recover_after_a_kill_at_any_moment(start_stack: Callable[..., Stack], args: list[str], phase: str,
-                                             delay: float) -> None:
+                                             delay: float, env: dict[str, str] | None) -> None:
     stack = start_stack(BIG_STACK, settle=4)
     before = stack.counts_of("big", "kept", "small")
 
-    killed = run_until(stack, [*args, "--name", "cut"], phase, kill_after(delay))
+    killed = run_until(stack, [*args, "--name", "cut"], phase, kill_after(delay), env)
     assert killed.returncode == -9, killed.stderr
     recovered = stack.ckpt("--progress", "plain", "recover")
 

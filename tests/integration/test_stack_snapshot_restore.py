@@ -41,8 +41,10 @@ def test_snapshot_stop_then_restore_keeps_memory_state(stack: Stack) -> None:
                                         "stop", "save"]
     assert json.loads(stack.ckpt_ok("inspect", "first", "--json").stdout)["phases"] == document["phases"]
     progress = [line.split(None, 1)[1] for line in done.stderr.splitlines()]
+    # Each dump went straight into the store through the daemon's own runtime: nothing is saved after it.
+    assert {(c["dump_path"], c["dump_fallback"]) for c in document["containers"]} == {("runtime", None)}
     for container in {c["container"] for c in document["containers"]}:
-        assert progress.count(f"{container}: saving") == 1
+        assert progress.count(f"{container}: dumping") == 1 and progress.count(f"{container}: saving") == 0
     assert {c["service"] for c in document["containers"]} == {"kv", "counter", "web"}
     assert len(document["containers"]) == 4 and all(c["size"] > 0 for c in document["containers"])
     holds_for("not restarted by Docker's restart policy", lambda: set(stack.states().values()) == {"exited"}, 2)

@@ -6,6 +6,7 @@ rollback against the real engine and CRIU is tests/integration/test_snapshot_rol
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,16 @@ from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.requests import SnapshotRequest
 from compose_ckpt.domain.snapshot import _take_over_failed, take_snapshot
 from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.engine import ContainerInfo, EngineInfo, ProcessFingerprint, RestartPolicy
+from compose_ckpt.engine import (
+    NO_CRIU_OPTIONS,
+    ContainerInfo,
+    CriuOptions,
+    DumpPath,
+    DumpResult,
+    EngineInfo,
+    ProcessFingerprint,
+    RestartPolicy,
+)
 from compose_ckpt.errors import EngineError, SnapshotFailed, UsageError
 from tests.fakes import UntouchableEngine
 
@@ -37,9 +47,10 @@ class RecordingEngine(UntouchableEngine):
     """Two running containers, p-db-1 and p-web-1 (restart: always); records each call that changes one,
     and fails the call `fail` (what, container name)."""
 
-    def __init__(self, fail: Call) -> None:
+    def __init__(self, fail: Call, direct: bool = False) -> None:
         super().__init__()
         self.fail = fail
+        self.direct = direct  # dumps go straight into the store (the daemon's runtime), not through the API
         self.calls: list[Call] = []
         self.status = {service: "running" for service in SERVICES}
 
@@ -88,8 +99,19 @@ class RecordingEngine(UntouchableEngine):
     def unpause(self, container_id: str) -> None:
         self._do("unpause", container_id, "running")
 
-    def checkpoint_create(self, container_id: str, name: str, *, leave_running: bool) -> None:
+    def checkpoint_create(self, container_id: str, name: str, *, leave_running: bool, into: Path | None = None,
+                          options: CriuOptions = NO_CRIU_OPTIONS,
+                          on_bytes: Callable[[int], None] = lambda done: None) -> DumpResult:
         self._do("dump", container_id, None if leave_running else "exited")
+        if self.direct and into is not None:
+            (into / "pages-1.img").write_bytes(b"x")
+            return DumpResult(DumpPath.RUNTIME, 1)
+        return DumpResult(DumpPath.ENGINE_API, fallback="the engine does not run on this host")
+
+    def place_checkpoint(self, container_id: str, name: str, source: Path) -> list[str]:
+        assert (source / "pages-1.img").is_file()
+        self._do("place", container_id)
+        return []
 
     def copy_checkpoint_out(self, container_id: str, name: str, destination: Path) -> int:
         self._do("save", container_id)
@@ -109,6 +131,23 @@ def project(engine: RecordingEngine) -> Project:
                                   disabled_services=()), engine)
 
 
+def direct_steps(steps: list[tuple[str, set[str]]]) -> list[tuple[str, set[str]]]:
+    """The same steps when the runtime dumps straight into the store: nothing to save afterwards; a container
+    its dump ended is started from its checkpoint placed back from the store, then that copy is deleted;
+    the daemon's folder holds no other checkpoint to delete."""
+    changed: list[tuple[str, set[str]]] = []
+    placed: set[str] = set()
+    for what, names in steps:
+        if what == "start from checkpoint":
+            changed.append(("place", names))
+            placed |= names
+        if what == "delete":
+            names = names & placed
+        if what != "save" and names:
+            changed.append((what, names))
+    return changed
+
+
 def grouped(calls: list[Call]) -> list[tuple[str, set[str]]]:
     """Consecutive calls of one kind as one step: within a step the containers' order is not fixed."""
     steps: list[tuple[str, set[str]]] = []
@@ -123,6 +162,7 @@ def grouped(calls: list[Call]) -> list[tuple[str, set[str]]]:
 BOTH = {"p-db-1", "p-web-1"}
 
 
+@pytest.mark.parametrize("direct", [False, True], ids=["engine-api", "runtime"])
 @pytest.mark.parametrize("stop, fail, done, rollback", [
     pytest.param(
         True, ("dump", "p-web-1"),
@@ -145,8 +185,12 @@ BOTH = {"p-db-1", "p-web-1"}
 ])
 def test_a_failed_snapshot_undoes_what_it_did_in_order(
         tmp_path: Path, stop: bool, fail: Call, done: list[tuple[str, set[str]]],
-        rollback: list[tuple[str, set[str]]]) -> None:
-    engine = RecordingEngine(fail)
+        rollback: list[tuple[str, set[str]]], direct: bool) -> None:
+    if direct and fail[0] == "save":
+        pytest.skip("the runtime's dumps are in the store already: nothing is saved after the window")
+    engine = RecordingEngine(fail, direct)
+    if direct:
+        done, rollback = direct_steps(done), direct_steps(rollback)
     store = SnapshotStore(tmp_path)
     with pytest.raises(SnapshotFailed) as failed:
         # One at a time, so that the steps before the failure are always the same.

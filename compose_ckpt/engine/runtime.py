@@ -1,0 +1,212 @@
+"""The daemon's own OCI runtime, found for one container and called directly to dump it into the store.
+
+Why: through the Docker API a checkpoint goes CRIU -> containerd's temporary folder -> a tar in
+containerd's content store -> untarred into the daemon's checkpoint folder, each byte written three or four
+times (bench/README.md). The very runtime the daemon uses, run on the same container with the same state
+root, writes each page once, where we ask.
+
+Contract (read from the running container, never assumed):
+- the task's shim is the parent of the container's init process, a `containerd-shim-runc-*` started with
+  `-namespace NS -id <container id>`; its working folder is the task's bundle;
+- the bundle's `options.json` (the daemon's runtime options, as containerd hands them to the shim) names
+  the runtime binary (`binary_name`, looked up on the shim's own PATH, as the shim does) and the state root
+  (`root`; the shim adds NS), which holds `<id>/state.json`; containerd's defaults when absent;
+- the binary answers `--version` as runc does;
+- the shim runs in our user and mount namespaces (not a rootless daemon), and we are root.
+When any of these does not hold, `find_runtime` raises `DirectDumpUnavailable` saying which, and the
+adapter uses the Docker API instead.
+
+`runtime_checkpoint` runs `runc --root R checkpoint --image-path <store folder> --work-path <private temp
+folder> [--leave-running] [CRIU options] <id>` with the shim's PATH (runc runs the criu it finds there, the
+one the daemon's own checkpoints use). runc still reads /etc/criu/runc.conf and the container's
+org.criu.config annotation, as for the daemon. runc is started in a session of its own: a Ctrl-C of
+compose-ckpt does not cut a dump in half, and a killed compose-ckpt leaves runc to finish (recovery sees it
+working in /proc, like the daemon's own dumps, and waits for it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from compose_ckpt.engine import host
+from compose_ckpt.engine.criu_log import criu_log_key_lines
+from compose_ckpt.engine.types import CriuOptions
+from compose_ckpt.errors import EngineError
+
+CONTAINERD_DEFAULT_ROOT = "/run/containerd/runc"  # the runc shim's root when the options name none
+SHIM_PREFIX = "containerd-shim-runc-"
+PROGRESS_SECONDS = 0.5
+MAX_OPTIONS_BYTES = 64 * 1024
+PROC = Path("/proc")
+
+
+class DirectDumpUnavailable(Exception):
+    """The daemon's runtime cannot be called directly for this container: the message says why."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The runtime binary and state root the daemon's shim uses for one container."""
+
+    binary: str
+    root: str  # runc's --root: the options' root plus the shim's namespace
+    search_path: str  # the shim's PATH, on which runc finds criu
+
+
+def find_runtime(container_id: str, init_pid: int) -> Runtime:
+    """The runtime serving `container_id`, whose init process is `init_pid` (see the contract above)."""
+    if os.geteuid() != 0:
+        raise DirectDumpUnavailable("compose-ckpt does not run as root")
+    if init_pid <= 0:
+        raise DirectDumpUnavailable("the container has no running process")
+    shim = _parent(init_pid)
+    argv = _argv(shim)
+    if not argv or not Path(argv[0]).name.startswith(SHIM_PREFIX):
+        name = Path(argv[0]).name if argv else "gone"
+        raise DirectDumpUnavailable(f"its task is not served by a runc shim ({name})")
+    if _flag(argv, "-id") != container_id or not (namespace := _flag(argv, "-namespace")):
+        raise DirectDumpUnavailable("its shim does not name this container")
+    for kind in ("user", "mnt"):
+        if _namespace(shim, kind) != _namespace(os.getpid(), kind):
+            raise DirectDumpUnavailable(f"the daemon's shim runs in another {kind} namespace (a rootless daemon?)")
+    options = _runtime_options(shim)
+    name = str(options.get("binary_name") or "runc")
+    search_path = host.process_environ(shim).get("PATH", "")
+    binary = name if "/" in name else shutil.which(name, path=search_path or None)
+    if binary is None or not os.access(binary, os.X_OK):
+        raise DirectDumpUnavailable(f"runtime {name} not found on the shim's PATH")
+    root = str(Path(str(options.get("root") or CONTAINERD_DEFAULT_ROOT), namespace))
+    if not Path(root, container_id, "state.json").is_file():
+        raise DirectDumpUnavailable(f"no runtime state of the container under {root}")
+    if not _is_runc(binary):
+        raise DirectDumpUnavailable(f"runtime {binary} does not answer as runc does")
+    return Runtime(binary, root, search_path)
+
+
+def _parent(pid: int) -> int:
+    try:
+        stat = (PROC / str(pid) / "stat").read_text()
+    except OSError as exc:
+        raise DirectDumpUnavailable(f"its init process {pid} is gone") from exc
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def _argv(pid: int) -> list[str]:
+    try:
+        raw = (PROC / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return []
+    return [arg.decode(errors="replace") for arg in raw.split(b"\0") if arg]
+
+
+def _flag(argv: list[str], name: str) -> str | None:
+    for index, arg in enumerate(argv[:-1]):
+        if arg in (name, "-" + name):
+            return argv[index + 1]
+    return None
+
+
+def _namespace(pid: int, kind: str) -> str:
+    try:
+        return os.readlink(PROC / str(pid) / "ns" / kind)
+    except OSError:
+        return f"unreadable {kind} namespace of {pid}"
+
+
+def _runtime_options(shim: int) -> dict[str, object]:
+    """The bundle's options.json (absent: the shim's defaults)."""
+    try:
+        bundle = os.readlink(PROC / str(shim) / "cwd")
+        with open(Path(bundle, "options.json"), "rb") as source:
+            raw = source.read(MAX_OPTIONS_BYTES)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise DirectDumpUnavailable(f"cannot read its shim's runtime options ({exc.strerror})") from exc
+    try:
+        options = json.loads(raw)
+    except ValueError as exc:
+        raise DirectDumpUnavailable("its shim's runtime options are not JSON") from exc
+    if not isinstance(options, dict):
+        raise DirectDumpUnavailable("its shim's runtime options are not a JSON object")
+    return options
+
+
+@cache
+def _is_runc(binary: str) -> bool:
+    try:
+        done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0 and done.stdout.startswith("runc version")
+
+
+def runtime_checkpoint(runtime: Runtime, container_id: str, images: Path, *, leave_running: bool,
+                       options: CriuOptions, on_bytes: Callable[[int], None] = lambda done: None) -> int:
+    """Dump the container into the existing private folder `images`; returns the bytes written there.
+    `on_bytes` gets the bytes written so far every PROGRESS_SECONDS while runc works. Raises EngineError
+    with the key lines of CRIU's log when the dump fails (the container is then as it was)."""
+    work = Path(tempfile.mkdtemp(prefix="compose-ckpt-dump-"))  # 0700, made exclusively
+    argv = [runtime.binary, "--root", runtime.root, "checkpoint", "--image-path", str(images),
+            "--work-path", str(work), *(["--leave-running"] if leave_running else []), *options.runc_flags(),
+            container_id]
+    try:
+        with open(work / "runc.out", "wb") as output:
+            dumping = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                       env={"PATH": runtime.search_path or os.defpath}, start_new_session=True)
+            try:
+                _watch(dumping, images, on_bytes)
+            finally:
+                dumping.wait()  # never leave before runc is done: what follows (unpause, rollback) needs it finished
+        if dumping.returncode != 0:
+            said = (_read(work / "runc.out") or "").strip().splitlines()
+            message = said[-1] if said else f"exit status {dumping.returncode}"
+            log = work / "dump.log"
+            error = EngineError(f"checkpoint {container_id[:12]} by {runtime.binary}: {message}")
+            error.details = criu_log_key_lines(str(log), _read(log))
+            raise error
+        return folder_bytes(images)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _watch(dumping: subprocess.Popen[bytes], images: Path, on_bytes: Callable[[int], None]) -> None:
+    """Until runc ends: the size of `images`, every PROGRESS_SECONDS."""
+    while True:
+        try:
+            dumping.wait(timeout=PROGRESS_SECONDS)
+            return
+        except subprocess.TimeoutExpired:
+            on_bytes(folder_bytes(images))
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return None
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes in the regular files directly inside `folder` (CRIU writes its images flat)."""
+    total = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        try:
+            if entry.is_file(follow_symlinks=False):
+                total += entry.stat(follow_symlinks=False).st_size
+        except OSError:
+            continue
+    return total
+

@@ -162,6 +162,7 @@ def _host_checks(info: EngineInfo, pid: int) -> list[Check]:
             else Check("criu-check", Status.FAIL, criu.check_output,
                        remedy_for(criu.check_output) or "Run `criu check --all` as root to see which kernel feature is missing.")
         )
+        checks.append(_memory_tracking(search_path))
     if host.has_capability(pid, host.CAP_SYS_RESOURCE):
         checks.append(Check("capabilities", Status.OK, "CAP_SYS_RESOURCE held: processes of any uid can be dumped"))
     else:
@@ -186,6 +187,22 @@ def _host_checks(info: EngineInfo, pid: int) -> list[Check]:
     checks.append(_disk("disk", Path(info.docker_root_dir)))
     checks.append(_containerd_copies(pid))
     return checks
+
+
+def _memory_tracking(search_path: str) -> Check:
+    """Pre-copy (dumping most memory before the freeze) needs the kernel to track what is written after.
+    compose-ckpt always dumps all memory while the stack is frozen; this says whether the kernel could do
+    better, so that the frozen window of a big service is understood."""
+    tracks = host.dirty_memory_tracking(search_path)
+    full = ("a live snapshot freezes the stack while all of its memory is dumped (at disk speed where the "
+            "daemon's own runtime dumps it, see docs/checkpoint-paths.md)")
+    if tracks is False:
+        return Check("memory-tracking", Status.WARN,
+                     f"off: this kernel has no dirty-memory tracking (`criu check --feature mem_dirty_track`), so "
+                     f"pre-copy cannot work here: {full}",
+                     "A kernel built with CONFIG_MEM_SOFT_DIRTY (most distribution kernels) has it.")
+    state = "on: the kernel tracks dirty memory" if tracks else "unknown: CRIU does not say whether the kernel tracks dirty memory"
+    return Check("memory-tracking", Status.OK, f"{state}; compose-ckpt does no pre-copy yet: {full}")
 
 
 def _containerd_copies(pid: int) -> Check:

@@ -30,6 +30,18 @@ def test_doctor_json_passes_on_the_provisioned_engine(engine: Engine) -> None:
     assert {check["status"] for check in report["checks"]} <= {"ok", "warn", "fail"}
 
 
+def test_doctor_says_whether_the_kernel_tracks_dirty_memory_as_criu_does(engine: Engine) -> None:
+    """The truth is CRIU's own answer (this machine's kernel has no soft-dirty bits: pre-copy cannot work)."""
+    criu = subprocess.run(["criu", "check", "--feature", "mem_dirty_track"], capture_output=True, text=True, check=False)
+    checks = {check["name"]: check for check in json.loads(doctor("doctor", "--json").stdout)["checks"]}
+    tracking = checks["memory-tracking"]
+    if criu.returncode == 0:
+        assert tracking["status"] == "ok" and tracking["detail"].startswith("on:")
+    else:
+        assert "Dirty tracking is OFF" in criu.stdout + criu.stderr
+        assert tracking["status"] == "warn" and "pre-copy cannot work here" in tracking["detail"]
+
+
 def test_doctor_fails_clearly_when_the_daemon_is_unreachable(tmp_path: Path) -> None:
     done = doctor("-H", f"unix://{tmp_path}/missing.sock", "doctor", "--json")
     assert done.returncode == 1

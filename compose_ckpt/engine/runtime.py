@@ -17,7 +17,7 @@ When any of these does not hold, `find_runtime` raises `DirectDumpUnavailable` s
 adapter uses the Docker API instead.
 
 `runtime_checkpoint` runs `runc --root R checkpoint --image-path <store folder> --work-path <private temp
-folder> [--leave-running] [CRIU options] <id>` with the shim's PATH (runc runs the criu it finds there, the
+folder beside it> [--leave-running] [CRIU options] <id>` with the shim's PATH (runc runs the criu it finds there, the
 one the daemon's own checkpoints use). runc still reads /etc/criu/runc.conf and the container's
 org.criu.config annotation, as for the daemon. runc is started in a session of its own: a Ctrl-C of
 compose-ckpt does not cut a dump in half, and a killed compose-ckpt leaves runc to finish (recovery sees it
@@ -154,7 +154,9 @@ def runtime_checkpoint(runtime: Runtime, container_id: str, images: Path, *, lea
     """Dump the container into the existing private folder `images`; returns the bytes written there.
     `on_bytes` gets the bytes written so far every PROGRESS_SECONDS while runc works. Raises EngineError
     with the key lines of CRIU's log when the dump fails (the container is then as it was)."""
-    work = Path(tempfile.mkdtemp(prefix="compose-ckpt-dump-"))  # 0700, made exclusively
+    # CRIU's log and runc's notes, beside the images (0700, made exclusively): a killed run's folder goes
+    # with the snapshot's checkpoints when recovery drops them.
+    work = Path(tempfile.mkdtemp(prefix=f".{images.name}-work-", dir=images.parent))
     argv = [runtime.binary, "--root", runtime.root, "checkpoint", "--image-path", str(images),
             "--work-path", str(work), *(["--leave-running"] if leave_running else []), *options.runc_flags(),
             container_id]

@@ -1,0 +1,65 @@
+"""The pure parts of the direct dump path: CRIU options from a label, the progress value, the dump rate,
+and the runtime lookup refusing a process no runc shim serves (read from this machine's /proc)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from compose_ckpt.domain.manifest import ContainerRecord
+from compose_ckpt.domain.parallel import BytesProgress
+from compose_ckpt.engine import CriuOptions
+from compose_ckpt.engine.runtime import DirectDumpUnavailable, find_runtime, folder_bytes
+
+
+@pytest.mark.parametrize("words, flags", [
+    ("", []),
+    ("tcp-established", ["--tcp-established"]),
+    ("file-locks, tcp-established", ["--tcp-established", "--file-locks"]),
+    ("file-locks file-locks", ["--file-locks"]),
+])
+def test_criu_options_from_a_label(words: str, flags: list[str]) -> None:
+    assert CriuOptions.from_words(words).runc_flags() == flags
+
+
+@pytest.mark.parametrize("words", ["tcp-established,shell-job", "--tcp-established", "ext-unix-sk"])
+def test_an_unknown_criu_option_is_refused_by_name(words: str) -> None:
+    with pytest.raises(ValueError, match="unknown CRIU option"):
+        CriuOptions.from_words(words)
+
+
+def test_bytes_progress_says_how_much_and_how_fast() -> None:
+    progress = BytesProgress("dumping", 512 * 1024**2, None, 2.0)
+    assert progress.rate == 256 * 1024**2
+    assert str(progress) == "dumping 512.0 MiB, 256.0 MiB/s"
+    assert str(BytesProgress("dumping", 0, 2 * 1024**2, 0.0)) == "dumping 0.0 of 2.0 MiB, 0.0 MiB/s"
+
+
+def record(path: str, size: int, seconds: float) -> ContainerRecord:
+    return ContainerRecord(service="s", container_id="a" * 64, container_name="p-s-1", number=1, image="i",
+                           image_id="sha256:" + "b" * 64, checkpoint="ckpt-x", size=size, dump_seconds=seconds,
+                           dump_path=path)
+
+
+def test_the_dump_rate_is_known_only_for_dumps_written_straight_into_the_store() -> None:
+    assert record("runtime", 1000, 2.0).dump_rate == 500.0
+    assert record("engine-api", 1000, 2.0).dump_rate is None  # its time went to the daemon, its bytes copied after
+    assert record("", 1000, 2.0).dump_rate is None  # an older snapshot
+
+
+def test_a_process_no_runc_shim_serves_has_no_runtime_to_call() -> None:
+    """This test's own process: its parent is pytest's launcher, not a containerd shim."""
+    with pytest.raises(DirectDumpUnavailable, match="not served by a runc shim|does not run as root"):
+        find_runtime("c" * 64, os.getpid())
+    with pytest.raises(DirectDumpUnavailable):
+        find_runtime("c" * 64, 0)
+
+
+def test_folder_bytes_counts_the_files_in_the_folder_not_links(tmp_path: Path) -> None:
+    (tmp_path / "pages-1.img").write_bytes(b"x" * 1000)
+    (tmp_path / "core.img").write_bytes(b"y" * 10)
+    (tmp_path / "link").symlink_to(tmp_path / "pages-1.img")
+    assert folder_bytes(tmp_path) == 1010
+    assert folder_bytes(tmp_path / "missing") == 0

@@ -5,6 +5,7 @@ A SIGKILL while runc dumps leaves runc to finish, and `recover` puts the stack b
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -91,7 +92,8 @@ def test_the_docker_api_is_the_fallback_and_the_snapshot_says_why(start_stack: C
     stack = filled(start_stack, 16)
     digest = stack.redis("debug", "digest")
     done = subprocess.run([*stack_cli(stack), "snapshot", "--name", "api", "--json"], cwd=stack.folder,
-                          capture_output=True, text=True, env=ENGINE_API, timeout=300)
+                          capture_output=True, text=True, env={**os.environ, "COMPOSE_CKPT_DUMP_PATH": ENGINE_API},
+                          timeout=300)
     assert done.returncode == 0, done.stderr
     [dump] = dumps(stack, "api")
     assert dump["dump_path"] == "engine-api" and "COMPOSE_CKPT_DUMP_PATH=engine-api" in str(dump["dump_fallback"])

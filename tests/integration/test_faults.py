@@ -18,9 +18,9 @@ pytestmark = pytest.mark.engine
 REPO = Path(__file__).resolve().parents[2]
 
 FOUR_COUNTERS = "services:\n" + counter_services("c1", "c2", "c3", "c4")
-# Dumps through the Docker API, whose checkpoints are saved into the store after the frozen window (the
-# `saving` phase); by default a local engine's own runtime dumps straight into the store.
-ENGINE_API = {**os.environ, "COMPOSE_CKPT_DUMP_PATH": "engine-api"}
+# COMPOSE_CKPT_DUMP_PATH: dumps through the Docker API, whose checkpoints are saved into the store after the
+# frozen window (the `saving` phase); by default a local engine's own runtime dumps straight into the store.
+ENGINE_API = "engine-api"
 
 
 @pytest.fixture
@@ -38,8 +38,10 @@ def assert_running_with_state(stack: Stack, before: dict[str, int]) -> None:
 
 
 def run_until(stack: Stack, args: list[str], phase: str, then: object,
-              env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run compose-ckpt with plain progress lines; on the first line of `phase`, call `then(process)`."""
+              dump_path: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run compose-ckpt with plain progress lines; on the first line of `phase`, call `then(process)`.
+    `dump_path`: its COMPOSE_CKPT_DUMP_PATH."""
+    env = None if dump_path is None else {**os.environ, "COMPOSE_CKPT_DUMP_PATH": dump_path}
     process = subprocess.Popen([sys.executable, "-m", "compose_ckpt", "--progress", "plain", "-p", stack.project, *args],
                                cwd=stack.folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert process.stderr is not None
@@ -57,7 +59,7 @@ def sigkill(process: subprocess.Popen[str]) -> None:
     process.send_signal(signal.SIGKILL)
 
 
-@pytest.mark.parametrize("args, phase, env", [
+@pytest.mark.parametrize("args, phase, dump_path", [
     (["snapshot"], "dumping", None),  # every container frozen, dumps under way
     (["snapshot"], "resuming", None),  # some containers resumed, some still frozen
     (["snapshot", "--stop"], "dumping", None),  # some already ended by their dump
@@ -65,10 +67,10 @@ def sigkill(process: subprocess.Popen[str]) -> None:
     (["snapshot", "--stop"], "saving", ENGINE_API),  # all ended, checkpoints half saved
 ], ids=["after-pause", "before-unpause", "stop-mid-dump", "stop-mid-dump-engine-api", "stop-mid-save"])
 def test_a_killed_snapshot_is_recovered_by_the_next_command(stack: Stack, args: list[str], phase: str,
-                                                             env: dict[str, str] | None) -> None:
+                                                             dump_path: str | None) -> None:
     before = stack.counts_of(*services(stack))
 
-    killed = run_until(stack, args, phase, sigkill, env)
+    killed = run_until(stack, args, phase, sigkill, dump_path)
 
     assert killed.returncode == -signal.SIGKILL
     assert [s["status"] for s in stack.snapshots()] == ["incomplete"]

@@ -46,7 +46,7 @@ def no_docker_checkpoints(stack: Stack) -> bool:
 
 
 # By default the daemon's own runtime dumps straight into the store: runc, our child, goes on after the kill.
-@pytest.mark.parametrize("args, phase, delay, env", [
+@pytest.mark.parametrize("args, phase, delay, dump_path", [
     (["snapshot", "--stop"], "dumping", 0.5, None),  # runc goes on dumping `big` after the kill
     (["snapshot", "--stop"], "dumping", 0.5, ENGINE_API),  # the daemon goes on dumping `big` for seconds
     (["snapshot", "--stop"], "dumping", 3.0, ENGINE_API),
@@ -57,11 +57,11 @@ def no_docker_checkpoints(stack: Stack) -> bool:
 ], ids=["stop-early-in-dump", "stop-early-in-dump-engine-api", "stop-late-in-dump-engine-api", "leave-running-in-dump",
         "leave-running-in-dump-engine-api", "stop-exiting", "stop-saving"])
 def test_recover_after_a_kill_at_any_moment(start_stack: Callable[..., Stack], args: list[str], phase: str,
-                                             delay: float, env: dict[str, str] | None) -> None:
+                                             delay: float, dump_path: str | None) -> None:
     stack = start_stack(BIG_STACK, settle=4)
     before = stack.counts_of("big", "kept", "small")
 
-    killed = run_until(stack, [*args, "--name", "cut"], phase, kill_after(delay), env)
+    killed = run_until(stack, [*args, "--name", "cut"], phase, kill_after(delay), dump_path)
     assert killed.returncode == -9, killed.stderr
     recovered = stack.ckpt("--progress", "plain", "recover")
 

@@ -129,8 +129,23 @@ class Rounds:
             record = exc.record if isinstance(exc, CommandError) else {"error": str(exc)}
             self.errors.append({"during": f"{what} round {r}", **record})
             print(f"  ! {what} round {r}: {exc}", file=sys.stderr)
+            self.reset()
+
+    def reset(self) -> None:
+        """A fresh service after a failed round; waits up to 2 min for a daemon being restarted (on a shared
+        machine others restart it now and then)."""
+        deadline = time.monotonic() + 120
+        while True:
+            subprocess.run([CLI, "-p", self.service.name, "recover"], cwd=self.service.folder, env=self.service.env,
+                           capture_output=True, check=False)
             self.service.down()
-            self.service.up()
+            try:
+                self.service.up()
+                return
+            except (CommandError, RuntimeError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(3)
 
     def alternating(self, sides: list[tuple[str, Callable[[int], None]]]) -> None:
         for r in range(self.repeat):

@@ -1,4 +1,4 @@
-"""The pure parts of the direct dump path: CRIU options from a label, the progress value, the dump rate,
+"""The pure parts of the direct dump path: CRIU options from a label, the dump rate,
 and the runtime lookup refusing a process no runc shim serves (read from this machine's /proc)."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from compose_ckpt.domain.manifest import ContainerRecord
-from compose_ckpt.domain.parallel import BytesProgress
 from compose_ckpt.engine import CriuOptions
 from compose_ckpt.engine.runtime import DirectDumpUnavailable, find_runtime, folder_bytes
 
@@ -28,13 +27,6 @@ def test_criu_options_from_a_label(words: str, flags: list[str]) -> None:
 def test_an_unknown_criu_option_is_refused_by_name(words: str) -> None:
     with pytest.raises(ValueError, match="unknown CRIU option"):
         CriuOptions.from_words(words)
-
-
-def test_bytes_progress_says_how_much_and_how_fast() -> None:
-    progress = BytesProgress("dumping", 512 * 1024**2, None, 2.0)
-    assert progress.rate == 256 * 1024**2
-    assert str(progress) == "dumping 512.0 MiB, 256.0 MiB/s"
-    assert str(BytesProgress("dumping", 0, 2 * 1024**2, 0.0)) == "dumping 0.0 of 2.0 MiB, 0.0 MiB/s"
 
 
 def record(path: str, size: int, seconds: float) -> ContainerRecord:

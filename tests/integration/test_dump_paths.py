@@ -112,7 +112,7 @@ def stack_cli(stack: Stack) -> list[str]:
 def test_a_kill_while_runc_dumps_is_recovered(start_stack: Callable[..., Stack], mode: list[str]) -> None:
     """Killed at the first report of bytes written, which only comes while runc runs: runc, no longer our
     child's child, finishes on its own; `recover` waits for it and puts the service back with its data."""
-    stack = filled(start_stack, 400)
+    stack = filled(start_stack, 600)
     digest = stack.redis("debug", "digest")
 
     def at_bytes(process: subprocess.Popen[str]) -> None:

@@ -26,6 +26,8 @@ from compose_ckpt.engine import (
     DumpPath,
     DumpResult,
     EngineInfo,
+    PagesRoute,
+    PlacedCheckpoint,
     ProcessFingerprint,
     RestartPolicy,
 )
@@ -108,10 +110,11 @@ class RecordingEngine(UntouchableEngine):
             return DumpResult(DumpPath.RUNTIME, 1)
         return DumpResult(DumpPath.ENGINE_API, fallback="the engine does not run on this host")
 
-    def place_checkpoint(self, container_id: str, name: str, source: Path) -> list[str]:
+    def place_checkpoint(self, container_id: str, name: str, source: Path,
+                         on_bytes: Callable[[int, int], None] = lambda done, total: None) -> PlacedCheckpoint:
         assert (source / "pages-1.img").is_file()
         self._do("place", container_id)
-        return []
+        return PlacedCheckpoint([], PagesRoute.CONTAINERD, 0)
 
     def copy_checkpoint_out(self, container_id: str, name: str, destination: Path) -> int:
         self._do("save", container_id)

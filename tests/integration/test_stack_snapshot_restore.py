@@ -122,7 +122,7 @@ def test_policies_held_back_come_back_when_the_stack_is_started_without_restore(
     stack = start_stack("services:\n" + counter_services("worker") + "    restart: always\n", settle=0.5)
     worker = f"{stack.project}-worker-1"
     stack.ckpt_ok("snapshot", "--stop", "--name", "first")
-    assert stack.restart_policies() == {worker: "no"}
+    assert stack.restart_policies()[worker] == "no"  # (on Docker 28 its network holder is listed too)
     ps = json.loads(stack.ckpt_ok("ps", "--json").stdout)["containers"]
     assert [(row["container"], row["state"], row["held_policy"]) for row in ps] == [(worker, "exited", "always")]
     assert "always of " + worker in stack.ckpt("doctor").stdout  # exit 1 where CRIU cannot work: not this test's
@@ -134,7 +134,7 @@ def test_policies_held_back_come_back_when_the_stack_is_started_without_restore(
     stack.compose("up", "-d")
     ps = json.loads(stack.ckpt_ok("ps", "--json").stdout)["containers"]
     assert [(row["state"], row["held_policy"]) for row in ps] == [("running", None)]
-    assert stack.restart_policies() == {worker: "always"}  # put back by `ps`, which found it running
+    assert stack.restart_policies()[worker] == "always"  # put back by `ps`, which found it running
 
 
 def test_a_live_snapshot_leaves_a_healthchecked_service_unhealthy_until_its_next_probe_and_says_so(

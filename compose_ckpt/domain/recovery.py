@@ -20,6 +20,7 @@ kept, when a later attempt could still bring it back).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -221,10 +222,17 @@ class _Recovery:
             self.engine.start_from_checkpoint(container.id, record.checkpoint)
         except CkptError as exc:
             kept = " ".join([str(exc), *exc.details[:3]])
+            if in_docker:
+                again = f"`compose-ckpt recover` tries again, or `docker start --checkpoint {record.checkpoint} {name}`"
+            else:
+                # The copy placed from the store may link to page images that are gone now: the next attempt
+                # places the store's again.
+                with contextlib.suppress(CkptError):
+                    self.engine.checkpoint_delete(container.id, record.checkpoint)
+                again = "`compose-ckpt recover` tries again"
             self.outcome.lines.append(
                 f"{name}: {container.status}; its restore from the checkpoint the killed snapshot took failed "
-                f"({kept}). The checkpoint is kept: `compose-ckpt recover` tries again, or "
-                f"`docker start --checkpoint {record.checkpoint} {name}`")
+                f"({kept}). The checkpoint is kept: {again}")
             self.outcome.left.append(name)
             self.outcome.retry = True
             return

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import re
+import secrets
 import shutil
 import sys
 import threading
@@ -140,6 +141,14 @@ def _remove_containerd_copies(temp_folders: list[ctrd_copies.TempFolder], before
         ctrd_copies.remove_copies(temp_folders, before, placed)
     except OSError as exc:
         _log.warning("could not remove containerd's copy of a restored checkpoint: %s", exc)
+
+
+def _link_pages(source: Path, target: Path, placed: pages_in_root.PlacedPages) -> None:
+    """A checkpoint folder `target` like `source` whose `pages-N.img` are links to the copies `placed`
+    in the container's root (followed by CRIU inside the container's mount namespace)."""
+    link_or_copy_tree(source, target, leave_out=lambda path: path.parent == source and path.name in placed.names)
+    for image in placed.names:
+        os.symlink(f"{placed.folder}/{image}", target / image)
 
 
 class Engine:
@@ -430,9 +439,11 @@ class Engine:
 
         containerd deletes the task's bundle, and CRIU's restore.log in it, as soon as the restore
         fails: on this host the log is opened while the restore runs, so its lines can be shown.
-        Page images placed in the container's root are removed once the daemon has answered."""
+        Page images placed in the container's root are removed once the daemon has answered. Those of a
+        checkpoint Docker took itself (a safety checkpoint, a rollback's) go there too: see `_linked_copy`."""
+        linked = self._linked_copy(container_id, name)
         try:
-            self._restore_once(container_id, name)
+            self._restore_once(container_id, linked or name)
         except EngineUnavailable:
             raise  # no answer: the daemon may still be reading them; the next command's recovery removes them
         except CkptError as exc:
@@ -440,15 +451,50 @@ class Engine:
                 exc.hint = ("A Docker daemon killed during an earlier restore left runc's state of this container "
                             "behind. Remove the container (`docker rm`); `compose-ckpt restore` recreates it "
                             "(on the daemon's host it does so by itself).")
-            self._remove_placed_quietly(container_id)
+            self._answered(container_id, linked)
             raise
-        self._remove_placed_quietly(container_id)
+        self._answered(container_id, linked)
 
-    def _remove_placed_quietly(self, container_id: str) -> None:
+    def _answered(self, container_id: str, linked: str | None) -> None:
+        """Once the daemon has answered a restore: the page images in the container's root and the linked
+        copy are not needed any more (best effort: the restore's own outcome is what counts, and the next
+        command's recovery removes page images left)."""
+        if linked:
+            with contextlib.suppress(CkptError):
+                self.checkpoint_delete(container_id, linked)
         try:
             self.remove_placed_pages(container_id)
-        except CkptError as exc:  # the restore's own outcome is what counts; the next command's recovery tries again
+        except CkptError as exc:
             _log.warning("%s", exc)
+
+    def _linked_copy(self, container_id: str, name: str) -> str | None:
+        """For a checkpoint in Docker's folder that holds its page images itself: the name of a sibling made
+        for this restore, whose small images are hard links to its own and whose `pages-N.img` are links to
+        copies placed in the container's root (as `place_checkpoint` makes them). The checkpoint itself is
+        left whole, whatever happens. None when the page images cannot go there (the restore then takes
+        containerd's way with the checkpoint as it is)."""
+        if not self.info().local:
+            return None
+        folder = self._checkpoint_dir(container_id, name)
+        try:
+            images = pages_in_root.page_images(folder)
+        except OSError:
+            return None  # no such checkpoint: the daemon's answer says so
+        root, _ = self._container_root(container_id) if images else (None, "")
+        placed = self._place_pages(root, folder, lambda done, total: None) if root else None
+        if root is None or placed is None:
+            return None
+        sibling = f"{name}.{secrets.token_hex(4)}"
+        try:
+            _link_pages(folder, self._checkpoint_dir(container_id, sibling), placed)
+        except OSError as exc:
+            _log.warning("cannot link checkpoint %s for a restore through the container's root: %s", name, exc)
+            with contextlib.suppress(OSError):
+                shutil.rmtree(self._checkpoint_dir(container_id, sibling))
+            with contextlib.suppress(CkptError):
+                self._remove_pages(root, container_id)
+            return None
+        return sibling
 
     def clear_stale_runtime(self, container_id: str) -> bool:
         """On the daemon's host: remove runc's state of a container the daemon considers stopped, which a
@@ -556,11 +602,11 @@ class Engine:
             shutil.rmtree(target)
         root, why = self._container_root(container_id)
         placed = self._place_pages(root, source, on_bytes) if root else None
-        links = {image: f"{placed.folder}/{image}" for image in placed.names} if placed else {}
         try:
-            link_or_copy_tree(source, target, leave_out=lambda path: path.parent == source and path.name in links)
-            for image, inside in links.items():
-                os.symlink(inside, target / image)  # followed by CRIU inside the container's mount namespace
+            if placed:
+                _link_pages(source, target, placed)
+            else:
+                link_or_copy_tree(source, target)
             write_upload_id(target)
             fitted = self._fit_mount_propagation(container_id, target)
         except BaseException:

@@ -14,10 +14,11 @@ import tarfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from compose_ckpt.engine import Engine, PagesRoute
+from compose_ckpt.engine import Engine, PagesRoute, pages_in_root
 from compose_ckpt.engine.pages_in_root import FOLDER_PREFIX
 from compose_ckpt.errors import EngineError
 from tests.integration.stack import BUSYBOX, COUNTER, DEBIAN, Stack, run_docker
@@ -188,3 +189,31 @@ def test_a_restore_killed_while_placing_pages_leaves_nothing_after_the_next_comm
     assert json.loads(done.stdout)["containers"][0]["pages"] == PagesRoute.CONTAINER_ROOT.value
     assert kv.redis("debug", "digest") == digest
     assert placed_folders(container) == []
+
+
+def test_a_checkpoint_docker_took_itself_restores_through_the_root_and_stays_whole(
+        engine: Engine, counter: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As the safety checkpoints of `restore --force` and a rollback's checkpoints are put back."""
+    info = engine.inspect(counter)
+    assert info is not None
+    engine.checkpoint_create(info.id, "own", leave_running=False)
+    engine.wait_exited(info.id, timeout=30)
+    folder = Path(engine.info().docker_root_dir, "containers", info.id, "checkpoints", "own")
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    placed: list[pages_in_root.PlacedPages] = []
+    place = pages_in_root.place
+
+    def spied(*args: Any) -> pages_in_root.PlacedPages:
+        placed.append(place(*args))
+        return placed[-1]
+
+    monkeypatch.setattr(pages_in_root, "place", spied)
+
+    engine.start_from_checkpoint(info.id, "own")
+
+    assert len(placed) == 1 and "pages-1.img" in placed[0].names  # the route was taken
+    assert int(run_docker("exec", counter, "cat", "/tmp/count").stdout) > 5  # restored, not started fresh
+    assert placed_folders(counter) == []
+    assert engine.checkpoint_list(info.id) == ["own"]  # the linked copy is gone, the checkpoint whole
+    assert {path.name: path.read_bytes() for path in folder.iterdir() if not path.is_symlink()} == before
+    engine.checkpoint_delete(info.id, "own")

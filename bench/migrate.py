@@ -1,5 +1,11 @@
 """Whole-stack migration time, broken into snapshot / transfer / restore (`compose-ckpt migrate --json`).
 
+`--live`: the downtime of `migrate --live` vs today's `migrate` on the same stack, side by side in one run
+(issue 24): a redis holding 2 GiB that a writer service changes at about 10 MiB/s, with a 2 GiB named
+volume; each side on a fresh copy of the stack, alternating which goes first. The live side's data is
+checked: the volume's files on the target equal the source's (which the freeze left as they were), and
+redis on the target has every key, the populated ones with the digests they had before the move.
+
 The target is a second dockerd on this machine (as in the integration tests), reached over tcp, so
 checkpoints travel through the Docker API and images stream from `docker save` into `docker load`.
 Run from the repository root: `.venv/bin/python bench/migrate.py [--repeat N] [--big]`.
@@ -8,6 +14,7 @@ Run from the repository root: `.venv/bin/python bench/migrate.py [--repeat N] [-
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -20,7 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from tests.integration.second_engine import start_second_engine  # noqa: E402 - needs the repo on the path
+from tests.integration.second_engine import Network, start_second_engine  # noqa: E402 - needs the repo on the path
 
 CLI = str(REPO / ".venv" / "bin" / "compose-ckpt")
 COUNTER = "i=0; while true; do i=$$((i+1)); sleep 0.1; done"
@@ -60,12 +67,112 @@ def one_round(work: Path, target: str, big: bool) -> dict[str, float]:
             capture_output=True, text=True).stdout.split()], capture_output=True)
 
 
+# A bridge and address pool of the bench's own: the test sessions of others use the second engines' ones.
+BENCH_NETWORK = Network("ckpt-br9", "10.241.0.1/24", "base=10.242.0.0/16,size=24")
+LIVE_TARGET = 0.15
+REDIS = ["redis-server", "--save", "", "--appendonly", "no", "--protected-mode", "no", "--enable-debug-command", "yes"]
+# About 10 MiB/s: a 1 MiB value every 0.1 s, over 200 keys of its own.
+WRITER = ("i=0; while true; do head -c 1048576 /dev/urandom | redis-cli -h kv -x set w:$$((i % 200)) >/dev/null; "
+          "i=$$((i+1)); sleep 0.1; done")
+SAMPLE_KEYS = [f"key:{n}" for n in range(0, 2000, 97)]
+
+
+def live_stack() -> str:
+    return json.dumps({"services": {
+        "kv": {"image": "local/debian:bookworm", "command": REDIS, "volumes": ["data:/data"]},
+        "writer": {"image": "local/debian:bookworm", "command": ["sh", "-c", WRITER], "depends_on": ["kv"]},
+    }, "volumes": {"data": {}}}, indent=2)
+
+
+def run(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} -> {done.returncode}: {(done.stdout + done.stderr)[-2000:]}")
+    return done.stdout
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def live_round(work: Path, target: str, live: bool) -> dict[str, object]:
+    project = f"ckptbenchlive{uuid.uuid4().hex[:6]}"
+    folder = work / project
+    folder.mkdir()
+    (folder / "compose.yaml").write_text(live_stack())
+    env = {**os.environ, "COMPOSE_CKPT_HOME": str(work / "home")}
+    run("docker", "compose", "-p", project, "up", "-d", "--wait", cwd=folder)
+    kv = f"{project}-kv-1"
+    try:
+        run("docker", "exec", kv, "redis-cli", "debug", "populate", "2000", "key", "1048576")
+        volume = Path(json.loads(run("docker", "volume", "inspect", f"{project}_data"))[0]["Mountpoint"])
+        for index in range(128):  # 2 GiB of random files
+            (volume / f"file-{index}.bin").write_bytes(os.urandom(16 * 1024**2))
+        digests = run("docker", "exec", kv, "redis-cli", "debug", "digest-value", *SAMPLE_KEYS).split()
+        time.sleep(5)  # the writer runs at its pace, the volume files are older than the racy margin
+        flags = ["--live"] if live else []
+        started = time.perf_counter()
+        document = json.loads(run(CLI, "-p", project, "migrate", *flags, "--to", target, "--json", cwd=folder, env=env))
+        total = round(time.perf_counter() - started, 3)
+        result: dict[str, object] = {"live": live, "total": total, "seconds": document["seconds"]}
+        if live:
+            result.update({key: document[key] for key in ("downtime_seconds", "bytes_before_downtime",
+                                                          "bytes_during_downtime", "memory_precopy")})
+            target_volume = Path(json.loads(run("docker", "-H", target, "volume", "inspect", f"{project}_data"))[0]
+                                 ["Mountpoint"])
+            same_files = tree_digest(target_volume) == tree_digest(volume)
+            keys = int(run("docker", "-H", target, "exec", kv, "redis-cli", "dbsize").strip())
+            same_digests = run("docker", "-H", target, "exec", kv, "redis-cli", "debug", "digest-value",
+                               *SAMPLE_KEYS).split() == digests
+            result["data_equal"] = {"volume_files": same_files, "keys": keys, "all_keys": keys == 2200,
+                                    "populated_digests": same_digests}
+        else:  # stop-the-world: the stack is down from its snapshot's freeze to the end of the restore
+            result["downtime_seconds"] = round(sum(document["seconds"].values()), 3)
+        return result
+    finally:
+        subprocess.run(["docker", "compose", "-p", project, "down", "-v", "-t", "0"], cwd=folder, capture_output=True)
+        leftovers = subprocess.run(["docker", "-H", target, "ps", "-aq", "--filter",
+                                    f"label=com.docker.compose.project={project}"], capture_output=True, text=True)
+        subprocess.run(["docker", "-H", target, "rm", "-f", *leftovers.stdout.split()], capture_output=True)
+        subprocess.run(["docker", "-H", target, "volume", "rm", f"{project}_data"], capture_output=True)
+        subprocess.run(["docker", "-H", target, "network", "rm", f"{project}_default"], capture_output=True)
+
+
+def live_main(repeat: int, out: Path) -> None:
+    second = start_second_engine(network=BENCH_NETWORK)
+    load = os.getloadavg()[0]
+    rounds: list[dict[str, object]] = []
+    try:
+        second.copy_image_from_first("local/debian:bookworm")
+        with tempfile.TemporaryDirectory(prefix="ckptbench-live-") as temporary:
+            for index in range(repeat):
+                for side in (True, False) if index % 2 == 0 else (False, True):
+                    rounds.append(live_round(Path(temporary), second.tcp, side))
+    finally:
+        second.stop()
+    live = statistics.median(float(str(r["downtime_seconds"])) for r in rounds if r["live"])
+    plain = statistics.median(float(str(r["downtime_seconds"])) for r in rounds if not r["live"])
+    summary = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "load_1m": [load, os.getloadavg()[0]],
+               "downtime_live_s": live, "downtime_migrate_s": plain, "ratio": round(live / plain, 3),
+               "target": LIVE_TARGET, "rounds": rounds}
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"downtime: migrate --live {live:.2f}s vs migrate {plain:.2f}s: x{summary['ratio']} "
+          f"(target <= {LIVE_TARGET})")
+    for entry in rounds:
+        print(json.dumps(entry))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--big", action="store_true", help="add a 1 GiB-memory service to the stack")
     parser.add_argument("--out", default=str(REPO / "bench" / "migrate-results.json"))
+    parser.add_argument("--live", action="store_true", help="migrate --live vs migrate, downtime (issue 24)")
     args = parser.parse_args()
+    if args.live:
+        live_main(args.repeat, Path(args.out))
+        return
     second = start_second_engine()
     try:
         with tempfile.TemporaryDirectory(prefix="ckptbench-migrate-") as temporary:

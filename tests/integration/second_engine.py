@@ -174,10 +174,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_second_engine(private_mounts: bool = False) -> SecondEngine:
+def start_second_engine(private_mounts: bool = False, network: Network | None = None) -> SecondEngine:
     """`private_mounts`: its data root is a slave-only mount (see _slave_only_mount), so the root file
-    systems of its containers are private, where the first engine's are slaves of its shared data root."""
-    network = PRIVATE_MOUNTS if private_mounts else SECOND
+    systems of its containers are private, where the first engine's are slaves of its shared data root.
+    `network`: a bridge and pool of its own (a bench beside a test session's engines)."""
+    network = network or (PRIVATE_MOUNTS if private_mounts else SECOND)
     tag = uuid.uuid4().hex[:8]
     root = Path(f"/var/lib/ckpt-engine2-{tag}")
     exec_root = Path(f"/run/ckpt2-{tag}")  # short: unix socket paths are limited to 108 bytes

@@ -20,35 +20,46 @@ A failure before the target runs: what was created on the target (its containers
 created) is removed, and the stack is put back on the source with its state, from the snapshot when the
 freeze had begun (as `migrate` does). The downtime and the bytes sent before and during it are returned
 and recorded in the snapshot's phases (`migrate pre-copy`, `migrate downtime`).
+
+A killed move cannot clean up after itself, so each step is noted first in the project's `.moving`
+record (the store's): the target, the volumes created there, the snapshot's name and which of its
+containers the target had before. The next `migrate --live` to that target finds the record and, before
+anything else, puts the source back (a freeze left behind through `recover_interrupted`; containers the
+snapshot ended, restored from it), removes what the killed move created on the target and its
+pre-copies, and only then starts its own move.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
+from compose_ckpt.const import LABEL_NETWORK_HOLDER
 from compose_ckpt.domain.compat import check_target
-from compose_ckpt.domain.filesystem import Tally, VolumePreCopies, named_volumes
-from compose_ckpt.domain.manifest import Manifest
+from compose_ckpt.domain.filesystem import Tally, VolumePreCopies, named_volumes, remove_stale_precopies
+from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
 from compose_ckpt.domain.migrate import (
     Clock,
     MigrateFailed,
     check_bind_mounts,
-    containers_on,
     copy_images,
     finish_on_source,
+    names_with_holders,
     raise_after_putting_back,
     remove_from_target,
+    restart_source,
 )
 from compose_ckpt.domain.parallel import ProgressCallback, bytes_reporter, counted
 from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.project import Project
+from compose_ckpt.domain.recovery import recover_interrupted
 from compose_ckpt.domain.requests import MigrateRequest, RestoreRequest, SnapshotRequest
 from compose_ckpt.domain.restore import RestoredContainer, restore_snapshot
-from compose_ckpt.domain.snapshot import engine_facts, take_snapshot
+from compose_ckpt.domain.snapshot import default_snapshot_name, engine_facts, take_snapshot
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import host
-from compose_ckpt.errors import CkptError, UsageError
+from compose_ckpt.errors import CkptError, ConflictError, UsageError
 
 NO_DIRTY_TRACKING = ("skipped: this kernel does not track dirty memory (`criu check --feature mem_dirty_track` "
                      "fails), so memory is copied only during the downtime")
@@ -90,13 +101,18 @@ class _LiveMove:
         self.seconds: dict[str, float] = {}
         self.created_volumes: list[str] = []
         self.images: dict[str, str] = {}  # volume -> the image of a service mounting it (for helpers)
-        self.precopies = VolumePreCopies(self.source, store)
+        self.precopies = VolumePreCopies(self.source, store, project.name)
         self.bytes_before = 0
         self.bytes_during = 0
+        # What a kill would leave behind, kept in the store as it grows (see the module's contract).
+        self.journal: dict[str, Any] = {"target": target.base_url, "created_volumes": self.created_volumes,
+                                        "snapshot": None, "existing_on_target": []}
 
     def execute(self) -> LiveMigrateResult:
+        self._finish_interrupted()
         warnings = check_bind_mounts(self.project, self.store, self.target, self.request)  # nothing stopped yet
         memory = _memory_precopy(self.source)
+        self._note()
         try:
             warnings += self._before_downtime()
             self.seconds["pre-copy"] = self.clock.lap()
@@ -111,7 +127,7 @@ class _LiveMove:
             left = self._undo_before_downtime()
             raise MigrateFailed(f"live migration to {self.target.base_url} failed while freezing and dumping: "
                                 f"{exc.message}", details=exc.details + left, hint=exc.hint) from exc
-        existing_on_target = containers_on(self.target, manifest)
+        existing_on_target = set(self.journal["existing_on_target"])
         try:
             entries = self._send_volume_changes(manifest)
             self.seconds["volume changes"] = self.clock.lap()
@@ -121,10 +137,20 @@ class _LiveMove:
             downtime = round(time.monotonic() - frozen_at, 3)
             self.seconds["restore"] = self.clock.lap()
         except CkptError as exc:
-            raise_after_putting_back(exc, self.source, self.target, self.store, manifest, existing_on_target,
-                                     self.request, self.progress, self.created_volumes)
-        finally:
             self.precopies.discard()
+            left = remove_from_target(self.target, [n for n in names_with_holders(manifest)
+                                                    if n not in existing_on_target], self.created_volumes, self.progress)
+            try:
+                raise_after_putting_back(exc, self.source, self.target, self.store, manifest,
+                                         set(names_with_holders(manifest)), self.request, self.progress)
+            finally:
+                if left:  # the target keeps something: the next move to it removes that first
+                    self.journal["snapshot"] = None
+                    self._note()
+                else:
+                    self.store.done_moving(self.project.name)
+        self.precopies.discard()
+        self.store.done_moving(self.project.name)  # the target runs the stack: nothing to undo from here on
         self.bytes_during += sum(r.size + (r.layer.size if r.layer else 0) for r in manifest.containers)
         self._record(manifest, downtime)
         finish_on_source(self.source, manifest, self.request, self.progress)
@@ -136,7 +162,43 @@ class _LiveMove:
     def _undo_before_downtime(self) -> list[str]:
         """Remove the volumes this move created on the target; return a line for each one left there."""
         self.precopies.discard()
-        return remove_from_target(self.target, [], self.created_volumes, self.progress)
+        left = remove_from_target(self.target, [], self.created_volumes, self.progress)
+        if not left:
+            self.store.done_moving(self.project.name)
+        return left
+
+    def _note(self) -> None:
+        self.store.note_moving(self.project.name, self.journal)
+
+    def _finish_interrupted(self) -> None:
+        """Undo what a killed live move of this project left (its `.moving` record), before starting anew."""
+        record = self.store.moving(self.project.name)
+        if record is None:
+            return
+        if record.get("target") != self.target.base_url:
+            raise ConflictError(
+                f"a live migration of {self.project.name} to {record.get('target')} was interrupted",
+                hint=f"Run `compose-ckpt migrate --live --to {record.get('target')}` first: it removes what the "
+                     "interrupted one left there and puts the stack back on this engine before moving it.")
+        self.progress(self.project.name, "undoing an interrupted live migration")
+        with self.store.locked(self.project.name):
+            recover_interrupted(self.source, self.project.name, self.store)  # a freeze or dump it left
+        remove_stale_precopies(self.store, self.project.name)
+        name = record.get("snapshot")
+        manifest = None
+        if isinstance(name, str) and self.store.exists(self.project.name, name):
+            loaded = self.store.load(self.project.name, name)
+            manifest = loaded if loaded.status is SnapshotStatus.COMPLETE else None
+        existing = {n for n in record.get("existing_on_target") or [] if isinstance(n, str)}
+        containers = [n for n in names_with_holders(manifest) if n not in existing] if manifest else []
+        volumes = [v for v in record.get("created_volumes") or [] if isinstance(v, str)]
+        left = remove_from_target(self.target, containers, volumes, self.progress)
+        if manifest is not None:  # it had stopped the stack: the snapshot brings it back, with its state
+            restart_source(self.source, self.store, manifest, self.request, self.progress)
+        if left:
+            raise MigrateFailed(f"an interrupted live migration left things on {self.target.base_url} that cannot "
+                                "be removed now", details=left, hint="Run the command again once the target answers.")
+        self.store.done_moving(self.project.name)
 
     def _before_downtime(self) -> list[str]:
         """Everything that can be sent while the stack serves; returns the target's warnings."""
@@ -151,10 +213,12 @@ class _LiveMove:
             self.images = {v: c.image_id for c in containers for v in named_volumes(c.attrs)}
         for name in sorted(self.images):
             if not self.target.volume_exists(name):
-                self.target.create_volume(self.source.inspect_volume(name))
                 self.created_volumes.append(name)
+                self._note()  # before it exists: a kill right after creating it still finds it noted
+                self.target.create_volume(self.source.inspect_volume(name))
         self.precopies.take(sorted(self.images), self.request.parallel, self.progress)
         for name, precopy in sorted(self.precopies.copies.items()):
+            self.progress(name, "sending volume")
             tally = Tally(bytes_reporter(self.progress, name, "sending volume"))
             self.target.trees.replace_volume(name, self.images[name],
                                              counted(self.source.trees.read_folder(precopy.root), tally))
@@ -163,9 +227,13 @@ class _LiveMove:
 
     def _freeze_and_dump(self) -> tuple[Manifest, float]:
         """Snapshot with --stop, no volume copies; returns it and the moment (monotonic) its freeze began."""
+        name = default_snapshot_name()
+        self.journal["snapshot"] = name
+        self.journal["existing_on_target"] = sorted(self._names_on_target())
+        self._note()
         called = time.monotonic()
         manifest = take_snapshot(self.project, self.store,
-                                 SnapshotRequest(stop=True, parallel=self.request.parallel, ignore_rootfs=False),
+                                 SnapshotRequest(name=name, stop=True, parallel=self.request.parallel),
                                  progress=self.progress)
         before_freeze = 0.0
         for phase, seconds in manifest.phases.items():  # in the order they ran: resolve, record, ..., pause
@@ -175,6 +243,14 @@ class _LiveMove:
         self.seconds["freeze and dump"] = self.clock.lap()
         return manifest, called + before_freeze
 
+    def _names_on_target(self) -> set[str]:
+        """The stack's container and holder names the target has before the move: never ours to remove."""
+        resolved, _ = self.project.running_containers(self.project.select(()))
+        names = {c.name for entry in resolved for c in entry.containers}
+        names |= {c.labels[LABEL_NETWORK_HOLDER] for entry in resolved for c in entry.containers
+                  if LABEL_NETWORK_HOLDER in c.labels}
+        return {name for name in names if self.target.inspect(name) is not None}
+
     def _send_volume_changes(self, manifest: Manifest) -> int:
         """The downtime's share of the volumes: what changed since each pre-copy; a volume that could not
         be pre-copied, whole. Returns the entries sent again."""
@@ -182,6 +258,7 @@ class _LiveMove:
         for name in sorted(self.images):
             tally = Tally(bytes_reporter(self.progress, name, "sending volume changes"))
             if name in self.precopies.copies:
+                self.progress(name, "sending volume changes")
                 changes = self.precopies.changes(name)
                 entries += len(changes.changed)
                 if not changes.empty:

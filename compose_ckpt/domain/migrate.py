@@ -71,7 +71,7 @@ def migrate(project: Project, store: SnapshotStore, target: EnginePort, request:
 
 def containers_on(target: EnginePort, manifest: Manifest) -> set[str]:
     """The snapshot's container (and holder) names the target already has: not ours to remove on failure."""
-    return {name for name in _names_with_holders(manifest) if target.inspect(name)}
+    return {name for name in names_with_holders(manifest) if target.inspect(name)}
 
 
 def raise_after_putting_back(exc: CkptError, source: EnginePort, target: EnginePort, store: SnapshotStore,
@@ -131,7 +131,7 @@ def migrate_via_registry(project: Project, store: SnapshotStore, client: Registr
         pushed = push_snapshot(store, project.name, manifest.name, client, [tag], progress=progress)
     except CkptError as exc:
         try:
-            _restart_source(project.engine, store, manifest, request, progress)
+            restart_source(project.engine, store, manifest, request, progress)
         except CkptError as undo:
             raise MigrateFailed(
                 f"push to {client.reference} failed: {exc.message}; restoring the stack on the source failed too: "
@@ -205,9 +205,9 @@ def _put_source_back(source: EnginePort, target: EnginePort, store: SnapshotStor
     """Undo the target side, then make sure the stack runs on the source with its state. The target may be
     what failed (its daemon gone): the source is put back whatever happens there; returns what could not
     be removed from the target."""
-    left = remove_from_target(target, [n for n in _names_with_holders(manifest) if n not in existing_on_target],
+    left = remove_from_target(target, [n for n in names_with_holders(manifest) if n not in existing_on_target],
                               created_volumes, progress)
-    _restart_source(source, store, manifest, request, progress)
+    restart_source(source, store, manifest, request, progress)
     return left
 
 
@@ -232,7 +232,7 @@ def remove_from_target(target: EnginePort, containers: list[str], volumes: Colle
     return left
 
 
-def _restart_source(source: EnginePort, store: SnapshotStore, manifest: Manifest, request: MigrateRequest,
+def restart_source(source: EnginePort, store: SnapshotStore, manifest: Manifest, request: MigrateRequest,
                     progress: ProgressCallback) -> None:
     """Restore, from the snapshot, the stack's containers that the move left stopped on the source."""
     stopped = [r for r in manifest.containers if (c := source.inspect(r.container_name)) is not None and c.exited]
@@ -244,7 +244,7 @@ def _restart_source(source: EnginePort, store: SnapshotStore, manifest: Manifest
                                         ignore_volumes=True), progress=progress)
 
 
-def _names_with_holders(manifest: Manifest) -> list[str]:
+def names_with_holders(manifest: Manifest) -> list[str]:
     return [*(r.container_name for r in manifest.containers), *recorded_holders(manifest.containers)]
 
 

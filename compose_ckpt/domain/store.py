@@ -6,6 +6,8 @@ Layout under the store home ($COMPOSE_CKPT_HOME, default /var/lib/compose-ckpt):
     projects/<project>/.held-policies.json        restart policies held back, per container (held_policies.py)
     projects/<project>/.restoring                 ids of containers a restore under way may have placed page
                                                   images in (engine/pages_in_root.py); gone once removed
+    projects/<project>/.moving                    what a live migration under way created on its target (JSON,
+                                                  domain/live_migrate.py); gone once the target runs the stack
     projects/<project>/<snapshot>/manifest.json   written atomically (temp file + rename)
     projects/<project>/<snapshot>/checkpoints/<container>/   the CRIU image files
     projects/<project>/<snapshot>/compose/<n>-<file>         the compose files it was taken from
@@ -33,6 +35,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from compose_ckpt.const import ENV_HOME, ENV_LOCK_TIMEOUT
 from compose_ckpt.domain import safefs
@@ -46,6 +49,7 @@ MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 32 * 1024**2
 _REMOVING = ".removing-"
 RESTORING = ".restoring"
+MOVING = ".moving"
 _CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 # Compose file copies: letters, digits, '_', '.', '-' only (they become archive member names).
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
@@ -207,6 +211,32 @@ class SnapshotStore:
         folder = self._project_folder(project_name, create=False)
         if folder is not None:
             (folder / RESTORING).unlink(missing_ok=True)
+
+    def note_moving(self, project_name: str, record: dict[str, Any]) -> None:
+        """Record what a live migration under way has done so far, for the next one after a kill."""
+        folder = self._project_folder(project_name, create=True)
+        assert folder is not None
+        safefs.replace_private_file(folder / MOVING, json.dumps(record).encode())
+
+    def moving(self, project_name: str) -> dict[str, Any] | None:
+        """What `note_moving` recorded and `done_moving` has not cleared: a live migration that was killed."""
+        folder = self._project_folder(project_name, create=False)
+        try:
+            text = safefs.read_trusted_file(folder / MOVING, MAX_MANIFEST_BYTES) if folder else None
+        except FileNotFoundError:
+            return None
+        if text is None:
+            return None
+        try:
+            record = json.loads(text)
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) else None
+
+    def done_moving(self, project_name: str) -> None:
+        folder = self._project_folder(project_name, create=False)
+        if folder is not None:
+            (folder / MOVING).unlink(missing_ok=True)
 
     # --- reading --------------------------------------------------------------------------------
 

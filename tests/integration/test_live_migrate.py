@@ -15,6 +15,7 @@ from compose_ckpt.engine import Engine
 from tests.integration.conftest import adopt_if_needed
 from tests.integration.second_engine import SecondEngine
 from tests.integration.stack import BUSYBOX, Stack, run_docker
+from tests.integration.test_faults import run_until, sigkill
 
 pytestmark = pytest.mark.engine
 
@@ -129,3 +130,32 @@ def test_a_failed_live_move_leaves_the_source_running_and_nothing_on_the_target(
     again = json.loads(stack.ckpt_ok("migrate", "--live", "--to", second.tcp, "--json").stdout)
     assert again["source_removed"] is True
     assert second.docker("exec", f"{stack.project}-kv-1", "redis-cli", "get", "visits").stdout.strip() == b"42"
+
+
+def assert_moved_with_state(stack: Stack, second: SecondEngine) -> None:
+    """The whole stack runs on the target, once, with the state it had on the source."""
+    listing = second.docker("ps", "-a", "--filter", f"label=com.docker.compose.project={stack.project}",
+                            "--format", "{{.Names}} {{.State}}").stdout.decode().split("\n")
+    assert sorted(line for line in listing if line) == sorted(
+        f"{stack.project}-{service}-1 running" for service in ("db", "kv")), listing
+    assert second.docker("exec", f"{stack.project}-kv-1", "redis-cli", "get", "visits").stdout.strip() == b"42"
+    numbers = journal_numbers(second, f"{stack.project}-db-1")
+    assert numbers == list(range(1, len(numbers) + 1))  # the same process all along, never restarted
+
+
+# Each round of a move: the volume pre-copy (stack running), the freeze and dump, the volume changes
+# (stack stopped), the restore on the target.
+@pytest.mark.parametrize("phase", ["sending volume", "dumping", "sending volume changes", "restoring"],
+                         ids=["pre-copy", "dump", "volume-changes", "restore"])
+def test_a_killed_live_move_is_undone_by_the_next_one_which_then_moves_the_stack(
+        stack: Stack, second: SecondEngine, phase: str) -> None:
+    killed = run_until(stack, ["migrate", "--live", "--to", second.tcp], phase, sigkill)
+    assert killed.returncode == -9, killed.stderr
+
+    again = stack.ckpt("--progress", "plain", "migrate", "--live", "--to", second.tcp, "--json")
+
+    assert again.returncode == 0, again.stderr
+    assert "undoing an interrupted live migration" in again.stderr
+    assert json.loads(again.stdout)["source_removed"] is True
+    assert stack.states() == {}
+    assert_moved_with_state(stack, second)

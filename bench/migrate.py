@@ -70,17 +70,19 @@ def one_round(work: Path, target: str, big: bool) -> dict[str, float]:
 # A bridge and address pool of the bench's own: the test sessions of others use the second engines' ones.
 BENCH_NETWORK = Network("ckpt-br9", "10.241.0.1/24", "base=10.242.0.0/16,size=24")
 LIVE_TARGET = 0.15
-REDIS = ["redis-server", "--save", "", "--appendonly", "no", "--protected-mode", "no", "--enable-debug-command", "yes"]
-# About 10 MiB/s: a 1 MiB value every 0.1 s, over 200 keys of its own.
-WRITER = ("i=0; while true; do head -c 1048576 /dev/urandom | redis-cli -h kv -x set w:$$((i % 200)) >/dev/null; "
-          "i=$$((i+1)); sleep 0.1; done")
+# About 10 MiB/s: a 1 MiB value every 0.1 s, over 200 keys of its own. The writer runs in redis's container
+# and talks to it over a unix socket: a TCP connection open at the freeze needs CRIU's tcp-established,
+# which this shared machine's /etc/criu/runc.conf does not set.
+KV = ("redis-server --save '' --appendonly no --protected-mode no --enable-debug-command yes "
+      "--unixsocket /tmp/redis.sock & until [ -S /tmp/redis.sock ]; do sleep 0.1; done; i=0; "
+      "while true; do head -c 1048576 /dev/urandom | redis-cli -s /tmp/redis.sock -x set w:$$((i % 200)) >/dev/null; "
+      "i=$$((i+1)); sleep 0.1; done")
 SAMPLE_KEYS = [f"key:{n}" for n in range(0, 2000, 97)]
 
 
 def live_stack() -> str:
     return json.dumps({"services": {
-        "kv": {"image": "local/debian:bookworm", "command": REDIS, "volumes": ["data:/data"]},
-        "writer": {"image": "local/debian:bookworm", "command": ["sh", "-c", WRITER], "depends_on": ["kv"]},
+        "kv": {"image": "local/debian:bookworm", "command": ["sh", "-c", KV], "volumes": ["data:/data"]},
     }, "volumes": {"data": {}}}, indent=2)
 
 

@@ -657,11 +657,36 @@ def _export_to_file(path: Path, write: Callable[[BinaryIO], T]) -> T:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+TrustHostAccessOption = Annotated[bool, typer.Option("--trust-host-access", help="Accept what the snapshot's recorded configuration reaches of this host (bind mounts, privileges, host namespaces, published ports...) without being asked. Without it the list is shown and asked about on a terminal, refused otherwise.")]
+
+
+def _host_access_consent(trust: bool) -> Callable[[list[str]], bool]:
+    """import and pull: accept the host-access findings with --trust-host-access, else ask on a terminal."""
+    def consent(findings: list[str]) -> bool:
+        if trust:
+            return True
+        if not sys.stdin.isatty():
+            return False  # the domain refuses, listing them
+        err_console.print("[bold]The snapshot's recorded configuration reaches outside its containers:[/]")
+        for finding in findings:
+            err_console.print(f"  {finding}", highlight=False, markup=False, soft_wrap=True)
+        if not typer.confirm("Store it and create its containers with this access to the host?", default=False,
+                             err=True):
+            raise typer.Exit(ExitCode.FAILURE)
+        return True
+    return consent
+
+
+def _print_host_access(findings: list[str]) -> None:
+    print_warnings([f"host access accepted: {finding}" for finding in findings])
+
+
 @app.command("import")
 def import_(
     ctx: typer.Context,
     archive: Annotated[str, typer.Argument(metavar="FILE", help="Archive made by export, or - for stdin.")],
     name: Annotated[str | None, typer.Option("--name", callback=_checked_name, help="Import the snapshot under another name.")] = None,
+    trust_host_access: TrustHostAccessOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Verify an archive, then load its images, store its snapshot and create its containers on this engine."""
@@ -678,13 +703,15 @@ def import_(
     with source, _progress(options, "import") as progress:
         read = bytes_reporter(progress, "archive" if archive == "-" else Path(archive).name, "reading", _file_size(source))
         result = import_snapshot(_store(), engine, source, rename=name, expected_project=expected, progress=progress,
-                                 byte_progress=read)
+                                 byte_progress=read, consent=_host_access_consent(trust_host_access))
     manifest = result.manifest
     if as_json:
         print_json({"snapshot": manifest.name, "project": manifest.project, "warnings": result.warnings,
-                    "loaded_images": result.loaded_images, "created_containers": result.created_containers})
+                    "host_access": result.host_access, "loaded_images": result.loaded_images,
+                    "created_containers": result.created_containers})
         return
     print_warnings(result.warnings)
+    _print_host_access(result.host_access)
     console.print(f"imported snapshot {manifest.name} of project {manifest.project}: "
                   f"{len(result.created_containers)} containers created, {len(result.loaded_images)} images loaded; "
                   f"restore it with `compose-ckpt -p {manifest.project} restore {manifest.name}`", highlight=False)
@@ -943,6 +970,7 @@ def pull(
     reference: Annotated[str, typer.Argument(metavar="REF", help="registry[:port]/repository:tag or @sha256:digest (default tag: latest).")],
     name: Annotated[str | None, typer.Option("--name", callback=_checked_name, help="Store the snapshot under another name.")] = None,
     insecure: InsecureOption = False,
+    trust_host_access: TrustHostAccessOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Download a pushed snapshot, verify every blob, then store it and create its containers, as import does."""
@@ -953,16 +981,18 @@ def pull(
         engine = options.connect()
         with _progress(options, "pull") as progress:
             result = pull_snapshot(_store(), engine, client, rename=name, expected_project=options.project_name,
-                                   progress=progress)
+                                   progress=progress, consent=_host_access_consent(trust_host_access))
     imported = result.imported
     manifest = imported.manifest
     if as_json:
         print_json({"reference": result.reference, "digest": result.digest, "snapshot": manifest.name,
                     "project": manifest.project, "downloaded_bytes": result.downloaded_bytes,
                     "reused_bytes": result.reused_bytes, "warnings": imported.warnings,
-                    "loaded_images": imported.loaded_images, "created_containers": imported.created_containers})
+                    "host_access": imported.host_access, "loaded_images": imported.loaded_images,
+                    "created_containers": imported.created_containers})
         return
     print_warnings(imported.warnings)
+    _print_host_access(imported.host_access)
     console.print(f"pulled snapshot {manifest.name} of project {manifest.project} from {result.reference} "
                   f"({human_size(result.downloaded_bytes)} downloaded): {len(imported.created_containers)} containers "
                   f"created; restore it with `compose-ckpt -p {manifest.project} restore {manifest.name}`",

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from compose_ckpt.domain.holders import with_recorded_address
+from compose_ckpt.const import HOLDER_IMAGE
+from compose_ckpt.domain.holders import rebuilt_holder, with_recorded_address
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest
 from compose_ckpt.domain.ordering import dependency_levels
 from compose_ckpt.domain.parallel import ProgressCallback
@@ -16,16 +17,17 @@ from compose_ckpt.errors import CkptError
 
 
 def recreate_containers(engine: EnginePort, manifest: Manifest, records: Sequence[ContainerRecord],
-                        progress: ProgressCallback) -> dict[str, ContainerInfo]:
+                        progress: ProgressCallback, *, start_holders: bool = True) -> dict[str, ContainerInfo]:
     """Create (not start) each container in `records` as recorded, with the networks and volumes it needs.
 
     Same names and compose labels as before, so `docker compose` sees them as its own. Containers that
     join another's namespaces or volumes are created after it, pointing at it by name. A
-    restart policy the snapshot held back stays held back (`no`) until the restore has verified the container."""
+    restart policy the snapshot held back stays held back (`no`) until the restore has verified the container.
+    Their network holders are created too, started unless `start_holders` is off (import and pull start nothing)."""
     if not records:
         return {}
     ensure_networks_and_volumes(engine, manifest)
-    ensure_holders(engine, manifest, records, progress)
+    ensure_holders(engine, manifest, records, progress, start=start_holders)
     references = container_references(manifest)
     by_name = {record.container_name: record for record in records}
     created = {}
@@ -70,10 +72,10 @@ def implicit_dependencies(manifest: Manifest) -> dict[str, list[str]]:
 
 
 def ensure_holders(engine: EnginePort, manifest: Manifest, records: Sequence[ContainerRecord],
-                   progress: ProgressCallback) -> list[str]:
-    """Every recorded network holder of `records` exists and runs, recreated where gone (at its recorded
-    addresses when free). Returns the names of containers that joined a holder since replaced: they
-    were removed, to be recreated joined to the new one."""
+                   progress: ProgressCallback, *, start: bool = True) -> list[str]:
+    """Every recorded network holder of `records` exists and runs (exists only, without `start`), recreated
+    from our template where gone (at its recorded addresses when free). Returns the names of containers
+    that joined a holder since replaced: they were removed, to be recreated joined to the new one."""
     stale: list[str] = []
     for record in records:
         if not record.holder:
@@ -82,10 +84,10 @@ def ensure_holders(engine: EnginePort, manifest: Manifest, records: Sequence[Con
         holder = engine.inspect(name)
         if holder is None:
             progress(name, "recreating network holder")
-            engine.ensure_holder_image()
+            spec = rebuilt_holder(record.container_name, record.holder, engine.ensure_holder_image())
             ensure_networks_and_volumes(engine, manifest)
-            create_holder(engine, record.holder)
-        elif not holder.running:
+            create_holder(engine, spec, start=start)
+        elif not holder.running and start:
             progress(name, "starting network holder")
             engine.start(holder.id)
         holder = engine.inspect(name)
@@ -97,25 +99,35 @@ def ensure_holders(engine: EnginePort, manifest: Manifest, records: Sequence[Con
     return stale
 
 
-def create_holder(engine: EnginePort, recorded: Mapping[str, Any]) -> str:
-    """Create and start a network holder, at its recorded addresses when they are free, else at any.
+def create_holder(engine: EnginePort, spec: Mapping[str, Any], *, start: bool = True) -> str:
+    """Create (and start, unless `start` is off) a network holder from `spec` (holder_spec or
+    rebuilt_holder, never a record as it is), at its recorded addresses when they are free, else at any.
 
     Docker accepts a fixed address only on networks with a configured subnet."""
     try:
-        created = engine.create_container(with_recorded_address(recorded))
-        engine.start(created.id)
+        created = engine.create_container(with_recorded_address(spec))
+        if start:
+            engine.start(created.id)
         return created.id
     except CkptError:
-        leftover = engine.inspect(_name(recorded))
+        leftover = engine.inspect(_name(spec))
         if leftover is not None:
             engine.remove(leftover.id)
-    created = engine.create_container(dict(recorded))
+    created = engine.create_container(dict(spec))
+    if not start:
+        return created.id
     try:
         engine.start(created.id)
     except CkptError:
         engine.remove(created.id)
         raise
     return created.id
+
+
+def holders_as_built(manifest: Manifest) -> dict[str, dict[str, Any]]:
+    """Container name -> the holder it would get, as our template rebuilds it from the record (for review)."""
+    return {record.container_name: rebuilt_holder(record.container_name, record.holder, HOLDER_IMAGE)
+            for record in manifest.containers if record.holder}
 
 
 def recorded_holders(records: Sequence[ContainerRecord]) -> list[str]:

@@ -114,13 +114,24 @@ def holder_spec(app: Mapping[str, Any], image: str) -> dict[str, Any]:
     sysctls = {key: value for key, value in (host.get("Sysctls") or {}).items() if key.startswith("net.")}
     holder_config = {key: config.get(key) for key in _NAMESPACE_SETTINGS}
     holder_host = {key: host.get(key) for key in _NAMESPACE_HOST_SETTINGS}
-    holder_host.update({"Sysctls": sysctls or None, "RestartPolicy": {"Name": "unless-stopped"}})
+    # It runs one static binary that waits for signals: it needs no capability.
+    holder_host.update({"Sysctls": sysctls or None, "RestartPolicy": {"Name": "unless-stopped"}, "CapDrop": ["ALL"]})
     return {
         "Name": holder_name(name),
         "Config": {**holder_config, "Image": image, "Labels": labels, "StopSignal": "SIGKILL", "Cmd": None},
         "HostConfig": holder_host,
         "NetworkSettings": {"Networks": networks},
     }
+
+
+def rebuilt_holder(container_name: str, recorded: Mapping[str, Any], image: str) -> dict[str, Any]:
+    """The recorded holder of `container_name`, as our own template (holder_spec) makes it: only its network
+    facts (networks, addresses, aliases, ports, hostname, DNS, `net.*` sysctls) and compose labels come from
+    the record, which may come from a snapshot made elsewhere; image, command, capabilities, mounts and
+    every other setting are ours."""
+    spec = holder_spec({**recorded, "Name": f"/{container_name}"}, image)
+    spec["Id"] = recorded.get("Id")
+    return spec
 
 
 def joined_spec(app: Mapping[str, Any], holder: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
+from compose_ckpt.const import HOLDER_SUFFIX
 from compose_ckpt.domain.names import NAME_PATTERN
 from compose_ckpt.engine.types import RestartPolicy
 from compose_ckpt.errors import CkptError, ExitCode
@@ -27,11 +28,6 @@ class ManifestError(CkptError):
     """A manifest on disk is unreadable or has been tampered with."""
 
     exit_code = ExitCode.ARCHIVE
-
-
-def _shown(value: Any) -> str:
-    """A recorded value fit for a terminal: printable characters only, bounded."""
-    return "".join(c if c.isprintable() else "?" for c in str(value))[:200]
 
 
 def now_iso() -> str:
@@ -155,27 +151,6 @@ class Manifest:
     def has_volumes(self) -> bool:
         """Whether the snapshot carries the content of the named volumes (taken with --with-volumes)."""
         return any(volume.copy for volume in self.volume_records)
-
-    def host_access(self) -> list[str]:
-        """What the recorded configurations give the containers of their host (privileged mode, host paths,
-        host namespaces, capabilities, devices): to be said before a snapshot from elsewhere is used."""
-        notes = []
-        for record in self.containers:
-            host = record.inspect.get("HostConfig") or {}
-            reach = ["privileged"] if host.get("Privileged") is True else []
-            reach += [f"bind mount of {_shown(bind.split(':')[0])}" for bind in host.get("Binds") or []
-                      if isinstance(bind, str)]
-            reach += [f"bind mount of {_shown(mount.get('Source'))}" for mount in host.get("Mounts") or []
-                      if isinstance(mount, dict) and mount.get("Type") == "bind"]
-            reach += [f"the host's {key[:-4].lower()} namespace" for key in ("NetworkMode", "PidMode", "IpcMode")
-                      if host.get(key) == "host"]
-            reach += [f"capability {_shown(cap)}" for cap in host.get("CapAdd") or []]
-            reach += [f"device {_shown(device.get('PathOnHost'))}" for device in host.get("Devices") or []
-                      if isinstance(device, dict)]
-            if reach:
-                notes.append(f"container {record.container_name} is recorded with access to its host: "
-                             + ", ".join(reach))
-        return notes
 
     @property
     def kind(self) -> str:
@@ -438,6 +413,8 @@ def _validate(manifest: Manifest) -> None:
     for record in manifest.containers:
         if record.service not in manifest.services:
             raise ValueError(f"container {record.container_name} belongs to unknown service {record.service}")
+        if record.holder and record.holder.get("Name") != f"/{record.container_name}{HOLDER_SUFFIX}":
+            raise ValueError(f"the network holder of {record.container_name} is not named after it")
         _check_recorded_config(record)
     names = [record.container_name for record in manifest.containers]
     for what, values in (("container_name", names), ("container_id", [r.container_id for r in manifest.containers]),

@@ -40,10 +40,18 @@ from compose_ckpt.domain.artifact import (
     build_manifest,
     parse_manifest,
 )
+from compose_ckpt.domain.hostaccess import HostAccessConsent
 from compose_ckpt.domain.manifest import Manifest
 from compose_ckpt.domain.parallel import ProgressCallback
 from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.domain.transfer import ImportResult, exportable, install_staged, staging_folder, write_members
+from compose_ckpt.domain.transfer import (
+    ImportResult,
+    exportable,
+    install_staged,
+    refuse_host_access,
+    staging_folder,
+    write_members,
+)
 from compose_ckpt.errors import ArchiveError, CkptError, RegistryError
 
 if TYPE_CHECKING:
@@ -291,8 +299,8 @@ def fetch_artifact(client: RegistryPort, tag: str | None = None) -> tuple[Artifa
 
 
 def pull_snapshot(store: SnapshotStore, engine: EnginePort, client: RegistryPort, *, rename: str | None = None,
-                  expected_project: str | None = None,
-                  progress: ProgressCallback = lambda item, phase: None) -> PullResult:
+                  expected_project: str | None = None, progress: ProgressCallback = lambda item, phase: None,
+                  consent: HostAccessConsent = refuse_host_access) -> PullResult:
     artifact, digest = fetch_artifact(client)
     cache = _cache_folder(store, digest)
     try:
@@ -309,7 +317,7 @@ def pull_snapshot(store: SnapshotStore, engine: EnginePort, client: RegistryPort
         raise
     shutil.rmtree(cache, ignore_errors=True)
     imported = install_staged(store, engine, staged, rename=rename, expected_project=expected_project,
-                              progress=progress)
+                              progress=progress, consent=consent)
     return PullResult(imported, str(client.reference), digest, downloaded_bytes=sum(fresh for fresh, _ in counts),
                       reused_bytes=sum(reused for _, reused in counts))
 

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from compose_ckpt.domain import safefs
 from compose_ckpt.domain.archive import MANIFEST, ArchiveWriter, MemberWriter, StagedArchive, read_archive
 from compose_ckpt.domain.filesystem import LAYERS, SUFFIX, VOLUMES, check_tree, layer_path, volume_path
+from compose_ckpt.domain.hostaccess import HostAccessConsent, require_consent, review_host_access
 from compose_ckpt.domain.manifest import Manifest, ManifestError, SnapshotStatus
 from compose_ckpt.domain.parallel import ProgressCallback
 from compose_ckpt.domain.store import SnapshotStore
@@ -41,10 +42,16 @@ class ExportResult:
     images: list[str]
 
 
+def refuse_host_access(findings: list[str]) -> bool:
+    """The default answer of the host-access review (domain/hostaccess.py): no."""
+    return False
+
+
 @dataclass
 class ImportResult:
     manifest: Manifest
     warnings: list[str] = field(default_factory=list)
+    host_access: list[str] = field(default_factory=list)  # reviewed and accepted before anything was created
     loaded_images: list[str] = field(default_factory=list)
     created_containers: list[str] = field(default_factory=list)
 
@@ -103,13 +110,15 @@ def write_members(writer: MemberWriter, store: SnapshotStore, manifest: Manifest
 
 def import_snapshot(store: SnapshotStore, engine: EnginePort, source: BinaryIO, *, rename: str | None = None,
                     expected_project: str | None = None, progress: ProgressCallback = lambda item, phase: None,
-                    byte_progress: ByteProgress | None = None) -> ImportResult:
+                    byte_progress: ByteProgress | None = None,
+                    consent: HostAccessConsent = refuse_host_access) -> ImportResult:
     staging = staging_folder(store, "import")
     try:
         staged = read_archive(source, staging, progress=byte_progress)  # every checksum verified here
     except OSError as exc:  # the archive is fine, but writing the staged copy failed (disk full)
         raise CkptError(f"cannot stage the archive under {staging.parent}: {exc}") from exc
-    return install_staged(store, engine, staged, rename=rename, expected_project=expected_project, progress=progress)
+    return install_staged(store, engine, staged, rename=rename, expected_project=expected_project, progress=progress,
+                          consent=consent)
 
 
 def staging_folder(store: SnapshotStore, purpose: str) -> Path:
@@ -118,10 +127,15 @@ def staging_folder(store: SnapshotStore, purpose: str) -> Path:
 
 
 def install_staged(store: SnapshotStore, engine: EnginePort, staged: StagedArchive, *, rename: str | None,
-                   expected_project: str | None, progress: ProgressCallback) -> ImportResult:
-    """Store a verified, staged snapshot and prepare `engine` to restore it; the staging folder is removed."""
+                   expected_project: str | None, progress: ProgressCallback,
+                   consent: HostAccessConsent) -> ImportResult:
+    """Store a verified, staged snapshot and prepare `engine` to restore it; the staging folder is removed.
+
+    Its recorded configuration is untrusted: what it would reach of this host is reviewed and must be
+    accepted by `consent` before anything is stored or created; containers and holders are created, never
+    started (restore starts them)."""
     from compose_ckpt.domain.compat import check_target  # the engine side, loaded only for import
-    from compose_ckpt.domain.containers import recreate_containers
+    from compose_ckpt.domain.containers import holders_as_built, recreate_containers
 
     try:
         manifest = _staged_manifest(staged.manifest, staged.checkpoints.keys(), staged.images.keys())
@@ -137,7 +151,9 @@ def install_staged(store: SnapshotStore, engine: EnginePort, staged: StagedArchi
         compatibility = check_target(manifest.engine, engine)
         if compatibility.blockers:
             raise ConflictError("this engine cannot restore the snapshot: " + "; ".join(compatibility.blockers))
-        result = ImportResult(manifest, warnings=[*compatibility.warnings, *manifest.host_access()])
+        findings = review_host_access(manifest, holders_as_built(manifest))
+        require_consent(findings, consent)
+        result = ImportResult(manifest, warnings=compatibility.warnings, host_access=findings)
         result.loaded_images = _load_images(engine, manifest, staged.images, progress)
         with store.locked(manifest.project):
             if store.exists(manifest.project, manifest.name):
@@ -147,7 +163,8 @@ def install_staged(store: SnapshotStore, engine: EnginePort, staged: StagedArchi
                       for name, path in staged.volumes.items()]
             _move_into_store(store, manifest, staged.checkpoints, staged.compose_files, trees)
             missing = [r for r in manifest.containers if engine.inspect(r.container_name) is None]
-            result.created_containers = list(recreate_containers(engine, manifest, missing, progress))
+            result.created_containers = list(recreate_containers(engine, manifest, missing, progress,
+                                                                 start_holders=False))
         return result
     finally:
         shutil.rmtree(staged.root, ignore_errors=True)

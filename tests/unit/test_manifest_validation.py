@@ -147,16 +147,3 @@ def test_an_empty_recorded_configuration_is_allowed() -> None:
     document = good_document()
     document["containers"][0]["inspect"] = {}
     assert Manifest.from_dict(document, "test").containers[0].inspect == {}
-
-
-def test_host_access_is_spelled_out() -> None:
-    """import and pull warn with these before creating containers from a snapshot made elsewhere."""
-    document = good_document()
-    assert Manifest.from_dict(copy.deepcopy(document), "test").host_access() == []
-    document["containers"][0]["inspect"]["HostConfig"] = {
-        "Privileged": True, "Binds": ["/:/host:rw", "/etc\x1b[2J:/e"], "PidMode": "host", "CapAdd": ["SYS_ADMIN"],
-        "Mounts": [{"Type": "bind", "Source": "/var/run/docker.sock"}], "Devices": [{"PathOnHost": "/dev/kmsg"}]}
-    [note] = Manifest.from_dict(document, "test").host_access()
-    assert note == ("container shop-kv-1 is recorded with access to its host: privileged, bind mount of /, "
-                    "bind mount of /etc?[2J, bind mount of /var/run/docker.sock, the host's pid namespace, "
-                    "capability SYS_ADMIN, device /dev/kmsg")

@@ -1,0 +1,137 @@
+"""Snapshots made by someone else, imported into the real engine: nothing they record runs, nothing
+privileged is created without the user's word, no host folder is touched (docs/security.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+
+from tests.integration.stack import Stack, counter_services
+
+pytestmark = pytest.mark.engine
+
+HOLDER_ID = "9" * 64
+
+
+def edited_archive(archive: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """The archive with its manifest changed by `edit`, and SHA256SUMS made to match, as an attacker would."""
+    members: list[tuple[tarfile.TarInfo, bytes]] = []
+    with zstandard.ZstdDecompressor().stream_reader(archive.open("rb")) as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
+        for member in tar:
+            reader = tar.extractfile(member)
+            members.append((member, reader.read() if reader else b""))
+    out = io.BytesIO()
+    sums = []
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        for member, data in members:
+            if member.name == "SHA256SUMS":
+                continue
+            if member.name == "manifest.json":
+                document = json.loads(data)
+                edit(document)
+                data = json.dumps(document).encode()
+                member.size = len(data)
+            if member.isfile():
+                sums.append(f"{hashlib.sha256(data).hexdigest()}  {member.name}\n")
+            tar.addfile(member, io.BytesIO(data) if member.isfile() else None)
+        listing = "".join(sums).encode()
+        info = tarfile.TarInfo("SHA256SUMS")
+        info.size = len(listing)
+        tar.addfile(info, io.BytesIO(listing))
+    crafted = archive.with_name("crafted-" + archive.name)
+    crafted.write_bytes(zstandard.ZstdCompressor().compress(out.getvalue()))
+    return crafted
+
+
+@pytest.fixture
+def exported(start_stack: Callable[..., Stack], tmp_path: Path) -> tuple[Stack, Path]:
+    """A one-service stack's snapshot as an archive; the stack's containers removed, as on another host."""
+    stack = start_stack("services:\n" + counter_services("one"), adopt=False)
+    stack.ckpt_ok("snapshot", "--stop", "--name", "theirs")
+    archive = tmp_path / "theirs.ckpt"
+    stack.ckpt_ok("export", "theirs", "-o", str(archive))
+    stack.ckpt_ok("rm", "theirs")
+    stack.compose("rm", "-f", "-s")
+    return stack, archive
+
+
+def host_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "host-folder"
+    folder.mkdir()
+    return folder
+
+
+def inspect(stack: Stack, name: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(stack.docker("inspect", name).stdout)[0]
+    return document
+
+
+def test_a_recorded_holder_is_rebuilt_from_our_template_and_import_starts_nothing(
+        exported: tuple[Stack, Path], tmp_path: Path) -> None:
+    stack, archive = exported
+    container = f"{stack.project}-one-1"
+    folder = host_folder(tmp_path)
+
+    def plant_holder(document: dict[str, Any]) -> None:
+        [record] = document["containers"]
+        network = f"{stack.project}_default"
+        record["inspect"]["HostConfig"]["NetworkMode"] = f"container:{HOLDER_ID}"
+        record["holder"] = {
+            "Id": HOLDER_ID, "Name": f"/{container}-holder",
+            "Config": {"Image": record["image"], "Entrypoint": ["sh", "-c", "id -u > /host/owned"],
+                       "Labels": {"com.docker.compose.project": stack.project}},
+            "HostConfig": {"Privileged": True, "Binds": [f"{folder}:/host"], "NetworkMode": network,
+                           "CapAdd": ["ALL"], "PidMode": "host", "SecurityOpt": ["seccomp=unconfined"]},
+            "NetworkSettings": {"Networks": {network: {"Aliases": ["one"]}}},
+        }
+
+    imported = stack.ckpt("import", str(edited_archive(archive, plant_holder)), "--json")
+
+    assert imported.returncode == 0, imported.stderr
+    assert json.loads(imported.stdout)["host_access"] == []  # nothing of the recorded holder is used
+    holder = inspect(stack, f"{container}-holder")
+    assert holder["State"]["Status"] == "created"  # created, never started
+    assert holder["Config"]["Image"] == "compose-ckpt/holder:1" and holder["Config"]["Entrypoint"] == ["/pause"]
+    assert holder["HostConfig"]["Privileged"] is False and holder["HostConfig"]["CapDrop"] == ["ALL"]
+    assert not holder["HostConfig"]["Binds"] and not holder["Mounts"] and not holder["HostConfig"]["CapAdd"]
+    assert holder["HostConfig"]["PidMode"] == "" and not holder["HostConfig"]["SecurityOpt"]
+    assert inspect(stack, container)["State"]["Status"] == "created"
+    assert list(folder.iterdir()) == []
+
+
+def test_a_privileged_container_with_a_host_folder_needs_the_users_word_and_is_never_started(
+        exported: tuple[Stack, Path], tmp_path: Path) -> None:
+    stack, archive = exported
+    container = f"{stack.project}-one-1"
+    folder = host_folder(tmp_path)
+
+    def escalate(document: dict[str, Any]) -> None:
+        [record] = document["containers"]
+        record["inspect"]["Config"]["Entrypoint"] = ["sh", "-c", "id -u > /host/owned"]
+        record["inspect"]["HostConfig"].update({"Privileged": True, "Binds": [f"{folder}:/host"],
+                                                "SecurityOpt": ["apparmor=unconfined"]})
+    crafted = edited_archive(archive, escalate)
+
+    refused = stack.ckpt("import", str(crafted))  # stdin is not a terminal: no one to ask
+
+    assert refused.returncode == 2, refused.stderr
+    assert "privileged" in refused.stderr and f"bind mount of the host's {folder}" in refused.stderr
+    assert "apparmor=unconfined" in refused.stderr and "--trust-host-access" in refused.stderr
+    assert stack.snapshots() == [] and stack.docker("ps", "-a", "-q", "--filter", f"name={container}").stdout == ""
+
+    accepted = stack.ckpt("import", str(crafted), "--trust-host-access", "--json")
+
+    assert accepted.returncode == 0, accepted.stderr
+    [finding] = json.loads(accepted.stdout)["host_access"]
+    assert finding.startswith(f"container {container}: ") and "privileged mode" in finding
+    assert inspect(stack, container)["State"]["Status"] == "created"  # restore, not import, starts it
+    assert list(folder.iterdir()) == [] and os.path.isdir(folder)

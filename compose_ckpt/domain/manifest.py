@@ -139,6 +139,9 @@ class Manifest:
     error: str | None = None
     volume_records: list[VolumeRecord] = field(default_factory=list)
     binds: list[BindMount] = field(default_factory=list)
+    # In a pushed artifact only (domain/registry.py): member path -> {"size": bytes, "chunks": [blob digests in
+    # order]}, so that the snapshot's own manifest, not the registry's, says what each file is made of.
+    files: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     format: int = FORMAT_VERSION
 
     @property
@@ -326,6 +329,14 @@ def _holder_config(name: str, value: Any) -> None:
             raise ValueError(f"{name} has no {key} object")
 
 
+def _member_file(name: str, value: Any) -> None:
+    """One entry of `files`: a member's size and the digests of its chunk blobs, nothing else."""
+    if not isinstance(value, dict) or set(value) != {"size", "chunks"}:
+        raise ValueError(f"{name} must be an object with size and chunks")
+    _number(MAX_SIZE, integer=True)(f"{name}.size", value["size"])
+    _list_of(_text(r"sha256:[0-9a-f]{64}", 71), 100_000)(f"{name}.chunks", value["chunks"])
+
+
 def _restart_policy(name: str, value: Any) -> None:
     if not isinstance(value, str):
         raise ValueError(f"{name} must be a string, not {type(value).__name__}")
@@ -402,6 +413,7 @@ MANIFEST_RULES: dict[str, Rule] = {
     "error": _optional(_text(r"(?s:.)*", 2**20)),
     "volume_records": _list_of(_object(VOLUME_RULES), MAX_ITEMS),
     "binds": _list_of(_object(BIND_RULES), 10 * MAX_ITEMS),
+    "files": _mapping(_text(r"[A-Za-z0-9][A-Za-z0-9_./-]{0,999}", 1000), _member_file, 100_000),
     "format": _number(FORMAT_VERSION, integer=True),
 }
 

@@ -15,15 +15,18 @@ as `import` installs an archive.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import shutil
 import threading
 from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import zstandard
 
@@ -40,12 +43,14 @@ from compose_ckpt.domain.artifact import (
     build_manifest,
     parse_manifest,
 )
-from compose_ckpt.domain.hostaccess import HostAccessConsent
+from compose_ckpt.domain.containers import holders_as_built
+from compose_ckpt.domain.hostaccess import HostAccessConsent, require_consent, review_host_access
 from compose_ckpt.domain.manifest import Manifest
 from compose_ckpt.domain.parallel import ProgressCallback
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.domain.transfer import (
     ImportResult,
+    checked_manifest,
     exportable,
     install_staged,
     refuse_host_access,
@@ -102,14 +107,12 @@ class _ChunkUploader(MemberWriter):
         self._lock = threading.Lock()
         self._checked: set[str] = set()
         self._encoder = _ChunkEncoder()
-        self.config: bytes | None = None
         self.uploaded_blobs = 0
         self.uploaded_bytes = 0
 
     def add_bytes(self, path: str, data: bytes) -> None:
         if path == MANIFEST:
-            self.config = data
-            return
+            return  # the config, uploaded last with the file list (push_snapshot)
         check_name(path)
         view = memoryview(data)
         for offset in range(0, max(len(data), 1), CHUNK_SIZE):
@@ -268,9 +271,12 @@ def push_snapshot(store: SnapshotStore, project_name: str, name: str, client: Re
             raise CkptError(f"push of {name} failed while reading the snapshot: {exc}") from exc
         finally:
             uploader.cancel_pending()
-    assert uploader.config is not None  # write_members always writes the manifest first
-    config = Blob("sha256:" + hashlib.sha256(uploader.config).hexdigest(), len(uploader.config))
-    uploader.ensure_blob(config, uploader.config)
+    # The config is the snapshot's manifest with the list of each member's chunks (what write_members handed
+    # over as manifest.json is the same manifest without it).
+    document = dataclasses.replace(manifest, files=file_list(chunks)).to_dict()
+    config_bytes = json.dumps(document, indent=2).encode()
+    config = Blob("sha256:" + hashlib.sha256(config_bytes).hexdigest(), len(config_bytes))
+    uploader.ensure_blob(config, config_bytes)
     body = build_manifest(config, chunks, {CREATED: manifest.created, PROJECT: manifest.project, SNAPSHOT: manifest.name})
     for tag in tags:
         progress(tag, "tagging")
@@ -280,6 +286,16 @@ def push_snapshot(store: SnapshotStore, project_name: str, name: str, client: Re
                       digest="sha256:" + hashlib.sha256(body).hexdigest(), tags=tags, blobs=blobs,
                       uploaded_blobs=uploader.uploaded_blobs, bytes=sum(c.raw_size for c in chunks) + config.size,
                       uploaded_bytes=uploader.uploaded_bytes, images=images)
+
+
+def file_list(chunks: Iterable[Chunk]) -> dict[str, dict[str, Any]]:
+    """Member path -> its size and its chunks' blob digests in order (Manifest.files)."""
+    files: dict[str, dict[str, Any]] = {}
+    for chunk in sorted(chunks, key=lambda c: (c.path, c.offset)):
+        entry = files.setdefault(chunk.path, {"size": 0, "chunks": []})
+        entry["size"] += chunk.raw_size
+        entry["chunks"].append(chunk.blob.digest)
+    return files
 
 
 # --- pull -----------------------------------------------------------------------------------------
@@ -301,9 +317,17 @@ def fetch_artifact(client: RegistryPort, tag: str | None = None) -> tuple[Artifa
 def pull_snapshot(store: SnapshotStore, engine: EnginePort, client: RegistryPort, *, rename: str | None = None,
                   expected_project: str | None = None, progress: ProgressCallback = lambda item, phase: None,
                   consent: HostAccessConsent = refuse_host_access) -> PullResult:
+    """Download, verify and install an artifact. The snapshot's manifest (the config blob) comes first: it is
+    checked, its chunk list must match the registry's manifest, its host access reviewed and free space
+    checked before any other blob is downloaded."""
     artifact, digest = fetch_artifact(client)
     cache = _cache_folder(store, digest)
     try:
+        _download(client, artifact.config, cache)
+        manifest = _artifact_snapshot(artifact, cache, pinned=client.reference.digest is not None)
+        accepted = review_host_access(manifest, holders_as_built(manifest))
+        require_consent(accepted, consent)
+        _check_free_space(artifact, cache)
         progress(str(client.reference), f"downloading {len(artifact.blobs)} blobs")
         with ThreadPoolExecutor(WORKERS, thread_name_prefix="pull") as pool:
             counts = list(pool.map(lambda blob: _download(client, blob, cache), artifact.blobs))
@@ -317,9 +341,53 @@ def pull_snapshot(store: SnapshotStore, engine: EnginePort, client: RegistryPort
         raise
     shutil.rmtree(cache, ignore_errors=True)
     imported = install_staged(store, engine, staged, rename=rename, expected_project=expected_project,
-                              progress=progress, consent=consent)
+                              progress=progress, consent=lambda findings: findings == accepted)
     return PullResult(imported, str(client.reference), digest, downloaded_bytes=sum(fresh for fresh, _ in counts),
                       reused_bytes=sum(reused for _, reused in counts))
+
+
+def _artifact_snapshot(artifact: Artifact, cache: Path, *, pinned: bool) -> Manifest:
+    """The snapshot manifest the artifact carries (its config), checked as import checks an archive's, whose
+    own file list must describe exactly the chunks the registry's manifest lists.
+
+    That list decides what each member is made of, whatever the registry's manifest says: a reordered,
+    duplicated, missing or extra chunk is refused. Artifacts pushed before the list existed carry none:
+    pulled by digest (the user pinned the registry's manifest) they are accepted, by tag refused."""
+    members = artifact.members
+    checkpoints = {path.split("/")[1] for path in members if path.startswith("checkpoints/")}
+    images = {path.split("/")[1] for path in members if path.startswith("images/")}
+    manifest = checked_manifest(_blob_path(cache, artifact.config).read_bytes(), checkpoints, images)
+    if not manifest.files:
+        if pinned:
+            return manifest
+        raise ArchiveError("the artifact's snapshot manifest lists no files (it was pushed by an older compose-ckpt): "
+                           "pulled by tag, nothing says in which order its chunks belong",
+                           hint="Pull it by digest (REF@sha256:..., as push printed it), or push it again with this "
+                                "version.")
+    declared = {path: [(index * CHUNK_SIZE, min(CHUNK_SIZE, entry["size"] - index * CHUNK_SIZE), blob)
+                       for index, blob in enumerate(entry["chunks"])] for path, entry in manifest.files.items()}
+    listed = {path: [(c.offset, c.raw_size, c.blob.digest) for c in chunks] for path, chunks in members.items()}
+    if declared != listed:
+        differ = sorted(path for path in declared.keys() | listed.keys() if declared.get(path) != listed.get(path))
+        raise ArchiveError(f"the chunks the registry lists for {len(differ)} files do not match the snapshot's own "
+                           "file list (reordered, duplicated, missing or extra): tampered with or damaged",
+                           details=differ[:5])
+    return manifest
+
+
+def _check_free_space(artifact: Artifact, cache: Path) -> None:
+    """Refuse before downloading when the store's filesystem cannot hold the blobs and the files they make.
+
+    The files are as large as the snapshot's own file list says (each chunk's size is checked as it is
+    unpacked), however small the blobs: that list, not the download, bounds what lands on disk."""
+    missing = sum(blob.size for blob in artifact.blobs if not _blob_path(cache, blob).exists())
+    needed = missing + artifact.raw_bytes
+    status = os.statvfs(cache)
+    free = status.f_bavail * status.f_frsize
+    if needed > free:
+        raise CkptError(f"the snapshot needs {needed} bytes under {cache.parent} (its blobs and the "
+                        f"{artifact.raw_bytes} bytes of files they make), and only {free} are free",
+                        hint="Free some space (`compose-ckpt prune`, `docker system prune`) and pull again.")
 
 
 def _stage_artifact(store: SnapshotStore, artifact: Artifact, cache: Path, progress: ProgressCallback) -> StagedArchive:

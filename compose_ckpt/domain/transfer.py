@@ -138,11 +138,12 @@ def install_staged(store: SnapshotStore, engine: EnginePort, staged: StagedArchi
     from compose_ckpt.domain.containers import holders_as_built, recreate_containers
 
     try:
-        manifest = _staged_manifest(staged.manifest, staged.checkpoints.keys(), staged.images.keys())
+        manifest = checked_manifest(staged.manifest, staged.checkpoints.keys(), staged.images.keys())
         _check_staged_trees(manifest, staged)
         if expected_project and expected_project != manifest.project:
             raise UsageError(f"the archive holds project {manifest.project}, not {expected_project}",
                              hint="Leave out -p, or give the archive's project name.")
+        manifest.files = {}  # it described the artifact the snapshot came in, not the store's files
         if rename:
             manifest.name = rename  # checked where it was given (the CLI), and by the store just below
         if store.exists(manifest.project, manifest.name):
@@ -170,7 +171,7 @@ def install_staged(store: SnapshotStore, engine: EnginePort, staged: StagedArchi
         shutil.rmtree(staged.root, ignore_errors=True)
 
 
-def _staged_manifest(document: bytes, checkpoints: Collection[str], images: Collection[str]) -> Manifest:
+def checked_manifest(document: bytes, checkpoints: Collection[str], images: Collection[str]) -> Manifest:
     try:
         manifest = Manifest.from_dict(json.loads(document), "in the archive")
     except (ValueError, RecursionError, ManifestError) as exc:

@@ -1,0 +1,121 @@
+"""pull against a registry that lies (tests/hostile_registry.py: a real HTTP server on 127.0.0.1): what it
+serves is refused before the engine is touched, whatever its manifest says."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from compose_ckpt.domain.artifact import CHUNK_SIZE
+from compose_ckpt.domain.registry import pull_snapshot, push_snapshot
+from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.errors import ArchiveError, CkptError
+from compose_ckpt.registry.client import RegistryClient
+from compose_ckpt.registry.credentials import Credentials
+from compose_ckpt.registry.reference import parse_reference
+from tests.fakes import UntouchableEngine
+from tests.hostile_registry import HostileRegistry, serving
+from tests.unit.test_registry_push import random_bytes, snapshot
+
+PAGES = "checkpoints/proj-web-1/pages-1.img"
+
+
+def client(registry: HostileRegistry, reference: str = "team/app:v1") -> RegistryClient:
+    return RegistryClient(parse_reference(f"{registry.address}/{reference}"), credentials=Credentials())
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[HostileRegistry]:
+    """A registry holding one honest snapshot whose pages-1.img is three chunks (33 MiB)."""
+    with serving() as hostile:
+        store = SnapshotStore(tmp_path / "source")
+        snapshot(store, "snap", random_bytes(2 * CHUNK_SIZE + 1024**2, 1))
+        with client(hostile) as pusher:
+            push_snapshot(store, "proj", "snap", pusher, ["v1"])
+        yield hostile
+
+
+def pull(registry: HostileRegistry, tmp_path: Path, reference: str = "team/app:v1") -> None:
+    with client(registry, reference) as puller:
+        pull_snapshot(SnapshotStore(tmp_path / "target"), UntouchableEngine(), puller)
+
+
+def pages_layers(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return [layer for layer in document["layers"] if layer["annotations"]["org.opencontainers.image.title"] == PAGES]
+
+
+def swap(document: dict[str, Any]) -> None:
+    first, second = pages_layers(document)[:2]
+    for key in ("digest", "size"):
+        first[key], second[key] = second[key], first[key]
+
+
+def duplicate(document: dict[str, Any]) -> None:
+    first, second = pages_layers(document)[:2]
+    second["digest"], second["size"] = first["digest"], first["size"]
+
+
+def drop_last(document: dict[str, Any]) -> None:
+    document["layers"].remove(pages_layers(document)[-1])
+
+
+def amplify(document: dict[str, Any]) -> None:
+    """Thousands of layers of 16 MiB each, all one tiny blob (a member the snapshot does not have)."""
+    tiny = next(layer for layer in document["layers"] if layer["size"] < 100)
+    for index in range(200):
+        document["layers"].append({**copy.deepcopy(tiny), "annotations": {
+            "org.opencontainers.image.title": "checkpoints/proj-web-1/zeros.img",
+            "compose-ckpt.offset": str(index * CHUNK_SIZE), "compose-ckpt.size": str(CHUNK_SIZE)}})
+
+
+@pytest.mark.parametrize("tamper", [swap, duplicate, drop_last, amplify])
+def test_chunks_the_snapshot_manifest_does_not_list_in_that_order_are_refused(
+        registry: HostileRegistry, tmp_path: Path, tamper: Any) -> None:
+    document = registry.manifest("v1")
+    tamper(document)
+    registry.put("v1", document)
+
+    with pytest.raises(ArchiveError, match="do not match the snapshot's own file list") as refused:
+        pull(registry, tmp_path)
+
+    assert refused.value.exit_code == 7
+    assert registry.blob_gets == [document["config"]["digest"]]  # nothing else downloaded
+    assert not list((tmp_path / "target" / "tmp").glob("pull-*/*.partial"))
+
+
+def test_an_artifact_without_a_file_list_is_refused_by_tag_and_accepted_by_digest(
+        registry: HostileRegistry, tmp_path: Path) -> None:
+    """What versions before the file list pushed: their manifest, pinned by digest, is trusted as before."""
+    document = registry.manifest("v1")
+    config = registry.blobs[document["config"]["digest"]]
+    old = json.loads(config)
+    del old["files"]
+    old_config = json.dumps(old).encode()
+    document["config"].update(digest=registry.add_blob(old_config), size=len(old_config))
+    digest = registry.put("old", document)
+
+    with pytest.raises(ArchiveError, match="lists no files"):
+        pull(registry, tmp_path, "team/app:old")
+    with pytest.raises(AssertionError, match="engine"):  # all verified: it goes on to the engine
+        pull(registry, tmp_path / "again", f"team/app@{digest}")
+
+
+def test_a_pull_that_would_not_fit_is_refused_before_downloading(
+        registry: HostileRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = os.statvfs
+
+    def nearly_full(path: Any) -> Any:
+        status = real(path)
+        return os.statvfs_result((status.f_bsize, 4096, status.f_blocks, 0, 256, *tuple(status)[5:]))
+    monkeypatch.setattr(os, "statvfs", nearly_full)
+
+    with pytest.raises(CkptError, match="only 1048576 are free"):
+        pull(registry, tmp_path)
+
+    assert len(registry.blob_gets) == 1  # the snapshot's manifest only

@@ -146,7 +146,8 @@ class EnginePort(Protocol):
 
 
 class BlobDownload(Protocol):
-    """A blob being downloaded: status 200 (all of it) or 206 (from the offset asked for); closed on exit."""
+    """A blob being downloaded: status 200 (all of it) or 206 (from the offset asked for); closed on exit.
+    iter_content raises RegistryError when the connection fails or the deadline open_blob was given passes."""
 
     @property
     def status_code(self) -> int: ...
@@ -171,7 +172,7 @@ class RegistryPort(Protocol):
 
     def upload_blob(self, digest: str, data: bytes | memoryview, size: int) -> None: ...
 
-    def open_blob(self, digest: str, offset: int = 0) -> BlobDownload: ...
+    def open_blob(self, digest: str, offset: int = 0, deadline: float | None = None) -> BlobDownload: ...
 
     def get_manifest(self, tag_or_digest: str) -> ManifestResponse: ...
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import zstandard
 
+from compose_ckpt.const import ENV_PULL_MIN_RATE, ENV_PULL_MIN_SECONDS
 from compose_ckpt.domain import safefs
 from compose_ckpt.domain.archive import MANIFEST, MemberWriter, StagedArchive, check_name, staged_archive
 from compose_ckpt.domain.artifact import (
@@ -57,7 +58,7 @@ from compose_ckpt.domain.transfer import (
     staging_folder,
     write_members,
 )
-from compose_ckpt.errors import ArchiveError, CkptError, RegistryError
+from compose_ckpt.errors import ArchiveError, CkptError, RegistryError, UsageError
 
 if TYPE_CHECKING:
     from compose_ckpt.domain.ports import EnginePort, RegistryPort
@@ -69,6 +70,8 @@ _ZSTD_MAGIC = (0xFD2FB528).to_bytes(4, "little")
 _STORED_HEADER = 10  # magic, frame header descriptor, window descriptor, 4-byte content size
 _STORED_BLOCK = 128 * 1024  # zstd's largest block
 _IO_SIZE = 1024**2
+DEFAULT_PULL_MIN_RATE = 64 * 1024  # bytes per second
+DEFAULT_PULL_MIN_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -437,7 +440,7 @@ def _download(client: RegistryPort, blob: Blob, cache: Path) -> tuple[int, int]:
         out.seek(0)
         while have and (piece := out.read(_IO_SIZE)):
             digest.update(piece)
-        response = client.open_blob(blob.digest, have) if have < blob.size else None
+        response = client.open_blob(blob.digest, have, blob_deadline(blob.size - have)) if have < blob.size else None
         fresh = 0
         if response is not None:
             with response:
@@ -460,6 +463,25 @@ def _download(client: RegistryPort, blob: Blob, cache: Path) -> tuple[int, int]:
         raise ArchiveError(f"blob {blob.digest} does not match its digest: tampered with or damaged in the registry")
     os.replace(partial, final)
     return fresh, have
+
+
+def blob_deadline(size: int) -> float:
+    """Seconds a download of `size` bytes may take: at least $COMPOSE_CKPT_PULL_MIN_SECONDS, and as long as
+    it takes at $COMPOSE_CKPT_PULL_MIN_RATE bytes per second. A registry slower than that is cut off (the
+    pull resumes where it stopped)."""
+    return max(_env_number(ENV_PULL_MIN_SECONDS, DEFAULT_PULL_MIN_SECONDS),
+               size / _env_number(ENV_PULL_MIN_RATE, DEFAULT_PULL_MIN_RATE))
+
+
+def _env_number(name: str, default: float) -> float:
+    text = os.environ.get(name)
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        value = -1
+    if not 0 < value < float("inf"):
+        raise UsageError(f"{name} must be a positive number, not {text!r}")
+    return value
 
 
 def _file_digest(path: Path) -> str:

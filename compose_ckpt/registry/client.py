@@ -19,14 +19,18 @@ certificates from /etc/docker/certs.d/<host>/ when present.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import threading
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urljoin
 
 import requests
+import urllib3
 
 from compose_ckpt.errors import NotFoundError, RegistryError
 from compose_ckpt.registry.credentials import Credentials, load_credentials
@@ -34,6 +38,8 @@ from compose_ckpt.registry.reference import Reference
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MAX_MANIFEST_BYTES = 4 * 1024**2  # distribution's own limit
+MAX_BODY_BYTES = MAX_MANIFEST_BYTES  # any answer read whole (tag lists, tokens)
+MAX_ERROR_BODY_BYTES = 4096  # what is read of an error answer: enough for distribution's `errors` list
 CERTS_DIR = Path("/etc/docker/certs.d")
 _TIMEOUT = (15.0, 300.0)  # connect, read
 _IO_SIZE = 1024**2
@@ -114,17 +120,20 @@ class RegistryClient:
         self._request("PUT", url, ok=(201,), data=data,
                       headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)})
 
-    def open_blob(self, digest: str, offset: int = 0) -> requests.Response:
-        """A streamed GET of the blob from `offset` (a Range request, so an interrupted pull resumes).
+    def open_blob(self, digest: str, offset: int = 0, deadline: float | None = None) -> BlobStream:
+        """A streamed GET of the blob from `offset` (a Range request, so an interrupted pull resumes), to be
+        read within `deadline` seconds (default: no limit but the per-read timeout).
 
         The caller checks the status: 206 when the registry honoured the range, 200 when it sends it all."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        response = self._request("GET", f"blobs/{digest}", ok=(200, 206, 404, 416), headers=headers, stream=True)
+        read_timeout = _TIMEOUT[1] if deadline is None else min(_TIMEOUT[1], max(deadline, 1.0))
+        response = self._request("GET", f"blobs/{digest}", ok=(200, 206, 404, 416), headers=headers, stream=True,
+                                 timeout=(_TIMEOUT[0], read_timeout))
         if response.status_code == 404:
             response.close()
             raise NotFoundError(f"{self.reference.registry}/{self.reference.repository} lacks blob {digest}",
                                 hint="The artifact is incomplete in the registry; push it again.")
-        return response
+        return BlobStream(response, digest, deadline)
 
     # --- manifests and tags ------------------------------------------------------------------------
 
@@ -132,7 +141,7 @@ class RegistryClient:
         response = self._request("GET", f"manifests/{tag_or_digest}", ok=(200, 404),
                                  headers={"Accept": OCI_MANIFEST}, stream=True)
         with response:
-            if response.status_code == 404:
+            if response.status_code == 404:  # its body unread
                 raise NotFoundError(f"{self.reference} does not exist: no manifest {tag_or_digest} "
                                     f"in {self.reference.registry}/{self.reference.repository}")
             body = _read_capped(response, MAX_MANIFEST_BYTES, "manifest")
@@ -180,7 +189,7 @@ class RegistryClient:
     def _probe_scheme(self) -> str:
         host = self.reference.api_host
         try:
-            self._session.get(f"https://{host}/v2/", timeout=_TIMEOUT)
+            self._session.get(f"https://{host}/v2/", timeout=_TIMEOUT, stream=True).close()  # body unread
             return f"https://{host}"
         except requests.exceptions.SSLError as exc:
             if not self.plain_http_allowed:
@@ -191,7 +200,7 @@ class RegistryClient:
             if not self.plain_http_allowed:
                 raise _unreachable(host, exc) from None
         try:
-            self._session.get(f"http://{host}/v2/", timeout=_TIMEOUT)
+            self._session.get(f"http://{host}/v2/", timeout=_TIMEOUT, stream=True).close()
         except requests.exceptions.RequestException as exc:
             raise _unreachable(host, exc) from None
         return f"http://{host}"
@@ -202,7 +211,12 @@ class RegistryClient:
         return f"{self._base_url()}/v2/{self.reference.repository}/{path}"
 
     def _request(self, method: str, path: str, *, ok: tuple[int, ...], headers: dict[str, str] | None = None,
-                 data: bytes | memoryview | None = None, stream: bool = False) -> requests.Response:
+                 data: bytes | memoryview | None = None, stream: bool = False,
+                 timeout: tuple[float, float] = _TIMEOUT) -> requests.Response:
+        """The answer, once its status is in `ok`; its body read (at most MAX_BODY_BYTES) unless `stream`.
+
+        Every answer is streamed from the socket, so no body is ever read whole before we decide: an error
+        answer gives MAX_ERROR_BODY_BYTES at most, however much the registry sends."""
         url = self._url(path)
         headers = dict(headers or {})
         scope = self._default_scope
@@ -213,7 +227,7 @@ class RegistryClient:
             try:
                 # requests hands any buffer to urllib3, which sends it as is; its hints know only bytes
                 response = self._session.request(method, url, headers=headers, data=data,  # type: ignore[arg-type]
-                                                 stream=stream, timeout=_TIMEOUT, allow_redirects=True)
+                                                 stream=True, timeout=timeout, allow_redirects=True)
             except requests.exceptions.RequestException as exc:
                 raise _unreachable(self.reference.api_host, exc) from None
             if response.status_code != 401 or attempt:
@@ -224,9 +238,15 @@ class RegistryClient:
                 break
             scope = challenge.params.get("scope") or scope
             self._authenticate(challenge, scope)
-        if response.status_code in ok:
-            return response
-        raise self._error(method, response)
+        if response.status_code not in ok:
+            raise self._error(method, response)
+        if not stream:
+            with response:
+                # requests' own way to hold a body read elsewhere; .json() and .content then use it.
+                failed = response.status_code >= 400  # a 404 the caller expects: still an error answer
+                response._content = _read_capped(response, MAX_ERROR_BODY_BYTES if failed else MAX_BODY_BYTES,
+                                                 f"answer to {method}", cut=failed)
+        return response
 
     def _authenticate(self, challenge: Challenge, scope: str) -> None:
         credentials = self._credentials
@@ -245,12 +265,15 @@ class RegistryClient:
         query = {"service": challenge.params.get("service", ""), "scope": scope}
         try:
             if credentials.identity_token:
-                answer = self._session.post(realm, timeout=_TIMEOUT, data={
+                answer = self._session.post(realm, timeout=_TIMEOUT, stream=True, data={
                     **query, "grant_type": "refresh_token", "refresh_token": credentials.identity_token,
                     "client_id": "compose-ckpt"})
             else:
                 auth = (credentials.username, credentials.password or "") if credentials.username else None
-                answer = self._session.get(realm, params=query, auth=auth, timeout=_TIMEOUT)
+                answer = self._session.get(realm, params=query, auth=auth, timeout=_TIMEOUT, stream=True)
+            with answer:
+                answer._content = _read_capped(answer, MAX_ERROR_BODY_BYTES if answer.status_code != 200
+                                               else MAX_BODY_BYTES, "token answer", cut=answer.status_code != 200)
         except requests.exceptions.RequestException as exc:
             raise _unreachable(realm, exc) from None
         if answer.status_code in (401, 403):
@@ -273,7 +296,11 @@ class RegistryClient:
 
     def _error(self, method: str, response: requests.Response) -> RegistryError | NotFoundError:
         with response:
-            codes, messages = _registry_errors(response)
+            try:
+                body = _read_capped(response, MAX_ERROR_BODY_BYTES, "error answer", cut=True)
+            except requests.exceptions.RequestException:
+                body = b""
+            codes, messages = _registry_errors(body)
         status = response.status_code
         if status in (401, 403):
             why = "it needs credentials and Docker's config has none" if self._credentials.anonymous else (
@@ -285,21 +312,58 @@ class RegistryClient:
                              + (f": {messages}" if messages else ""))
 
 
-def _read_capped(response: requests.Response, limit: int, what: str) -> bytes:
+class BlobStream:
+    """A blob's bytes as they arrive (the BlobDownload of domain/ports.py), within a deadline: whatever arrives
+    is handed on as it comes (a registry trickling a byte at a time is seen doing so), and once the
+    deadline passes, or the connection fails, the download ends with a RegistryError."""
+
+    def __init__(self, response: requests.Response, digest: str, deadline: float | None) -> None:
+        self._response = response
+        self._digest = digest
+        self._seconds = deadline
+        self._ends = None if deadline is None else time.monotonic() + deadline
+
+    @property
+    def status_code(self) -> int:
+        return self._response.status_code
+
+    def __enter__(self) -> BlobStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._response.close()
+
+    def iter_content(self, chunk_size: int) -> Iterator[bytes]:
+        try:
+            while piece := self._response.raw.read1(chunk_size):
+                yield piece
+                if self._ends is not None and time.monotonic() > self._ends:
+                    raise RegistryError(f"the registry is sending blob {self._digest} too slowly: not done after "
+                                        f"{self._seconds:.0f} s", hint="Run the same pull again: it resumes where this "
+                                        "one stopped. Over a slow link, lower COMPOSE_CKPT_PULL_MIN_RATE (bytes/s).")
+        except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError) as exc:
+            raise RegistryError(f"the download of blob {self._digest} failed: {_reason(exc)}",
+                                hint="Run the same pull again: it resumes where this one stopped.") from None
+
+
+def _read_capped(response: requests.Response, limit: int, what: str, *, cut: bool = False) -> bytes:
+    """At most `limit` bytes of the body, read as they come; more is an error, or with `cut` left unread."""
     body = bytearray()
-    for piece in response.iter_content(_IO_SIZE):
+    for piece in response.iter_content(min(_IO_SIZE, limit + 1)):
         body += piece
         if len(body) > limit:
+            if cut:
+                return bytes(body[:limit])
             raise RegistryError(f"the registry sent a {what} larger than {limit} bytes")
     return bytes(body)
 
 
-def _registry_errors(response: requests.Response) -> tuple[set[str], str]:
+def _registry_errors(body: bytes) -> tuple[set[str], str]:
     """The `errors` list distribution puts in an error body: its codes, and its messages joined."""
     try:
-        errors: list[dict[str, Any]] = (response.json() if response.content and len(response.content) < 65536 else {}).get("errors") or []
+        errors: list[dict[str, Any]] = (json.loads(body) if body else {}).get("errors") or []
         return ({str(e.get("code")) for e in errors}, "; ".join(str(e.get("message")) for e in errors if e.get("message")))
-    except (ValueError, AttributeError, TypeError):
+    except (ValueError, AttributeError, TypeError, RecursionError):
         return set(), ""
 
 

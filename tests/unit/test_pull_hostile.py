@@ -15,7 +15,7 @@ import pytest
 from compose_ckpt.domain.artifact import CHUNK_SIZE
 from compose_ckpt.domain.registry import pull_snapshot, push_snapshot
 from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.errors import ArchiveError, CkptError
+from compose_ckpt.errors import ArchiveError, CkptError, NotFoundError, RegistryError, UsageError
 from compose_ckpt.registry.client import RegistryClient
 from compose_ckpt.registry.credentials import Credentials
 from compose_ckpt.registry.reference import parse_reference
@@ -119,3 +119,39 @@ def test_a_pull_that_would_not_fit_is_refused_before_downloading(
         pull(registry, tmp_path)
 
     assert len(registry.blob_gets) == 1  # the snapshot's manifest only
+
+
+def test_an_endless_error_body_is_read_a_few_kib_only(registry: HostileRegistry, tmp_path: Path) -> None:
+    registry.error_body = 300 * 1024**2
+    registry.fail_blobs = True
+
+    with pytest.raises(RegistryError, match="answered GET with 500") as failed:
+        pull(registry, tmp_path)
+    with pytest.raises(NotFoundError):
+        pull(registry, tmp_path, "team/app:absent")
+
+    assert failed.value.exit_code == 5
+    assert registry.sent < 64 * 1024**2  # what the sockets' buffers took before we hung up; not 2 x 300 MB
+
+
+def test_a_registry_trickling_a_blob_is_cut_off_at_the_blobs_deadline(
+        registry: HostileRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMPOSE_CKPT_PULL_MIN_SECONDS", "1")
+    monkeypatch.setenv("COMPOSE_CKPT_PULL_MIN_RATE", "1000000")
+    registry.trickle_delay = 0.02  # the config blob alone would take a minute
+
+    with pytest.raises(RegistryError, match="too slowly") as failed:
+        pull(registry, tmp_path)
+
+    assert failed.value.exit_code == 5 and "resumes" in (failed.value.hint or "")
+    partial = list((tmp_path / "target" / "tmp").glob("pull-*/*.partial"))
+    assert len(partial) == 1 and 0 < partial[0].stat().st_size  # kept: the next pull resumes from there
+
+
+def test_bad_deadline_settings_are_usage_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    from compose_ckpt.domain.registry import blob_deadline
+
+    assert blob_deadline(10) == 120 and blob_deadline(64 * 1024 * 1000) == 1000
+    monkeypatch.setenv("COMPOSE_CKPT_PULL_MIN_RATE", "0")
+    with pytest.raises(UsageError, match="COMPOSE_CKPT_PULL_MIN_RATE"):
+        blob_deadline(1)

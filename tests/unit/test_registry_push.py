@@ -87,7 +87,7 @@ class FakeClient:
             self.registry.blobs[digest] = bytes(data)  # push reuses its buffer: keep a copy, as a registry would
             self.registry.uploads += 1
 
-    def open_blob(self, digest: str, offset: int = 0) -> FakeBlobResponse:
+    def open_blob(self, digest: str, offset: int = 0, deadline: float | None = None) -> FakeBlobResponse:
         self.registry.offsets.append(offset)
         if digest not in self.registry.blobs:
             raise NotFoundError(f"no blob {digest}")

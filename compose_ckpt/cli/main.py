@@ -234,6 +234,7 @@ def _progress(options: GlobalOptions, title: str) -> Iterator[ProgressCallback]:
 def _summary(manifest: Manifest) -> dict[str, Any]:
     return {
         "name": manifest.name, "project": manifest.project, "created": manifest.created,
+        "received": manifest.received, "imported_from": manifest.imported_from,
         "status": manifest.status.value, "stopped": manifest.stopped, "kind": manifest.kind,
         "services": manifest.services,
         "size": manifest.size, "error": manifest.error,
@@ -601,18 +602,25 @@ def prune(
     """Remove all but the newest complete snapshots, and every failed or incomplete one."""
     from datetime import UTC, datetime
 
-    from compose_ckpt.domain.retention import parse_duration, to_prune
+    from compose_ckpt.domain.retention import imported_deciding, parse_duration, to_prune
 
     store = _store()
     project_name = _project_name(ctx.obj)
     age = parse_duration(older_than) if older_than else None
     with store.locked(project_name):
-        doomed = to_prune(store.list(project_name), keep, age, datetime.now(UTC))
+        manifests = store.list(project_name)
+        doomed = to_prune(manifests, keep, age, datetime.now(UTC))
+        deciding = imported_deciding(manifests, doomed)
         for manifest in doomed:
             store.remove(project_name, manifest.name)
     if as_json:
-        print_json({"removed": [m.name for m in doomed]})
+        print_json({"removed": [m.name for m in doomed],
+                    "kept_imported": [{"name": m.name, "received": m.received, "imported_from": m.imported_from}
+                                      for m in deciding]})
         return
+    print_warnings([f"kept {m.name}, imported from {m.imported_from} at {m.received}: it counts among the newest "
+                    "(by when it entered this store), so snapshots taken here were removed in its place"
+                    for m in deciding])
     console.print(f"removed {len(doomed)} snapshots" + (f": {', '.join(m.name for m in doomed)}" if doomed else ""),
                   highlight=False)
 
@@ -700,10 +708,11 @@ def import_(
         source = sys.stdin.buffer if archive == "-" else open(archive, "rb")
     except OSError as exc:
         raise NotFoundError(f"cannot open {archive}: {exc.strerror}") from None
+    origin = "an archive on stdin" if archive == "-" else f"archive {Path(archive).resolve()}"
     with source, _progress(options, "import") as progress:
         read = bytes_reporter(progress, "archive" if archive == "-" else Path(archive).name, "reading", _file_size(source))
         result = import_snapshot(_store(), engine, source, rename=name, expected_project=expected, progress=progress,
-                                 byte_progress=read, consent=_host_access_consent(trust_host_access))
+                                 byte_progress=read, consent=_host_access_consent(trust_host_access), origin=origin)
     manifest = result.manifest
     if as_json:
         print_json({"snapshot": manifest.name, "project": manifest.project, "warnings": result.warnings,

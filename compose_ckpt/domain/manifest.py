@@ -30,6 +30,10 @@ class ManifestError(CkptError):
     exit_code = ExitCode.ARCHIVE
 
 
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -142,6 +146,10 @@ class Manifest:
     # In a pushed artifact only (domain/registry.py): member path -> {"size": bytes, "chunks": [blob digests in
     # order]}, so that the snapshot's own manifest, not the registry's, says what each file is made of.
     files: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    # Set by import and pull on this host (whatever the snapshot says): when it entered this store, and from
+    # where. None for a snapshot taken here, which entered the store when it was created.
+    received: str | None = None
+    imported_from: str | None = None
     format: int = FORMAT_VERSION
 
     @property
@@ -149,6 +157,12 @@ class Manifest:
         """Bytes on disk: checkpoints, layer copies and volume copies (a shared volume copy counts in each)."""
         return (sum(record.size + (record.layer.stored if record.layer else 0) for record in self.containers)
                 + sum(volume.copy.stored for volume in self.volume_records if volume.copy))
+
+    @property
+    def entered(self) -> datetime:
+        """When the snapshot entered this store: snapshots are ordered by it (`ls`, the latest for `restore`,
+        `prune`), so that one made elsewhere with any date is as new as its import, not as its maker says."""
+        return parse_time(self.received or self.created)
 
     @property
     def has_volumes(self) -> bool:
@@ -298,7 +312,7 @@ def _status(name: str, value: Any) -> None:
 
 def _created(name: str, value: Any) -> None:
     _text(r"[0-9T:.+Z-]+", 40)(name, value)
-    if datetime.fromisoformat(value.replace("Z", "+00:00")).tzinfo is None:
+    if parse_time(value).tzinfo is None:
         raise ValueError(f"{name} has no time zone: {value!r}")
 
 
@@ -413,6 +427,8 @@ MANIFEST_RULES: dict[str, Rule] = {
     "error": _optional(_text(r"(?s:.)*", 2**20)),
     "volume_records": _list_of(_object(VOLUME_RULES), MAX_ITEMS),
     "binds": _list_of(_object(BIND_RULES), 10 * MAX_ITEMS),
+    "received": _optional(_created),
+    "imported_from": _optional(_text(f"{_PRINTABLE}{{1,2000}}", 2000)),
     "files": _mapping(_text(r"[A-Za-z0-9][A-Za-z0-9_./-]{0,999}", 1000), _member_file, 100_000),
     "format": _number(FORMAT_VERSION, integer=True),
 }

@@ -25,18 +25,31 @@ def parse_duration(text: str) -> timedelta:
         raise UsageError(f"duration {text[:40]!r} is too long", hint="Use at most a few years.") from None
 
 
-def created_at(manifest: Manifest) -> datetime:
-    return datetime.fromisoformat(manifest.created.replace("Z", "+00:00"))
-
-
 def to_prune(manifests: Sequence[Manifest], keep: int, older_than: timedelta | None, now: datetime) -> list[Manifest]:
     """Complete snapshots beyond the `keep` newest (and, with `older_than`, only those older than it),
-    plus every failed or incomplete one (the caller holds the project lock, so none is in progress)."""
+    plus every failed or incomplete one (the caller holds the project lock, so none is in progress).
+
+    New and old are by when a snapshot entered the store (Manifest.entered): an imported one counts from
+    its import, whatever date it carries."""
     if keep < 0:
         raise UsageError("--keep must be 0 or more")
-    complete = sorted((m for m in manifests if m.status is SnapshotStatus.COMPLETE), key=created_at, reverse=True)
+    complete = sorted((m for m in manifests if m.status is SnapshotStatus.COMPLETE), key=_entered, reverse=True)
     beyond = complete[keep:]
     if older_than is not None:
-        beyond = [m for m in beyond if now - created_at(m) > older_than]
+        beyond = [m for m in beyond if now - m.entered > older_than]
     broken = [m for m in manifests if m.status is not SnapshotStatus.COMPLETE]
-    return sorted([*beyond, *broken], key=created_at)
+    return sorted([*beyond, *broken], key=_entered)
+
+
+def imported_deciding(manifests: Sequence[Manifest], doomed: Sequence[Manifest]) -> list[Manifest]:
+    """The imported or pulled snapshots kept among the newest while snapshots taken here are removed:
+    prune says so, as they decided which local ones go."""
+    removed = {m.name for m in doomed}
+    if not any(m.imported_from is None and m.status is SnapshotStatus.COMPLETE for m in doomed):
+        return []
+    return [m for m in manifests if m.imported_from is not None and m.status is SnapshotStatus.COMPLETE
+            and m.name not in removed]
+
+
+def _entered(manifest: Manifest) -> datetime:
+    return manifest.entered

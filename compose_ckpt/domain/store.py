@@ -282,7 +282,7 @@ class SnapshotStore:
                                         "is damaged", hint="Remove it with `compose-ckpt rm`.")
 
     def list(self, project_name: str) -> list[Manifest]:
-        """This project's snapshots, oldest first; one whose manifest or files cannot be trusted is
+        """This project's snapshots, in the order they entered the store (Manifest.entered); one whose manifest or files cannot be trusted is
         listed with status `invalid` and its reason as error, so that rm and prune can remove it."""
         folder = self._project_folder(project_name, create=False)
         if folder is None:
@@ -298,7 +298,7 @@ class SnapshotStore:
                     manifests.append(_invalid(project_name, entry.name, entry.stat(follow_symlinks=False), exc.message))
                 except (NotFoundError, FileNotFoundError):
                     continue  # removed (by a command holding the lock) while it was being read
-        return sorted(manifests, key=lambda manifest: (manifest.created, manifest.name))
+        return sorted(manifests, key=lambda manifest: (manifest.entered, manifest.name))
 
     def latest_complete(self, project_name: str) -> Manifest:
         complete = [m for m in self.list(project_name) if m.status is SnapshotStatus.COMPLETE]

@@ -15,6 +15,7 @@ import shutil
 import uuid
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -26,12 +27,13 @@ from compose_ckpt.domain import safefs
 from compose_ckpt.domain.archive import MANIFEST, ArchiveWriter, MemberWriter, StagedArchive, read_archive
 from compose_ckpt.domain.filesystem import LAYERS, SUFFIX, VOLUMES, check_tree, layer_path, volume_path
 from compose_ckpt.domain.hostaccess import HostAccessConsent, require_consent, review_host_access
-from compose_ckpt.domain.manifest import Manifest, ManifestError, SnapshotStatus
+from compose_ckpt.domain.manifest import Manifest, ManifestError, SnapshotStatus, now_iso, parse_time
 from compose_ckpt.domain.parallel import ProgressCallback
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.errors import ArchiveError, CkptError, ConflictError, NotFoundError, UsageError
 
 ByteProgress = Callable[[int], None]
+MAX_CLOCK_AHEAD = timedelta(days=1)  # how far ahead of ours another host's clock may be
 # Archive member names allow letters, digits, '_', '.', '-' only.
 
 
@@ -111,14 +113,14 @@ def write_members(writer: MemberWriter, store: SnapshotStore, manifest: Manifest
 def import_snapshot(store: SnapshotStore, engine: EnginePort, source: BinaryIO, *, rename: str | None = None,
                     expected_project: str | None = None, progress: ProgressCallback = lambda item, phase: None,
                     byte_progress: ByteProgress | None = None,
-                    consent: HostAccessConsent = refuse_host_access) -> ImportResult:
+                    consent: HostAccessConsent = refuse_host_access, origin: str = "an archive") -> ImportResult:
     staging = staging_folder(store, "import")
     try:
         staged = read_archive(source, staging, progress=byte_progress)  # every checksum verified here
     except OSError as exc:  # the archive is fine, but writing the staged copy failed (disk full)
         raise CkptError(f"cannot stage the archive under {staging.parent}: {exc}") from exc
     return install_staged(store, engine, staged, rename=rename, expected_project=expected_project, progress=progress,
-                          consent=consent)
+                          consent=consent, origin=origin)
 
 
 def staging_folder(store: SnapshotStore, purpose: str) -> Path:
@@ -128,7 +130,7 @@ def staging_folder(store: SnapshotStore, purpose: str) -> Path:
 
 def install_staged(store: SnapshotStore, engine: EnginePort, staged: StagedArchive, *, rename: str | None,
                    expected_project: str | None, progress: ProgressCallback,
-                   consent: HostAccessConsent) -> ImportResult:
+                   consent: HostAccessConsent, origin: str) -> ImportResult:
     """Store a verified, staged snapshot and prepare `engine` to restore it; the staging folder is removed.
 
     Its recorded configuration is untrusted: what it would reach of this host is reviewed and must be
@@ -144,6 +146,7 @@ def install_staged(store: SnapshotStore, engine: EnginePort, staged: StagedArchi
             raise UsageError(f"the archive holds project {manifest.project}, not {expected_project}",
                              hint="Leave out -p, or give the archive's project name.")
         manifest.files = {}  # it described the artifact the snapshot came in, not the store's files
+        manifest.received, manifest.imported_from = now_iso(), origin
         if rename:
             manifest.name = rename  # checked where it was given (the CLI), and by the store just below
         if store.exists(manifest.project, manifest.name):
@@ -178,6 +181,9 @@ def checked_manifest(document: bytes, checkpoints: Collection[str], images: Coll
         raise ArchiveError(f"the archive's manifest is invalid: {exc}") from exc
     if manifest.status is not SnapshotStatus.COMPLETE:
         raise ArchiveError(f"the archive holds a {manifest.status.value} snapshot")
+    if parse_time(manifest.created) > datetime.now(UTC) + MAX_CLOCK_AHEAD:
+        raise ArchiveError(f"the snapshot says it was taken at {manifest.created}, more than a day from now: its "
+                           "maker's clock, or its maker, cannot be trusted")
     recorded = {r.container_name for r in manifest.containers}
     if set(checkpoints) != recorded:
         raise ArchiveError(f"the archive's checkpoints ({', '.join(sorted(checkpoints))}) do not match its "

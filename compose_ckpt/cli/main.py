@@ -613,14 +613,19 @@ def prune(
         deciding = imported_deciding(manifests, doomed)
         for manifest in doomed:
             store.remove(project_name, manifest.name)
+    leftovers = store.staging_leftovers(remove=True)  # of any project: what killed imports and pulls left
     if as_json:
-        print_json({"removed": [m.name for m in doomed],
+        print_json({"removed": [m.name for m in doomed], "removed_leftovers": [vars(f) for f in leftovers],
                     "kept_imported": [{"name": m.name, "received": m.received, "imported_from": m.imported_from}
                                       for m in deciding]})
         return
     print_warnings([f"kept {m.name}, imported from {m.imported_from} at {m.received}: it counts among the newest "
                     "(by when it entered this store), so snapshots taken here were removed in its place"
                     for m in deciding])
+    for leftover in leftovers:
+        console.print(f"removed {leftover.path} ({human_size(leftover.size)}), left by a killed "
+                      + ("pull (the next pull of that artifact downloads it again)" if leftover.resumable
+                         else "import or pull"), highlight=False)
     console.print(f"removed {len(doomed)} snapshots" + (f": {', '.join(m.name for m in doomed)}" if doomed else ""),
                   highlight=False)
 

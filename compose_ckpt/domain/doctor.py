@@ -84,6 +84,7 @@ def run_checks(connect: Callable[[], EnginePort], store_home: Path,
                   "Run `compose-ckpt doctor` on the Docker host itself for those checks.")
         )
     checks.append(_disk("store", store_home))
+    checks.append(_staging_leftovers(store_home))
     containers = project_containers(engine) if project_containers is not None else []
     if project_containers is not None and needs_holders(info.server_version):
         checks.append(_network_holders(info, containers))
@@ -216,6 +217,24 @@ def _containerd_copies(pid: int) -> Check:
     return Check("restore-copies", Status.WARN,
                  f"copies of restored checkpoints (process memory, secrets included) containerd left behind: {where}",
                  f"Remove them while no checkpoint or restore runs (a dump works in such a folder too): `rm -rf {paths}`")
+
+
+def _staging_leftovers(store_home: Path) -> Check:
+    """What killed imports and pulls left in the store's tmp/ (process memory, as any snapshot)."""
+    from compose_ckpt.domain.store import SnapshotStore
+
+    try:
+        found = SnapshotStore(store_home).staging_leftovers(remove=False)
+    except CkptError as exc:  # an untrusted store: the store check of every other command says so too
+        return Check("store-leftovers", Status.WARN, exc.message, exc.hint or "")
+    if not found:
+        return Check("store-leftovers", Status.OK, f"nothing left by killed imports or pulls in {store_home}/tmp")
+    listed = ", ".join(f"{Path(f.path).name} ({f.size / 1024**2:.1f} MiB{', resumable' if f.resumable else ''})"
+                       for f in found)
+    return Check("store-leftovers", Status.WARN,
+                 f"{len(found)} folders left by killed imports or pulls in {store_home}/tmp (checkpoint memory): {listed}",
+                 "`compose-ckpt prune` removes them; a resumable one is a pull's verified download, which the same "
+                 "pull run again resumes from.")
 
 
 def _disk(name: str, path: Path) -> Check:

@@ -55,7 +55,7 @@ from compose_ckpt.domain.transfer import (
     exportable,
     install_staged,
     refuse_host_access,
-    staging_folder,
+    staging_name,
     write_members,
 )
 from compose_ckpt.errors import ArchiveError, CkptError, RegistryError, UsageError
@@ -324,28 +324,37 @@ def pull_snapshot(store: SnapshotStore, engine: EnginePort, client: RegistryPort
     checked, its chunk list must match the registry's manifest, its host access reviewed and free space
     checked before any other blob is downloaded."""
     artifact, digest = fetch_artifact(client)
-    cache = _cache_folder(store, digest)
-    try:
-        _download(client, artifact.config, cache)
-        manifest = _artifact_snapshot(artifact, cache, pinned=client.reference.digest is not None)
-        accepted = review_host_access(manifest, holders_as_built(manifest))
-        require_consent(accepted, consent)
-        _check_free_space(artifact, cache)
-        progress(str(client.reference), f"downloading {len(artifact.blobs)} blobs")
-        with ThreadPoolExecutor(WORKERS, thread_name_prefix="pull") as pool:
-            counts = list(pool.map(lambda blob: _download(client, blob, cache), artifact.blobs))
-        staged = _stage_artifact(store, artifact, cache, progress)
-    except (RegistryError, KeyboardInterrupt):
-        raise  # the cache stays: the same pull again resumes where this one stopped
-    except BaseException as exc:
-        shutil.rmtree(cache, ignore_errors=True)
-        if isinstance(exc, OSError):  # a full disk, say
-            raise CkptError(f"cannot write the pulled snapshot under {cache.parent}: {exc}") from exc
-        raise
-    shutil.rmtree(cache, ignore_errors=True)
-    imported = install_staged(store, engine, staged, rename=rename, expected_project=expected_project,
-                              progress=progress, consent=lambda findings: findings == accepted,
-                              origin=f"{client.reference.registry}/{client.reference.repository}@{digest}")
+    # Its cache is ours while this runs (another pull of the same artifact is refused); what killed pulls and
+    # imports left, and no command is using, goes first (their download caches stay: they may be resumed).
+    with store.using_staging(f"pull-{digest.split(':')[1]}") as cache:
+        store.staging_leftovers(remove=True, resumable=False)
+        safefs.private_folder(cache)
+        try:
+            _download(client, artifact.config, cache)
+            manifest = _artifact_snapshot(artifact, cache, pinned=client.reference.digest is not None)
+            accepted = review_host_access(manifest, holders_as_built(manifest))
+            require_consent(accepted, consent)
+            _check_free_space(artifact, cache)
+            progress(str(client.reference), f"downloading {len(artifact.blobs)} blobs")
+            with ThreadPoolExecutor(WORKERS, thread_name_prefix="pull") as pool:
+                counts = list(pool.map(lambda blob: _download(client, blob, cache), artifact.blobs))
+        except (RegistryError, KeyboardInterrupt):
+            raise  # the cache stays: the same pull again resumes where this one stopped
+        except BaseException as exc:
+            shutil.rmtree(cache, ignore_errors=True)
+            if isinstance(exc, OSError):  # a full disk, say
+                raise CkptError(f"cannot write the pulled snapshot under {cache.parent}: {exc}") from exc
+            raise
+        with store.using_staging(staging_name("pull")) as staging:
+            try:
+                staged = _stage_artifact(artifact, cache, staging, progress)
+            except OSError as exc:
+                raise CkptError(f"cannot write the pulled snapshot under {cache.parent}: {exc}") from exc
+            finally:
+                shutil.rmtree(cache, ignore_errors=True)  # verified blobs: unpacked, or refused
+            imported = install_staged(store, engine, staged, rename=rename, expected_project=expected_project,
+                                      progress=progress, consent=lambda findings: findings == accepted,
+                                      origin=f"{client.reference.registry}/{client.reference.repository}@{digest}")
     return PullResult(imported, str(client.reference), digest, downloaded_bytes=sum(fresh for fresh, _ in counts),
                       reused_bytes=sum(reused for _, reused in counts))
 
@@ -394,10 +403,9 @@ def _check_free_space(artifact: Artifact, cache: Path) -> None:
                         hint="Free some space (`compose-ckpt prune`, `docker system prune`) and pull again.")
 
 
-def _stage_artifact(store: SnapshotStore, artifact: Artifact, cache: Path, progress: ProgressCallback) -> StagedArchive:
-    """Unpack the verified blobs into a new staging folder, each blob deleted once its last chunk is out."""
+def _stage_artifact(artifact: Artifact, cache: Path, staging: Path, progress: ProgressCallback) -> StagedArchive:
+    """Unpack the verified blobs into the new folder `staging`, each blob deleted once its last chunk is out."""
     uses = Counter(chunk.blob.digest for chunks in artifact.members.values() for chunk in chunks)
-    staging = staging_folder(store, "pull")
     staging.mkdir(mode=0o700)
     try:
         (staging / MANIFEST).write_bytes(_blob_path(cache, artifact.config).read_bytes())
@@ -412,11 +420,6 @@ def _stage_artifact(store: SnapshotStore, artifact: Artifact, cache: Path, progr
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-def _cache_folder(store: SnapshotStore, digest: str) -> Path:
-    """store/tmp/pull-<digest>: ours alone (0700, no link), kept across an interrupted pull to resume it."""
-    return safefs.private_folder(store.staging_dir() / f"pull-{digest.split(':')[1]}")
 
 
 def _blob_path(cache: Path, blob: Blob) -> Path:

@@ -11,7 +11,9 @@ Layout under the store home ($COMPOSE_CKPT_HOME, default /var/lib/compose-ckpt):
     projects/<project>/<snapshot>/manifest.json   written atomically (temp file + rename)
     projects/<project>/<snapshot>/checkpoints/<container>/   the CRIU image files
     projects/<project>/<snapshot>/compose/<n>-<file>         the compose files it was taken from
-    tmp/                                          staging of archives being imported
+    tmp/<import|pull>-<uuid>/                     an archive or artifact being staged (import, pull)
+    tmp/pull-<manifest digest>/                   a pull's verified blobs, kept to resume an interrupted pull
+    tmp/<folder>.lock                             flock held by the command using tmp/<folder>
 
 Checkpoints hold the memory of the containers, secrets included. So every
 folder is created 0700 and every file 0600, and nothing is used that another
@@ -24,6 +26,7 @@ exported, removed by `rm` and `prune`.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -33,6 +36,7 @@ import stat
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,6 +55,8 @@ _REMOVING = ".removing-"
 RESTORING = ".restoring"
 MOVING = ".moving"
 _CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
+_STAGING = re.compile(r"(import|pull)-([0-9a-f]{32}|[0-9a-f]{64})")  # tmp/ folders of import and pull
+_LOCK_SUFFIX = ".lock"
 # Compose file copies: letters, digits, '_', '.', '-' only (they become archive member names).
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -103,6 +109,50 @@ class SnapshotStore:
         """The store's private folder for files on their way in (imports); same filesystem as the snapshots."""
         safefs.trusted_chain(self.home, create=True)
         return safefs.private_folder(self.home / "tmp")
+
+    @contextmanager
+    def using_staging(self, name: str) -> Iterator[Path]:
+        """tmp/<name>, ours while this runs (its lock held): no cleaner removes it meanwhile. The folder is
+        the caller's to create and remove. ConflictError when another command holds it (the same pull)."""
+        if not _STAGING.fullmatch(name):
+            raise ValueError(f"not a staging folder name: {name}")
+        tmp = self.staging_dir()
+        lock = _claim(tmp / f"{name}{_LOCK_SUFFIX}")
+        if lock is None:
+            raise ConflictError(f"another compose-ckpt command is using {tmp / name}",
+                                hint="The same pull runs already: wait for it, then run this one again if needed.")
+        try:
+            yield tmp / name
+        finally:
+            _release(tmp / name, lock)
+
+    def staging_leftovers(self, *, remove: bool, resumable: bool = True) -> list[Leftover]:
+        """What killed imports and pulls left in tmp/ and no command is using: removed when `remove`
+        (with `resumable` off, the download caches an interrupted pull resumes from stay).
+
+        Only our own folders (by name, trusted, not links) are looked at, never created: a store without
+        tmp/ has none."""
+        tmp = self.home / "tmp"
+        if not safefs.trusted_chain(self.home, create=False) or not safefs.checked_folder(tmp):
+            return []
+        found = []
+        for entry in sorted(os.scandir(tmp), key=lambda e: e.name):
+            match = _STAGING.fullmatch(entry.name)
+            if match is None or not safefs.checked_folder(Path(entry.path)):
+                continue
+            cache = match[2] is not None and len(match[2]) == 64
+            if cache and not resumable:
+                continue
+            lock = _claim(tmp / f"{entry.name}{_LOCK_SUFFIX}")
+            if lock is None:
+                continue  # in use
+            try:
+                found.append(Leftover(entry.path, _tree_size(Path(entry.path)), cache))
+                if remove:
+                    shutil.rmtree(entry.path)
+            finally:
+                _release(Path(entry.path), lock)
+        return found
 
     # --- the lock -------------------------------------------------------------------------------
 
@@ -321,6 +371,54 @@ class SnapshotStore:
         doomed = folder / f"{_REMOVING}{name}"
         os.replace(folder / name, doomed)
         _delete(doomed)
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """A staging folder a killed import or pull left (checkpoint memory, as any snapshot)."""
+
+    path: str
+    size: int
+    resumable: bool  # a pull's download cache: the same pull run again resumes from it
+
+
+def _claim(lock_path: Path) -> int | None:
+    """The descriptor of `lock_path` (created 0600 if missing) with its flock held, None when another
+    process holds it. Retried until the file locked is the one at the path (a cleaner may unlink it)."""
+    while True:
+        handle = safefs.open_private_file(lock_path)
+        descriptor = os.dup(handle.fileno())
+        handle.close()
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            return None
+        try:
+            if os.path.samestat(os.fstat(descriptor), os.lstat(lock_path)):
+                return descriptor
+        except FileNotFoundError:
+            pass
+        os.close(descriptor)
+
+
+def _release(folder: Path, descriptor: int) -> None:
+    """Unlock; the lock file goes with its folder (removed while locked, so no one holds a stale one)."""
+    try:
+        if not os.path.lexists(folder):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{folder}{_LOCK_SUFFIX}")
+    finally:
+        os.close(descriptor)
+
+
+def _tree_size(folder: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
 
 
 def _invalid(project_name: str, name: str, status: os.stat_result, reason: str) -> Manifest:

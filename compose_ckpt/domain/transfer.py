@@ -114,18 +114,18 @@ def import_snapshot(store: SnapshotStore, engine: EnginePort, source: BinaryIO, 
                     expected_project: str | None = None, progress: ProgressCallback = lambda item, phase: None,
                     byte_progress: ByteProgress | None = None,
                     consent: HostAccessConsent = refuse_host_access, origin: str = "an archive") -> ImportResult:
-    staging = staging_folder(store, "import")
-    try:
-        staged = read_archive(source, staging, progress=byte_progress)  # every checksum verified here
-    except OSError as exc:  # the archive is fine, but writing the staged copy failed (disk full)
-        raise CkptError(f"cannot stage the archive under {staging.parent}: {exc}") from exc
-    return install_staged(store, engine, staged, rename=rename, expected_project=expected_project, progress=progress,
-                          consent=consent, origin=origin)
+    with store.using_staging(staging_name("import")) as staging:
+        try:
+            staged = read_archive(source, staging, progress=byte_progress)  # every checksum verified here
+        except OSError as exc:  # the archive is fine, but writing the staged copy failed (disk full)
+            raise CkptError(f"cannot stage the archive under {staging.parent}: {exc}") from exc
+        return install_staged(store, engine, staged, rename=rename, expected_project=expected_project,
+                              progress=progress, consent=consent, origin=origin)
 
 
-def staging_folder(store: SnapshotStore, purpose: str) -> Path:
-    """A fresh name for a private staging folder beside the store (same filesystem: moved in by rename)."""
-    return store.staging_dir() / f"{purpose}-{uuid.uuid4().hex}"
+def staging_name(purpose: str) -> str:
+    """A fresh name for a private staging folder in the store's tmp/ (same filesystem: moved in by rename)."""
+    return f"{purpose}-{uuid.uuid4().hex}"
 
 
 def install_staged(store: SnapshotStore, engine: EnginePort, staged: StagedArchive, *, rename: str | None,

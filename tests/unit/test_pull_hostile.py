@@ -155,3 +155,63 @@ def test_bad_deadline_settings_are_usage_errors(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("COMPOSE_CKPT_PULL_MIN_RATE", "0")
     with pytest.raises(UsageError, match="COMPOSE_CKPT_PULL_MIN_RATE"):
         blob_deadline(1)
+
+
+def leave(store: SnapshotStore, name: str, size: int = 1000) -> Path:
+    """What a pull or import killed mid-way leaves: its folder with checkpoint bytes, and its (free) lock file."""
+    folder = store.staging_dir() / name
+    (folder / "checkpoints" / "proj-web-1").mkdir(parents=True)
+    (folder / "checkpoints" / "proj-web-1" / "pages-1.img").write_bytes(b"m" * size)
+    (store.staging_dir() / f"{name}.lock").touch()
+    return folder
+
+
+KILLED_PULL, KILLED_IMPORT, OTHER_CACHE, BUSY = "pull-" + "1" * 32, "import-" + "2" * 32, "pull-" + "3" * 64, "pull-" + "4" * 32
+
+
+def test_the_next_pull_removes_what_killed_pulls_left_but_not_what_is_in_use(
+        registry: HostileRegistry, tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path / "target")
+    for name in (KILLED_PULL, KILLED_IMPORT, OTHER_CACHE, BUSY):
+        leave(store, name)
+    (store.staging_dir() / "pull-notours").mkdir()
+    document = registry.manifest("v1")
+    swap(document)
+    registry.put("v1", document)
+
+    with store.using_staging(BUSY), pytest.raises(ArchiveError):  # another command works in BUSY meanwhile
+        pull(registry, tmp_path)
+
+    assert sorted(p.name for p in store.staging_dir().iterdir()) == [  # a cache may be resumed; the rest is not ours
+        OTHER_CACHE, f"{OTHER_CACHE}.lock", BUSY, f"{BUSY}.lock", "pull-notours"]
+
+
+def test_a_second_pull_of_the_same_artifact_meanwhile_is_refused(registry: HostileRegistry, tmp_path: Path) -> None:
+    from compose_ckpt.errors import ConflictError
+
+    store = SnapshotStore(tmp_path / "target")
+    digest = registry.put("v1", registry.manifest("v1"))
+    with store.using_staging(f"pull-{digest[7:]}"), pytest.raises(ConflictError, match="another compose-ckpt"):
+        pull(registry, tmp_path)
+
+
+def test_prune_removes_and_doctor_reports_what_killed_imports_and_pulls_left(
+        isolated_store: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from compose_ckpt.cli.main import run
+    from compose_ckpt.domain.doctor import Status, _staging_leftovers
+
+    store = SnapshotStore(isolated_store)
+    assert _staging_leftovers(isolated_store).status is Status.OK  # no store yet: nothing made
+    for name in (KILLED_PULL, KILLED_IMPORT, OTHER_CACHE, BUSY):
+        leave(store, name, size=3 * 1024**2)
+
+    with store.using_staging(BUSY):
+        check = _staging_leftovers(isolated_store)
+        assert check.status is Status.WARN and "3 folders" in check.detail and BUSY not in check.detail
+        assert f"{OTHER_CACHE} (3.0 MiB, resumable)" in check.detail and "prune" in check.remedy
+        assert run(["-p", "proj", "prune", "--keep", "1"]) == 0
+
+    output = capsys.readouterr().out
+    assert all(name in output for name in (KILLED_PULL, KILLED_IMPORT, OTHER_CACHE)) and BUSY not in output
+    assert sorted(p.name for p in store.staging_dir().iterdir()) == [BUSY, f"{BUSY}.lock"]
+    assert _staging_leftovers(isolated_store).status is Status.WARN  # BUSY, now free, is a leftover too

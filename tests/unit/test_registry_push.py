@@ -187,7 +187,7 @@ def test_chunks_that_do_not_compress_are_stored_as_raw_zstd_blocks_and_unpack_li
     cache.mkdir()
     for digest, data in registry.blobs.items():
         (cache / digest[7:]).write_bytes(data)
-    staged = _stage_artifact(store, artifact, cache, lambda item, phase: None)
+    staged = _stage_artifact(artifact, cache, tmp_path / "staging", lambda item, phase: None)
     assert (staged.checkpoints["proj-web-1"] / "pages-1.img").read_bytes() == pages
 
 def job(push: str | None, keep: int | None = 2) -> StackJob:

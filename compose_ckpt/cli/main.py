@@ -37,9 +37,9 @@ from compose_ckpt.output import (
 if TYPE_CHECKING:  # the domain and the engine client load lazily, per command, so that --help stays fast
     from concurrent.futures import Future
 
+    from compose_ckpt.cli.progress import Display
     from compose_ckpt.compose import ComposeProject
     from compose_ckpt.domain.manifest import Manifest, TreeCopy
-    from compose_ckpt.domain.parallel import ProgressCallback
     from compose_ckpt.domain.ports import EnginePort
     from compose_ckpt.domain.project import Project
     from compose_ckpt.domain.reboot import Outcome
@@ -217,7 +217,7 @@ def _project_name(options: GlobalOptions) -> str:
 
 
 @contextmanager
-def _progress(options: GlobalOptions, title: str) -> Iterator[ProgressCallback]:
+def _progress(options: GlobalOptions, title: str) -> Iterator[Display]:
     """The progress display on stderr while the domain works (see --progress), headed `title`; ended before
     the result prints."""
     from compose_ckpt.cli.progress import open_display
@@ -673,13 +673,15 @@ def _export_to_file(path: Path, write: Callable[[BinaryIO], T]) -> T:
 TrustHostAccessOption = Annotated[bool, typer.Option("--trust-host-access", help="Accept what the snapshot's recorded configuration reaches of this host (bind mounts, privileges, host namespaces, published ports...) without being asked. Without it the list is shown and asked about on a terminal, refused otherwise.")]
 
 
-def _host_access_consent(trust: bool) -> Callable[[list[str]], bool]:
-    """import and pull: accept the host-access findings with --trust-host-access, else ask on a terminal."""
+def _host_access_consent(trust: bool, display: Display) -> Callable[[list[str]], bool]:
+    """import and pull: accept the host-access findings with --trust-host-access, else ask on a terminal
+    (the progress display ends first: a question under a display redrawn in place could not be read)."""
     def consent(findings: list[str]) -> bool:
         if trust:
             return True
         if not sys.stdin.isatty():
             return False  # the domain refuses, listing them
+        display.close(ok=True)
         err_console.print("[bold]The snapshot's recorded configuration reaches outside its containers:[/]")
         for finding in findings:
             err_console.print(f"  {finding}", highlight=False, markup=False, soft_wrap=True)
@@ -717,7 +719,8 @@ def import_(
     with source, _progress(options, "import") as progress:
         read = bytes_reporter(progress, "archive" if archive == "-" else Path(archive).name, "reading", _file_size(source))
         result = import_snapshot(_store(), engine, source, rename=name, expected_project=expected, progress=progress,
-                                 byte_progress=read, consent=_host_access_consent(trust_host_access), origin=origin)
+                                 byte_progress=read, consent=_host_access_consent(trust_host_access, progress),
+                                 origin=origin)
     manifest = result.manifest
     if as_json:
         print_json({"snapshot": manifest.name, "project": manifest.project, "warnings": result.warnings,
@@ -995,7 +998,7 @@ def pull(
         engine = options.connect()
         with _progress(options, "pull") as progress:
             result = pull_snapshot(_store(), engine, client, rename=name, expected_project=options.project_name,
-                                   progress=progress, consent=_host_access_consent(trust_host_access))
+                                   progress=progress, consent=_host_access_consent(trust_host_access, progress))
     imported = result.imported
     manifest = imported.manifest
     if as_json:

@@ -238,7 +238,7 @@ def test_a_link_in_a_snapshot_is_never_followed(capsys: pytest.CaptureFixture[st
     code, output = cli(capsys, shared / "home", "ls", "--json")
     assert [s["status"] for s in json.loads(output)] == ["invalid"]
     code, output = cli(capsys, shared / "home", "prune", "--keep", "5", "--json")
-    assert code == ExitCode.OK and json.loads(output) == {"removed": ["snap1"]}
+    assert code == ExitCode.OK and json.loads(output)["removed"] == ["snap1"]
     assert pointed.exists()
 
 

@@ -31,7 +31,7 @@ from typing import IO, BinaryIO, cast
 
 import zstandard
 
-from compose_ckpt.errors import ArchiveError
+from compose_ckpt.errors import ArchiveError, CkptError
 
 MANIFEST = "manifest.json"
 SUMS = "SHA256SUMS"
@@ -312,6 +312,8 @@ def _unpack(stream: _ZstdSource, root: Path, max_bytes: int) -> StagedArchive:
     seen: set[str] = set()
     listed: dict[str, str] | None = None
     total = 0
+    status = os.statvfs(root)
+    free = status.f_bavail * status.f_frsize
     with tarfile.open(fileobj=cast(IO[bytes], stream), mode="r|", bufsize=_IO_SIZE, tarinfo=_BoundedTarInfo) as tar:
         for count, member in enumerate(tar, start=1):
             name = member.name
@@ -332,6 +334,9 @@ def _unpack(stream: _ZstdSource, root: Path, max_bytes: int) -> StagedArchive:
             if member.size < 0 or total > max_bytes or (name == SUMS and member.size > _MAX_SUMS_BYTES):
                 raise ArchiveError(f"archive member {name!r} declares {member.size} bytes: negative or "
                                    f"beyond the size limit ({max_bytes} bytes in all)")
+            if total > free:  # what the members declare is what they take: refused before it fills the disk
+                raise CkptError(f"the archive's files need more than the {free} bytes free under {root.parent}",
+                                hint="Free some space (`compose-ckpt prune`, `docker system prune`) and import again.")
             data = tar.extractfile(member)
             try:
                 if name == SUMS:

@@ -290,3 +290,19 @@ def test_reader_refuses_damaged_input(tmp_path: Path, valid: bytes) -> None:
     # A whole zstd frame holding a tar cut off in the middle of a member.
     tar = zstandard.ZstdDecompressor().decompressobj().decompress(valid)
     refused(tmp_path, zstd(tar[:2000]), "damaged or truncated")
+
+
+def test_an_archive_larger_than_the_free_space_is_refused_as_its_members_declare_it(
+        tmp_path: Path, valid: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    from compose_ckpt.errors import CkptError
+
+    real = os.statvfs
+
+    def nearly_full(path: object) -> os.statvfs_result:
+        status = real(path)  # type: ignore[arg-type]
+        return os.statvfs_result((status.f_bsize, 1, status.f_blocks, 0, 100, *tuple(status)[5:]))
+    monkeypatch.setattr(os, "statvfs", nearly_full)
+
+    with pytest.raises(CkptError, match="need more than the 100 bytes free"):
+        read_archive(io.BytesIO(valid), tmp_path / "staging")
+    assert not (tmp_path / "staging").exists()

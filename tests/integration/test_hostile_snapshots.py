@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import zstandard
 
+from tests.hostile_registry import serving
 from tests.integration.stack import Stack, counter_services
 
 pytestmark = pytest.mark.engine
@@ -75,13 +76,12 @@ def inspect(stack: Stack, name: str) -> dict[str, Any]:
     return document
 
 
-def test_a_recorded_holder_is_rebuilt_from_our_template_and_import_starts_nothing(
-        exported: tuple[Stack, Path], tmp_path: Path) -> None:
-    stack, archive = exported
+def planting_holder(stack: Stack, folder: Path) -> Callable[[dict[str, Any]], None]:
+    """An edit giving the snapshot's container a recorded holder that, created as recorded, would run
+    privileged as root with the host's `folder` mounted, and write into it."""
     container = f"{stack.project}-one-1"
-    folder = host_folder(tmp_path)
 
-    def plant_holder(document: dict[str, Any]) -> None:
+    def plant(document: dict[str, Any]) -> None:
         [record] = document["containers"]
         network = f"{stack.project}_default"
         record["inspect"]["HostConfig"]["NetworkMode"] = f"container:{HOLDER_ID}"
@@ -93,11 +93,11 @@ def test_a_recorded_holder_is_rebuilt_from_our_template_and_import_starts_nothin
                            "CapAdd": ["ALL"], "PidMode": "host", "SecurityOpt": ["seccomp=unconfined"]},
             "NetworkSettings": {"Networks": {network: {"Aliases": ["one"]}}},
         }
+    return plant
 
-    imported = stack.ckpt("import", str(edited_archive(archive, plant_holder)), "--json")
 
-    assert imported.returncode == 0, imported.stderr
-    assert json.loads(imported.stdout)["host_access"] == []  # nothing of the recorded holder is used
+def assert_built_from_our_template_and_not_started(stack: Stack, folder: Path) -> None:
+    container = f"{stack.project}-one-1"
     holder = inspect(stack, f"{container}-holder")
     assert holder["State"]["Status"] == "created"  # created, never started
     assert holder["Config"]["Image"] == "compose-ckpt/holder:1" and holder["Config"]["Entrypoint"] == ["/pause"]
@@ -106,6 +106,40 @@ def test_a_recorded_holder_is_rebuilt_from_our_template_and_import_starts_nothin
     assert holder["HostConfig"]["PidMode"] == "" and not holder["HostConfig"]["SecurityOpt"]
     assert inspect(stack, container)["State"]["Status"] == "created"
     assert list(folder.iterdir()) == []
+
+
+def test_a_recorded_holder_is_rebuilt_from_our_template_and_import_starts_nothing(
+        exported: tuple[Stack, Path], tmp_path: Path) -> None:
+    stack, archive = exported
+    folder = host_folder(tmp_path)
+
+    imported = stack.ckpt("import", str(edited_archive(archive, planting_holder(stack, folder))), "--json")
+
+    assert imported.returncode == 0, imported.stderr
+    assert json.loads(imported.stdout)["host_access"] == []  # nothing of the recorded holder is used
+    assert_built_from_our_template_and_not_started(stack, folder)
+
+
+def test_the_same_from_a_registry_that_serves_it_by_tag(start_stack: Callable[..., Stack], tmp_path: Path) -> None:
+    stack = start_stack("services:\n" + counter_services("one"), adopt=False)
+    stack.ckpt_ok("snapshot", "--stop", "--name", "theirs")
+    folder = host_folder(tmp_path)
+    with serving() as registry:
+        stack.ckpt_ok("push", "theirs", f"{registry.address}/team/app:v1")
+        stack.ckpt_ok("rm", "theirs")
+        stack.compose("rm", "-f", "-s")
+        document = registry.manifest("v1")
+        config = json.loads(registry.blobs[document["config"]["digest"]])
+        planting_holder(stack, folder)(config)
+        body = json.dumps(config).encode()
+        document["config"].update(digest=registry.add_blob(body), size=len(body))
+        registry.put("v1", document)
+
+        pulled = stack.ckpt("pull", f"{registry.address}/team/app:v1", "--json")
+
+    assert pulled.returncode == 0, pulled.stderr
+    assert json.loads(pulled.stdout)["host_access"] == []
+    assert_built_from_our_template_and_not_started(stack, folder)
 
 
 def test_a_privileged_container_with_a_host_folder_needs_the_users_word_and_is_never_started(

@@ -221,8 +221,6 @@ def _containerd_copies(pid: int) -> Check:
 
 def _staging_leftovers(store_home: Path) -> Check:
     """What killed imports and pulls left in the store's tmp/ (process memory, as any snapshot)."""
-    from compose_ckpt.domain.store import SnapshotStore
-
     try:
         found = SnapshotStore(store_home).staging_leftovers(remove=False)
     except CkptError as exc:  # an untrusted store: the store check of every other command says so too

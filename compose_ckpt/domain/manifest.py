@@ -15,6 +15,7 @@ from compose_ckpt.engine.types import RestartPolicy
 from compose_ckpt.errors import CkptError, ExitCode
 
 FORMAT_VERSION = 1
+_OMITTED_WHEN_EMPTY = ("files", "received", "imported_from")
 
 
 class SnapshotStatus(str, Enum):
@@ -179,6 +180,10 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         document = asdict(self)
         document["status"] = self.status.value
+        # Left out while unset, so that versions before these fields read the snapshots that do not use them.
+        for key in _OMITTED_WHEN_EMPTY:
+            if not document[key]:
+                del document[key]
         return document
 
     @classmethod

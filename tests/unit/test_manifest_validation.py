@@ -147,3 +147,11 @@ def test_an_empty_recorded_configuration_is_allowed() -> None:
     document = good_document()
     document["containers"][0]["inspect"] = {}
     assert Manifest.from_dict(document, "test").containers[0].inspect == {}
+
+
+def test_fields_added_for_snapshots_made_elsewhere_are_left_out_while_unset() -> None:
+    """A snapshot taken here writes none of them, so versions before them still read its manifest."""
+    document = good_document()
+    assert not {"files", "received", "imported_from"} & document.keys()
+    document.update(received=now_iso(), imported_from="archive /tmp/x")
+    assert Manifest.from_dict(document, "test").to_dict()["imported_from"] == "archive /tmp/x"

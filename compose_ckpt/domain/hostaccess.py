@@ -225,6 +225,8 @@ def review_container(recorded: Mapping[str, Any], known: _Known) -> list[str]:
         elif key not in _FREE and not _empty(value):
             found.append(f"setting HostConfig.{shown(key)} = {shown(value)}")
     for network, endpoint in ((recorded.get("NetworkSettings") or {}).get("Networks") or {}).items():
+        if network not in known.networks and network not in ("bridge", "none"):
+            found.append(f"joins network {shown(network)}, which the snapshot does not record")
         if isinstance(endpoint, dict) and not _empty(endpoint.get("DriverOpts")):
             found.append(f"driver options {shown(endpoint['DriverOpts'])} on network {shown(network)}")
     return found

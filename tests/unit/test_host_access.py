@@ -98,6 +98,15 @@ def test_every_way_into_the_host_is_listed(change: dict[str, Any], word: str) ->
     assert finding.startswith("container shop-kv-1: ") and word in finding
 
 
+def test_joining_a_network_the_snapshot_does_not_record_is_listed() -> None:
+    document = good_document()
+    document["containers"][0]["inspect"]["HostConfig"] = copy.deepcopy(ORDINARY_HOST_CONFIG)
+    document["containers"][0]["inspect"]["NetworkSettings"] = {"Networks": {
+        "shop_default": {"Aliases": ["kv"]}, "bridge": {}, "other_project_backend": {}}}
+    [finding] = findings(Manifest.from_dict(document, "test"))
+    assert "joins network other_project_backend, which the snapshot does not record" in finding
+
+
 def test_volumes_and_networks_made_with_options_are_listed_and_values_are_made_printable() -> None:
     host_path = {"Name": "shop_data", "Driver": "local", "Options": {"type": "none", "o": "bind", "device": "/root"}}
     macvlan = {"Name": "shop_default", "Driver": "macvlan", "Options": {"parent": "eth0"}}
@@ -146,3 +155,41 @@ def test_consent_is_needed_only_when_something_is_listed() -> None:
         require_consent(["container a: privileged"], lambda found: False)
     assert refused.value.details == ["container a: privileged"] and "--trust-host-access" in (refused.value.hint or "")
 
+
+
+class _Display:
+    closed = False
+
+    def __call__(self, name: str, phase: object) -> None:
+        pass
+
+    def close(self, ok: bool) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("terminal,answer,trust", [(False, None, False), (True, True, False), (True, False, False),
+                                                    (False, None, True)])
+def test_the_cli_asks_on_a_terminal_refuses_without_one_and_trusts_only_when_told(
+        monkeypatch: pytest.MonkeyPatch, terminal: bool, answer: bool | None, trust: bool) -> None:
+    import sys
+
+    import typer
+
+    from compose_ckpt.cli.main import _host_access_consent
+
+    asked: list[str] = []
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: terminal)
+
+    def confirm(question: str, **options: object) -> bool | None:
+        asked.append(question)
+        return answer
+    monkeypatch.setattr(typer, "confirm", confirm)
+    display = _Display()
+    consent = _host_access_consent(trust, display)
+
+    if answer is False:
+        with pytest.raises(typer.Exit):
+            consent(["container a: privileged mode"])
+    else:
+        assert consent(["container a: privileged mode"]) is (trust or bool(answer))
+    assert bool(asked) == (terminal and not trust) and display.closed == bool(asked)

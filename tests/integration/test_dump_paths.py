@@ -85,7 +85,7 @@ def test_a_snapshot_dumps_through_the_runtime_into_the_store_and_restores_the_da
         stack.redis("flushall")
     stack.ckpt_ok("restore", "direct", *([] if mode else ["--force"]))
     assert stack.redis("dbsize") == "64" and stack.redis("debug", "digest") == digest
-    assert stack.restart_policies() == {f"{stack.project}-kv-1": "always"}
+    assert stack.restart_policies()[f"{stack.project}-kv-1"] == "always"  # (on Docker 28 its holder is listed too)
 
 
 def test_the_docker_api_is_the_fallback_and_the_snapshot_says_why(start_stack: Callable[..., Stack]) -> None:
@@ -135,4 +135,4 @@ def test_a_kill_while_runc_dumps_is_recovered(start_stack: Callable[..., Stack],
     assert [s["status"] for s in stack.snapshots()] == ["failed"]
     kv = stack.containers("kv")[0]
     assert not run_docker("checkpoint", "ls", kv).stdout.splitlines()[1:]
-    assert stack.restart_policies() == {f"{stack.project}-kv-1": "always"}
+    assert stack.restart_policies()[f"{stack.project}-kv-1"] == "always"  # (on Docker 28 its holder is listed too)

@@ -328,6 +328,8 @@ class _Restore:
         with seconds.timed("copy_in"):
             placement = self.engine.place_checkpoint(target.id, placed, source, lambda done, total: self.progress(
                 record.container_name, ProgressEvent(PLACING_PAGES, done, total)))
+        if placement.why_containerd:
+            self.progress(record.container_name, f"page images through containerd: {placement.why_containerd}")
         if placement.fitted:
             self.progress(record.container_name,
                           f"mounts restored private, as this host has them: {', '.join(sorted(placement.fitted))}")

@@ -481,7 +481,7 @@ class Engine:
         except OSError:
             return None  # no such checkpoint: the daemon's answer says so
         root, _ = self._container_root(container_id) if images else (None, "")
-        placed = self._place_pages(root, folder, lambda done, total: None) if root else None
+        placed, _ = self._place_pages(root, folder, lambda done, total: None) if root else (None, "")
         if root is None or placed is None:
             return None
         sibling = f"{name}.{secrets.token_hex(4)}"
@@ -601,7 +601,9 @@ class Engine:
         if target.exists():
             shutil.rmtree(target)
         root, why = self._container_root(container_id)
-        placed = self._place_pages(root, source, on_bytes) if root else None
+        placed = None
+        if root:
+            placed, why = self._place_pages(root, source, on_bytes)
         try:
             if placed:
                 _link_pages(source, target, placed)
@@ -630,16 +632,15 @@ class Engine:
         return root, ""
 
     def _place_pages(self, root: pages_in_root.ContainerRoot, source: Path,
-                     on_bytes: BytesCallback) -> pages_in_root.PlacedPages | None:
-        """The page images copied into the container's root; None (containerd's way) when that fails."""
+                     on_bytes: BytesCallback) -> tuple[pages_in_root.PlacedPages | None, str]:
+        """The page images copied into the container's root; else None (containerd's way) and why."""
         images = pages_in_root.page_images(source)
         if not images:
-            return None
+            return None, "no page images"
         try:
-            return pages_in_root.place(root, images, on_bytes)
+            return pages_in_root.place(root, images, on_bytes), ""
         except OSError as exc:  # a full or read-only layer: containerd's way still works
-            _log.warning("cannot place the page images in the container's root, restoring through containerd: %s", exc)
-            return None
+            return None, f"the container's root takes no new files ({exc.strerror or exc})"
 
     def remove_placed_pages(self, container_id: str) -> list[str]:
         """Remove the page images a restore placed in the container's root (engine/pages_in_root.py), also

@@ -90,10 +90,11 @@ def test_a_layer_that_takes_no_files_restores_through_containerd(kv: Stack, immu
     kv.ckpt_ok("snapshot", "--stop", "--name", "big")
     subprocess.run(["chattr", "+i", str(immutable_layer)], check=True)
 
-    done = kv.ckpt_ok("restore", "big", "--json")
+    done = kv.ckpt_ok("--progress", "plain", "restore", "big", "--json")
 
     (restored,) = json.loads(done.stdout)["containers"]
     assert restored["pages"] == PagesRoute.CONTAINERD.value and restored["page_bytes"] == 0
+    assert "page images through containerd: the container's root takes no new files" in done.stderr
     assert kv.redis("debug", "digest") == digest
 
 

@@ -63,8 +63,7 @@ def recover_interrupted(engine: EnginePort, project_name: str, store: SnapshotSt
     command works over it; with `strict` (the `recover` command, whose job is to say so) also when
     a state is lost for good. That loss is recorded in the snapshot, now `failed`, and must not
     block the next snapshot or restore of containers the user has started fresh since."""
-    _remove_placed_pages(engine, project_name, store)
-    total = _Outcome()
+    total = _Outcome(lines=_remove_placed_pages(engine, project_name, store))
     for manifest in store.list(project_name):
         if manifest.status is SnapshotStatus.INCOMPLETE:
             outcome = _Recovery(engine, store, manifest, progress).run()
@@ -82,20 +81,21 @@ def recover_interrupted(engine: EnginePort, project_name: str, store: SnapshotSt
     return total.lines
 
 
-def _remove_placed_pages(engine: EnginePort, project_name: str, store: SnapshotStore) -> None:
-    """The page images a killed restore left in its containers' roots (see `SnapshotStore.note_restoring`).
-    Kept noted while the engine cannot be asked: the next command tries again."""
-    noted = store.restoring(project_name)
-    if not noted:
-        return
-    for container_id in noted:
+def _remove_placed_pages(engine: EnginePort, project_name: str, store: SnapshotStore) -> list[str]:
+    """Remove the page images a killed restore left in its containers' roots (see
+    `SnapshotStore.note_restoring`); one line per container they were found in. Kept noted while the
+    engine cannot be asked: the next command tries again."""
+    lines = []
+    for container_id in store.restoring(project_name):
         try:
-            engine.remove_placed_pages(container_id)
+            if engine.remove_placed_pages(container_id):
+                lines.append(f"{container_id[:12]}: removed the page images an interrupted restore left in its root")
         except NotFoundError:
             continue  # the container is gone, and its layer with it
         except CkptError:
-            return
+            return lines
     store.done_restoring(project_name)
+    return lines
 
 
 @dataclass

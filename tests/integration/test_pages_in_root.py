@@ -183,8 +183,9 @@ def test_a_restore_killed_while_placing_pages_leaves_nothing_after_the_next_comm
     assert killed.returncode == -signal.SIGKILL
     assert placed_folders(container), "the kill landed after the restore had cleaned up"
 
-    kv.ckpt_ok("recover")
+    recovered = kv.ckpt_ok("recover")
 
+    assert "removed the page images an interrupted restore left" in recovered.stdout
     assert placed_folders(container) == []
     done = kv.ckpt_ok("restore", "big", "--force", "--json")
     assert json.loads(done.stdout)["containers"][0]["pages"] == PagesRoute.CONTAINER_ROOT.value

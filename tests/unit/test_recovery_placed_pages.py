@@ -13,7 +13,7 @@ from compose_ckpt.domain import recovery
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso
 from compose_ckpt.domain.recovery import recover_interrupted
 from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.engine import ContainerInfo, PagesRoute, PlacedCheckpoint
+from compose_ckpt.engine import ContainerInfo, PagesRoute, PlacedCheckpoint, pages_in_root
 from compose_ckpt.errors import EngineError, EngineUnavailable, NotFoundError, RecoveryFailed
 from tests.fakes import UntouchableEngine
 
@@ -31,7 +31,7 @@ class FakeEngine(UntouchableEngine):
         self.calls.append(f"remove pages {container_id[:1]}")
         if self.remove_error:
             raise self.remove_error
-        return []
+        return [f"{pages_in_root.FOLDER_PREFIX}0"] if container_id.startswith("a") else []
 
     def dump_in_progress(self, container_id: str, name: str, since: float) -> bool:
         return False
@@ -90,9 +90,10 @@ def test_the_pages_a_killed_restore_noted_are_removed_first(store: SnapshotStore
     store.note_restoring("p", ["a" * 64, "b" * 64])
     engine = FakeEngine()
 
-    recover_interrupted(engine, "p", store)
+    lines = recover_interrupted(engine, "p", store)
 
     assert engine.calls == ["remove pages a", "remove pages b"]
+    assert lines == ["aaaaaaaaaaaa: removed the page images an interrupted restore left in its root"]
     assert store.restoring("p") == []
 
 

@@ -59,6 +59,7 @@ class _Known:
 
     containers: frozenset[str]
     networks: frozenset[str]
+    volumes: frozenset[str]
 
 
 Rule = Callable[[Any, _Known], list[str]]
@@ -70,7 +71,15 @@ def _binds(value: Any, known: _Known) -> list[str]:
         source = str(bind).split(":", 1)[0]
         if "/" in source or not source:  # a volume name has no slash; anything else is a host path
             found.append(f"bind mount of the host's {shown(source)}")
+        else:
+            found += _volume(source, known)
     return found
+
+
+def _volume(name: Any, known: _Known) -> list[str]:
+    """A named volume the snapshot does not record is one of this host's, with its data."""
+    return [] if not name or name in known.volumes else [
+        f"mounts this host's volume {shown(name)}, which the snapshot does not record"]
 
 
 def _mounts(value: Any, known: _Known) -> list[str]:
@@ -80,6 +89,7 @@ def _mounts(value: Any, known: _Known) -> list[str]:
         kind = mount.get("Type")
         if kind == "volume" and _empty(((mount.get("VolumeOptions") or {}).get("DriverConfig") or {}).get("Options")) \
                 and _empty(((mount.get("VolumeOptions") or {}).get("DriverConfig") or {}).get("Name")):
+            found += _volume(mount.get("Source"), known)
             continue
         if kind == "tmpfs":
             continue
@@ -259,6 +269,7 @@ def review_host_access(manifest: Manifest, holders: Mapping[str, Mapping[str, An
                               *(str(r.holder.get("Id")) for r in manifest.containers if r.holder),
                               *(str(spec["Name"]).lstrip("/") for spec in holders.values())}),
         networks=frozenset(str(network.get("Name")) for network in manifest.networks),
+        volumes=frozenset(str(volume.get("Name")) for volume in manifest.volumes),
     )
     findings = []
     for record in manifest.containers:

@@ -89,6 +89,8 @@ WAYS_IN: dict[str, tuple[dict[str, Any], str]] = {
     "gpus": ({"DeviceRequests": [{"Driver": "nvidia", "Count": -1}]}, "device requests"),
     "annotations": ({"Annotations": {"org.criu.config": "/etc/shadow"}}, "org.criu.config"),
     "unknown-setting": ({"SomethingNew": {"Path": "/"}}, "HostConfig.SomethingNew"),
+    "foreign-volume": ({"Mounts": [{"Type": "volume", "Source": "bank_secrets", "Target": "/s"}]}, "bank_secrets"),
+    "foreign-volume-bind": ({"Binds": ["bank_secrets:/s"]}, "volume bank_secrets, which the snapshot does not"),
 }
 
 

@@ -139,8 +139,11 @@ class MemberWriter:
 class ArchiveWriter(MemberWriter):
     """Writes an archive to any binary stream, never seeking and never spilling to disk."""
 
-    def __init__(self, out: BinaryIO, *, level: int = 3, threads: int = -1) -> None:
+    def __init__(self, out: BinaryIO, *, level: int = 3, threads: int = -1,
+                 moved: Callable[[int], None] | None = None) -> None:
+        """`moved` is told `bytes_in` as it grows (for progress)."""
         self._out = out
+        self._moved = moved
         # The frame checksum lets the reader notice a flipped byte before it even reaches our sha256s.
         # threads=-1: zstd compresses on worker threads (one per core) while this one reads and hashes.
         compressor = zstandard.ZstdCompressor(level=level, threads=threads, write_checksum=True)
@@ -200,6 +203,8 @@ class ArchiveWriter(MemberWriter):
             self._write(self._buffer[:count])
             remaining -= count
             self.bytes_in += count
+            if self._moved:
+                self._moved(self.bytes_in)
         self._write(bytes(-size % tarfile.BLOCKSIZE))
         return digest.hexdigest()
 

@@ -254,7 +254,8 @@ class FilesystemCapture:
             progress(name, "storing volume copy")
             target = volume_path(self.store, self.manifest.project, self.manifest.name, name)
             precopy = self.precopies.copies[name]
-            stored = store_tree(target, self.engine.trees.read_folder(precopy.root), self.shared)
+            chunks = counted(self.engine.trees.read_folder(precopy.root), bytes_reporter(progress, name, "storing volume copy"))
+            stored = store_tree(target, chunks, self.shared)
             volumes[name].copy = dataclasses.replace(stored, seconds=precopy.seconds, reread=precopy.reread)
 
         try:

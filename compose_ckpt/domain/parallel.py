@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -9,7 +10,7 @@ from typing import Generic, TypeVar
 
 from compose_ckpt.const import DEFAULT_PARALLEL
 
-__all__ = ["DEFAULT_PARALLEL", "Outcome", "ProgressCallback", "ProgressEvent", "bytes_reporter", "counted",
+__all__ = ["DEFAULT_PARALLEL", "Outcome", "ProgressCallback", "ProgressEvent", "SharedCount", "bytes_reporter", "counted",
            "describe_failures", "event_of", "run_parallel"]
 
 
@@ -43,6 +44,20 @@ def event_of(phase: str | ProgressEvent) -> ProgressEvent:
 def bytes_reporter(progress: ProgressCallback, name: str, phase: str, total: int | None = None) -> Callable[[int], None]:
     """For code that counts bytes (`moved(done)`): each count reported as `phase` of `name`."""
     return lambda done: progress(name, ProgressEvent(phase, done, total))
+
+
+class SharedCount:
+    """Bytes that several threads move for one item, reported as one running total."""
+
+    def __init__(self, moved: Callable[[int], None]) -> None:
+        self._moved = moved
+        self._done = 0
+        self._lock = threading.Lock()
+
+    def add(self, count: int) -> None:
+        with self._lock:
+            self._done += count
+            self._moved(self._done)
 
 
 def counted(chunks: Iterable[bytes], moved: Callable[[int], None]) -> Iterator[bytes]:

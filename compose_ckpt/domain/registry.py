@@ -47,7 +47,7 @@ from compose_ckpt.domain.artifact import (
 from compose_ckpt.domain.containers import holders_as_built
 from compose_ckpt.domain.hostaccess import HostAccessConsent, require_consent, review_host_access
 from compose_ckpt.domain.manifest import Manifest
-from compose_ckpt.domain.parallel import ProgressCallback
+from compose_ckpt.domain.parallel import ProgressCallback, SharedCount, bytes_reporter
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.domain.transfer import (
     ImportResult,
@@ -102,8 +102,10 @@ class _ChunkUploader(MemberWriter):
     """Members in, deduplicated blobs out: every chunk is encoded (_ChunkEncoder), HEAD-checked and uploaded
     if missing."""
 
-    def __init__(self, client: RegistryPort, pool: ThreadPoolExecutor) -> None:
+    def __init__(self, client: RegistryPort, pool: ThreadPoolExecutor, read: SharedCount) -> None:
+        """`read` counts the snapshot's bytes as their chunks are checked or uploaded (for progress)."""
         self._client = client
+        self._read = read
         self._pool = pool
         self._in_flight = threading.BoundedSemaphore(WORKERS * 2)  # bounds the chunks held in memory
         self._futures: list[Future[Chunk]] = []
@@ -140,6 +142,7 @@ class _ChunkUploader(MemberWriter):
         frame = self._encoder.encode(part)
         blob = Blob("sha256:" + hashlib.sha256(frame).hexdigest(), len(frame))
         self.ensure_blob(blob, frame)
+        self._read.add(part.size)
         return Chunk(path, offset, part.size, blob)
 
     def ensure_blob(self, blob: Blob, data: bytes | memoryview) -> None:
@@ -266,7 +269,7 @@ def push_snapshot(store: SnapshotStore, project_name: str, name: str, client: Re
     manifest = exportable(store, project_name, name)
     client.want_push()
     with ThreadPoolExecutor(WORKERS, thread_name_prefix="push") as pool:
-        uploader = _ChunkUploader(client, pool)
+        uploader = _ChunkUploader(client, pool, SharedCount(bytes_reporter(progress, name, "uploading")))
         try:
             images = write_members(uploader, store, manifest, images_from, progress)
             chunks = uploader.finish()
@@ -335,9 +338,12 @@ def pull_snapshot(store: SnapshotStore, engine: EnginePort, client: RegistryPort
             accepted = review_host_access(manifest, holders_as_built(manifest))
             require_consent(accepted, consent)
             _check_free_space(artifact, cache)
-            progress(str(client.reference), f"downloading {len(artifact.blobs)} blobs")
+            downloading = f"downloading {len(artifact.blobs)} blobs"
+            progress(str(client.reference), downloading)
+            downloaded = SharedCount(bytes_reporter(progress, str(client.reference), downloading,
+                                                    sum(blob.size for blob in artifact.blobs)))
             with ThreadPoolExecutor(WORKERS, thread_name_prefix="pull") as pool:
-                counts = list(pool.map(lambda blob: _download(client, blob, cache), artifact.blobs))
+                counts = list(pool.map(lambda blob: _download(client, blob, cache, downloaded), artifact.blobs))
         except (RegistryError, KeyboardInterrupt):
             raise  # the cache stays: the same pull again resumes where this one stopped
         except BaseException as exc:
@@ -426,11 +432,14 @@ def _blob_path(cache: Path, blob: Blob) -> Path:
     return cache / blob.digest.split(":")[1]
 
 
-def _download(client: RegistryPort, blob: Blob, cache: Path) -> tuple[int, int]:
+def _download(client: RegistryPort, blob: Blob, cache: Path,
+              downloaded: SharedCount | None = None) -> tuple[int, int]:
     """Fetch one blob into the cache and verify it; return (bytes downloaded, bytes reused from before)."""
     final = _blob_path(cache, blob)
     if final.exists():
         if _file_digest(final) == blob.digest:
+            if downloaded:
+                downloaded.add(blob.size)
             return 0, blob.size
         final.unlink()
     partial = final.with_name(final.name + ".partial")
@@ -446,11 +455,15 @@ def _download(client: RegistryPort, blob: Blob, cache: Path) -> tuple[int, int]:
             digest.update(piece)
         response = client.open_blob(blob.digest, have, blob_deadline(blob.size - have)) if have < blob.size else None
         fresh = 0
+        if response is None and downloaded:
+            downloaded.add(have)
         if response is not None:
             with response:
                 if response.status_code == 200 and have:  # the registry ignored the range: start over
                     out.truncate(0)
                     digest, have = hashlib.sha256(), 0
+                if downloaded:
+                    downloaded.add(have)  # what an interrupted pull had fetched counts as done
                 for piece in response.iter_content(_IO_SIZE):
                     if have + fresh + len(piece) > blob.size:
                         out.close()
@@ -459,6 +472,8 @@ def _download(client: RegistryPort, blob: Blob, cache: Path) -> tuple[int, int]:
                     out.write(piece)
                     digest.update(piece)
                     fresh += len(piece)
+                    if downloaded:
+                        downloaded.add(len(piece))
         if have + fresh < blob.size:
             raise RegistryError(f"the download of blob {blob.digest} was cut short at {have + fresh} of {blob.size} "
                                 "bytes", hint="Run the same pull again: it resumes where this one stopped.")

@@ -28,7 +28,7 @@ from compose_ckpt.domain.archive import MANIFEST, ArchiveWriter, MemberWriter, S
 from compose_ckpt.domain.filesystem import LAYERS, SUFFIX, VOLUMES, check_tree, layer_path, volume_path
 from compose_ckpt.domain.hostaccess import HostAccessConsent, require_consent, review_host_access
 from compose_ckpt.domain.manifest import Manifest, ManifestError, SnapshotStatus, now_iso, parse_time
-from compose_ckpt.domain.parallel import ProgressCallback
+from compose_ckpt.domain.parallel import ProgressCallback, bytes_reporter
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.errors import ArchiveError, CkptError, ConflictError, NotFoundError, UsageError
 
@@ -68,7 +68,7 @@ def export_snapshot(store: SnapshotStore, project_name: str, name: str, out: Bin
     """Write snapshot `name` to `out`. With `images_from`, include `docker save` of every image it uses."""
     manifest = exportable(store, project_name, name)
     try:
-        with ArchiveWriter(out) as writer:
+        with ArchiveWriter(out, moved=bytes_reporter(progress, name, "writing archive")) as writer:
             images = write_members(writer, store, manifest, images_from, progress)
     except OSError as exc:  # a full disk or a closed pipe: say so, not a traceback
         raise CkptError(f"export of {name} failed: {exc}") from exc

@@ -291,3 +291,35 @@ def test_an_interrupted_download_resumes_with_a_range_and_a_bad_blob_is_refused(
     with pytest.raises(ArchiveError, match="larger than its manifest says"):
         _download(serving(data, longer.digest)[0], longer, tmp_path)
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_push_pull_and_export_report_their_bytes_as_they_move(tmp_path: Path) -> None:
+    from compose_ckpt.domain.artifact import Blob
+    from compose_ckpt.domain.parallel import ProgressEvent, SharedCount
+    from compose_ckpt.domain.registry import _download
+    from compose_ckpt.domain.transfer import export_snapshot
+
+    store, registry = SnapshotStore(tmp_path / "store"), FakeRegistry()
+    pages = random_bytes(2 * CHUNK_SIZE + 1000, 3)
+    snapshot(store, "one", pages)
+    events: list[tuple[str, str | ProgressEvent]] = []
+    push_snapshot(store, "proj", "one", FakeClient(registry, REF), ["one"],
+                  progress=lambda item, phase: events.append((item, phase)))
+    uploaded = [phase.done or 0 for item, phase in events
+                if isinstance(phase, ProgressEvent) and phase.phase == "uploading"]
+    assert uploaded == sorted(uploaded) and len(uploaded) >= 3 and uploaded[-1] == len(pages) + len(b"one")
+
+    out = io.BytesIO()
+    events.clear()
+    result = export_snapshot(store, "proj", "one", out, progress=lambda item, phase: events.append((item, phase)))
+    written = [phase.done or 0 for item, phase in events if isinstance(phase, ProgressEvent) and item == "one"]
+    assert written == sorted(written) and len(written) >= 3 and written[-1] == result.bytes_in
+
+    data = random_bytes(100, 7)
+    blob = Blob("sha256:" + hashlib.sha256(data).hexdigest(), len(data))
+    (tmp_path / (blob.digest[7:] + ".partial")).write_bytes(data[:40])  # resumed: the 40 bytes count as done
+    registry = FakeRegistry()
+    registry.blobs[blob.digest] = data
+    downloaded: list[int] = []
+    _download(FakeClient(registry, REF), blob, tmp_path, SharedCount(downloaded.append))
+    assert downloaded[0] == 40 and downloaded[-1] == 100 and downloaded == sorted(downloaded)

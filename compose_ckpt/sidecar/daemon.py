@@ -181,7 +181,7 @@ class Sidecar:
         """What /status and the page at / show (see sidecar/status.py); called on the HTTP threads."""
         return sidecar_status(self.schedule_view, self.metrics.job_stats(), self.pusher.waiting(), self.store,
                               engine_up=self.metrics.engine_up, problems=self.discovery.problems,
-                              now=datetime.now(UTC))
+                              label_prefix=self.config.label_prefix, now=datetime.now(UTC))
 
     def _report(self, found: Discovery) -> None:
         """Log each label problem once, when it appears."""

@@ -23,6 +23,7 @@ from compose_ckpt.sidecar.metrics import JobStats, Key
 from compose_ckpt.sidecar.policy import Problem, StackJob
 
 REFRESH_SECONDS = 10
+WRAPPING_COLUMNS = (4, 5, 6)  # retention, last error, push: their lines wrap; names and times do not
 
 
 def _iso(moment: datetime | float | None) -> str | None:
@@ -35,7 +36,7 @@ def _iso(moment: datetime | float | None) -> str | None:
 
 def sidecar_status(schedule: Sequence[tuple[StackJob, datetime]], stats: dict[Key, JobStats],
                    waiting_pushes: dict[Key, str], store: SnapshotStore, *, engine_up: bool,
-                   problems: Sequence[Problem], now: datetime) -> dict[str, Any]:
+                   problems: Sequence[Problem], label_prefix: str, now: datetime) -> dict[str, Any]:
     """The document of `GET /status` (its fields are listed in sidecar/README.md)."""
     listed: dict[str, list[Manifest] | str] = {}
     for project_name in sorted({job.project_name for job, _ in schedule}):
@@ -68,7 +69,7 @@ def sidecar_status(schedule: Sequence[tuple[StackJob, datetime]], stats: dict[Ke
                 "last_error": None if numbers.last_push_error is None else {
                     "message": numbers.last_push_error, "at": _iso(numbers.last_push_error_at)}},
         })
-    return {"generated": _iso(now), "engine_up": engine_up, "jobs": jobs,
+    return {"generated": _iso(now), "engine_up": engine_up, "label_prefix": label_prefix, "jobs": jobs,
             "problems": [{"container": p.container, "label": p.label, "message": p.message} for p in problems]}
 
 
@@ -138,6 +139,7 @@ p.meta { color: #555; margin: 0 0 1em; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; vertical-align: top; padding: .45em .6em; border-bottom: 1px solid #ddd; }
 th { background: #f4f4f6; font-weight: 600; }
+td div { white-space: nowrap; } td.wrap div { white-space: normal; min-width: 9em; }
 td div + div { color: #555; font-size: .92em; }
 .ok { color: #1a7f37; font-weight: 600; } .failed { color: #c62828; font-weight: 600; }
 .down { color: #c62828; font-weight: 600; } .none { color: #777; }
@@ -152,7 +154,8 @@ def render_page(document: dict[str, Any], now: datetime) -> str:
     for job in document["jobs"]:
         state = ("none", "no run yet") if job["last_run"] is None else \
             ("ok", "ok") if job["last_run"]["ok"] else ("failed", "failed")
-        rows.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in (
+        rows.append("<tr>" + "".join(f'<td class="wrap">{cell}</td>' if index in WRAPPING_COLUMNS else f"<td>{cell}</td>"
+                                     for index, cell in enumerate((
             _cell([f"<strong>{escape(job['project'])}</strong>", f"job {escape(job['job'])}",
                    "services: " + escape(", ".join(job["services"]))]),
             _cell([f"<code>{escape(job['schedule'] or '-')}</code>", "next: " + escape(when(job["next_run"], now))]),
@@ -165,7 +168,7 @@ def render_page(document: dict[str, Any], now: datetime) -> str:
             _cell([f'<span class="error">{escape(line)}</span>' if index == 0 else escape(line)
                    for index, line in enumerate(error_lines(job, now))] or ['<span class="none">none</span>']),
             _cell([escape(line) for line in push_lines(job, now)]),
-        )) + "</tr>")
+        ))) + "</tr>")
     problems = "".join(f"<li><code>{escape(p['container'])}</code> {escape(p['label'])}: {escape(p['message'])}</li>"
                        for p in document["problems"])
     engine = '<span class="ok">reachable</span>' if document["engine_up"] else '<span class="down">unreachable</span>'
@@ -176,7 +179,7 @@ def render_page(document: dict[str, Any], now: datetime) -> str:
             "<table><thead><tr><th>Stack</th><th>Schedule</th><th>Last run</th><th>Last snapshot</th>"
             "<th>Retention</th><th>Last error</th><th>Registry push</th></tr></thead><tbody>"
             + ("".join(rows) or '<tr><td colspan="7" class="none">no scheduled jobs: label containers with '
-                                '<code>compose-ckpt.enable=true</code> and a schedule</td></tr>')
+                                f'<code>{escape(document["label_prefix"])}.enable=true</code> and a schedule</td></tr>')
             + "</tbody></table>"
             + (f"<h2>Label problems</h2><ul>{problems}</ul>" if problems else ""))
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"

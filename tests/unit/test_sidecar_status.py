@@ -41,7 +41,7 @@ def test_each_job_shows_its_last_snapshot_next_run_retention_last_error_and_push
     metrics.push_failed(daily.key, "registry unreachable", NOW.timestamp() - 30)
     document = sidecar_status([(hourly, NOW + timedelta(minutes=30)), (daily, NOW + timedelta(hours=5))],
                               metrics.job_stats(), {daily.key: "auto-daily-9"}, store, engine_up=True, problems=[],
-                              now=NOW)
+                              label_prefix="compose-ckpt", now=NOW)
     first, second = document["jobs"]
     assert (first["job"], second["job"]) == ("daily", "hourly")  # sorted by project, then job
     assert second["last_snapshot"]["name"] == "auto-hourly-2" and second["last_snapshot"]["size"] == 10
@@ -82,7 +82,7 @@ def test_names_from_labels_stay_text_on_the_page(tmp_path: Path) -> None:
     metrics = Metrics()
     metrics.finished(hostile.key, False, 1.0, NOW.timestamp(), error=HOSTILE)
     document = sidecar_status([(hostile, NOW)], metrics.job_stats(), {}, SnapshotStore(tmp_path), engine_up=False,
-                              problems=[Problem(HOSTILE, HOSTILE, HOSTILE)], now=NOW)
+                              problems=[Problem(HOSTILE, HOSTILE, HOSTILE)], label_prefix=HOSTILE, now=NOW)
     elements = _Elements()
     elements.feed(render_page(document, NOW))
     assert not elements.tags & {"script", "img", "iframe", "link", "object"}

@@ -359,7 +359,8 @@ def pull_snapshot(store: SnapshotStore, engine: EnginePort, client: RegistryPort
             finally:
                 shutil.rmtree(cache, ignore_errors=True)  # verified blobs: unpacked, or refused
             imported = install_staged(store, engine, staged, rename=rename, expected_project=expected_project,
-                                      progress=progress, consent=lambda findings: findings == accepted,
+                                      progress=progress, consent=lambda findings: findings == accepted or
+                                      consent([f for f in findings if f not in accepted]),
                                       origin=f"{client.reference.registry}/{client.reference.repository}@{digest}")
     return PullResult(imported, str(client.reference), digest, downloaded_bytes=sum(fresh for fresh, _ in counts),
                       reused_bytes=sum(reused for _, reused in counts))

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tarfile
 import uuid
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 
 if TYPE_CHECKING:  # export without images never talks to Docker: it need not load the SDK (0.1 s)
     from compose_ckpt.domain.ports import EnginePort
@@ -156,6 +157,7 @@ def install_staged(store: SnapshotStore, engine: EnginePort, staged: StagedArchi
         if compatibility.blockers:
             raise ConflictError("this engine cannot restore the snapshot: " + "; ".join(compatibility.blockers))
         findings = review_host_access(manifest, holders_as_built(manifest))
+        findings += _image_replacements(engine, manifest, staged.images)
         require_consent(findings, consent)
         result = ImportResult(manifest, warnings=compatibility.warnings, host_access=findings)
         result.loaded_images = _load_images(engine, manifest, staged.images, progress)
@@ -226,6 +228,81 @@ def _load_images(engine: EnginePort, manifest: Manifest, staged: dict[str, list[
         raise NotFoundError(f"images missing on the target engine: {', '.join(missing)}",
                             hint="Export with --with-images, or `docker load` these images on the target first.")
     return loaded
+
+
+def _image_replacements(engine: EnginePort, manifest: Manifest, staged: dict[str, list[Path]]) -> list[str]:
+    """The images the snapshot carries that would take a name this engine gives another image (host access:
+    every container of this host started from that name afterwards runs the snapshot's image). An image
+    archive naming anything but its own reference is refused: `docker load` would tag all of it."""
+    found = []
+    for reference, image_id in _images(manifest):
+        chunks = staged.get(image_key(image_id))
+        if chunks is None:
+            continue
+        names = _saved_names(chunks)
+        if names - {_familiar(reference)}:
+            raise ArchiveError(f"the archive's image for {reference} would also be tagged "
+                               f"{', '.join(sorted(names - {_familiar(reference)}))[:500]}: tampered with")
+        current = engine.image_id(reference)
+        if current is not None and current != image_id:
+            found.append(f"image {reference}: the snapshot's {image_id[:19]} replaces this host's {current[:19]} "
+                         "under that name")
+    return found
+
+
+def _familiar(reference: str) -> str:
+    """An image reference as `docker save` names it: no docker.io/library/ prefix, a tag (`latest` by default)."""
+    for prefix in ("docker.io/library/", "docker.io/", "index.docker.io/library/", "index.docker.io/"):
+        reference = reference.removeprefix(prefix)
+    last = reference.rsplit("/", 1)[-1]
+    return reference if ":" in last or "@" in last else f"{reference}:latest"
+
+
+_SAVED_INDEXES = ("manifest.json", "repositories", "index.json")  # where `docker save` writes the names
+
+
+def _saved_names(chunks: list[Path]) -> set[str]:
+    """Every name `docker load` could give the images of this `docker save` archive: manifest.json's
+    RepoTags, the legacy repositories file, and the OCI index's image names."""
+    names: set[str] = set()
+    try:
+        with tarfile.open(fileobj=cast(IO[bytes], _ChunkReader(chunks)), mode="r|") as tar:
+            for member in tar:
+                if member.name.lstrip("./") not in _SAVED_INDEXES or not member.isfile():
+                    continue
+                if member.size > 16 * 1024**2:
+                    raise ArchiveError(f"the image archive's {member.name} is {member.size} bytes: not docker save's")
+                data = tar.extractfile(member)
+                names |= _names_in(member.name.lstrip("./"), json.loads(data.read() if data else b"null"))
+    except (tarfile.TarError, ValueError, TypeError, AttributeError) as exc:
+        raise ArchiveError(f"an image in the archive is not a `docker save` archive: {exc}") from exc
+    return names
+
+
+def _names_in(index: str, document: Any) -> set[str]:
+    if index == "manifest.json":
+        return {str(tag) for entry in document or [] for tag in entry.get("RepoTags") or []}
+    if index == "repositories":
+        return {f"{repository}:{tag}" for repository, tags in (document or {}).items() for tag in tags}
+    annotations = [(entry.get("annotations") or {}) for entry in (document or {}).get("manifests") or []]
+    return {_familiar(str(note["io.containerd.image.name"])) for note in annotations if "io.containerd.image.name" in note}
+
+
+class _ChunkReader:
+    """The chunk files of a staged image, read as one stream (tarfile's stream mode wants only read)."""
+
+    def __init__(self, chunks: list[Path]) -> None:
+        self._pieces = _read_chunks(chunks)
+        self._buffer = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            piece = next(self._pieces, None)
+            if piece is None:
+                break
+            self._buffer += piece
+        data, self._buffer = (self._buffer, b"") if size < 0 else (self._buffer[:size], self._buffer[size:])
+        return data
 
 
 def _read_chunks(chunks: list[Path]) -> Iterator[bytes]:

@@ -145,7 +145,6 @@ class _LiveMove:
                                          set(names_with_holders(manifest)), self.request, self.progress)
             finally:
                 if left:  # the target keeps something: the next move to it removes that first
-                    self.journal["snapshot"] = None
                     self._note()
                 else:
                     self.store.done_moving(self.project.name)

@@ -70,6 +70,13 @@ class SecondEngine:
                  lambda: not any(Path(f"/proc/{pid}").exists() for pid in containerd))
         self._start_again()
 
+    def stop_daemon(self) -> None:
+        """Stop the daemon as `reboot` does, without starting it again (`start_again` does)."""
+        stop_daemon(self.process)
+
+    def start_again(self) -> None:
+        self._start_again()
+
     def _start_again(self) -> None:
         # A bridge of its own from now on: other test runs' engines delete and recreate the shared one.
         bridge = f"ckr-{self.root.name[-8:]}"

@@ -159,3 +159,24 @@ def test_a_killed_live_move_is_undone_by_the_next_one_which_then_moves_the_stack
     assert json.loads(again.stdout)["source_removed"] is True
     assert stack.states() == {}
     assert_moved_with_state(stack, second)
+
+
+@pytest.mark.parametrize("phase", ["sending volume", "restoring"], ids=["before-downtime", "during-restore"])
+def test_the_target_daemon_stopping_mid_move_leaves_the_source_running_and_a_second_move_works(
+        stack: Stack, second: SecondEngine, phase: str) -> None:
+    try:
+        failed = run_until(stack, ["migrate", "--live", "--to", second.tcp], phase, lambda _: second.stop_daemon())
+    finally:
+        second.start_again()
+
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
+    assert "runs on the source" in failed.stderr
+    assert set(stack.states().values()) == {"running"}
+    assert stack.redis("get", "visits") == "42"
+    (db,) = stack.containers("db")
+    numbers = [int(n) for n in run_docker("exec", db, "cat", "/data/journal").stdout.split()]
+    assert numbers == list(range(1, len(numbers) + 1))  # with its state: not started afresh
+
+    again = stack.ckpt("--progress", "plain", "migrate", "--live", "--to", second.tcp, "--json")
+    assert again.returncode == 0, again.stderr
+    assert_moved_with_state(stack, second)

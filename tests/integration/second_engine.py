@@ -181,10 +181,12 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_second_engine(private_mounts: bool = False, network: Network | None = None) -> SecondEngine:
+def start_second_engine(private_mounts: bool = False, network: Network | None = None,
+                        data_size: str | None = None) -> SecondEngine:
     """`private_mounts`: its data root is a slave-only mount (see _slave_only_mount), so the root file
     systems of its containers are private, where the first engine's are slaves of its shared data root.
-    `network`: a bridge and pool of its own (a bench beside a test session's engines)."""
+    `network`: a bridge and pool of its own (a bench or test beside the session's engines). `data_size`:
+    its data root is a tmpfs of that size (`64m`), to fill its disk."""
     network = network or (PRIVATE_MOUNTS if private_mounts else SECOND)
     tag = uuid.uuid4().hex[:8]
     root = Path(f"/var/lib/ckpt-engine2-{tag}")
@@ -193,6 +195,10 @@ def start_second_engine(private_mounts: bool = False, network: Network | None = 
     exec_root.mkdir(parents=True)
     if private_mounts:
         _slave_only_mount(root / "data")
+    if data_size is not None:
+        (root / "data").mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={data_size},mode=0710", "tmpfs", str(root / "data")],
+                       check=True, capture_output=True)
     subprocess.run(["ip", "link", "del", network.bridge], capture_output=True)
     _make_bridge(network)
     config = root / "daemon.json"

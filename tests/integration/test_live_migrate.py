@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from compose_ckpt.engine import Engine
 from tests.integration.conftest import adopt_if_needed
-from tests.integration.second_engine import SecondEngine
+from tests.integration.second_engine import Network, SecondEngine, start_second_engine
 from tests.integration.stack import BUSYBOX, Stack, run_docker
 from tests.integration.test_faults import run_until, sigkill
 
@@ -180,3 +181,40 @@ def test_the_target_daemon_stopping_mid_move_leaves_the_source_running_and_a_sec
     again = stack.ckpt("--progress", "plain", "migrate", "--live", "--to", second.tcp, "--json")
     assert again.returncode == 0, again.stderr
     assert_moved_with_state(stack, second)
+
+
+# A throwaway target whose data root is a 48 MiB tmpfs: busybox fits, the 64 MiB blob of this stack not.
+SMALL_TARGET_NETWORK = Network("ckpt-br7", "10.243.0.1/24", "base=10.244.0.0/16,size=24")
+BLOB_STACK = f"""
+services:
+  db:
+    image: {BUSYBOX}
+    volumes: [data:/data]
+    command: ["sh", "-c", "head -c 67108864 /dev/urandom > /data/blob; exec 3>>/data/journal;
+      i=0; while true; do i=$$((i+1)); echo $$i >&3; sleep 0.01; done"]
+volumes:
+  data:
+"""
+
+
+def test_a_full_target_disk_leaves_the_source_running_and_nothing_on_the_target(
+        start_stack: Callable[..., Stack]) -> None:
+    stack = start_stack(BLOB_STACK)
+    wait_for(lambda: (volume_folder(stack, None) / "journal").exists())
+    small = start_second_engine(network=SMALL_TARGET_NETWORK, data_size="48m")
+    try:
+        failed = stack.ckpt("migrate", "--live", "--to", small.tcp)
+
+        assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
+        assert "before the stack was stopped" in failed.stderr and "runs on the source as before" in failed.stderr
+        assert "no space left on device" in failed.stderr.lower()
+        assert set(stack.states().values()) == {"running"}
+        assert small.docker("volume", "ls", "-q").stdout == b""  # the half-written volume is gone
+        assert small.docker("ps", "-aq").stdout == b""
+
+        subprocess.run(["mount", "-o", "remount,size=256m", str(small.root / "data")], check=True)
+        stack.ckpt_ok("migrate", "--live", "--to", small.tcp)
+        numbers = [int(n) for n in small.docker("exec", f"{stack.project}-db-1", "cat", "/data/journal").stdout.split()]
+        assert numbers == list(range(1, len(numbers) + 1))
+    finally:
+        small.stop()

@@ -1,0 +1,137 @@
+"""The core decisions of a snapshot, on a fake stack (tests/fakes.py FakeStack): which containers are frozen,
+dumped and resumed, in which order; and what a failure at each step puts back, and in which order.
+
+What every failure must leave, whatever the step: each container running the very process it ran before
+(nothing started fresh, nothing left paused or stopped), its restart policy as it was, no checkpoint left in
+the daemon's folder or the store, and the snapshot `failed`, never `complete`. The exact call sequences of
+two cases are pinned in test_snapshot_rollback_order.py; the real engine's side in
+tests/integration/test_snapshot_rollback.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from compose_ckpt.domain.held_policies import held_policies
+from compose_ckpt.domain.manifest import SnapshotStatus
+from compose_ckpt.domain.requests import SnapshotRequest
+from compose_ckpt.domain.snapshot import take_snapshot
+from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.errors import SnapshotFailed
+from tests.fakes import Call, FakeStack
+
+STACK = {"db": (), "cache": (), "web": ("db", "cache")}
+NAMES = ["p-db-1", "p-cache-1", "p-web-1"]
+ALL = set(NAMES)
+
+
+def steps(calls: list[Call]) -> list[tuple[str, set[str]]]:
+    """Consecutive calls of one kind as one step: within a step the containers' order is not fixed."""
+    grouped: list[tuple[str, set[str]]] = []
+    for what, name in calls:
+        if grouped and grouped[-1][0] == what:
+            grouped[-1][1].add(name)
+        else:
+            grouped.append((what, {name}))
+    return grouped
+
+
+def snapshot(stack: FakeStack, store: SnapshotStore, *, stop: bool, layers: bool = False) -> None:
+    # One at a time: the steps before a failure are then always the same.
+    take_snapshot(stack.project(), store, SnapshotRequest(name="s", stop=stop, parallel=1, ignore_rootfs=not layers))
+
+
+def test_a_live_snapshot_freezes_every_container_before_the_first_dump_and_resumes_them_after_the_last(
+        tmp_path: Path) -> None:
+    stack, store = FakeStack(STACK), SnapshotStore(tmp_path)
+    before = {c.name: c.process for c in stack.containers.values()}
+    snapshot(stack, store, stop=False)
+    assert steps(stack.calls) == [("pause", ALL), ("dump", ALL), ("unpause", ALL), ("save", ALL), ("delete", ALL)]
+    assert stack.state() == dict.fromkeys(NAMES, "running")
+    assert {c.name: c.process for c in stack.containers.values()} == before
+    manifest = store.load("p", "s")
+    assert manifest.status is SnapshotStatus.COMPLETE and not manifest.stopped
+    assert all(r.restart_policy is None for r in manifest.containers)  # nothing held back by a live snapshot
+
+
+def test_the_layers_are_copied_while_frozen(tmp_path: Path) -> None:
+    stack, store = FakeStack(STACK), SnapshotStore(tmp_path)
+    snapshot(stack, store, stop=False, layers=True)
+    assert steps(stack.calls)[:3] == [("pause", ALL), ("dump", ALL), ("read layer", ALL)]
+    assert steps(stack.calls)[3] == ("unpause", ALL)
+
+
+def test_a_stop_snapshot_holds_every_restart_policy_before_the_freeze_and_keeps_them_held(tmp_path: Path) -> None:
+    stack, store = FakeStack(STACK), SnapshotStore(tmp_path)
+    snapshot(stack, store, stop=True)
+    assert steps(stack.calls) == [("policy no", ALL), ("pause", ALL), ("dump", ALL), ("save", ALL), ("delete", ALL)]
+    assert stack.state() == dict.fromkeys(NAMES, "exited")
+    assert stack.policies() == dict.fromkeys(NAMES, "no")  # neither the dump's end nor a reboot starts them fresh
+    manifest = store.load("p", "s")
+    assert manifest.status is SnapshotStatus.COMPLETE
+    assert {r.container_name: r.restart_policy for r in manifest.containers} == dict.fromkeys(NAMES, "always")
+    assert {held.container for held in held_policies(store, "p").values()} == ALL  # until a restore gives them back
+
+
+def test_a_runtime_dump_needs_no_save_and_leaves_nothing_in_the_daemons_folder(tmp_path: Path) -> None:
+    stack, store = FakeStack(STACK, direct=True), SnapshotStore(tmp_path)
+    snapshot(stack, store, stop=False)
+    assert steps(stack.calls) == [("pause", ALL), ("dump", ALL), ("unpause", ALL)]
+    assert all(not c.checkpoints for c in stack.containers.values())
+    assert store.load("p", "s").status is SnapshotStatus.COMPLETE
+
+
+FAILURES = [pytest.param(what, name, id=f"{what}-{name}") for what in ("pause", "dump", "read layer")
+            for name in NAMES] + [pytest.param("save", name, id=f"save-{name}") for name in NAMES]
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["engine-api", "runtime"])
+@pytest.mark.parametrize("stop", [False, True], ids=["live", "stop"])
+@pytest.mark.parametrize("what, name", FAILURES)
+def test_a_failure_at_any_step_leaves_every_container_running_its_own_process_with_its_policy(
+        tmp_path: Path, what: str, name: str, stop: bool, direct: bool) -> None:
+    if direct and what == "save":
+        pytest.skip("the runtime's dumps are in the store already: nothing is saved after the window")
+    stack, store = FakeStack(STACK, direct=direct), SnapshotStore(tmp_path)
+    before = {c.name: c.process for c in stack.containers.values()}
+    stack.fail(what, name)
+    with pytest.raises(SnapshotFailed, match=f"while .* {name}") as failed:
+        snapshot(stack, store, stop=stop, layers=True)
+    assert failed.value.message.endswith("; every service was left running as before")
+    assert stack.state() == dict.fromkeys(NAMES, "running")
+    assert {c.name: c.process for c in stack.containers.values()} == before  # resumed or restored, never fresh
+    assert stack.policies() == dict.fromkeys(NAMES, "always")
+    assert held_policies(store, "p") == {}
+    assert all(not c.checkpoints for c in stack.containers.values())  # the daemon's copies deleted
+    assert [m.status for m in store.list("p")] == [SnapshotStatus.FAILED]
+    assert not (store.snapshot_dir("p", "s") / "checkpoints").exists()
+    assert not (store.snapshot_dir("p", "s") / "layers").exists()
+
+
+@pytest.mark.parametrize("what, name", FAILURES)
+def test_a_policy_comes_back_only_once_its_container_runs_again(tmp_path: Path, what: str, name: str) -> None:
+    """`always` back on a container still stopped would let Docker start it fresh over its checkpoint."""
+    stack, store = FakeStack(STACK), SnapshotStore(tmp_path)
+    stack.fail(what, name)
+    with pytest.raises(SnapshotFailed):
+        snapshot(stack, store, stop=True, layers=True)
+    for container in NAMES:
+        calls = [what for what, name in stack.calls if name == container]
+        back = calls.index("policy always")
+        running_again = max((i for i, what in enumerate(calls) if what in ("unpause", "start from checkpoint")),
+                            default=-1)
+        assert running_again < back, f"{container}: {calls}"
+
+
+@pytest.mark.parametrize("stop", [False, True], ids=["live", "stop"])
+def test_a_failed_pause_stops_the_snapshot_before_any_dump_and_thaws_every_container_it_froze(
+        tmp_path: Path, stop: bool) -> None:
+    stack, store = FakeStack(STACK), SnapshotStore(tmp_path)
+    stack.fail("pause", "p-cache-1")
+    with pytest.raises(SnapshotFailed, match="while pausing p-cache-1"):
+        snapshot(stack, store, stop=stop)
+    assert "dump" not in {what for what, _ in stack.calls}
+    paused = [name for what, name in stack.calls if what == "pause"]
+    assert "p-db-1" in paused
+    assert sorted(name for what, name in stack.calls if what == "unpause") == sorted(paused)

@@ -409,14 +409,17 @@ class _SnapshotRun:
         return next(r for r in self.manifest.containers if r.container_id == container_id)
 
     def _roll_back(self) -> None:
-        """Leave every container as it was before: running, with its state. Best effort, all of it."""
-        for container_id in list(self.stopped):
-            self._quietly(self._resume_stopped, container_id)
+        """Leave every container as it was before: running, with its state. Best effort, all of it.
+
+        One its dump ended that cannot be started again keeps its state for `recover`: the checkpoint in
+        the daemon's folder when that is the only copy (the store's, when the runtime wrote it there), and
+        its held policy (`always` back on it would let Docker start it fresh over that state)."""
+        stuck = {cid for cid in list(self.stopped) if not self._quietly(self._resume_stopped, cid)}
         for container_id in list(self.paused):
             self._quietly(self.engine.unpause, container_id)
-        for container_id in list(self.dumped):
+        for container_id in list(self.dumped - (stuck - self.direct)):
             self._quietly(self._delete_checkpoint, container_id)
-        held = set(self.held)
+        held = self.held - stuck
         for container_id in held:
             self._quietly(self._put_policy_back, container_id)
         with contextlib.suppress(CkptError):
@@ -462,11 +465,13 @@ class _SnapshotRun:
         self.engine.start_from_checkpoint(container_id, self.checkpoint)
 
     @staticmethod
-    def _quietly(action: Callable[[str], object], container_id: str) -> None:
+    def _quietly(action: Callable[[str], object], container_id: str) -> bool:
+        """Whether `action` succeeded; rollback goes on with the others, the original failure is what gets reported."""
         try:
             action(container_id)
         except CkptError:
-            pass  # rollback goes on with the others; the original failure is what gets reported
+            return False
+        return True
 
 
 def _phase_failure(phase: str, failures: dict[str, Exception]) -> SnapshotFailed:

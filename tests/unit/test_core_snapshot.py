@@ -19,7 +19,7 @@ from compose_ckpt.domain.requests import SnapshotRequest
 from compose_ckpt.domain.snapshot import take_snapshot
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.errors import SnapshotFailed
-from tests.fakes import Call, FakeStack
+from tests.fakes import PROCESS_FILE, Call, FakeStack
 
 STACK = {"db": (), "cache": (), "web": ("db", "cache")}
 NAMES = ["p-db-1", "p-cache-1", "p-web-1"]
@@ -135,3 +135,25 @@ def test_a_failed_pause_stops_the_snapshot_before_any_dump_and_thaws_every_conta
     paused = [name for what, name in stack.calls if what == "pause"]
     assert "p-db-1" in paused
     assert sorted(name for what, name in stack.calls if what == "unpause") == sorted(paused)
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["engine-api", "runtime"])
+def test_a_stopped_container_that_cannot_be_restarted_keeps_its_checkpoint_and_its_held_policy(
+        tmp_path: Path, direct: bool) -> None:
+    """The rollback cannot bring db back: the snapshot stays `incomplete` with db's checkpoint (the daemon's
+    copy, the only one, or the store's that the runtime wrote), for `recover`; and db's policy stays `no` (a
+    reboot must not start it fresh over that state). The others are back."""
+    stack, store = FakeStack(STACK, direct=direct), SnapshotStore(tmp_path)
+    stack.fail("dump", "p-web-1")
+    stack.fail("start from checkpoint", "p-db-1")
+    with pytest.raises(SnapshotFailed) as failed:
+        snapshot(stack, store, stop=True)
+    assert "2 of 3 containers are running again, not: p-db-1" in failed.value.message
+    assert "compose-ckpt recover" in (failed.value.hint or "")
+    assert stack.state() == {"p-db-1": "exited", "p-cache-1": "running", "p-web-1": "running"}
+    if direct:  # the copy placed for the failed start is dropped: the store's is the state
+        assert (store.checkpoint_dir("p", "s", "p-db-1") / PROCESS_FILE).is_file()
+    assert list(stack.by_name("p-db-1").checkpoints) == ([] if direct else ["ckpt-s"])
+    assert stack.policies() == {"p-db-1": "no", "p-cache-1": "always", "p-web-1": "always"}
+    assert {held.container for held in held_policies(store, "p").values()} == {"p-db-1"}
+    assert [m.status for m in store.list("p")] == [SnapshotStatus.INCOMPLETE]

@@ -238,7 +238,8 @@ class LiveProgress:
         if self._ended is None:
             text = f"[blue][+][/] {escape(self._title)}: [yellow]{len(self._rows)}[/] under way"
         elif self._ok:
-            text = f"[blue][+][/] {escape(self._title)} [green]done[/]: {len(self._rows)} items"
+            count = len(self._rows)
+            text = f"[blue][+][/] {escape(self._title)} [green]done[/]: {count} item{'' if count == 1 else 's'}"
         else:
             text = f"[bold red]✘[/] {escape(self._title)} [bold red]failed[/]"
         header = Table.grid(expand=True)

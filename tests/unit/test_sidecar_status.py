@@ -88,3 +88,44 @@ def test_names_from_labels_stay_text_on_the_page(tmp_path: Path) -> None:
     assert not elements.tags & {"script", "img", "iframe", "link", "object"}
     assert not {name for name in elements.attributes if name.startswith("on")} and "src" not in elements.attributes
     assert HOSTILE in "".join(elements.text)  # shown as the text it is
+
+
+def test_the_server_serves_the_page_and_the_json_and_the_status_command_prints_them(tmp_path: Path) -> None:
+    import json
+    import socket
+    import urllib.request
+
+    from typer.testing import CliRunner
+
+    from compose_ckpt.sidecar.cli import app
+    from compose_ckpt.sidecar.http import StatusServer
+
+    store = stored(tmp_path, "auto-hourly-1")
+    metrics = Metrics()
+    hourly = job()
+    metrics.finished(hourly.key, False, 1.5, NOW.timestamp() - 600, error="checkpoint of proj-web-1 failed")
+    metrics.finished(hourly.key, True, 2.0, NOW.timestamp() - 60, snapshot="auto-hourly-1")
+    with socket.socket() as probe:  # a free port for the server
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = StatusServer(metrics, port, lambda: sidecar_status(
+        [(hourly, NOW + timedelta(minutes=30))], metrics.job_stats(), {}, store, engine_up=True, problems=[],
+        label_prefix="compose-ckpt", now=NOW), host="127.0.0.1")
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(url + "/") as page:
+            assert page.headers["Content-Type"] == "text/html; charset=utf-8"
+            assert "default-src 'none'" in page.headers["Content-Security-Policy"]
+            assert "auto-hourly-1" in page.read().decode()
+        with urllib.request.urlopen(url + "/status") as document:
+            assert json.loads(document.read())["jobs"][0]["last_snapshot"]["name"] == "auto-hourly-1"
+        printed = CliRunner().invoke(app, ["status", "--url", url])
+        assert printed.exit_code == 0, printed.output
+        for shown in ("proj / hourly  ok", "auto-hourly-1", "keep 24", "checkpoint of proj-web-1 failed", "not pushed"):
+            assert shown in printed.output, printed.output
+        assert json.loads(CliRunner().invoke(app, ["status", "--url", url, "--json"]).output)["engine_up"] is True
+    finally:
+        server.stop()
+    refused = CliRunner().invoke(app, ["status", "--url", url])
+    assert refused.exit_code == 1 and "cannot read the sidecar's status" in str(refused.exception or refused.output)

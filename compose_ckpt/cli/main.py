@@ -517,7 +517,7 @@ def inspect(ctx: typer.Context, snapshot: Annotated[str, typer.Argument(metavar=
                 [(c["service"], c["container"], c["image"], human_size(c["size"]), _dump_text(c),
                   _DUMP_PATH_TEXT.get(c["dump_path"], "not recorded"),
                   _copy_text(c["layer"]) if c["layer"] else "not copied") for c in document["containers"]],
-                names=3, drop=["IMAGE", "DUMP"])
+                names=3, drop=["IMAGE", "DUMPED BY", "DUMP"])
     for c in document["containers"]:
         if c["dump_fallback"]:
             console.print(f"{escape(c['container'])}: dumped through the Docker API because {escape(c['dump_fallback'])}",
@@ -525,9 +525,9 @@ def inspect(ctx: typer.Context, snapshot: Annotated[str, typer.Argument(metavar=
     restores = [c for c in document["containers"] if c["last_restore"]]
     if restores:
         print_table(["CONTAINER", "LAST RESTORE", "PAGES", "PLACED", "RESTORE"],
-                    [(c["container"], c["last_restore"]["at"], _pages_text(c["last_restore"]),
+                    [(c["container"], _to_seconds(c["last_restore"]["at"]), _pages_text(c["last_restore"]),
                       f"{c['last_restore']['place_seconds']:.2f}s", f"{c['last_restore']['restore_seconds']:.2f}s")
-                     for c in restores])
+                     for c in restores], drop=["PLACED"])
     if document["volumes"]:
         print_table(["VOLUME", "COPY"], [(v["name"], _copy_text(v["copy"]) if v["copy"] else "not copied (no --with-volumes)")
                                          for v in document["volumes"]])

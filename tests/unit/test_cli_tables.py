@@ -71,3 +71,27 @@ def test_relative_times_read_as_people_say_them() -> None:
     assert relative_time(now - timedelta(days=1, hours=5), now) == "1 day ago"
     assert relative_time(now + timedelta(hours=2), now) == "in 2 h"
     assert relative_time(now, now) == "now"
+
+
+def test_inspect_on_an_80_column_terminal_keeps_one_line_per_container(isolated_store: Path) -> None:
+    from compose_ckpt.domain.manifest import ContainerRecord, TreeCopy
+
+    store = SnapshotStore(isolated_store)
+    names = [f"ckpt-demo-{service}-1" for service in ("database", "web")]
+    records = [ContainerRecord(service=name.split("-")[-2], container_id=str(index) * 64, container_name=name,
+                               number=1, image="registry.example.com/team/some-image:2026.12", checkpoint="ckpt-one",
+                               image_id="sha256:" + "1" * 64, size=3 << 20, dump_seconds=0.42,
+                               layer=TreeCopy(size=10240, stored=255, seconds=0.1, sha256="0" * 64))
+               for index, name in enumerate(names)]
+    store.write(Manifest(name="one", project="proj", created=now_iso(), status=SnapshotStatus.COMPLETE, stopped=True,
+                         compose_files=[], compose_hash="", services=["database", "web"], dependencies={},
+                         containers=records))
+    for record in records:
+        (store.new_checkpoint_dir("proj", "one", record.container_name) / "pages-1.img").write_bytes(b"pages")
+    terminal = Terminal([sys.executable, "-m", "compose_ckpt", "-p", "proj", "inspect", "one"], columns=80, rows=30)
+    assert terminal.finish(timeout=60) == 0, "\n".join(terminal.lines())
+    lines = terminal.lines()
+    header = next(index for index, line in enumerate(lines) if line.startswith("SERVICE"))
+    assert lines[header].split() == ["SERVICE", "CONTAINER", "SIZE", "DUMP", "LAYER"]  # IMAGE, DUMPED BY left out
+    assert [line.split()[1] for line in lines[header + 1:header + 3]] == names
+    assert all("10.0 KiB (255 B stored) in 0.10s" in line for line in lines[header + 1:header + 3])

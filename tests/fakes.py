@@ -130,7 +130,7 @@ class FakeTrees:
 class FakeStack(UntouchableEngine):
     """Project `p`: one running container per service, `p-<service>-1`, restart policy `always`.
 
-    `fail(what, name)` makes that call raise EngineError (before it changes anything); `kill_at(what, name)`
+    `fail(what, name)` makes the next such call raise EngineError (before it changes anything); `kill_at(what, name)`
     raises CommandKilled there and leaves the engine deaf to the command (`revive` for the next command).
     `direct`: dumps go straight into the store (the daemon's runtime), not through the Docker API."""
 
@@ -166,6 +166,13 @@ class FakeStack(UntouchableEngine):
     def policies(self) -> dict[str, str]:
         return {c.name: c.policy.as_text() for c in self.containers.values()}
 
+    def move_on(self) -> None:
+        """Every running container started fresh (a new process), as after `docker compose restart`."""
+        for container in self.containers.values():
+            if container.status == "running":
+                self.processes += 1
+                container.process = self.processes
+
     def by_name(self, name: str) -> FakeContainer:
         return next(c for c in self.containers.values() if c.name == name)
 
@@ -191,7 +198,7 @@ class FakeStack(UntouchableEngine):
             self.gone = True
             raise CommandKilled(f"killed at {what} of {container.name}")
         if call in self.failing:
-            raise self.failing[call]
+            raise self.failing.pop(call)
         self.calls.append(call)
 
     def _reach(self) -> None:
@@ -287,6 +294,10 @@ class FakeStack(UntouchableEngine):
         self._reach()
         self._require(container, "exited", "created")  # a real wait on a running one would time out
         return self._info(container)
+
+    def image_id(self, reference: str) -> str | None:
+        self._reach()
+        return IMAGE_ID if reference in ("img", IMAGE_ID) else None
 
     def set_restart_policy(self, container_id: str, policy: RestartPolicy) -> None:
         container = self.container(container_id)

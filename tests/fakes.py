@@ -190,8 +190,9 @@ class FakeStack(UntouchableEngine):
             raise NotFoundError(f"no container {ref}")
         return found
 
-    def act(self, what: str, container: FakeContainer) -> None:
-        """Fail, or die, as the test asked; else record the call (the caller then makes the change)."""
+    def act(self, what: str, container: FakeContainer, *, record: bool = True) -> None:
+        """Fail, or die, as the test asked; else record the call (the caller then makes the change). What
+        changes nothing (`record` off) can be made to fail too, and is not recorded."""
         self._reach()
         call = (what, container.name)
         if call == self.killing:
@@ -199,7 +200,8 @@ class FakeStack(UntouchableEngine):
             raise CommandKilled(f"killed at {what} of {container.name}")
         if call in self.failing:
             raise self.failing.pop(call)
-        self.calls.append(call)
+        if record:
+            self.calls.append(call)
 
     def _reach(self) -> None:
         if self.gone:
@@ -291,7 +293,7 @@ class FakeStack(UntouchableEngine):
 
     def wait_exited(self, container_id: str, timeout: float = 60.0) -> ContainerInfo:
         container = self.container(container_id)
-        self._reach()
+        self.act("wait", container, record=False)
         self._require(container, "exited", "created")  # a real wait on a running one would time out
         return self._info(container)
 

@@ -189,3 +189,19 @@ def test_without_safety_checkpoints_a_failed_forced_restore_leaves_the_unrestore
     assert "dump" not in {what for what, _ in stack.calls}
     assert stack.state() == {"p-db-1": "running", "p-cache-1": "running", "p-web-1": "exited"}
     assert processes(stack)["p-db-1"] == recorded["p-db-1"]
+
+
+@pytest.mark.parametrize("what", ["kill", "write layer"])
+def test_a_forced_restore_that_fails_before_any_start_puts_every_container_back_from_its_safety_checkpoint(
+        tmp_path: Path, what: str) -> None:
+    stack, store = FakeStack(STACK), SnapshotStore(tmp_path)
+    snapshot_of(stack, store, stop=False, layers=True)
+    stack.move_on()
+    before = processes(stack)
+    stack.fail(what, "p-cache-1")
+    with pytest.raises(Exception, match=f"{what} of p-cache-1 failed"):
+        restore(stack, store, force=True)
+    assert not any(what == "place" for what, _ in stack.calls)
+    assert stack.state() == dict.fromkeys(NAMES, "running")
+    assert processes(stack) == before
+    assert all(not c.checkpoints for c in stack.containers.values())

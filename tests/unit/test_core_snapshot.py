@@ -109,6 +109,25 @@ def test_a_failure_at_any_step_leaves_every_container_running_its_own_process_wi
     assert not (store.snapshot_dir("p", "s") / "layers").exists()
 
 
+@pytest.mark.parametrize("what, name", [pytest.param("policy no", name, id=f"holding-{name}") for name in NAMES]
+                         + [pytest.param("wait", name, id=f"waiting-for-exit-{name}") for name in NAMES])
+def test_a_stop_snapshot_that_fails_holding_a_policy_or_waiting_for_an_exit_puts_everything_back(
+        tmp_path: Path, what: str, name: str) -> None:
+    stack, store = FakeStack(STACK), SnapshotStore(tmp_path)
+    before = {c.name: c.process for c in stack.containers.values()}
+    stack.fail(what, name)
+    with pytest.raises(SnapshotFailed, match=name):
+        snapshot(stack, store, stop=True)
+    assert stack.state() == dict.fromkeys(NAMES, "running")
+    assert {c.name: c.process for c in stack.containers.values()} == before
+    assert stack.policies() == dict.fromkeys(NAMES, "always")
+    assert held_policies(store, "p") == {}
+    assert all(not c.checkpoints for c in stack.containers.values())
+    assert [m.status for m in store.list("p")] == [SnapshotStatus.FAILED]
+    if what == "policy no":
+        assert "pause" not in {what for what, _ in stack.calls}
+
+
 @pytest.mark.parametrize("what, name", FAILURES)
 def test_a_policy_comes_back_only_once_its_container_runs_again(tmp_path: Path, what: str, name: str) -> None:
     """`always` back on a container still stopped would let Docker start it fresh over its checkpoint."""

@@ -7,6 +7,7 @@ once, in `run`, and turned into a message and an exit code.
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -38,7 +39,8 @@ if TYPE_CHECKING:  # the domain and the engine client load lazily, per command, 
     from concurrent.futures import Future
 
     from compose_ckpt.cli.progress import Display
-    from compose_ckpt.compose import ComposeProject
+    from compose_ckpt.compose import ComposeProject, ProjectOptions
+    from compose_ckpt.compose.runner import ComposeCli
     from compose_ckpt.domain.manifest import Manifest, TreeCopy
     from compose_ckpt.domain.ports import EnginePort
     from compose_ckpt.domain.project import Project
@@ -138,7 +140,8 @@ def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
     from compose_ckpt.domain.store import default_home
 
     options: GlobalOptions = ctx.obj
-    report = run_checks(options.connect, default_home(), lambda engine: _project_containers(options, engine))
+    report = run_checks(options.connect, default_home(), lambda engine: _project_containers(options, engine),
+                        lambda engine: _adoption_drift(options, engine))
     if as_json:
         print_json({"ok": report.can_checkpoint, "checks": [check.as_dict() for check in report.checks]})
     else:
@@ -165,6 +168,18 @@ def _project_containers(options: GlobalOptions, engine: EnginePort) -> list[tupl
         return []
 
 
+def _adoption_drift(options: GlobalOptions, engine: EnginePort) -> str | None:
+    """What of the adoption of the project here no longer matches its compose files, for doctor; None without
+    compose files."""
+    from compose_ckpt.domain.adopt import drift
+    from compose_ckpt.domain.project import Project
+
+    try:
+        return drift(Project(_compose_project(options), engine), lambda: _compose_cli(options))
+    except CkptError:
+        return None
+
+
 def _store() -> SnapshotStore:
     from compose_ckpt.domain.store import SnapshotStore, default_home
 
@@ -178,12 +193,17 @@ def _compose_project(options: GlobalOptions) -> ComposeProject:
 def _start_compose_project(options: GlobalOptions) -> Future[ComposeProject]:
     """Resolve the compose project in the background: its files are read and checked now (a fault in them is
     raised now), and `docker compose config` runs in another process while this one goes on."""
-    from compose_ckpt.compose import ProjectOptions, start_loading
+    from compose_ckpt.compose import start_loading
 
-    return start_loading(ProjectOptions(
-        files=options.files, project_name=options.project_name, project_directory=options.project_directory,
-        profiles=options.profiles, env_files=options.env_files,
-    ))
+    return start_loading(_project_options(options))
+
+
+def _project_options(options: GlobalOptions) -> ProjectOptions:
+    from compose_ckpt.compose import ProjectOptions
+
+    return ProjectOptions(files=options.files, project_name=options.project_name,
+                          project_directory=options.project_directory, profiles=options.profiles,
+                          env_files=options.env_files)
 
 
 def _project(options: GlobalOptions, loading: Future[ComposeProject] | None = None) -> Project:
@@ -300,6 +320,9 @@ def snapshot(
         project = _project(options, loading)
     with _progress(options, "snapshot") as progress:
         manifest = take_snapshot(project, _store(), request, progress=progress, phases=phases)
+    from compose_ckpt.domain.adopt import drift
+
+    print_warnings([drifted] if (drifted := drift(project, lambda: _compose_cli(options))) else [])
     for service, reason in manifest.skipped.items():
         err_console.print(f"note: skipped {escape(service)} ({escape(reason)}): nothing running to checkpoint; "
                           "restore leaves it alone", highlight=False)
@@ -365,27 +388,34 @@ def restore(
 @app.command()
 def ps(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Show the project as resolved: services, containers, their network form, whether a snapshot would take them."""
+    from compose_ckpt.domain.adopt import drift
     from compose_ckpt.domain.held_policies import still_held
-    from compose_ckpt.domain.holders import abandoned_holders, network_form
+    from compose_ckpt.domain.holders import abandoned_holders, network_form, stale_join
 
     options: GlobalOptions = ctx.obj
     project = _project(options)
     version = project.engine.info().server_version
     held = still_held(project.engine, _store(), project.name)
     rows: list[dict[str, Any]] = []
+    stale: list[str] = []
     for entry in project.resolve(project.select([])):
         for c in entry.containers:
             form = network_form(c.attrs)
             restorable = form.restorable_on(version)
+            network = form.value
+            if reason := stale_join(project.engine, c):
+                network, restorable = "stale join", False
+                stale.append(reason)
             rows.append({"service": entry.service, "container": c.name, "state": c.status,
-                         "snapshot": c.running and restorable, "network": form.value, "restorable": restorable,
+                         "snapshot": c.running and restorable, "network": network, "restorable": restorable,
                          "held_policy": held[c.id].policy.as_text() if c.id in held else None})
     missing = [name for name in project.select([]) if not any(row["service"] == name for row in rows)]
     rows += [{"service": name, "container": None, "state": "missing", "snapshot": False, "network": None,
               "restorable": False, "held_policy": None} for name in missing]
     abandoned = [holder.name for holder in abandoned_holders(project.engine, project.name)]
+    drifted = drift(project, lambda: _compose_cli(options))
     if as_json:
-        print_json({"project": project.name, "containers": rows, "abandoned_holders": abandoned})
+        print_json({"project": project.name, "containers": rows, "abandoned_holders": abandoned, "drift": drifted})
         return
     console.print(f"project {project.name}", highlight=False)
     print_table(["SERVICE", "CONTAINER", "STATE", "NETWORK", "SNAPSHOT"],
@@ -398,6 +428,8 @@ def ps(ctx: typer.Context, as_json: JsonOption = False) -> None:
                         f"{', '.join(abandoned)}. They keep the published ports, the service names and the network: "
                         "`docker compose down --remove-orphans` removes them, `compose-ckpt restore` reuses them, "
                         "`compose-ckpt adopt` replaces them"])
+    print_warnings([*([drifted] if drifted else []),
+                    *(f"{reason}: recreate it with `docker compose up -d --force-recreate` of its service" for reason in stale)])
 
 
 @app.command()
@@ -419,36 +451,75 @@ def config(ctx: typer.Context, as_json: JsonOption = False) -> None:
 @app.command()
 def adopt(
     ctx: typer.Context,
-    services: Services = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before restarting containers.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before changing the files and restarting containers.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change, change nothing.")] = False,
+    undo: Annotated[bool, typer.Option("--undo", help="Return the project to its form before adopt (as `unadopt`).")] = False,
     timeout: Annotated[int | None, typer.Option("--timeout", "-t", min=0, help="Seconds to wait for each container to stop before killing it (default: its own stop timeout).")] = None,
-    parallel: Parallel = DEFAULT_PARALLEL,
     as_json: JsonOption = False,
 ) -> None:
-    """Join each container to a network holder, the form Docker 28 and 29 can restore (one cold restart each)."""
-    from compose_ckpt.domain.adopt import adopt as adopt_containers
-    from compose_ckpt.domain.adopt import plan_adoption
+    """Declare a network holder per service in a compose file of the project, the form Docker 28 and 29 can
+    restore, registered in the project's .env so that plain `docker compose` keeps it (one cold restart each)."""
+    _adoption(ctx.obj, undo=undo, yes=yes, dry_run=dry_run, timeout=timeout, as_json=as_json)
 
-    options: GlobalOptions = ctx.obj
+
+@app.command()
+def unadopt(
+    ctx: typer.Context,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before changing the files and restarting containers.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change, change nothing.")] = False,
+    timeout: Annotated[int | None, typer.Option("--timeout", "-t", min=0, help="Seconds to wait for each container to stop before killing it (default: its own stop timeout).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Undo `adopt`: remove its compose file, restore .env, let compose recreate the services without holders."""
+    _adoption(ctx.obj, undo=True, yes=yes, dry_run=dry_run, timeout=timeout, as_json=as_json)
+
+
+def _compose_cli(options: GlobalOptions) -> ComposeCli:
+    """`docker compose` for the project, with compose-ckpt's global flags, on the engine it talks to."""
+    from compose_ckpt.compose.runner import ComposeCli
+
+    return ComposeCli(_project_options(options), os.environ, Path.cwd(), options.host)
+
+
+def _adoption(options: GlobalOptions, *, undo: bool, yes: bool, dry_run: bool, timeout: int | None, as_json: bool) -> None:
+    from compose_ckpt.domain.adopt import apply, plan_adoption, plan_undo
+
     project = _project(options)
-    plans = plan_adoption(project, services or [])
-    needed = [plan.container.name for plan in plans if plan.needed]
-    if needed and not yes:
-        question = (f"adopt restarts {len(needed)} containers once, from a cold start (their in-memory state is lost): "
-                    f"{', '.join(needed)}. Go on?")
-        if not sys.stdin.isatty():
-            raise UsageError(question.replace(" Go on?", ""), hint="Pass --yes to confirm.")
-        if not typer.confirm(question):
-            raise typer.Exit(ExitCode.FAILURE)
-    with _progress(options, "adopt") as progress:
-        results = adopt_containers(project, _store(), plans, progress=progress, parallel=parallel, stop_timeout=timeout)
+    compose = _compose_cli(options)
+    with _store().locked(project.name):
+        plan = (plan_undo(project, os.environ, options.env_files) if undo
+                else plan_adoption(project, compose, os.environ, options.env_files))
+        document = {"project": project.name, "adopted": not undo, "changed": plan.needed, "dry_run": dry_run,
+                    "files": [str(change.path) for change in plan.files if change.changed],
+                    "holders": dict(plan.holders), "recreated": [c.name for c in plan.in_the_way],
+                    "services": list(plan.services)}
+        if not as_json:
+            for change in plan.files:
+                if change.changed:
+                    console.print(change.diff(), highlight=False, markup=False, end="")
+        if not plan.needed or dry_run:
+            if as_json:
+                print_json(document)
+            else:
+                console.print("nothing to change" if not plan.needed else "dry run: nothing was changed", highlight=False)
+            return
+        if not yes:
+            recreated = ", ".join(c.name for c in plan.in_the_way) or "none"
+            question = (f"{'unadopt' if undo else 'adopt'} changes the files above, then `docker compose up -d` recreates "
+                        f"the services in that form; these containers restart from a cold start (their in-memory state "
+                        f"is lost): {recreated}. Go on?")
+            if not sys.stdin.isatty():
+                raise UsageError(question.replace(" Go on?", ""), hint="Pass --yes to confirm, --dry-run to only look.")
+            if not typer.confirm(question):
+                raise typer.Exit(ExitCode.FAILURE)
+        with _progress(options, "unadopt" if undo else "adopt") as progress:
+            apply(plan, project, compose, adopted=not undo, stop_timeout=timeout, progress=progress)
     if as_json:
-        print_json({"project": project.name, "containers": [vars(r) for r in results]})
+        print_json(document)
         return
-    print_table(["SERVICE", "CONTAINER", "HOLDER", "ACTION"],
-                [(r.service, r.container, r.holder or "-", r.action) for r in results])
-    adopted = sum(r.action == "adopted" for r in results)
-    console.print(f"adopted {adopted} containers of {project.name}", highlight=False)
+    verb = "unadopted" if undo else "adopted"
+    console.print(f"{verb} project {project.name}: {len(plan.holders)} network holders, "
+                  f"{len(plan.in_the_way)} containers recreated by docker compose", highlight=False)
 
 
 @app.command("ls")

@@ -1,184 +1,255 @@
-"""`adopt`: put running services into the restorable form, each container joined to its network holder.
+"""`adopt` and `unadopt`: network holders as part of the compose model (see adoptfile.py for the file).
 
-A one-time cold restart per container: it is stopped (gracefully, with its own stop
-timeout), removed, its holder created with the namespace's settings, and the container
-created again as it was, joined to the holder, and started if it was running. A
-container that fails half-way is put back as it was. Containers that join the
-adopted one's namespace (`network_mode: service:X`) or take its ipc, pid or volumes
-are recreated after it, joined to its new self.
+`adopt` writes the generated compose file beside the user's and registers it in the project's `.env`
+(`COMPOSE_FILE`), then lets compose bring the containers to that form: the containers that would keep a
+holder from binding their ports (the ones that own their namespace, and holders of the earlier
+label-based form with the containers joined to them) are stopped (with their own stop timeout) and
+removed, and `docker compose up -d` recreates them, a cold restart each. From then on plain `docker
+compose` creates, keeps and removes the holders like any service. If compose fails, the files are put
+back and compose brings the stack up as it was. `unadopt` is the reverse. Both are idempotent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
-from typing import Any
+from pathlib import Path
 
-from compose_ckpt.const import LABEL_HOLDER_FOR, LABEL_NETWORK_HOLDER, LABEL_SERVICE
-from compose_ckpt.domain.containers import create_holder
-from compose_ckpt.domain.holders import NetworkForm, holder_name, holder_spec, joined_spec, network_form
-from compose_ckpt.domain.ordering import dependency_levels
-from compose_ckpt.domain.parallel import DEFAULT_PARALLEL, ProgressCallback, run_parallel
-from compose_ckpt.domain.ports import EnginePort
+from compose_ckpt.compose.interpolation import parse_dotenv
+from compose_ckpt.const import LABEL_HOLDER_FOR, LABEL_ONEOFF, LABEL_PROJECT
+from compose_ckpt.domain import adoptfile
+from compose_ckpt.domain.holders import NetworkForm, network_form
+from compose_ckpt.domain.parallel import ProgressCallback
+from compose_ckpt.domain.ports import ComposePort
 from compose_ckpt.domain.project import Project
-from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo
-from compose_ckpt.engine.specs import referenced_containers
-from compose_ckpt.errors import CkptError, EngineError
+from compose_ckpt.engine.specs import joined_container
+from compose_ckpt.errors import CkptError, ConflictError, NotFoundError, UsageError
+
+
+@dataclass(frozen=True)
+class FileChange:
+    path: Path
+    before: bytes | None  # None: not there
+    after: bytes | None  # None: removed
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+    def diff(self) -> str:
+        before = (self.before or b"").decode("utf-8", "replace").splitlines(keepends=True)
+        after = (self.after or b"").decode("utf-8", "replace").splitlines(keepends=True)
+        return "".join(difflib.unified_diff(before, after, f"{self.path} (before)", f"{self.path} (after)"))
 
 
 @dataclass(frozen=True)
 class AdoptionPlan:
-    service: str
-    container: ContainerInfo
-    form: NetworkForm
-    level: int  # dependency level of the service: a level is adopted at once, after the one before
+    project: str
+    folder: Path
+    user_files: tuple[Path, ...]
+    files: tuple[FileChange, ...]  # the generated file, then .env
+    holders: Mapping[str, str]  # service -> its holder service (empty when undoing)
+    in_the_way: tuple[ContainerInfo, ...]  # removed before compose runs: joined ones first
+    services: tuple[str, ...]  # what compose brings up afterwards (those that were running)
 
     @property
     def needed(self) -> bool:
-        return self.form is NetworkForm.OWN
+        return any(change.changed for change in self.files) or bool(self.in_the_way)
+
+    def compose_files(self, adopted: bool) -> list[Path]:
+        return [*self.user_files, *([self.folder / adoptfile.GENERATED_FILE] if adopted else [])]
 
 
-@dataclass(frozen=True)
-class AdoptedContainer:
-    service: str
-    container: str
-    holder: str | None
-    action: str  # adopted | already adopted | host network (no holder needed) | shares a namespace | rejoined
+def plan_adoption(project: Project, compose: ComposePort, environ: Mapping[str, str],
+                  env_files: Sequence[str] = ()) -> AdoptionPlan:
+    """What `adopt` would change: the generated file and `.env` (written anew when the user's files changed),
+    and the containers in the way of the holders."""
+    folder, generated = _where(project, environ, env_files)
+    user_files = tuple(path for path in project.compose.config_files if path != generated)
+    existing = _read(generated)
+    metadata = _metadata(generated, existing) if existing is not None else None
+    services = compose.config(list(user_files), project.name, folder).get("services") or {}
+    env_path = folder / ".env"
+    env_before = _read(env_path)
+    separator = _path_separator(env_before, environ)
+    listed = separator.join(_relative(path, folder) for path in (*user_files, generated))
+    env_after, change = adoptfile.with_compose_file(env_before, listed)
+    if metadata is not None:  # written by an earlier adopt: the original .env is what its record says
+        change = metadata.env
+    contents = [_read(path) or b"" for path in user_files]
+    text = adoptfile.render(adoptfile.generated_services(services),
+                            adoptfile.Metadata(change, adoptfile.inputs_digest(contents, env_before)))
+    after = text.encode()
+    if existing is not None and adoptfile.body(existing.decode("utf-8", "replace")) == adoptfile.body(text):
+        after = existing  # only the digest differs (a comment changed, say): nothing to regenerate
+    holders = {name: adoptfile.holder_service(name) for name, config in services.items() if adoptfile.owns_namespace(config)}
+    moved = [name for name, config in services.items() if name in holders or _joins(config, holders)]
+    return AdoptionPlan(project.name, folder, user_files,
+                        (FileChange(generated, existing, after), FileChange(env_path, env_before, env_after)),
+                        holders, tuple(_in_the_way(project, set(holders))), _running(project, moved))
 
 
-def plan_adoption(project: Project, services: Sequence[str]) -> list[AdoptionPlan]:
-    """Every container of the selected services (dependencies first) with its network form."""
-    selected = project.select(services)
-    levels = dependency_levels(project.dependencies(), selected)
-    return [AdoptionPlan(service, container, network_form(container.attrs), index)
-            for index, level in enumerate(levels) for service in level for container in project.containers(service)]
+def plan_undo(project: Project, environ: Mapping[str, str], env_files: Sequence[str] = ()) -> AdoptionPlan:
+    """What `unadopt` would change: the generated file removed, `.env` as it was, the holders and the
+    containers joined to them removed (compose then recreates the services in their own namespaces)."""
+    folder, generated = _where(project, environ, env_files)
+    existing = _read(generated)
+    if existing is None:
+        raise NotFoundError(f"project {project.name} is not adopted: there is no {generated}")
+    metadata = _metadata(generated, existing)
+    env_path = folder / ".env"
+    env_before = _read(env_path)
+    env_after = adoptfile.without_compose_file(env_before, metadata.env) if env_before is not None else None
+    holders = [c for c in project.engine.list_containers({LABEL_PROJECT: project.name}) if c.labels.get(LABEL_HOLDER_FOR)]
+    holder_ids = {holder.id for holder in holders}
+    joined = [c for c in project.engine.list_containers({LABEL_PROJECT: project.name})
+              if joined_container(c.network_mode) in holder_ids]
+    user_files = tuple(path for path in project.compose.config_files if path != generated)
+    holder_services = {name: name for name in project.holder_services}
+    moved = [name for name, config in project.compose.services.items()
+             if _joins({"network_mode": config.network_mode}, holder_services)]
+    return AdoptionPlan(project.name, folder, user_files,
+                        (FileChange(generated, existing, None), FileChange(env_path, env_before, env_after)),
+                        {}, (*joined, *holders), _running(project, moved))
 
 
-def adopt(project: Project, store: SnapshotStore, plans: Sequence[AdoptionPlan], *,
-          progress: ProgressCallback = lambda name, phase: None, parallel: int = DEFAULT_PARALLEL,
-          stop_timeout: int | None = None) -> list[AdoptedContainer]:
-    """Adopt what `plans` say needs it, a dependency level at a time (containers of one level at once:
-    each waits out its own stop timeout). Stops at the first level with a failure; what was adopted stays."""
+def apply(plan: AdoptionPlan, project: Project, compose: ComposePort, *, adopted: bool,
+          stop_timeout: int | None = None, progress: ProgressCallback = lambda name, phase: None) -> None:
+    """Write the files, remove what is in the way, let compose bring the services up in the new form.
+    On failure the files are put back and compose brings the stack up in its earlier form."""
     engine = project.engine
-    results: list[AdoptedContainer] = []
-    with store.locked(project.name):
-        for level in sorted({plan.level for plan in plans}):
-            members = [plan for plan in plans if plan.level == level]
-            for plan in members:
-                if not plan.needed and all(row.container != plan.container.name for row in results):  # not rejoined
-                    holder = plan.container.labels.get(LABEL_NETWORK_HOLDER)
-                    action = _SKIPPED[plan.form]
-                    if holder and plan.form is NetworkForm.ADOPTED and _start_stopped_holder(engine, holder, progress):
-                        action = "holder started"
-                    results.append(AdoptedContainer(plan.service, plan.container.name, holder, action))
-            needed = [plan for plan in members if plan.needed]
-            outcome = run_parallel(range(len(needed)), partial(_adopt_indexed, engine, needed, progress, stop_timeout), parallel)
-            for index, plan in enumerate(needed):
-                if index in outcome.results:
-                    results.append(outcome.results[index])
-                    results += _rejoin_dependents(engine, project, plan.container,
-                                                  outcome.results[index].holder or "", progress)
-            outcome.raise_first()
-    return results
-
-
-def _adopt_indexed(engine: EnginePort, plans: Sequence[AdoptionPlan], progress: ProgressCallback,
-                   stop_timeout: int | None, index: int) -> AdoptedContainer:
-    plan = plans[index]
-    current = engine.inspect(plan.container.id)
-    if current is None:
-        raise EngineError(f"container {plan.container.name} disappeared before it could be adopted")
-    progress(current.name, "adopting")
-    holder = adopt_container(engine, current, stop_timeout)
-    progress(current.name, "adopted")
-    return AdoptedContainer(plan.service, current.name, holder, "adopted")
-
-
-def _rejoin_dependents(engine: EnginePort, project: Project, adopted: ContainerInfo, holder: str,
-                       progress: ProgressCallback) -> list[AdoptedContainer]:
-    rejoined = []
-    for dependent in _dependents(engine, project, adopted.id):
-        progress(dependent.name, "rejoining")
-        _rejoin(engine, dependent, adopted)
-        rejoined.append(AdoptedContainer(dependent.labels.get(LABEL_SERVICE, ""), dependent.name, holder, "rejoined"))
-    return rejoined
-
-
-def _start_stopped_holder(engine: EnginePort, holder: str, progress: ProgressCallback) -> bool:
-    """Start `holder` if it exists but is not running (`docker compose kill` kills holders too, and
-    compose cannot start a container joined to a stopped one); True when it was started."""
-    found = engine.inspect(holder)
-    if found is None or found.running or found.paused:
-        return False
-    progress(holder, "starting holder")
-    engine.start(found.id)
-    return True
-
-
-_SKIPPED = {
-    NetworkForm.ADOPTED: "already adopted",
-    NetworkForm.HOST: "host network (no holder needed)",
-    NetworkForm.SHARED: "shares a namespace (no holder needed)",
-}
-
-
-def adopt_container(engine: EnginePort, container: ContainerInfo, stop_timeout: int | None = None) -> str:
-    """Replace `container` by its holder and itself joined to it; return the holder's name.
-    `stop_timeout`: seconds before a stop kills (default: the container's own).
-
-    On failure the container is recreated as it was (and started if it was running)."""
-    recorded = container.attrs
-    was_running = container.running or container.paused
-    holder = holder_name(container.name)
-    spec = holder_spec(recorded, engine.ensure_holder_image())
-    in_the_way = engine.inspect(holder)
-    if in_the_way is not None and in_the_way.labels.get(LABEL_HOLDER_FOR) != container.name:
-        raise EngineError(f"a container named {holder} is in the way of {container.name}'s network holder",
-                          hint=f"Remove it (`docker rm -f {holder}`) and adopt again.")
-    if in_the_way is not None:
-        # Its container was removed (a plain `docker compose down`) and created anew with a namespace of
-        # its own: the old holder only keeps the ports and names the new one must get.
-        engine.remove(in_the_way.id)
-    if was_running:
-        engine.stop(container.id, stop_timeout)
-    engine.remove(container.id)
-    created: list[str] = []
+    if adopted and plan.holders:
+        engine.ensure_holder_image()  # compose never pulls it (pull_policy: never)
+    for change in plan.files:
+        _write(change.path, change.after)
     try:
-        holder_id = create_holder(engine, spec)
-        created.append(holder_id)
-        app = engine.create_container(joined_spec(recorded, holder))
-        created.append(app.id)
-        if was_running:
-            engine.start(app.id)
-    except CkptError:
-        for container_id in reversed(created):
-            engine.remove(container_id)
-        _put_back(engine, recorded, was_running)
+        for container in plan.in_the_way:
+            progress(container.name, "removing (compose recreates it)")
+            current = engine.inspect(container.id)
+            if current is not None and (current.running or current.paused):
+                engine.stop(current.id, stop_timeout)
+            if current is not None:
+                engine.remove(current.id)
+        progress(plan.project, "docker compose up -d")
+        compose.up(plan.compose_files(adopted), plan.project, plan.folder, plan.services)
+    except CkptError as failure:
+        for change in plan.files:
+            _write(change.path, change.before)
+        try:
+            compose.up(plan.compose_files(not adopted), plan.project, plan.folder, plan.services)
+        except CkptError as again:
+            failure.details = [*failure.details, f"bringing the stack back as it was failed too: {again.message}"]
+            failure.hint = "Run `docker compose up -d` in the project folder."
+        else:
+            failure.message += "; the files and the stack are back as they were"
         raise
-    return holder
 
 
-def _put_back(engine: EnginePort, recorded: dict[str, Any], was_running: bool) -> None:
-    restored = engine.create_container(recorded)
-    if was_running:
-        engine.start(restored.id)
+def _where(project: Project, environ: Mapping[str, str], env_files: Sequence[str]) -> tuple[Path, Path]:
+    if env_files:
+        raise UsageError("adopt registers its file in the project's .env, which --env-file replaces",
+                         hint="Run it without --env-file.")
+    if environ.get("COMPOSE_FILE"):
+        raise UsageError("COMPOSE_FILE is set in the environment, where it overrides the project's .env",
+                         hint=f"Unset it, or add {adoptfile.GENERATED_FILE} to it yourself.")
+    folder = project.compose.working_dir
+    return folder, folder / adoptfile.GENERATED_FILE
 
 
-def _dependents(engine: EnginePort, project: Project, container_id: str) -> list[ContainerInfo]:
-    """The project's containers that join or take from the container `container_id`."""
-    return [c for service in project.select([]) for c in project.containers(service)
-            if container_id in referenced_containers(c.attrs)]
+def _metadata(path: Path, data: bytes) -> adoptfile.Metadata:
+    metadata = adoptfile.read_metadata(data.decode("utf-8", "replace"))
+    if metadata is None:
+        raise ConflictError(f"{path} is in the way: it was not written by compose-ckpt adopt",
+                            hint="Rename it; adopt writes its compose file under that name.")
+    return metadata
 
 
-def _rejoin(engine: EnginePort, dependent: ContainerInfo, adopted: ContainerInfo) -> None:
-    """Recreate `dependent` pointing at the adopted container's new self (as compose would, so that
-    `docker compose up` finds it as it expects): its network is then the holder's, through it."""
-    was_running = dependent.running or dependent.paused
-    if was_running:
-        engine.stop(dependent.id)
-    engine.remove(dependent.id)
-    rejoined = engine.create_container(dependent.attrs, {adopted.id: adopted.name})
-    if was_running:
-        engine.start(rejoined.id)
+def _in_the_way(project: Project, held: set[str]) -> list[ContainerInfo]:
+    """The containers to remove before compose creates the holders: those of held services that own their
+    namespace (they hold the ports), and label-based holders with the containers joined to them (the
+    earlier form of adoption, converted)."""
+    listed = project.engine.list_containers({LABEL_PROJECT: project.name})
+    old_holders = [c for c in listed if c.labels.get(LABEL_HOLDER_FOR) and c.labels.get(LABEL_ONEOFF) == "True"]
+    old_ids = {holder.id for holder in old_holders}
+    joined = [c for c in listed if joined_container(c.network_mode) in old_ids]
+    own = [c for service in held if service in project.compose.services for c in project.containers(service, listed)
+           if network_form(c.attrs) is NetworkForm.OWN]
+    return [*joined, *own, *old_holders]
+
+
+def _joins(config: Mapping[str, object], holders: Mapping[str, str]) -> bool:
+    """A service that joins (`network_mode: service:X`) one of `holders`' keys."""
+    mode = str(config.get("network_mode") or "")
+    return mode.startswith("service:") and mode.removeprefix("service:") in holders
+
+
+def _running(project: Project, services: Sequence[str]) -> tuple[str, ...]:
+    """Of `services`, those with a running container: compose brings them up again in the new form (the
+    others stay as they are until the user's next `docker compose up`)."""
+    listed = project.engine.list_containers({LABEL_PROJECT: project.name})
+    return tuple(name for name in services if name in project.compose.services
+                 and any(c.running or c.paused for c in project.containers(name, listed)))
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _write(path: Path, data: bytes | None) -> None:
+    """Put `data` at `path` (None: remove it), keeping the mode of the file it replaces."""
+    from compose_ckpt.domain.safefs import write_output_file
+
+    if data is None:
+        path.unlink(missing_ok=True)
+        return
+    try:
+        mode = os.lstat(path).st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o644  # compose files and .env as an editor makes them
+    write_output_file(path, lambda handle: handle.write(data))
+    os.chmod(path, mode)
+
+
+def _path_separator(env: bytes | None, environ: Mapping[str, str]) -> str:
+    """COMPOSE_PATH_SEPARATOR as compose reads it (the environment, then .env), else the OS's."""
+    dotenv = parse_dotenv(env.decode("utf-8", "replace"), environ) if env else {}
+    return environ.get("COMPOSE_PATH_SEPARATOR") or dotenv.get("COMPOSE_PATH_SEPARATOR") or os.pathsep
+
+
+def _relative(path: Path, folder: Path) -> str:
+    try:
+        return str(path.relative_to(folder))
+    except ValueError:
+        return str(path)
+
+
+def drift(project: Project, compose: Callable[[], ComposePort]) -> str | None:
+    """What no longer matches in an adopted project, or None (also when it is not adopted): the generated
+    file not among the files compose reads, or the user's files changed so that it says something else
+    (a port, a network, an alias, a new service). `compose` is called only when the inputs changed."""
+    folder = project.compose.working_dir
+    generated = folder / adoptfile.GENERATED_FILE
+    existing = _read(generated)
+    metadata = adoptfile.read_metadata(existing.decode("utf-8", "replace")) if existing is not None else None
+    if existing is None or metadata is None:
+        return None
+    if generated not in project.compose.config_files:
+        return (f"{generated.name} declares the network holders, but compose does not read it here (COMPOSE_FILE in "
+                f"{folder / '.env'}, or -f): run `compose-ckpt adopt` in the project folder to register it again")
+    read = dict(zip(project.compose.config_files, project.compose.file_contents))  # none when from labels
+    user_files = [path for path in project.compose.config_files if path != generated]
+    contents = [read[path] if path in read else _read(path) or b"" for path in user_files]
+    if adoptfile.inputs_digest(contents, _read(folder / ".env")) == metadata.inputs:
+        return None
+    services = adoptfile.generated_services(compose().config(user_files, project.name, folder).get("services") or {})
+    changed = adoptfile.changed_services(existing.decode("utf-8", "replace"), services)
+    if not changed:
+        return None
+    return (f"the compose files changed since `compose-ckpt adopt` wrote {generated.name}, which no longer matches "
+            f"them for {', '.join(changed)}: run `compose-ckpt adopt` to regenerate it")

@@ -52,9 +52,11 @@ class Report:
 
 
 def run_checks(connect: Callable[[], EnginePort], store_home: Path,
-               project_containers: Callable[[EnginePort], list[tuple[str, ContainerInfo]]] | None = None) -> Report:
+               project_containers: Callable[[EnginePort], list[tuple[str, ContainerInfo]]] | None = None,
+               adoption_drift: Callable[[EnginePort], str | None] | None = None) -> Report:
     """Run every check. `connect` returns an engine or raises EngineUnavailable; `project_containers`, when given,
-    lists the (service, container) pairs of the compose project here, for the network holders check."""
+    lists the (service, container) pairs of the compose project here, for the network holders check;
+    `adoption_drift` says what of the project's adoption no longer matches its compose files (adopt.drift)."""
     try:
         engine = connect()
         info = engine.info()
@@ -90,6 +92,9 @@ def run_checks(connect: Callable[[], EnginePort], store_home: Path,
         checks.append(_network_holders(info, containers))
     if held := _held_policies(store_home, containers):
         checks.append(held)
+    drifted = adoption_drift(engine) if adoption_drift is not None else None
+    if drifted:
+        checks.append(Check("adoption", Status.WARN, drifted, "Run `compose-ckpt adopt` in the project folder."))
     return Report(checks)
 
 
@@ -116,10 +121,9 @@ def _network_holders(info: EngineInfo, containers: list[tuple[str, ContainerInfo
     needing = [(service, name) for service, name, form in forms if not form.restorable_on(info.server_version)]
     if not needing:
         return Check("network holders", Status.OK, f"restorable here: {', '.join(restorable) or 'no containers'}")
-    services = " ".join(dict.fromkeys(service for service, _ in needing))
     return Check("network holders", Status.WARN,
                  f"need adopt: {', '.join(name for _, name in needing)}; restorable: {', '.join(restorable) or 'none'}",
-                 f"Run `compose-ckpt adopt {services}` once (a cold restart of each): snapshot refuses them until then.")
+                 "Run `compose-ckpt adopt` once (a cold restart of each): snapshot refuses them until then.")
 
 
 def _docker_version(info: EngineInfo) -> Check:

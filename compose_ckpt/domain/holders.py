@@ -4,19 +4,16 @@ Docker 28.0 and later cannot restore a container that owns its network namespace
 (moby#50750: the daemon configures the network of a task created from a checkpoint
 through /proc/0). It can restore one that joins another container's namespace.
 So, as in a Kubernetes pod, a tiny holder container owns the namespace (networks,
-IP, aliases including the service and container names, published ports, hostname,
-DNS settings) and the service container joins it with `container:<holder>`.
+IP, aliases including the service name, published ports, hostname, DNS settings)
+and the service container joins it (`container:<holder>`).
 
-A holder is named `<container>-holder` and labelled like a one-off container of the
-same compose service (`docker compose run` ones): `docker compose up`, `ps`,
-`logs` and `exec` leave it alone. The service container keeps its name, compose
-labels and config hash, so `docker compose up -d` does not recreate it.
-
-So a plain `docker compose down` leaves the holders too (only `down --remove-orphans`
-takes one-off containers), and no labels can change that: the containers it removes
-are a subset of those `up` counts as a service's replicas (docs/engine.md). Such an
-abandoned holder keeps the published ports, the service's name and the network;
-`ps` names them and `adopt` replaces the one in its way.
+`adopt` declares the holders as compose services (adoptfile.py): compose creates,
+keeps and removes them, labelled `compose-ckpt.holder-for=<service>`, and the
+service containers joined to them carry `compose-ckpt.network-holder`. Holders of
+the earlier form (one-off containers `<container>-holder` beside compose's) are
+recognised here too: `ps` names those no container joins any more, `adopt`
+converts them. A snapshot records each joined container's holder, so that a
+restore recreates the holder first.
 """
 
 from __future__ import annotations
@@ -30,7 +27,7 @@ from compose_ckpt.const import HOLDER_SUFFIX, LABEL_HOLDER_FOR, LABEL_NETWORK_HO
 from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.engine.specs import joined_container
-from compose_ckpt.errors import NeedsAdoption
+from compose_ckpt.errors import ConflictError, NeedsAdoption
 
 FIRST_VERSION_NEEDING_HOLDERS = 28  # moby#50750, unfixed through 29.x
 _NAMESPACE_SETTINGS = ("Hostname", "Domainname", "ExposedPorts", "MacAddress")
@@ -73,13 +70,38 @@ def refuse_unrestorable(engine: EnginePort, containers: Sequence[tuple[str, str,
     version = engine.info().server_version if own else ""
     if not own or not needs_holders(version):
         return
-    services = " ".join(dict.fromkeys(service for service, _ in own))
     raise NeedsAdoption(
         f"cannot {action}: Docker {version} cannot restore containers with a network namespace of their own "
         f"(moby#50750), and these have one: {', '.join(name for _, name in own)}",
-        hint=f"Run `compose-ckpt adopt {services}` once (a cold restart of each container): it joins each to a "
-             "network holder, the form this engine restores. Nothing was changed. See docs/engine.md.",
+        hint="Run `compose-ckpt adopt` once (a cold restart of each container): it joins each to a network holder "
+             "declared in the project's compose files, the form this engine restores. Nothing was changed. "
+             "See docs/engine.md.",
     )
+
+
+def stale_join(engine: EnginePort, container: ContainerInfo) -> str | None:
+    """Why `container` runs in a network namespace no running container owns, or None: it joins
+    (`container:<id>`) one that was removed or stopped since, as after `docker compose up -d --force-recreate X`
+    for the X it joins. Docker could not restore it there: its join target is gone."""
+    target = joined_container(container.network_mode)
+    if target is None or not (container.running or container.paused):
+        return None
+    joined = engine.inspect(target)
+    if joined is None:
+        return f"{container.name} joins the network namespace of container {target[:12]}, which no longer exists"
+    if not (joined.running or joined.paused):
+        return f"{container.name} joins the network namespace of {joined.name}, which is {joined.status}"
+    return None
+
+
+def refuse_stale_joins(engine: EnginePort, containers: Sequence[tuple[str, ContainerInfo]], action: str) -> None:
+    """Refuse `action` when any (service, container) runs in a namespace no running container owns."""
+    stale = [(service, reason) for service, container in containers if (reason := stale_join(engine, container))]
+    if stale:
+        services = " ".join(dict.fromkeys(service for service, _ in stale))
+        raise ConflictError(f"cannot {action}: {'; '.join(reason for _, reason in stale)} (it was recreated "
+                            "without the containers that join it)",
+                            hint=f"Recreate them joined to the running one: `docker compose up -d --force-recreate {services}`.")
 
 
 def abandoned_holders(engine: EnginePort, project_name: str) -> list[ContainerInfo]:
@@ -130,39 +152,15 @@ def rebuilt_holder(container_name: str, recorded: Mapping[str, Any], image: str)
     the record, which may come from a snapshot made elsewhere; image, command, capabilities, mounts and
     every other setting are ours."""
     spec = holder_spec({**recorded, "Name": f"/{container_name}"}, image)
+    labels = (recorded.get("Config") or {}).get("Labels") or {}
+    if labels.get(LABEL_ONEOFF) != "True":
+        # A holder service of adopt's compose file: compose's own container, under its own name and labels.
+        spec["Name"] = str(recorded["Name"]).lstrip("/")
+        spec["Config"]["Labels"] = {**{key: str(value) for key, value in labels.items()
+                                       if key.startswith("com.docker.compose.")},
+                                    LABEL_HOLDER_FOR: str(labels.get(LABEL_HOLDER_FOR) or "")}
     spec["Id"] = recorded.get("Id")
     return spec
-
-
-def joined_spec(app: Mapping[str, Any], holder: str) -> dict[str, Any]:
-    """The recorded-inspect-like document of `app` joined to the network namespace of the container `holder`."""
-    joined = copy.deepcopy(dict(app))
-    joined["HostConfig"]["NetworkMode"] = f"container:{holder}"
-    labels = dict(joined["Config"].get("Labels") or {})
-    labels[LABEL_NETWORK_HOLDER] = holder_name(str(app["Name"]).lstrip("/"))
-    joined["Config"]["Labels"] = labels
-    joined["NetworkSettings"] = {"Networks": {}}
-    _keep_anonymous_volumes(joined)
-    return joined
-
-
-def _keep_anonymous_volumes(recorded: dict[str, Any]) -> None:
-    """Mount the volumes Docker made for the container (image VOLUMEs, compose `- /path`) by name,
-    so that the recreated container gets the same ones, with their data, instead of new empty ones."""
-    host = recorded["HostConfig"]
-    mounts: list[dict[str, Any]] = [dict(m) for m in host.get("Mounts") or []]
-    by_target = {m.get("Target"): m for m in mounts}
-    binds = {str(b).split(":")[1] for b in host.get("Binds") or [] if str(b).count(":") >= 1}
-    for used in recorded.get("Mounts") or []:
-        if used.get("Type") != "volume" or not used.get("Name"):
-            continue
-        target = used.get("Destination")
-        if target in by_target:
-            if not by_target[target].get("Source"):
-                by_target[target]["Source"] = used["Name"]
-        elif target not in binds:
-            mounts.append({"Type": "volume", "Source": used["Name"], "Target": target, "ReadOnly": not used.get("RW", True)})
-    host["Mounts"] = mounts or None
 
 
 def with_recorded_address(spec: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """What the domain asks of the outside world: the ports its adapters fill.
 
-`EnginePort` is one Docker engine (the adapter: `compose_ckpt.engine.Engine`), `RegistryPort` one
+`EnginePort` is one Docker engine (the adapter: `compose_ckpt.engine.Engine`), `ComposePort` the compose CLI
+on one project, `RegistryPort` one
 repository on an OCI registry (the adapter: `compose_ckpt.registry.client.RegistryClient`). The domain
 and the sidecar's runner and pusher type-hint against these, never the adapters, and the front ends
 pass them the adapters; so mypy checks each adapter against its port, and the fakes in tests/
@@ -143,6 +144,15 @@ class EnginePort(Protocol):
     def create_volume(self, recorded: dict[str, Any]) -> None: ...
 
     def remove_volume(self, name: str) -> None: ...
+
+
+class ComposePort(Protocol):
+    """`docker compose` for one project, as its user runs it (the adapter: `compose_ckpt.compose.runner.ComposeCli`):
+    `adopt` and `unadopt` change the project's files, then compose brings the containers to that form."""
+
+    def config(self, files: Sequence[Path], project_name: str, working_dir: Path) -> dict[str, Any]: ...
+
+    def up(self, files: Sequence[Path], project_name: str, working_dir: Path, services: Sequence[str]) -> None: ...
 
 
 class BlobDownload(Protocol):

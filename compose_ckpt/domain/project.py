@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from compose_ckpt.compose import ComposeProject
-from compose_ckpt.const import LABEL_CONTAINER_NUMBER, LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE
+from compose_ckpt.const import LABEL_CONTAINER_NUMBER, LABEL_HOLDER_FOR, LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE
 from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.errors import ConflictError, NotFoundError, UsageError
@@ -27,12 +27,27 @@ class Project:
     def name(self) -> str:
         return self.compose.name
 
+    @property
+    def holder_services(self) -> list[str]:
+        """The network holder services `adopt` declared (adoptfile.py): recorded with the services they hold
+        the namespace of, never taken as services of their own."""
+        return [name for name, service in self.compose.services.items() if service.labels.get(LABEL_HOLDER_FOR)]
+
     def dependencies(self) -> dict[str, list[str]]:
-        return {name: [dep.service for dep in service.depends_on] for name, service in self.compose.services.items()}
+        holders = set(self.holder_services)
+        return {name: [dep.service for dep in service.depends_on if dep.service not in holders]
+                for name, service in self.compose.services.items() if name not in holders}
 
     def select(self, requested: Sequence[str]) -> list[str]:
-        """The requested service names (all active services when none), checked against the project."""
-        known = list(self.compose.services)
+        """The requested service names (all active services but network holders when none), checked against
+        the project."""
+        holders = self.holder_services
+        known = [name for name in self.compose.services if name not in holders]
+        held = [name for name in requested if name in holders]
+        if held:
+            raise UsageError(f"{', '.join(held)}: the network holder of "
+                             f"{', '.join(self.compose.services[name].labels[LABEL_HOLDER_FOR] for name in held)}, "
+                             "recorded and restored with it", hint="Name the service it holds the namespace of.")
         unknown = [name for name in requested if name not in known]
         if unknown:
             disabled = [name for name in unknown if name in self.compose.disabled_services]
@@ -67,8 +82,9 @@ class Project:
         """The running containers of `services`, and the services left out, each with the reason.
 
         A service is left out when it has no running container and every one it has finished on its
-        own (exit code 0: a one-shot job) or never ran (created, not started). Any other service must
-        have containers, all running or finished so."""
+        own (exit code 0: a one-shot job). Any other service must have containers, all running or finished
+        so: one left `created` (never started: its start or a dependency's failed, as when `docker compose
+        up` fails) or ended with an error is refused, as its state would be left out without a word."""
         taken: list[ServiceContainers] = []
         skipped: dict[str, str] = {}
         for entry in self.resolve(services):
@@ -81,7 +97,8 @@ class Project:
             if in_the_way:
                 states = ", ".join(f"{c.name} is {_state(c)}" for c in in_the_way)
                 raise ConflictError(f"service {entry.service} is not running: {states}",
-                                    hint="Only running containers can be checkpointed; start or unpause them first.")
+                                    hint="Only running containers can be checkpointed; start or unpause them first "
+                                         "(`docker compose up -d`), or remove the ones not meant to run.")
             running = tuple(c for c in entry.containers if c.running)
             if running:
                 taken.append(ServiceContainers(entry.service, running))
@@ -94,13 +111,14 @@ class Project:
 
 
 def _finished(container: ContainerInfo) -> bool:
-    """Ended on its own with success, or never started: nothing in memory to keep."""
-    return container.status == "created" or (container.status == "exited" and container.exit_code == 0)
+    """Ended on its own with success: a one-shot job, nothing in memory to keep."""
+    return container.status == "exited" and container.exit_code == 0
 
 
 def _state(container: ContainerInfo) -> str:
     if container.status == "created":
-        return "never started"
+        error = str((container.attrs.get("State") or {}).get("Error") or "")
+        return f"never started ({error})" if error else "never started"
     if container.status == "exited":
         return f"exited with code {container.exit_code}"
     return container.status

@@ -35,12 +35,11 @@ from compose_ckpt.const import (
     CHECKPOINT_PREFIX,
     LABEL_CONTAINER_NUMBER,
     LABEL_CRIU_OPTIONS,
-    LABEL_NETWORK_HOLDER,
     LABEL_SERVICE,
 )
 from compose_ckpt.domain.filesystem import FilesystemCapture, remove_files
 from compose_ckpt.domain.held_policies import HeldPolicy, held_policies, hold, put_back_on_running, release
-from compose_ckpt.domain.holders import NetworkForm, network_form, refuse_unrestorable
+from compose_ckpt.domain.holders import NetworkForm, network_form, refuse_stale_joins, refuse_unrestorable
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, ManifestError, SnapshotStatus, now_iso
 from compose_ckpt.domain.parallel import ProgressCallback, ProgressEvent, describe_failures, run_parallel
 from compose_ckpt.domain.ports import EnginePort
@@ -52,6 +51,7 @@ from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.domain.timing import Phases
 from compose_ckpt.engine import NO_RESTART, ContainerInfo, CriuOptions, DumpPath, host
 from compose_ckpt.engine.criu_log import EXTERNAL_UNIX_SOCKET
+from compose_ckpt.engine.specs import joined_container
 from compose_ckpt.errors import CkptError, SnapshotFailed, UnsafePathError, UsageError
 
 
@@ -79,6 +79,7 @@ def take_snapshot(project: Project, store: SnapshotStore, request: SnapshotReque
             progress(service, f"skipped: {reason}")
         refuse_unrestorable(project.engine, [(e.service, c.name, c.attrs) for e in resolved for c in e.containers],
                             "snapshot")
+        refuse_stale_joins(project.engine, [(e.service, c) for e in resolved for c in e.containers], "snapshot")
         phases.add("resolve", time.monotonic() - began)
         run = _SnapshotRun(project, store, name, [s for s in services if s not in skipped],
                            [(e.service, c) for e in resolved for c in e.containers], request, progress, phases)
@@ -239,7 +240,7 @@ class _SnapshotRun:
         """The network holder an adopted container joins (its inspect document is recorded to recreate it)."""
         if network_form(container.attrs) is not NetworkForm.ADOPTED:
             return None
-        holder = self.engine.inspect(container.labels[LABEL_NETWORK_HOLDER])
+        holder = self.engine.inspect(joined_container(container.network_mode) or "")
         if holder is None or not holder.running:
             raise SnapshotFailed(f"the network holder of {container.name} is not running",
                                  hint=f"Adopt the service again: `compose-ckpt adopt {container.labels.get(LABEL_SERVICE, '')}`.")

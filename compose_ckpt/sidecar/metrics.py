@@ -20,6 +20,7 @@ class JobStats:
     skips: int = 0
     timeouts: int = 0
     needs_adoption: int = 0
+    adoption_drift: int = 0
     pruned: int = 0
     last_success: float | None = None
     last_duration: float | None = None
@@ -51,6 +52,8 @@ _SERIES: tuple[tuple[str, str, str, Callable[[JobStats], float | int | None]], .
     ("pruned_total", "counter", "Snapshots removed by the job's retention.", lambda s: s.pruned),
     ("needs_adoption_total", "counter", "Runs refused before anything was frozen: on Docker 28+ the stack has "
      "containers with their own network namespace (run `compose-ckpt adopt`).", lambda s: s.needs_adoption),
+    ("adoption_drift_total", "counter", "Runs of an adopted stack whose compose files changed so that the file "
+     "`adopt` wrote no longer matches them (run `compose-ckpt adopt`).", lambda s: s.adoption_drift),
     ("last_success_timestamp_seconds", "gauge", "When the job last succeeded (Unix time).", lambda s: s.last_success),
     ("last_run_duration_seconds", "gauge", "How long the job's last run took.", lambda s: s.last_duration),
     ("pushes_total", "counter", "Snapshots pushed to the job's registry.", lambda s: s.pushes),
@@ -126,6 +129,10 @@ class Metrics:
     def needs_adoption(self, key: Key) -> None:
         with self._lock:
             self._jobs[key].needs_adoption += 1
+
+    def adoption_drift(self, key: Key) -> None:
+        with self._lock:
+            self._jobs[key].adoption_drift += 1
 
     def timed_out(self, key: Key, at: float | None = None) -> None:
         with self._lock:

@@ -6,13 +6,16 @@ The same domain calls as the CLI: `take_snapshot` for a run, `to_prune` (through
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from compose_ckpt.compose import ProjectOptions
 from compose_ckpt.const import LABEL_PROJECT
+from compose_ckpt.domain.adopt import drift
 from compose_ckpt.domain.labels import compose_project_from_labels
 from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.project import Project
@@ -20,7 +23,7 @@ from compose_ckpt.domain.requests import RestoreRequest, SnapshotRequest
 from compose_ckpt.domain.restore import RestoreResult, restore_snapshot
 from compose_ckpt.domain.snapshot import take_snapshot
 from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.errors import NotFoundError
+from compose_ckpt.errors import CkptError, NotFoundError
 from compose_ckpt.sidecar.boot import BootRestore
 from compose_ckpt.sidecar.policy import (
     ENABLE,
@@ -72,6 +75,7 @@ class RunResult:
     pruned: list[str]
     seconds: float
     push_queued: bool = False
+    drift: str | None = None  # the project's adoption no longer matches its compose files (adopt.drift)
 
 
 class Runner:
@@ -96,12 +100,25 @@ class Runner:
             request = SnapshotRequest(services=job.services, name=job.snapshot_name(datetime.now(UTC)),
                                       stop=not job.leave_running, with_volumes=job.with_volumes)
             manifest = take_snapshot(project, self.store, request)
+            drifted = self._adoption_drift(project)
             pruned = self._prune(job)
             push_queued = job.push is not None and self.pusher is not None
             if push_queued:
                 assert self.pusher is not None
                 self.pusher.submit(job, manifest.name)
-            return RunResult(manifest.name, job.services, pruned, round(time.monotonic() - started, 3), push_queued)
+            return RunResult(manifest.name, job.services, pruned, round(time.monotonic() - started, 3), push_queued,
+                             drifted)
+
+    def _adoption_drift(self, project: Project) -> str | None:
+        """What of the project's adoption no longer matches its compose files (adopt.drift), when its folder is
+        readable here; None when not known (no compose plugin here, say)."""
+        from compose_ckpt.compose.runner import ComposeCli
+
+        folder = project.compose.working_dir
+        try:
+            return drift(project, lambda: ComposeCli(ProjectOptions(cwd=folder), os.environ, folder, self.engine.base_url))
+        except (CkptError, OSError):
+            return None
 
     def _prune(self, job: StackJob) -> list[str]:
         if job.retention is None:

@@ -160,6 +160,10 @@ class RunPool:
             self._log.error("run_failed", project=job.project_name, job=job.job,
                             error=f"internal error: {type(exc).__name__}: {exc}")
         else:
+            if result.drift:
+                self._metrics.adoption_drift(job.key)
+                self._log.warning("adoption_drift", project=job.project_name, job=job.job, error=result.drift,
+                                  hint="Run `compose-ckpt adopt` in the project folder.")
             self._needing_adoption.discard(job.key)
             self._metrics.finished(job.key, True, result.seconds, time.time(), pruned=len(result.pruned),
                                    snapshot=result.snapshot)

@@ -1,16 +1,16 @@
 """Network holders on Docker 28.5.2 (`make engine-28`), the engine that restores only adopted containers.
 
-The stack: kv (redis with a key), api (2 replicas, in-memory counters, calls the others by name) and
-web (a counter served on a published port). Every test here runs against engine-28 whatever
-COMPOSE_CKPT_TEST_ENGINE says, and those marked `both_engines` (plain `docker compose` on an adopted
-stack, which works the same on any Docker version) against the default Docker 26 too; under CI=true a
-missing engine is a failure.
+The stack: kv (redis with a key), api (an in-memory counter, calls the others by name) and web (a
+counter served on a published port). Every test here runs against engine-28 whatever
+COMPOSE_CKPT_TEST_ENGINE says; under CI=true a missing engine is a failure. After `adopt`, every command
+is typed in the project folder with no flag: the project is named in its compose file.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 
@@ -47,11 +47,8 @@ def on_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     connected.close()
 
 
-both_engines = pytest.mark.parametrize("on_engine", list(_MAJOR), indirect=True, ids=["docker26", "docker28"])
-
-
-def holder_stack(port: int) -> str:
-    return f"""
+def holder_stack(port: int, name: str = "", web_env: str = "first", web_image: str = "local/busybox:latest") -> str:
+    return f"""{f"name: {name}" if name else ""}
 services:
   kv:
     image: local/debian:bookworm
@@ -60,22 +57,13 @@ services:
     image: local/busybox:latest
     command: ["sh", "-c", "{COUNTER}"]
     depends_on: [kv, web]
-    deploy:
-      replicas: 2
   web:
-    image: local/busybox:latest
+    image: {web_image}
     command: ["sh", "-c", "httpd -p 8080 -h /www; {COUNTER.replace('/tmp/count', '/www/count')}"]
+    environment: {{EDITION: {web_env}}}
     tmpfs: [/www]
     ports: ["{port}:8080"]
 """
-
-
-def service_names(stack: Stack) -> list[str]:
-    return sorted(f"{stack.project}-{name}" for name in ("kv-1", "api-1", "api-2", "web-1"))
-
-
-def holder_names(stack: Stack) -> list[str]:
-    return [f"{name}-holder" for name in service_names(stack)]
 
 
 def networks(stack: Stack) -> list[str]:
@@ -101,128 +89,113 @@ def kv_by_name(stack: Stack) -> str:
     return reply.split()[1] if reply.startswith("$") else reply.strip()
 
 
+def in_folder(stack: Stack, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """A command run in the project's folder as its user types it: no -p, -f or any other flag of ours."""
+    done = subprocess.run(list(args), cwd=stack.folder, capture_output=True, text=True, timeout=300)
+    assert not check or done.returncode == 0, f"{' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def compose(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return in_folder(stack, "docker", "compose", *args)
+
+
+def ckpt(stack: Stack, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return in_folder(stack, sys.executable, "-m", "compose_ckpt", *args, check=check)
+
+
+def assert_all_taken(stack: Stack, name: str, containers: int = 3) -> None:
+    """`snapshot` in the folder takes every service (never skips one), each container in the restorable form."""
+    taken = json.loads(ckpt(stack, "snapshot", "--name", name, "--json").stdout)
+    assert sorted(taken["services"]) == ["api", "kv", "web"] and taken["skipped"] == {}, taken
+    assert len(taken["containers"]) == containers, taken["containers"]
+    ps = json.loads(ckpt(stack, "ps", "--json").stdout)
+    assert {row["network"] for row in ps["containers"]} == {"adopted"} and all(row["restorable"] for row in ps["containers"])
+    assert ps["drift"] is None
+
+
 @pytest.fixture
-def adopted(start_stack: Callable[..., Stack]) -> tuple[Stack, int]:
+def adopted(start_stack: Callable[..., Stack], project_name: str) -> tuple[Stack, int]:
+    """The stack named in its compose file (so that nothing is passed on the command line), adopted."""
     port = free_port()
-    stack = start_stack(holder_stack(port), settle=1.5, adopt=False)
-    done = stack.ckpt_ok("adopt", "--yes", "-t", "1", "--json")  # a cold restart: state set before it would be gone
-    rows = json.loads(done.stdout)["containers"]
-    assert sorted(r["container"] for r in rows if r["action"] == "adopted") == sorted(
-        f"{stack.project}-{name}" for name in ("kv-1", "api-1", "api-2", "web-1"))
-    assert {r["holder"] for r in rows} == {f"{r['container']}-holder" for r in rows}  # one per replica
+    stack = start_stack(holder_stack(port, project_name), settle=0.5, adopt=False)
+    (stack.folder / ".env").write_bytes(b"# the user's own\nKEEP=1")  # adopt keeps it, unadopt restores it exactly
+    planned = ckpt(stack, "adopt", "--dry-run")
+    assert "compose.ckpt.yaml" in planned.stdout and "COMPOSE_FILE=compose.yaml:compose.ckpt.yaml" in planned.stdout
+    assert not (stack.folder / "compose.ckpt.yaml").exists()
+    refused = ckpt(stack, "adopt", check=False)  # no terminal to ask on: refused, nothing changed
+    assert refused.returncode == 2 and "--yes" in refused.stderr and not (stack.folder / "compose.ckpt.yaml").exists()
+    done = json.loads(ckpt(stack, "adopt", "--yes", "-t", "0", "--json").stdout)
+    assert done["holders"] == {"kv": "kv-net", "api": "api-net", "web": "web-net"}
+    assert (stack.folder / ".env").read_bytes() == b"# the user's own\nKEEP=1\nCOMPOSE_FILE=compose.yaml:compose.ckpt.yaml\n"
+    assert json.loads(ckpt(stack, "adopt", "--json").stdout)["changed"] is False  # idempotent
     stack.redis("set", "visits", "42")
-    time.sleep(1.5)
+    time.sleep(1)
     return stack, port
 
 
-def test_adopted_stack_survives_snapshot_down_and_restore(adopted: tuple[Stack, int]) -> None:
+def test_plain_compose_keeps_an_adopted_stack_restorable(adopted: tuple[Stack, int]) -> None:
+    """Each everyday compose command, typed in the project folder, leaves every service running and restorable."""
     stack, port = adopted
-    stack.redis("set", "visits", "43")
-    before = ids(stack)
-    stack.compose("up", "-d")  # plain compose leaves an adopted stack alone
-    assert ids(stack) == before
-    names = sorted(f"{stack.project}-{n}" for n in ("kv-1", "api-1", "api-2", "web-1"))
-    assert sorted(stack.states()) == names and set(stack.states().values()) == {"running"}
-    # `ps -a` lists the holders as one-off containers of their service, as it lists `docker compose run` ones
-    listed = stack.compose("ps", "-a", "--format", "{{.Name}}").stdout.split()
-    assert sorted(listed) == sorted([*names, *(f"{name}-holder" for name in names)])
-    ps = json.loads(stack.ckpt_ok("ps", "--json").stdout)["containers"]
-    assert {row["network"] for row in ps} == {"adopted"} and all(row["restorable"] for row in ps)
+    names = {f"{stack.project}-{service}-1" for service in ("kv", "api", "web")}
+    holders = {f"{stack.project}-{service}-net-1" for service in ("kv", "api", "web")}
+    assert set(ids(stack)) == names | holders
+    assert_all_taken(stack, "adopted")
 
-    stack.ckpt_ok("snapshot", "--stop", "--name", "s28")
-    stack.compose("down", "-t", "0")  # removes the service containers; the holders are one-off containers
-    assert stack.states() == {} and set(ids(stack)) == {f"{name}-holder" for name in names}
+    (stack.folder / "compose.yaml").write_text(holder_stack(port, stack.project, web_env="second"))
+    compose(stack, "up", "-d")  # an edit: compose recreates web, joined to its holder, which keeps the port
+    assert_all_taken(stack, "edited")
+    for step in (("up", "-d", "--force-recreate"), ("restart",), ("stop",), ("start",)):
+        compose(stack, *step)
+        if step != ("stop",):
+            assert_all_taken(stack, "-".join(step).strip("-"))
+    compose(stack, "up", "-d", "--scale", "api=2")  # the replicas share api's holder (docs/engine.md)
+    assert_all_taken(stack, "scaled", containers=4)
+    compose(stack, "up", "-d", "--scale", "api=1")
+    compose(stack, "down")  # takes the holders and the network too
+    assert ids(stack) == {} and networks(stack) == []
+    compose(stack, "up", "-d")
+    assert_all_taken(stack, "down-up")
+    run_docker("tag", "local/busybox:latest", f"local/busybox:{stack.project}")
+    try:
+        (stack.folder / "compose.yaml").write_text(holder_stack(port, stack.project, "second", f"local/busybox:{stack.project}"))
+        compose(stack, "up", "-d")  # an image change
+        assert_all_taken(stack, "new-image")
+        stack.redis("set", "visits", "43")
+        time.sleep(1)
+        before = {service: stack.count(stack.containers(service)[0]) for service in ("api",)}
+        ckpt(stack, "snapshot", "--stop", "--name", "final")
+        restored = json.loads(ckpt(stack, "restore", "final", "--json").stdout)
+        assert {c["verified"] for c in restored["containers"]} == {"memory layout"}
+        assert stack.redis("get", "visits") == "43" and kv_by_name(stack) == "43"
+        assert stack.count(stack.containers("api")[0]) >= before["api"] > 5  # went on, not from 1
+        assert web_count(stack) > 5 and int(http_get(port, "/count")) > 5  # by name and on the published port
+    finally:
+        compose(stack, "down", "-t", "0")
+        run_docker("rmi", f"local/busybox:{stack.project}", check=False)
 
-    restored = json.loads(stack.ckpt_ok("restore", "s28", "--json").stdout)
-    assert all(c["recreated"] for c in restored["containers"])
-    assert {c["verified"] for c in restored["containers"]} == {"memory layout"}
-    assert stack.redis("get", "visits") == "43"
-    counts = stack.counts_of("api")
-    assert len(counts) == 2 and all(value > 5 for value in counts.values()), counts  # went on, not from 1
-    assert kv_by_name(stack) == "43"  # api reaches kv by name
-    assert web_count(stack) > 5  # and web
-    assert int(http_get(port, "/count")) > 5  # the published port serves
-    after = ids(stack)
-    stack.compose("up", "-d")
-    assert ids(stack) == after
 
-    # down --remove-orphans takes the holders and the network too, then restore brings back all.
-    stack.compose("down", "-t", "0", "--remove-orphans")
-    assert ids(stack) == {}
-    assert stack.project + "_default" not in run_docker("network", "ls", "--format", "{{.Name}}").stdout.split()
-    stack.ckpt_ok("restore", "s28")
-    assert stack.redis("get", "visits") == "43"
-    assert kv_by_name(stack) == "43" and int(http_get(port, "/count")) > 5
-
-
-@both_engines
-def test_adopt_is_idempotent_and_compose_commands_work(adopted: tuple[Stack, int]) -> None:
+def test_drift_is_reported_and_unadopt_restores_the_project(adopted: tuple[Stack, int]) -> None:
     stack, port = adopted
-    before = ids(stack)
-    again = json.loads(stack.ckpt_ok("adopt", "--yes", "--json").stdout)["containers"]
-    assert {row["action"] for row in again} == {"already adopted"}
-    assert ids(stack) == before
-    # ps lists the service containers; ps -a the holders too, as one-off containers of their service
-    assert sorted(stack.compose("ps", "--format", "{{.Name}}").stdout.split()) == service_names(stack)
-    listed = dict(line.split() for line in stack.compose("ps", "-a", "--format", "{{.Name}} {{.Service}}").stdout.splitlines())
-    assert sorted(listed) == sorted(service_names(stack) + holder_names(stack))
-    assert all(listed[f"{name}-holder"] == listed[name] for name in service_names(stack))
-    # exec and logs reach the service containers, never their holders (which have no shell and log nothing)
-    for index in ("1", "2"):
-        assert stack.compose("exec", "-T", "--index", index, "api", "cat", "/tmp/count").stdout.strip().isdigit()
-    assert stack.compose("exec", "-T", "api", "cat", "/tmp/count").stdout.strip().isdigit()
-    assert "Ready to accept connections" in stack.compose("logs", "kv").stdout
-    for up in (("up", "-d"), ("up", "-d", "--remove-orphans")):  # holders are not orphans: their service exists
-        stack.compose(*up)
-        assert ids(stack) == before
-    # stop leaves the holders running, so start and restart rejoin them: same containers, same names
-    stack.compose("stop", "-t", "0")
-    assert set(stack.states().values()) == {"exited"}
-    stack.compose("start")
-    stack.compose("restart", "-t", "0", "api")
-    assert set(stack.states().values()) == {"running"} and ids(stack) == before
+    moved = free_port()
+    (stack.folder / "compose.yaml").write_text(holder_stack(moved, stack.project))  # a new published port
+    ps = ckpt(stack, "ps", "--json")
+    assert "compose.ckpt.yaml" in json.loads(ps.stdout)["drift"]
+    assert "compose-ckpt adopt" in ckpt(stack, "ps").stderr
+    assert "compose-ckpt adopt" in ckpt(stack, "snapshot", "--name", "drifted").stderr  # said, and taken
+    doctor = json.loads(ckpt(stack, "doctor", "--json", check=False).stdout)
+    assert any("compose-ckpt adopt" in (check.get("remedy") or "") for check in doctor["checks"] if check["status"] == "warn")
+    ckpt(stack, "adopt", "--yes", "-t", "0")  # regenerated: the holder publishes the new port
+    assert json.loads(ckpt(stack, "ps", "--json").stdout)["drift"] is None
     time.sleep(1)
-    stack.redis("set", "visits", "7")  # a cold start: kv is empty again
-    assert kv_by_name(stack) == "7" and web_count(stack) > 0 and int(http_get(port, "/count")) > 0
-    # kill takes the holders too (compose includes one-off containers there): adopt starts them again
-    stack.compose("kill")
-    assert "cannot join network" in stack.compose("start", check=False).stderr
-    started = json.loads(stack.ckpt_ok("adopt", "--yes", "--json").stdout)["containers"]
-    assert {row["action"] for row in started} == {"holder started"}
-    assert set(stack.states().values()) == {"exited"}  # the service containers are the user's to start
-    stack.compose("start")
-    assert set(stack.states().values()) == {"running"} and ids(stack) == before
+    assert int(http_get(moved, "/count")) > 0
 
-
-@both_engines
-def test_plain_down_leaves_the_holders_and_the_network(adopted: tuple[Stack, int], monkeypatch: pytest.MonkeyPatch) -> None:
-    """No labelling makes a plain `down` take the holders while `up` leaves them alone (docs/engine.md):
-    pinned here so that a compose that changes this is noticed."""
-    stack, port = adopted
-    done = stack.compose("down", "-t", "0")
-    assert "Resource is still in use" in done.stderr  # the network: the holders are on it
-    assert stack.states() == {} and sorted(ids(stack)) == holder_names(stack)
-    assert networks(stack) == [f"{stack.project}_default"]
-    failed = stack.compose("up", "-d", check=False)  # the abandoned web holder keeps the published port
-    assert failed.returncode != 0 and "port is already allocated" in failed.stderr, failed.stderr
-    ps = json.loads(stack.ckpt_ok("ps", "--json").stdout)
-    assert sorted(ps["abandoned_holders"]) == holder_names(stack)
-    assert "docker compose down --remove-orphans" in stack.ckpt_ok("ps").stderr
-
-    # adopt replaces the abandoned holders by new ones; then plain `up -d` starts the stack
-    rows = json.loads(stack.ckpt_ok("adopt", "--yes", "-t", "0", "--json").stdout)["containers"]
-    assert {row["action"] for row in rows} == {"adopted"} and len(rows) == 4
-    stack.compose("up", "-d")
-    assert set(stack.states().values()) == {"running"}
-    assert json.loads(stack.ckpt_ok("ps", "--json").stdout)["abandoned_holders"] == []
-    time.sleep(1)
-    stack.redis("set", "visits", "9")
-    assert kv_by_name(stack) == "9" and int(http_get(port, "/count")) > 0
-
-    # down --remove-orphans (here through COMPOSE_REMOVE_ORPHANS=1) takes containers, holders and network
-    monkeypatch.setenv("COMPOSE_REMOVE_ORPHANS", "1")
-    done = stack.compose("down", "-t", "0")
-    assert ids(stack) == {} and networks(stack) == [], done.stderr
+    ckpt(stack, "unadopt", "--yes", "-t", "0")
+    assert (stack.folder / ".env").read_bytes() == b"# the user's own\nKEEP=1"
+    assert not (stack.folder / "compose.ckpt.yaml").exists()
+    assert set(ids(stack)) == {f"{stack.project}-{service}-1" for service in ("kv", "api", "web")}
+    ps_rows = json.loads(ckpt(stack, "ps", "--json").stdout)["containers"]
+    assert {row["network"] for row in ps_rows} == {"own netns"}
 
 
 def test_non_adopted_stack_is_refused_with_the_remedy_and_keeps_running(start_stack: Callable[..., Stack]) -> None:

@@ -49,3 +49,19 @@ def test_removed_joined_pair_is_recreated_and_restored(start_stack: Callable[...
     assert run_docker("exec", side, "ls", "/data").returncode == 0  # volumes_from came back
     after = {service: stack.count(stack.containers(service)[0]) for service in ("net", "side")}
     assert all(after[c] >= at_snapshot[c] > 5 for c in at_snapshot), (at_snapshot, after)
+
+
+def test_a_join_to_a_recreated_container_is_named_not_dumped(start_stack: Callable[..., Stack]) -> None:
+    """`up -d --force-recreate net` recreates net alone: side keeps the removed net's namespace, which no
+    running container owns. ps says so and snapshot refuses with the remedy, before anything is frozen
+    (issue 21, item 5)."""
+    stack = start_stack(JOINED.replace("    ipc: service:net\n", ""), settle=0.5, adopt=False)
+    stack.compose("up", "-d", "--force-recreate", "--no-deps", "net")
+    rows = {row["service"]: row for row in json.loads(stack.ckpt_ok("ps", "--json").stdout)["containers"]}
+    assert rows["side"]["network"] == "stale join" and not rows["side"]["snapshot"]
+    refused = stack.ckpt("snapshot", "--name", "stale")
+    assert refused.returncode == 6, refused.stderr
+    assert "no longer exists" in refused.stderr and "docker compose up -d --force-recreate side" in refused.stderr
+    assert stack.snapshots() == []
+    stack.compose("up", "-d", "--force-recreate", "side")  # the remedy
+    stack.ckpt_ok("snapshot", "--name", "joined")

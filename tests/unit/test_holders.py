@@ -15,9 +15,9 @@ from compose_ckpt.const import LABEL_HOLDER_FOR, LABEL_NETWORK_HOLDER, LABEL_ONE
 from compose_ckpt.domain.holders import (
     NetworkForm,
     holder_spec,
-    joined_spec,
     needs_holders,
     network_form,
+    rebuilt_holder,
     with_recorded_address,
 )
 from compose_ckpt.engine.holder_image import holder_rootfs, pause_executable
@@ -44,8 +44,7 @@ def test_network_forms_and_engines() -> None:
     assert network_form(app()) is NetworkForm.OWN
     assert network_form(app(NetworkMode="host")) is NetworkForm.HOST
     assert network_form(app(NetworkMode="container:" + "b" * 64)) is NetworkForm.SHARED
-    adopted = joined_spec(app(), "p-web-1-holder")
-    assert network_form(adopted) is NetworkForm.ADOPTED
+    assert network_form(adopted_app()) is NetworkForm.ADOPTED
     assert [needs_holders(v) for v in ("26.1.5", "27.5.1", "28.5.2+dfsg4", "29.1.0", "")] == [False, False, True, True, False]
     assert not NetworkForm.OWN.restorable_on("28.5.2") and NetworkForm.OWN.restorable_on("26.1.5")
     assert all(form.restorable_on("29.0.0") for form in (NetworkForm.ADOPTED, NetworkForm.HOST, NetworkForm.SHARED))
@@ -68,17 +67,37 @@ def test_holder_owns_the_namespace_and_answers_for_the_service() -> None:
     assert body["NetworkingConfig"]["EndpointsConfig"]["p_default"]["Aliases"] == ["p-web-1", "web"]
 
 
-def test_joined_container_drops_what_docker_refuses_and_keeps_its_volumes() -> None:
-    joined = joined_spec(app(), "p-web-1-holder")
-    assert joined["Config"]["Labels"][LABEL_NETWORK_HOLDER] == "p-web-1-holder"
-    assert joined["Config"]["Labels"]["com.docker.compose.config-hash"] == "h"  # `up -d` leaves it alone
-    assert joined["HostConfig"]["Mounts"] == [{"Type": "volume", "Source": "anon123", "Target": "/data", "ReadOnly": False}]
-    name, body = create_body(joined)
+def test_a_recorded_holder_service_is_rebuilt_from_our_template_under_its_own_name() -> None:
+    """A holder compose made from adopt's file keeps its name and compose labels, so that compose keeps it;
+    everything else comes from our template, whatever the record says."""
+    recorded = app(CapAdd=["SYS_ADMIN"], Binds=["/:/host"], Privileged=True)
+    recorded["Name"] = "/p-web-net-1"
+    recorded["Config"]["Labels"].update({"com.docker.compose.service": "web-net", LABEL_HOLDER_FOR: "web"})
+    recorded["Config"]["Cmd"] = ["sh", "-c", "evil"]
+    spec = rebuilt_holder("p-web-1", recorded, "compose-ckpt/holder:1")
+    assert spec["Name"] == "p-web-net-1" and spec["Config"]["Cmd"] is None and spec["Config"]["Image"] == "compose-ckpt/holder:1"
+    labels = spec["Config"]["Labels"]
+    assert labels[LABEL_ONEOFF] == "False" and labels["com.docker.compose.service"] == "web-net"
+    assert labels[LABEL_HOLDER_FOR] == "web" and "other" not in labels
+    assert spec["HostConfig"]["CapDrop"] == ["ALL"] and "CapAdd" not in spec["HostConfig"]
+    assert "Binds" not in spec["HostConfig"] and "Privileged" not in spec["HostConfig"]
+    assert spec["HostConfig"]["PortBindings"] == {"80/tcp": [{"HostPort": "8080"}]}
+
+
+def adopted_app() -> dict[str, Any]:
+    """A container as compose creates it from `adopt`'s file: joined to its holder, labelled with it."""
+    joined = app(NetworkMode="container:p-web-net-1")
+    joined["Config"]["Labels"][LABEL_NETWORK_HOLDER] = "web-net"
+    return joined
+
+
+def test_joined_container_drops_what_docker_refuses() -> None:
+    name, body = create_body(adopted_app())
     assert name == "p-web-1"
     for refused in ("Hostname", "Domainname", "ExposedPorts", "MacAddress"):
         assert refused not in body
     host = body["HostConfig"]
-    assert host["NetworkMode"] == "container:p-web-1-holder"
+    assert host["NetworkMode"] == "container:p-web-net-1"
     assert host["PortBindings"] == {} and host["Dns"] == [] and host["ExtraHosts"] is None
     assert host["Sysctls"] == {"kernel.msgmax": "65536"}
     assert body["NetworkingConfig"] == {"EndpointsConfig": {}}

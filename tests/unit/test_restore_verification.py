@@ -125,5 +125,5 @@ def test_on_docker_28_a_snapshot_of_an_own_netns_container_is_refused_before_any
     engine.status = "running"
     with pytest.raises(NeedsAdoption, match="p-web-1") as refused:
         restore_snapshot(engine, "p", store, RestoreRequest(snapshot="s", force=True))
-    assert refused.value.exit_code == 1 and "compose-ckpt adopt web" in (refused.value.hint or "")
+    assert refused.value.exit_code == 1 and "compose-ckpt adopt`" in (refused.value.hint or "")
     assert engine.calls == []

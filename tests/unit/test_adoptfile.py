@@ -1,0 +1,101 @@
+"""The compose file `adopt` writes and its `.env` change: pure text, read back by the in-house loader.
+
+That compose 2.26 reads it the same way and keeps the stack restorable is proven in
+tests/integration/test_holders.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from compose_ckpt.compose import ProjectOptions
+from compose_ckpt.compose.loader import load_project
+from compose_ckpt.const import HOLDER_IMAGE, LABEL_HOLDER_FOR, LABEL_NETWORK_HOLDER
+from compose_ckpt.domain.adoptfile import (
+    GENERATED_FILE,
+    EnvChange,
+    Metadata,
+    body,
+    changed_services,
+    generated_services,
+    inputs_digest,
+    read_metadata,
+    render,
+    with_compose_file,
+    without_compose_file,
+)
+from compose_ckpt.errors import ConflictError
+
+# As `docker compose config --format json` prints them (compose 2.26.1).
+CONFIG: dict[str, Any] = {
+    "web": {"image": "busybox", "ports": [{"mode": "ingress", "target": 8080, "published": "18080", "protocol": "tcp"}],
+            "networks": {"front": {"aliases": ["www"]}, "back": None}, "hostname": "webhost", "dns": ["1.1.1.1"],
+            "sysctls": {"net.core.somaxconn": "1024", "kernel.shm_rmid_forced": "1"}, "profiles": ["site"]},
+    "db": {"image": "busybox", "container_name": "the-db", "networks": {"back": None}},
+    "side": {"image": "busybox", "network_mode": "service:web"},
+    "tool": {"image": "busybox", "network_mode": "host"},
+}
+
+
+def test_holders_own_the_namespace_and_services_join_them() -> None:
+    services = generated_services(CONFIG)
+    assert list(services) == ["web-net", "web", "db-net", "db", "side"]  # nothing for the host-network one
+    holder = services["web-net"]
+    assert holder["image"] == HOLDER_IMAGE and holder["pull_policy"] == "never"  # never pulled from a registry
+    assert holder["ports"] == CONFIG["web"]["ports"] and holder["hostname"] == "webhost" and holder["dns"] == ["1.1.1.1"]
+    assert holder["networks"] == {"front": {"aliases": ["web", "www"]}, "back": {"aliases": ["web"]}}
+    assert holder["sysctls"] == {"net.core.somaxconn": "1024"} and holder["profiles"] == ["site"]
+    assert holder["labels"] == {LABEL_HOLDER_FOR: "web"} and holder["restart"] == "unless-stopped"
+    assert services["db-net"]["networks"] == {"back": {"aliases": ["db", "the-db"]}}  # its container name resolves
+    assert services["side"] == {"network_mode": "service:web-net"}  # never left in a namespace nobody owns
+    text = render(services, Metadata(EnvChange("created"), "digest"))
+    assert "ports: !reset ''" in text and "networks: !reset ''" in text and "hostname: !reset ''" in text
+    assert "sysctls: !override\n      kernel.shm_rmid_forced: '1'" in text
+
+
+def test_a_service_named_like_a_holder_is_refused() -> None:
+    with pytest.raises(ConflictError, match="web-net"):
+        generated_services({"web": {"image": "x"}, "web-net": {"image": "y"}})
+
+
+def test_the_in_house_loader_reads_the_generated_file_as_compose_does(tmp_path: Path) -> None:
+    (tmp_path / "compose.yaml").write_text(
+        "services:\n  web:\n    image: busybox\n    ports: ['18080:8080']\n    hostname: h\n"
+        "  side:\n    image: busybox\n    network_mode: service:web\n")
+    config: dict[str, dict[str, Any]] = {"web": {"image": "busybox", "ports": [{"target": 8080, "published": "18080"}], "hostname": "h"},
+              "side": {"image": "busybox", "network_mode": "service:web"}}
+    (tmp_path / GENERATED_FILE).write_text(render(generated_services(config), Metadata(EnvChange("created"), "d")))
+    (tmp_path / ".env").write_bytes(with_compose_file(None, f"compose.yaml:{GENERATED_FILE}")[0])
+    project = load_project(ProjectOptions(cwd=tmp_path, environ={}))
+    assert list(project.services) == ["web", "side", "web-net"]
+    assert project.services["web"].network_mode == "service:web-net"
+    assert project.services["web"].labels == {LABEL_NETWORK_HOLDER: "web-net"}
+    assert project.services["side"].network_mode == "service:web-net"
+    assert project.services["web-net"].labels == {LABEL_HOLDER_FOR: "web"}
+    assert [dep.service for dep in project.services["web"].depends_on] == ["web-net"]
+
+
+@pytest.mark.parametrize("before", [None, b"", b"A=1\n", b"A=1", b"A=1\r\nCOMPOSE_FILE=a.yml\r\nB=2\r\n",
+                                    b"COMPOSE_FILE=x.yml\nexport COMPOSE_FILE=a.yml:b.yml\n"],
+                         ids=["none", "empty", "lines", "no-final-newline", "crlf-replaced", "last-wins"])
+def test_env_is_changed_in_one_line_and_restored_exactly(before: bytes | None) -> None:
+    after, change = with_compose_file(before, f"a.yml:{GENERATED_FILE}")
+    assert after.count(f"COMPOSE_FILE=a.yml:{GENERATED_FILE}".encode()) == 1
+    if before:
+        assert after.startswith(before.split(b"COMPOSE_FILE")[0])  # what came before is kept
+    metadata = read_metadata(render({}, Metadata(change, "d")))
+    assert metadata is not None and metadata.env == change  # the record survives the file
+    assert without_compose_file(after, metadata.env) == before
+
+
+def test_drift_is_a_changed_block_not_a_changed_digest() -> None:
+    written = render(generated_services(CONFIG), Metadata(EnvChange("created"), "old"))
+    assert changed_services(written, generated_services(CONFIG)) == []
+    moved = {**CONFIG, "web": {**CONFIG["web"], "ports": [{"target": 8080, "published": "18081"}]}, "new": {"image": "x"}}
+    assert changed_services(written, generated_services(moved)) == ["new", "new-net", "web-net"]
+    assert body(written) == body(render(generated_services(CONFIG), Metadata(EnvChange("created"), "new")))
+    assert inputs_digest([b"a"], b"X=1\nCOMPOSE_FILE=x\n") == inputs_digest([b"a"], b"X=1\n")
+    assert inputs_digest([b"a"], None) != inputs_digest([b"b"], None)
+    assert read_metadata("services: {}\n") is None

@@ -10,6 +10,7 @@ from enum import Enum
 from typing import Any
 
 from compose_ckpt.const import HOLDER_SUFFIX
+from compose_ckpt.domain.adoptfile import holder_service
 from compose_ckpt.domain.names import NAME_PATTERN
 from compose_ckpt.engine.types import RestartPolicy
 from compose_ckpt.errors import CkptError, ExitCode
@@ -439,6 +440,14 @@ MANIFEST_RULES: dict[str, Rule] = {
 }
 
 
+def _holder_names(project: str, record: ContainerRecord) -> set[str]:
+    """What the holder of `record` may be named: after its container (the earlier form of adoption), or as
+    compose names the container of its holder service (adoptfile.py), `<project>-<service>-net-<number>`."""
+    number = re.fullmatch(r"/[^/]*-(\d{1,9})", str(record.holder.get("Name")) if record.holder else "")
+    replica = f"-{number.group(1)}" if number else "-1"
+    return {f"/{record.container_name}{HOLDER_SUFFIX}", f"/{project}-{holder_service(record.service)}{replica}"}
+
+
 def _validate(manifest: Manifest) -> None:
     """Every field against what compose-ckpt may have written there, and the records against each other."""
     for name, rule in MANIFEST_RULES.items():
@@ -446,7 +455,7 @@ def _validate(manifest: Manifest) -> None:
     for record in manifest.containers:
         if record.service not in manifest.services:
             raise ValueError(f"container {record.container_name} belongs to unknown service {record.service}")
-        if record.holder and record.holder.get("Name") != f"/{record.container_name}{HOLDER_SUFFIX}":
+        if record.holder and record.holder.get("Name") not in _holder_names(manifest.project, record):
             raise ValueError(f"the network holder of {record.container_name} is not named after it")
         _check_recorded_config(record)
     names = [record.container_name for record in manifest.containers]

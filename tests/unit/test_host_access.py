@@ -145,9 +145,12 @@ def test_a_recorded_holder_is_rebuilt_from_our_template_whatever_it_records() ->
 
 def test_a_holder_not_named_after_its_container_is_refused() -> None:
     document = good_document()
-    document["containers"][0]["holder"] = {**HOLDER, "Name": "/somebody-else"}
-    with pytest.raises(Exception, match="not named after it"):
-        Manifest.from_dict(document, "test")
+    for name in ("/somebody-else", "/shop-db-net-1", "/other-kv-net-1"):
+        document["containers"][0]["holder"] = {**HOLDER, "Name": name}
+        with pytest.raises(Exception, match="not named after it"):
+            Manifest.from_dict(document, "test")
+    document["containers"][0]["holder"] = {**HOLDER, "Name": "/shop-kv-net-1"}  # adopt's holder service kv-net
+    assert Manifest.from_dict(document, "test").containers[0].holder is not None
 
 
 def test_consent_is_needed_only_when_something_is_listed() -> None:

@@ -67,6 +67,17 @@ PROCESS_FILE = "process"  # what the fake writes as a checkpoint's files: the nu
 Call = tuple[str, str]  # (what, container name), e.g. ("dump", "p-db-1")
 
 
+def grouped(calls: Sequence[Call]) -> list[tuple[str, set[str]]]:
+    """Consecutive calls of one kind as one step: within a step the containers' order is not fixed."""
+    steps: list[tuple[str, set[str]]] = []
+    for what, name in calls:
+        if steps and steps[-1][0] == what:
+            steps[-1][1].add(name)
+        else:
+            steps.append((what, {name}))
+    return steps
+
+
 class CommandKilled(BaseException):
     """The command was killed (SIGKILL) at the call a test named: from then on nothing it asks reaches the
     engine, so its rollback changes nothing and what it left is what the next command finds."""

@@ -19,22 +19,11 @@ from compose_ckpt.domain.requests import SnapshotRequest
 from compose_ckpt.domain.snapshot import take_snapshot
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.errors import SnapshotFailed
-from tests.fakes import PROCESS_FILE, Call, FakeStack
+from tests.fakes import PROCESS_FILE, FakeStack, grouped
 
 STACK = {"db": (), "cache": (), "web": ("db", "cache")}
 NAMES = ["p-db-1", "p-cache-1", "p-web-1"]
 ALL = set(NAMES)
-
-
-def steps(calls: list[Call]) -> list[tuple[str, set[str]]]:
-    """Consecutive calls of one kind as one step: within a step the containers' order is not fixed."""
-    grouped: list[tuple[str, set[str]]] = []
-    for what, name in calls:
-        if grouped and grouped[-1][0] == what:
-            grouped[-1][1].add(name)
-        else:
-            grouped.append((what, {name}))
-    return grouped
 
 
 def snapshot(stack: FakeStack, store: SnapshotStore, *, stop: bool, layers: bool = False) -> None:
@@ -47,7 +36,7 @@ def test_a_live_snapshot_freezes_every_container_before_the_first_dump_and_resum
     stack, store = FakeStack(STACK), SnapshotStore(tmp_path)
     before = {c.name: c.process for c in stack.containers.values()}
     snapshot(stack, store, stop=False)
-    assert steps(stack.calls) == [("pause", ALL), ("dump", ALL), ("unpause", ALL), ("save", ALL), ("delete", ALL)]
+    assert grouped(stack.calls) == [("pause", ALL), ("dump", ALL), ("unpause", ALL), ("save", ALL), ("delete", ALL)]
     assert stack.state() == dict.fromkeys(NAMES, "running")
     assert {c.name: c.process for c in stack.containers.values()} == before
     manifest = store.load("p", "s")
@@ -58,14 +47,14 @@ def test_a_live_snapshot_freezes_every_container_before_the_first_dump_and_resum
 def test_the_layers_are_copied_while_frozen(tmp_path: Path) -> None:
     stack, store = FakeStack(STACK), SnapshotStore(tmp_path)
     snapshot(stack, store, stop=False, layers=True)
-    assert steps(stack.calls)[:3] == [("pause", ALL), ("dump", ALL), ("read layer", ALL)]
-    assert steps(stack.calls)[3] == ("unpause", ALL)
+    assert grouped(stack.calls)[:3] == [("pause", ALL), ("dump", ALL), ("read layer", ALL)]
+    assert grouped(stack.calls)[3] == ("unpause", ALL)
 
 
 def test_a_stop_snapshot_holds_every_restart_policy_before_the_freeze_and_keeps_them_held(tmp_path: Path) -> None:
     stack, store = FakeStack(STACK), SnapshotStore(tmp_path)
     snapshot(stack, store, stop=True)
-    assert steps(stack.calls) == [("policy no", ALL), ("pause", ALL), ("dump", ALL), ("save", ALL), ("delete", ALL)]
+    assert grouped(stack.calls) == [("policy no", ALL), ("pause", ALL), ("dump", ALL), ("save", ALL), ("delete", ALL)]
     assert stack.state() == dict.fromkeys(NAMES, "exited")
     assert stack.policies() == dict.fromkeys(NAMES, "no")  # neither the dump's end nor a reboot starts them fresh
     manifest = store.load("p", "s")
@@ -77,7 +66,7 @@ def test_a_stop_snapshot_holds_every_restart_policy_before_the_freeze_and_keeps_
 def test_a_runtime_dump_needs_no_save_and_leaves_nothing_in_the_daemons_folder(tmp_path: Path) -> None:
     stack, store = FakeStack(STACK, direct=True), SnapshotStore(tmp_path)
     snapshot(stack, store, stop=False)
-    assert steps(stack.calls) == [("pause", ALL), ("dump", ALL), ("unpause", ALL)]
+    assert grouped(stack.calls) == [("pause", ALL), ("dump", ALL), ("unpause", ALL)]
     assert all(not c.checkpoints for c in stack.containers.values())
     assert store.load("p", "s").status is SnapshotStatus.COMPLETE
 

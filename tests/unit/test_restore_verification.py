@@ -18,14 +18,9 @@ from compose_ckpt.domain.restore import RestoreResult, restore_snapshot
 from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo, EngineInfo, PagesRoute, PlacedCheckpoint, ProcessFingerprint
 from compose_ckpt.errors import NeedsAdoption, RestoreFailed
-from tests.fakes import UntouchableEngine
+from tests.fakes import DOCKER_26, UntouchableEngine
 
 RECORDED = ProcessFingerprint(1, 2, 3, 4, 5)
-# Not local: nothing of the daemon's host is read here.
-DOCKER_26 = EngineInfo(server_version="26.1.5", api_version="1.45", experimental=True, docker_root_dir="/var/lib/docker",
-                       cgroup_version="2", kernel_version="6.1.0", architecture="x86_64", operating_system="Debian 12",
-                       storage_driver="overlay2", containerd_version="1.7.24", runc_version="1.1.5", local=False)
-
 
 class FakeEngine(UntouchableEngine):
     """Just enough of an engine for a restore of one stopped container; any other call fails the test."""

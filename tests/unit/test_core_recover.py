@@ -113,10 +113,11 @@ def test_a_container_recover_cannot_restore_keeps_its_checkpoint_and_held_policy
     assert [m.status for m in store.list("p")] == [SnapshotStatus.FAILED]
 
 
-def test_a_snapshot_rolled_back_part_way_is_finished_by_recover(tmp_path: Path) -> None:
+@pytest.mark.parametrize("direct", [False, True], ids=["engine-api", "runtime"])
+def test_a_snapshot_rolled_back_part_way_is_finished_by_recover(tmp_path: Path, direct: bool) -> None:
     """The failed snapshot could not start db again from its checkpoint (see test_core_snapshot.py): recover
-    does it from the checkpoint kept, then gives its policy back."""
-    stack, store = FakeStack(STACK), SnapshotStore(tmp_path)
+    does it from the checkpoint kept (Docker's, or the store's the runtime wrote), then gives its policy back."""
+    stack, store = FakeStack(STACK, direct=direct), SnapshotStore(tmp_path)
     before = processes(stack)
     stack.fail("dump", "p-web-1")
     stack.fail("start from checkpoint", "p-db-1")

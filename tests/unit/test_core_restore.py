@@ -65,6 +65,7 @@ def test_a_restore_starts_the_dependencies_before_the_services_that_depend_on_th
     assert stack.state() == dict.fromkeys(NAMES, "running")
     assert processes(stack) == recorded
     assert [c.verified for c in result.containers] == ["memory layout"] * 3
+    assert all(record.last_restore is not None for record in store.load("p", "s").containers)
     assert all(not c.checkpoints for c in stack.containers.values())
 
 
@@ -123,6 +124,7 @@ def test_a_failed_restore_starts_nothing_that_depends_on_the_failed_container_an
     assert {held.container for held in held_policies(store, "p").values()} == set(NAMES)
     assert all(not c.checkpoints for c in stack.containers.values())
     assert not any(what == "start" for what, _ in stack.calls)  # nothing started fresh
+    assert all(record.last_restore is None for record in store.load("p", "s").containers)  # no restore noted
 
 
 def test_force_sets_aside_every_running_container_with_a_safety_checkpoint_before_killing_any(

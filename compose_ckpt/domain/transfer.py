@@ -116,6 +116,7 @@ def import_snapshot(store: SnapshotStore, engine: EnginePort, source: BinaryIO, 
                     byte_progress: ByteProgress | None = None,
                     consent: HostAccessConsent = refuse_host_access, origin: str = "an archive") -> ImportResult:
     with store.using_staging(staging_name("import")) as staging:
+        store.staging_leftovers(remove=True, resumable=False)  # what killed imports and pulls left, unused
         try:
             staged = read_archive(source, staging, progress=byte_progress)  # every checksum verified here
         except OSError as exc:  # the archive is fine, but writing the staged copy failed (disk full)

@@ -4,6 +4,7 @@ serves is refused before the engine is touched, whatever its manifest says."""
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import pytest
 from compose_ckpt.domain.artifact import CHUNK_SIZE
 from compose_ckpt.domain.registry import pull_snapshot, push_snapshot
 from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.transfer import import_snapshot
 from compose_ckpt.errors import ArchiveError, CkptError, NotFoundError, RegistryError, UsageError
 from compose_ckpt.registry.client import RegistryClient
 from compose_ckpt.registry.credentials import Credentials
@@ -215,3 +217,14 @@ def test_prune_removes_and_doctor_reports_what_killed_imports_and_pulls_left(
     assert all(name in output for name in (KILLED_PULL, KILLED_IMPORT, OTHER_CACHE)) and BUSY not in output
     assert sorted(p.name for p in store.staging_dir().iterdir()) == [BUSY, f"{BUSY}.lock"]
     assert _staging_leftovers(isolated_store).status is Status.WARN  # BUSY, now free, is a leftover too
+
+
+def test_the_next_import_removes_them_too(isolated_store: Path) -> None:
+    store = SnapshotStore(isolated_store)
+    for name in (KILLED_PULL, KILLED_IMPORT, OTHER_CACHE):
+        leave(store, name)
+
+    with pytest.raises(ArchiveError):
+        import_snapshot(store, UntouchableEngine(), io.BytesIO(b"not an archive"))
+
+    assert sorted(p.name for p in store.staging_dir().iterdir()) == [OTHER_CACHE, f"{OTHER_CACHE}.lock"]

@@ -35,6 +35,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import re
 import shutil
 import stat
 import tarfile
@@ -108,11 +109,13 @@ class VolumePreCopies:
     """Volumes on this host copied into a private folder of the store while the stack runs (`take`), then
     brought up to the moment of the freeze (`catch_up`): see the module's contract and tree_changes."""
 
-    def __init__(self, engine: EnginePort, store: SnapshotStore, project_name: str) -> None:
+    def __init__(self, engine: EnginePort, store: SnapshotStore, project_name: str, user: str) -> None:
+        """`user`: the command making them (`snapshot`, `migrate`), part of the folder's name, so that each
+        removes only the stale ones of its own kind (see `remove_stale_precopies`)."""
         self.engine = engine
         self.store = store
         self.copies: dict[str, PreCopy] = {}  # by volume name
-        self.scratch = store.home / "tmp" / f"{precopy_prefix(project_name)}{uuid.uuid4().hex}"
+        self.scratch = store.home / "tmp" / f"precopy-{user}-{project_name}-{uuid.uuid4().hex}"
 
     def take(self, names: list[str], parallel: int, progress: ProgressCallback) -> None:
         """Pre-copy the volumes readable on this host. One that cannot be pre-copied is not an error: it is
@@ -164,17 +167,13 @@ class VolumePreCopies:
         shutil.rmtree(self.scratch, ignore_errors=True)
 
 
-def precopy_prefix(project_name: str) -> str:
-    """The start of the names of a project's pre-copy folders in the store's tmp/ (see `remove_stale_precopies`)."""
-    return f"precopy-{project_name}-"
-
-
-def remove_stale_precopies(store: SnapshotStore, project_name: str) -> None:
-    """Remove the pre-copies a killed command of this project left (they may hold a volume's whole
-    content); called only where no other command of the project can be running one."""
+def remove_stale_precopies(store: SnapshotStore, project_name: str, user: str) -> None:
+    """Remove the pre-copies (they may hold a volume's whole content) a killed `user` command of this
+    project left; called only where no other such command of the project can be making one."""
+    stale = re.compile(re.escape(f"precopy-{user}-{project_name}-") + "[0-9a-f]{32}")
     with contextlib.suppress(FileNotFoundError):
         for entry in (store.home / "tmp").iterdir():
-            if entry.name.startswith(precopy_prefix(project_name)) and not entry.is_symlink():
+            if stale.fullmatch(entry.name) and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
 
 
@@ -203,7 +202,7 @@ class FilesystemCapture:
         self.layers = layers
         self.volumes = volumes
         self.shared: dict[str, Path] = {}  # copies other snapshots hold, by sha256 (see `describe`)
-        self.precopies = VolumePreCopies(engine, store, manifest.project)
+        self.precopies = VolumePreCopies(engine, store, manifest.project, "snapshot")
 
     def describe(self) -> None:
         """Record the volumes and bind mounts of the containers (before the freeze)."""

@@ -101,7 +101,7 @@ class _LiveMove:
         self.seconds: dict[str, float] = {}
         self.created_volumes: list[str] = []
         self.images: dict[str, str] = {}  # volume -> the image of a service mounting it (for helpers)
-        self.precopies = VolumePreCopies(self.source, store, project.name)
+        self.precopies = VolumePreCopies(self.source, store, project.name, "migrate")
         self.bytes_before = 0
         self.bytes_during = 0
         # What a kill would leave behind, kept in the store as it grows (see the module's contract).
@@ -182,7 +182,7 @@ class _LiveMove:
         self.progress(self.project.name, "undoing an interrupted live migration")
         with self.store.locked(self.project.name):
             recover_interrupted(self.source, self.project.name, self.store)  # a freeze or dump it left
-        remove_stale_precopies(self.store, self.project.name)
+        remove_stale_precopies(self.store, self.project.name, "migrate")
         name = record.get("snapshot")
         manifest = None
         if isinstance(name, str) and self.store.exists(self.project.name, name):

@@ -37,7 +37,7 @@ from compose_ckpt.const import (
     LABEL_CRIU_OPTIONS,
     LABEL_SERVICE,
 )
-from compose_ckpt.domain.filesystem import FilesystemCapture, remove_files
+from compose_ckpt.domain.filesystem import FilesystemCapture, remove_files, remove_stale_precopies
 from compose_ckpt.domain.held_policies import HeldPolicy, held_policies, hold, put_back_on_running, release
 from compose_ckpt.domain.holders import NetworkForm, network_form, refuse_stale_joins, refuse_unrestorable
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, ManifestError, SnapshotStatus, now_iso
@@ -71,6 +71,7 @@ def take_snapshot(project: Project, store: SnapshotStore, request: SnapshotReque
     began = time.monotonic()
     with store.locked(project.name):
         recover_interrupted(project.engine, project.name, store)
+        remove_stale_precopies(store, project.name, "snapshot")  # under the lock: no other snapshot makes one
         if store.exists(project.name, name):
             _take_over_failed(store, project.name, name)
         put_back_on_running(project.engine, store, project.name, progress=progress)  # before the policies are read

@@ -259,3 +259,19 @@ def test_a_precopied_volume_holds_exactly_what_the_volume_held_at_the_freeze(
         in_copy[name] = in_copy[target]
     assert in_copy.keys() == on_disk.keys()
     assert in_copy == on_disk
+
+
+def test_a_snapshot_removes_the_precopies_a_killed_snapshot_of_its_project_left(
+        start_stack: Callable[..., Stack], isolated_store: Path) -> None:
+    stack = start_stack(VOLUME_STACK)
+    tmp = isolated_store / "tmp"
+    tmp.mkdir(mode=0o700, parents=True, exist_ok=True)
+    left = tmp / f"precopy-snapshot-{stack.project}-{'a' * 32}"
+    others = [tmp / f"precopy-snapshot-{stack.project}-x-{'b' * 32}",  # project `<ours>-x`
+              tmp / f"precopy-migrate-{stack.project}-{'c' * 32}"]  # a live migration's, maybe under way
+    for folder in (left, *others):
+        (folder / "ckpt-tree").mkdir(parents=True, mode=0o700)
+        (folder / "ckpt-tree" / "data").write_bytes(b"volume content")
+    stack.ckpt_ok("snapshot", "static", "--name", "after-a-kill")
+    assert not left.exists()
+    assert all(folder.exists() for folder in others)

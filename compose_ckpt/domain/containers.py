@@ -2,50 +2,168 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import ipaddress
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from compose_ckpt.const import HOLDER_IMAGE
+from compose_ckpt.const import HOLDER_IMAGE, LABEL_PROJECT
 from compose_ckpt.domain.holders import rebuilt_holder, with_recorded_address
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest
 from compose_ckpt.domain.ordering import dependency_levels
 from compose_ckpt.domain.parallel import ProgressCallback
 from compose_ckpt.domain.ports import EnginePort
-from compose_ckpt.engine import NO_RESTART, ContainerInfo
+from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.engine import NO_RESTART, ContainerInfo, RestartPolicy
 from compose_ckpt.engine.specs import joined_container, referenced_containers
-from compose_ckpt.errors import CkptError
+from compose_ckpt.errors import CkptError, ConflictError, EngineError, NotFoundError
+
+# Docker's refusal of a fixed address on a network whose subnet the engine chose (`... only when connecting to
+# networks with user configured subnets`), or on the default bridge (`... on user defined networks only`).
+_NO_FIXED_ADDRESS = "user specified IP address is supported"
 
 
 def recreate_containers(engine: EnginePort, manifest: Manifest, records: Sequence[ContainerRecord],
-                        progress: ProgressCallback, *, start_holders: bool = True) -> dict[str, ContainerInfo]:
+                        progress: ProgressCallback, connected: Collection[str] = (), *,
+                        start_holders: bool = True) -> dict[str, ContainerInfo]:
     """Create (not start) each container in `records` as recorded, with the networks and volumes it needs.
 
-    Same names and compose labels as before, so `docker compose` sees them as its own. Containers that
-    join another's namespaces or volumes are created after it, pointing at it by name. A
-    restart policy the snapshot held back stays held back (`no`) until the restore has verified the container.
-    Their network holders are created too, started unless `start_holders` is off (import and pull start nothing)."""
+    Same names, compose labels and addresses (where free) as before, so `docker compose` sees them as its
+    own and TCP connections can come back. Containers that join another's namespaces or volumes are
+    created after it, pointing at it by name. A restart policy the snapshot held back stays held back
+    (`no`) until the restore has verified the container. `connected`: the containers whose checkpoints
+    hold TCP connections (see `check_networks`). Their network holders are created too, started unless
+    `start_holders` is off (import and pull start nothing)."""
     if not records:
         return {}
-    ensure_networks_and_volumes(engine, manifest)
-    ensure_holders(engine, manifest, records, progress, start=start_holders)
+    ensure_networks_and_volumes(engine, manifest, connected)
+    ensure_holders(engine, manifest, records, progress, connected, start=start_holders)
     references = container_references(manifest)
     by_name = {record.container_name: record for record in records}
+    in_use = _AddressesInUse(engine)
     created = {}
     for level in dependency_levels(_referenced_names(records, references), list(by_name)):
         for name in level:
             progress(name, "recreating")
             held = NO_RESTART if by_name[name].held_policy else None
-            created[name] = engine.create_container(by_name[name].inspect, references, restart_policy=held)
+            created[name] = _create_at_recorded_address(engine, by_name[name].inspect, references, held, in_use)
     return created
 
 
-def ensure_networks_and_volumes(engine: EnginePort, manifest: Manifest) -> None:
-    for network in manifest.networks:
-        if not engine.network_exists(network["Name"]):
-            engine.create_network(network)
+def _create_at_recorded_address(engine: EnginePort, recorded: dict[str, Any], references: dict[str, str],
+                                restart_policy: RestartPolicy | None, in_use: _AddressesInUse) -> ContainerInfo:
+    """Create the container asking for its recorded addresses, where no other container holds them now.
+
+    Docker refuses a fixed address on a network the engine chose the subnet of (one `docker compose up`
+    made): there the container is created without, and gets its address when it starts."""
+    networks = (recorded.get("NetworkSettings") or {}).get("Networks") or {}
+    pinned = with_recorded_address(recorded, {network: in_use.on(network) for network in networks})
+    try:
+        return engine.create_container(pinned, references, restart_policy=restart_policy)
+    except EngineError as exc:
+        if _NO_FIXED_ADDRESS not in exc.message:
+            raise
+    return engine.create_container(recorded, references, restart_policy=restart_policy)
+
+
+class _AddressesInUse:
+    """The addresses other containers hold on each network now, read once per network."""
+
+    def __init__(self, engine: EnginePort) -> None:
+        self.engine = engine
+        self.found: dict[str, set[str]] = {}
+
+    def on(self, network: str) -> set[str]:
+        if network not in self.found:
+            try:
+                attached = self.engine.inspect_network(network).get("Containers") or {}
+            except NotFoundError:
+                attached = {}
+            self.found[network] = {str(endpoint.get(key) or "").split("/")[0] for endpoint in attached.values()
+                                   for key in ("IPv4Address", "IPv6Address")} - {""}
+        return self.found[network]
+
+
+def connected_containers(store: SnapshotStore, manifest: Manifest) -> set[str]:
+    """The containers whose checkpoints hold established TCP connections (CRIU writes one tcp-stream image
+    each): a connection comes back only at the address it was made from."""
+    return {record.container_name for record in manifest.containers
+            if any(store.checkpoint_dir(manifest.project, manifest.name, record.container_name).glob("tcp-stream-*.img"))}
+
+
+def recorded_endpoints(record: ContainerRecord) -> dict[str, dict[str, Any]]:
+    """Network name -> the recorded endpoint that holds the container's addresses: its own, or its holder's."""
+    source = record.holder or record.inspect
+    return dict((source.get("NetworkSettings") or {}).get("Networks") or {})
+
+
+def ensure_networks_and_volumes(engine: EnginePort, manifest: Manifest, connected: Collection[str] = ()) -> None:
+    """Create the recorded networks and volumes that are missing (see `check_networks` for the subnets)."""
+    for network, recorded_subnets in check_networks(engine, manifest, connected):
+        engine.create_network(network, recorded_subnets=recorded_subnets)
     for volume in manifest.volumes:
         if not engine.volume_exists(volume["Name"]):
             engine.create_volume(volume)
+
+
+def check_networks(engine: EnginePort, manifest: Manifest,
+                   connected: Collection[str]) -> list[tuple[dict[str, Any], bool]]:
+    """The recorded networks missing on the engine, each with whether it is to be created with its recorded
+    subnets: those a container of `connected` is on, whose TCP connections come back only at its recorded
+    address (the others get subnets the engine picks, as `docker compose up` would: a recorded subnet may
+    be another engine's on the same host, whose routes a second bridge with it would shadow).
+
+    Refuses (ConflictError, before anything is changed) when such a container could not get its address
+    back: its network exists with other subnets (recreated since), or is missing and another network
+    holds its subnet."""
+    if not manifest.networks:
+        return []
+    existing = {network["Name"]: network for network in engine.list_networks()}
+    missing: list[tuple[dict[str, Any], bool]] = []
+    for network in manifest.networks:
+        name = network["Name"]
+        needing = sorted(record.container_name for record in manifest.containers
+                         if record.container_name in connected and name in recorded_endpoints(record))
+        if name in existing:
+            if needing and network_subnets(network) - network_subnets(existing[name]):
+                raise ConflictError(
+                    f"network {name} has other subnets ({_listed(network_subnets(existing[name]))}) than when the "
+                    f"snapshot was taken ({_listed(network_subnets(network))}): {_connections_of(needing)}",
+                    hint="Take the stack down (`docker compose down` removes its network) and restore again: "
+                         "restore recreates the network as recorded. Nothing was changed.")
+            continue
+        holder = next(((subnet, other) for subnet in network_subnets(network) for other in existing.values()
+                       if other["Name"] != name and any(subnet.overlaps(theirs) for theirs in network_subnets(other)
+                                                        if theirs.version == subnet.version)), None)
+        if holder is not None and needing:
+            subnet, other = holder
+            project = (other.get("Labels") or {}).get(LABEL_PROJECT)
+            raise ConflictError(
+                f"cannot recreate network {name} with its recorded subnet {subnet}: network {other['Name']}"
+                + (f" (compose project {project})" if project else "") + f" holds it; {_connections_of(needing)}",
+                hint=f"Free the subnet (`docker network rm {other['Name']}`"
+                     + (f", or take that stack down: `docker compose -p {project} down`" if project else "")
+                     + ") and run the command again. Nothing was changed.")
+        missing.append((network, bool(needing)))
+    return missing
+
+
+def network_subnets(network: Mapping[str, Any]) -> set[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The subnets of a `docker network inspect` document's IPAM config."""
+    found = set()
+    for entry in (network.get("IPAM") or {}).get("Config") or []:
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            found.add(ipaddress.ip_network(entry.get("Subnet"), strict=False))
+    return found
+
+
+def _listed(subnets: Collection[object]) -> str:
+    return ", ".join(sorted(map(str, subnets))) or "none"
+
+
+def _connections_of(containers: Sequence[str]) -> str:
+    return (f"the checkpoints of {', '.join(containers)} hold TCP connections, which come back only at the "
+            "addresses recorded with them")
 
 
 def container_references(manifest: Manifest) -> dict[str, str]:
@@ -72,7 +190,7 @@ def implicit_dependencies(manifest: Manifest) -> dict[str, list[str]]:
 
 
 def ensure_holders(engine: EnginePort, manifest: Manifest, records: Sequence[ContainerRecord],
-                   progress: ProgressCallback, *, start: bool = True) -> list[str]:
+                   progress: ProgressCallback, connected: Collection[str] = (), *, start: bool = True) -> list[str]:
     """Every recorded network holder of `records` exists and runs (exists only, without `start`), recreated
     from our template where gone (at its recorded addresses when free). Returns the names of containers
     that joined a holder since replaced: they were removed, to be recreated joined to the new one."""
@@ -85,7 +203,7 @@ def ensure_holders(engine: EnginePort, manifest: Manifest, records: Sequence[Con
         if holder is None:
             progress(name, "recreating network holder")
             spec = rebuilt_holder(record.container_name, record.holder, engine.ensure_holder_image())
-            ensure_networks_and_volumes(engine, manifest)
+            ensure_networks_and_volumes(engine, manifest, connected)
             create_holder(engine, spec, start=start)
         elif not holder.running and start:
             progress(name, "starting network holder")

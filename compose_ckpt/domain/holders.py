@@ -19,7 +19,7 @@ restore recreates the holder first.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from enum import Enum
 from typing import Any
 
@@ -163,13 +163,17 @@ def rebuilt_holder(container_name: str, recorded: Mapping[str, Any], image: str)
     return spec
 
 
-def with_recorded_address(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """`spec` asking for the IP addresses it had on each network (Docker accepts that only on networks
-    with a configured subnet; the caller falls back to any address)."""
+def with_recorded_address(spec: Mapping[str, Any], in_use: Mapping[str, Collection[str]] | None = None) -> dict[str, Any]:
+    """`spec` asking for the IPv4 and IPv6 addresses it had on each network, except those `in_use` (network
+    -> addresses another container holds there now). Docker accepts a fixed address only on networks with
+    a configured subnet; the caller falls back to any address."""
     pinned = copy.deepcopy(dict(spec))
-    for endpoint in pinned["NetworkSettings"]["Networks"].values():
-        address = endpoint.get("IPAddress")
-        if address and not (endpoint.get("IPAMConfig") or {}).get("IPv4Address"):
-            endpoint["IPAMConfig"] = {**(endpoint.get("IPAMConfig") or {}), "IPv4Address": address}
+    for network, endpoint in pinned["NetworkSettings"]["Networks"].items():
+        wanted = dict(endpoint.get("IPAMConfig") or {})
+        for key, recorded in (("IPv4Address", "IPAddress"), ("IPv6Address", "GlobalIPv6Address")):
+            address = endpoint.get(recorded)
+            if address and not wanted.get(key) and address not in (in_use or {}).get(network, ()):
+                wanted[key] = address
+        if wanted:
+            endpoint["IPAMConfig"] = wanted
     return pinned
-

@@ -55,9 +55,11 @@ def remedy_for(text: str) -> str | None:
                 "or append-only file written later): CRIU refuses it. Restore the volume's files from the same "
                 "moment as the snapshot, or take a new snapshot.")
     if "Can't bind inet socket back" in text and "Cannot assign requested address" in text:
-        return ("A TCP connection must come back at the address the container had at checkpoint time, and the "
-                "container got another one (another container took it meanwhile). Stop what took it, or restore "
-                "the whole stack at once so each container gets its own address back.")
+        return ("A TCP connection comes back only at the address its container had at checkpoint time, and the "
+                "container did not get that address back (the lines above say why, when it could be seen: its "
+                "network recreated with another subnet, or another container holding the address). Free the "
+                "address, or take the stack down (`docker compose down`) and restore it whole: restore recreates "
+                "the networks and containers at their recorded addresses.")
     if "Address already in use" in text:
         return ("A port the service listened on is taken on the host or by another container. "
                 "Free it (`ss -ltnp` shows who holds it) and restore again.")

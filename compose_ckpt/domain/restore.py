@@ -5,11 +5,19 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from compose_ckpt.const import CHECKPOINT_PREFIX, LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE
-from compose_ckpt.domain.containers import ensure_holders, implicit_dependencies, recreate_containers
+from compose_ckpt.domain.containers import (
+    check_networks,
+    connected_containers,
+    ensure_holders,
+    implicit_dependencies,
+    network_subnets,
+    recorded_endpoints,
+    recreate_containers,
+)
 from compose_ckpt.domain.filesystem import FilesystemRestore
 from compose_ckpt.domain.held_policies import put_back_on_running, release
 from compose_ckpt.domain.holders import refuse_unrestorable
@@ -25,6 +33,8 @@ from compose_ckpt.domain.timing import Phases
 from compose_ckpt.engine import ContainerInfo, ProcessFingerprint
 from compose_ckpt.errors import CkptError, ConflictError, NotFoundError, RestoreFailed, UsageError
 
+# CRIU's words when a socket's address is not the container's any more.
+_REBIND_FAILED = "Can't bind inet socket back"
 # A restored process that cannot carry on (a socket or file that did not come back) dies at once:
 # by this long after the last start it shows.
 SETTLE_SECONDS = 0.3
@@ -85,6 +95,8 @@ class _Restore:
         self.began = began  # the command's start: preparing counts from there, lock and recovery included
         self.services = self._select(request.services)
         self.records = [r for r in manifest.containers if r.service in self.services]
+        # Whose checkpoints hold TCP connections: they need their recorded addresses back.
+        self.connected = connected_containers(store, manifest) & {r.container_name for r in self.records}
         self.targets: dict[str, ContainerInfo] = {}  # container name -> the container to restore into
         self.recreated: set[str] = set()
         self.last_start = time.monotonic()
@@ -117,7 +129,7 @@ class _Restore:
                 for level in dependency_levels(implicit_dependencies(self.manifest), self.services):
                     names = [r.container_name for r in self.records if r.service in level]
                     parallel = self.request.parallel
-                    if any(self._holds_connections(name) for name in names):
+                    if self.connected.intersection(names):
                         names, parallel = sorted(names, key=self._recorded_address), 1
                     outcome = run_parallel(names, self._restore_one, parallel)
                     restored.extend(outcome.results[name] for name in names if name in outcome.results)
@@ -169,11 +181,6 @@ class _Restore:
             return
         self.store.done_restoring(self.manifest.project)
 
-    def _holds_connections(self, container_name: str) -> bool:
-        """Whether the checkpoint holds established TCP connections (CRIU writes one tcp-stream image each)."""
-        folder = self.store.checkpoint_dir(self.manifest.project, self.manifest.name, container_name)
-        return any(folder.glob("tcp-stream-*.img"))
-
     def _recorded_address(self, container_name: str) -> tuple[int, int]:
         """Sort key: the container's IPv4 address at snapshot time (those without one last).
 
@@ -216,6 +223,7 @@ class _Restore:
     def _prepare_containers(self) -> None:
         """Find each container; refuse running ones unless forced; recreate missing ones (holders first)."""
         refuse_unrestorable(self.engine, [(r.service, r.container_name, r.inspect) for r in self.records], "restore")
+        check_networks(self.engine, self.manifest, self.connected)  # refuses before anything is killed
         in_the_way: list[ContainerInfo] = []
         for record in self.records:
             current = self.engine.inspect(record.container_name)
@@ -245,10 +253,10 @@ class _Restore:
         names_by_id = {c.id: c.name for c in in_the_way}
         run_parallel(list(names_by_id), lambda cid: self._discard_running(cid, names_by_id[cid]),
                      self.request.parallel).raise_first()
-        for stale in ensure_holders(self.engine, self.manifest, self.records, self.progress):
+        for stale in ensure_holders(self.engine, self.manifest, self.records, self.progress, self.connected):
             del self.targets[stale]
         missing = [r for r in self.records if r.container_name not in self.targets]
-        created = recreate_containers(self.engine, self.manifest, missing, self.progress)
+        created = recreate_containers(self.engine, self.manifest, missing, self.progress, self.connected)
         self.targets.update(created)
         self.recreated.update(created)
 
@@ -368,8 +376,36 @@ class _Restore:
             message, details = f"restore of {', '.join(sorted(failures))} failed", describe_failures(failures)
         hint = next((exc.hint for exc in failures.values() if isinstance(exc, CkptError) and exc.hint), None)
         hint = hint or remedies_for(failures)
+        if _REBIND_FAILED in " ".join([message, *details]):
+            details += self._address_notes(failures)
         details.append(f"restored before the failure: {done}; services that depend on them were not started")
         return RestoreFailed(message, details=details, hint=hint)
+
+    def _address_notes(self, names: Iterable[str]) -> list[str]:
+        """Why containers whose TCP sockets could not be bound back did not get their recorded addresses:
+        their network has other subnets now (recreated since), or another container holds the address."""
+        notes = []
+        try:
+            networks = {network["Name"]: network for network in self.engine.list_networks()}
+            for name in sorted(names):
+                record = next(r for r in self.records if r.container_name == name)
+                for network, endpoint in recorded_endpoints(record).items():
+                    address = endpoint.get("IPAddress")
+                    if not address or network not in networks:
+                        continue
+                    subnets = network_subnets(networks[network])
+                    if not any(ipaddress.ip_address(address) in subnet for subnet in subnets):
+                        notes.append(f"{name} had address {address} on network {network}, which has subnet "
+                                     f"{', '.join(map(str, subnets))} now: the network was recreated since the snapshot")
+                        continue
+                    attached = (self.engine.inspect_network(network).get("Containers") or {}).values()
+                    holder = next((e.get("Name") for e in attached
+                                   if str(e.get("IPv4Address") or "").split("/")[0] == address), None)
+                    if holder and holder != name:
+                        notes.append(f"{name} had address {address} on network {network}: container {holder} holds it now")
+        except (CkptError, ValueError):
+            pass  # what could be read is said; the failure itself is reported either way
+        return notes
 
 
 def _require_running(name: str, container: ContainerInfo | None) -> ContainerInfo:

@@ -139,7 +139,7 @@ def install_staged(store: SnapshotStore, engine: EnginePort, staged: StagedArchi
     accepted by `consent` before anything is stored or created; containers and holders are created, never
     started (restore starts them)."""
     from compose_ckpt.domain.compat import check_target  # the engine side, loaded only for import
-    from compose_ckpt.domain.containers import holders_as_built, recreate_containers
+    from compose_ckpt.domain.containers import connected_containers, holders_as_built, recreate_containers
 
     try:
         manifest = checked_manifest(staged.manifest, staged.checkpoints.keys(), staged.images.keys())
@@ -171,6 +171,7 @@ def install_staged(store: SnapshotStore, engine: EnginePort, staged: StagedArchi
             _move_into_store(store, manifest, staged.checkpoints, staged.compose_files, trees)
             missing = [r for r in manifest.containers if engine.inspect(r.container_name) is None]
             result.created_containers = list(recreate_containers(engine, manifest, missing, progress,
+                                                                 connected_containers(store, manifest),
                                                                  start_holders=False))
         return result
     finally:

@@ -74,6 +74,8 @@ RETRY_DELAYS = (0.2, 0.4, 0.8, 1.6, 3.2)
 _STALE_RUNTIME = "container with given ID already exists"
 HELPER_MOUNT = "/checkpoints"
 INSPECT_WORKERS = 8
+# The parts of a recorded network's IPAM config that a create request takes.
+_IPAM_KEYS = ("Subnet", "IPRange", "Gateway", "AuxiliaryAddresses")
 _log = logging.getLogger(__name__)
 
 
@@ -757,15 +759,24 @@ class Engine:
         with translated(f"inspect network {name}"):
             return dict(self._http.call("GET", path_of("/networks/{0}", name)))
 
-    def create_network(self, recorded: dict[str, Any]) -> None:
-        """Create a network like the recorded `docker network inspect` document (its IPAM driver and
-        options; addresses are left to the engine)."""
+    def list_networks(self) -> list[dict[str, Any]]:
+        """Every network of the engine, as GET /networks lists them (with their IPAM config and labels)."""
+        with translated("list networks"):
+            return [dict(network) for network in self._http.call("GET", "/networks")]
+
+    def create_network(self, recorded: dict[str, Any], *, recorded_subnets: bool) -> None:
+        """Create a network like the recorded `docker network inspect` document: its driver and options, and
+        with `recorded_subnets` its IPAM config (subnets, ranges, gateways), so that its containers can get
+        their addresses back; else the engine picks the subnets."""
         ipam = recorded.get("IPAM") or {}
+        config = [{key: entry[key] for key in _IPAM_KEYS if entry.get(key)}
+                  for entry in ipam.get("Config") or [] if isinstance(entry, dict) and entry.get("Subnet")]
         body = {
             "Name": recorded["Name"], "Driver": recorded.get("Driver"), "Options": recorded.get("Options") or None,
             "Labels": recorded.get("Labels") or None, "Internal": bool(recorded.get("Internal")),
             "Attachable": bool(recorded.get("Attachable")), "EnableIPv6": bool(recorded.get("EnableIPv6")),
-            "IPAM": {"Driver": ipam.get("Driver") or "default", "Config": [], "Options": ipam.get("Options")},
+            "IPAM": {"Driver": ipam.get("Driver") or "default", "Config": config if recorded_subnets else [],
+                     "Options": ipam.get("Options")},
         }
         with translated(f"create network {recorded['Name']}"):
             self._http.call("POST", "/networks/create", body=body)

@@ -350,6 +350,7 @@ def restore(
     force: Annotated[bool, typer.Option("--force", help="Kill running containers and restore over their state (checkpointed first, put back if the restore fails).")] = False,
     no_safety_checkpoint: Annotated[bool, typer.Option("--no-safety-checkpoint", help="With --force: do not checkpoint the running containers first; their current state is lost even if the restore fails.")] = False,
     ignore_volumes: Annotated[bool, typer.Option("--ignore-volumes", help="Keep the volumes' current content, even when the snapshot holds a copy.")] = False,
+    allow_other_image: Annotated[bool, typer.Option("--allow-other-image", help="When the very image a container was checkpointed on is gone (or it runs another one now), restore onto the image its tag names now: old memory over new files.")] = False,
     parallel: Parallel = DEFAULT_PARALLEL,
     as_json: JsonOption = False,
 ) -> None:
@@ -360,7 +361,8 @@ def restore(
     options: GlobalOptions = ctx.obj
     phases = Phases.since_process_start()
     request = RestoreRequest(snapshot=snapshot, services=tuple(services or ()), force=force, parallel=parallel,
-                             safety_checkpoint=not no_safety_checkpoint, ignore_volumes=ignore_volumes)  # name checked
+                             safety_checkpoint=not no_safety_checkpoint, ignore_volumes=ignore_volumes,
+                             allow_other_image=allow_other_image)  # name checked
     with phases.timed("prepare"):
         project_name = _project_name(options)
         engine = options.connect()

@@ -25,17 +25,18 @@ _NO_FIXED_ADDRESS = "user specified IP address is supported"
 
 def recreate_containers(engine: EnginePort, manifest: Manifest, records: Sequence[ContainerRecord],
                         progress: ProgressCallback, connected: Collection[str] = (), *,
-                        start_holders: bool = True) -> dict[str, ContainerInfo]:
+                        start_holders: bool = True, allow_other_image: bool = False) -> dict[str, ContainerInfo]:
     """Create (not start) each container in `records` as recorded, with the networks and volumes it needs.
 
-    Same names, compose labels and addresses (where free) as before, so `docker compose` sees them as its
-    own and TCP connections can come back. Containers that join another's namespaces or volumes are
-    created after it, pointing at it by name. A restart policy the snapshot held back stays held back
-    (`no`) until the restore has verified the container. `connected`: the containers whose checkpoints
-    hold TCP connections (see `check_networks`). Their network holders are created too, started unless
-    `start_holders` is off (import and pull start nothing)."""
+    Same image (see `recorded_image`), names, compose labels and addresses (where free) as before, so
+    `docker compose` sees them as its own and TCP connections can come back. Containers that join another's
+    namespaces or volumes are created after it, pointing at it by name. A restart policy the snapshot held
+    back stays held back (`no`) until the restore has verified the container. `connected`: the containers
+    whose checkpoints hold TCP connections (see `check_networks`). Their network holders are created too,
+    started unless `start_holders` is off (import and pull start nothing)."""
     if not records:
         return {}
+    images = {record.container_name: recorded_image(engine, record, allow_other_image) for record in records}
     ensure_networks_and_volumes(engine, manifest, connected)
     ensure_holders(engine, manifest, records, progress, connected, start=start_holders)
     references = container_references(manifest)
@@ -46,8 +47,29 @@ def recreate_containers(engine: EnginePort, manifest: Manifest, records: Sequenc
         for name in level:
             progress(name, "recreating")
             held = NO_RESTART if by_name[name].held_policy else None
-            created[name] = _create_at_recorded_address(engine, by_name[name].inspect, references, held, in_use)
+            recorded = by_name[name].inspect
+            recorded = {**recorded, "Config": {**recorded["Config"], "Image": images[name]}}
+            created[name] = _create_at_recorded_address(engine, recorded, references, held, in_use)
     return created
+
+
+def recorded_image(engine: EnginePort, record: ContainerRecord, allow_other_image: bool) -> str:
+    """The image to recreate `record`'s container from: the very one it was checkpointed on (by its tag while
+    the tag names it, else by its id), since its memory belongs with that image's files. When that image is
+    gone: with `allow_other_image` what the tag names now, else NotFoundError naming both."""
+    if engine.image_id(record.image) == record.image_id:
+        return record.image
+    if engine.image_id(record.image_id) is not None:
+        return record.image_id
+    now = engine.image_id(record.image)
+    if allow_other_image and now is not None:
+        return record.image
+    moved = f"; {record.image} names {now[:19]} now" if now else ""
+    raise NotFoundError(
+        f"the image {record.container_name} was checkpointed on is gone: {record.image} ({record.image_id}){moved}",
+        hint="Its memory belongs with that image's files. Bring that very image back (`docker load` of a saved copy, "
+             "or `docker pull` by digest)" + (", or pass --allow-other-image to restore onto the image the tag "
+                                             "names now (old memory over new files: it may misbehave)." if now else "."))
 
 
 def _create_at_recorded_address(engine: EnginePort, recorded: dict[str, Any], references: dict[str, str],

@@ -25,6 +25,7 @@ from compose_ckpt.domain.requests import MigrateRequest, RestoreRequest, Snapsho
 from compose_ckpt.domain.restore import RestoredContainer, restore_snapshot
 from compose_ckpt.domain.snapshot import take_snapshot
 from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.transfer import saved_as
 from compose_ckpt.errors import CkptError, ConflictError, EngineError
 
 
@@ -185,16 +186,17 @@ def _snapshot_to_move(project: Project, store: SnapshotStore, request: MigrateRe
 
 def copy_images(source: EnginePort, target: EnginePort, images: Collection[tuple[str, str]],
                 progress: ProgressCallback) -> int:
-    """Stream every image of `images` (reference, id) the target lacks, tag included; return the bytes sent."""
+    """Stream every image of `images` (reference, id) the target lacks (by id: restore recreates from the very
+    image), tag included; return the bytes sent."""
     sent = 0
     for reference, image_id in sorted(images):
-        if target.image_id(reference) == image_id:
+        if target.image_id(image_id) is not None:
             continue
         progress(reference, "copying image")
         tally = Tally(bytes_reporter(progress, reference, "copying image"))
-        target.load_image(counted(source.save_image(reference), tally))
+        target.load_image(counted(source.save_image(saved_as(source, reference, image_id)), tally))
         sent += tally.done
-        if target.image_id(reference) != image_id:
+        if target.image_id(image_id) is None:
             raise EngineError(f"image {reference} on the target is not {image_id[:19]} after loading it")
     return sent
 

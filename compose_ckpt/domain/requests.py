@@ -37,6 +37,8 @@ class RestoreRequest:
     # --force checkpoints what runs before killing it, and puts it back from there if the restore fails
     safety_checkpoint: bool = True
     ignore_volumes: bool = False  # keep the volumes' current content even when the snapshot holds a copy
+    # restore onto the image a tag names now when the very image a container was checkpointed on is gone
+    allow_other_image: bool = False
 
     def __post_init__(self) -> None:
         if self.snapshot is not None:  # refused where the request is made, before the lock creates the project's folder

@@ -16,6 +16,7 @@ from compose_ckpt.domain.containers import (
     implicit_dependencies,
     network_subnets,
     recorded_endpoints,
+    recorded_image,
     recreate_containers,
 )
 from compose_ckpt.domain.filesystem import FilesystemRestore
@@ -33,6 +34,8 @@ from compose_ckpt.domain.timing import Phases
 from compose_ckpt.engine import ContainerInfo, ProcessFingerprint
 from compose_ckpt.errors import CkptError, ConflictError, NotFoundError, RestoreFailed, UsageError
 
+# The verdict on a container restored onto another image than the one it was checkpointed on.
+OTHER_IMAGE = "running, on another image"
 # CRIU's words when a socket's address is not the container's any more.
 _REBIND_FAILED = "Can't bind inet socket back"
 # A restored process that cannot carry on (a socket or file that did not come back) dies at once:
@@ -149,6 +152,8 @@ class _Restore:
         self.store.done_restoring(self.manifest.project)  # each restore removed its own page images
         self._record(restored)
         self._drop_safety_checkpoints(list(self.set_aside.values()))
+        warnings += [f"{c.container} was restored onto another image than the one it was checkpointed on "
+                     "(--allow-other-image): old memory over new files" for c in restored if c.verified == OTHER_IMAGE]
         return RestoreResult(self.manifest, restored, self.phases.seconds, warnings, self._not_in_snapshot())
 
     def _not_in_snapshot(self) -> list[NotInSnapshot]:
@@ -229,11 +234,12 @@ class _Restore:
             current = self.engine.inspect(record.container_name)
             if current is None:
                 continue
-            if current.image_id != record.image_id:
+            if current.image_id != record.image_id and not self.request.allow_other_image:
                 raise ConflictError(
                     f"container {current.name} now runs image {current.image_id[:19]}, "
                     f"the snapshot was taken from {record.image_id[:19]}",
-                    hint=f"Remove it (`docker rm -f {current.name}`) and restore will recreate it as it was.",
+                    hint=f"Remove it (`docker rm -f {current.name}`) and restore will recreate it as it was, or pass "
+                         "--allow-other-image to restore into it as it is (old memory over new files).",
                 )
             if current.exited and self.engine.clear_stale_runtime(current.id):
                 # A daemon killed during an earlier restore of it left runc's state and a mount behind, and
@@ -244,6 +250,9 @@ class _Restore:
             if not current.exited:
                 in_the_way.append(current)
             self.targets[record.container_name] = current
+        for record in self.records:  # before anything is killed: the images to recreate from are here
+            if record.container_name not in self.targets:
+                recorded_image(self.engine, record, self.request.allow_other_image)
         if in_the_way and not self.request.force:
             names = ", ".join(f"{c.name} ({c.status})" for c in in_the_way)
             raise ConflictError(f"these containers are running: {names}",
@@ -256,7 +265,8 @@ class _Restore:
         for stale in ensure_holders(self.engine, self.manifest, self.records, self.progress, self.connected):
             del self.targets[stale]
         missing = [r for r in self.records if r.container_name not in self.targets]
-        created = recreate_containers(self.engine, self.manifest, missing, self.progress, self.connected)
+        created = recreate_containers(self.engine, self.manifest, missing, self.progress, self.connected,
+                                      allow_other_image=self.request.allow_other_image)
         self.targets.update(created)
         self.recreated.update(created)
 
@@ -357,15 +367,16 @@ class _Restore:
                                  verified, seconds.seconds, placement.pages.value, placement.page_bytes)
 
     def _verify(self, record: ContainerRecord, target: ContainerInfo) -> str:
-        """Fail loudly when the container is not running, or was started fresh instead of restored."""
+        """Fail loudly when the container is not running, or was started fresh instead of restored. The memory
+        layout says nothing about the files: on another image (--allow-other-image) it is not a proof."""
         now = _require_running(record.container_name, self.engine.inspect(target.id))
         fingerprint = self.engine.fingerprint(now)
         if record.fingerprint is None or fingerprint is None:
-            return "running"
+            return "running" if now.image_id == record.image_id else OTHER_IMAGE
         if fingerprint != ProcessFingerprint.from_text(record.fingerprint):
             raise RestoreFailed(f"{record.container_name} was started fresh, not restored: its memory layout "
                                 "differs from the checkpoint's", hint="Its in-memory state is lost; restore again with --force.")
-        return "memory layout"
+        return "memory layout" if now.image_id == record.image_id else OTHER_IMAGE
 
     def _failure(self, failures: dict[str, Exception], restored: list[RestoredContainer]) -> RestoreFailed:
         done = ", ".join(r.container for r in restored) or "none"

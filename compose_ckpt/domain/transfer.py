@@ -107,7 +107,7 @@ def write_members(writer: MemberWriter, store: SnapshotStore, manifest: Manifest
     images = _images(manifest)
     for reference, image_id in images:
         progress(reference, "archiving image")
-        writer.add_stream(f"images/{image_key(image_id)}", images_from.save_image(reference))
+        writer.add_stream(f"images/{image_key(image_id)}", images_from.save_image(saved_as(images_from, reference, image_id)))
     return [reference for reference, _ in images]
 
 
@@ -220,11 +220,12 @@ def _load_images(engine: EnginePort, manifest: Manifest, staged: dict[str, list[
     loaded, missing = [], []
     for reference, image_id in _images(manifest):
         chunks = staged.get(image_key(image_id))
-        if chunks is not None and engine.image_id(reference) != image_id:
+        # By id: restore recreates from the very image, whatever the tag names on this engine.
+        if chunks is not None and engine.image_id(image_id) is None:
             progress(reference, "loading image")
             engine.load_image(_read_chunks(chunks))
             loaded.append(reference)
-        if engine.image_id(reference) != image_id:
+        if engine.image_id(image_id) is None:
             missing.append(f"{reference} ({image_id[:19]})")
     if missing:
         raise NotFoundError(f"images missing on the target engine: {', '.join(missing)}",
@@ -305,6 +306,12 @@ class _ChunkReader:
             self._buffer += piece
         data, self._buffer = (self._buffer, b"") if size < 0 else (self._buffer[:size], self._buffer[size:])
         return data
+
+
+def saved_as(engine: EnginePort, reference: str, image_id: str) -> str:
+    """What to `docker save` of the recorded image: its tag while that names it (so the tag travels with it),
+    else its id (the tag moved to another build since)."""
+    return reference if engine.image_id(reference) == image_id else image_id
 
 
 def _read_chunks(chunks: list[Path]) -> Iterator[bytes]:

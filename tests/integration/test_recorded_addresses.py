@@ -53,7 +53,8 @@ def client_ids(stack: Stack) -> set[str]:
 
 def counts(stack: Stack) -> dict[str, int]:
     """Each app replica's own count."""
-    return {c: int(stack.docker("exec", c, "cat", "/tmp/count").stdout.split()[0]) for c in stack.containers("app")}
+    read = "cat /tmp/count 2>/dev/null || echo 0"  # 0 until its first reply
+    return {c: int(stack.docker("exec", c, "sh", "-c", read).stdout.split()[0]) for c in stack.containers("app")}
 
 
 def hold(stack: Stack, holding: bool) -> dict[str, int]:

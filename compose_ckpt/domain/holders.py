@@ -168,7 +168,7 @@ def with_recorded_address(spec: Mapping[str, Any], in_use: Mapping[str, Collecti
     -> addresses another container holds there now). Docker accepts a fixed address only on networks with
     a configured subnet; the caller falls back to any address."""
     pinned = copy.deepcopy(dict(spec))
-    for network, endpoint in pinned["NetworkSettings"]["Networks"].items():
+    for network, endpoint in ((pinned.get("NetworkSettings") or {}).get("Networks") or {}).items():
         wanted = dict(endpoint.get("IPAMConfig") or {})
         for key, recorded in (("IPv4Address", "IPAddress"), ("IPv6Address", "GlobalIPv6Address")):
             address = endpoint.get(recorded)

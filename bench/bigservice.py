@@ -209,7 +209,7 @@ class Rounds:
         try:
             self.add("runc_floor", timed(lambda: run(
                 runtime.binary, "--root", runtime.root, "checkpoint", "--leave-running", "--image-path", str(images),
-                "--work-path", str(scratch), self.service.id, env={"PATH": runtime.search_path}))[0])
+                "--work-path", str(scratch), self.service.id, env={**runtime.environment, "PATH": runtime.search_path}))[0])
         finally:
             run("docker", "unpause", self.service.id)
             shutil.rmtree(images, ignore_errors=True)

@@ -17,8 +17,8 @@ When any of these does not hold, `find_runtime` raises `DirectDumpUnavailable` s
 adapter uses the Docker API instead.
 
 `runtime_checkpoint` runs `runc --root R checkpoint --image-path <store folder> --work-path <private temp
-folder beside it> [--leave-running] [CRIU options] <id>` with the shim's PATH (runc runs the criu it finds there, the
-one the daemon's own checkpoints use). runc still reads /etc/criu/runc.conf and the container's
+folder beside it> [--leave-running] [CRIU options] <id>` in the shim's environment, as the shim runs it (runc
+runs the criu it finds on that PATH, the one the daemon's own checkpoints use). runc still reads /etc/criu/runc.conf and the container's
 org.criu.config annotation, as for the daemon. runc is started in a session of its own: a Ctrl-C of
 compose-ckpt does not cut a dump in half, and a killed compose-ckpt leaves runc to finish (recovery sees it
 working in /proc, like the daemon's own dumps, and waits for it).
@@ -58,7 +58,11 @@ class Runtime:
 
     binary: str
     root: str  # runc's --root: the options' root plus the shim's namespace
-    search_path: str  # the shim's PATH, on which runc finds criu
+    environment: dict[str, str]  # the shim's, which runc gets from it: its PATH finds the daemon's criu
+
+    @property
+    def search_path(self) -> str:
+        return self.environment.get("PATH") or os.defpath
 
 
 def find_runtime(container_id: str, init_pid: int) -> Runtime:
@@ -79,8 +83,8 @@ def find_runtime(container_id: str, init_pid: int) -> Runtime:
             raise DirectDumpUnavailable(f"the daemon's shim runs in another {kind} namespace (a rootless daemon?)")
     options = _runtime_options(shim)
     name = str(options.get("binary_name") or "runc")
-    search_path = host.process_environ(shim).get("PATH", "")
-    binary = name if "/" in name else shutil.which(name, path=search_path or None)
+    environment = host.process_environ(shim)
+    binary = name if "/" in name else shutil.which(name, path=environment.get("PATH") or os.defpath)
     if binary is None or not os.access(binary, os.X_OK):
         raise DirectDumpUnavailable(f"runtime {name} not found on the shim's PATH")
     root = str(Path(str(options.get("root") or CONTAINERD_DEFAULT_ROOT), namespace))
@@ -88,7 +92,7 @@ def find_runtime(container_id: str, init_pid: int) -> Runtime:
         raise DirectDumpUnavailable(f"no runtime state of the container under {root}")
     if not _is_runc(binary):
         raise DirectDumpUnavailable(f"runtime {binary} does not answer as runc does")
-    return Runtime(binary, root, search_path)
+    return Runtime(binary, root, environment)
 
 
 def _parent(pid: int) -> int:
@@ -163,7 +167,8 @@ def runtime_checkpoint(runtime: Runtime, container_id: str, images: Path, *, lea
     try:
         with open(work / "runc.out", "wb") as output:
             dumping = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                                       env={"PATH": runtime.search_path or os.defpath}, start_new_session=True)
+                                       env={**runtime.environment, "PATH": runtime.search_path},
+                                       start_new_session=True)
             try:
                 _watch(dumping, images, on_bytes)
             finally:

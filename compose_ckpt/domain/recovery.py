@@ -26,6 +26,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from compose_ckpt.domain.filesystem import remove_files
 from compose_ckpt.domain.held_policies import release
@@ -105,6 +106,16 @@ class _Outcome:
     retry: bool = False  # a checkpoint was kept: a later attempt may still bring its container back
 
 
+def _holds_files(folder: Path) -> bool:
+    """A checkpoint folder of the store with something in it: a dump through the Docker API leaves an
+    empty one when it is killed before its files were saved into it."""
+    try:
+        with os.scandir(folder) as entries:
+            return any(entries)
+    except OSError:
+        return False
+
+
 class _Recovery:
     def __init__(self, engine: EnginePort, store: SnapshotStore, manifest: Manifest, progress: ProgressCallback) -> None:
         self.engine = engine
@@ -175,7 +186,7 @@ class _Recovery:
                 self.outcome.lines.append(f"{name}: unpaused; running with its state")
             elif container.running:
                 self._running(record, container)
-            elif in_docker or saved.is_dir():
+            elif in_docker or _holds_files(saved):
                 self._restore(record, container, in_docker)
                 if record.container_name in self.outcome.left:
                     return  # its checkpoint is the only copy of its state: kept

@@ -310,9 +310,12 @@ class _SnapshotRun:
         into = self.store.new_checkpoint_dir(self.project.name, self.manifest.name, record.container_name)
         result = self.engine.checkpoint_create(container_id, self.checkpoint, leave_running=not self.request.stop,
                                                into=into, options=self._criu_options(container_id), on_bytes=written)
-        (self.direct if result.path is DumpPath.RUNTIME else self.dumped).add(container_id)
         if result.path is DumpPath.RUNTIME:
+            self.direct.add(container_id)
             written(result.size)  # the final count: the display's last line of the phase shows it
+        else:
+            self.dumped.add(container_id)
+            into.rmdir()  # the files are the daemon's until they are saved after the window
         if self.request.stop:
             self.stopped.add(container_id)
             self.paused.discard(container_id)

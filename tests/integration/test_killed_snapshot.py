@@ -4,8 +4,10 @@ container running with its state, saying so; or, when a state is really gone, ex
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -75,13 +77,20 @@ def test_recover_after_a_kill_at_any_moment(start_stack: Callable[..., Stack], a
     assert no_docker_checkpoints(stack)
 
 
-def test_recover_says_which_state_is_lost_instead_of_nothing_to_recover(start_stack: Callable[..., Stack]) -> None:
+@pytest.mark.parametrize("dump_path", [None, ENGINE_API], ids=["runtime", "engine-api"])
+def test_recover_says_which_state_is_lost_instead_of_nothing_to_recover(
+        start_stack: Callable[..., Stack], isolated_store: Path, dump_path: str | None) -> None:
     stack = start_stack("services:\n" + counter_services("one", "two"))
-    killed = run_until(stack, ["snapshot", "--stop", "--name", "cut"], "waiting for exit", sigkill)
+    killed = run_until(stack, ["snapshot", "--stop", "--name", "cut"], "waiting for exit", sigkill, dump_path)
     assert killed.returncode == -9
     one = f"{stack.project}-one-1"
     run_docker("wait", one)
-    run_docker("checkpoint", "rm", one, "ckpt-cut")  # someone deletes the only copy of its state
+    # Someone deletes the only copy of its state: the daemon's checkpoint, or the store's when the daemon's
+    # runtime dumped it straight there.
+    if dump_path == ENGINE_API:
+        run_docker("checkpoint", "rm", one, "ckpt-cut")
+    else:
+        shutil.rmtree(isolated_store / "projects" / stack.project / "cut" / "checkpoints" / one)
 
     recovered = stack.ckpt("recover")
 

@@ -17,7 +17,7 @@ When any of these does not hold, `find_runtime` raises `DirectDumpUnavailable` s
 adapter uses the Docker API instead.
 
 `runtime_checkpoint` runs `runc --root R checkpoint --image-path <store folder> --work-path <private temp
-folder beside it> [--leave-running] [CRIU options] <id>` in the shim's environment, as the shim runs it (runc
+folder> [--leave-running] [CRIU options] <id>` in the shim's environment, as the shim runs it (runc
 runs the criu it finds on that PATH, the one the daemon's own checkpoints use). runc still reads /etc/criu/runc.conf and the container's
 org.criu.config annotation, as for the daemon. runc is started in a session of its own: a Ctrl-C of
 compose-ckpt does not cut a dump in half, and a killed compose-ckpt leaves runc to finish (recovery sees it
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -46,6 +47,7 @@ SHIM_PREFIX = "containerd-shim-runc-"
 PROGRESS_SECONDS = 0.5
 MAX_OPTIONS_BYTES = 64 * 1024
 PROC = Path("/proc")
+_RUNC_MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
 
 
 class DirectDumpUnavailable(Exception):
@@ -158,31 +160,35 @@ def runtime_checkpoint(runtime: Runtime, container_id: str, images: Path, *, lea
     """Dump the container into the existing private folder `images`; returns the bytes written there.
     `on_bytes` gets the bytes written so far every PROGRESS_SECONDS while runc works. Raises EngineError
     with the key lines of CRIU's log when the dump fails (the container is then as it was)."""
-    # CRIU's log and runc's notes, beside the images (0700, made exclusively): a killed run's folder goes
-    # with the snapshot's checkpoints when recovery drops them.
-    work = Path(tempfile.mkdtemp(prefix=f".{images.name}-work-", dir=images.parent))
+    # CRIU's log and runc's output: a private folder (0700, made exclusively) off the store's disk, so that a
+    # full store still gets its error told. Removed after a good dump; kept after a failed one, which names it.
+    work = Path(tempfile.mkdtemp(prefix="compose-ckpt-dump-"))
     argv = [runtime.binary, "--root", runtime.root, "checkpoint", "--image-path", str(images),
             "--work-path", str(work), *(["--leave-running"] if leave_running else []), *options.runc_flags(),
             container_id]
-    try:
-        with open(work / "runc.out", "wb") as output:
-            dumping = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                                       env={**runtime.environment, "PATH": runtime.search_path},
-                                       start_new_session=True)
-            try:
-                _watch(dumping, images, on_bytes)
-            finally:
-                dumping.wait()  # never leave before runc is done: what follows (unpause, rollback) needs it finished
-        if dumping.returncode != 0:
-            said = (_read(work / "runc.out") or "").strip().splitlines()
-            message = said[-1] if said else f"exit status {dumping.returncode}"
-            log = work / "dump.log"
-            error = EngineError(f"checkpoint {container_id[:12]} by {runtime.binary}: {message}")
-            error.details = criu_log_key_lines(str(log), _read(log))
-            raise error
-        return folder_bytes(images)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with open(work / "runc.out", "wb") as output:
+        dumping = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                                   env={**runtime.environment, "PATH": runtime.search_path}, start_new_session=True)
+        try:
+            _watch(dumping, images, on_bytes)
+        finally:
+            dumping.wait()  # never leave before runc is done: what follows (unpause, rollback) needs it finished
+    if dumping.returncode != 0:
+        error = EngineError(f"checkpoint {container_id[:12]} by {runtime.binary}: "
+                            f"{runc_message(_read(work / 'runc.out'), dumping.returncode)}")
+        error.details = criu_log_key_lines(str(work / "dump.log"))
+        raise error
+    shutil.rmtree(work, ignore_errors=True)
+    return folder_bytes(images)
+
+
+def runc_message(output: str | None, status: int) -> str:
+    """What runc said last: the `msg` of its log line (`criu failed: type NOTIFY errno 0`), else the line."""
+    lines = (output or "").strip().splitlines()
+    if not lines:
+        return f"exit status {status}"
+    said = _RUNC_MSG.search(lines[-1])
+    return said.group(1).split("\\n")[0] if said else lines[-1]
 
 
 def _watch(dumping: subprocess.Popen[bytes], images: Path, on_bytes: Callable[[int], None]) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from compose_ckpt.domain.manifest import ContainerRecord
 from compose_ckpt.engine import CriuOptions
-from compose_ckpt.engine.runtime import DirectDumpUnavailable, find_runtime, folder_bytes
+from compose_ckpt.engine.runtime import DirectDumpUnavailable, runc_message, find_runtime, folder_bytes
 
 
 @pytest.mark.parametrize("words, flags", [
@@ -55,3 +55,13 @@ def test_folder_bytes_counts_the_files_in_the_folder_not_links(tmp_path: Path) -
     (tmp_path / "link").symlink_to(tmp_path / "pages-1.img")
     assert folder_bytes(tmp_path) == 1010
     assert folder_bytes(tmp_path / "missing") == 0
+
+
+@pytest.mark.parametrize("output, said", [
+    ('time="2026-12-06T23:38:44Z" level=error msg="criu failed: type NOTIFY errno 0\\nlog file: /tmp/x/dump.log"\n',
+     "criu failed: type NOTIFY errno 0"),
+    ("", "exit status 1"),
+    ("container is not running\n", "container is not running"),
+])
+def test_runcs_last_word_is_told_without_its_log_decoration(output: str, said: str) -> None:
+    assert runc_message(output, 1) == said

@@ -10,7 +10,7 @@ import pytest
 
 from compose_ckpt.domain.manifest import ContainerRecord
 from compose_ckpt.engine import CriuOptions
-from compose_ckpt.engine.runtime import DirectDumpUnavailable, runc_message, find_runtime, folder_bytes
+from compose_ckpt.engine.runtime import DirectDumpUnavailable, find_runtime, folder_bytes, runc_message
 
 
 @pytest.mark.parametrize("words, flags", [

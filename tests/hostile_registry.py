@@ -117,7 +117,7 @@ class _Handler(BaseHTTPRequestHandler):
             for byte in data:
                 self._write(bytes([byte]))
                 self.wfile.flush()
-                time.sleep(self.registry.trickle_delay)
+                time.sleep(self.registry.trickle_delay)  # on purpose: a registry that trickles
         except OSError:
             pass  # the client gave up, as it should
 

@@ -37,7 +37,7 @@ services:
     command: ["sh", "-c", "{COUNTER}"]
   keeper:
     image: {BUSYBOX}
-    command: ["sh", "-c", "(while true; do cp /tmp/count /data/count; sleep 0.2; done) & {COUNTER}"]
+    command: ["sh", "-c", "(while true; do cp /tmp/count /data/count.new; mv /data/count.new /data/count; sleep 0.2; done) & {COUNTER}"]
     volumes: [kept:/data]
 volumes:
   kept:

@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import tarfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from compose_ckpt.engine.pages_in_root import FOLDER_PREFIX
 from compose_ckpt.errors import EngineError
 from tests.integration.stack import BUSYBOX, COUNTER, DEBIAN, Stack, run_docker
 from tests.integration.test_faults import run_until, sigkill
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.engine
 MIB = 1024**2
@@ -105,7 +105,8 @@ def counter(engine: Engine, labelled: dict[str, str], test_id: str) -> str:
     # The host's network namespace: Docker 28 restores no container with one of its own (docs/engine.md).
     run_docker("run", "-d", "--name", name, "--network", "host", *label_args, BUSYBOX, "sh", "-c",
                COUNTER.replace("$$", "$"))
-    time.sleep(1)
+    wait_for("the counter to pass 5", lambda: run_docker("exec", name, "cat", "/tmp/count", check=False).stdout.strip()
+             not in ("", "1", "2", "3", "4", "5"))
     return name
 
 

@@ -91,7 +91,8 @@ class FakeContainer:
     status: str  # running | paused | exited | created
     policy: RestartPolicy
     process: int  # which process runs; a fresh start makes a new one
-    checkpoints: dict[str, int] = field(default_factory=dict)  # in the daemon's folder: name -> process held
+    # in the daemon's folder: name -> the process it holds (None: no images, CRIU cannot restore from it)
+    checkpoints: dict[str, int | None] = field(default_factory=dict)
     exit_code: int = 0
 
 
@@ -365,7 +366,8 @@ class FakeStack(UntouchableEngine):
                          on_bytes: Callable[[int, int], None] = lambda done, total: None) -> PlacedCheckpoint:
         container = self.container(container_id)
         self.act("place", container)
-        container.checkpoints[name] = int((source / PROCESS_FILE).read_text())
+        held = source / PROCESS_FILE
+        container.checkpoints[name] = int(held.read_text()) if held.is_file() else None  # copied as it is
         return PlacedCheckpoint([], PagesRoute.CONTAINERD, 0)
 
     def remove_placed_pages(self, container_id: str) -> list[str]:
@@ -379,4 +381,7 @@ class FakeStack(UntouchableEngine):
         self._require(container, "created", "exited")
         if name not in container.checkpoints:
             raise NotFoundError(f"no checkpoint {name} of {container.name}")
-        container.status, container.process = "running", container.checkpoints[name]
+        process = container.checkpoints[name]
+        if process is None:
+            raise EngineError(f"CRIU found no images in checkpoint {name} of {container.name}")
+        container.status, container.process = "running", process

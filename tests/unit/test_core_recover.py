@@ -148,6 +148,23 @@ def test_a_container_started_fresh_since_is_reported_lost_and_the_snapshot_settl
     assert [m.status for m in store.list("p")] == [SnapshotStatus.FAILED]
 
 
+def test_a_container_stopped_during_its_killed_dump_is_reported_lost_not_retried_forever(tmp_path: Path) -> None:
+    """cache was being dumped through the API when the command was killed, and was stopped before its dump
+    was (the daemon restarted, someone ran `docker stop`): no checkpoint of it exists, only the empty folder
+    the snapshot made for it in the store. That is no state to try again with: recover says it is lost and
+    settles the snapshot (`failed`), rather than failing every later command on a restore that cannot work."""
+    stack, store = FakeStack(STACK), SnapshotStore(tmp_path)
+    killed_snapshot(stack, store, "dump", "p-cache-1", stop=True)
+    stack.by_name("p-cache-1").status = "exited"
+    with pytest.raises(RecoveryFailed, match="p-cache-1") as failed:
+        recover_project(stack, "p", store)
+    assert "lost" in (failed.value.hint or "")
+    assert any("p-cache-1: exited without a checkpoint" in line for line in failed.value.details)
+    assert stack.state() == {"p-db-1": "running", "p-cache-1": "exited", "p-web-1": "running"}
+    assert [m.status for m in store.list("p")] == [SnapshotStatus.FAILED]
+    assert recover_project(stack, "p", store) == []  # settled: nothing left for the next command to trip on
+
+
 def test_the_next_snapshot_recovers_a_killed_one_first(tmp_path: Path) -> None:
     stack, store = FakeStack(STACK), SnapshotStore(tmp_path)
     before = processes(stack)

@@ -71,7 +71,7 @@ def interrupted(store: SnapshotStore, monkeypatch: pytest.MonkeyPatch) -> Snapsh
     store.write(Manifest(name="s", project="p", created=now_iso(), status=SnapshotStatus.INCOMPLETE, stopped=True,
                          compose_files=[], compose_hash="", services=["web"], dependencies={"web": []},
                          containers=[record]))
-    store.new_checkpoint_dir("p", "s", "p-web-1")
+    (store.new_checkpoint_dir("p", "s", "p-web-1") / "inventory.img").write_bytes(b"")  # a dump, as CRIU writes one
     return store
 
 

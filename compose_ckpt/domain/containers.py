@@ -239,6 +239,34 @@ def ensure_holders(engine: EnginePort, manifest: Manifest, records: Sequence[Con
     return stale
 
 
+def joining_elsewhere(engine: EnginePort, manifest: Manifest, records: Sequence[ContainerRecord],
+                      kept: Mapping[str, ContainerInfo]) -> list[str]:
+    """The names of `kept` containers (restored into as they are) that do not join the container their record
+    joined: its namespaces or volumes (`container:<id>`, `volumes_from`) are another container's, one removed
+    since or one that is recreated here (as after a failed `docker compose up`, or `up --force-recreate X`
+    without the services joining X). Restoring into them would fail or join the wrong one: they are to be
+    recreated as recorded, after what they join."""
+    references = container_references(manifest)
+    replaced = {record.container_name for record in records if record.container_name not in kept}
+    stale: list[str] = []
+    changed = True
+    while changed:  # a container recreated makes those joining it stale in turn
+        changed = False
+        for record in records:
+            current = kept.get(record.container_name)
+            if current is None or record.container_name in stale:
+                continue
+            joined_now = set(referenced_containers(current.attrs))
+            for target in referenced_containers(record.inspect):
+                name = references.get(target, target)
+                found = None if name in replaced or name in stale else engine.inspect(name)
+                if found is None or not joined_now & {found.id, found.name}:
+                    stale.append(record.container_name)
+                    changed = True
+                    break
+    return stale
+
+
 def create_holder(engine: EnginePort, spec: Mapping[str, Any], *, start: bool = True) -> str:
     """Create (and start, unless `start` is off) a network holder from `spec` (holder_spec or
     rebuilt_holder, never a record as it is), at its recorded addresses when they are free, else at any.

@@ -14,6 +14,7 @@ from compose_ckpt.domain.containers import (
     connected_containers,
     ensure_holders,
     implicit_dependencies,
+    joining_elsewhere,
     network_subnets,
     recorded_endpoints,
     recorded_image,
@@ -264,6 +265,10 @@ class _Restore:
                      self.request.parallel).raise_first()
         for stale in ensure_holders(self.engine, self.manifest, self.records, self.progress, self.connected):
             del self.targets[stale]
+        kept = {name: target for name, target in self.targets.items() if name not in self.set_aside}
+        for stale in joining_elsewhere(self.engine, self.manifest, self.records, kept):
+            self.progress(stale, "removing (it joins a container since replaced; recreated joined to the new one)")
+            self.engine.remove(self.targets.pop(stale).id)
         missing = [r for r in self.records if r.container_name not in self.targets]
         created = recreate_containers(self.engine, self.manifest, missing, self.progress, self.connected,
                                       allow_other_image=self.request.allow_other_image)

@@ -65,3 +65,23 @@ def test_a_join_to_a_recreated_container_is_named_not_dumped(start_stack: Callab
     assert stack.snapshots() == []
     stack.compose("up", "-d", "--force-recreate", "side")  # the remedy
     stack.ckpt_ok("snapshot", "--name", "joined")
+
+
+def test_restore_recreates_a_container_joined_to_one_since_replaced(start_stack: Callable[..., Stack]) -> None:
+    """After `up -d --force-recreate net`, side still joins the removed net: restore recreates side joined to
+    the net it restores into, instead of failing to start it (issue 21, item 5)."""
+    stack = start_stack(JOINED.replace("    ipc: service:net\n", ""), settle=1.5, adopt=False)
+    stack.ckpt_ok("snapshot", "--name", "pair")
+    at_snapshot = stack.count(stack.containers("side")[0])
+    stack.compose("up", "-d", "--force-recreate", "--no-deps", "net")
+    stack.compose("stop", "-t", "0")
+    stale_side = stack.containers("side")[0]
+    restored = json.loads(stack.ckpt_ok("restore", "pair", "--json").stdout)
+    by_service = {c["service"]: c for c in restored["containers"]}
+    assert not by_service["net"]["recreated"] and by_service["side"]["recreated"]
+    assert all(c["verified"] == "memory layout" for c in restored["containers"])
+    side, net = stack.containers("side")[0], stack.containers("net")[0]
+    assert side != stale_side
+    mode = run_docker("inspect", side, "--format", "{{.HostConfig.NetworkMode}}").stdout.strip()
+    assert mode in (f"container:{net}", f"container:{stack.project}-net-1")
+    assert stack.count(side) >= at_snapshot > 5

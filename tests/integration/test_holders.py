@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 
 import pytest
 
@@ -224,3 +225,32 @@ def test_restore_after_the_daemon_restarts(adopted: tuple[Stack, int]) -> None:
     stack.ckpt_ok("restore", "reboot")
     assert stack.redis("get", "visits") == "42"
     assert kv_by_name(stack) == "42" and int(http_get(port, "/count")) > 5
+
+
+def test_a_stack_adopted_with_label_based_holders_is_converted(start_stack: Callable[..., Stack], project_name: str) -> None:
+    """The earlier form, a one-off holder `<container>-holder` beside compose's containers, built here as that
+    version of adopt built it: `adopt` replaces it by the holder service, and plain compose keeps the result."""
+    port = free_port()
+    stack = start_stack(holder_stack(port, project_name), settle=0.5, adopt=False)
+    with closing(Engine.connect(ENGINE_28_HOST)) as engine:
+        image = engine.ensure_holder_image()
+    web = f"{stack.project}-web-1"
+    compose_labels = [f"--label=com.docker.compose.project={stack.project}", "--label=com.docker.compose.service=web"]
+    run_docker("rm", "-f", web)
+    run_docker("run", "-d", "--name", f"{web}-holder", *compose_labels, "--label=com.docker.compose.oneoff=True",
+               f"--label=compose-ckpt.holder-for={web}", f"--network={stack.project}_default", "--network-alias=web",
+               "-p", f"{port}:8080", image)
+    run_docker("run", "-d", "--name", web, *compose_labels, "--label=com.docker.compose.oneoff=False",
+               "--label=com.docker.compose.container-number=1", f"--label=compose-ckpt.network-holder={web}-holder",
+               f"--network=container:{web}-holder", "--tmpfs=/www", "local/busybox:latest",
+               "sh", "-c", f"httpd -p 8080 -h /www; {COUNTER.replace('/tmp/count', '/www/count').replace('$$', '$')}")
+    assert {row["network"] for row in json.loads(ckpt(stack, "ps", "--json").stdout)["containers"]} == {"adopted", "own netns"}
+
+    converted = json.loads(ckpt(stack, "adopt", "--yes", "-t", "0", "--json").stdout)
+    assert f"{web}-holder" in converted["recreated"] and web in converted["recreated"]
+    assert set(ids(stack)) == {f"{stack.project}-{name}" for name in
+                               ("kv-1", "api-1", "web-1", "kv-net-1", "api-net-1", "web-net-1")}
+    compose(stack, "up", "-d")
+    time.sleep(1)
+    assert_all_taken(stack, "converted")
+    assert int(http_get(port, "/count")) > 0

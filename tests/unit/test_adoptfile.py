@@ -5,14 +5,16 @@ tests/integration/test_holders.py."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from compose_ckpt.compose import ProjectOptions
+from compose_ckpt.compose import ComposeProject, ProjectOptions
 from compose_ckpt.compose.loader import load_project
 from compose_ckpt.const import HOLDER_IMAGE, LABEL_HOLDER_FOR, LABEL_NETWORK_HOLDER
+from compose_ckpt.domain.adopt import drift
 from compose_ckpt.domain.adoptfile import (
     GENERATED_FILE,
     EnvChange,
@@ -26,7 +28,9 @@ from compose_ckpt.domain.adoptfile import (
     with_compose_file,
     without_compose_file,
 )
+from compose_ckpt.domain.project import Project
 from compose_ckpt.errors import ConflictError
+from tests.fakes import UntouchableEngine
 
 # As `docker compose config --format json` prints them (compose 2.26.1).
 CONFIG: dict[str, Any] = {
@@ -99,3 +103,49 @@ def test_drift_is_a_changed_block_not_a_changed_digest() -> None:
     assert inputs_digest([b"a"], b"X=1\nCOMPOSE_FILE=x\n") == inputs_digest([b"a"], b"X=1\n")
     assert inputs_digest([b"a"], None) != inputs_digest([b"b"], None)
     assert read_metadata("services: {}\n") is None
+
+
+class FakeCompose:
+    """`docker compose config` of the user's files: the services it is given, counting calls."""
+
+    def __init__(self, services: dict[str, Any]) -> None:
+        self.services = services
+        self.calls = 0
+
+    def config(self, files: Sequence[Path], project_name: str, working_dir: Path) -> dict[str, Any]:
+        self.calls += 1
+        return {"services": self.services}
+
+    def up(self, files: Sequence[Path], project_name: str, working_dir: Path, services: Sequence[str]) -> None:
+        raise AssertionError("drift never brings anything up")
+
+
+def adopted_project(folder: Path, user_file: bytes, registered: bool = True) -> Project:
+    """A project as loaded after `adopt`: its user file, the generated file and `.env`."""
+    files = [folder / "compose.yaml", *([folder / GENERATED_FILE] if registered else [])]
+    contents = [(folder / "compose.yaml").read_bytes(), *([(folder / GENERATED_FILE).read_bytes()] if registered else [])]
+    assert contents[0] == user_file
+    compose = ComposeProject(name="p", working_dir=folder, config_files=tuple(files), services={}, disabled_services=(),
+                             file_contents=tuple(contents))
+    return Project(compose, UntouchableEngine())  # drift never asks the engine
+
+
+def test_drift_runs_compose_only_when_the_inputs_changed(tmp_path: Path) -> None:
+    user = b"services:\n  web:\n    ports: ['1:80']\n"
+    (tmp_path / "compose.yaml").write_bytes(user)
+    env, change = with_compose_file(None, f"compose.yaml:{GENERATED_FILE}")
+    (tmp_path / ".env").write_bytes(env)
+    metadata = Metadata(change, inputs_digest([user], None))
+    (tmp_path / GENERATED_FILE).write_text(render(generated_services(CONFIG), metadata))
+    compose = FakeCompose(CONFIG)
+    assert drift(adopted_project(tmp_path, user), lambda: compose) is None and compose.calls == 0
+
+    edited = user + b"# a comment\n"
+    (tmp_path / "compose.yaml").write_bytes(edited)
+    assert drift(adopted_project(tmp_path, edited), lambda: compose) is None and compose.calls == 1  # same file
+
+    compose.services = {**CONFIG, "web": {**CONFIG["web"], "ports": [{"target": 8080, "published": "18081"}]}}
+    said = drift(adopted_project(tmp_path, edited), lambda: compose)
+    assert said is not None and "for web-net" in said and "compose-ckpt adopt" in said
+    unregistered = drift(adopted_project(tmp_path, edited, registered=False), lambda: compose)
+    assert unregistered is not None and "does not read it" in unregistered

@@ -122,6 +122,7 @@ class FakeRunner:
         self.started = threading.Event()
         self.fail = False
         self.needs_adoption = False
+        self.drift: str | None = None
 
     def run(self, job: StackJob) -> RunResult:
         self.started.set()
@@ -130,7 +131,7 @@ class FakeRunner:
             raise NeedsAdoption("cannot snapshot: Docker 28.5.2 cannot restore ...", hint="Run `compose-ckpt adopt web`")
         if self.fail:
             raise SnapshotFailed("snapshot failed while dumping shop-web-1")
-        return RunResult("auto-default-x", job.services, ["auto-default-old"], 0.5)
+        return RunResult("auto-default-x", job.services, ["auto-default-old"], 0.5, drift=self.drift)
 
 
 @dataclass
@@ -176,6 +177,21 @@ def test_a_failed_run_is_logged_and_makes_health_fail() -> None:
     p.runs.join()
     assert "level=error event=run_failed project=shop job=default" in p.out.getvalue()
     assert p.metrics.health() == (False, "last run failed: shop/default")
+
+
+def test_an_adopted_stack_whose_compose_files_drifted_is_logged_and_counted_and_still_taken() -> None:
+    p = pool()
+    p.metrics.engine_up = True
+    p.runner.drift = "the compose files changed since `compose-ckpt adopt` wrote compose.ckpt.yaml"
+    p.runner.release.set()
+    p.runs.launch(job(), "schedule")
+    p.runs.join()
+    assert "level=warning event=adoption_drift project=shop job=default" in p.out.getvalue()
+    assert "Run `compose-ckpt adopt`" in p.out.getvalue()
+    text = p.metrics.render()
+    assert 'compose_ckpt_sidecar_adoption_drift_total{project="shop",job="default"} 1' in text
+    assert 'compose_ckpt_sidecar_failures_total{project="shop",job="default"} 0' in text
+    assert p.metrics.health() == (True, "ok")
 
 
 def test_a_stack_needing_adoption_is_logged_once_and_counted_not_failed() -> None:

@@ -207,3 +207,30 @@ def test_a_forced_restore_that_fails_before_any_start_puts_every_container_back_
     assert stack.state() == dict.fromkeys(NAMES, "running")
     assert processes(stack) == before
     assert all(not c.checkpoints for c in stack.containers.values())
+
+
+def test_a_restore_of_some_services_touches_only_their_containers(tmp_path: Path) -> None:
+    stack, store = FakeStack(STACK), SnapshotStore(tmp_path)
+    recorded = snapshot_of(stack, store, stop=True)
+    restore_snapshot(stack, "p", store, RestoreRequest(snapshot="s", services=("db",), parallel=1))
+    assert {name for _, name in stack.calls} == {"p-db-1"}
+    assert stack.state() == {"p-db-1": "running", "p-cache-1": "exited", "p-web-1": "exited"}
+    assert processes(stack)["p-db-1"] == recorded["p-db-1"]
+    assert stack.policies() == {"p-db-1": "always", "p-cache-1": "no", "p-web-1": "no"}  # theirs still held
+
+
+def test_a_stack_started_without_restore_gets_its_held_policies_back_before_the_next_snapshot_reads_them(
+        tmp_path: Path) -> None:
+    """After a --stop snapshot the user starts the stack fresh (`docker compose start`): the policies still
+    `no` are given back first, so the next --stop snapshot records `always`, not `no`, and its restore gives
+    `always` back."""
+    stack, store = FakeStack(STACK), SnapshotStore(tmp_path)
+    snapshot_of(stack, store, stop=True)
+    for name in NAMES:
+        stack.start(stack.by_name(name).id)
+    take_snapshot(stack.project(), store, SnapshotRequest(name="s2", stop=True, parallel=1, ignore_rootfs=True))
+    assert {r.container_name: r.restart_policy for r in store.load("p", "s2").containers} == \
+        dict.fromkeys(NAMES, "always")
+    restore_snapshot(stack, "p", store, RestoreRequest(snapshot="s2", parallel=1))
+    assert stack.policies() == dict.fromkeys(NAMES, "always")
+    assert held_policies(store, "p") == {}

@@ -637,7 +637,7 @@ def _copy_text(copy: dict[str, Any]) -> str:
 
 @app.command()
 def recover(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Put back the containers a killed snapshot left frozen or stopped, and mark it failed.
+    """Put back the containers a killed snapshot left frozen or stopped (and mark it failed), or a failed restore --force killed.
 
     snapshot and restore do this first on their own; this runs it alone."""
     from compose_ckpt.domain.recovery import recover_project

@@ -197,6 +197,27 @@ def container_references(manifest: Manifest) -> dict[str, str]:
     return references
 
 
+def address_key(attrs: Mapping[str, Any]) -> tuple[int, int]:
+    """Sort key: the IPv4 address in a container's `docker inspect` document (those without one last).
+
+    Docker gives a starting container the lowest free address of its network (when it asks for none): those
+    started again in the order of the addresses they had get each their own back."""
+    for endpoint in ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).values():
+        with contextlib.suppress(ValueError):
+            return (0, int(ipaddress.IPv4Address(endpoint.get("IPAddress") or "")))
+    return (1, 0)
+
+
+def start_order(manifest: Manifest, containers: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The names of `containers` (name -> its inspect document, for its address) in the order to start them
+    again after a failure: dependencies first, as restore does, and within a level by address (see
+    `address_key`), so that each gets its address back and its connections with it."""
+    service_of = {record.container_name: record.service for record in manifest.containers}
+    levels = dependency_levels(implicit_dependencies(manifest), [service_of.get(name, "") for name in containers])
+    return [name for level in levels for name in
+            sorted((n for n in containers if service_of.get(n, "") in level), key=lambda n: address_key(containers[n]))]
+
+
 def implicit_dependencies(manifest: Manifest) -> dict[str, list[str]]:
     """depends_on plus what joining implies: a service that joins another's network, ipc or pid
     namespace or takes its volumes (`service:X`, `volumes_from`) starts after it."""

@@ -24,16 +24,18 @@ import contextlib
 import os
 import shutil
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from compose_ckpt.domain.containers import start_order
 from compose_ckpt.domain.filesystem import remove_files
 from compose_ckpt.domain.held_policies import release
 from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus
 from compose_ckpt.domain.parallel import ProgressCallback
 from compose_ckpt.domain.ports import EnginePort
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.store import SetAside, SnapshotStore
 from compose_ckpt.engine import ContainerInfo, ProcessFingerprint
 from compose_ckpt.errors import CkptError, NotFoundError, RecoveryFailed
 
@@ -71,9 +73,14 @@ def recover_interrupted(engine: EnginePort, project_name: str, store: SnapshotSt
             total.lines += outcome.lines
             total.left += outcome.left
             total.retry = total.retry or outcome.retry
-    if total.left and (strict or total.retry):
+    # A rollback left undone does not block the next command (a restore over those containers may be what
+    # the user wants now); `recover` says what it could not put back.
+    lines, left = put_back_set_aside(engine, store, project_name, progress)
+    total.lines += lines
+    if (total.left or left) and (strict or total.retry):
         raise RecoveryFailed(
-            f"could not put back {', '.join(total.left)} with its state after an interrupted snapshot",
+            f"could not put back {', '.join(total.left + left)} with its state after an interrupted snapshot "
+            "or restore",
             details=total.lines,
             hint=("Each line above says what is left; `compose-ckpt recover` tries again with the checkpoints kept."
                   if total.retry else
@@ -97,6 +104,48 @@ def _remove_placed_pages(engine: EnginePort, project_name: str, store: SnapshotS
             return lines
     store.done_restoring(project_name)
     return lines
+
+
+def put_back_set_aside(engine: EnginePort, store: SnapshotStore, project_name: str, progress: ProgressCallback,
+                       only: Collection[str] | None = None) -> tuple[list[str], list[str]]:
+    """Finish the rollback of a failed (or killed) `restore --force`: put back each container it killed and
+    noted (`SnapshotStore.note_set_aside`; with `only`, those of these ids) from its safety checkpoint, in
+    the noted order (dependencies first, by address: each gets its address back). One running (restored
+    from the snapshot by the restore that failed as a whole) is killed first. The note keeps what could not
+    be put back, for the next `recover`. Returns a line per container and the names left without their state."""
+    lines: list[str] = []
+    left: list[str] = []
+    remaining = store.set_aside(project_name)
+    for entry in list(remaining):
+        if only is not None and entry.container_id not in only:
+            continue
+        progress(entry.name, "putting back its state from before the restore")
+        try:
+            lines.append(_put_back(engine, entry))
+        except CkptError as exc:
+            lines.append(f"{entry.name}: NOT put back ({exc}); its state from before the restore is kept as checkpoint "
+                         f"{entry.checkpoint}: `compose-ckpt recover` tries again, or "
+                         f"`docker start --checkpoint {entry.checkpoint} {entry.name}`")
+            left.append(entry.name)
+            continue
+        remaining.remove(entry)
+        store.note_set_aside(project_name, remaining)
+    return lines, left
+
+
+def _put_back(engine: EnginePort, entry: SetAside) -> str:
+    container = engine.inspect(entry.container_id)
+    if container is None:
+        return f"{entry.name}: removed since; its state from before the restore went with it"
+    if entry.checkpoint not in engine.checkpoint_list(container.id):
+        return f"{entry.name}: {container.status}; its checkpoint from before the restore is gone, and its state with it"
+    if not container.exited:
+        engine.kill(container.id)  # restored from the snapshot, but the restore as a whole failed
+    engine.wait_exited(container.id, timeout=60)
+    engine.start_from_checkpoint(container.id, entry.checkpoint)
+    with contextlib.suppress(CkptError):
+        engine.checkpoint_delete(container.id, entry.checkpoint)
+    return f"{entry.name}: running again with its state from before the restore"
 
 
 @dataclass
@@ -126,7 +175,9 @@ class _Recovery:
 
     def run(self) -> _Outcome:
         if self._wait_for_dumps():
-            for record in self.manifest.containers:
+            order = start_order(self.manifest, {r.container_name: r.inspect for r in self.manifest.containers})
+            by_name = {record.container_name: record for record in self.manifest.containers}
+            for record in (by_name[name] for name in order):  # dependencies first, each at its address
                 self._recover(record)
                 self._put_policy_back(record)
         if not self.outcome.retry:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from compose_ckpt.const import CHECKPOINT_PREFIX, LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE
 from compose_ckpt.domain.containers import (
+    address_key,
     check_networks,
     connected_containers,
     ensure_holders,
@@ -19,6 +20,7 @@ from compose_ckpt.domain.containers import (
     recorded_endpoints,
     recorded_image,
     recreate_containers,
+    start_order,
 )
 from compose_ckpt.domain.filesystem import FilesystemRestore
 from compose_ckpt.domain.held_policies import put_back_on_running, release
@@ -27,10 +29,10 @@ from compose_ckpt.domain.manifest import ContainerRecord, Manifest, RestoreRecor
 from compose_ckpt.domain.ordering import dependency_levels
 from compose_ckpt.domain.parallel import ProgressCallback, ProgressEvent, describe_failures, run_parallel
 from compose_ckpt.domain.ports import EnginePort
-from compose_ckpt.domain.recovery import recover_interrupted
+from compose_ckpt.domain.recovery import put_back_set_aside, recover_interrupted
 from compose_ckpt.domain.remedies import remedies_for
 from compose_ckpt.domain.requests import RestoreRequest
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.store import SetAside, SnapshotStore
 from compose_ckpt.domain.timing import Phases
 from compose_ckpt.engine import ContainerInfo, ProcessFingerprint
 from compose_ckpt.errors import CkptError, ConflictError, NotFoundError, RestoreFailed, UsageError
@@ -152,6 +154,9 @@ class _Restore:
             self.files.discard()
         self.store.done_restoring(self.manifest.project)  # each restore removed its own page images
         self._record(restored)
+        self.store.note_set_aside(self.manifest.project, [
+            entry for entry in self.store.set_aside(self.manifest.project)
+            if entry.container_id not in {target.id for target in self.targets.values()}])  # restored over: moot
         self._drop_safety_checkpoints(list(self.set_aside.values()))
         warnings += [f"{c.container} was restored onto another image than the one it was checkpointed on "
                      "(--allow-other-image): old memory over new files" for c in restored if c.verified == OTHER_IMAGE]
@@ -188,18 +193,13 @@ class _Restore:
         self.store.done_restoring(self.manifest.project)
 
     def _recorded_address(self, container_name: str) -> tuple[int, int]:
-        """Sort key: the container's IPv4 address at snapshot time (those without one last).
+        """Sort key: the container's IPv4 address at snapshot time (see `address_key`).
 
         A connection comes back only at the address it was made from. Docker gives each starting container
         the lowest free address of its network, so a level that holds connections is started one by one in
         the order of the recorded addresses: each container gets its own back (as compose starts services
         in dependency order, the lower addresses belong to the levels already restored)."""
-        record = next(r for r in self.records if r.container_name == container_name)
-        networks = (record.inspect.get("NetworkSettings") or {}).get("Networks") or {}
-        for endpoint in networks.values():
-            with contextlib.suppress(ValueError):
-                return (0, int(ipaddress.IPv4Address(endpoint.get("IPAddress") or "")))
-        return (1, 0)
+        return address_key(next(r for r in self.records if r.container_name == container_name).inspect)
 
     def _check_still_running(self, restored: list[RestoredContainer]) -> None:
         """A process that dies right after its restore shows it within a moment: look once, for all."""
@@ -261,6 +261,12 @@ class _Restore:
         if in_the_way and self.request.safety_checkpoint:
             self._take_safety_checkpoints(in_the_way)
         names_by_id = {c.id: c.name for c in in_the_way}
+        if self.set_aside:  # noted before any is killed: a `recover` after a kill puts them back
+            before = {c.name: c.attrs for c in in_the_way}  # the addresses they have now
+            ours = [SetAside(name, self.set_aside[name], self.safety) for name in start_order(self.manifest, before)]
+            earlier = [e for e in self.store.set_aside(self.manifest.project)
+                       if e.container_id not in self.set_aside.values()]
+            self.store.note_set_aside(self.manifest.project, earlier + ours)
         run_parallel(list(names_by_id), lambda cid: self._discard_running(cid, names_by_id[cid]),
                      self.request.parallel).raise_first()
         for stale in ensure_holders(self.engine, self.manifest, self.records, self.progress, self.connected):
@@ -315,23 +321,15 @@ class _Restore:
         self.engine.wait_exited(container_id, timeout=60)
 
     def _put_back_set_aside(self, failure: BaseException) -> None:
-        """The restore failed: bring back what ran before it, from the safety checkpoints, and say so."""
-        states: list[str] = []
-        for name, container_id in self.set_aside.items():
-            self.progress(name, "putting back its state from before the restore")
-            try:
-                current = self.engine.inspect(container_id)
-                if current is not None and not current.exited:
-                    self.engine.kill(container_id)  # restored from the snapshot, but the restore as a whole failed
-                self.engine.wait_exited(container_id, timeout=60)
-                self.engine.start_from_checkpoint(container_id, self.safety)
-                states.append(f"{name}: running again with its state from before the restore")
-                self._drop_safety_checkpoints([container_id])
-            except CkptError as exc:
-                states.append(f"{name}: NOT put back ({exc}); its state from before the restore is kept as "
-                              f"checkpoint {self.safety}: `docker start --checkpoint {self.safety} {name}`")
+        """The restore failed: bring back what ran before it, from the safety checkpoints, dependencies first and
+        each at its address of before (see `put_back_set_aside`), and say so."""
+        lines, left = put_back_set_aside(self.engine, self.store, self.manifest.project, self.progress,
+                                         only=set(self.set_aside.values()))
         if isinstance(failure, CkptError):
-            failure.details = [*failure.details, *states]
+            failure.details = [*failure.details, *lines]
+            if left:
+                failure.hint = (failure.hint or "") + (" `compose-ckpt recover` tries again to put back "
+                                                       f"{', '.join(left)} with its state from before the restore.")
 
     def _drop_safety_checkpoints(self, container_ids: list[str]) -> None:
         for container_id in container_ids:

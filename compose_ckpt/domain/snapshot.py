@@ -37,6 +37,7 @@ from compose_ckpt.const import (
     LABEL_CRIU_OPTIONS,
     LABEL_SERVICE,
 )
+from compose_ckpt.domain.containers import start_order
 from compose_ckpt.domain.filesystem import FilesystemCapture, remove_files, remove_stale_precopies
 from compose_ckpt.domain.held_policies import HeldPolicy, held_policies, hold, put_back_on_running, release
 from compose_ckpt.domain.holders import NetworkForm, network_form, refuse_stale_joins, refuse_unrestorable
@@ -419,7 +420,10 @@ class _SnapshotRun:
         One its dump ended that cannot be started again keeps its state for `recover`: the checkpoint in
         the daemon's folder when that is the only copy (the store's, when the runtime wrote it there), and
         its held policy (`always` back on it would let Docker start it fresh over that state)."""
-        stuck = {cid for cid in list(self.stopped) if not self._quietly(self._resume_stopped, cid)}
+        stopped = {self.members[cid][1].name: cid for cid in self.stopped}
+        order = start_order(self.manifest, {name: self.members[cid][1].attrs for name, cid in stopped.items()})
+        # dependencies first, each at its address: their connections come back
+        stuck = {stopped[name] for name in order if not self._quietly(self._resume_stopped, stopped[name])}
         for container_id in list(self.paused):
             self._quietly(self.engine.unpause, container_id)
         for container_id in list(self.dumped - (stuck - self.direct)):

@@ -6,6 +6,8 @@ Layout under the store home ($COMPOSE_CKPT_HOME, default /var/lib/compose-ckpt):
     projects/<project>/.held-policies.json        restart policies held back, per container (held_policies.py)
     projects/<project>/.restoring                 ids of containers a restore under way may have placed page
                                                   images in (engine/pages_in_root.py); gone once removed
+    projects/<project>/.set-aside                 containers a `restore --force` killed and has not put back
+                                                  yet (name, id, safety checkpoint), in order; see recovery.py
     projects/<project>/.moving                    what a live migration under way created on its target (JSON,
                                                   domain/live_migrate.py); gone once the target runs the stack
     projects/<project>/<snapshot>/manifest.json   written atomically (temp file + rename)
@@ -53,12 +55,22 @@ MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 32 * 1024**2
 _REMOVING = ".removing-"
 RESTORING = ".restoring"
+SET_ASIDE = ".set-aside"
 MOVING = ".moving"
 _CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 _STAGING = re.compile(r"(import|pull)-([0-9a-f]{32}|[0-9a-f]{64})")  # tmp/ folders of import and pull
 _LOCK_SUFFIX = ".lock"
 # Compose file copies: letters, digits, '_', '.', '-' only (they become archive member names).
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+@dataclass(frozen=True)
+class SetAside:
+    """A container `restore --force` killed after taking its safety checkpoint: put back from it if the restore fails."""
+
+    name: str
+    container_id: str
+    checkpoint: str
 
 
 def default_home() -> Path:
@@ -256,6 +268,32 @@ class SnapshotStore:
         except FileNotFoundError:
             return []
         return [line for line in text.decode(errors="replace").split() if _CONTAINER_ID.fullmatch(line)]
+
+    def note_set_aside(self, project_name: str, entries: list[SetAside]) -> None:
+        """Record the containers a `restore --force` killed and has not put back yet, in the order to put them
+        back, for `set_aside` after a kill or a rollback that could not finish (none: the note is removed)."""
+        folder = self._project_folder(project_name, create=True)
+        assert folder is not None
+        if not entries:
+            (folder / SET_ASIDE).unlink(missing_ok=True)
+            return
+        lines = "".join(f"{e.name} {e.container_id} {e.checkpoint}\n" for e in entries)
+        safefs.replace_private_file(folder / SET_ASIDE, lines.encode())
+
+    def set_aside(self, project_name: str) -> list[SetAside]:
+        """What `note_set_aside` recorded last, in order; lines that are not what it writes are left out."""
+        folder = self._project_folder(project_name, create=False)
+        try:
+            text = safefs.read_trusted_file(folder / SET_ASIDE, MAX_MANIFEST_BYTES) if folder else b""
+        except FileNotFoundError:
+            return []
+        entries = []
+        for line in text.decode(errors="replace").splitlines():
+            parts = line.split(" ")
+            if len(parts) == 3 and NAME_PATTERN.match(parts[0]) and _CONTAINER_ID.fullmatch(parts[1]) \
+                    and NAME_PATTERN.match(parts[2]):
+                entries.append(SetAside(*parts))
+        return entries
 
     def done_restoring(self, project_name: str) -> None:
         folder = self._project_folder(project_name, create=False)

@@ -82,8 +82,11 @@ services:
 """)
     stack.ckpt_ok("snapshot", "--name", "quiet")
     web = stack.containers("web")[0]
+    at_snapshot = stack.count(web)
     run_docker("exec", web, "touch", "/tmp/connect")
     wait_for("the connection to port 9000", lambda: established_to(web, 9000))
+    # Far enough past the snapshot that a restore of it reads clearly lower, however slow the restore.
+    wait_for("the counter to run 50 past the snapshot", lambda: stack.count(web) >= at_snapshot + 50)
     before = stack.counts_of("web")
 
     refused = stack.ckpt("restore", "quiet", "--force")

@@ -106,6 +106,7 @@ class _LiveMove:
         self.bytes_during = 0
         # What a kill would leave behind, kept in the store as it grows (see the module's contract).
         self.journal: dict[str, Any] = {"target": target.base_url, "created_volumes": self.created_volumes,
+                                        "created_networks": [],
                                         "snapshot": None, "existing_on_target": []}
 
     def execute(self) -> LiveMigrateResult:
@@ -139,7 +140,8 @@ class _LiveMove:
         except CkptError as exc:
             self.precopies.discard()
             left = remove_from_target(self.target, [n for n in names_with_holders(manifest)
-                                                    if n not in existing_on_target], self.created_volumes, self.progress)
+                                                    if n not in existing_on_target], self.created_volumes, self.progress,
+                                      self.journal["created_networks"])
             try:
                 raise_after_putting_back(exc, self.source, self.target, self.store, manifest,
                                          set(names_with_holders(manifest)), self.request, self.progress)
@@ -191,7 +193,8 @@ class _LiveMove:
         existing = {n for n in record.get("existing_on_target") or [] if isinstance(n, str)}
         containers = [n for n in names_with_holders(manifest) if n not in existing] if manifest else []
         volumes = [v for v in record.get("created_volumes") or [] if isinstance(v, str)]
-        left = remove_from_target(self.target, containers, volumes, self.progress)
+        networks = [n for n in record.get("created_networks") or [] if isinstance(n, str)]
+        left = remove_from_target(self.target, containers, volumes, self.progress, networks)
         if manifest is not None:  # it had stopped the stack: the snapshot brings it back, with its state
             restart_source(self.source, self.store, manifest, self.request, self.progress)
         if left:
@@ -229,6 +232,7 @@ class _LiveMove:
         name = default_snapshot_name()
         self.journal["snapshot"] = name
         self.journal["existing_on_target"] = sorted(self._names_on_target())
+        self.journal["created_networks"] = sorted(self._networks_the_target_lacks())  # the restore makes them
         self._note()
         called = time.monotonic()
         manifest = take_snapshot(self.project, self.store,
@@ -249,6 +253,14 @@ class _LiveMove:
         names |= {c.labels[LABEL_NETWORK_HOLDER] for entry in resolved for c in entry.containers
                   if LABEL_NETWORK_HOLDER in c.labels}
         return {name for name in names if self.target.inspect(name) is not None}
+
+    def _networks_the_target_lacks(self) -> set[str]:
+        resolved, _ = self.project.running_containers(self.project.select(()))
+        holders = [self.source.inspect(c.labels[LABEL_NETWORK_HOLDER]) for entry in resolved
+                   for c in entry.containers if LABEL_NETWORK_HOLDER in c.labels]
+        attached = [c for entry in resolved for c in entry.containers] + [h for h in holders if h is not None]
+        names = {n for c in attached for n in c.network_names if n not in ("bridge", "host", "none")}
+        return {name for name in names if not self.target.network_exists(name)}
 
     def _send_volume_changes(self, manifest: Manifest) -> int:
         """The downtime's share of the volumes: what changed since each pre-copy; a volume that could not

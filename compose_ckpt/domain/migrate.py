@@ -214,7 +214,7 @@ def _put_source_back(source: EnginePort, target: EnginePort, store: SnapshotStor
 
 
 def remove_from_target(target: EnginePort, containers: list[str], volumes: Collection[str],
-                       progress: ProgressCallback) -> list[str]:
+                       progress: ProgressCallback, networks: Collection[str] = ()) -> list[str]:
     """Remove what a failed move created on the target (containers first, then the holders they joined,
     then volumes), best effort; return a line for each thing left there."""
     left: list[str] = []
@@ -231,6 +231,12 @@ def remove_from_target(target: EnginePort, containers: list[str], volumes: Colle
             target.remove_volume(volume)
         except CkptError as exc:
             left.append(f"volume {volume} may remain on the target: {exc.message}")
+    for network in networks:  # after the containers attached to them
+        try:
+            progress(network, "removing network from the target")
+            target.remove_network(network)
+        except CkptError as exc:
+            left.append(f"network {network} may remain on the target: {exc.message}")
     return left
 
 

@@ -748,6 +748,14 @@ class Engine:
 
     # --- recreating containers, networks, volumes ----------------------------
 
+    def remove_network(self, name: str) -> None:
+        """Remove a network; one that is already gone is fine."""
+        try:
+            with translated(f"remove network {name}"):
+                self._http.call("DELETE", path_of("/networks/{0}", name))
+        except NotFoundError:
+            pass
+
     def network_exists(self, name: str) -> bool:
         try:
             self.inspect_network(name)

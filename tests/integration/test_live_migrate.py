@@ -126,6 +126,7 @@ def test_a_failed_live_move_leaves_the_source_running_and_nothing_on_the_target(
     assert numbers == list(range(1, len(numbers) + 1))  # restored on the source from the dump, not restarted
     assert second.docker("volume", "inspect", f"{stack.project}_data", check=False).returncode != 0
     assert second.docker("inspect", f"{stack.project}-kv-1", check=False).returncode != 0
+    assert second.docker("network", "inspect", f"{stack.project}_default", check=False).returncode != 0
 
     second.docker("rm", "-f", squatter)
     again = json.loads(stack.ckpt_ok("migrate", "--live", "--to", second.tcp, "--json").stdout)

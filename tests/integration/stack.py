@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from compose_ckpt.const import LABEL_HOLDER_FOR
 from tests.polling import wait_for, wait_for_change
 
 BUSYBOX = "local/busybox:latest"
@@ -109,10 +110,12 @@ class Stack:
         return done
 
     def _service_containers(self, *filters: str, output: str) -> list[str]:
-        """The project's service containers (not one-offs: `run` containers, network holders), as `output`."""
+        """The project's service containers, as `output`: not one-offs (`run` containers), and not the network
+        holders `adopt` adds as services of their own on Docker 28 (labelled compose-ckpt.holder-for)."""
         labels = [f"label=com.docker.compose.project={self.project}", "label=com.docker.compose.oneoff=False", *filters]
-        return self.docker("ps", "-a", *(arg for label in labels for arg in ("--filter", label)),
-                           "--no-trunc", "--format", output).stdout.splitlines()
+        lines = self.docker("ps", "-a", *(arg for label in labels for arg in ("--filter", label)),
+                            "--no-trunc", "--format", f'{{{{.Label "{LABEL_HOLDER_FOR}"}}}}|{output}').stdout.splitlines()
+        return [line.split("|", 1)[1] for line in lines if not line.split("|", 1)[0]]
 
     def containers(self, service: str) -> list[str]:
         return sorted(self._service_containers(f"label=com.docker.compose.service={service}", output="{{.ID}}"))
@@ -157,7 +160,7 @@ class Stack:
 
     def restart_policies(self) -> dict[str, str]:
         """Container name -> its restart policy as `docker run --restart` takes it (`on-failure:3`, `no`)."""
-        names = self.compose("ps", "-a", "-q").stdout.split()
+        names = self._service_containers(output="{{.ID}}")
         if not names:
             return {}
         template = "{{.Name}} {{.HostConfig.RestartPolicy.Name}} {{.HostConfig.RestartPolicy.MaximumRetryCount}}"

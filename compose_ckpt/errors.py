@@ -40,6 +40,13 @@ class CkptError(Exception):
         return self.message
 
 
+class Declined(CkptError):
+    """The user answered no to a question asked before anything changed."""
+
+    def __init__(self) -> None:
+        super().__init__("declined: nothing was changed")
+
+
 class UsageError(CkptError):
     exit_code = ExitCode.USAGE
 

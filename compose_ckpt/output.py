@@ -30,7 +30,7 @@ class _LazyConsole:
     def _console(self) -> Console:
         from rich.console import Console
 
-        return Console(stderr=self._stderr, soft_wrap=True)
+        return Console(stderr=self._stderr, soft_wrap=True)  # our text is not rich's to colour
 
     def print(self, *objects: Any, **options: Any) -> None:
         self._console.print(*objects, **options)
@@ -116,15 +116,15 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, names:
 def print_warnings(warnings: Sequence[str]) -> None:
     """Warnings go to stderr, so that --json output on stdout stays one document."""
     for warning in warnings:
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
 
 
 def print_error(error: CkptError) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(error.message)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(error.message)}", soft_wrap=True)
     for line in error.details:
-        err_console.print(f"  {line}", highlight=False, markup=False, soft_wrap=True)
+        err_console.print(f"  {line}", markup=False, soft_wrap=True)
     if error.hint:
-        err_console.print(f"[yellow]hint:[/] {escape(error.hint)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]hint:[/] {escape(error.hint)}", soft_wrap=True)
 
 
 def relative_time(then: datetime, now: datetime) -> str:

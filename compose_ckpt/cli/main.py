@@ -21,7 +21,7 @@ import typer
 
 from compose_ckpt import __version__
 from compose_ckpt.const import DEFAULT_PARALLEL
-from compose_ckpt.errors import CkptError, ExitCode, NotFoundError, UsageError
+from compose_ckpt.errors import CkptError, Declined, ExitCode, NotFoundError, UsageError
 from compose_ckpt.output import (
     console,
     err_console,
@@ -85,6 +85,16 @@ class GlobalOptions:
         return Engine.connect(self.host)
 
 
+@dataclass
+class _RunState:
+    """What `run` needs once the command is over, set by the callback when the options are parsed."""
+
+    verbose: bool = False
+
+
+_run_state = _RunState()
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"compose-ckpt {__version__}")
@@ -104,6 +114,7 @@ def main(
     verbose: Annotated[bool, typer.Option("--verbose", help="Show tracebacks of unexpected errors.")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
+    _run_state.verbose = verbose
     ctx.obj = GlobalOptions(
         files=tuple(file or ()),
         project_name=project_name,
@@ -115,7 +126,7 @@ def main(
     )
 
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document (stable, see README).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document (stable, see docs/cli.md).")]
 
 
 def _checked_name(value: str | None) -> str | None:
@@ -148,13 +159,13 @@ def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
         colours = {"ok": "green", "warn": "yellow", "fail": "red"}
         for check in report.checks:
             status = check.status.value
-            console.print(f"[{colours[status]}]{status:>4}[/]  {check.name:<16} {escape(check.detail)}", highlight=False, soft_wrap=True)
+            console.print(f"[{colours[status]}]{status:>4}[/]  {check.name:<16} {escape(check.detail)}", soft_wrap=True)
             if check.remedy and status != "ok":
-                console.print(f"{'':<22}-> {escape(check.remedy)}", highlight=False, soft_wrap=True)
-        verdict = "can" if report.can_checkpoint else "cannot"
-        console.print(f"checkpoint/restore {verdict} work with this engine")
+                console.print(f"{'':<22}-> {escape(check.remedy)}", soft_wrap=True)
+        if report.can_checkpoint:
+            console.print("checkpoint/restore can work with this engine")
     if not report.can_checkpoint:
-        raise typer.Exit(ExitCode.FAILURE)
+        raise CkptError("checkpoint/restore cannot work with this engine", hint="Fix the checks marked fail.")
 
 
 def _project_containers(options: GlobalOptions, engine: EnginePort) -> list[tuple[str, ContainerInfo]]:
@@ -325,12 +336,11 @@ def snapshot(
     print_warnings([drifted] if (drifted := drift(project, lambda: _compose_cli(options))) else [])
     for service, reason in manifest.skipped.items():
         err_console.print(f"note: skipped {escape(service)} ({escape(reason)}): nothing running to checkpoint; "
-                          "restore leaves it alone", highlight=False)
+                          "restore leaves it alone")
     for container, interval in unhealthy_after_resume(manifest):
         err_console.print(f"note: Docker shows {escape(container)} unhealthy until its next health probe, {interval:g} s "
                           "after the resume (it marks a paused container unhealthy; no API call resets that): a "
-                          "service that waits for it to be healthy cannot start until then (see README, Limits)",
-                          highlight=False)
+                          "service that waits for it to be healthy cannot start until then (see docs/limits.md)")
     if as_json:
         print_json(_details(manifest))
         return
@@ -338,7 +348,6 @@ def snapshot(
     console.print(
         f"snapshot [bold]{manifest.name}[/] of {manifest.project}: {len(manifest.containers)} containers, "
         f"{human_size(manifest.size)}, frozen {manifest.freeze_seconds:.2f}s, left {state}",
-        highlight=False,
     )
 
 
@@ -375,7 +384,7 @@ def restore(
         err_console.print(f"note: {escape(extra.container)} ({escape(extra.state)}) is not in snapshot "
                           f"{escape(result.snapshot.name)}, which holds {held} of {escape(extra.service)}'s containers "
                           f"(scaled up after it): left as it is, with its own state, not the snapshot's; "
-                          f"`docker rm -f {escape(extra.container)}` if it should not run", highlight=False)
+                          f"`docker rm -f {escape(extra.container)}` if it should not run")
     if as_json:
         print_json({"snapshot": result.snapshot.name, "project": result.snapshot.project,
                     "phases": result.phases, "containers": [vars(c) for c in result.containers],
@@ -384,7 +393,7 @@ def restore(
     print_warnings(result.warnings)
     print_table(["SERVICE", "CONTAINER", "RECREATED", "VERIFIED BY"],
                 [(c.service, c.container, "yes" if c.recreated else "no", c.verified) for c in result.containers])
-    console.print(f"restored {len(result.containers)} containers from snapshot {result.snapshot.name}", highlight=False)
+    console.print(f"restored {len(result.containers)} containers from snapshot {result.snapshot.name}")
 
 
 @app.command()
@@ -419,7 +428,7 @@ def ps(ctx: typer.Context, as_json: JsonOption = False) -> None:
     if as_json:
         print_json({"project": project.name, "containers": rows, "abandoned_holders": abandoned, "drift": drifted})
         return
-    console.print(f"project {project.name}", highlight=False)
+    console.print(f"project {project.name}")
     print_table(["SERVICE", "CONTAINER", "STATE", "NETWORK", "SNAPSHOT"],
                 [(r["service"], r["container"] or "-",
                   r["state"] + (f" (restart policy {r['held_policy']} held back)" if r["held_policy"] else ""),
@@ -441,7 +450,7 @@ def config(ctx: typer.Context, as_json: JsonOption = False) -> None:
     if as_json:
         print_json(document)
         return
-    console.print(f"project {document['name']}", highlight=False)
+    console.print(f"project {document['name']}")
     print_table(["SERVICE", "IMAGE", "CONTAINER NAME", "DEPENDS ON", "NETWORK MODE", "REPLICAS"], [
         (name, s["image"] or "-", s["container_name"] or "-",
          ", ".join(s["depends_on"]) or "-",
@@ -498,12 +507,12 @@ def _adoption(options: GlobalOptions, *, undo: bool, yes: bool, dry_run: bool, t
         if not as_json:
             for change in plan.files:
                 if change.changed:
-                    console.print(change.diff(), highlight=False, markup=False, end="")
+                    console.print(change.diff(), markup=False, end="")
         if not plan.needed or dry_run:
             if as_json:
                 print_json(document)
             else:
-                console.print("nothing to change" if not plan.needed else "dry run: nothing was changed", highlight=False)
+                console.print("nothing to change" if not plan.needed else "dry run: nothing was changed")
             return
         if not yes:
             recreated = ", ".join(c.name for c in plan.in_the_way) or "none"
@@ -513,7 +522,7 @@ def _adoption(options: GlobalOptions, *, undo: bool, yes: bool, dry_run: bool, t
             if not sys.stdin.isatty():
                 raise UsageError(question.replace(" Go on?", ""), hint="Pass --yes to confirm, --dry-run to only look.")
             if not typer.confirm(question):
-                raise typer.Exit(ExitCode.FAILURE)
+                raise Declined()
         with _progress(options, "unadopt" if undo else "adopt") as progress:
             apply(plan, project, compose, adopted=not undo, stop_timeout=timeout, progress=progress)
     if as_json:
@@ -521,7 +530,7 @@ def _adoption(options: GlobalOptions, *, undo: bool, yes: bool, dry_run: bool, t
         return
     verb = "unadopted" if undo else "adopted"
     console.print(f"{verb} project {project.name}: {len(plan.holders)} network holders, "
-                  f"{len(plan.in_the_way)} containers recreated by docker compose", highlight=False)
+                  f"{len(plan.in_the_way)} containers recreated by docker compose")
 
 
 @app.command("ls")
@@ -540,11 +549,10 @@ def list_snapshots(ctx: typer.Context, as_json: JsonOption = False) -> None:
                 drop=["SERVICES", "CREATED", "KIND"])
     for invalid in (m for m in manifests if m.status.value == "invalid"):
         err_console.print(f"[yellow]invalid:[/] {escape(invalid.name)}: {escape(invalid.error or '')}; "
-                          "it is never restored; `compose-ckpt rm` or `prune` removes it", highlight=False)
+                          "it is never restored; `compose-ckpt rm` or `prune` removes it")
     if any(m.status.value == "incomplete" for m in manifests):
         err_console.print("[yellow]hint:[/] an incomplete snapshot is being taken now or its command was killed; "
-                          "if killed, `compose-ckpt recover` puts its containers back (snapshot and restore do it too)",
-                          highlight=False)
+                          "if killed, `compose-ckpt recover` puts its containers back (snapshot and restore do it too)")
 
 
 def _to_seconds(created: str) -> str:
@@ -578,14 +586,13 @@ def inspect(ctx: typer.Context, snapshot: Annotated[str, typer.Argument(metavar=
     console.print(
         f"snapshot {manifest.name} of {manifest.project}, {manifest.status.value}, created {manifest.created} "
         f"({_age(manifest.created, datetime.now(UTC))}), "
-        f"frozen {manifest.freeze_seconds:.2f}s, total {manifest.total_seconds:.2f}s", highlight=False,
+        f"frozen {manifest.freeze_seconds:.2f}s, total {manifest.total_seconds:.2f}s",
     )
-    console.print(f"{_KIND_TEXT[manifest.kind]}: {_KIND_MEANING[manifest.kind]}", highlight=False)
+    console.print(f"{_KIND_TEXT[manifest.kind]}: {_KIND_MEANING[manifest.kind]}")
     if manifest.phases:
-        console.print("phases: " + ", ".join(f"{phase} {seconds:.2f}s" for phase, seconds in manifest.phases.items()),
-                      highlight=False)
+        console.print("phases: " + ", ".join(f"{phase} {seconds:.2f}s" for phase, seconds in manifest.phases.items()))
     if manifest.error:
-        console.print(f"error: {escape(manifest.error)}", highlight=False)
+        console.print(f"error: {escape(manifest.error)}")
     print_table(["SERVICE", "CONTAINER", "IMAGE", "SIZE", "DUMP", "DUMPED BY", "LAYER"],
                 [(c["service"], c["container"], c["image"], human_size(c["size"]), _dump_text(c),
                   _DUMP_PATH_TEXT.get(c["dump_path"], "not recorded"),
@@ -593,8 +600,7 @@ def inspect(ctx: typer.Context, snapshot: Annotated[str, typer.Argument(metavar=
                 names=3, drop=["IMAGE", "DUMPED BY", "DUMP"])
     for c in document["containers"]:
         if c["dump_fallback"]:
-            console.print(f"{escape(c['container'])}: dumped through the Docker API because {escape(c['dump_fallback'])}",
-                          highlight=False)
+            console.print(f"{escape(c['container'])}: dumped through the Docker API because {escape(c['dump_fallback'])}")
     restores = [c for c in document["containers"] if c["last_restore"]]
     if restores:
         print_table(["CONTAINER", "LAST RESTORE", "PAGES", "PLACED", "RESTORE"],
@@ -649,20 +655,23 @@ def recover(ctx: typer.Context, as_json: JsonOption = False) -> None:
         print_json({"actions": actions})
         return
     for action in actions:
-        console.print(action, highlight=False)
-    console.print("nothing to recover" if not actions else "every container is running with its state",
-                  highlight=False)
+        console.print(action)
+    console.print("nothing to recover" if not actions else "every container is running with its state")
 
 
 @app.command()
-def rm(ctx: typer.Context, snapshots: Annotated[list[str], typer.Argument(metavar="SNAPSHOT", callback=_checked_names, help="Snapshot names.")]) -> None:
+def rm(ctx: typer.Context, snapshots: Annotated[list[str], typer.Argument(metavar="SNAPSHOT", callback=_checked_names, help="Snapshot names.")],
+       as_json: JsonOption = False) -> None:
     """Remove snapshots and their checkpoint files."""
     store = _store()
     project_name = _project_name(ctx.obj)
     with store.locked(project_name):
         for name in snapshots:
             store.remove(project_name, name)
-            console.print(f"removed {name}", highlight=False)
+            if not as_json:
+                console.print(f"removed {name}")
+    if as_json:
+        print_json({"removed": snapshots})
 
 
 @app.command()
@@ -698,9 +707,8 @@ def prune(
     for leftover in leftovers:
         console.print(f"removed {leftover.path} ({human_size(leftover.size)}), left by a killed "
                       + ("pull (the next pull of that artifact downloads it again)" if leftover.resumable
-                         else "import or pull"), highlight=False)
-    console.print(f"removed {len(doomed)} snapshots" + (f": {', '.join(m.name for m in doomed)}" if doomed else ""),
-                  highlight=False)
+                         else "import or pull"))
+    console.print(f"removed {len(doomed)} snapshots" + (f": {', '.join(m.name for m in doomed)}" if doomed else ""))
 
 
 @app.command()
@@ -730,7 +738,7 @@ def export(
         print_json(summary)
     elif output != "-":
         console.print(f"exported {snapshot} of {project_name} to {output} ({human_size(result.bytes_in)} before compression"
-                      + (f", images: {', '.join(result.images)})" if result.images else ")"), highlight=False)
+                      + (f", images: {', '.join(result.images)})" if result.images else ")"))
 
 
 def _export_to_file(path: Path, write: Callable[[BinaryIO], T]) -> T:
@@ -757,10 +765,10 @@ def _host_access_consent(trust: bool, display: Display) -> Callable[[list[str]],
         display.close(ok=True)
         err_console.print("[bold]The snapshot's recorded configuration reaches outside its containers:[/]")
         for finding in findings:
-            err_console.print(f"  {finding}", highlight=False, markup=False, soft_wrap=True)
+            err_console.print(f"  {finding}", markup=False, soft_wrap=True)
         if not typer.confirm("Store it and create its containers with this access to the host?", default=False,
                              err=True):
-            raise typer.Exit(ExitCode.FAILURE)
+            raise Declined()
         return True
     return consent
 
@@ -804,7 +812,7 @@ def import_(
     _print_host_access(result.host_access)
     console.print(f"imported snapshot {manifest.name} of project {manifest.project}: "
                   f"{len(result.created_containers)} containers created, {len(result.loaded_images)} images loaded; "
-                  f"restore it with `compose-ckpt -p {manifest.project} restore {manifest.name}`", highlight=False)
+                  f"restore it with `compose-ckpt -p {manifest.project} restore {manifest.name}`")
 
 
 def _file_size(source: BinaryIO) -> int | None:
@@ -870,7 +878,7 @@ def migrate(
     print_table(["SERVICE", "CONTAINER", "VERIFIED BY"], [(c.service, c.container, c.verified) for c in result.restored])
     timing = ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in result.seconds.items())
     source = "removed from" if result.source_removed else "kept stopped on"
-    console.print(f"migrated {result.snapshot.project} to {to} ({timing}); {source} the source", highlight=False)
+    console.print(f"migrated {result.snapshot.project} to {to} ({timing}); {source} the source")
 
 
 def _migrate_live(options: GlobalOptions, project: Project, target: Engine, request: MigrateRequest,
@@ -892,7 +900,7 @@ def _migrate_live(options: GlobalOptions, project: Project, target: Engine, requ
     source = "removed from" if result.source_removed else "kept stopped on"
     console.print(f"migrated {result.snapshot.project} to {target.base_url} live: downtime {result.downtime:.2f}s; "
                   f"sent {human_size(result.bytes_before)} before it, {human_size(result.bytes_during)} during it "
-                  f"({timing}); memory pre-copy {result.memory_precopy}; {source} the source", highlight=False)
+                  f"({timing}); memory pre-copy {result.memory_precopy}; {source} the source")
 
 
 host_app = typer.Typer(help="Survive reboots without a cold start: a hook that snapshots stacks before Docker stops "
@@ -906,9 +914,10 @@ def _print_outcomes(outcomes: list[Outcome], as_json: bool) -> None:
         print_json({"projects": [vars(o) for o in outcomes]})
     else:
         for outcome in outcomes:
-            console.print(f"{outcome.project}: {outcome.action}: {escape(outcome.detail)}", highlight=False, soft_wrap=True)
-    if any(o.failed for o in outcomes):
-        raise typer.Exit(ExitCode.FAILURE)
+            console.print(f"{outcome.project}: {outcome.action}: {escape(outcome.detail)}", soft_wrap=True)
+    failed = [o.project for o in outcomes if o.failed]
+    if failed:
+        raise CkptError(f"failed for {', '.join(failed)}", hint="Each project's line above says why.")
 
 
 @host_app.command("shutdown")
@@ -950,16 +959,15 @@ def host_install(
     wanted = tcp_established is not False
     plan = hostsetup.plan_install(root, executable, project_names, kind, wanted)
     for item in plan.files:
-        console.print(f"--- {item.path} (mode {item.mode:o})", highlight=False)
-        console.print(escape(item.text), highlight=False, soft_wrap=True, end="")
+        console.print(f"--- {item.path} (mode {item.mode:o})")
+        console.print(escape(item.text), soft_wrap=True, end="")
     if plan.runc_conf is not None:
-        console.print(f"--- change to {plan.runc_conf.path}: lets CRIU checkpoint services connected to each other",
-                      highlight=False)
-        console.print(escape(plan.runc_diff), highlight=False, soft_wrap=True, end="")
+        console.print(f"--- change to {plan.runc_conf.path}: lets CRIU checkpoint services connected to each other")
+        console.print(escape(plan.runc_diff), soft_wrap=True, end="")
     elif wanted:
-        console.print("runc.conf already has tcp-established", highlight=False)
+        console.print("runc.conf already has tcp-established")
     if dry_run:
-        console.print("dry run: nothing written", highlight=False)
+        console.print("dry run: nothing written")
         return
     if plan.runc_conf is not None and tcp_established is None and not yes:
         if not sys.stdin.isatty():
@@ -968,11 +976,11 @@ def host_install(
         if not typer.confirm(f"Add tcp-established to {plan.runc_conf.path}?", default=False):
             plan = hostsetup.plan_install(root, executable, project_names, kind, tcp_established=False)
     for line in hostsetup.install(plan):
-        console.print(line, highlight=False)
+        console.print(line)
     if plan.init is hostsetup.InitSystem.SYSTEMD:
         problems = hostsetup.verify_unit(plan.files[0].path)
         if problems:
-            err_console.print(f"[yellow]warning:[/] systemd-analyze verify: {escape(problems)}", highlight=False)
+            err_console.print(f"[yellow]warning:[/] systemd-analyze verify: {escape(problems)}")
 
 
 @host_app.command("uninstall")
@@ -984,7 +992,7 @@ def host_uninstall(
     from compose_ckpt.domain import hostsetup
 
     for line in hostsetup.uninstall(root, dry_run):
-        console.print(line, highlight=False)
+        console.print(line)
 
 
 def _installed_executable() -> Path:
@@ -1019,8 +1027,7 @@ def _migrate_via(options: GlobalOptions, via: str, insecure: bool, request: Migr
     timing = ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in result.seconds.items())
     console.print(f"pushed {manifest.project} snapshot {manifest.name} to {pushed.reference} ({timing}); the stack is "
                   f"kept stopped on the source. On the target run:\n"
-                  f"  compose-ckpt pull {pull_reference}\n  compose-ckpt -p {manifest.project} restore {manifest.name}",
-                  highlight=False)
+                  f"  compose-ckpt pull {pull_reference}\n  compose-ckpt -p {manifest.project} restore {manifest.name}")
 
 
 @app.command()
@@ -1051,7 +1058,7 @@ def push(
         return
     console.print(f"pushed {snapshot} of {project_name} to {result.reference} ({result.digest}): "
                   f"{result.uploaded_blobs} of {result.blobs} blobs uploaded, {human_size(result.uploaded_bytes)} sent "
-                  f"for {human_size(result.bytes)}", highlight=False)
+                  f"for {human_size(result.bytes)}")
 
 
 @app.command()
@@ -1085,13 +1092,13 @@ def pull(
     _print_host_access(imported.host_access)
     console.print(f"pulled snapshot {manifest.name} of project {manifest.project} from {result.reference} "
                   f"({human_size(result.downloaded_bytes)} downloaded): {len(imported.created_containers)} containers "
-                  f"created; restore it with `compose-ckpt -p {manifest.project} restore {manifest.name}`",
-                  highlight=False)
+                  f"created; restore it with `compose-ckpt -p {manifest.project} restore {manifest.name}`")
 
 
 def run(argv: list[str] | None = None, prog_name: str = "compose-ckpt") -> int:
     """Run the CLI and return its exit code; the one place where errors become messages."""
     args = sys.argv[1:] if argv is None else argv
+    _run_state.verbose = False
     try:
         # Standalone mode: Typer prints usage errors itself and exits through SystemExit.
         app(args=args, prog_name=prog_name)
@@ -1104,9 +1111,9 @@ def run(argv: list[str] | None = None, prog_name: str = "compose-ckpt") -> int:
         print_error(exc)
         return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - anything unexpected is a bug: say so, briefly
-        if "--verbose" in args:
+        if _run_state.verbose:
             raise
-        err_console.print(f"internal error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)", highlight=False)
+        err_console.print(f"internal error: {type(exc).__name__}: {exc} (run with --verbose for the traceback)")
         return ExitCode.FAILURE
     return ExitCode.OK
 

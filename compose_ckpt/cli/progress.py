@@ -100,7 +100,7 @@ def open_display(mode: str, title: str) -> Display:
         return LiveProgress(Console(stderr=True, force_terminal=True), title)
     from compose_ckpt.output import err_console
 
-    return PlainProgress(lambda line: err_console.print(line, highlight=False))
+    return PlainProgress(lambda line: err_console.print(line))
 
 
 class PlainProgress:

@@ -62,7 +62,7 @@ def run(
         return
     pruned = f"; pruned {', '.join(result.pruned)}" if result.pruned else ""
     console.print(f"snapshot {result.snapshot} of {project_name} ({', '.join(result.services)}) "
-                  f"in {result.seconds:.2f}s{pruned}", highlight=False)
+                  f"in {result.seconds:.2f}s{pruned}")
 
 
 @app.command()
@@ -98,11 +98,11 @@ def status(
         return
     now = datetime.now(UTC)
     engine = "reachable" if document["engine_up"] else "[bold red]unreachable[/]"
-    console.print(f"Docker engine {engine}; {len(document['jobs'])} scheduled jobs", highlight=False)
+    console.print(f"Docker engine {engine}; {len(document['jobs'])} scheduled jobs")
     for job in document["jobs"]:
         last_run = job["last_run"]
         state = "[dim]no run yet[/]" if last_run is None else "[green]ok[/]" if last_run["ok"] else "[bold red]failed[/]"
-        console.print(f"\n[bold]{escape(job['project'])}[/] / {escape(job['job'])}  {state}", highlight=False)
+        console.print(f"\n[bold]{escape(job['project'])}[/] / {escape(job['job'])}  {state}")
         rows = [("services", ", ".join(job["services"])),
                 ("schedule", f"{job['schedule']}; next {when(job['next_run'], now)}"),
                 ("retention", retention_text(job["retention"])),
@@ -111,10 +111,10 @@ def status(
                 ("error", "; ".join(error_lines(job, now)) or "none"),
                 ("push", "; ".join(push_lines(job, now)))]
         for label, text in rows:
-            console.print(f"  {label:<10} {escape(text)}", highlight=False, soft_wrap=True)
+            console.print(f"  {label:<10} {escape(text)}", soft_wrap=True)
     for problem in document["problems"]:
         console.print(f"[yellow]label problem:[/] {escape(problem['container'])} {escape(problem['label'])}: "
-                      f"{escape(problem['message'])}", highlight=False, soft_wrap=True)
+                      f"{escape(problem['message'])}", soft_wrap=True)
 
 
 def entry() -> None:

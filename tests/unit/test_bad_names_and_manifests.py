@@ -289,3 +289,10 @@ def test_every_command_checks_a_snapshot_name_while_parsing(capsys: pytest.Captu
     code, output = cli(capsys, "-H", "unix:///nonexistent.sock", "-p", PROJECT, *args)
     assert code == ExitCode.USAGE and "invalid snapshot name '../x'" in output, output
     assert not isolated_store.exists()
+
+
+def test_rm_json_lists_what_it_removed(capsys: pytest.CaptureFixture[str], isolated_store: Path) -> None:
+    stored(isolated_store)
+    code, output = cli(capsys, "-p", PROJECT, "rm", "snap1", "--json")
+    assert code == ExitCode.OK and json.loads(output) == {"removed": ["snap1"]}
+    assert not (isolated_store / "projects" / PROJECT / "snap1").exists()

@@ -82,3 +82,18 @@ def test_bad_names_are_refused_before_the_engine_is_contacted(capsys: pytest.Cap
                                                              args: list[str]) -> None:
     code, output = cli(capsys, "-H", f"unix://{tmp_path}/none.sock", "-p", "proj", *args)
     assert code == ExitCode.USAGE and "invalid snapshot name" in output
+
+
+def _a_bug(*args: object, **kwargs: object) -> None:
+    raise RuntimeError("a bug")
+
+
+def test_an_unexpected_error_is_one_line_and_verbose_shows_its_traceback(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("compose_ckpt.domain.store.SnapshotStore.list", _a_bug)
+    assert run(["-p", "proj", "ls"]) == ExitCode.FAILURE
+    assert "internal error: RuntimeError: a bug (run with --verbose for the traceback)" in capsys.readouterr().err
+    with pytest.raises(RuntimeError, match="a bug"):  # --verbose, as parsed: the traceback is the user's
+        run(["--verbose", "-p", "proj", "ls"])
+    assert run(["-p", "proj", "ls"]) == ExitCode.FAILURE  # and it holds for that run only
+

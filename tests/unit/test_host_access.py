@@ -181,6 +181,7 @@ def test_the_cli_asks_on_a_terminal_refuses_without_one_and_trusts_only_when_tol
     import typer
 
     from compose_ckpt.cli.main import _host_access_consent
+    from compose_ckpt.errors import Declined
 
     asked: list[str] = []
     monkeypatch.setattr(sys.stdin, "isatty", lambda: terminal)
@@ -193,7 +194,7 @@ def test_the_cli_asks_on_a_terminal_refuses_without_one_and_trusts_only_when_tol
     consent = _host_access_consent(trust, display)
 
     if answer is False:
-        with pytest.raises(typer.Exit):
+        with pytest.raises(Declined):  # exit 1, "declined: nothing was changed"
             consent(["container a: privileged mode"])
     else:
         assert consent(["container a: privileged mode"]) is (trust or bool(answer))

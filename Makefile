@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: engine engine-28 engine-status engine-stop engine-28-stop registry registry-stop bench-registry install test test-28 lint unit plugin demo bench bench-28
+.PHONY: cli-doc engine engine-28 engine-status engine-stop engine-28-stop registry registry-stop bench-registry install test test-28 lint unit plugin demo bench bench-28
 
 engine:  ## install and start Docker 26 + CRIU 4.2, build the local test images
 	scripts/engine up
@@ -49,6 +49,9 @@ test-28: engine-28 install  ## only the core integration tests against engine-28
 lint: install  ## ruff and mypy over the package, the tests and the benchmarks
 	$(BIN)/ruff check compose_ckpt tests bench
 	$(BIN)/mypy compose_ckpt tests bench
+
+cli-doc: install  ## rewrite docs/cli.md's generated half (every command's --help); a unit test checks it
+	$(BIN)/python scripts/cli_doc.py
 
 unit: install
 	$(BIN)/python -m pytest tests/unit

@@ -176,7 +176,7 @@ def runtime_checkpoint(runtime: Runtime, container_id: str, images: Path, *, lea
     if dumping.returncode != 0:
         error = EngineError(f"checkpoint {container_id[:12]} by {runtime.binary}: "
                             f"{runc_message(_read(work / 'runc.out'), dumping.returncode)}")
-        error.details = [*criu_log_key_lines(str(work / "dump.log")), f"CRIU's whole log: {work / 'dump.log'}"]
+        error.details = criu_log_key_lines(str(work / "dump.log"))
         raise error
     shutil.rmtree(work, ignore_errors=True)
     return folder_bytes(images)

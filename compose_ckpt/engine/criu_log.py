@@ -33,7 +33,8 @@ def criu_log_key_lines(message: str, captured: str | None = None, limit: int = 8
         try:
             captured = Path(where).read_text(errors="replace")
         except OSError:
-            return [f"CRIU log: {where} (not readable from here; containerd deletes a failed restore's log)"]
+            why = "; containerd deletes a failed restore's log" if "restore" in Path(where).name else ""
+            return [f"CRIU log: {where} (not readable from here{why})"]
     errors = [line.strip() for line in captured.splitlines() if "Error (" in line]
     return [f"CRIU log: {where}{note}", *errors[-limit:], *_external_unix_sockets(captured)]
 

@@ -188,7 +188,13 @@ def runc_message(output: str | None, status: int) -> str:
     if not lines:
         return f"exit status {status}"
     said = _RUNC_MSG.search(lines[-1])
-    return said.group(1).split("\\n")[0] if said else lines[-1]
+    if not said:
+        return lines[-1]
+    try:  # Go's quoting, which JSON reads: `exec: \"criu\"` is `exec: "criu"`, which the remedies match
+        message = str(json.loads(f'"{said.group(1)}"'))
+    except ValueError:
+        message = said.group(1)
+    return message.split("\n")[0]
 
 
 def _watch(dumping: subprocess.Popen[bytes], images: Path, on_bytes: Callable[[int], None]) -> None:

@@ -60,6 +60,8 @@ def test_folder_bytes_counts_the_files_in_the_folder_not_links(tmp_path: Path) -
 @pytest.mark.parametrize("output, said", [
     ('time="2026-12-06T23:38:44Z" level=error msg="criu failed: type NOTIFY errno 0\\nlog file: /tmp/x/dump.log"\n',
      "criu failed: type NOTIFY errno 0"),
+    ('time="2026-12-07T00:04:00Z" level=error msg="CRIU version check failed: exec: \\"criu\\": executable file not '
+     'found in $PATH"\n', 'CRIU version check failed: exec: "criu": executable file not found in $PATH'),
     ("", "exit status 1"),
     ("container is not running\n", "container is not running"),
 ])

@@ -16,12 +16,13 @@ from tests.polling import let_run
 
 pytestmark = pytest.mark.engine
 
-# ~150 MiB held by awk, so that CRIU works for a while and the kill lands inside it.
+# ~400 MiB held by awk, so that CRIU works for a while and the kill lands inside it: dumps through the
+# runtime and restores through the container's root take a second or so for that at disk speed.
 STACK = f"""
 services:
   mem:
     image: {BUSYBOX}
-    command: ["sh", "-c", "awk 'BEGIN {{ s = sprintf(\\"%150000000s\\", \\"\\"); while (1) system(\\"sleep 1\\") }}' & {COUNTER}"]
+    command: ["sh", "-c", "awk 'BEGIN {{ s = sprintf(\\"%400000000s\\", \\"\\"); while (1) system(\\"sleep 1\\") }}' & {COUNTER}"]
   small:
     image: {BUSYBOX}
     command: ["sh", "-c", "{COUNTER}"]
@@ -44,7 +45,7 @@ def kill_daemon(engine: SecondEngine, delay: float) -> Callable[[subprocess.Pope
     return kill
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.3, 1.0])
+@pytest.mark.parametrize("delay", [0.0, 0.3, 0.6])
 def test_restore_after_the_daemon_was_killed_during_a_restore(on_second: SecondEngine,
                                                               start_stack: Callable[..., Stack], delay: float) -> None:
     stack = start_stack(STACK, settle=3)
@@ -60,7 +61,7 @@ def test_restore_after_the_daemon_was_killed_during_a_restore(on_second: SecondE
     assert min(stack.counts_of("mem", "small").values()) > 10  # restored, not started fresh
 
 
-@pytest.mark.parametrize("delay", [0.2, 1.5])
+@pytest.mark.parametrize("delay", [0.2, 0.6])
 def test_a_daemon_killed_mid_snapshot_is_reported_as_it_is_and_recover_says_what_came_back(
         on_second: SecondEngine, start_stack: Callable[..., Stack], delay: float) -> None:
     stack = start_stack(STACK, settle=3)
@@ -77,7 +78,10 @@ def test_a_daemon_killed_mid_snapshot_is_reported_as_it_is_and_recover_says_what
     for container in (f"{stack.project}-mem-1", f"{stack.project}-small-1"):
         if "nothing to recover" not in output:
             assert f"{container}:" in output, output
-    running_with_state = output.count("running with its state")
+    # One line per container (the summary line says it of them all): with dumps through the runtime, runc
+    # finishes both dumps whatever happens to the daemon, and both come back.
+    running_with_state = sum(1 for line in output.splitlines()
+                             if line.startswith(f"{stack.project}-") and "running with its state" in line)
     assert (recovered.returncode == 0) == (running_with_state == 2), output
     # A dump the daemon finished is restored; one it was killed in cannot be: that container is named,
     # its checkpoint kept (and the snapshot `incomplete`) or its state called lost.

@@ -28,8 +28,9 @@ def recreate_containers(engine: EnginePort, manifest: Manifest, records: Sequenc
                         start_holders: bool = True, allow_other_image: bool = False) -> dict[str, ContainerInfo]:
     """Create (not start) each container in `records` as recorded, with the networks and volumes it needs.
 
-    Same image (see `recorded_image`), names, compose labels and addresses (where free) as before, so
-    `docker compose` sees them as its own and TCP connections can come back. Containers that join another's
+    Same image (see `recorded_image`), names and compose labels as before, so `docker compose` sees them as
+    its own; the containers in `connected` ask for their recorded addresses too (where free), so that their
+    TCP connections can come back. Containers that join another's
     namespaces or volumes are created after it, pointing at it by name. A restart policy the snapshot held
     back stays held back (`no`) until the restore has verified the container. `connected`: the containers
     whose checkpoints hold TCP connections (see `check_networks`). Their network holders are created too,
@@ -49,7 +50,10 @@ def recreate_containers(engine: EnginePort, manifest: Manifest, records: Sequenc
             held = NO_RESTART if by_name[name].held_policy else None
             recorded = by_name[name].inspect
             recorded = {**recorded, "Config": {**recorded["Config"], "Image": images[name]}}
-            created[name] = _create_at_recorded_address(engine, recorded, references, held, in_use)
+            if name in connected:
+                created[name] = _create_at_recorded_address(engine, recorded, references, held, in_use)
+            else:  # any free address, as compose gives: a recorded one may still be held (a daemon killed mid-restore)
+                created[name] = engine.create_container(recorded, references, restart_policy=held)
     return created
 
 

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 import pytest
@@ -17,6 +16,7 @@ from compose_ckpt.engine import Engine, host
 from compose_ckpt.engine.runtime import find_runtime
 from tests.integration.stack import Stack, run_docker
 from tests.integration.test_faults import ENGINE_API, run_until, sigkill
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.engine
 KEY_BYTES = 1024**2
@@ -38,10 +38,7 @@ services:
 
 def filled(start_stack: Callable[..., Stack], keys: int) -> Stack:
     stack = start_stack(REDIS)
-    deadline = time.monotonic() + 30
-    while stack.redis("ping") != "PONG":
-        assert time.monotonic() < deadline, "redis never answered"
-        time.sleep(0.2)
+    wait_for("redis to answer", lambda: stack.redis("ping") == "PONG")
     assert stack.redis("debug", "populate", str(keys), "key", str(KEY_BYTES)) == "OK"
     return stack
 

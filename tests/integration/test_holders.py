@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 
@@ -22,6 +21,7 @@ from compose_ckpt.errors import CkptError
 from tests.integration.conftest import engine_missing
 from tests.integration.second_engine import free_port
 from tests.integration.stack import COUNTER, ENGINE_28_HOST, REPO, Stack, http_get, run_docker
+from tests.polling import let_run
 
 pytestmark = pytest.mark.engine
 
@@ -131,7 +131,7 @@ def adopted(start_stack: Callable[..., Stack], project_name: str) -> tuple[Stack
     assert (stack.folder / ".env").read_bytes() == b"# the user's own\nKEEP=1\nCOMPOSE_FILE=compose.yaml:compose.ckpt.yaml\n"
     assert json.loads(ckpt(stack, "adopt", "--json").stdout)["changed"] is False  # idempotent
     stack.redis("set", "visits", "42")
-    time.sleep(1)
+    let_run(1)  # the services run a moment after compose (re)started them
     return stack, port
 
 
@@ -163,7 +163,7 @@ def test_plain_compose_keeps_an_adopted_stack_restorable(adopted: tuple[Stack, i
         compose(stack, "up", "-d")  # an image change
         assert_all_taken(stack, "new-image")
         stack.redis("set", "visits", "43")
-        time.sleep(1)
+        let_run(1)  # the services run a moment after compose (re)started them
         before = {service: stack.count(stack.containers(service)[0]) for service in ("api",)}
         ckpt(stack, "snapshot", "--stop", "--name", "final")
         restored = json.loads(ckpt(stack, "restore", "final", "--json").stdout)
@@ -188,7 +188,7 @@ def test_drift_is_reported_and_unadopt_restores_the_project(adopted: tuple[Stack
     assert any("compose-ckpt adopt" in (check.get("remedy") or "") for check in doctor["checks"] if check["status"] == "warn")
     ckpt(stack, "adopt", "--yes", "-t", "0")  # regenerated: the holder publishes the new port
     assert json.loads(ckpt(stack, "ps", "--json").stdout)["drift"] is None
-    time.sleep(1)
+    let_run(1)  # the services run a moment after compose (re)started them
     assert int(http_get(moved, "/count")) > 0
 
     ckpt(stack, "unadopt", "--yes", "-t", "0")
@@ -251,6 +251,6 @@ def test_a_stack_adopted_with_label_based_holders_is_converted(start_stack: Call
     assert set(ids(stack)) == {f"{stack.project}-{name}" for name in
                                ("kv-1", "api-1", "web-1", "kv-net-1", "api-net-1", "web-net-1")}
     compose(stack, "up", "-d")
-    time.sleep(1)
+    let_run(1)  # the services run a moment after compose (re)started them
     assert_all_taken(stack, "converted")
     assert int(http_get(port, "/count")) > 0

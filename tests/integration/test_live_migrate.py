@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from tests.integration.conftest import adopt_if_needed
 from tests.integration.second_engine import Network, SecondEngine, start_second_engine
 from tests.integration.stack import BUSYBOX, Stack, run_docker
 from tests.integration.test_faults import run_until, sigkill
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -47,7 +47,7 @@ def stack(engine: Engine, tmp_path: Path, project_name: str, second: SecondEngin
     stack.compose("up", "-d")
     adopt_if_needed(engine, stack)
     stack.redis("set", "visits", "42")
-    wait_for(lambda: (volume_folder(stack, None) / "journal").exists())
+    wait_for("the journal to be written", lambda: (volume_folder(stack, None) / "journal").exists(), timeout=60)
     yield stack
     stack.down()
     listing = second.docker("ps", "-a", "-q", "--filter", f"label=com.docker.compose.project={project_name}").stdout
@@ -55,12 +55,6 @@ def stack(engine: Engine, tmp_path: Path, project_name: str, second: SecondEngin
         second.docker("rm", "-f", container, check=False)
     second.docker("volume", "rm", f"{project_name}_data", check=False)
     second.docker("network", "rm", f"{project_name}_default", check=False)
-
-
-def wait_for(condition: Callable[[], bool], limit: float = 60.0) -> None:
-    deadline = time.monotonic() + limit
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 def volume_folder(stack: Stack, second: SecondEngine | None) -> Path:
@@ -102,7 +96,7 @@ def test_live_migrate_moves_the_stack_and_its_volume_as_they_were_at_the_freeze(
     db = f"{stack.project}-db-1"
     numbers = journal_numbers(second, db)
     assert numbers == list(range(1, len(numbers) + 1))  # no gap, no repeat: memory and file agreed
-    wait_for(lambda: len(journal_numbers(second, db)) > len(numbers))
+    wait_for("db to run on the target", lambda: len(journal_numbers(second, db)) > len(numbers), timeout=60)
     assert len(journal_numbers(second, db)) > len(numbers), "db does not run on the target"
     assert second.docker("exec", f"{stack.project}-kv-1", "redis-cli", "get", "visits").stdout.strip() == b"42"
     snapshot = json.loads(stack.ckpt_ok("inspect", document["snapshot"], "--json").stdout)
@@ -201,7 +195,7 @@ volumes:
 def test_a_full_target_disk_leaves_the_source_running_and_nothing_on_the_target(
         start_stack: Callable[..., Stack]) -> None:
     stack = start_stack(BLOB_STACK)
-    wait_for(lambda: (volume_folder(stack, None) / "journal").exists())
+    wait_for("the journal to be written", lambda: (volume_folder(stack, None) / "journal").exists(), timeout=60)
     small = start_second_engine(network=SMALL_TARGET_NETWORK, data_size="48m")
     try:
         failed = stack.ckpt("migrate", "--live", "--to", small.tcp)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 
 from tests.integration.stack import DEBIAN, Stack
 from tests.integration.test_connected_services import APP
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -61,14 +61,14 @@ def hold(stack: Stack, holding: bool) -> dict[str, int]:
     """Make every app replica hold still (or go on); returns their counts once they do."""
     for container in stack.containers("app"):
         stack.docker("exec", container, "touch" if holding else "rm", "/tmp/hold")
-    still = counts(stack)
-    for _ in range(100):
-        time.sleep(0.2)
-        now = counts(stack)
-        if holding and now == still or not holding and all(now[c] > still[c] for c in now):
-            return now
-        still = now
-    raise AssertionError(f"the apps did not {'hold still' if holding else 'go on'}: {now}")
+    last = [counts(stack)]
+
+    def settled() -> dict[str, int] | None:
+        now, before = counts(stack), last[0]
+        last[0] = now
+        return now if (now == before if holding else all(now[c] > before[c] for c in now)) else None
+
+    return wait_for(f"the apps to {'hold still' if holding else 'go on'}", settled, timeout=20, interval=0.2)
 
 
 def subnet(stack: Stack) -> str:

@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pytest
 from tests.integration.stack import DEBIAN, Stack
 from tests.integration.test_recorded_addresses import HOLDING_APP, hold
 from tests.integration.test_restore_failures import rewrite_append_only_file
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -106,10 +106,8 @@ def test_recover_finishes_a_rollback_cut_short(stack: Stack) -> None:
             break
     restore.wait(timeout=60)
     assert restore.returncode == -signal.SIGKILL, "".join(seen)
-    for _ in range(100):  # the daemon's own end of the database's restore, which fails
-        if "running" not in stack.states().values():
-            break
-        time.sleep(0.2)
+    # the daemon's own end of the database's restore, which fails
+    wait_for("the killed restore's containers to stop", lambda: "running" not in stack.states().values(), timeout=20)
 
     recovered = stack.ckpt("recover")
 

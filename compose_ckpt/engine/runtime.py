@@ -167,8 +167,10 @@ def runtime_checkpoint(runtime: Runtime, container_id: str, images: Path, *, lea
             "--work-path", str(work), *(["--leave-running"] if leave_running else []), *options.runc_flags(),
             container_id]
     with open(work / "runc.out", "wb") as output:
+        # umask 077: CRIU creates the images with the mode the umask leaves; they hold process memory (0600).
         dumping = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-                                   env={**runtime.environment, "PATH": runtime.search_path}, start_new_session=True)
+                                   env={**runtime.environment, "PATH": runtime.search_path}, start_new_session=True,
+                                   umask=0o077)
         try:
             _watch(dumping, images, on_bytes)
         finally:

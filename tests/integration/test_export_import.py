@@ -23,9 +23,12 @@ pytestmark = pytest.mark.engine
 
 @pytest.fixture
 def private_image(engine: Engine, test_id: str) -> Iterator[str]:
-    """An image tag only the first engine has, so the second one certainly lacks it."""
+    """An image only the first engine has, so the second one certainly lacks it: a build of its own (a label
+    makes its id differ from busybox's, which the second engine may hold; images are matched by id)."""
     tag = f"local/ckpt-only-{test_id}:1"
-    run_docker("tag", "local/busybox:latest", tag)
+    done = subprocess.run(["docker", "build", "--network", "none", "-t", tag, "-"], capture_output=True, text=True,
+                          input=f"FROM local/busybox:latest\nLABEL compose-ckpt.test.only={test_id}\n")
+    assert done.returncode == 0, done.stderr
     yield tag
     run_docker("rmi", tag, check=False)
 

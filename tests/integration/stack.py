@@ -48,6 +48,12 @@ def http_get(port: int, path: str = "/") -> str:
     return subprocess.run(command, check=True, capture_output=True, text=True, timeout=30).stdout
 
 
+def established_to(container: str, port: int) -> bool:
+    """Whether the container holds an established TCP connection to `port` (from its /proc/net/tcp)."""
+    rows = [line.split() for line in run_docker("exec", container, "cat", "/proc/net/tcp").stdout.splitlines()[1:]]
+    return any(row[3] == "01" and row[2].endswith(f":{port:04X}") for row in rows)
+
+
 def run_docker(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["docker", *args], cwd=cwd, check=check, capture_output=True, text=True)
 

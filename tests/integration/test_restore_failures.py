@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.integration.stack import BUSYBOX, COUNTER, DEBIAN, Stack, counter_services, run_docker
+from tests.integration.stack import BUSYBOX, COUNTER, DEBIAN, Stack, counter_services, established_to, run_docker
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.engine
@@ -27,12 +27,6 @@ def rewrite_append_only_file(stack: Stack) -> None:
     """redis replaces its open append-only file: the one the checkpoint holds open is gone."""
     assert "started" in stack.redis("bgrewriteaof")
     wait_for("the rewrite to end", lambda: "aof_rewrite_in_progress:0" in stack.redis("info", "persistence"))
-
-
-def established_to(container: str, port: int) -> bool:
-    """Whether the container holds an established TCP connection to `port` (from its /proc/net/tcp)."""
-    rows = [line.split() for line in run_docker("exec", container, "cat", "/proc/net/tcp").stdout.splitlines()[1:]]
-    return any(row[3] == "01" and row[2].endswith(f":{port:04X}") for row in rows)
 
 
 def test_a_failed_restore_shows_criu_log_lines_and_a_remedy(start_stack: Callable[..., Stack]) -> None:

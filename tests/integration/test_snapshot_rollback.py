@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from compose_ckpt.engine.host import runc_tcp_established
-from tests.integration.stack import COUNTER, Stack, counter_services, run_docker
+from tests.integration.stack import COUNTER, Stack, counter_services, established_to, run_docker
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.engine
@@ -130,6 +130,7 @@ def test_unix_sockets_to_outside_name_both_ends_and_each_cause_its_remedy(start_
         for service in ("client", "db"):
             wait_for(f"{service}'s connection", lambda s=service: stack.docker(  # type: ignore[misc]
                 "exec", stack.containers(s)[0], "test", "-e", "/tmp/connected", check=False).returncode == 0)
+        wait_for("talker's TCP connection", lambda: established_to(stack.containers("talker")[0], 9000))
         failed = stack.ckpt("snapshot", "client", "db", "talker")
     finally:
         session.kill()

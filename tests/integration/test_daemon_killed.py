@@ -61,7 +61,7 @@ def test_restore_after_the_daemon_was_killed_during_a_restore(on_second: SecondE
     assert min(stack.counts_of("mem", "small").values()) > 10  # restored, not started fresh
 
 
-@pytest.mark.parametrize("delay", [0.2, 0.6])
+@pytest.mark.parametrize("delay", [0.0, 0.2])  # runc dumps the 400 MiB in about half a second here
 def test_a_daemon_killed_mid_snapshot_is_reported_as_it_is_and_recover_says_what_came_back(
         on_second: SecondEngine, start_stack: Callable[..., Stack], delay: float) -> None:
     stack = start_stack(STACK, settle=3)

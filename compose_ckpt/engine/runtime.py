@@ -45,6 +45,7 @@ from compose_ckpt.errors import EngineError
 CONTAINERD_DEFAULT_ROOT = "/run/containerd/runc"  # the runc shim's root when the options name none
 SHIM_PREFIX = "containerd-shim-runc-"
 PROGRESS_SECONDS = 0.5
+SEIZE_RETRIES = 1
 MAX_OPTIONS_BYTES = 64 * 1024
 PROC = Path("/proc")
 _RUNC_MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
@@ -159,29 +160,61 @@ def runtime_checkpoint(runtime: Runtime, container_id: str, images: Path, *, lea
                        options: CriuOptions, on_bytes: Callable[[int], None] = lambda done: None) -> int:
     """Dump the container into the existing private folder `images`; returns the bytes written there.
     `on_bytes` gets the bytes written so far every PROGRESS_SECONDS while runc works. Raises EngineError
-    with the key lines of CRIU's log when the dump fails (the container is then as it was)."""
-    # CRIU's log and runc's output: a private folder (0700, made exclusively) off the store's disk, so that a
-    # full store still gets its error told. Removed after a good dump; kept after a failed one, which names it.
+    with the key lines of CRIU's log when the dump fails (the container is then as it was).
+    A dump CRIU gave up before touching memory, because a process stayed in uninterruptible sleep past its
+    freeze timeout (a slow disk's writeback, seen under load), is tried once more."""
+    flags = [*(["--leave-running"] if leave_running else []), *options.runc_flags()]
+    for attempt in range(1 + SEIZE_RETRIES):
+        work, status = _run_runc(runtime, container_id, images, flags, on_bytes)
+        if status == 0:
+            shutil.rmtree(work, ignore_errors=True)
+            return folder_bytes(images)
+        error = EngineError(f"checkpoint {container_id[:12]} by {runtime.binary}: "
+                            f"{runc_message(_read(work / 'runc.out'), status)}")
+        error.details = criu_log_key_lines(str(work / "dump.log"))
+        if not _seize_timed_out(work / "dump.log"):
+            raise error
+        if attempt == SEIZE_RETRIES:
+            error.details.append(f"a process stayed in uninterruptible sleep (state D: usually waiting on a busy "
+                                 f"disk) past CRIU's freeze timeout, {1 + SEIZE_RETRIES} times; try again when "
+                                 "the disk is less busy")
+            raise error
+        shutil.rmtree(work, ignore_errors=True)
+        _empty(images)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _run_runc(runtime: Runtime, container_id: str, images: Path, flags: list[str],
+              on_bytes: Callable[[int], None]) -> tuple[Path, int]:
+    """runc's work folder and exit status. The work folder holds CRIU's log and runc's output: private (0700,
+    made exclusively), off the store's disk, so that a full store still gets its error told."""
     work = Path(tempfile.mkdtemp(prefix="compose-ckpt-dump-"))
-    argv = [runtime.binary, "--root", runtime.root, "checkpoint", "--image-path", str(images),
-            "--work-path", str(work), *(["--leave-running"] if leave_running else []), *options.runc_flags(),
-            container_id]
+    argv = [runtime.binary, "--root", runtime.root, "checkpoint", "--image-path", str(images), "--work-path",
+            str(work), *flags, container_id]
     with open(work / "runc.out", "wb") as output:
         # umask 077: CRIU creates the images with the mode the umask leaves; they hold process memory (0600).
-        dumping = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+        dumping = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                   stdout=output, stderr=subprocess.STDOUT,
                                    env={**runtime.environment, "PATH": runtime.search_path}, start_new_session=True,
                                    umask=0o077)
         try:
             _watch(dumping, images, on_bytes)
         finally:
             dumping.wait()  # never leave before runc is done: what follows (unpause, rollback) needs it finished
-    if dumping.returncode != 0:
-        error = EngineError(f"checkpoint {container_id[:12]} by {runtime.binary}: "
-                            f"{runc_message(_read(work / 'runc.out'), dumping.returncode)}")
-        error.details = criu_log_key_lines(str(work / "dump.log"))
-        raise error
-    shutil.rmtree(work, ignore_errors=True)
-    return folder_bytes(images)
+    return work, dumping.returncode
+
+
+def _seize_timed_out(log: Path) -> bool:
+    """CRIU stopped at its freeze timeout, while seizing the processes: nothing was dumped or changed."""
+    text = _read(log) or ""
+    return "Timeout reached" in text and "Unseizable non-zombie" in text
+
+
+def _empty(images: Path) -> None:
+    """Remove what a failed attempt wrote: CRIU writes its images flat, as regular files."""
+    for entry in os.scandir(images):
+        if entry.is_file(follow_symlinks=False):
+            os.unlink(entry.path)
 
 
 def runc_message(output: str | None, status: int) -> str:

@@ -10,7 +10,15 @@ import pytest
 
 from compose_ckpt.domain.manifest import ContainerRecord
 from compose_ckpt.engine import CriuOptions
-from compose_ckpt.engine.runtime import DirectDumpUnavailable, find_runtime, folder_bytes, runc_message
+from compose_ckpt.engine.runtime import (
+    DirectDumpUnavailable,
+    Runtime,
+    find_runtime,
+    folder_bytes,
+    runc_message,
+    runtime_checkpoint,
+)
+from compose_ckpt.errors import EngineError
 
 
 @pytest.mark.parametrize("words, flags", [
@@ -67,3 +75,59 @@ def test_folder_bytes_counts_the_files_in_the_folder_not_links(tmp_path: Path) -
 ])
 def test_runcs_last_word_is_told_without_its_log_decoration(output: str, said: str) -> None:
     assert runc_message(output, 1) == said
+
+
+# A stand-in for runc: it writes a page and CRIU's log where runc would, and fails while seizing as often as
+# its counter file says; a process in uninterruptible sleep cannot be forced on purpose on a real engine.
+FAKE_RUNC = """#!/bin/sh
+while [ $# -gt 1 ]; do
+  case "$1" in --image-path) images=$2;; --work-path) work=$2;; esac
+  shift
+done
+echo x > "$images/pages-1.img"
+left=$(cat "$COUNTER"); echo $((left - 1)) > "$COUNTER"
+if [ "$left" -gt 0 ]; then
+  printf '%s\\n' "(10.03) Error (criu/cr-dump.c:1655): Timeout reached. Try to interrupt: 0" \\
+    "(10.03) Error (compel/src/lib/infect.c:262): Unseizable non-zombie 13110 found, state D, err -1/4" \\
+    > "$work/dump.log"
+  echo 'level=error msg="criu failed: type NOTIFY errno 0"'; exit 1
+fi
+"""
+
+
+@pytest.mark.parametrize("timeouts, succeeds", [(0, True), (1, True), (2, False)])
+def test_a_dump_cut_at_criu_freeze_timeout_is_tried_once_more(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, timeouts: int, succeeds: bool) -> None:
+    runc = tmp_path / "runc"
+    runc.write_text(FAKE_RUNC)
+    runc.chmod(0o700)
+    counter = tmp_path / "left"
+    counter.write_text(str(timeouts))
+    images = tmp_path / "images"
+    images.mkdir()
+    runtime = Runtime(str(runc), "/nowhere", {"COUNTER": str(counter), "PATH": os.defpath})
+
+    def dump() -> int:
+        return runtime_checkpoint(runtime, "c" * 64, images, leave_running=True, options=CriuOptions.from_words(""))
+
+    if succeeds:
+        assert dump() == 2
+        assert [p.name for p in images.iterdir()] == ["pages-1.img"]
+    else:
+        with pytest.raises(EngineError) as raised:
+            dump()
+        assert "criu failed" in raised.value.message
+        assert "uninterruptible sleep" in raised.value.details[-1]
+
+
+def test_other_dump_failures_are_not_tried_again(tmp_path: Path) -> None:
+    runc = tmp_path / "runc"
+    runc.write_text("#!/bin/sh\necho once >> \"$COUNTER\"\necho 'level=error msg=\"criu failed\"'\nexit 1\n")
+    runc.chmod(0o700)
+    counter = tmp_path / "runs"
+    images = tmp_path / "images"
+    images.mkdir()
+    with pytest.raises(EngineError):
+        runtime_checkpoint(Runtime(str(runc), "/nowhere", {"COUNTER": str(counter)}), "c" * 64, images,
+                           leave_running=False, options=CriuOptions.from_words(""))
+    assert counter.read_text() == "once\n"

@@ -14,21 +14,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import secrets
 import shutil
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 from compose_ckpt.const import ENV_DUMP_PATH, HOLDER_IMAGE, LABEL_HELPER, LABEL_HOLDER_FOR
 from compose_ckpt.engine import ctrd_copies, host, pages_in_root
-from compose_ckpt.engine.api import ApiError, SdkTransport, Transport, UnixTransport, Unreachable, path_of
+from compose_ckpt.engine.api import SdkTransport, Transport, UnixTransport, Unreachable, path_of
 from compose_ckpt.engine.contexts import START_HINT, sdk_client_for
 from compose_ckpt.engine.criu_images import (
     MOUNT_IMAGES,
@@ -45,6 +43,8 @@ from compose_ckpt.engine.pages_in_root import BytesCallback
 from compose_ckpt.engine.runtime import DirectDumpUnavailable, Runtime, find_runtime, runtime_checkpoint
 from compose_ckpt.engine.specs import create_body
 from compose_ckpt.engine.tar_stream import extract_tree, tar_stream, write_upload_id
+from compose_ckpt.engine.translation import from_sdk, retry_transient, translated
+from compose_ckpt.engine.trees import TreeTransfer
 from compose_ckpt.engine.types import (
     CONTAINER_ACTIONS,
     NO_CRIU_OPTIONS,
@@ -61,56 +61,12 @@ from compose_ckpt.engine.types import (
 )
 from compose_ckpt.errors import CkptError, EngineError, EngineUnavailable, NotFoundError
 
-if TYPE_CHECKING:
-    from compose_ckpt.engine.trees import TreeTransfer
-
-T = TypeVar("T")
-
-# The daemon sometimes fails a checkpoint create or restore with
-# `content sha256:...: already exists` when several run at once, and on a busy host runc gives up
-# freezing a cgroup (`unable to freeze`, cgroup v1) for a pause or a checkpoint; retrying helps.
-_TRANSIENT = re.compile(r"content sha256:[0-9a-f]+.*already exists|unable to freeze")
-RETRY_DELAYS = (0.2, 0.4, 0.8, 1.6, 3.2)
 _STALE_RUNTIME = "container with given ID already exists"
 HELPER_MOUNT = "/checkpoints"
 INSPECT_WORKERS = 8
 # The parts of a recorded network's IPAM config that a create request takes.
 _IPAM_KEYS = ("Subnet", "IPRange", "Gateway", "AuxiliaryAddresses")
 _log = logging.getLogger(__name__)
-
-
-@contextmanager
-def translated(action: str) -> Iterator[None]:
-    """Turn API, docker SDK and connection errors raised inside into CkptErrors naming `action`."""
-    try:
-        yield
-    except ApiError as exc:
-        error = NotFoundError if exc.status == 404 else EngineError
-        raise error(f"{action}: {exc.explanation}") from exc
-    except Unreachable as exc:
-        raise EngineUnavailable(f"{action}: cannot reach the Docker daemon ({exc})", hint=START_HINT) from exc
-    except Exception as exc:
-        sdk_error = _from_sdk(action, exc)
-        if sdk_error is None:
-            raise
-        raise sdk_error from exc
-
-
-def _from_sdk(action: str, exc: Exception) -> Exception | None:
-    """The CkptError for a docker SDK or requests exception; None for anything else."""
-    if "docker" not in sys.modules:  # the SDK was never imported, so it raised nothing
-        return None
-    import docker.errors
-    import requests.exceptions
-
-    if isinstance(exc, docker.errors.NotFound):
-        return NotFoundError(f"{action}: {str(exc.explanation or exc).strip()}")
-    if isinstance(exc, docker.errors.APIError):
-        return EngineError(f"{action}: {str(exc.explanation or exc).strip()}")
-    if isinstance(exc, (requests.exceptions.RequestException, docker.errors.DockerException)):
-        # Refused, timed out, or a stream cut off by a daemon restart: all mean the engine is not there.
-        return EngineUnavailable(f"{action}: cannot reach the Docker daemon ({exc})", hint=START_HINT)
-    return None
 
 
 def _private_here(table: list[host.HostMount], container: ContainerInfo, mountpoint: str) -> bool:
@@ -121,19 +77,6 @@ def _private_here(table: list[host.HostMount], container: ContainerInfo, mountpo
     else:
         source, mounted_later = container.mount_sources.get(mountpoint), False
     return source is not None and host.can_join_peer_group(table, source, mounted_later) is False
-
-
-def _retry_transient(call: Callable[[], T], before_retry: Callable[[], None] = lambda: None) -> T:
-    """Run `call`, retrying with back-off while the daemon reports a transient `already exists`."""
-    for delay in (*RETRY_DELAYS, None):
-        try:
-            return call()
-        except ApiError as exc:
-            if delay is None or not _TRANSIENT.search(exc.explanation):
-                raise
-            time.sleep(delay)
-            before_retry()
-    raise AssertionError("unreachable")
 
 
 def _remove_containerd_copies(temp_folders: list[ctrd_copies.TempFolder], before: set[Path],
@@ -197,8 +140,6 @@ class Engine:
     @property
     def trees(self) -> TreeTransfer:
         """Writable layers and volumes as tar streams (engine/trees.py)."""
-        from compose_ckpt.engine.trees import TreeTransfer  # it builds on this module
-
         return TreeTransfer(self, self._http)
 
     @property
@@ -213,7 +154,7 @@ class Engine:
                 try:
                     self._sdk_client = self._make_sdk_client()
                 except Exception as exc:
-                    raise _from_sdk("connect", exc) or exc from exc
+                    raise from_sdk("connect", exc) or exc from exc
             return self._sdk_client
 
     @property
@@ -330,7 +271,7 @@ class Engine:
 
     def pause(self, container_id: str) -> None:
         with translated(f"pause {container_id[:12]}"):
-            _retry_transient(lambda: self._http.call("POST", path_of("/containers/{0}/pause", container_id)))
+            retry_transient(lambda: self._http.call("POST", path_of("/containers/{0}/pause", container_id)))
 
     def unpause(self, container_id: str) -> None:
         with translated(f"unpause {container_id[:12]}"):
@@ -568,7 +509,7 @@ class Engine:
         `already exists`; a failure carries the key lines of CRIU's log in its details."""
         try:
             with translated(action):
-                _retry_transient(request, before_retry)
+                retry_transient(request, before_retry)
         except EngineError as exc:
             exc.details = criu_log_key_lines(exc.message, captured_log())
             raise

@@ -24,18 +24,15 @@ import threading
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any, Protocol
 
 from compose_ckpt.const import LABEL_HELPER
-from compose_ckpt.engine.adapter import translated
 from compose_ckpt.engine.api import Transport, path_of
 from compose_ckpt.engine.pages_in_root import FOLDER_PREFIX
 from compose_ckpt.engine.tar_stream import IterReader
-from compose_ckpt.engine.types import ContainerInfo
+from compose_ckpt.engine.translation import translated
+from compose_ckpt.engine.types import ContainerInfo, EngineInfo
 from compose_ckpt.errors import EngineError
-
-if TYPE_CHECKING:
-    from compose_ckpt.engine.adapter import Engine
 
 TREE_MOUNT = "/ckpt-tree"
 _READ_SIZE = 4 * 1024**2
@@ -56,10 +53,18 @@ def upper_dir(container: ContainerInfo) -> str | None:
     return str(upper) if upper else None
 
 
-class TreeTransfer:
-    """The tree operations of one engine (a part of `Engine`, kept apart for its size)."""
+class EngineFacts(Protocol):
+    """What the tree operations ask of the engine besides raw calls (`Engine` gives it)."""
 
-    def __init__(self, engine: Engine, api: Transport) -> None:
+    def info(self) -> EngineInfo: ...
+
+    def inspect_volume(self, name: str) -> dict[str, Any]: ...
+
+
+class TreeTransfer:
+    """The tree operations of one engine (`Engine.trees`)."""
+
+    def __init__(self, engine: EngineFacts, api: Transport) -> None:
         self._engine = engine
         self._api = api
 

@@ -78,7 +78,7 @@ class FreezeFailsOnce(ScriptedTransport):
 
 
 def test_a_freeze_runc_gave_up_on_is_tried_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("compose_ckpt.engine.adapter.RETRY_DELAYS", (0.0,))
+    monkeypatch.setattr("compose_ckpt.engine.translation.RETRY_DELAYS", (0.0,))
     transport = FreezeFailsOnce()
     engine(transport).pause("a")
     assert [path for _, path, _ in transport.calls] == ["/containers/a/pause", "/containers/a/pause"]

@@ -195,4 +195,9 @@ class Stack:
         return listed
 
     def down(self) -> None:
+        # First what compose does not own: holders an import or a restore recreated from a record without
+        # compose labels, which would also keep the project's networks alive.
+        named = self.docker("ps", "-aq", "--filter", f"name=^/{self.project}-", check=False).stdout.split()
+        if named:
+            self.docker("rm", "-f", *named, check=False)
         self.compose("down", "--volumes", "--remove-orphans", "-t", "0", check=False)

@@ -159,13 +159,18 @@ def done_runs(sidecar: Sidecar, job: str = "default") -> list[str]:
 
 def test_scheduled_runs_every_3s(live: Running) -> None:
     sidecar = live.sidecar
-    started = log_time(sidecar.events("starting")[0])
-    wait_for("12 s of runs", lambda: (datetime.now(started.tzinfo) - started).total_seconds() > 12.5, timeout=20)
-    early = [line for line in done_runs(sidecar) if (log_time(line) - started).total_seconds() <= 12.5]
-    assert len(early) >= 3, sidecar.logs()
-    assert all("snapshot=auto-default-" in line for line in early)
     scheduled = sidecar.events("job_scheduled", project=sidecar.prefix, job="default")
-    assert "services=one,two" in scheduled[0] and "keep=2" in scheduled[0] and "next_run=" in scheduled[0]
+    assert "services=one,two" in scheduled[0] and "keep=2" in scheduled[0]
+    next_run = datetime.fromisoformat(re.search(r"next_run=(\S+)", scheduled[0]).group(1))  # type: ignore[union-attr]
+    assert 2 <= (next_run - log_time(scheduled[0])).total_seconds() <= 4  # its first run 3 s ahead, to the second
+    # Counted, not timed: under load a run may outlast the interval, and the next tick is then skipped.
+    def three_runs() -> list[str] | None:
+        runs = done_runs(sidecar)
+        return runs if len(runs) >= 3 else None
+
+    runs = wait_for("3 scheduled runs", three_runs, timeout=90)
+    assert all("snapshot=auto-default-" in line for line in runs)
+    assert len({re.search(r"snapshot=(\S+)", line).group(1) for line in runs}) == len(runs)  # type: ignore[union-attr]
 
 
 def test_bad_labels_are_logged_once_and_skipped(live: Running) -> None:

@@ -36,8 +36,10 @@ def private_image(engine: Engine, test_id: str) -> Iterator[str]:
 @pytest.fixture
 def stack(start_stack: Callable[..., Stack], project_name: str, private_image: str,
           second: SecondEngine) -> Iterator[Stack]:
-    yield start_stack("services:\n" + counter_services("one", "two", image=private_image)
-                      + "    depends_on: [one]\n", settle=1.5)
+    started = start_stack("services:\n" + counter_services("one", "two", image=private_image)
+                          + "    depends_on: [one]\n", settle=1.5)
+    yield started
+    started.down()  # now, not at start_stack's teardown: private_image's removal needs its containers gone
     for name in ("one", "two"):
         second.docker("rm", "-f", f"{project_name}-{name}-1", check=False)
     second.docker("network", "rm", f"{project_name}_default", check=False)

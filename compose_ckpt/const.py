@@ -14,7 +14,7 @@ LABEL_DEPENDS_ON = "com.docker.compose.depends_on"  # service:condition:restart,
 # Our own label: on the short-lived helper containers that move checkpoint files through the API.
 LABEL_HELPER = "compose-ckpt.helper-for"
 
-# Network holders (see domain/holders.py): on a holder, the name of the service container it holds the
+# Network holders (see domain/stack/holders.py): on a holder, the name of the service container it holds the
 # network namespace for; on that service container, the holder's name.
 LABEL_HOLDER_FOR = "compose-ckpt.holder-for"
 LABEL_NETWORK_HOLDER = "compose-ckpt.network-holder"

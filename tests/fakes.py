@@ -27,7 +27,7 @@ from compose_ckpt.compose import ComposeProject
 from compose_ckpt.compose.model import ServiceConfig, ServiceDependency
 from compose_ckpt.const import LABEL_CONTAINER_NUMBER, LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE
 from compose_ckpt.domain.ports import TreePort
-from compose_ckpt.domain.project import Project
+from compose_ckpt.domain.stack.project import Project
 from compose_ckpt.engine import (
     NO_CRIU_OPTIONS,
     ContainerInfo,

@@ -41,12 +41,12 @@ if TYPE_CHECKING:  # the domain and the engine client load lazily, per command, 
     from compose_ckpt.cli.progress import Display
     from compose_ckpt.compose import ComposeProject, ProjectOptions
     from compose_ckpt.compose.runner import ComposeCli
-    from compose_ckpt.domain.manifest import Manifest, TreeCopy
+    from compose_ckpt.domain.host.reboot import Outcome
     from compose_ckpt.domain.ports import EnginePort
-    from compose_ckpt.domain.project import Project
-    from compose_ckpt.domain.reboot import Outcome
     from compose_ckpt.domain.requests import MigrateRequest
-    from compose_ckpt.domain.store import SnapshotStore
+    from compose_ckpt.domain.stack.project import Project
+    from compose_ckpt.domain.store.manifest import Manifest, TreeCopy
+    from compose_ckpt.domain.store.store import SnapshotStore
     from compose_ckpt.engine import ContainerInfo, Engine
     from compose_ckpt.registry.client import RegistryClient
 
@@ -132,14 +132,14 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON documen
 def _checked_name(value: str | None) -> str | None:
     """Refuse a bad snapshot name while parsing, before anything connects to the engine or the store: every
     command's snapshot name goes through here (the domain's requests check again, for the sidecar)."""
-    from compose_ckpt.domain.names import validate_name
+    from compose_ckpt.domain.store.names import validate_name
 
     return validate_name(value) if value is not None else None
 
 
 def _checked_names(values: list[str]) -> list[str]:
     """`rm`'s names, every one checked before the lock creates the project's folder."""
-    from compose_ckpt.domain.names import validate_name
+    from compose_ckpt.domain.store.names import validate_name
 
     return [validate_name(value) for value in values]
 
@@ -147,8 +147,8 @@ def _checked_names(values: list[str]) -> list[str]:
 @app.command()
 def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Check that this Docker engine can checkpoint and restore, and say how to fix what cannot."""
-    from compose_ckpt.domain.doctor import run_checks
-    from compose_ckpt.domain.store import default_home
+    from compose_ckpt.domain.host.doctor import run_checks
+    from compose_ckpt.domain.store.store import default_home
 
     options: GlobalOptions = ctx.obj
     report = run_checks(options.connect, default_home(), lambda engine: _project_containers(options, engine),
@@ -170,7 +170,7 @@ def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
 def _project_containers(options: GlobalOptions, engine: EnginePort) -> list[tuple[str, ContainerInfo]]:
     """The (service, container) pairs of the compose project here, for doctor; none without compose files."""
-    from compose_ckpt.domain.project import Project
+    from compose_ckpt.domain.stack.project import Project
 
     try:
         project = Project(_compose_project(options), engine)
@@ -182,8 +182,8 @@ def _project_containers(options: GlobalOptions, engine: EnginePort) -> list[tupl
 def _adoption_drift(options: GlobalOptions, engine: EnginePort) -> str | None:
     """What of the adoption of the project here no longer matches its compose files, for doctor; None without
     compose files."""
-    from compose_ckpt.domain.adopt import drift
-    from compose_ckpt.domain.project import Project
+    from compose_ckpt.domain.stack.adopt import drift
+    from compose_ckpt.domain.stack.project import Project
 
     try:
         return drift(Project(_compose_project(options), engine), lambda: _compose_cli(options))
@@ -192,7 +192,7 @@ def _adoption_drift(options: GlobalOptions, engine: EnginePort) -> str | None:
 
 
 def _store() -> SnapshotStore:
-    from compose_ckpt.domain.store import SnapshotStore, default_home
+    from compose_ckpt.domain.store.store import SnapshotStore, default_home
 
     return SnapshotStore(default_home())
 
@@ -225,7 +225,7 @@ def _project(options: GlobalOptions, loading: Future[ComposeProject] | None = No
     connects (as long again), so resolving through compose adds next to nothing; an invalid project is still
     reported before an unreachable engine."""
     loading = loading or _start_compose_project(options)
-    from compose_ckpt.domain.project import Project
+    from compose_ckpt.domain.stack.project import Project
 
     try:
         engine, engine_error = options.connect(), None
@@ -241,7 +241,7 @@ def _project(options: GlobalOptions, loading: Future[ComposeProject] | None = No
 def _project_name(options: GlobalOptions) -> str:
     """-p when given (no compose files needed, e.g. after an import), else from the compose files."""
     if options.project_name:
-        from compose_ckpt.domain.names import validate_name
+        from compose_ckpt.domain.store.names import validate_name
 
         return validate_name(options.project_name, "project name")
     return str(_compose_project(options).name)
@@ -317,7 +317,7 @@ def snapshot(
 ) -> None:
     """Checkpoint the stack as one consistent snapshot: freeze all, dump all, then resume (or stop)."""
     from compose_ckpt.domain.requests import SnapshotRequest
-    from compose_ckpt.domain.timing import Phases
+    from compose_ckpt.domain.stack.timing import Phases
 
     options: GlobalOptions = ctx.obj
     phases = Phases.since_process_start()
@@ -326,12 +326,12 @@ def snapshot(
                               precopy=not no_precopy)  # the name is checked here
     with phases.timed("resolve"):
         loading = _start_compose_project(options)
-        from compose_ckpt.domain.snapshot import take_snapshot, unhealthy_after_resume  # loads while compose runs
+        from compose_ckpt.domain.stack.snapshot import take_snapshot, unhealthy_after_resume  # loads while compose runs
 
         project = _project(options, loading)
     with _progress(options, "snapshot") as progress:
         manifest = take_snapshot(project, _store(), request, progress=progress, phases=phases)
-    from compose_ckpt.domain.adopt import drift
+    from compose_ckpt.domain.stack.adopt import drift
 
     print_warnings([drifted] if (drifted := drift(project, lambda: _compose_cli(options))) else [])
     for service, reason in manifest.skipped.items():
@@ -365,7 +365,7 @@ def restore(
 ) -> None:
     """Bring the stack back from a snapshot, dependencies first, recreating missing containers."""
     from compose_ckpt.domain.requests import RestoreRequest
-    from compose_ckpt.domain.timing import Phases
+    from compose_ckpt.domain.stack.timing import Phases
 
     options: GlobalOptions = ctx.obj
     phases = Phases.since_process_start()
@@ -376,7 +376,7 @@ def restore(
         project_name = _project_name(options)
         engine = options.connect()
         # The engine's facts, needed first thing, are read on a thread from connect on: the domain loads meanwhile.
-        from compose_ckpt.domain.restore import restore_snapshot
+        from compose_ckpt.domain.stack.restore import restore_snapshot
     with _progress(options, "restore") as progress:
         result = restore_snapshot(engine, project_name, _store(), request, progress=progress, phases=phases)
     for extra in result.not_in_snapshot:
@@ -399,9 +399,9 @@ def restore(
 @app.command()
 def ps(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Show the project as resolved: services, containers, their network form, whether a snapshot would take them."""
-    from compose_ckpt.domain.adopt import drift
-    from compose_ckpt.domain.held_policies import still_held
-    from compose_ckpt.domain.holders import abandoned_holders, network_form, stale_join
+    from compose_ckpt.domain.stack.adopt import drift
+    from compose_ckpt.domain.stack.held_policies import still_held
+    from compose_ckpt.domain.stack.holders import abandoned_holders, network_form, stale_join
 
     options: GlobalOptions = ctx.obj
     project = _project(options)
@@ -493,7 +493,7 @@ def _compose_cli(options: GlobalOptions) -> ComposeCli:
 
 
 def _adoption(options: GlobalOptions, *, undo: bool, yes: bool, dry_run: bool, timeout: int | None, as_json: bool) -> None:
-    from compose_ckpt.domain.adopt import apply, plan_adoption, plan_undo
+    from compose_ckpt.domain.stack.adopt import apply, plan_adoption, plan_undo
 
     project = _project(options)
     compose = _compose_cli(options)
@@ -646,7 +646,7 @@ def recover(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Put back the containers a killed snapshot left frozen or stopped (and mark it failed), or a failed restore --force killed.
 
     snapshot and restore do this first on their own; this runs it alone."""
-    from compose_ckpt.domain.recovery import recover_project
+    from compose_ckpt.domain.stack.recovery import recover_project
 
     options: GlobalOptions = ctx.obj
     with _progress(options, "recover") as progress:
@@ -684,7 +684,7 @@ def prune(
     """Remove all but the newest complete snapshots, and every failed or incomplete one."""
     from datetime import UTC, datetime
 
-    from compose_ckpt.domain.retention import imported_deciding, parse_duration, to_prune
+    from compose_ckpt.domain.store.retention import imported_deciding, parse_duration, to_prune
 
     store = _store()
     project_name = _project_name(ctx.obj)
@@ -720,7 +720,7 @@ def export(
     as_json: JsonOption = False,
 ) -> None:
     """Write a snapshot into one archive: manifest, checkpoints, compose files, a sha256 for every member."""
-    from compose_ckpt.domain.transfer import export_snapshot
+    from compose_ckpt.domain.transport.transfer import export_snapshot
 
     options: GlobalOptions = ctx.obj
     project_name = _project_name(options)
@@ -743,7 +743,7 @@ def export(
 
 def _export_to_file(path: Path, write: Callable[[BinaryIO], T]) -> T:
     """A private temporary file renamed into place: no planted link is followed, no partial archive is left."""
-    from compose_ckpt.domain.safefs import write_output_file
+    from compose_ckpt.domain.store.safefs import write_output_file
 
     try:
         return write_output_file(path, write)
@@ -786,8 +786,8 @@ def import_(
     as_json: JsonOption = False,
 ) -> None:
     """Verify an archive, then load its images, store its snapshot and create its containers on this engine."""
-    from compose_ckpt.domain.parallel import bytes_reporter
-    from compose_ckpt.domain.transfer import import_snapshot
+    from compose_ckpt.domain.stack.parallel import bytes_reporter
+    from compose_ckpt.domain.transport.transfer import import_snapshot
 
     options: GlobalOptions = ctx.obj
     engine = options.connect()
@@ -848,8 +848,8 @@ def migrate(
     as_json: JsonOption = False,
 ) -> None:
     """Move the stack to another Docker engine; the source is removed only once the target runs restored."""
-    from compose_ckpt.domain.migrate import migrate as migrate_stack
     from compose_ckpt.domain.requests import MigrateRequest
+    from compose_ckpt.domain.transport.migrate import migrate as migrate_stack
     from compose_ckpt.engine import Engine
 
     request = MigrateRequest(snapshot=snapshot, keep_source=keep_source, parallel=parallel, ignore_volumes=ignore_volumes)
@@ -883,7 +883,7 @@ def migrate(
 
 def _migrate_live(options: GlobalOptions, project: Project, target: Engine, request: MigrateRequest,
                   as_json: bool) -> None:
-    from compose_ckpt.domain.live_migrate import migrate_live
+    from compose_ckpt.domain.transport.live_migrate import migrate_live
 
     with _progress(options, "migrate --live") as progress:
         result = migrate_live(project, _store(), target, request, progress=progress)
@@ -923,7 +923,7 @@ def _print_outcomes(outcomes: list[Outcome], as_json: bool) -> None:
 @host_app.command("shutdown")
 def host_shutdown(ctx: typer.Context, project_names: Projects, as_json: JsonOption = False) -> None:
     """Snapshot each running project with --stop (what the hook runs before Docker stops)."""
-    from compose_ckpt.domain.reboot import shutdown
+    from compose_ckpt.domain.host.reboot import shutdown
 
     options: GlobalOptions = ctx.obj
     _print_outcomes(shutdown(options.connect(), project_names, _store()), as_json)
@@ -933,7 +933,7 @@ def host_shutdown(ctx: typer.Context, project_names: Projects, as_json: JsonOpti
 def host_boot(ctx: typer.Context, project_names: Projects, as_json: JsonOption = False) -> None:
     """Restore each project from its latest snapshot if that is a clean stop nothing ran after (what the hook
     runs once Docker is back); leave the others to Docker, saying why."""
-    from compose_ckpt.domain.reboot import boot
+    from compose_ckpt.domain.host.reboot import boot
 
     options: GlobalOptions = ctx.obj
     _print_outcomes(boot(options.connect(), project_names, _store()), as_json)
@@ -949,7 +949,7 @@ def host_install(
     root: Annotated[Path, typer.Option("--root", metavar="DIR", help="Install under DIR instead of / (for images and tests).")] = Path("/"),
 ) -> None:
     """Install the reboot hook for these projects (systemd unit ordered against docker.service, or an init script)."""
-    from compose_ckpt.domain import hostsetup
+    from compose_ckpt.domain.host import hostsetup
 
     try:
         kind = hostsetup.InitSystem(init)
@@ -989,7 +989,7 @@ def host_uninstall(
     root: Annotated[Path, typer.Option("--root", metavar="DIR", help="Uninstall under DIR instead of /.")] = Path("/"),
 ) -> None:
     """Remove the reboot hook (without taking snapshots). runc.conf is left as it is."""
-    from compose_ckpt.domain import hostsetup
+    from compose_ckpt.domain.host import hostsetup
 
     for line in hostsetup.uninstall(root, dry_run):
         console.print(line)
@@ -1009,7 +1009,7 @@ def _installed_executable() -> Path:
 
 
 def _migrate_via(options: GlobalOptions, via: str, insecure: bool, request: MigrateRequest, as_json: bool) -> None:
-    from compose_ckpt.domain.migrate import migrate_via_registry
+    from compose_ckpt.domain.transport.migrate import migrate_via_registry
 
     project = _project(options)
     with _registry_client(via, insecure) as client:
@@ -1040,7 +1040,7 @@ def push(
     as_json: JsonOption = False,
 ) -> None:
     """Upload a snapshot to an OCI registry as one artifact; blobs the registry already has are not sent again."""
-    from compose_ckpt.domain.registry import push_snapshot
+    from compose_ckpt.domain.transport.registry import push_snapshot
 
     options: GlobalOptions = ctx.obj
     project_name = _project_name(options)
@@ -1071,7 +1071,7 @@ def pull(
     as_json: JsonOption = False,
 ) -> None:
     """Download a pushed snapshot, verify every blob, then store it and create its containers, as import does."""
-    from compose_ckpt.domain.registry import pull_snapshot
+    from compose_ckpt.domain.transport.registry import pull_snapshot
 
     options: GlobalOptions = ctx.obj
     with _registry_client(reference, insecure) as client:

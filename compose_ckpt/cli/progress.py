@@ -1,7 +1,7 @@
 """What a long command shows on stderr while it works (`--progress`).
 
 The domain reports (item, phase) from its worker threads, a phase that moves bytes with its byte counts
-(domain/parallel.py's ProgressEvent). Two displays read those reports:
+(domain/stack/parallel.py's ProgressEvent). Two displays read those reports:
 - plain: one line per phase as it starts, `  1.23s web-1: dumping`; a phase that moves bytes adds a line with
   its bytes and rate at most once a second and when it ends, `  3.40s web-1: dumping 1.2 GiB, 512.0 MiB/s`.
   For logs, pipes and scripts that wait for a phase.
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from compose_ckpt.domain.parallel import ProgressEvent, event_of
+from compose_ckpt.domain.stack.parallel import ProgressEvent, event_of
 from compose_ckpt.output import escape, human_size
 
 if TYPE_CHECKING:

@@ -1,6 +1,13 @@
 """The domain: what snapshot, restore, migrate and the rest do, over the engine adapter and the store.
 
-Names: a `Project` (project.py) is a compose project bound to an engine; `ComposeProject` (compose/)
+Four wings, each importing only the ones below it: `transport/` (export, import, push, pull, migrate:
+moving snapshots between stores and hosts) over `host/` (the reboot hook, host setup, doctor, engine
+compatibility) over `stack/` (snapshot, restore, recovery, adopt: the operations on a running stack)
+over `store/` (the snapshot store, manifests, names, safe files). Beside them, used by all: `ports.py`,
+what the domain asks of an engine and of a registry, and `requests.py`, what the front ends ask of the
+domain.
+
+Names: a `Project` (stack/project.py) is a compose project bound to an engine; `ComposeProject` (compose/)
 is the parsed compose model it wraps; a compose project's name, as a `str`, is `project_name`.
 (`Manifest.project` and the `--json` keys keep `project`: they are the documented formats.)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from compose_ckpt.const import DEFAULT_PARALLEL
-from compose_ckpt.domain.names import validate_name
+from compose_ckpt.domain.store.names import validate_name
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
-from compose_ckpt.domain.reboot import reboot_hazard
+from compose_ckpt.domain.host.reboot import reboot_hazard
+from compose_ckpt.domain.store.manifest import Manifest, SnapshotStatus
 from compose_ckpt.sidecar.policy import BootMode, ContainerPolicy
 
 # Why a service was skipped (the `reason` label of the skip metric), besides reboot_hazard's reasons.

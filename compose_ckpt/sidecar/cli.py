@@ -27,7 +27,7 @@ ConfigOption = Annotated[str | None, typer.Option(
 @app.command()
 def serve(config: ConfigOption = None) -> None:
     """Watch Docker for labelled containers and snapshot their stacks on schedule until SIGTERM."""
-    from compose_ckpt.domain.store import SnapshotStore, default_home
+    from compose_ckpt.domain.store.store import SnapshotStore, default_home
     from compose_ckpt.sidecar.config import config_path
     from compose_ckpt.sidecar.daemon import Sidecar
     from compose_ckpt.sidecar.log import Log
@@ -46,7 +46,7 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON document.")] = False,
 ) -> None:
     """Snapshot PROJECT's labelled services now."""
-    from compose_ckpt.domain.store import SnapshotStore, default_home
+    from compose_ckpt.domain.store.store import SnapshotStore, default_home
     from compose_ckpt.engine import Engine
     from compose_ckpt.sidecar.config import config_path, load_config
     from compose_ckpt.sidecar.runner import Runner, discover

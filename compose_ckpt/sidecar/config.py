@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from compose_ckpt.domain import safefs
-from compose_ckpt.domain.retention import parse_duration
+from compose_ckpt.domain.store import safefs
+from compose_ckpt.domain.store.retention import parse_duration
 from compose_ckpt.errors import UsageError
 from compose_ckpt.sidecar.policy import (
     DEFAULT_PREFIX,

@@ -20,7 +20,7 @@ from types import FrameType
 from typing import Any
 
 from compose_ckpt.const import LABEL_PROJECT
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.engine import Engine
 from compose_ckpt.errors import CkptError
 from compose_ckpt.sidecar.boot import boot_plan

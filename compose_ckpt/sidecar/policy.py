@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from enum import Enum
 
 from compose_ckpt.const import LABEL_PROJECT, LABEL_SERVICE
-from compose_ckpt.domain.manifest import Manifest
-from compose_ckpt.domain.retention import parse_duration, to_prune
+from compose_ckpt.domain.store.manifest import Manifest
+from compose_ckpt.domain.store.retention import parse_duration, to_prune
 from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.errors import UsageError
 from compose_ckpt.registry.reference import Reference, parse_reference

@@ -15,14 +15,14 @@ from datetime import UTC, datetime
 
 from compose_ckpt.compose import ProjectOptions
 from compose_ckpt.const import LABEL_PROJECT
-from compose_ckpt.domain.adopt import drift
-from compose_ckpt.domain.labels import compose_project_from_labels
 from compose_ckpt.domain.ports import EnginePort
-from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.requests import RestoreRequest, SnapshotRequest
-from compose_ckpt.domain.restore import RestoreResult, restore_snapshot
-from compose_ckpt.domain.snapshot import take_snapshot
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.stack.adopt import drift
+from compose_ckpt.domain.stack.labels import compose_project_from_labels
+from compose_ckpt.domain.stack.project import Project
+from compose_ckpt.domain.stack.restore import RestoreResult, restore_snapshot
+from compose_ckpt.domain.stack.snapshot import take_snapshot
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.errors import CkptError, NotFoundError
 from compose_ckpt.sidecar.boot import BootRestore
 from compose_ckpt.sidecar.policy import (

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from compose_ckpt.domain.retention import parse_duration
+from compose_ckpt.domain.store.retention import parse_duration
 from compose_ckpt.errors import UsageError
 
 CRON_MACROS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")

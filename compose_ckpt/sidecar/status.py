@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
-from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.store.manifest import Manifest, SnapshotStatus
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.errors import CkptError
 from compose_ckpt.output import human_size, parse_time, relative_time
 from compose_ckpt.sidecar.metrics import JobStats, Key

@@ -16,7 +16,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
-from compose_ckpt.domain import safefs
+from compose_ckpt.domain.store import safefs
 from compose_ckpt.errors import CkptError
 from compose_ckpt.sidecar.log import Log
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from compose_ckpt.domain.holders import needs_holders
+from compose_ckpt.domain.stack.holders import needs_holders
 from compose_ckpt.engine import Engine
 from compose_ckpt.errors import CkptError
 from tests.integration.second_engine import SecondEngine, start_second_engine

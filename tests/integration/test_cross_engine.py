@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from compose_ckpt.const import ENV_HOME
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.engine import Engine
 from compose_ckpt.engine.criu_images import external_slaves, read_mounts
 from compose_ckpt.errors import CkptError

@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import pytest
 
-from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso
-from compose_ckpt.domain.store import SnapshotStore, default_home
+from compose_ckpt.domain.store.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso
+from compose_ckpt.domain.store.store import SnapshotStore, default_home
 from compose_ckpt.engine import Engine
 from tests.integration.stack import Stack, counter_services
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from compose_ckpt.const import ENV_HOME
-from compose_ckpt.domain.manifest import SnapshotStatus
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.store.manifest import SnapshotStatus
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.engine import Engine
 from tests.integration.browser import render
 from tests.integration.conftest import adopt_if_needed

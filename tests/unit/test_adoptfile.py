@@ -14,8 +14,8 @@ import pytest
 from compose_ckpt.compose import ComposeProject, ProjectOptions
 from compose_ckpt.compose.loader import load_project
 from compose_ckpt.const import HOLDER_IMAGE, LABEL_HOLDER_FOR, LABEL_NETWORK_HOLDER
-from compose_ckpt.domain.adopt import drift
-from compose_ckpt.domain.adoptfile import (
+from compose_ckpt.domain.stack.adopt import drift
+from compose_ckpt.domain.stack.adoptfile import (
     GENERATED_FILE,
     EnvChange,
     Metadata,
@@ -28,7 +28,7 @@ from compose_ckpt.domain.adoptfile import (
     with_compose_file,
     without_compose_file,
 )
-from compose_ckpt.domain.project import Project
+from compose_ckpt.domain.stack.project import Project
 from compose_ckpt.errors import ConflictError
 from tests.fakes import UntouchableEngine
 

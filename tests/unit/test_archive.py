@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from compose_ckpt.domain import archive
-from compose_ckpt.domain.archive import ArchiveWriter, read_archive
+from compose_ckpt.domain.transport import archive
+from compose_ckpt.domain.transport.archive import ArchiveWriter, read_archive
 from compose_ckpt.errors import ArchiveError, ExitCode
 
 Entry = tuple[tarfile.TarInfo, bytes]

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import zstandard
 
-from compose_ckpt.domain.archive import ArchiveWriter, read_archive
-from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso
-from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.domain.transfer import import_snapshot
+from compose_ckpt.domain.store.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso
+from compose_ckpt.domain.store.store import SnapshotStore
+from compose_ckpt.domain.transport.archive import ArchiveWriter, read_archive
+from compose_ckpt.domain.transport.transfer import import_snapshot
 from compose_ckpt.errors import ArchiveError, CkptError, ExitCode, UsageError
 from tests.fakes import UntouchableEngine
 from tests.unit.test_archive import MANIFEST, Entry, entry, refused, signed, source_tree, tar_zst, valid, zstd

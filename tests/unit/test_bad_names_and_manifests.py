@@ -18,12 +18,12 @@ import pytest
 
 from compose_ckpt.cli.main import run
 from compose_ckpt.compose import ProjectOptions, load_project
-from compose_ckpt.domain.manifest import ContainerRecord, Manifest, ManifestError, SnapshotStatus, now_iso
-from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.requests import RestoreRequest, SnapshotRequest
-from compose_ckpt.domain.restore import restore_snapshot
-from compose_ckpt.domain.snapshot import take_snapshot
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.stack.project import Project
+from compose_ckpt.domain.stack.restore import restore_snapshot
+from compose_ckpt.domain.stack.snapshot import take_snapshot
+from compose_ckpt.domain.store.manifest import ContainerRecord, Manifest, ManifestError, SnapshotStatus, now_iso
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.errors import ExitCode, NotFoundError, UsageError
 from tests.fakes import UntouchableEngine
 
@@ -285,7 +285,7 @@ def test_a_stray_folder_with_a_manifest_is_skipped_by_ls(capsys: pytest.CaptureF
                                   ["rm", "../x"]], ids=lambda args: args[0])
 def test_every_command_checks_a_snapshot_name_while_parsing(capsys: pytest.CaptureFixture[str], isolated_store: Path,
                                                               args: list[str]) -> None:
-    """One check (domain/names.py), made while the options are parsed: before any engine, file or store."""
+    """One check (domain/store/names.py), made while the options are parsed: before any engine, file or store."""
     code, output = cli(capsys, "-H", "unix:///nonexistent.sock", "-p", PROJECT, *args)
     assert code == ExitCode.USAGE and "invalid snapshot name '../x'" in output, output
     assert not isolated_store.exists()

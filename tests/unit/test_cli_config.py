@@ -11,8 +11,8 @@ import pytest
 from compose_ckpt.cli.main import run
 from compose_ckpt.compose.loader import load_project
 from compose_ckpt.compose.model import ProjectOptions
-from compose_ckpt.domain.ordering import dependency_levels
-from compose_ckpt.domain.project import Project
+from compose_ckpt.domain.stack.ordering import dependency_levels
+from compose_ckpt.domain.stack.project import Project
 from tests.fakes import UntouchableEngine
 
 VPN_STACK = """

@@ -90,7 +90,7 @@ def _a_bug(*args: object, **kwargs: object) -> None:
 
 def test_an_unexpected_error_is_one_line_and_verbose_shows_its_traceback(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr("compose_ckpt.domain.store.SnapshotStore.list", _a_bug)
+    monkeypatch.setattr("compose_ckpt.domain.store.store.SnapshotStore.list", _a_bug)
     assert run(["-p", "proj", "ls"]) == ExitCode.FAILURE
     assert "internal error: RuntimeError: a bug (run with --verbose for the traceback)" in capsys.readouterr().err
     with pytest.raises(RuntimeError, match="a bug"):  # --verbose, as parsed: the traceback is the user's

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from compose_ckpt.const import ENV_HOME
-from compose_ckpt.domain.manifest import Manifest, SnapshotStatus, now_iso
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.store.manifest import Manifest, SnapshotStatus, now_iso
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.output import relative_time
 from tests.terminal import Terminal
 
@@ -74,7 +74,7 @@ def test_relative_times_read_as_people_say_them() -> None:
 
 
 def test_inspect_on_an_80_column_terminal_keeps_one_line_per_container(isolated_store: Path) -> None:
-    from compose_ckpt.domain.manifest import ContainerRecord, TreeCopy
+    from compose_ckpt.domain.store.manifest import ContainerRecord, TreeCopy
 
     store = SnapshotStore(isolated_store)
     names = [f"ckpt-demo-{service}-1" for service in ("database", "web")]

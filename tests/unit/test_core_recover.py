@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from compose_ckpt.domain import recovery
-from compose_ckpt.domain.held_policies import held_policies
-from compose_ckpt.domain.manifest import SnapshotStatus
-from compose_ckpt.domain.recovery import recover_project
 from compose_ckpt.domain.requests import SnapshotRequest
-from compose_ckpt.domain.snapshot import take_snapshot
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.stack import recovery
+from compose_ckpt.domain.stack.held_policies import held_policies
+from compose_ckpt.domain.stack.recovery import recover_project
+from compose_ckpt.domain.stack.snapshot import take_snapshot
+from compose_ckpt.domain.store.manifest import SnapshotStatus
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.errors import ExitCode, NotFoundError, RecoveryFailed
 from tests.fakes import CommandKilled, FakeStack
 

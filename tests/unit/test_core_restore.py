@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from compose_ckpt.domain import restore as restore_module
-from compose_ckpt.domain.held_policies import held_policies
 from compose_ckpt.domain.requests import RestoreRequest, SnapshotRequest
-from compose_ckpt.domain.restore import RestoreResult, restore_snapshot
-from compose_ckpt.domain.snapshot import take_snapshot
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.stack import restore as restore_module
+from compose_ckpt.domain.stack.held_policies import held_policies
+from compose_ckpt.domain.stack.restore import RestoreResult, restore_snapshot
+from compose_ckpt.domain.stack.snapshot import take_snapshot
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.errors import ConflictError, RestoreFailed
 from tests.fakes import Call, FakeStack
 

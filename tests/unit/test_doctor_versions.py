@@ -1,5 +1,5 @@
-from compose_ckpt.domain.doctor import Status, _docker_version
-from compose_ckpt.domain.versions import version_tuple
+from compose_ckpt.domain.host.doctor import Status, _docker_version
+from compose_ckpt.domain.host.versions import version_tuple
 from compose_ckpt.engine.types import EngineInfo
 
 

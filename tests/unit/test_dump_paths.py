@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from compose_ckpt.domain.manifest import ContainerRecord
+from compose_ckpt.domain.store.manifest import ContainerRecord
 from compose_ckpt.engine import CriuOptions
 from compose_ckpt.engine.runtime import (
     DirectDumpUnavailable,

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 import zstandard
 
-from compose_ckpt.domain.archive import ArchiveWriter
-from compose_ckpt.domain.filesystem import (
+from compose_ckpt.domain.stack.filesystem import (
     bind_mounts,
     check_tree,
     fingerprint,
@@ -24,7 +23,7 @@ from compose_ckpt.domain.filesystem import (
     stored_copies,
     volume_path,
 )
-from compose_ckpt.domain.manifest import (
+from compose_ckpt.domain.store.manifest import (
     ContainerRecord,
     Manifest,
     ManifestError,
@@ -33,8 +32,9 @@ from compose_ckpt.domain.manifest import (
     VolumeRecord,
     now_iso,
 )
-from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.domain.transfer import import_snapshot
+from compose_ckpt.domain.store.store import SnapshotStore
+from compose_ckpt.domain.transport.archive import ArchiveWriter
+from compose_ckpt.domain.transport.transfer import import_snapshot
 from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.errors import ArchiveError
 from tests.fakes import UntouchableEngine

@@ -17,7 +17,7 @@ import zstandard
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from compose_ckpt.domain.archive import ArchiveWriter, StagedArchive, read_archive
+from compose_ckpt.domain.transport.archive import ArchiveWriter, StagedArchive, read_archive
 from compose_ckpt.errors import ArchiveError
 from tests.unit.test_archive import MANIFEST, entry, signed, tar_zst
 from tests.unit.timebox import time_limit

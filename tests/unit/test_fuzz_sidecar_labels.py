@@ -18,7 +18,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from compose_ckpt.const import LABEL_PROJECT, LABEL_SERVICE
-from compose_ckpt.domain.retention import parse_duration
+from compose_ckpt.domain.store.retention import parse_duration
 from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.errors import UsageError
 from compose_ckpt.sidecar.policy import (

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from compose_ckpt.domain.held_policies import FILE, HeldPolicy, held_policies, hold, put_back_on_running, release
-from compose_ckpt.domain.manifest import ManifestError
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.stack.held_policies import FILE, HeldPolicy, held_policies, hold, put_back_on_running, release
+from compose_ckpt.domain.store.manifest import ManifestError
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo, RestartPolicy
 from tests.fakes import UntouchableEngine
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from compose_ckpt.const import LABEL_HOLDER_FOR, LABEL_NETWORK_HOLDER, LABEL_ONEOFF
-from compose_ckpt.domain.holders import (
+from compose_ckpt.domain.stack.holders import (
     NetworkForm,
     holder_spec,
     needs_holders,

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from compose_ckpt.domain.containers import holders_as_built
-from compose_ckpt.domain.hostaccess import require_consent, review_host_access
-from compose_ckpt.domain.manifest import Manifest
+from compose_ckpt.domain.stack.containers import holders_as_built
+from compose_ckpt.domain.store.manifest import Manifest
+from compose_ckpt.domain.transport.hostaccess import require_consent, review_host_access
 from compose_ckpt.errors import UsageError
 from tests.unit.test_manifest_validation import good_document
 

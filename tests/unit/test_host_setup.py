@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from compose_ckpt.cli.main import run
-from compose_ckpt.domain.hostsetup import UNIT_NAME, with_tcp_established
+from compose_ckpt.domain.host.hostsetup import UNIT_NAME, with_tcp_established
 
 UNIT = Path("etc/systemd/system") / UNIT_NAME
 WANTS = Path("etc/systemd/system/multi-user.target.wants") / UNIT_NAME

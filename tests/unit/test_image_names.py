@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from compose_ckpt.domain.manifest import Manifest
-from compose_ckpt.domain.transfer import _image_replacements, image_key
+from compose_ckpt.domain.store.manifest import Manifest
+from compose_ckpt.domain.transport.transfer import _image_replacements, image_key
 from compose_ckpt.errors import ArchiveError
 from tests.fakes import UntouchableEngine
 from tests.unit.test_manifest_validation import IMAGE_ID, good_document

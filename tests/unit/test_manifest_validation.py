@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from compose_ckpt.domain.manifest import (
+from compose_ckpt.domain.store.manifest import (
     BIND_RULES,
     MANIFEST_RULES,
     RECORD_RULES,

@@ -1,6 +1,6 @@
 import pytest
 
-from compose_ckpt.domain.ordering import dependency_levels
+from compose_ckpt.domain.stack.ordering import dependency_levels
 from compose_ckpt.errors import ComposeFileError
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from compose_ckpt.cli.progress import PlainProgress, bytes_text
-from compose_ckpt.domain.parallel import ProgressEvent, event_of
+from compose_ckpt.domain.stack.parallel import ProgressEvent, event_of
 
 MiB = 1024 * 1024
 

@@ -16,7 +16,7 @@ DRIVER = """
 import json, sys
 from rich.console import Console
 from compose_ckpt.cli.progress import LiveProgress
-from compose_ckpt.domain.parallel import ProgressEvent
+from compose_ckpt.domain.stack.parallel import ProgressEvent
 
 now = [0.0]
 display = LiveProgress(Console(stderr=True), "snapshot", clock=lambda: now[0], auto_refresh=False)

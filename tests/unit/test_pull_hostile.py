@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from compose_ckpt.domain.artifact import CHUNK_SIZE
-from compose_ckpt.domain.registry import pull_snapshot, push_snapshot
-from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.domain.transfer import import_snapshot
+from compose_ckpt.domain.store.store import SnapshotStore
+from compose_ckpt.domain.transport.artifact import CHUNK_SIZE
+from compose_ckpt.domain.transport.registry import pull_snapshot, push_snapshot
+from compose_ckpt.domain.transport.transfer import import_snapshot
 from compose_ckpt.errors import ArchiveError, CkptError, NotFoundError, RegistryError, UsageError
 from compose_ckpt.registry.client import RegistryClient
 from compose_ckpt.registry.credentials import Credentials
@@ -151,7 +151,7 @@ def test_a_registry_trickling_a_blob_is_cut_off_at_the_blobs_deadline(
 
 
 def test_bad_deadline_settings_are_usage_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    from compose_ckpt.domain.registry import blob_deadline
+    from compose_ckpt.domain.transport.registry import blob_deadline
 
     assert blob_deadline(10) == 120 and blob_deadline(64 * 1024 * 1000) == 1000
     monkeypatch.setenv("COMPOSE_CKPT_PULL_MIN_RATE", "0")
@@ -200,7 +200,7 @@ def test_a_second_pull_of_the_same_artifact_meanwhile_is_refused(registry: Hosti
 def test_prune_removes_and_doctor_reports_what_killed_imports_and_pulls_left(
         isolated_store: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from compose_ckpt.cli.main import run
-    from compose_ckpt.domain.doctor import Status, _staging_leftovers
+    from compose_ckpt.domain.host.doctor import Status, _staging_leftovers
 
     store = SnapshotStore(isolated_store)
     assert _staging_leftovers(isolated_store).status is Status.OK  # no store yet: nothing made

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from compose_ckpt.const import LABEL_PROJECT
-from compose_ckpt.domain.containers import check_networks
-from compose_ckpt.domain.holders import with_recorded_address
-from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso
+from compose_ckpt.domain.stack.containers import check_networks
+from compose_ckpt.domain.stack.holders import with_recorded_address
+from compose_ckpt.domain.store.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso
 from compose_ckpt.errors import ConflictError
 from tests.fakes import UntouchableEngine
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from compose_ckpt.domain import recovery
-from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso
-from compose_ckpt.domain.recovery import recover_interrupted
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.stack import recovery
+from compose_ckpt.domain.stack.recovery import recover_interrupted
+from compose_ckpt.domain.store.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo, PagesRoute, PlacedCheckpoint, pages_in_root
 from compose_ckpt.errors import EngineError, EngineUnavailable, NotFoundError, RecoveryFailed
 from tests.fakes import UntouchableEngine

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from compose_ckpt.domain.artifact import (
+from compose_ckpt.domain.transport.artifact import (
     ARTIFACT_TYPE,
     CHUNK_MEDIA_TYPE,
     CHUNK_SIZE,

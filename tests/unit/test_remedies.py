@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compose_ckpt.domain.remedies import (
+from compose_ckpt.domain.stack.remedies import (
     CRIU_MISSING,
     CRIU_TOO_OLD,
     TCP_REMEDY,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from compose_ckpt.domain.manifest import ContainerRecord, Manifest, ManifestError, SnapshotStatus, now_iso
+from compose_ckpt.domain.store.manifest import ContainerRecord, Manifest, ManifestError, SnapshotStatus, now_iso
 from compose_ckpt.engine import ContainerInfo, RestartPolicy
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso
 from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.requests import RestoreRequest
-from compose_ckpt.domain.restore import RestoreResult, restore_snapshot
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.stack.restore import RestoreResult, restore_snapshot
+from compose_ckpt.domain.store.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo, EngineInfo, PagesRoute, PlacedCheckpoint, ProcessFingerprint
 from compose_ckpt.errors import NeedsAdoption, RestoreFailed
 from tests.fakes import DOCKER_26, UntouchableEngine

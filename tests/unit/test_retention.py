@@ -2,8 +2,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
-from compose_ckpt.domain.retention import parse_duration, to_prune
+from compose_ckpt.domain.store.manifest import Manifest, SnapshotStatus
+from compose_ckpt.domain.store.retention import parse_duration, to_prune
 from compose_ckpt.errors import UsageError
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from compose_ckpt.const import LABEL_PROJECT, LABEL_SERVICE
-from compose_ckpt.domain.manifest import Manifest, SnapshotStatus, TreeCopy, VolumeRecord
-from compose_ckpt.domain.reboot import LIVE_SNAPSHOT, RAN_AFTER
+from compose_ckpt.domain.host.reboot import LIVE_SNAPSHOT, RAN_AFTER
+from compose_ckpt.domain.store.manifest import Manifest, SnapshotStatus, TreeCopy, VolumeRecord
 from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.sidecar.boot import NO_SNAPSHOT, NO_VOLUMES, BootRestore, boot_plan
 from compose_ckpt.sidecar.policy import BootMode, ContainerPolicy, LabelRules, parse_container

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.errors import UsageError
 from compose_ckpt.sidecar.config import SidecarConfig, load_config
 from compose_ckpt.sidecar.daemon import Sidecar

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.errors import NeedsAdoption, SnapshotFailed
 from compose_ckpt.sidecar.config import SidecarConfig
 from compose_ckpt.sidecar.daemon import Sidecar

@@ -1,4 +1,4 @@
-"""The compose project rebuilt from container labels (compose_ckpt.domain.labels)."""
+"""The compose project rebuilt from container labels (compose_ckpt.domain.stack.labels)."""
 
 from pathlib import Path
 
@@ -13,7 +13,7 @@ from compose_ckpt.const import (
     LABEL_SERVICE,
     LABEL_WORKING_DIR,
 )
-from compose_ckpt.domain.labels import compose_project_from_labels, parse_depends_on
+from compose_ckpt.domain.stack.labels import compose_project_from_labels, parse_depends_on
 from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.errors import UsageError
 

@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from compose_ckpt.const import LABEL_PROJECT, LABEL_SERVICE
-from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
+from compose_ckpt.domain.store.manifest import Manifest, SnapshotStatus
 from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.sidecar.policy import (
     BootMode,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.registry.reference import parse_reference
 from compose_ckpt.sidecar.metrics import Metrics
 from compose_ckpt.sidecar.policy import Problem, Retention, StackJob

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from compose_ckpt.cli.main import run
-from compose_ckpt.domain.manifest import Manifest
-from compose_ckpt.domain.retention import imported_deciding, to_prune
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.store.manifest import Manifest
+from compose_ckpt.domain.store.retention import imported_deciding, to_prune
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.errors import ArchiveError
 from tests.hostile_registry import HostileRegistry
 from tests.unit.test_bad_names_and_manifests import PROJECT, manifest

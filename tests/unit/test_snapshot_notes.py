@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso
-from compose_ckpt.domain.snapshot import DEFAULT_PROBE_INTERVAL_SECONDS, unhealthy_after_resume
+from compose_ckpt.domain.stack.snapshot import DEFAULT_PROBE_INTERVAL_SECONDS, unhealthy_after_resume
+from compose_ckpt.domain.store.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso
 
 
 def snapshot(stopped: bool, healthchecks: dict[str, dict[str, Any] | None]) -> Manifest:

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from compose_ckpt.domain.manifest import Manifest, SnapshotStatus, now_iso
 from compose_ckpt.domain.requests import SnapshotRequest
-from compose_ckpt.domain.snapshot import _take_over_failed, take_snapshot
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.stack.snapshot import _take_over_failed, take_snapshot
+from compose_ckpt.domain.store.manifest import Manifest, SnapshotStatus, now_iso
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.errors import SnapshotFailed, UsageError
 from tests.fakes import Call, FakeStack, grouped
 

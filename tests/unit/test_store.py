@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from compose_ckpt.domain.manifest import ContainerRecord, Manifest, ManifestError, SnapshotStatus, now_iso
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.store.manifest import ContainerRecord, Manifest, ManifestError, SnapshotStatus, now_iso
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.errors import NotFoundError, UsageError
 
 

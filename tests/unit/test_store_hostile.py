@@ -16,10 +16,10 @@ import pytest
 import zstandard
 
 from compose_ckpt.cli.main import run
-from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso
 from compose_ckpt.domain.requests import RestoreRequest
-from compose_ckpt.domain.restore import restore_snapshot
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.stack.restore import restore_snapshot
+from compose_ckpt.domain.store.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.engine.hardlinks import link_or_copy_tree
 from compose_ckpt.errors import ExitCode, UnsafePathError
 from compose_ckpt.sidecar.config import load_config

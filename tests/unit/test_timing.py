@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from compose_ckpt.domain.timing import Phases, process_age
+from compose_ckpt.domain.stack.timing import Phases, process_age
 
 
 def test_phases_keep_their_order_and_a_phase_entered_twice_adds_up() -> None:

@@ -1,4 +1,4 @@
-"""The rule that finds what changed in a folder since its pre-copy (domain/tree_changes.py), on real files."""
+"""The rule that finds what changed in a folder since its pre-copy (domain/stack/tree_changes.py), on real files."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 import time
 from pathlib import Path
 
-from compose_ckpt.domain import safefs
-from compose_ckpt.domain.tree_changes import RACY_MARGIN_NS, ROOT, changes_since, index_tree
+from compose_ckpt.domain.stack.tree_changes import RACY_MARGIN_NS, ROOT, changes_since, index_tree
+from compose_ckpt.domain.store import safefs
 
 LATER = 10 * RACY_MARGIN_NS  # a copy that began well after the files were written: none of them is racy
 

@@ -1,4 +1,4 @@
-"""push and pull: a snapshot to and from an OCI registry, as the artifact domain/artifact.py describes.
+"""push and pull: a snapshot to and from an OCI registry, as the artifact domain/transport/artifact.py describes.
 
 push hands the snapshot's members (the same list `export` archives) to a
 writer that cuts them into chunks, compresses each on a worker thread, asks the
@@ -31,9 +31,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 import zstandard
 
 from compose_ckpt.const import ENV_PULL_MIN_RATE, ENV_PULL_MIN_SECONDS
-from compose_ckpt.domain import safefs
-from compose_ckpt.domain.archive import MANIFEST, MemberWriter, StagedArchive, check_name, staged_archive
-from compose_ckpt.domain.artifact import (
+from compose_ckpt.domain.stack.containers import holders_as_built
+from compose_ckpt.domain.stack.parallel import ProgressCallback, SharedCount, bytes_reporter
+from compose_ckpt.domain.store import safefs
+from compose_ckpt.domain.store.manifest import Manifest
+from compose_ckpt.domain.store.store import SnapshotStore
+from compose_ckpt.domain.transport.archive import MANIFEST, MemberWriter, StagedArchive, check_name, staged_archive
+from compose_ckpt.domain.transport.artifact import (
     CHUNK_SIZE,
     CREATED,
     PROJECT,
@@ -44,12 +48,8 @@ from compose_ckpt.domain.artifact import (
     build_manifest,
     parse_manifest,
 )
-from compose_ckpt.domain.containers import holders_as_built
-from compose_ckpt.domain.hostaccess import HostAccessConsent, require_consent, review_host_access
-from compose_ckpt.domain.manifest import Manifest
-from compose_ckpt.domain.parallel import ProgressCallback, SharedCount, bytes_reporter
-from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.domain.transfer import (
+from compose_ckpt.domain.transport.hostaccess import HostAccessConsent, require_consent, review_host_access
+from compose_ckpt.domain.transport.transfer import (
     ImportResult,
     checked_manifest,
     exportable,
@@ -207,7 +207,7 @@ class _FilePart:
 
 
 class _ChunkEncoder(threading.local):
-    """A chunk as the one zstd frame the artifact wants (domain/artifact.py): compressed, or stored as raw
+    """A chunk as the one zstd frame the artifact wants (domain/transport/artifact.py): compressed, or stored as raw
     blocks when a sample of it does not compress. Both depend only on the bytes, so an unchanged chunk keeps
     its digest.
 

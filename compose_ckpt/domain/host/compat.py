@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from compose_ckpt.domain.host.versions import version_tuple
 from compose_ckpt.domain.ports import EnginePort
-from compose_ckpt.domain.versions import version_tuple
 from compose_ckpt.engine import host
 
 

@@ -5,7 +5,7 @@ Layout of the tar (every name is checked against it, on writing and on reading):
     manifest.json                       the snapshot manifest (opaque bytes here)
     compose/<file>                      copies of the compose files
     checkpoints/<container>/<path...>   the CRIU image files of one container
-    layers/<container>.tar.zst          a container's writable-layer changes (see domain/filesystem.py)
+    layers/<container>.tar.zst          a container's writable-layer changes (see domain/stack/filesystem.py)
     volumes/<volume>.tar.zst            a named volume's content, when the snapshot holds it
     images/<key>/<NNNNNN>               `docker save` of one image, cut into numbered chunks
     SHA256SUMS                          last: "<sha256>  <name>" for every other file member
@@ -95,7 +95,7 @@ def check_name(name: str, *, folder: bool = False) -> None:
 
 
 class MemberWriter:
-    """Where a snapshot's members go: an archive, or blobs in a registry (domain/registry.py).
+    """Where a snapshot's members go: an archive, or blobs in a registry (domain/transport/registry.py).
 
     Subclasses store single members (`add_bytes`, `add_file`); folders and streams of unknown
     length are cut into such members here, the same way for every destination."""

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from compose_ckpt.const import LABEL_PROJECT
-from compose_ckpt.domain.held_policies import held_policies
-from compose_ckpt.domain.holders import needs_holders, network_form
+from compose_ckpt.domain.host.versions import version_tuple
 from compose_ckpt.domain.ports import EnginePort
-from compose_ckpt.domain.remedies import CRIU_MISSING, remedy_for
-from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.domain.versions import version_tuple
+from compose_ckpt.domain.stack.held_policies import held_policies
+from compose_ckpt.domain.stack.holders import needs_holders, network_form
+from compose_ckpt.domain.stack.remedies import CRIU_MISSING, remedy_for
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo, ctrd_copies, host
 from compose_ckpt.engine.types import EngineInfo
 from compose_ckpt.errors import CkptError

@@ -29,7 +29,7 @@ from enum import Enum
 from pathlib import Path
 
 from compose_ckpt.const import ENV_HOME
-from compose_ckpt.domain.names import validate_name
+from compose_ckpt.domain.store.names import validate_name
 from compose_ckpt.engine.host import RUNC_CRIU_CONFIG, TCP_ESTABLISHED
 from compose_ckpt.errors import CkptError, UsageError
 

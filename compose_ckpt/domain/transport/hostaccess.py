@@ -2,7 +2,7 @@
 
 `import` and `pull` store a snapshot made by someone else and create its containers from the
 configuration it records. That configuration is untrusted. Holders are never created from it (they are
-rebuilt from compose-ckpt's own template, domain/holders.py); everything else that is created from it
+rebuilt from compose-ckpt's own template, domain/stack/holders.py); everything else that is created from it
 (containers, named volumes, networks) is reviewed here against an ALLOW-list: what compose-ckpt records
 for an ordinary compose service on a bridge network, with named volumes, tmpfs, resource limits and the
 engine's default confinement. Anything else, including every setting this module does not know, is a
@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from compose_ckpt.domain.manifest import Manifest
+from compose_ckpt.domain.store.manifest import Manifest
 from compose_ckpt.engine.specs import CONTAINER_PREFIX
 from compose_ckpt.errors import UsageError
 

@@ -13,19 +13,19 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import NoReturn
 
-from compose_ckpt.domain.compat import check_target
-from compose_ckpt.domain.containers import recorded_holders
-from compose_ckpt.domain.filesystem import Tally, bind_mounts
-from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
-from compose_ckpt.domain.parallel import ProgressCallback, bytes_reporter, counted
+from compose_ckpt.domain.host.compat import check_target
 from compose_ckpt.domain.ports import EnginePort, RegistryPort
-from compose_ckpt.domain.project import Project
-from compose_ckpt.domain.registry import PushResult, push_snapshot
 from compose_ckpt.domain.requests import MigrateRequest, RestoreRequest, SnapshotRequest
-from compose_ckpt.domain.restore import RestoredContainer, restore_snapshot
-from compose_ckpt.domain.snapshot import take_snapshot
-from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.domain.transfer import saved_as
+from compose_ckpt.domain.stack.containers import recorded_holders
+from compose_ckpt.domain.stack.filesystem import Tally, bind_mounts
+from compose_ckpt.domain.stack.parallel import ProgressCallback, bytes_reporter, counted
+from compose_ckpt.domain.stack.project import Project
+from compose_ckpt.domain.stack.restore import RestoredContainer, restore_snapshot
+from compose_ckpt.domain.stack.snapshot import take_snapshot
+from compose_ckpt.domain.store.manifest import Manifest, SnapshotStatus
+from compose_ckpt.domain.store.store import SnapshotStore
+from compose_ckpt.domain.transport.registry import PushResult, push_snapshot
+from compose_ckpt.domain.transport.transfer import saved_as
 from compose_ckpt.errors import CkptError, ConflictError, EngineError
 
 

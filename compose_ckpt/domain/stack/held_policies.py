@@ -21,10 +21,10 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from compose_ckpt.domain.manifest import ManifestError
-from compose_ckpt.domain.parallel import ProgressCallback
 from compose_ckpt.domain.ports import EnginePort
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.stack.parallel import ProgressCallback
+from compose_ckpt.domain.store.manifest import ManifestError
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.engine import RestartPolicy
 from compose_ckpt.errors import CkptError, ConflictError
 

@@ -2,14 +2,14 @@
 
 The order, and what is sent to the target when:
 1. Before the downtime, while the stack serves: the images the target lacks (`docker save` into `docker
-   load`), and each named volume, pre-copied on this host (`VolumePreCopies`, domain/filesystem.py) and
+   load`), and each named volume, pre-copied on this host (`VolumePreCopies`, domain/stack/filesystem.py) and
    streamed from that copy into a volume created on the target. Memory is not pre-copied: that needs
    the kernel's dirty-memory tracking (CRIU pre-dumps); where it is missing, as on the machine this was
    built on, that is detected and said, never faked; where it is present it is not used yet either.
 2. The downtime, from the first container frozen on the source to the last one running on the target:
    a snapshot with --stop and without volume copies (freeze, dump, each container ends at its checkpoint,
    the checkpoints go to the local store); then only the volume entries changed since their pre-copy (the
-   rule of domain/tree_changes.py) go to the target's volumes; then the stack is restored on the target
+   rule of domain/stack/tree_changes.py) go to the target's volumes; then the stack is restored on the target
    in dependency order and verified (restore_snapshot, which places each checkpoint through the target's
    API). A volume that could not be pre-copied (a remote source engine) is copied whole here.
 3. The source containers are removed (with --keep-source: kept stopped).
@@ -36,10 +36,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compose_ckpt.const import LABEL_NETWORK_HOLDER
-from compose_ckpt.domain.compat import check_target
-from compose_ckpt.domain.filesystem import Tally, VolumePreCopies, named_volumes, remove_stale_precopies
-from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
-from compose_ckpt.domain.migrate import (
+from compose_ckpt.domain.host.compat import check_target
+from compose_ckpt.domain.ports import EnginePort
+from compose_ckpt.domain.requests import MigrateRequest, RestoreRequest, SnapshotRequest
+from compose_ckpt.domain.stack.filesystem import Tally, VolumePreCopies, named_volumes, remove_stale_precopies
+from compose_ckpt.domain.stack.parallel import ProgressCallback, bytes_reporter, counted
+from compose_ckpt.domain.stack.project import Project
+from compose_ckpt.domain.stack.recovery import recover_interrupted
+from compose_ckpt.domain.stack.restore import RestoredContainer, restore_snapshot
+from compose_ckpt.domain.stack.snapshot import default_snapshot_name, engine_facts, take_snapshot
+from compose_ckpt.domain.store.manifest import Manifest, SnapshotStatus
+from compose_ckpt.domain.store.store import SnapshotStore
+from compose_ckpt.domain.transport.migrate import (
     Clock,
     MigrateFailed,
     check_bind_mounts,
@@ -50,14 +58,6 @@ from compose_ckpt.domain.migrate import (
     remove_from_target,
     restart_source,
 )
-from compose_ckpt.domain.parallel import ProgressCallback, bytes_reporter, counted
-from compose_ckpt.domain.ports import EnginePort
-from compose_ckpt.domain.project import Project
-from compose_ckpt.domain.recovery import recover_interrupted
-from compose_ckpt.domain.requests import MigrateRequest, RestoreRequest, SnapshotRequest
-from compose_ckpt.domain.restore import RestoredContainer, restore_snapshot
-from compose_ckpt.domain.snapshot import default_snapshot_name, engine_facts, take_snapshot
-from compose_ckpt.domain.store import SnapshotStore
 from compose_ckpt.engine import host
 from compose_ckpt.errors import CkptError, ConflictError, UsageError
 

@@ -3,7 +3,7 @@
     artifactType  application/vnd.compose-ckpt.snapshot.v1
     config        application/vnd.compose-ckpt.snapshot.manifest.v1+json   the snapshot's manifest.json, as is
     layers        application/vnd.compose-ckpt.chunk.v1+zstd               one zstd frame each: bytes
-                  [offset, offset + size) of one member of the archive layout (domain/archive.py),
+                  [offset, offset + size) of one member of the archive layout (domain/transport/archive.py),
                   annotated org.opencontainers.image.title=<member path>,
                   compose-ckpt.offset=<offset>, compose-ckpt.size=<uncompressed size>
 
@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from compose_ckpt.domain.archive import MANIFEST, MAX_MEMBERS, SUMS, check_name
+from compose_ckpt.domain.transport.archive import MANIFEST, MAX_MEMBERS, SUMS, check_name
 from compose_ckpt.errors import ArchiveError, CkptError
 from compose_ckpt.registry.client import OCI_MANIFEST
 from compose_ckpt.registry.reference import DIGEST_PATTERN

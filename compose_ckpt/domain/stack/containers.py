@@ -8,12 +8,12 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from compose_ckpt.const import HOLDER_IMAGE, LABEL_PROJECT
-from compose_ckpt.domain.holders import rebuilt_holder, with_recorded_address
-from compose_ckpt.domain.manifest import ContainerRecord, Manifest
-from compose_ckpt.domain.ordering import dependency_levels
-from compose_ckpt.domain.parallel import ProgressCallback
 from compose_ckpt.domain.ports import EnginePort
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.stack.holders import rebuilt_holder, with_recorded_address
+from compose_ckpt.domain.stack.ordering import dependency_levels
+from compose_ckpt.domain.stack.parallel import ProgressCallback
+from compose_ckpt.domain.store.manifest import ContainerRecord, Manifest
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.engine import NO_RESTART, ContainerInfo, RestartPolicy
 from compose_ckpt.engine.specs import joined_container, referenced_containers
 from compose_ckpt.errors import CkptError, ConflictError, EngineError, NotFoundError

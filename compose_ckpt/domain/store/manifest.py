@@ -10,8 +10,8 @@ from enum import Enum
 from typing import Any
 
 from compose_ckpt.const import HOLDER_SUFFIX
-from compose_ckpt.domain.adoptfile import holder_service
-from compose_ckpt.domain.names import NAME_PATTERN
+from compose_ckpt.domain.stack.adoptfile import holder_service
+from compose_ckpt.domain.store.names import NAME_PATTERN
 from compose_ckpt.engine.types import RestartPolicy
 from compose_ckpt.errors import CkptError, ExitCode
 
@@ -141,11 +141,11 @@ class Manifest:
     engine: dict[str, str] = field(default_factory=dict)
     freeze_seconds: float = 0.0
     total_seconds: float = 0.0
-    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase, in order (domain/timing.py)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase, in order (domain/stack/timing.py)
     error: str | None = None
     volume_records: list[VolumeRecord] = field(default_factory=list)
     binds: list[BindMount] = field(default_factory=list)
-    # In a pushed artifact only (domain/registry.py): member path -> {"size": bytes, "chunks": [blob digests in
+    # In a pushed artifact only (domain/transport/registry.py): member path -> {"size": bytes, "chunks": [blob digests in
     # order]}, so that the snapshot's own manifest, not the registry's, says what each file is made of.
     files: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     # Set by import and pull on this host (whatever the snapshot says): when it entered this store, and from

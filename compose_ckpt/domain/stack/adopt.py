@@ -19,11 +19,11 @@ from pathlib import Path
 
 from compose_ckpt.compose.interpolation import parse_dotenv
 from compose_ckpt.const import LABEL_HOLDER_FOR, LABEL_ONEOFF, LABEL_PROJECT
-from compose_ckpt.domain import adoptfile
-from compose_ckpt.domain.holders import NetworkForm, network_form
-from compose_ckpt.domain.parallel import ProgressCallback
 from compose_ckpt.domain.ports import ComposePort
-from compose_ckpt.domain.project import Project
+from compose_ckpt.domain.stack import adoptfile
+from compose_ckpt.domain.stack.holders import NetworkForm, network_form
+from compose_ckpt.domain.stack.parallel import ProgressCallback
+from compose_ckpt.domain.stack.project import Project
 from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.engine.specs import joined_container
 from compose_ckpt.errors import CkptError, ConflictError, NotFoundError, UsageError
@@ -203,7 +203,7 @@ def _read(path: Path) -> bytes | None:
 
 def _write(path: Path, data: bytes | None) -> None:
     """Put `data` at `path` (None: remove it), keeping the mode of the file it replaces."""
-    from compose_ckpt.domain.safefs import write_output_file
+    from compose_ckpt.domain.store.safefs import write_output_file
 
     if data is None:
         path.unlink(missing_ok=True)

@@ -24,13 +24,13 @@ if TYPE_CHECKING:  # export without images never talks to Docker: it need not lo
     from compose_ckpt.domain.ports import EnginePort
 from collections.abc import Callable
 
-from compose_ckpt.domain import safefs
-from compose_ckpt.domain.archive import MANIFEST, ArchiveWriter, MemberWriter, StagedArchive, read_archive
-from compose_ckpt.domain.filesystem import LAYERS, SUFFIX, VOLUMES, check_tree, layer_path, volume_path
-from compose_ckpt.domain.hostaccess import HostAccessConsent, require_consent, review_host_access
-from compose_ckpt.domain.manifest import Manifest, ManifestError, SnapshotStatus, now_iso, parse_time
-from compose_ckpt.domain.parallel import ProgressCallback, bytes_reporter
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.stack.filesystem import LAYERS, SUFFIX, VOLUMES, check_tree, layer_path, volume_path
+from compose_ckpt.domain.stack.parallel import ProgressCallback, bytes_reporter
+from compose_ckpt.domain.store import safefs
+from compose_ckpt.domain.store.manifest import Manifest, ManifestError, SnapshotStatus, now_iso, parse_time
+from compose_ckpt.domain.store.store import SnapshotStore
+from compose_ckpt.domain.transport.archive import MANIFEST, ArchiveWriter, MemberWriter, StagedArchive, read_archive
+from compose_ckpt.domain.transport.hostaccess import HostAccessConsent, require_consent, review_host_access
 from compose_ckpt.errors import ArchiveError, CkptError, ConflictError, NotFoundError, UsageError
 
 ByteProgress = Callable[[int], None]
@@ -46,7 +46,7 @@ class ExportResult:
 
 
 def refuse_host_access(findings: list[str]) -> bool:
-    """The default answer of the host-access review (domain/hostaccess.py): no."""
+    """The default answer of the host-access review (domain/transport/hostaccess.py): no."""
     return False
 
 
@@ -86,7 +86,7 @@ def exportable(store: SnapshotStore, project_name: str, name: str) -> Manifest:
 
 def write_members(writer: MemberWriter, store: SnapshotStore, manifest: Manifest, images_from: EnginePort | None,
                   progress: ProgressCallback) -> list[str]:
-    """Hand every member of the snapshot to `writer` (the layout is in domain/archive.py); return the images added.
+    """Hand every member of the snapshot to `writer` (the layout is in domain/transport/archive.py); return the images added.
 
     The one list of what a snapshot carries off its host, for archives and registries alike."""
     project_name, name = manifest.project, manifest.name
@@ -138,8 +138,8 @@ def install_staged(store: SnapshotStore, engine: EnginePort, staged: StagedArchi
     Its recorded configuration is untrusted: what it would reach of this host is reviewed and must be
     accepted by `consent` before anything is stored or created; containers and holders are created, never
     started (restore starts them)."""
-    from compose_ckpt.domain.compat import check_target  # the engine side, loaded only for import
-    from compose_ckpt.domain.containers import connected_containers, holders_as_built, recreate_containers
+    from compose_ckpt.domain.host.compat import check_target  # the engine side, loaded only for import
+    from compose_ckpt.domain.stack.containers import connected_containers, holders_as_built, recreate_containers
 
     try:
         manifest = checked_manifest(staged.manifest, staged.checkpoints.keys(), staged.images.keys())

@@ -48,11 +48,18 @@ from typing import TYPE_CHECKING, Any
 
 import zstandard
 
-from compose_ckpt.domain import safefs
-from compose_ckpt.domain.manifest import BindMount, ContainerRecord, Manifest, SnapshotStatus, TreeCopy, VolumeRecord
-from compose_ckpt.domain.parallel import ProgressCallback, bytes_reporter, counted, run_parallel
-from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.domain.tree_changes import TreeChanges, TreeIndex, changes_since, index_tree
+from compose_ckpt.domain.stack.parallel import ProgressCallback, bytes_reporter, counted, run_parallel
+from compose_ckpt.domain.stack.tree_changes import TreeChanges, TreeIndex, changes_since, index_tree
+from compose_ckpt.domain.store import safefs
+from compose_ckpt.domain.store.manifest import (
+    BindMount,
+    ContainerRecord,
+    Manifest,
+    SnapshotStatus,
+    TreeCopy,
+    VolumeRecord,
+)
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.errors import ArchiveError, CkptError
 
 if TYPE_CHECKING:  # export and import read the copies without the Docker SDK

@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from compose_ckpt.domain.manifest import Manifest, SnapshotStatus
+from compose_ckpt.domain.store.manifest import Manifest, SnapshotStatus
 from compose_ckpt.errors import UsageError
 
 _DURATION_PART = re.compile(r"(\d+)([smhdw])")

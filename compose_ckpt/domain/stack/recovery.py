@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from compose_ckpt.domain.containers import start_order
-from compose_ckpt.domain.filesystem import remove_files
-from compose_ckpt.domain.held_policies import release
-from compose_ckpt.domain.manifest import ContainerRecord, Manifest, SnapshotStatus
-from compose_ckpt.domain.parallel import ProgressCallback
 from compose_ckpt.domain.ports import EnginePort
-from compose_ckpt.domain.store import SetAside, SnapshotStore
+from compose_ckpt.domain.stack.containers import start_order
+from compose_ckpt.domain.stack.filesystem import remove_files
+from compose_ckpt.domain.stack.held_policies import release
+from compose_ckpt.domain.stack.parallel import ProgressCallback
+from compose_ckpt.domain.store.manifest import ContainerRecord, Manifest, SnapshotStatus
+from compose_ckpt.domain.store.store import SetAside, SnapshotStore
 from compose_ckpt.engine import ContainerInfo, ProcessFingerprint
 from compose_ckpt.errors import CkptError, NotFoundError, RecoveryFailed
 

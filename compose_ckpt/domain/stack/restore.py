@@ -9,7 +9,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from compose_ckpt.const import CHECKPOINT_PREFIX, LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE
-from compose_ckpt.domain.containers import (
+from compose_ckpt.domain.ports import EnginePort
+from compose_ckpt.domain.requests import RestoreRequest
+from compose_ckpt.domain.stack.containers import (
     address_key,
     check_networks,
     connected_containers,
@@ -22,18 +24,16 @@ from compose_ckpt.domain.containers import (
     recreate_containers,
     start_order,
 )
-from compose_ckpt.domain.filesystem import FilesystemRestore
-from compose_ckpt.domain.held_policies import put_back_on_running, release
-from compose_ckpt.domain.holders import refuse_unrestorable
-from compose_ckpt.domain.manifest import ContainerRecord, Manifest, RestoreRecord, SnapshotStatus, now_iso
-from compose_ckpt.domain.ordering import dependency_levels
-from compose_ckpt.domain.parallel import ProgressCallback, ProgressEvent, describe_failures, run_parallel
-from compose_ckpt.domain.ports import EnginePort
-from compose_ckpt.domain.recovery import put_back_set_aside, recover_interrupted
-from compose_ckpt.domain.remedies import remedies_for
-from compose_ckpt.domain.requests import RestoreRequest
-from compose_ckpt.domain.store import SetAside, SnapshotStore
-from compose_ckpt.domain.timing import Phases
+from compose_ckpt.domain.stack.filesystem import FilesystemRestore
+from compose_ckpt.domain.stack.held_policies import put_back_on_running, release
+from compose_ckpt.domain.stack.holders import refuse_unrestorable
+from compose_ckpt.domain.stack.ordering import dependency_levels
+from compose_ckpt.domain.stack.parallel import ProgressCallback, ProgressEvent, describe_failures, run_parallel
+from compose_ckpt.domain.stack.recovery import put_back_set_aside, recover_interrupted
+from compose_ckpt.domain.stack.remedies import remedies_for
+from compose_ckpt.domain.stack.timing import Phases
+from compose_ckpt.domain.store.manifest import ContainerRecord, Manifest, RestoreRecord, SnapshotStatus, now_iso
+from compose_ckpt.domain.store.store import SetAside, SnapshotStore
 from compose_ckpt.engine import ContainerInfo, ProcessFingerprint
 from compose_ckpt.errors import CkptError, ConflictError, NotFoundError, RestoreFailed, UsageError
 

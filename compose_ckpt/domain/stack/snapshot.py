@@ -37,19 +37,19 @@ from compose_ckpt.const import (
     LABEL_CRIU_OPTIONS,
     LABEL_SERVICE,
 )
-from compose_ckpt.domain.containers import start_order
-from compose_ckpt.domain.filesystem import FilesystemCapture, remove_files, remove_stale_precopies
-from compose_ckpt.domain.held_policies import HeldPolicy, held_policies, hold, put_back_on_running, release
-from compose_ckpt.domain.holders import NetworkForm, network_form, refuse_stale_joins, refuse_unrestorable
-from compose_ckpt.domain.manifest import ContainerRecord, Manifest, ManifestError, SnapshotStatus, now_iso
-from compose_ckpt.domain.parallel import ProgressCallback, ProgressEvent, describe_failures, run_parallel
 from compose_ckpt.domain.ports import EnginePort
-from compose_ckpt.domain.project import Project
-from compose_ckpt.domain.recovery import recover_interrupted
-from compose_ckpt.domain.remedies import TCP_REMEDY, UNIX_SOCKET_REMEDY, remedies_for
 from compose_ckpt.domain.requests import SnapshotRequest
-from compose_ckpt.domain.store import SnapshotStore
-from compose_ckpt.domain.timing import Phases
+from compose_ckpt.domain.stack.containers import start_order
+from compose_ckpt.domain.stack.filesystem import FilesystemCapture, remove_files, remove_stale_precopies
+from compose_ckpt.domain.stack.held_policies import HeldPolicy, held_policies, hold, put_back_on_running, release
+from compose_ckpt.domain.stack.holders import NetworkForm, network_form, refuse_stale_joins, refuse_unrestorable
+from compose_ckpt.domain.stack.parallel import ProgressCallback, ProgressEvent, describe_failures, run_parallel
+from compose_ckpt.domain.stack.project import Project
+from compose_ckpt.domain.stack.recovery import recover_interrupted
+from compose_ckpt.domain.stack.remedies import TCP_REMEDY, UNIX_SOCKET_REMEDY, remedies_for
+from compose_ckpt.domain.stack.timing import Phases
+from compose_ckpt.domain.store.manifest import ContainerRecord, Manifest, ManifestError, SnapshotStatus, now_iso
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.engine import NO_RESTART, ContainerInfo, CriuOptions, DumpPath, host
 from compose_ckpt.engine.criu_log import EXTERNAL_UNIX_SOCKET
 from compose_ckpt.engine.specs import joined_container
@@ -182,7 +182,7 @@ class _SnapshotRun:
                                           zip(self.project.compose.config_files, self.project.compose.file_contents))
         try:
             if self.request.with_volumes and self.request.precopy:
-                with self.phases.timed("pre-copy volumes"):  # while the stack runs: see domain/filesystem.py
+                with self.phases.timed("pre-copy volumes"):  # while the stack runs: see domain/stack/filesystem.py
                     self.files.precopy_volumes(self.request.parallel, self.progress)
             if self.request.stop:
                 with self.phases.timed("hold policies"):

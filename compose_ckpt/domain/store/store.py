@@ -9,7 +9,7 @@ Layout under the store home ($COMPOSE_CKPT_HOME, default /var/lib/compose-ckpt):
     projects/<project>/.set-aside                 containers a `restore --force` killed and has not put back
                                                   yet (name, id, safety checkpoint), in order; see recovery.py
     projects/<project>/.moving                    what a live migration under way created on its target (JSON,
-                                                  domain/live_migrate.py); gone once the target runs the stack
+                                                  domain/transport/live_migrate.py); gone once the target runs the stack
     projects/<project>/<snapshot>/manifest.json   written atomically (temp file + rename)
     projects/<project>/<snapshot>/checkpoints/<container>/   the CRIU image files
     projects/<project>/<snapshot>/compose/<n>-<file>         the compose files it was taken from
@@ -44,9 +44,9 @@ from pathlib import Path
 from typing import Any
 
 from compose_ckpt.const import ENV_HOME, ENV_LOCK_TIMEOUT
-from compose_ckpt.domain import safefs
-from compose_ckpt.domain.manifest import Manifest, ManifestError, SnapshotStatus
-from compose_ckpt.domain.names import NAME_PATTERN, validate_name
+from compose_ckpt.domain.store import safefs
+from compose_ckpt.domain.store.manifest import Manifest, ManifestError, SnapshotStatus
+from compose_ckpt.domain.store.names import NAME_PATTERN, validate_name
 from compose_ckpt.errors import ConflictError, NotFoundError, UnsafePathError, UsageError
 
 DEFAULT_HOME = Path("/var/lib/compose-ckpt")

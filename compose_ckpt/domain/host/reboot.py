@@ -15,16 +15,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from compose_ckpt.const import LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE
-from compose_ckpt.domain.labels import compose_project_from_labels
-from compose_ckpt.domain.manifest import Manifest
-from compose_ckpt.domain.names import validate_name
 from compose_ckpt.domain.ports import EnginePort
-from compose_ckpt.domain.project import Project
 from compose_ckpt.domain.requests import RestoreRequest, SnapshotRequest
-from compose_ckpt.domain.restore import restore_snapshot
-from compose_ckpt.domain.retention import to_prune
-from compose_ckpt.domain.snapshot import default_snapshot_name, take_snapshot
-from compose_ckpt.domain.store import SnapshotStore
+from compose_ckpt.domain.stack.labels import compose_project_from_labels
+from compose_ckpt.domain.stack.project import Project
+from compose_ckpt.domain.stack.restore import restore_snapshot
+from compose_ckpt.domain.stack.snapshot import default_snapshot_name, take_snapshot
+from compose_ckpt.domain.store.manifest import Manifest
+from compose_ckpt.domain.store.names import validate_name
+from compose_ckpt.domain.store.retention import to_prune
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.errors import CkptError, NotFoundError
 

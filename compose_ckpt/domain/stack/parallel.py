@@ -10,8 +10,8 @@ from typing import Generic, TypeVar
 
 from compose_ckpt.const import DEFAULT_PARALLEL
 
-__all__ = ["DEFAULT_PARALLEL", "Outcome", "ProgressCallback", "ProgressEvent", "SharedCount", "bytes_reporter", "counted",
-           "describe_failures", "event_of", "run_parallel"]
+__all__ = ["DEFAULT_PARALLEL", "ParallelOutcome", "ProgressCallback", "ProgressEvent", "SharedCount", "bytes_reporter",
+           "counted", "describe_failures", "event_of", "run_parallel"]
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,9 @@ V = TypeVar("V")
 
 
 @dataclass
-class Outcome(Generic[K, V]):
+class ParallelOutcome(Generic[K, V]):
+    """What one `run_parallel` gave: each item's result, or the exception its call raised."""
+
     results: dict[K, V] = field(default_factory=dict)
     failures: dict[K, Exception] = field(default_factory=dict)
 
@@ -83,9 +85,9 @@ class Outcome(Generic[K, V]):
             raise exc
 
 
-def run_parallel(items: Sequence[K], call: Callable[[K], V], workers: int) -> Outcome[K, V]:
+def run_parallel(items: Sequence[K], call: Callable[[K], V], workers: int) -> ParallelOutcome[K, V]:
     """Call `call(item)` for every item, at most `workers` at a time; wait for all of them."""
-    outcome: Outcome[K, V] = Outcome()
+    outcome: ParallelOutcome[K, V] = ParallelOutcome()
     if not items:
         return outcome
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(items)))) as pool:

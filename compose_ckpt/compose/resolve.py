@@ -1,6 +1,6 @@
 """``load_project``: the project exactly as ``docker compose`` resolves it.
 
-Where compose v2 is installed, it resolves the project (``reference.py``):
+Where compose v2 is installed, it resolves the project (``docker_compose.py``):
 every rule of the compose spec, as the user's own ``docker compose up`` will
 apply it, with no second implementation to drift. compose-ckpt keeps only
 what compose does not print: the files (found as compose finds them, and
@@ -23,8 +23,14 @@ from pathlib import Path
 import yaml
 
 from compose_ckpt.compose import loader
+from compose_ckpt.compose.docker_compose import (
+    ComposeRefused,
+    find_compose,
+    project_from_config,
+    read_config,
+    start_config,
+)
 from compose_ckpt.compose.model import ComposeProject, ProjectOptions
-from compose_ckpt.compose.reference import ComposeRefused, find_compose, project_from_config, read_config, start_config
 from compose_ckpt.errors import CkptError, ComposeFileError
 
 

@@ -13,8 +13,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from compose_ckpt.compose.docker_compose import (
+    ComposeRefused,
+    compose_arguments,
+    find_compose,
+    read_config,
+    start_config,
+)
 from compose_ckpt.compose.model import ProjectOptions
-from compose_ckpt.compose.reference import ComposeRefused, compose_arguments, find_compose, read_config, start_config
 from compose_ckpt.errors import ComposeFileError, EngineError, UsageError
 
 UP_TIMEOUT_SECONDS = 900.0

@@ -1,4 +1,4 @@
-"""Resolve a project with the reference implementation: ``docker compose config --format json``.
+"""Resolve a project with docker compose itself, the reference implementation: ``docker compose config --format json``.
 
 Contract:
 - The compose v2 binary is looked for where the Docker CLI looks for plugins

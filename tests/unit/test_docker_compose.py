@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from compose_ckpt.compose.reference import BUILTIN, OVERRIDE_VARIABLE, find_compose, project_from_config
+from compose_ckpt.compose.docker_compose import BUILTIN, OVERRIDE_VARIABLE, find_compose, project_from_config
 from compose_ckpt.compose.resolve import _locate
 
 
@@ -116,10 +116,10 @@ def load_with(binary: Path, tmp_path: Path) -> object:
 def test_a_compose_that_ignores_sigterm_is_killed_at_the_time_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    from compose_ckpt.compose import reference
+    from compose_ckpt.compose import docker_compose
     from compose_ckpt.errors import ComposeFileError
 
-    monkeypatch.setattr(reference, "TIMEOUT_SECONDS", 1.0)
+    monkeypatch.setattr(docker_compose, "TIMEOUT_SECONDS", 1.0)
     binary = stand_in(tmp_path, f"trap '' TERM\necho $$ > {tmp_path}/pid\nwhile true; do sleep 0.1; done\n")
     started = time.monotonic()
     with pytest.raises(ComposeFileError, match="did not finish reading the files within 1 s"):
@@ -132,10 +132,10 @@ def test_a_compose_that_ignores_sigterm_is_killed_at_the_time_bound(tmp_path: Pa
 def test_a_compose_that_grows_is_killed_at_the_memory_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from compose_ckpt.compose import reference
+    from compose_ckpt.compose import docker_compose
     from compose_ckpt.errors import ComposeFileError
 
-    monkeypatch.setattr(reference, "MAX_RSS_BYTES", 64 * 1024**2)
+    monkeypatch.setattr(docker_compose, "MAX_RSS_BYTES", 64 * 1024**2)
     grow = "import time\nx = []\nwhile True:\n    x.append(bytearray(8 * 2**20)); time.sleep(0.01)\n"
     binary = stand_in(tmp_path, f"exec {sys.executable} -c '{grow}'\n")
     with pytest.raises(ComposeFileError, match="needed more than 64 MiB"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -375,7 +376,7 @@ class FakeStack(UntouchableEngine):
         self._reach()
         return []
 
-    def start_from_checkpoint(self, container_id: str, name: str) -> None:
+    def start_from_checkpoint(self, container_id: str, name: str) -> float:
         container = self.container(container_id)
         self.act("start from checkpoint", container)
         self._require(container, "created", "exited")
@@ -385,3 +386,4 @@ class FakeStack(UntouchableEngine):
         if process is None:
             raise EngineError(f"CRIU found no images in checkpoint {name} of {container.name}")
         container.status, container.process = "running", process
+        return time.monotonic()

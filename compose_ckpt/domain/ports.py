@@ -113,7 +113,9 @@ class EnginePort(Protocol):
 
     def dump_in_progress(self, container_id: str, name: str, since: float) -> bool: ...
 
-    def start_from_checkpoint(self, container_id: str, name: str) -> None: ...
+    def start_from_checkpoint(self, container_id: str, name: str) -> float:
+        """Restore the container from checkpoint `name`; returns when the engine answered (time.monotonic()):
+        its processes run from then on, while the engine's own clean-up after it may still take a while."""
 
     def clear_stale_runtime(self, container_id: str) -> bool: ...
 

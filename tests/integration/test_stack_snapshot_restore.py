@@ -54,7 +54,7 @@ def test_snapshot_stop_then_restore_keeps_memory_state(stack: Stack) -> None:
     assert [c["service"] for c in restored["containers"]][0] == "kv"  # dependencies first
     assert {c["verified"] for c in restored["containers"]} == {"memory layout"}
     assert list(restored["phases"]) == ["startup", "prepare", "restore", "verify"]
-    assert all(list(c["seconds"]) == ["copy_in", "restore", "verify"] for c in restored["containers"])
+    assert all(list(c["seconds"]) == ["copy_in", "restore", "clean_up", "verify"] for c in restored["containers"])
     assert set(stack.states().values()) == {"running"}
     assert stack.redis("get", "visits") == "42"
     stack.assert_counting_on(stack.counts())

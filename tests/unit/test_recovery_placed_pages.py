@@ -4,6 +4,7 @@ not left in Docker's folder to be tried again. The real engine's side: tests/int
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,10 +49,11 @@ class FakeEngine(UntouchableEngine):
         self.calls.append("place")
         return PlacedCheckpoint([], PagesRoute.CONTAINER_ROOT, 100)
 
-    def start_from_checkpoint(self, container_id: str, name: str) -> None:
+    def start_from_checkpoint(self, container_id: str, name: str) -> float:
         self.calls.append("start")
         if self.start_error:
             raise self.start_error
+        return time.monotonic()
 
     def checkpoint_delete(self, container_id: str, name: str) -> None:
         self.calls.append("delete")

@@ -5,6 +5,7 @@ engine in tests/integration/test_engine_roundtrip.py."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -58,9 +59,10 @@ class FakeEngine(UntouchableEngine):
     def remove_placed_pages(self, container_id: str) -> list[str]:
         return []  # none placed: the page images go through containerd here
 
-    def start_from_checkpoint(self, container_id: str, name: str) -> None:
+    def start_from_checkpoint(self, container_id: str, name: str) -> float:
         self.calls.append("start")
         self.status = "running"
+        return time.monotonic()
 
     def checkpoint_delete(self, container_id: str, name: str) -> None:
         self.calls.append("delete")
@@ -100,6 +102,26 @@ def test_a_fresh_start_is_caught(store: SnapshotStore) -> None:
 def test_without_a_readable_fingerprint_only_running_is_checked(store: SnapshotStore) -> None:
     result = restore(FakeEngine(None), store)
     assert [c.verified for c in result.containers] == ["running"]
+
+
+class SlowCleanUp(FakeEngine):
+    """The engine answered the restore a second before it returned (the page images it placed took that long to
+    remove): the restored process has been running for that second."""
+
+    def start_from_checkpoint(self, container_id: str, name: str) -> float:
+        super().start_from_checkpoint(container_id, name)
+        return time.monotonic() - 1.0
+
+
+def test_the_settle_window_counts_from_the_engines_answer(store: SnapshotStore,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr("compose_ckpt.domain.stack.restore.time.sleep", slept.append)
+    result = restore(SlowCleanUp(RECORDED), store)
+    assert [c.verified for c in result.containers] == ["memory layout"]
+    assert slept == [0.0]  # the second of clean-up already covered the settle window: no further wait
+    assert list(result.containers[0].seconds) == ["copy_in", "restore", "clean_up", "verify"]
+    assert result.containers[0].seconds["clean_up"] >= 1.0
 
 
 class Docker28(FakeEngine):

@@ -53,7 +53,7 @@ class RestoredContainer:
     container: str
     recreated: bool
     verified: str  # "memory layout" when the fingerprint matched, else "running" (fingerprint unreadable)
-    seconds: dict[str, float]  # copy_in, restore, verify: this container's share of the work
+    seconds: dict[str, float]  # copy_in, restore, clean_up, verify: this container's share of the work
     pages: str  # how its page images reached CRIU: a PagesRoute value
     page_bytes: int  # bytes of page images placed in its root (0 when they went through containerd)
 
@@ -105,7 +105,7 @@ class _Restore:
         self.connected = connected_containers(store, manifest) & {r.container_name for r in self.records}
         self.targets: dict[str, ContainerInfo] = {}  # container name -> the container to restore into
         self.recreated: set[str] = set()
-        self.last_start = time.monotonic()
+        self.answers: list[float] = []  # when the engine answered each restore: its processes run from then on
         self.attempt = str(time.time_ns() // 1_000_000)
         self.safety = f"{CHECKPOINT_PREFIX}before-restore-{self.attempt}"
         self.set_aside: dict[str, str] = {}  # container name -> id: killed by --force, its safety checkpoint taken
@@ -202,8 +202,10 @@ class _Restore:
         return address_key(next(r for r in self.records if r.container_name == container_name).inspect)
 
     def _check_still_running(self, restored: list[RestoredContainer]) -> None:
-        """A process that dies right after its restore shows it within a moment: look once, for all."""
-        time.sleep(max(0.0, self.last_start + SETTLE_SECONDS - time.monotonic()))
+        """A process that dies right after its restore shows it within a moment: look once, for all. The moment
+        counts from the engine's last answer, so the clean-up after a big restore (removing its page images)
+        is part of it."""
+        time.sleep(max(0.0, max(self.answers, default=0.0) + SETTLE_SECONDS - time.monotonic()))
         failures: dict[str, Exception] = {}
         for container in restored:
             try:
@@ -354,15 +356,17 @@ class _Restore:
         if placement.fitted:
             self.progress(record.container_name,
                           f"mounts restored private, as this host has them: {', '.join(sorted(placement.fitted))}")
+        began = time.monotonic()
         try:
-            with seconds.timed("restore"):
-                self.engine.start_from_checkpoint(target.id, placed)
-            self.last_start = time.monotonic()
+            answered = self.engine.start_from_checkpoint(target.id, placed)
         finally:
             # The store keeps the snapshot; Docker's copy is only in the way. Best effort: a failure
             # here (the daemon gone) must not hide the restore's own error.
             with contextlib.suppress(CkptError):
                 self.engine.checkpoint_delete(target.id, placed)
+        self.answers.append(answered)
+        seconds.add("restore", answered - began)
+        seconds.add("clean_up", time.monotonic() - answered)  # page images out of its root, Docker's copy gone
         with seconds.timed("verify"):
             verified = self._verify(record, target)
         self.progress(record.container_name, "restored")

@@ -180,7 +180,7 @@ def test_the_cli_asks_on_a_terminal_refuses_without_one_and_trusts_only_when_tol
 
     import typer
 
-    from compose_ckpt.cli.main import _host_access_consent
+    from compose_ckpt.cli.transport import host_access_consent as _host_access_consent
     from compose_ckpt.errors import Declined
 
     asked: list[str] = []

@@ -1,0 +1,103 @@
+"""The JSON documents `--json` prints, one function per shape, from the domain's results.
+
+Their keys are a stable interface for scripts, listed in docs/cli.md: add keys, never rename or drop one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from compose_ckpt.domain.stack.restore import RestoreResult
+    from compose_ckpt.domain.store.manifest import Manifest, TreeCopy
+    from compose_ckpt.domain.transport.live_migrate import LiveMigrateResult
+    from compose_ckpt.domain.transport.migrate import MigrateResult, MigrateViaResult
+    from compose_ckpt.domain.transport.registry import PullResult, PushResult
+    from compose_ckpt.domain.transport.transfer import ImportResult
+
+Document = dict[str, Any]
+
+
+def snapshot_summary(manifest: Manifest) -> Document:
+    """A snapshot as `ls` lists it."""
+    return {
+        "name": manifest.name, "project": manifest.project, "created": manifest.created,
+        "received": manifest.received, "imported_from": manifest.imported_from,
+        "status": manifest.status.value, "stopped": manifest.stopped, "kind": manifest.kind,
+        "services": manifest.services,
+        "size": manifest.size, "error": manifest.error,
+    }
+
+
+def snapshot_details(manifest: Manifest) -> Document:
+    """A snapshot as `snapshot` and `inspect` show it: the summary, then per container and volume."""
+    return {
+        **snapshot_summary(manifest),
+        "skipped": manifest.skipped, "compose_files": manifest.compose_files, "compose_hash": manifest.compose_hash,
+        "freeze_seconds": manifest.freeze_seconds, "total_seconds": manifest.total_seconds,
+        "phases": manifest.phases, "engine": manifest.engine,
+        "containers": [
+            {"service": r.service, "container": r.container_name, "container_id": r.container_id,
+             "image": r.image, "image_id": r.image_id, "size": r.size, "dump_seconds": r.dump_seconds,
+             "dump_path": r.dump_path or None, "dump_fallback": r.dump_fallback, "dump_rate": r.dump_rate,
+             "layer": _tree_copy(r.layer), "restart_policy": r.restart_policy,
+             "last_restore": vars(r.last_restore) if r.last_restore else None}
+            for r in manifest.containers
+        ],
+        "with_volumes": manifest.has_volumes,
+        "volumes": [{"name": v.name, "copy": _tree_copy(v.copy)} for v in manifest.volume_records],
+        "binds": [vars(b) for b in manifest.binds],
+    }
+
+
+def _tree_copy(copy: TreeCopy | None) -> Document | None:
+    """A layer or volume copy: tree size, bytes stored (compressed), copy time inside the frozen window and,
+    for a volume pre-copied while the stack ran, the entries read again while frozen."""
+    return None if copy is None else {"size": copy.size, "stored": copy.stored, "seconds": copy.seconds,
+                                      "reread": copy.reread}
+
+
+def restored(result: RestoreResult) -> Document:
+    return {"snapshot": result.snapshot.name, "project": result.snapshot.project,
+            "phases": result.phases, "containers": [vars(c) for c in result.containers],
+            "warnings": result.warnings, "not_in_snapshot": [vars(c) for c in result.not_in_snapshot]}
+
+
+def imported(result: ImportResult) -> Document:
+    return {"snapshot": result.manifest.name, "project": result.manifest.project, "warnings": result.warnings,
+            "host_access": result.host_access, "loaded_images": result.loaded_images,
+            "created_containers": result.created_containers}
+
+
+def pulled(result: PullResult) -> Document:
+    stored = result.imported
+    return {"reference": result.reference, "digest": result.digest, "snapshot": stored.manifest.name,
+            "project": stored.manifest.project, "downloaded_bytes": result.downloaded_bytes,
+            "reused_bytes": result.reused_bytes, "warnings": stored.warnings, "host_access": stored.host_access,
+            "loaded_images": stored.loaded_images, "created_containers": stored.created_containers}
+
+
+def pushed(result: PushResult, snapshot: str, project: str) -> Document:
+    return {"snapshot": snapshot, "project": project, "reference": result.reference, "digest": result.digest,
+            "blobs": result.blobs, "uploaded_blobs": result.uploaded_blobs, "bytes": result.bytes,
+            "uploaded_bytes": result.uploaded_bytes, "images": result.images}
+
+
+def migrated(result: MigrateResult, target: str) -> Document:
+    return {"snapshot": result.snapshot.name, "project": result.snapshot.project, "target": target,
+            "seconds": result.seconds, "warnings": result.warnings, "source_removed": result.source_removed,
+            "containers": [vars(c) for c in result.restored]}
+
+
+def migrated_live(result: LiveMigrateResult, target: str) -> Document:
+    return {"snapshot": result.snapshot.name, "project": result.snapshot.project, "target": target,
+            "live": True, "downtime_seconds": result.downtime, "bytes_before_downtime": result.bytes_before,
+            "bytes_during_downtime": result.bytes_during, "volume_entries_during_downtime": result.volume_entries,
+            "memory_precopy": result.memory_precopy, "seconds": result.seconds, "warnings": result.warnings,
+            "source_removed": result.source_removed, "containers": [vars(c) for c in result.restored]}
+
+
+def migrated_via(result: MigrateViaResult, pull_reference: str) -> Document:
+    return {"snapshot": result.snapshot.name, "project": result.snapshot.project, "via": result.pushed.reference,
+            "digest": result.pushed.digest, "pull": pull_reference, "seconds": result.seconds,
+            "uploaded_bytes": result.pushed.uploaded_bytes, "source_removed": False}

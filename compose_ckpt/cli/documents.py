@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from compose_ckpt.domain.stack.overview import StackOverview
     from compose_ckpt.domain.stack.restore import RestoreResult
     from compose_ckpt.domain.store.manifest import Manifest, TreeCopy
     from compose_ckpt.domain.transport.live_migrate import LiveMigrateResult
@@ -55,6 +56,11 @@ def _tree_copy(copy: TreeCopy | None) -> Document | None:
     for a volume pre-copied while the stack ran, the entries read again while frozen."""
     return None if copy is None else {"size": copy.size, "stored": copy.stored, "seconds": copy.seconds,
                                       "reread": copy.reread}
+
+
+def stack_overview(overview: StackOverview) -> Document:
+    return {"project": overview.project, "containers": [vars(c) for c in overview.containers],
+            "abandoned_holders": overview.abandoned_holders, "drift": overview.drift}
 
 
 def restored(result: RestoreResult) -> Document:

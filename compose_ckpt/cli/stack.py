@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -139,48 +139,28 @@ def recover(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
 def ps(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Show the project as resolved: services, containers, their network form, whether a snapshot would take them."""
-    from compose_ckpt.domain.stack.adopt import drift
-    from compose_ckpt.domain.stack.held_policies import still_held
-    from compose_ckpt.domain.stack.holders import abandoned_holders, network_form, stale_join
+    from compose_ckpt.domain.stack.overview import stack_overview
 
     options: GlobalOptions = ctx.obj
-    project = options.project()
-    version = project.engine.info().server_version
-    held = still_held(project.engine, open_store(), project.name)
-    rows: list[dict[str, Any]] = []
-    stale: list[str] = []
-    for entry in project.resolve(project.select([])):
-        for c in entry.containers:
-            form = network_form(c.attrs)
-            restorable = form.restorable_on(version)
-            network = form.value
-            if reason := stale_join(project.engine, c):
-                network, restorable = "stale join", False
-                stale.append(reason)
-            rows.append({"service": entry.service, "container": c.name, "state": c.status,
-                         "snapshot": c.running and restorable, "network": network, "restorable": restorable,
-                         "held_policy": held[c.id].policy.as_text() if c.id in held else None})
-    missing = [name for name in project.select([]) if not any(row["service"] == name for row in rows)]
-    rows += [{"service": name, "container": None, "state": "missing", "snapshot": False, "network": None,
-              "restorable": False, "held_policy": None} for name in missing]
-    abandoned = [holder.name for holder in abandoned_holders(project.engine, project.name)]
-    drifted = drift(project, options.compose_cli)
+    overview = stack_overview(options.project(), open_store(), options.compose_cli)
     if as_json:
-        print_json({"project": project.name, "containers": rows, "abandoned_holders": abandoned, "drift": drifted})
+        print_json(documents.stack_overview(overview))
         return
-    console.print(f"project {project.name}")
+    console.print(f"project {overview.project}")
     print_table(["SERVICE", "CONTAINER", "STATE", "NETWORK", "SNAPSHOT"],
-                [(r["service"], r["container"] or "-",
-                  r["state"] + (f" (restart policy {r['held_policy']} held back)" if r["held_policy"] else ""),
-                  "-" if r["network"] is None else r["network"] + ("" if r["restorable"] else f" (needs adopt on Docker {version})"),
-                  "yes" if r["snapshot"] else "no") for r in rows], names=2)
-    if abandoned:
+                [(c.service, c.container or "-",
+                  c.state + (f" (restart policy {c.held_policy} held back)" if c.held_policy else ""),
+                  "-" if c.network is None
+                  else c.network + ("" if c.restorable else f" (needs adopt on Docker {overview.engine_version})"),
+                  "yes" if c.snapshot else "no") for c in overview.containers], names=2)
+    if overview.abandoned_holders:
         print_warnings([f"network holders that no container joins (a plain `docker compose down` leaves them): "
-                        f"{', '.join(abandoned)}. They keep the published ports, the service names and the network: "
-                        "`docker compose down --remove-orphans` removes them, `compose-ckpt restore` reuses them, "
-                        "`compose-ckpt adopt` replaces them"])
-    print_warnings([*([drifted] if drifted else []),
-                    *(f"{reason}: recreate it with `docker compose up -d --force-recreate` of its service" for reason in stale)])
+                        f"{', '.join(overview.abandoned_holders)}. They keep the published ports, the service names "
+                        "and the network: `docker compose down --remove-orphans` removes them, `compose-ckpt restore` "
+                        "reuses them, `compose-ckpt adopt` replaces them"])
+    print_warnings([*([overview.drift] if overview.drift else []),
+                    *(f"{reason}: recreate it with `docker compose up -d --force-recreate` of its service"
+                      for reason in overview.stale_joins)])
 
 
 def config(ctx: typer.Context, as_json: JsonOption = False) -> None:

@@ -116,7 +116,7 @@ def host_install(
         kind = hostsetup.InitSystem(init)
     except ValueError:
         raise UsageError(f"--init must be auto, systemd or script, not {init!r}") from None
-    executable = _installed_executable()
+    executable = hostsetup.installed_executable(Path(sys.executable))
     wanted = tcp_established is not False
     plan = hostsetup.plan_install(root, executable, project_names, kind, wanted)
     for item in plan.files:
@@ -155,15 +155,3 @@ def host_uninstall(
     for line in hostsetup.uninstall(root, dry_run):
         console.print(line)
 
-
-def _installed_executable() -> Path:
-    """The compose-ckpt command next to this Python (a venv or pip install), else the one on PATH."""
-    beside = Path(sys.executable).parent / "compose-ckpt"
-    if beside.exists():
-        return beside
-    import shutil
-
-    found = shutil.which("compose-ckpt")
-    if found is None:
-        raise UsageError("cannot find the compose-ckpt command to run from the hook", hint="Install it with pip first.")
-    return Path(found).resolve()

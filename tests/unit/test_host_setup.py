@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from compose_ckpt.cli.main import run
-from compose_ckpt.domain.host.hostsetup import UNIT_NAME, with_tcp_established
+from compose_ckpt.domain.host.hostsetup import UNIT_NAME, installed_executable, with_tcp_established
+from compose_ckpt.errors import UsageError
 
 UNIT = Path("etc/systemd/system") / UNIT_NAME
 WANTS = Path("etc/systemd/system/multi-user.target.wants") / UNIT_NAME
@@ -121,3 +122,18 @@ def test_with_tcp_established(current: str, changed: bool) -> None:
     assert (result is not None) is changed
     if result is not None:
         assert result.startswith(current) and result.endswith("tcp-established\n")
+
+
+def test_the_hook_runs_the_command_beside_this_python_else_the_one_on_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    venv, elsewhere = tmp_path / "venv" / "bin", tmp_path / "elsewhere"
+    for folder in (venv, elsewhere):
+        folder.mkdir(parents=True)
+        (folder / "compose-ckpt").write_text("#!/bin/sh\n")
+        (folder / "compose-ckpt").chmod(0o755)
+    monkeypatch.setenv("PATH", str(elsewhere))
+    assert installed_executable(venv / "python") == venv / "compose-ckpt"
+    assert installed_executable(tmp_path / "python") == (elsewhere / "compose-ckpt").resolve()
+    monkeypatch.setenv("PATH", str(tmp_path / "none"))
+    with pytest.raises(UsageError, match="cannot find the compose-ckpt command"):
+        installed_executable(tmp_path / "python")

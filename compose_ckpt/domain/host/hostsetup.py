@@ -135,6 +135,18 @@ def with_tcp_established(current: str) -> str | None:
             f"connections\n# (services connected to each other, frozen together).\n{TCP_ESTABLISHED}\n")
 
 
+def installed_executable(python: Path) -> Path:
+    """The compose-ckpt command the hook runs: the one beside `python` (this interpreter: a venv or pip
+    install), else the one on PATH."""
+    beside = python.parent / "compose-ckpt"
+    if beside.exists():
+        return beside
+    found = shutil.which("compose-ckpt")
+    if found is None:
+        raise UsageError("cannot find the compose-ckpt command to run from the hook", hint="Install it with pip first.")
+    return Path(found).resolve()
+
+
 def plan_install(root: Path, executable: Path, project_names: list[str], init: InitSystem, tcp_established: bool,
                  runc_conf: Path | None = None) -> HostPlan:
     if not project_names:

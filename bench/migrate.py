@@ -118,6 +118,10 @@ def live_round(work: Path, target: str, live: bool) -> dict[str, object]:
         document = json.loads(run(CLI, "-p", project, "migrate", *flags, "--to", target, "--json", cwd=folder, env=env))
         total = round(time.perf_counter() - started, 3)
         result: dict[str, object] = {"live": live, "total": total, "seconds": document["seconds"]}
+        details = json.loads(run(CLI, "-p", project, "inspect", document["snapshot"], "--json", cwd=folder, env=env))
+        result["snapshot_phases"] = details["phases"]  # where the time went: the snapshot's own phases
+        result["containers"] = [{key: c[key] for key in ("container", "size", "dump_seconds", "last_restore")}
+                                for c in details["containers"]]
         if live:
             result.update({key: document[key] for key in ("downtime_seconds", "bytes_before_downtime",
                                                           "bytes_during_downtime", "memory_precopy")})
@@ -141,23 +145,25 @@ def live_round(work: Path, target: str, live: bool) -> dict[str, object]:
         subprocess.run(["docker", "-H", target, "network", "rm", f"{project}_default"], capture_output=True)
 
 
-def live_main(repeat: int, out: Path) -> None:
+def live_main(repeat: int, out: Path, local_target: bool, sides: tuple[bool, ...]) -> None:
     second = start_second_engine(network=BENCH_NETWORK)
+    target = second.unix if local_target else second.tcp
     load = os.getloadavg()[0]
     rounds: list[dict[str, object]] = []
     try:
         second.copy_image_from_first("local/debian:bookworm")
         with tempfile.TemporaryDirectory(prefix="ckptbench-live-") as temporary:
             for index in range(repeat):
-                for side in (True, False) if index % 2 == 0 else (False, True):
-                    rounds.append(live_round(Path(temporary), second.tcp, side))
+                for side in sides if index % 2 == 0 else tuple(reversed(sides)):
+                    rounds.append(live_round(Path(temporary), target, side))
     finally:
         second.stop()
     live = statistics.median(float(str(r["downtime_seconds"])) for r in rounds if r["live"])
-    plain = statistics.median(float(str(r["downtime_seconds"])) for r in rounds if not r["live"])
+    plain = statistics.median([float(str(r["downtime_seconds"])) for r in rounds if not r["live"]] or [float("nan")])
     summary = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "load_1m": [load, os.getloadavg()[0]],
                "downtime_live_s": live, "downtime_migrate_s": plain, "ratio": round(live / plain, 3),
-               "target": LIVE_TARGET, "rounds": rounds}
+               "target": LIVE_TARGET, "target_engine": "unix socket (this host)" if local_target else "tcp",
+               "rounds": rounds}
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"downtime: migrate --live {live:.2f}s vs migrate {plain:.2f}s: x{summary['ratio']} "
           f"(target <= {LIVE_TARGET})")
@@ -171,9 +177,12 @@ def main() -> None:
     parser.add_argument("--big", action="store_true", help="add a 1 GiB-memory service to the stack")
     parser.add_argument("--out", default=str(REPO / "bench" / "migrate-results.json"))
     parser.add_argument("--live", action="store_true", help="migrate --live vs migrate, downtime (issue 24)")
+    parser.add_argument("--local-target", action="store_true",
+                        help="--live: reach the target over its unix socket, as an engine of this host")
+    parser.add_argument("--only-live", action="store_true", help="--live: no stop-the-world side (phases only)")
     args = parser.parse_args()
     if args.live:
-        live_main(args.repeat, Path(args.out))
+        live_main(args.repeat, Path(args.out), args.local_target, (True,) if args.only_live else (True, False))
         return
     second = start_second_engine()
     try:

@@ -111,6 +111,8 @@ class Engine:
         self._info_lock = threading.Lock()  # parallel workers ask at once; one request is enough
         # Per daemon pid (a new one after a daemon restart): found by a walk of /proc, the same for every restore.
         self._containerd_temp: dict[int, list[ctrd_copies.TempFolder]] = {}
+        # Container id -> the page folders placed in its root through the API, until emptied (pages_in_root.py).
+        self._placed_through_api: dict[str, list[str]] = {}
 
     @classmethod
     def connect(cls, host: str | None = None, timeout: int = 120) -> Engine:
@@ -539,10 +541,7 @@ class Engine:
         engine/pages_in_root.py; `on_bytes` follows that copy), the placed copy is fitted to this host's
         mount propagation (see `_fit_mount_propagation`); elsewhere everything goes through the API."""
         if not self.info().local:
-            with self._checkpoints_helper(container_id) as helper, translated(f"upload checkpoint {name}"):
-                if not self._api.put_archive(helper, HELPER_MOUNT, tar_stream(source, name)):
-                    raise EngineError(f"the engine refused the upload of checkpoint {name}")
-            return PlacedCheckpoint([], PagesRoute.CONTAINERD, 0, "remote engine")
+            return self._place_through_api(container_id, name, source, on_bytes)
         target = self._checkpoint_dir(container_id, name)
         if target.exists():
             shutil.rmtree(target)
@@ -565,6 +564,49 @@ class Engine:
         if placed is None:
             return PlacedCheckpoint(fitted, PagesRoute.CONTAINERD, 0, why)
         return PlacedCheckpoint(fitted, PagesRoute.CONTAINER_ROOT, placed.size)
+
+    def _place_through_api(self, container_id: str, name: str, source: Path,
+                           on_bytes: BytesCallback) -> PlacedCheckpoint:
+        """An engine whose files are out of reach: the page images go into the container's root through its
+        archive endpoint, the rest (with links to them) through the checkpoint helper (see
+        engine/pages_in_root.py); when the root takes no files, everything goes through containerd."""
+        images = pages_in_root.page_images(source)
+        folder, why = pages_in_root.new_folder_name(), "no page images"
+        if images:
+            try:
+                with translated(f"upload the page images of checkpoint {name}"):
+                    self._placed_through_api.setdefault(container_id, []).append(folder)
+                    if not self._api.put_archive(container_id, "/", pages_in_root.pages_tar(folder, images, on_bytes)):
+                        raise EngineError(f"the engine refused the page images of checkpoint {name}")
+                why = ""
+            except EngineUnavailable:
+                raise
+            except CkptError as exc:  # a read-only root, a full disk: containerd's way may still work
+                with contextlib.suppress(CkptError):  # what a half-done upload left
+                    self._empty_placed_pages(container_id)
+                why = f"the container's root takes no files ({exc.message})"
+        links = {} if why else {image.name: f"/{folder}/{image.name}" for image in images}
+        try:
+            with self._checkpoints_helper(container_id) as helper, translated(f"upload checkpoint {name}"):
+                if not self._api.put_archive(helper, HELPER_MOUNT, tar_stream(source, name, links)):
+                    raise EngineError(f"the engine refused the upload of checkpoint {name}")
+        except BaseException:
+            with contextlib.suppress(CkptError):
+                self._empty_placed_pages(container_id)
+            raise
+        if why:
+            return PlacedCheckpoint([], PagesRoute.CONTAINERD, 0, why)
+        return PlacedCheckpoint([], PagesRoute.CONTAINER_ROOT, sum(image.stat().st_size for image in images))
+
+    def _empty_placed_pages(self, container_id: str) -> list[str]:
+        """Replace each page folder this process placed in the container's root through the API by an empty
+        file (see engine/pages_in_root.py); returns their names."""
+        emptied = []
+        for folder in self._placed_through_api.pop(container_id, []):
+            with translated(f"remove the page images placed in {container_id[:12]}"):
+                self._api.put_archive(container_id, "/", pages_in_root.emptied_tar(folder))
+            emptied.append(folder)
+        return emptied
 
     def _container_root(self, container_id: str) -> tuple[pages_in_root.ContainerRoot | None, str]:
         """The container's root when the page images can go there, else None and why not."""
@@ -590,9 +632,10 @@ class Engine:
 
     def remove_placed_pages(self, container_id: str) -> list[str]:
         """Remove the page images a restore placed in the container's root (engine/pages_in_root.py), also
-        those of a run killed earlier; returns the folders removed. Elsewhere there are none."""
+        those of a run killed earlier; returns the folders removed. An engine reached through its API only:
+        those this process placed are emptied."""
         if not self.info().local:
-            return []
+            return self._empty_placed_pages(container_id)
         container = self.inspect(container_id)
         root = container and pages_in_root.ContainerRoot.of(container, self.info().docker_root_dir)
         return self._remove_pages(root, container_id) if root else []

@@ -25,22 +25,36 @@ Contract.
 - Removed right after the restore, success or failure (`remove`, which takes every folder with the
   prefix at the top of the root, so a run killed earlier is cleaned up too); the writable-layer copy
   of a snapshot leaves such folders out (engine/trees.py).
+
+Through the Docker API (an engine on another host, or reached over tcp). The same folder, with a fresh
+random name, reaches the top of the container's root as a tar sent to the engine's archive endpoint
+(`pages_tar`; the container is created and not running, and the daemon unpacks inside the container's
+root, so nothing in it leads out), while the checkpoint's `pages-N.img` go as links to it through the
+checkpoint helper. After the restore the folder is replaced by an empty file of the same name
+(`emptied_tar`: the archive endpoint removes what a member of another type replaces, and nothing can
+remove a name through the API), which frees the page images; that empty file is what stays in the root.
+The folder names placed this way are known only to the process that placed them: one killed between
+placing and removing leaves the page images in the container's root until the container is removed (a
+failed or killed `migrate` removes the containers it created on the target).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import re
 import secrets
 import shutil
 import stat
+import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from compose_ckpt.engine.tar_stream import produced_tar
 from compose_ckpt.engine.types import ContainerInfo
 
 FOLDER_PREFIX = ".compose-ckpt-pages-"
@@ -133,7 +147,7 @@ def place(root: ContainerRoot, images: list[Path], on_bytes: BytesCallback) -> P
 
 def _new_folder(top: int) -> str:
     for _ in range(5):
-        name = FOLDER_PREFIX + secrets.token_hex(16)
+        name = new_folder_name()
         try:
             os.mkdir(name, 0o700, dir_fd=top)  # mkdir never follows a link, and fails on anything already there
             return name
@@ -188,3 +202,41 @@ def remove(root: ContainerRoot) -> list[str]:
                 os.unlink(name, dir_fd=top)
             removed.append(name)
     return removed
+
+
+def new_folder_name() -> str:
+    return FOLDER_PREFIX + secrets.token_hex(16)
+
+
+def pages_tar(name: str, images: list[Path], on_bytes: BytesCallback) -> Iterator[bytes]:
+    """A tar of folder `name` (0700) holding `images` (0600 each), for the archive endpoint to unpack at the
+    top of a container's root; `on_bytes` follows the bytes read from it."""
+    total = sum(image.stat().st_size for image in images)
+
+    def write(archive: tarfile.TarFile) -> None:
+        folder = tarfile.TarInfo(name)
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o700
+        archive.addfile(folder)
+        for image in images:
+            with os.fdopen(os.open(image, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as source:
+                member = tarfile.TarInfo(f"{name}/{image.name}")
+                member.size, member.mode = os.fstat(source.fileno()).st_size, 0o600
+                archive.addfile(member, source)
+
+    done = 0
+    on_bytes(0, total)
+    for chunk in produced_tar(write, "reading the page images"):
+        done += len(chunk)
+        on_bytes(min(done, total), total)
+        yield chunk
+
+
+def emptied_tar(name: str) -> bytes:
+    """A tar whose one member, an empty regular file `name`, replaces the folder of that name (and the page
+    images in it) when the archive endpoint unpacks it at the top of a container's root."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        member = tarfile.TarInfo(name)
+        member.mode = 0o600
+        archive.addfile(member, io.BytesIO(b""))
+    return buffer.getvalue()

@@ -9,7 +9,7 @@ import shutil
 import tarfile
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,20 +30,39 @@ def write_upload_id(folder: Path) -> None:
         sink.write(uuid.uuid4().hex)
 
 
-def tar_stream(folder: Path, arcname: str) -> Iterator[bytes]:
+def tar_stream(folder: Path, arcname: str, links: dict[str, str] | None = None) -> Iterator[bytes]:
     """A tar of `folder` (named `arcname` inside) with a fresh upload id, produced by a thread while it is
-    sent: no temp file."""
+    sent: no temp file. `links` (file name -> link target): those files of the folder go as symbolic links
+    to the target instead (page images placed elsewhere, see engine/pages_in_root.py)."""
+    links = links or {}
+    left_out = {f"{arcname}/{name}" for name in links} | {f"{arcname}/{UPLOAD_ID_FILE}"}
+
+    def write(archive: tarfile.TarFile) -> None:
+        archive.add(folder, arcname=arcname, filter=lambda m: None if m.name in left_out else m)
+        for name, target in sorted(links.items()):
+            link = tarfile.TarInfo(f"{arcname}/{name}")
+            link.type, link.linkname, link.mode = tarfile.SYMTYPE, target, 0o777
+            archive.addfile(link)
+        upload_id = uuid.uuid4().hex.encode()
+        member = tarfile.TarInfo(f"{arcname}/{UPLOAD_ID_FILE}")
+        member.size, member.mode = len(upload_id), 0o600
+        archive.addfile(member, io.BytesIO(upload_id))
+
+    return produced_tar(write, f"reading checkpoint files from {folder}")
+
+
+def produced_tar(write: Callable[[tarfile.TarFile], None], doing: str) -> Iterator[bytes]:
+    """The tar that `write` makes, produced by a thread while it is read: no temp file. A failure of
+    `write` raises EngineError saying what was being `doing`."""
     read_end, write_end = os.pipe()
     failure: list[BaseException] = []
 
     def produce() -> None:
         try:
             with os.fdopen(write_end, "wb") as sink, tarfile.open(fileobj=sink, mode="w|") as archive:
-                archive.add(folder, arcname=arcname, filter=lambda m: None if m.name.endswith("/" + UPLOAD_ID_FILE) else m)
-                upload_id = uuid.uuid4().hex.encode()
-                member = tarfile.TarInfo(f"{arcname}/{UPLOAD_ID_FILE}")
-                member.size, member.mode = len(upload_id), 0o600
-                archive.addfile(member, io.BytesIO(upload_id))
+                # File bodies in big reads: page images run to gigabytes (typeshed lacks the attribute).
+                archive.copybufsize = 1024**2  # type: ignore[attr-defined]
+                write(archive)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer below
             failure.append(exc)
 
@@ -54,7 +73,7 @@ def tar_stream(folder: Path, arcname: str) -> Iterator[bytes]:
             yield chunk
     producer.join()
     if failure:
-        raise EngineError(f"reading checkpoint files from {folder} failed: {failure[0]}")
+        raise EngineError(f"{doing} failed: {failure[0]}")
 
 
 def extract_tree(stream: Iterable[bytes], name: str, destination: Path) -> int:

@@ -98,7 +98,9 @@ def tree_digest(folder: Path) -> dict[str, str]:
             for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
-def live_round(work: Path, target: str, live: bool) -> dict[str, object]:
+def live_round(work: Path, target: str, live: bool, cli: str = CLI) -> dict[str, object]:
+    """One move of a fresh copy of the stack; `cli`: the compose-ckpt to move it with (another build's, for
+    the stop-the-world side as an earlier version did it)."""
     project = f"ckptbenchlive{uuid.uuid4().hex[:6]}"
     folder = work / project
     folder.mkdir()
@@ -115,10 +117,10 @@ def live_round(work: Path, target: str, live: bool) -> dict[str, object]:
         time.sleep(5)  # the writer runs at its pace, the volume files are older than the racy margin
         flags = ["--live"] if live else []
         started = time.perf_counter()
-        document = json.loads(run(CLI, "-p", project, "migrate", *flags, "--to", target, "--json", cwd=folder, env=env))
+        document = json.loads(run(cli, "-p", project, "migrate", *flags, "--to", target, "--json", cwd=folder, env=env))
         total = round(time.perf_counter() - started, 3)
-        result: dict[str, object] = {"live": live, "total": total, "seconds": document["seconds"]}
-        details = json.loads(run(CLI, "-p", project, "inspect", document["snapshot"], "--json", cwd=folder, env=env))
+        result: dict[str, object] = {"live": live, "cli": cli, "total": total, "seconds": document["seconds"]}
+        details = json.loads(run(cli, "-p", project, "inspect", document["snapshot"], "--json", cwd=folder, env=env))
         result["snapshot_phases"] = details["phases"]  # where the time went: the snapshot's own phases
         result["containers"] = [{key: c[key] for key in ("container", "size", "dump_seconds", "last_restore")}
                                 for c in details["containers"]]
@@ -145,7 +147,7 @@ def live_round(work: Path, target: str, live: bool) -> dict[str, object]:
         subprocess.run(["docker", "-H", target, "network", "rm", f"{project}_default"], capture_output=True)
 
 
-def live_main(repeat: int, out: Path, local_target: bool, sides: tuple[bool, ...]) -> None:
+def live_main(repeat: int, out: Path, local_target: bool, sides: tuple[bool, ...], earlier_cli: str | None) -> None:
     second = start_second_engine(network=BENCH_NETWORK)
     target = second.unix if local_target else second.tcp
     load = os.getloadavg()[0]
@@ -156,17 +158,26 @@ def live_main(repeat: int, out: Path, local_target: bool, sides: tuple[bool, ...
             for index in range(repeat):
                 for side in sides if index % 2 == 0 else tuple(reversed(sides)):
                     rounds.append(live_round(Path(temporary), target, side))
+                if earlier_cli:  # today's `migrate` as an earlier build does it, after this build's sides
+                    rounds.append(live_round(Path(temporary), target, False, earlier_cli))
     finally:
         second.stop()
     live = statistics.median(float(str(r["downtime_seconds"])) for r in rounds if r["live"])
-    plain = statistics.median([float(str(r["downtime_seconds"])) for r in rounds if not r["live"]] or [float("nan")])
+    plain = statistics.median([float(str(r["downtime_seconds"])) for r in rounds if not r["live"] and r["cli"] == CLI]
+                              or [float("nan")])
+    earlier = [float(str(r["downtime_seconds"])) for r in rounds if r["cli"] != CLI]
     summary = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "load_1m": [load, os.getloadavg()[0]],
                "downtime_live_s": live, "downtime_migrate_s": plain, "ratio": round(live / plain, 3),
+               "downtime_migrate_earlier_build_s": statistics.median(earlier) if earlier else None,
+               "ratio_to_earlier_build": round(live / statistics.median(earlier), 3) if earlier else None,
                "target": LIVE_TARGET, "target_engine": "unix socket (this host)" if local_target else "tcp",
                "rounds": rounds}
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"downtime: migrate --live {live:.2f}s vs migrate {plain:.2f}s: x{summary['ratio']} "
           f"(target <= {LIVE_TARGET})")
+    if earlier:
+        print(f"migrate by {earlier_cli}: {summary['downtime_migrate_earlier_build_s']:.2f}s: "
+              f"x{summary['ratio_to_earlier_build']}")
     for entry in rounds:
         print(json.dumps(entry))
 
@@ -179,10 +190,12 @@ def main() -> None:
     parser.add_argument("--live", action="store_true", help="migrate --live vs migrate, downtime (issue 24)")
     parser.add_argument("--local-target", action="store_true",
                         help="--live: reach the target over its unix socket, as an engine of this host")
+    parser.add_argument("--earlier-cli", help="--live: also time `migrate` by this compose-ckpt (an earlier build)")
     parser.add_argument("--only-live", action="store_true", help="--live: no stop-the-world side (phases only)")
     args = parser.parse_args()
     if args.live:
-        live_main(args.repeat, Path(args.out), args.local_target, (True,) if args.only_live else (True, False))
+        live_main(args.repeat, Path(args.out), args.local_target, (True,) if args.only_live else (True, False),
+                  args.earlier_cli)
         return
     second = start_second_engine()
     try:

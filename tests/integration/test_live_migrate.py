@@ -101,6 +101,8 @@ def test_live_migrate_moves_the_stack_and_its_volume_as_they_were_at_the_freeze(
     assert second.docker("exec", f"{stack.project}-kv-1", "redis-cli", "get", "visits").stdout.strip() == b"42"
     snapshot = json.loads(stack.ckpt_ok("inspect", document["snapshot"], "--json").stdout)
     assert snapshot["phases"]["migrate downtime"] == document["downtime_seconds"]
+    # how each container came back on the target is kept too; the page images went into their roots
+    assert {c["last_restore"]["pages"] for c in snapshot["containers"]} == {"container-root"}
 
 
 def test_a_failed_live_move_leaves_the_source_running_and_nothing_on_the_target(

@@ -152,6 +152,7 @@ class _LiveMove:
                     self.store.done_moving(self.project.name)
         self.precopies.discard()
         self.store.done_moving(self.project.name)  # the target runs the stack: nothing to undo from here on
+        manifest = restored.snapshot  # as the restore left it in the store: with how each container came back
         self.bytes_during += sum(r.size + (r.layer.size if r.layer else 0) for r in manifest.containers)
         self._record(manifest, downtime)
         finish_on_source(self.source, manifest, self.request, self.progress)

@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from compose_ckpt.domain.store.manifest import Manifest, TreeCopy
     from compose_ckpt.domain.transport.live_migrate import LiveMigrateResult
     from compose_ckpt.domain.transport.migrate import MigrateResult, MigrateViaResult
-    from compose_ckpt.domain.transport.registry import PullResult, PushResult
+    from compose_ckpt.domain.transport.pull import PullResult
+    from compose_ckpt.domain.transport.push import PushResult
     from compose_ckpt.domain.transport.transfer import ImportResult
 
 Document = dict[str, Any]

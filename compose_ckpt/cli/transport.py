@@ -157,7 +157,7 @@ def push(
     as_json: JsonOption = False,
 ) -> None:
     """Upload a snapshot to an OCI registry as one artifact; blobs the registry already has are not sent again."""
-    from compose_ckpt.domain.transport.registry import push_snapshot
+    from compose_ckpt.domain.transport.push import push_snapshot
 
     options: GlobalOptions = ctx.obj
     project_name = options.resolve_project_name()
@@ -184,7 +184,7 @@ def pull(
     as_json: JsonOption = False,
 ) -> None:
     """Download a pushed snapshot, verify every blob, then store it and create its containers, as import does."""
-    from compose_ckpt.domain.transport.registry import pull_snapshot
+    from compose_ckpt.domain.transport.pull import pull_snapshot
 
     options: GlobalOptions = ctx.obj
     with _registry_client(reference, insecure) as client:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from compose_ckpt.domain.ports import RegistryPort
 from compose_ckpt.domain.store.store import SnapshotStore
-from compose_ckpt.domain.transport.registry import prune_registry, push_snapshot
+from compose_ckpt.domain.transport.push import prune_registry, push_snapshot
 from compose_ckpt.errors import CkptError
 from compose_ckpt.registry.client import RegistryClient
 from compose_ckpt.registry.reference import Reference

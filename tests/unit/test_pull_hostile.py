@@ -15,7 +15,8 @@ import pytest
 
 from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.domain.transport.artifact import CHUNK_SIZE
-from compose_ckpt.domain.transport.registry import pull_snapshot, push_snapshot
+from compose_ckpt.domain.transport.pull import pull_snapshot
+from compose_ckpt.domain.transport.push import push_snapshot
 from compose_ckpt.domain.transport.transfer import import_snapshot
 from compose_ckpt.errors import ArchiveError, CkptError, NotFoundError, RegistryError, UsageError
 from compose_ckpt.registry.client import RegistryClient
@@ -151,7 +152,7 @@ def test_a_registry_trickling_a_blob_is_cut_off_at_the_blobs_deadline(
 
 
 def test_bad_deadline_settings_are_usage_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    from compose_ckpt.domain.transport.registry import blob_deadline
+    from compose_ckpt.domain.transport.pull import blob_deadline
 
     assert blob_deadline(10) == 120 and blob_deadline(64 * 1024 * 1000) == 1000
     monkeypatch.setenv("COMPOSE_CKPT_PULL_MIN_RATE", "0")

@@ -17,7 +17,7 @@ import zstandard
 from compose_ckpt.domain.store.manifest import ContainerRecord, Manifest, SnapshotStatus
 from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.domain.transport.artifact import CHUNK_SIZE, parse_manifest
-from compose_ckpt.domain.transport.registry import prune_registry, push_snapshot
+from compose_ckpt.domain.transport.push import prune_registry, push_snapshot
 from compose_ckpt.errors import NotFoundError, RegistryError
 from compose_ckpt.registry.client import ManifestResponse
 from compose_ckpt.registry.reference import Reference, parse_reference
@@ -165,7 +165,7 @@ def test_push_chunks_members_and_a_newer_snapshot_sends_only_changed_chunks(tmp_
 
 def test_chunks_that_do_not_compress_are_stored_as_raw_zstd_blocks_and_unpack_like_compressed_ones(
         tmp_path: Path) -> None:
-    from compose_ckpt.domain.transport.registry import _stage_artifact
+    from compose_ckpt.domain.transport.pull import _stage_artifact
 
     store, registry = SnapshotStore(tmp_path / "store"), FakeRegistry()
     noise = random.Random(1).randbytes
@@ -261,7 +261,7 @@ def test_bad_push_labels_are_refused(bad: str) -> None:
 
 def test_an_interrupted_download_resumes_with_a_range_and_a_bad_blob_is_refused(tmp_path: Path) -> None:
     from compose_ckpt.domain.transport.artifact import Blob
-    from compose_ckpt.domain.transport.registry import _download
+    from compose_ckpt.domain.transport.pull import _download
     from compose_ckpt.errors import ArchiveError
 
     def serving(data: bytes, digest: str, ranges: bool = True) -> tuple[FakeClient, FakeRegistry]:
@@ -296,7 +296,7 @@ def test_an_interrupted_download_resumes_with_a_range_and_a_bad_blob_is_refused(
 def test_push_pull_and_export_report_their_bytes_as_they_move(tmp_path: Path) -> None:
     from compose_ckpt.domain.stack.parallel import ProgressEvent, SharedCount
     from compose_ckpt.domain.transport.artifact import Blob
-    from compose_ckpt.domain.transport.registry import _download
+    from compose_ckpt.domain.transport.pull import _download
     from compose_ckpt.domain.transport.transfer import export_snapshot
 
     store, registry = SnapshotStore(tmp_path / "store"), FakeRegistry()

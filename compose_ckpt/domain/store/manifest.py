@@ -145,7 +145,7 @@ class Manifest:
     error: str | None = None
     volume_records: list[VolumeRecord] = field(default_factory=list)
     binds: list[BindMount] = field(default_factory=list)
-    # In a pushed artifact only (domain/transport/registry.py): member path -> {"size": bytes, "chunks": [blob digests in
+    # In a pushed artifact only (domain/transport/push.py): member path -> {"size": bytes, "chunks": [blob digests in
     # order]}, so that the snapshot's own manifest, not the registry's, says what each file is made of.
     files: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     # Set by import and pull on this host (whatever the snapshot says): when it entered this store, and from

@@ -95,7 +95,7 @@ def check_name(name: str, *, folder: bool = False) -> None:
 
 
 class MemberWriter:
-    """Where a snapshot's members go: an archive, or blobs in a registry (domain/transport/registry.py).
+    """Where a snapshot's members go: an archive, or blobs in a registry (domain/transport/push.py).
 
     Subclasses store single members (`add_bytes`, `add_file`); folders and streams of unknown
     length are cut into such members here, the same way for every destination."""

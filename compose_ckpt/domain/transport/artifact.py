@@ -22,6 +22,7 @@ is bounded before a byte is downloaded.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ PROJECT = "compose-ckpt.project"
 SNAPSHOT = "compose-ckpt.snapshot"
 
 CHUNK_SIZE = 16 * 1024**2
+# Chunks pushed or pulled at once: zstd, sha256 and sockets release the GIL; uploads wait on the registry.
+WORKERS = max(4, min(8, (os.cpu_count() or 2) + 1))
 MAX_CONFIG_BYTES = 64 * 1024**2
 MAX_TOTAL_BYTES = 64 * 1024**3  # as for archives
 _DECIMAL = re.compile(r"[0-9]{1,18}")

@@ -24,7 +24,7 @@ from compose_ckpt.domain.stack.restore import RestoredContainer, restore_snapsho
 from compose_ckpt.domain.stack.snapshot import take_snapshot
 from compose_ckpt.domain.store.manifest import Manifest, SnapshotStatus
 from compose_ckpt.domain.store.store import SnapshotStore
-from compose_ckpt.domain.transport.registry import PushResult, push_snapshot
+from compose_ckpt.domain.transport.push import PushResult, push_snapshot
 from compose_ckpt.domain.transport.transfer import saved_as
 from compose_ckpt.errors import CkptError, ConflictError, EngineError
 

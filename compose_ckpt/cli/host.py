@@ -15,18 +15,17 @@ from compose_ckpt.output import console, err_console, escape, print_json
 
 if TYPE_CHECKING:
     from compose_ckpt.domain.host.reboot import Outcome
-    from compose_ckpt.domain.ports import EnginePort
-    from compose_ckpt.engine import ContainerInfo
 
 
 def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Check that this Docker engine can checkpoint and restore, and say how to fix what cannot."""
     from compose_ckpt.domain.host.doctor import run_checks
+    from compose_ckpt.domain.stack.project import Project
     from compose_ckpt.domain.store.store import default_home
 
     options: GlobalOptions = ctx.obj
-    report = run_checks(options.connect, default_home(), lambda engine: _project_containers(options, engine),
-                        lambda engine: _adoption_drift(options, engine))
+    report = run_checks(options.connect, default_home(), lambda engine: Project(options.compose_project(), engine),
+                        options.compose_cli)
     if as_json:
         print_json({"ok": report.can_checkpoint, "checks": [check.as_dict() for check in report.checks]})
     else:
@@ -40,29 +39,6 @@ def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
             console.print("checkpoint/restore can work with this engine")
     if not report.can_checkpoint:
         raise CkptError("checkpoint/restore cannot work with this engine", hint="Fix the checks marked fail.")
-
-
-def _project_containers(options: GlobalOptions, engine: EnginePort) -> list[tuple[str, ContainerInfo]]:
-    """The (service, container) pairs of the compose project here, for doctor; none without compose files."""
-    from compose_ckpt.domain.stack.project import Project
-
-    try:
-        project = Project(options.compose_project(), engine)
-        return [(entry.service, c) for entry in project.resolve(project.select([])) for c in entry.containers]
-    except CkptError:
-        return []
-
-
-def _adoption_drift(options: GlobalOptions, engine: EnginePort) -> str | None:
-    """What of the adoption of the project here no longer matches its compose files, for doctor; None without
-    compose files."""
-    from compose_ckpt.domain.stack.adopt import drift
-    from compose_ckpt.domain.stack.project import Project
-
-    try:
-        return drift(Project(options.compose_project(), engine), options.compose_cli)
-    except CkptError:
-        return None
 
 
 host_app = typer.Typer(help="Survive reboots without a cold start: a hook that snapshots stacks before Docker stops "

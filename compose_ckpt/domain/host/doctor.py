@@ -11,9 +11,11 @@ from typing import Any
 
 from compose_ckpt.const import LABEL_PROJECT
 from compose_ckpt.domain.host.versions import version_tuple
-from compose_ckpt.domain.ports import EnginePort
+from compose_ckpt.domain.ports import ComposePort, EnginePort
+from compose_ckpt.domain.stack.adopt import drift
 from compose_ckpt.domain.stack.held_policies import held_policies
 from compose_ckpt.domain.stack.holders import needs_holders, network_form
+from compose_ckpt.domain.stack.project import Project
 from compose_ckpt.domain.stack.remedies import CRIU_MISSING, remedy_for
 from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo, ctrd_copies, host
@@ -52,11 +54,12 @@ class Report:
 
 
 def run_checks(connect: Callable[[], EnginePort], store_home: Path,
-               project_containers: Callable[[EnginePort], list[tuple[str, ContainerInfo]]] | None = None,
-               adoption_drift: Callable[[EnginePort], str | None] | None = None) -> Report:
-    """Run every check. `connect` returns an engine or raises EngineUnavailable; `project_containers`, when given,
-    lists the (service, container) pairs of the compose project here, for the network holders check;
-    `adoption_drift` says what of the project's adoption no longer matches its compose files (adopt.drift)."""
+               project_here: Callable[[EnginePort], Project] | None = None,
+               compose: Callable[[], ComposePort] | None = None) -> Report:
+    """Run every check. `connect` returns an engine or raises EngineUnavailable; `project_here`, when given,
+    resolves the compose project here on that engine, for the checks of its containers (network holders, held
+    restart policies) and of its adoption, for which `compose` runs `docker compose` (adopt.drift). A project
+    that cannot be resolved (no compose files here) is left out of those checks."""
     try:
         engine = connect()
         info = engine.info()
@@ -87,15 +90,40 @@ def run_checks(connect: Callable[[], EnginePort], store_home: Path,
         )
     checks.append(_disk("store", store_home))
     checks.append(_staging_leftovers(store_home))
-    containers = project_containers(engine) if project_containers is not None else []
-    if project_containers is not None and needs_holders(info.server_version):
+    project = _resolved(project_here, engine)
+    containers = _containers(project) if project is not None else []
+    if project_here is not None and needs_holders(info.server_version):
         checks.append(_network_holders(info, containers))
     if held := _held_policies(store_home, containers):
         checks.append(held)
-    drifted = adoption_drift(engine) if adoption_drift is not None else None
+    drifted = _drift(project, compose) if project is not None and compose is not None else None
     if drifted:
         checks.append(Check("adoption", Status.WARN, drifted, "Run `compose-ckpt adopt` in the project folder."))
     return Report(checks)
+
+
+def _resolved(project_here: Callable[[EnginePort], Project] | None, engine: EnginePort) -> Project | None:
+    """The compose project here, or None without one (no compose files, or compose files that do not load)."""
+    try:
+        return project_here(engine) if project_here is not None else None
+    except CkptError:
+        return None
+
+
+def _containers(project: Project) -> list[tuple[str, ContainerInfo]]:
+    """The (service, container) pairs of the project's active services; none when they cannot be listed."""
+    try:
+        return [(entry.service, c) for entry in project.resolve(project.select([])) for c in entry.containers]
+    except CkptError:
+        return []
+
+
+def _drift(project: Project, compose: Callable[[], ComposePort]) -> str | None:
+    """What of the project's adoption no longer matches its compose files; None when that cannot be told."""
+    try:
+        return drift(project, compose)
+    except CkptError:
+        return None
 
 
 def _held_policies(store_home: Path, containers: list[tuple[str, ContainerInfo]]) -> Check | None:

@@ -27,7 +27,7 @@ UP_TIMEOUT_SECONDS = 900.0
 
 
 class ComposeCli:
-    def __init__(self, options: ProjectOptions, environ: Mapping[str, str], cwd: Path, host: str | None) -> None:
+    def __init__(self, options: ProjectOptions, environ: Mapping[str, str], cwd: Path, docker_host: str | None) -> None:
         binary = find_compose(environ)
         if binary is None:
             raise UsageError("this needs the docker compose plugin (compose v2), which was not found",
@@ -35,9 +35,9 @@ class ComposeCli:
         self.binary = binary
         self.options = options
         self.environ = dict(environ)
-        if host:  # the engine compose-ckpt was pointed at with -H
+        if docker_host:  # the engine compose-ckpt was pointed at with -H
             self.environ.pop("DOCKER_CONTEXT", None)
-            self.environ["DOCKER_HOST" if "://" in host else "DOCKER_CONTEXT"] = host
+            self.environ["DOCKER_HOST" if "://" in docker_host else "DOCKER_CONTEXT"] = docker_host
         self.cwd = cwd
 
     def _with_files(self, files: Sequence[Path], project_name: str, working_dir: Path) -> ProjectOptions:

@@ -187,23 +187,23 @@ class RegistryClient:
             return self._base
 
     def _probe_scheme(self) -> str:
-        host = self.reference.api_host
+        address = self.reference.api_address
         try:
-            self._session.get(f"https://{host}/v2/", timeout=_TIMEOUT, stream=True).close()  # body unread
-            return f"https://{host}"
+            self._session.get(f"https://{address}/v2/", timeout=_TIMEOUT, stream=True).close()  # body unread
+            return f"https://{address}"
         except requests.exceptions.SSLError as exc:
             if not self.plain_http_allowed:
-                raise RegistryError(f"TLS with {host} failed: {_reason(exc)}",
+                raise RegistryError(f"TLS with {address} failed: {_reason(exc)}",
                                     hint="If the registry serves plain HTTP, pass --insecure; if it uses its own CA, "
-                                         f"put it in {CERTS_DIR}/{host}/ca.crt.") from None
+                                         f"put it in {CERTS_DIR}/{address}/ca.crt.") from None
         except requests.exceptions.RequestException as exc:
             if not self.plain_http_allowed:
-                raise _unreachable(host, exc) from None
+                raise _unreachable(address, exc) from None
         try:
-            self._session.get(f"http://{host}/v2/", timeout=_TIMEOUT, stream=True).close()
+            self._session.get(f"http://{address}/v2/", timeout=_TIMEOUT, stream=True).close()
         except requests.exceptions.RequestException as exc:
-            raise _unreachable(host, exc) from None
-        return f"http://{host}"
+            raise _unreachable(address, exc) from None
+        return f"http://{address}"
 
     def _url(self, path: str) -> str:
         if path.startswith(("http://", "https://")):
@@ -229,7 +229,7 @@ class RegistryClient:
                 response = self._session.request(method, url, headers=headers, data=data,  # type: ignore[arg-type]
                                                  stream=True, timeout=timeout, allow_redirects=True)
             except requests.exceptions.RequestException as exc:
-                raise _unreachable(self.reference.api_host, exc) from None
+                raise _unreachable(self.reference.api_address, exc) from None
             if response.status_code != 401 or attempt:
                 break
             challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
@@ -377,6 +377,6 @@ def _reason(exc: Exception) -> str:
     return text if len(text) < 300 else text[:300] + "..."
 
 
-def _unreachable(host: str, exc: Exception) -> RegistryError:
-    return RegistryError(f"cannot reach the registry {host}: {_reason(exc)}",
+def _unreachable(address: str, exc: Exception) -> RegistryError:
+    return RegistryError(f"cannot reach the registry {address}: {_reason(exc)}",
                          hint="Check the address and that the registry runs (`make registry` starts a local one).")

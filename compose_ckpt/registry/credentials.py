@@ -44,7 +44,7 @@ def config_path() -> Path:
     return Path(folder) / "config.json" if folder else Path.home() / ".docker" / "config.json"
 
 
-def _host_of(key: str) -> str:
+def _address_of(key: str) -> str:
     """`https://host:5000/v1/` -> `host:5000`; keys are written with and without scheme and path."""
     for scheme in ("https://", "http://"):
         if key.startswith(scheme):
@@ -53,8 +53,8 @@ def _host_of(key: str) -> str:
 
 
 def _matches(key: str, registry: str) -> bool:
-    host = _host_of(key)
-    return host == registry or (registry == DOCKER_HUB and host in _HUB_NAMES)
+    address = _address_of(key)
+    return address == registry or (registry == DOCKER_HUB and address in _HUB_NAMES)
 
 
 def load_credentials(registry: str, path: Path | None = None) -> Credentials:

@@ -32,17 +32,17 @@ class Reference:
     digest: str | None = None
 
     @property
-    def api_host(self) -> str:
+    def api_address(self) -> str:
         return DOCKER_HUB_API if self.registry == DOCKER_HUB else self.registry
 
     @property
     def is_loopback(self) -> bool:
         """127.0.0.0/8, ::1 or localhost: plain HTTP is allowed there without --insecure, as Docker does."""
-        host = self.registry.rsplit(":", 1)[0] if not self.registry.startswith("[") else self.registry[1:].split("]")[0]
-        if host == "localhost":
+        name = self.registry.rsplit(":", 1)[0] if not self.registry.startswith("[") else self.registry[1:].split("]")[0]
+        if name == "localhost":
             return True
         try:
-            return ipaddress.ip_address(host).is_loopback
+            return ipaddress.ip_address(name).is_loopback
         except ValueError:
             return False
 

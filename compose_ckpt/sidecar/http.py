@@ -18,7 +18,7 @@ METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class StatusServer:
     """`status` builds the document of /status (the page at / shows the same)."""
 
-    def __init__(self, metrics: Metrics, port: int, status: Callable[[], dict[str, Any]], host: str = "0.0.0.0") -> None:
+    def __init__(self, metrics: Metrics, port: int, status: Callable[[], dict[str, Any]], bind_address: str = "0.0.0.0") -> None:
         self.port = port
 
         class Handler(BaseHTTPRequestHandler):
@@ -52,7 +52,7 @@ class StatusServer:
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the stdlib's signature
                 pass  # scrapes every few seconds would drown the event log
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server = ThreadingHTTPServer((bind_address, port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
 

@@ -65,8 +65,8 @@ def test_only_loopback_registries_may_use_plain_http_unasked(registry: str, loop
     assert Reference(registry, "app").is_loopback is loopback
 
 
-def test_docker_hub_is_reached_at_its_api_host() -> None:
-    assert parse_reference("app").api_host == "registry-1.docker.io"
+def test_docker_hub_is_reached_at_its_api_address() -> None:
+    assert parse_reference("app").api_address == "registry-1.docker.io"
     assert str(parse_reference("reg.io:5000/a/b").with_tag("s1")) == "reg.io:5000/a/b:s1"
 
 

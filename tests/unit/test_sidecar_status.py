@@ -110,7 +110,7 @@ def test_the_server_serves_the_page_and_the_json_and_the_status_command_prints_t
         port = probe.getsockname()[1]
     server = StatusServer(metrics, port, lambda: sidecar_status(
         [(hourly, NOW + timedelta(minutes=30))], metrics.job_stats(), {}, store, engine_up=True, problems=[],
-        label_prefix="compose-ckpt", now=NOW), host="127.0.0.1")
+        label_prefix="compose-ckpt", now=NOW), bind_address="127.0.0.1")
     server.start()
     try:
         url = f"http://127.0.0.1:{port}"

@@ -8,9 +8,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from compose_ckpt.domain.stack.adopt import AdoptionPlan
     from compose_ckpt.domain.stack.overview import StackOverview
     from compose_ckpt.domain.stack.restore import RestoreResult
     from compose_ckpt.domain.store.manifest import Manifest, TreeCopy
+    from compose_ckpt.domain.store.store import Leftover
     from compose_ckpt.domain.transport.live_migrate import LiveMigrateResult
     from compose_ckpt.domain.transport.migrate import MigrateResult, MigrateViaResult
     from compose_ckpt.domain.transport.pull import PullResult
@@ -62,6 +64,20 @@ def _tree_copy(copy: TreeCopy | None) -> Document | None:
 def stack_overview(overview: StackOverview) -> Document:
     return {"project": overview.project, "containers": [vars(c) for c in overview.containers],
             "abandoned_holders": overview.abandoned_holders, "drift": overview.drift}
+
+
+def adoption(project: str, plan: AdoptionPlan, *, undo: bool, dry_run: bool) -> Document:
+    """What `adopt` or `unadopt` changes (or, with --dry-run, would change)."""
+    return {"project": project, "adopted": not undo, "changed": plan.needed, "dry_run": dry_run,
+            "files": [str(change.path) for change in plan.files if change.changed],
+            "holders": dict(plan.holders), "recreated": [c.name for c in plan.in_the_way],
+            "services": list(plan.services)}
+
+
+def pruned(removed: list[Manifest], leftovers: list[Leftover], kept_imported: list[Manifest]) -> Document:
+    return {"removed": [m.name for m in removed], "removed_leftovers": [vars(f) for f in leftovers],
+            "kept_imported": [{"name": m.name, "received": m.received, "imported_from": m.imported_from}
+                              for m in kept_imported]}
 
 
 def restored(result: RestoreResult) -> Document:

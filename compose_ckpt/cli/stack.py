@@ -218,10 +218,7 @@ def _adoption(options: GlobalOptions, *, undo: bool, yes: bool, dry_run: bool, t
     with open_store().locked(project.name):
         plan = (plan_undo(project, os.environ, options.env_files) if undo
                 else plan_adoption(project, compose, os.environ, options.env_files))
-        document = {"project": project.name, "adopted": not undo, "changed": plan.needed, "dry_run": dry_run,
-                    "files": [str(change.path) for change in plan.files if change.changed],
-                    "holders": dict(plan.holders), "recreated": [c.name for c in plan.in_the_way],
-                    "services": list(plan.services)}
+        document = documents.adoption(project.name, plan, undo=undo, dry_run=dry_run)
         if not as_json:
             for change in plan.files:
                 if change.changed:

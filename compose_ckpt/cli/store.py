@@ -171,9 +171,7 @@ def prune(
             stored.remove(project_name, manifest.name)
     leftovers = stored.staging_leftovers(remove=True)  # of any project: what killed imports and pulls left
     if as_json:
-        print_json({"removed": [m.name for m in doomed], "removed_leftovers": [vars(f) for f in leftovers],
-                    "kept_imported": [{"name": m.name, "received": m.received, "imported_from": m.imported_from}
-                                      for m in deciding]})
+        print_json(documents.pruned(doomed, leftovers, deciding))
         return
     print_warnings([f"kept {m.name}, imported from {m.imported_from} at {m.received}: it counts among the newest "
                     "(by when it entered this store), so snapshots taken here were removed in its place"

@@ -38,8 +38,7 @@ def direct_steps(steps: list[tuple[str, set[str]]]) -> list[tuple[str, set[str]]
 BOTH = {"p-db-1", "p-web-1"}
 
 
-@pytest.mark.parametrize("direct", [False, True], ids=["engine-api", "runtime"])
-@pytest.mark.parametrize("stop, fail, done, rollback", [
+CASES = [
     pytest.param(
         True, ("dump", "p-web-1"),
         [("policy no", BOTH), ("pause", BOTH), ("dump", {"p-db-1"})],
@@ -58,12 +57,16 @@ BOTH = {"p-db-1", "p-web-1"}
         [("pause", BOTH), ("dump", {"p-db-1"})],
         [("unpause", BOTH), ("delete", {"p-db-1"})],
         id="live-dump-fails"),
-])
+]
+# The runtime's dumps are in the store already: only the engine API's path saves after the window.
+ORDERS = [pytest.param(direct, *case.values, id=f"{case.id}-{'runtime' if direct else 'engine-api'}")
+          for direct in (False, True) for case in CASES if not (direct and "save" in case.values[1])]  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("direct, stop, fail, done, rollback", ORDERS)
 def test_a_failed_snapshot_undoes_what_it_did_in_order(
         tmp_path: Path, stop: bool, fail: Call, done: list[tuple[str, set[str]]],
         rollback: list[tuple[str, set[str]]], direct: bool) -> None:
-    if direct and fail[0] == "save":
-        pytest.skip("the runtime's dumps are in the store already: nothing is saved after the window")
     stack = FakeStack({"db": (), "web": ()}, direct=direct)
     stack.fail(*fail)
     if direct:

@@ -20,6 +20,7 @@ LABEL_HOLDER_FOR = "compose-ckpt.holder-for"
 LABEL_NETWORK_HOLDER = "compose-ckpt.network-holder"
 HOLDER_IMAGE = "compose-ckpt/holder:1"
 HOLDER_SUFFIX = "-holder"  # a holder is named after its service container: <container>-holder
+HOLDER_SERVICE_SUFFIX = "-net"  # `adopt` names the holder service of service S: S-net
 
 # Environment variables read by compose-ckpt itself.
 ENV_HOME = "COMPOSE_CKPT_HOME"  # where the snapshot store lives

@@ -31,11 +31,10 @@ from typing import Any
 
 import yaml
 
-from compose_ckpt.const import HOLDER_IMAGE, LABEL_HOLDER_FOR, LABEL_NETWORK_HOLDER
+from compose_ckpt.const import HOLDER_IMAGE, HOLDER_SERVICE_SUFFIX, LABEL_HOLDER_FOR, LABEL_NETWORK_HOLDER
 from compose_ckpt.errors import ConflictError
 
 GENERATED_FILE = "compose.ckpt.yaml"
-HOLDER_SERVICE_SUFFIX = "-net"
 _METADATA = "# compose-ckpt adopt: "
 _HEADER = ("# Written by `compose-ckpt adopt`: network holders for Docker 28+ (docs/engine.md). Do not edit;\n"
            "# `compose-ckpt adopt` regenerates it, `compose-ckpt unadopt` removes it and restores .env.\n")

@@ -9,8 +9,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
-from compose_ckpt.const import HOLDER_SUFFIX
-from compose_ckpt.domain.stack.adoptfile import holder_service
+from compose_ckpt.const import HOLDER_SERVICE_SUFFIX, HOLDER_SUFFIX
 from compose_ckpt.domain.store.names import NAME_PATTERN
 from compose_ckpt.engine.types import RestartPolicy
 from compose_ckpt.errors import CkptError, ExitCode
@@ -445,7 +444,7 @@ def _holder_names(project: str, record: ContainerRecord) -> set[str]:
     compose names the container of its holder service (adoptfile.py), `<project>-<service>-net-<number>`."""
     number = re.fullmatch(r"/[^/]*-(\d{1,9})", str(record.holder.get("Name")) if record.holder else "")
     replica = f"-{number.group(1)}" if number else "-1"
-    return {f"/{record.container_name}{HOLDER_SUFFIX}", f"/{project}-{holder_service(record.service)}{replica}"}
+    return {f"/{record.container_name}{HOLDER_SUFFIX}", f"/{project}-{record.service}{HOLDER_SERVICE_SUFFIX}{replica}"}
 
 
 def _validate(manifest: Manifest) -> None:

@@ -132,3 +132,11 @@ class RestoreLogCatcher:
         if self._fd is None:
             return None
         return os.pread(self._fd, 16 * 1024**2, 0).decode(errors="replace")
+
+
+def restore_log_paths(exec_root: Path, container_id: str) -> list[Path]:
+    """Where CRIU writes its restore log: `work/restore.log` in the task's bundle, which lies in the
+    daemon's own containerd state (under its exec-root `exec_root`) or in a system containerd's."""
+    states = [exec_root / "containerd" / "daemon", Path("/run/containerd")]
+    return [state / "io.containerd.runtime.v2.task" / "moby" / container_id / "work" / "restore.log"
+            for state in states]

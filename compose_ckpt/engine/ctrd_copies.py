@@ -17,17 +17,23 @@ exactly the copies of the checkpoint we restored, and nothing else, treating oth
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import stat
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from compose_ckpt.engine import host
-from compose_ckpt.engine.tar_stream import UPLOAD_ID_FILE
+from compose_ckpt.engine.tar_stream import UPLOAD_ID_FILE, write_upload_id
+from compose_ckpt.errors import CkptError, EngineUnavailable
 
 COPY_PREFIX = "ctrd-checkpoint"
 COMPARED_FILES = ("inventory.img", "pstree.img", UPLOAD_ID_FILE)
+_log = logging.getLogger(__name__)
 MAX_COMPARED_BYTES = 16 * 1024**2  # pstree.img grows with the process count; far below this
 
 
@@ -130,6 +136,42 @@ def checkpoint_images(folder: Path) -> CheckpointImages | None:
         return _images_at(descriptor)
     finally:
         os.close(descriptor)
+
+
+@contextmanager
+def copies_removed(temp_folders: list[TempFolder], folder: Path) -> Iterator[Callable[[], None]]:
+    """Around a restore on the daemon's host from the checkpoint in `folder`: remove the copy of its images
+    that containerd makes for it and leaves behind, once the daemon has answered, success or failure.
+    Yields what gives the checkpoint a new upload id before each attempt: the id tells this restore's
+    copies from any other's."""
+    before = existing_copies(temp_folders)
+    placed: list[CheckpointImages] = []
+
+    def mark_upload() -> None:
+        write_upload_id(folder)
+        images = checkpoint_images(folder)
+        if images is not None:
+            placed.append(images)
+
+    with contextlib.suppress(OSError):  # no such checkpoint: the daemon's answer says so
+        mark_upload()
+    try:
+        yield mark_upload
+    except EngineUnavailable:
+        raise  # no answer: the daemon may still be restoring from its copy
+    except CkptError:
+        _remove_copies_best_effort(temp_folders, before, placed)
+        raise
+    _remove_copies_best_effort(temp_folders, before, placed)
+
+
+def _remove_copies_best_effort(temp_folders: list[TempFolder], before: set[Path],
+                               placed: list[CheckpointImages]) -> None:
+    """Best effort: a copy left behind never fails the restore it was made for."""
+    try:
+        remove_copies(temp_folders, before, placed)
+    except OSError as exc:
+        _log.warning("could not remove containerd's copy of a restored checkpoint: %s", exc)
 
 
 def remove_copies(folders: list[TempFolder], before: set[Path], placed: list[CheckpointImages]) -> list[Path]:

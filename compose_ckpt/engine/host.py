@@ -260,6 +260,16 @@ def started_after(pid: int, epoch_seconds: float) -> bool:
     return boot + ticks / os.sysconf("SC_CLK_TCK") > epoch_seconds
 
 
+def dump_in_progress_here(daemon: int, container_id: str, checkpoint_dir: Path, since: float) -> bool:
+    """Whether the daemon `daemon` on this host may still be dumping the container into `checkpoint_dir`,
+    for a request made after `since` (epoch seconds); see `Engine.dump_in_progress`."""
+    if started_after(daemon, since):
+        return False  # a restarted daemon finishes no dump of its predecessor
+    if checkpoint_dir.is_dir() and not any(checkpoint_dir.iterdir()):
+        return True  # created, nothing extracted yet: CRIU or containerd are still at it
+    return checkpoint_activity(daemon, container_id, checkpoint_dir)
+
+
 def checkpoint_activity(daemon: int, container_id: str, checkpoint_dir: Path) -> bool:
     """Whether the daemon visibly works on a checkpoint of `container_id` (or on some checkpoint whose
     owner cannot be told), as seen in /proc: runc checkpointing it; containerd (a child of the daemon)

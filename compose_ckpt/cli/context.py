@@ -34,13 +34,13 @@ class GlobalOptions:
     project_directory: str | None
     profiles: tuple[str, ...]
     env_files: tuple[str, ...]
-    host: str | None
+    docker_host: str | None  # -H: the Docker daemon to talk to
     progress: ProgressMode
 
     def connect(self) -> Engine:
         from compose_ckpt.engine import Engine
 
-        return Engine.connect(self.host)
+        return Engine.connect(self.docker_host)
 
     def compose_project(self) -> ComposeProject:
         return self.start_compose_project().result()
@@ -91,7 +91,7 @@ class GlobalOptions:
         """`docker compose` for the project, with compose-ckpt's global flags, on the engine it talks to."""
         from compose_ckpt.compose.runner import ComposeCli
 
-        return ComposeCli(self._project_options(), os.environ, Path.cwd(), self.host)
+        return ComposeCli(self._project_options(), os.environ, Path.cwd(), self.docker_host)
 
     @contextmanager
     def show_progress(self, title: str) -> Iterator[Display]:

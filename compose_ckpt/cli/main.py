@@ -68,7 +68,7 @@ def main(
         project_directory=project_directory,
         profiles=tuple(profile or ()),
         env_files=tuple(env_file or ()),
-        host=docker_host,
+        docker_host=docker_host,
         progress=progress,
     )
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from compose_ckpt.compose import loader
+from compose_ckpt.compose.discovery import Located, locate
 from compose_ckpt.compose.docker_compose import (
     ComposeRefused,
     find_compose,
@@ -31,6 +32,7 @@ from compose_ckpt.compose.docker_compose import (
     start_config,
 )
 from compose_ckpt.compose.model import ComposeProject, ProjectOptions
+from compose_ckpt.compose.yaml_reader import NodeLoader, check_bounds
 from compose_ckpt.errors import CkptError, ComposeFileError
 
 
@@ -42,7 +44,7 @@ def start_loading(options: ProjectOptions) -> Future[ComposeProject]:
     """``load_project`` for a caller with other work to do meanwhile (the CLI loads the domain and connects to
     the engine): the files are found, read and measured now, and a fault found in them is raised now; compose
     then resolves the project in its own process, and the future holds the project or compose's refusal."""
-    located = loader.locate(options)
+    located = locate(options)
     binary = find_compose(located.environ)
     if binary is None:
         loaded: Future[ComposeProject] = Future()
@@ -64,7 +66,7 @@ def _own_loader(options: ProjectOptions, files: tuple[Path, ...]) -> ComposeProj
 
 
 def _from_compose(binary: Path, process: subprocess.Popen[bytes], options: ProjectOptions,
-                  located: loader.Located) -> ComposeProject:
+                  located: Located) -> ComposeProject:
     try:
         document = read_config(binary, process)
     except ComposeRefused as refused:
@@ -88,7 +90,7 @@ def _check_bounds(files: tuple[Path, ...], contents: tuple[bytes, ...]) -> None:
         if path in seen:
             continue
         seen.add(path)
-        loader.check_bounds(data, path)
+        check_bounds(data, path)
         if b"include" in data or b"extends" in data:
             for referenced in _referenced_files(data, path):
                 try:
@@ -188,7 +190,7 @@ def _key_path(message: str) -> list[str]:
 
 def _nodes(data: bytes) -> list[yaml.Node]:
     try:
-        return [node for node in yaml.compose_all(data, Loader=loader.NodeLoader) if node is not None]
+        return [node for node in yaml.compose_all(data, Loader=NodeLoader) if node is not None]
     except (yaml.YAMLError, RecursionError):
         return []
 

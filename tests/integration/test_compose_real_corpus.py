@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from compose_ckpt.compose import ProjectOptions, load_project
-from compose_ckpt.compose.loader import DEFAULT_FILES
+from compose_ckpt.compose.discovery import DEFAULT_FILES
 from compose_ckpt.compose.loader import load_project as load_builtin
 from compose_ckpt.errors import CkptError
 from tests.integration.test_compose_oracle import summary_of_compose, summary_of_ours

@@ -19,7 +19,7 @@ import pytest
 
 from compose_ckpt.cli.main import run
 from compose_ckpt.compose import ProjectOptions, load_project
-from compose_ckpt.compose.loader import MAX_DEPTH, MAX_VALUES
+from compose_ckpt.compose.yaml_reader import MAX_DEPTH, MAX_VALUES
 from compose_ckpt.domain.stack.project import Project
 from compose_ckpt.errors import ExitCode, UsageError
 from tests.fakes import UntouchableEngine

@@ -1,6 +1,5 @@
 """The engine adapter: the only part of compose-ckpt that talks to Docker."""
 
-from compose_ckpt.engine import host
 from compose_ckpt.engine.adapter import Engine
 from compose_ckpt.engine.types import (
     NO_CRIU_OPTIONS,
@@ -18,4 +17,4 @@ from compose_ckpt.engine.types import (
 )
 
 __all__ = ["NO_CRIU_OPTIONS", "NO_RESTART", "ContainerEvent", "ContainerInfo", "CriuOptions", "DumpPath", "DumpResult",
-           "Engine", "EngineInfo", "PagesRoute", "PlacedCheckpoint", "ProcessFingerprint", "RestartPolicy", "host"]
+           "Engine", "EngineInfo", "PagesRoute", "PlacedCheckpoint", "ProcessFingerprint", "RestartPolicy"]

@@ -13,7 +13,7 @@ When the daemon runs on this machine, checkpoints take faster and leaner ways th
 /proc and its runtime. This class chooses between those and the API; the work itself lives beside the other
 code that runs on the daemon's host: runtime.py (dumps by the daemon's runc), pages_placement.py and
 pages_in_root.py (where a restore's files go), mount_propagation.py, ctrd_copies.py (containerd's leftover
-copies), criu_log.py (the restore log) and host.py (/proc).
+copies), criu_log.py (the restore log) and procfs.py (/proc).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from compose_ckpt.const import ENV_DUMP_PATH
-from compose_ckpt.engine import ctrd_copies, host, mount_propagation, pages_in_root, pages_placement
+from compose_ckpt.engine import ctrd_copies, mount_propagation, pages_in_root, pages_placement, procfs
 from compose_ckpt.engine.api import Transport
 from compose_ckpt.engine.checkpoints import CheckpointCalls
 from compose_ckpt.engine.containers import ContainerCalls
@@ -108,13 +108,13 @@ class Engine(ContainerCalls, CheckpointCalls, NetworkVolumeCalls, ImageCalls):
 
         The daemon carries on with such a request: it creates the checkpoint folder first, removes it
         on failure, and logs a `checkpoint` event when done. On this host /proc shows the work itself
-        (see `host.checkpoint_activity`); the caller must see it stop for a moment, because the
+        (see `procfs.checkpoint_activity`); the caller must see it stop for a moment, because the
         hand-overs between runc, containerd and the daemon leave short gaps. A remote engine shows only
         the folder and the event, and the event log keeps just the last few hundred events."""
         pid = self.daemon_pid()
         if pid is None:
             return self._dump_seen_in_progress(container_id, name, since)
-        return host.dump_in_progress_here(pid, container_id, self._checkpoint_dir(container_id, name), since)
+        return procfs.dump_in_progress_here(pid, container_id, self._checkpoint_dir(container_id, name), since)
 
     def start_from_checkpoint(self, container_id: str, name: str) -> float:
         """POST /containers/{id}/start?checkpoint=NAME. The container must have exited. Returns the moment
@@ -173,7 +173,7 @@ class Engine(ContainerCalls, CheckpointCalls, NetworkVolumeCalls, ImageCalls):
         daemon killed during a restore leaves (with a mount) and which fails every later restore of it.
         Returns whether there was such state. Elsewhere it cannot be seen: False."""
         pid = self.daemon_pid()
-        return pid is not None and host.remove_stale_runc_state(pid, container_id)
+        return pid is not None and procfs.remove_stale_runc_state(pid, container_id)
 
     def _restore_once(self, container_id: str, name: str) -> None:
         with (RestoreLogCatcher(self._restore_log_paths(container_id)) as catcher,
@@ -200,7 +200,7 @@ class Engine(ContainerCalls, CheckpointCalls, NetworkVolumeCalls, ImageCalls):
     def _restore_log_paths(self, container_id: str) -> list[Path]:
         """Where CRIU writes its restore log, on the daemon's host (see criu_log.restore_log_paths)."""
         pid = self.daemon_pid()
-        return [] if pid is None else restore_log_paths(host.daemon_exec_root(pid), container_id)
+        return [] if pid is None else restore_log_paths(procfs.daemon_exec_root(pid), container_id)
 
     def copy_checkpoint_out(self, container_id: str, name: str, destination: Path) -> int:
         """Copy a checkpoint's files into `destination`; return their size in bytes.
@@ -256,10 +256,10 @@ class Engine(ContainerCalls, CheckpointCalls, NetworkVolumeCalls, ImageCalls):
         container = self.inspect(container_id)
         if container is None:
             raise NotFoundError(f"container {container_id[:12]} is gone")
-        return mount_propagation.fit(linked, host.mount_table(pid), container)
+        return mount_propagation.fit(linked, procfs.mount_table(pid), container)
 
     def fingerprint(self, container: ContainerInfo) -> ProcessFingerprint | None:
         """Memory-layout fingerprint of the container's init process; None when /proc shows none."""
         if not container.pid or not self.info().local:
             return None
-        return host.process_fingerprint(container.pid)
+        return procfs.process_fingerprint(container.pid)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
-from compose_ckpt.engine import host
+from compose_ckpt.engine import procfs
 from compose_ckpt.engine.api import SdkTransport, Transport, UnixTransport, Unreachable, path_of
 from compose_ckpt.engine.contexts import START_HINT, sdk_client_for
 from compose_ckpt.engine.translation import from_sdk, translated
@@ -131,7 +131,7 @@ class Connection:
         socket_path = self.socket_path
         if socket_path is None or not self.info().local:
             return None
-        return host.daemon_pid_for_socket(socket_path)
+        return procfs.daemon_pid_for_socket(socket_path)
 
     def _is_local(self, root: str) -> bool:
         # docker-py names a unix-socket connection (a context's) http+docker://localhost (ssh is http+docker://ssh).

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from compose_ckpt.engine import host
+from compose_ckpt.engine import procfs
 from compose_ckpt.engine.tar_stream import UPLOAD_ID_FILE, write_upload_id
 from compose_ckpt.errors import CkptError, EngineUnavailable
 
@@ -56,10 +56,10 @@ class CheckpointImages:
 
 def containerd_temp_folders(daemon: int) -> list[TempFolder]:
     """The temp folders of the daemon's own containerd (its child), else of every containerd process."""
-    own = [pid for pid in host.children(daemon) if host.process_name(pid) == "containerd"]
+    own = [pid for pid in procfs.children(daemon) if procfs.process_name(pid) == "containerd"]
     found: dict[tuple[int, int], TempFolder] = {}
     for pid in own or _all_containerd():
-        environment = host.process_environ(pid)
+        environment = procfs.process_environ(pid)
         chosen = environment.get("XDG_RUNTIME_DIR") or environment.get("TMPDIR") or "/tmp"
         if not chosen.startswith("/"):
             continue
@@ -239,4 +239,4 @@ def _read_file(folder: int, name: str) -> bytes | None:
 
 
 def _all_containerd() -> list[int]:
-    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and host.process_name(int(entry)) == "containerd"]
+    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit() and procfs.process_name(int(entry)) == "containerd"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from compose_ckpt.engine import host
+from compose_ckpt.engine import procfs
 from compose_ckpt.engine.criu_images import (
     MOUNT_IMAGES,
     CriuMount,
@@ -43,7 +43,7 @@ def linked_outside(folder: Path) -> LinkedMounts:
     return linked
 
 
-def fit(linked: LinkedMounts, table: list[host.HostMount], container: ContainerInfo) -> list[str]:
+def fit(linked: LinkedMounts, table: list[procfs.HostMount], container: ContainerInfo) -> list[str]:
     """Drop the links this host (its mount table `table`) cannot give back; returns their container paths."""
     fitted: list[str] = []
     for image, (data, outside) in linked.items():
@@ -56,11 +56,11 @@ def fit(linked: LinkedMounts, table: list[host.HostMount], container: ContainerI
     return fitted
 
 
-def _private_here(table: list[host.HostMount], container: ContainerInfo, mountpoint: str) -> bool:
+def _private_here(table: list[procfs.HostMount], container: ContainerInfo, mountpoint: str) -> bool:
     """Whether the source of the container's mount at `mountpoint` cannot be a peer group member here.
     Unknown sources (no mount table, a storage driver that does not say) count as fine: left as recorded."""
     if mountpoint == "/":
         source, mounted_later = container.rootfs_dir, True
     else:
         source, mounted_later = container.mount_sources.get(mountpoint), False
-    return source is not None and host.can_join_peer_group(table, source, mounted_later) is False
+    return source is not None and procfs.can_join_peer_group(table, source, mounted_later) is False

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from compose_ckpt.engine import host
+from compose_ckpt.engine import procfs
 from compose_ckpt.engine.criu_log import criu_log_key_lines
 from compose_ckpt.engine.types import CriuOptions
 from compose_ckpt.errors import EngineError
@@ -86,7 +86,7 @@ def find_runtime(container_id: str, init_pid: int) -> Runtime:
             raise DirectDumpUnavailable(f"the daemon's shim runs in another {kind} namespace (a rootless daemon?)")
     options = _runtime_options(shim)
     name = str(options.get("binary_name") or "runc")
-    environment = host.process_environ(shim)
+    environment = procfs.process_environ(shim)
     binary = name if "/" in name else shutil.which(name, path=environment.get("PATH") or os.defpath)
     if binary is None or not os.access(binary, os.X_OK):
         raise DirectDumpUnavailable(f"runtime {name} not found on the shim's PATH")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
-from compose_ckpt.engine import Engine, host
+from compose_ckpt.engine import Engine, procfs
 from compose_ckpt.engine.runtime import find_runtime
 from tests.integration.stack import Stack, run_docker
 from tests.integration.test_faults import ENGINE_API, run_until, sigkill
@@ -55,7 +55,7 @@ def test_the_runtime_found_is_the_one_the_daemon_runs_the_container_with(engine:
     assert container is not None
     runtime = find_runtime(container.id, container.pid)
     daemon = engine.daemon_pid()
-    assert daemon is not None and runtime.root == f"{host.daemon_exec_root(daemon)}/runtime-runc/moby"
+    assert daemon is not None and runtime.root == f"{procfs.daemon_exec_root(daemon)}/runtime-runc/moby"
     state = json.loads(subprocess.run([runtime.binary, "--root", runtime.root, "state", container.id],
                                       capture_output=True, text=True, check=True).stdout)
     assert (state["id"], state["pid"], state["status"]) == (container.id, container.pid, "running")

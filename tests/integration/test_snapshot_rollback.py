@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from compose_ckpt.engine.host import runc_tcp_established
+from compose_ckpt.engine.procfs import runc_tcp_established
 from tests.integration.stack import COUNTER, Stack, counter_services, established_to, run_docker
 from tests.polling import wait_for
 
@@ -68,7 +68,7 @@ def test_snapshot_of_healthy_services_alone_succeeds(stack: Stack) -> None:
 
 def test_a_process_of_another_uid_without_the_capability_rolls_back(start_stack: Callable[..., Stack]) -> None:
     """Where CRIU lacks CAP_SYS_RESOURCE (this sandbox), a non-root process cannot be dumped."""
-    from compose_ckpt.engine.host import CAP_SYS_RESOURCE, daemon_pid, has_capability
+    from compose_ckpt.engine.procfs import CAP_SYS_RESOURCE, daemon_pid, has_capability
 
     if has_capability(daemon_pid(), CAP_SYS_RESOURCE):
         pytest.skip("the daemon holds CAP_SYS_RESOURCE here: CRIU can dump any uid, nothing to fail")

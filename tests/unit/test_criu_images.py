@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from compose_ckpt.engine.criu_images import MountImageError, external_slaves, read_mounts, without_masters
-from compose_ckpt.engine.host import HostMount, can_join_peer_group, mount_holding, mount_table, parse_mountinfo
+from compose_ckpt.engine.procfs import HostMount, can_join_peer_group, mount_holding, mount_table, parse_mountinfo
 
 DUMPED = (Path(__file__).parent / "criu_images" / "docker26-volume.img").read_bytes()
 MAGIC = struct.pack("<II", 0x54564319, 0x55563928)

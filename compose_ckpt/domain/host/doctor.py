@@ -18,7 +18,7 @@ from compose_ckpt.domain.stack.holders import needs_holders, network_form
 from compose_ckpt.domain.stack.project import Project
 from compose_ckpt.domain.stack.remedies import CRIU_MISSING, remedy_for
 from compose_ckpt.domain.store.store import SnapshotStore
-from compose_ckpt.engine import ContainerInfo, ctrd_copies, host
+from compose_ckpt.engine import ContainerInfo, ctrd_copies, procfs
 from compose_ckpt.engine.types import EngineInfo
 from compose_ckpt.errors import CkptError
 
@@ -178,8 +178,8 @@ def _experimental(info: EngineInfo) -> Check:
 
 def _host_checks(info: EngineInfo, pid: int) -> list[Check]:
     """Checks of the very daemon process addressed (pid), on this host."""
-    search_path = host.daemon_path(pid)
-    criu = host.probe_criu(search_path)
+    search_path = procfs.daemon_path(pid)
+    criu = procfs.probe_criu(search_path)
     checks: list[Check] = []
     if criu.path is None:
         checks.append(Check("criu", Status.FAIL, f"no criu on the PATH of the daemon (pid {pid}): {search_path}",
@@ -196,7 +196,7 @@ def _host_checks(info: EngineInfo, pid: int) -> list[Check]:
                        remedy_for(criu.check_output) or "Run `criu check --all` as root to see which kernel feature is missing.")
         )
         checks.append(_memory_tracking(search_path))
-    if host.has_capability(pid, host.CAP_SYS_RESOURCE):
+    if procfs.has_capability(pid, procfs.CAP_SYS_RESOURCE):
         checks.append(Check("capabilities", Status.OK, "CAP_SYS_RESOURCE held: processes of any uid can be dumped"))
     else:
         checks.append(Check(
@@ -205,16 +205,16 @@ def _host_checks(info: EngineInfo, pid: int) -> list[Check]:
             "(`Can't get rlimit 0: Operation not permitted`)",
             "Run dockerd with full root capabilities, or run checkpointed services as root inside their containers.",
         ))
-    if host.runc_tcp_established():
+    if procfs.runc_tcp_established():
         checks.append(Check("tcp-established", Status.OK,
-                            f"on: {host.RUNC_CRIU_CONFIG} lets CRIU checkpoint established TCP connections"))
+                            f"on: {procfs.RUNC_CRIU_CONFIG} lets CRIU checkpoint established TCP connections"))
     else:
         checks.append(Check(
             "tcp-established", Status.WARN,
-            f"off: no `tcp-established` line in {host.RUNC_CRIU_CONFIG}, so containers with established TCP "
+            f"off: no `tcp-established` line in {procfs.RUNC_CRIU_CONFIG}, so containers with established TCP "
             "connections (an app connected to its database) cannot be checkpointed",
             f"`compose-ckpt host install --project NAME --tcp-established` adds it (showing the change), or add "
-            f"the line to {host.RUNC_CRIU_CONFIG} yourself, or per container set the annotation org.criu.config "
+            f"the line to {procfs.RUNC_CRIU_CONFIG} yourself, or per container set the annotation org.criu.config "
             "to a file holding it. Peers outside the snapshot must tolerate the pause.",
         ))
     checks.append(_disk("disk", Path(info.docker_root_dir)))
@@ -226,7 +226,7 @@ def _memory_tracking(search_path: str) -> Check:
     """Pre-copy (dumping most memory before the freeze) needs the kernel to track what is written after.
     compose-ckpt always dumps all memory while the stack is frozen; this says whether the kernel could do
     better, so that the frozen window of a big service is understood."""
-    tracks = host.dirty_memory_tracking(search_path)
+    tracks = procfs.dirty_memory_tracking(search_path)
     full = ("a live snapshot freezes the stack while all of its memory is dumped (at disk speed where the "
             "daemon's own runtime dumps it, see docs/checkpoint-paths.md)")
     if tracks is False:

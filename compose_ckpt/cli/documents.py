@@ -5,6 +5,7 @@ Their keys are a stable interface for scripts, listed in docs/cli.md: add keys, 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ def adoption(project: str, plan: AdoptionPlan, *, undo: bool, dry_run: bool) -> 
             "services": list(plan.services)}
 
 
-def pruned(removed: list[Manifest], leftovers: list[Leftover], kept_imported: list[Manifest]) -> Document:
+def pruned(removed: Sequence[Manifest], leftovers: list[Leftover], kept_imported: list[Manifest]) -> Document:
     return {"removed": [m.name for m in removed], "removed_leftovers": [vars(f) for f in leftovers],
             "kept_imported": [{"name": m.name, "received": m.received, "imported_from": m.imported_from}
                               for m in kept_imported]}

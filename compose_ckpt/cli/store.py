@@ -163,12 +163,8 @@ def prune(
     stored = open_store()
     project_name = options.resolve_project_name()
     age = parse_duration(older_than) if older_than else None
-    with stored.locked(project_name):
-        manifests = stored.list(project_name)
-        doomed = to_prune(manifests, keep, age, datetime.now(UTC))
-        deciding = imported_deciding(manifests, doomed)
-        for manifest in doomed:
-            stored.remove(project_name, manifest.name)
+    manifests, doomed = stored.remove_chosen(project_name, lambda listed: to_prune(listed, keep, age, datetime.now(UTC)))
+    deciding = imported_deciding(manifests, doomed)
     leftovers = stored.staging_leftovers(remove=True)  # of any project: what killed imports and pulls left
     if as_json:
         print_json(documents.pruned(doomed, leftovers, deciding))

@@ -121,12 +121,11 @@ class Runner:
             return None
 
     def _prune(self, job: StackJob) -> list[str]:
-        if job.retention is None:
+        retention = job.retention
+        if retention is None:
             return []
-        with self.store.locked(job.project_name):
-            doomed = job.retention.select(self.store.list(job.project_name), job.prefix, datetime.now(UTC))
-            for manifest in doomed:
-                self.store.remove(job.project_name, manifest.name)
+        _, doomed = self.store.remove_chosen(job.project_name,
+                                             lambda listed: retention.select(listed, job.prefix, datetime.now(UTC)))
         return [manifest.name for manifest in doomed]
 
     def restore(self, plan: BootRestore) -> RestoreResult:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,7 +17,7 @@ from compose_ckpt.cli.main import run
 from compose_ckpt.domain.store.manifest import Manifest
 from compose_ckpt.domain.store.retention import imported_deciding, to_prune
 from compose_ckpt.domain.store.store import SnapshotStore
-from compose_ckpt.errors import ArchiveError
+from compose_ckpt.errors import ArchiveError, ConflictError
 from tests.hostile_registry import HostileRegistry
 from tests.unit.test_bad_names_and_manifests import PROJECT, manifest
 from tests.unit.test_pull_hostile import pull, registry  # noqa: F401 (fixture)
@@ -76,3 +76,18 @@ def test_a_snapshot_dated_more_than_a_day_ahead_is_refused(registry: HostileRegi
 
     with pytest.raises(ArchiveError, match="more than a day from now"):
         pull(registry, tmp_path)
+
+
+def test_the_snapshots_to_remove_are_chosen_and_removed_under_the_projects_lock(store: SnapshotStore) -> None:
+    """prune, the sidecar's retention and `host shutdown` all remove through `remove_chosen`: while the rule
+    chooses, no other command can take or restore a snapshot of the project."""
+    def oldest(listed: Sequence[Manifest]) -> list[Manifest]:
+        with pytest.raises(ConflictError), store.locked(PROJECT, wait=0):
+            pass  # held by remove_chosen
+        return [listed[0]]
+
+    listed, removed = store.remove_chosen(PROJECT, oldest)
+    assert [m.name for m in listed] == ["mine", "theirs"] and [m.name for m in removed] == ["mine"]
+    assert [m.name for m in store.list(PROJECT)] == ["theirs"]
+    with store.locked(PROJECT, wait=0):
+        pass  # released

@@ -89,10 +89,8 @@ def _shutdown_one(engine: EnginePort, project_name: str, store: SnapshotStore) -
     stack = Project(compose_project_from_labels(project_name, containers), engine)
     manifest = take_snapshot(stack, store, SnapshotRequest(
         services=services, name=SHUTDOWN_PREFIX + default_snapshot_name(), stop=True))
-    with store.locked(project_name):
-        own = [m for m in store.list(project_name) if m.name.startswith(SHUTDOWN_PREFIX)]
-        for old in to_prune(own, SHUTDOWN_KEEP, None, datetime.now(UTC)):
-            store.remove(project_name, old.name)
+    store.remove_chosen(project_name, lambda listed: to_prune(
+        [m for m in listed if m.name.startswith(SHUTDOWN_PREFIX)], SHUTDOWN_KEEP, None, datetime.now(UTC)))
     return Outcome(project_name, "snapshot", f"stopped at snapshot {manifest.name}: {', '.join(services)}", manifest.name)
 
 

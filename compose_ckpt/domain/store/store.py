@@ -36,7 +36,7 @@ import re
 import shutil
 import stat
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -410,6 +410,18 @@ class SnapshotStore:
         os.replace(folder / name, doomed)
         _delete(doomed)
 
+
+    def remove_chosen(self, project_name: str, choose: Callable[[Sequence[Manifest]], Sequence[Manifest]]
+                      ) -> tuple[Sequence[Manifest], Sequence[Manifest]]:
+        """Remove the snapshots `choose` picks from the project's list (a retention rule), choosing and removing
+        under the project's lock, so that no snapshot is being taken or restored meanwhile: return the list
+        and those removed."""
+        with self.locked(project_name):
+            listed = self.list(project_name)
+            chosen = choose(listed)
+            for manifest in chosen:
+                self.remove(project_name, manifest.name)
+        return listed, chosen
 
 @dataclass(frozen=True)
 class Leftover:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING, Annotated
 
@@ -15,6 +16,7 @@ from compose_ckpt.errors import Declined, UsageError
 from compose_ckpt.output import console, err_console, escape, human_size, print_json, print_table, print_warnings
 
 if TYPE_CHECKING:
+    from compose_ckpt.domain.stack.adopt import AdoptionPlan
     from compose_ckpt.domain.stack.restore import RestoreResult
     from compose_ckpt.domain.store.manifest import Manifest
 
@@ -209,8 +211,6 @@ def unadopt(
 
 
 def _adoption(options: GlobalOptions, *, undo: bool, yes: bool, dry_run: bool, timeout: int | None, as_json: bool) -> None:
-    import os
-
     from compose_ckpt.domain.stack.adopt import apply, plan_adoption, plan_undo
 
     project = options.project()
@@ -230,14 +230,7 @@ def _adoption(options: GlobalOptions, *, undo: bool, yes: bool, dry_run: bool, t
                 console.print("nothing to change" if not plan.needed else "dry run: nothing was changed")
             return
         if not yes:
-            recreated = ", ".join(c.name for c in plan.in_the_way) or "none"
-            question = (f"{'unadopt' if undo else 'adopt'} changes the files above, then `docker compose up -d` recreates "
-                        f"the services in that form; these containers restart from a cold start (their in-memory state "
-                        f"is lost): {recreated}. Go on?")
-            if not sys.stdin.isatty():
-                raise UsageError(question.replace(" Go on?", ""), hint="Pass --yes to confirm, --dry-run to only look.")
-            if not typer.confirm(question):
-                raise Declined()
+            _confirm_adoption(plan, undo)
         with options.show_progress("unadopt" if undo else "adopt") as progress:
             apply(plan, project, compose, adopted=not undo, stop_timeout=timeout, progress=progress)
     if as_json:
@@ -246,3 +239,15 @@ def _adoption(options: GlobalOptions, *, undo: bool, yes: bool, dry_run: bool, t
     verb = "unadopted" if undo else "adopted"
     console.print(f"{verb} project {project.name}: {len(plan.holders)} network holders, "
                   f"{len(plan.in_the_way)} containers recreated by docker compose")
+
+
+def _confirm_adoption(plan: AdoptionPlan, undo: bool) -> None:
+    """Ask before containers lose their memory to a cold restart; without a terminal to ask on, refuse."""
+    recreated = ", ".join(c.name for c in plan.in_the_way) or "none"
+    question = (f"{'unadopt' if undo else 'adopt'} changes the files above, then `docker compose up -d` recreates "
+                f"the services in that form; these containers restart from a cold start (their in-memory state "
+                f"is lost): {recreated}. Go on?")
+    if not sys.stdin.isatty():
+        raise UsageError(question.replace(" Go on?", ""), hint="Pass --yes to confirm, --dry-run to only look.")
+    if not typer.confirm(question):
+        raise Declined()

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from compose_ckpt.cli.progress import Display
     from compose_ckpt.compose import ComposeProject, ProjectOptions
-    from compose_ckpt.compose.runner import ComposeCli
+    from compose_ckpt.compose.docker_compose import ComposeCli
     from compose_ckpt.domain.stack.project import Project
     from compose_ckpt.domain.store.store import SnapshotStore
     from compose_ckpt.engine import Engine
@@ -89,7 +89,7 @@ class GlobalOptions:
 
     def compose_cli(self) -> ComposeCli:
         """`docker compose` for the project, with compose-ckpt's global flags, on the engine it talks to."""
-        from compose_ckpt.compose.runner import ComposeCli
+        from compose_ckpt.compose.docker_compose import ComposeCli
 
         return ComposeCli(self._project_options(), os.environ, Path.cwd(), self.docker_host)
 

@@ -1,4 +1,9 @@
-"""Resolve a project with docker compose itself, the reference implementation: ``docker compose config --format json``.
+"""docker compose itself, the reference implementation, run as its user would run it.
+
+It resolves a project (``docker compose config --format json``), and `ComposeCli` (the domain's
+`ComposePort`) runs `config` and `up -d` for `adopt` and `unadopt`, which change the project's compose
+files and let compose itself bring the containers to the new form, so that they are exactly what the
+user's own `docker compose` creates and keeps.
 
 Contract:
 - The compose v2 binary is looked for where the Docker CLI looks for plugins
@@ -25,12 +30,13 @@ import re
 import stat
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from compose_ckpt.compose.model import CONDITIONS, ComposeProject, ProjectOptions, ServiceConfig, ServiceDependency
-from compose_ckpt.errors import ComposeFileError
+from compose_ckpt.errors import ComposeFileError, EngineError, UsageError
 
 OVERRIDE_VARIABLE = "COMPOSE_CKPT_COMPOSE"
 BUILTIN = "builtin"
@@ -200,3 +206,47 @@ def _service(name: str, raw: Mapping[str, Any]) -> ServiceConfig:
 def _literal(value: Any) -> str | None:
     """A string as compose meant it: `config` prints every literal ``$`` doubled, so it can be read again."""
     return None if value is None else str(value).replace("$$", "$")
+
+
+UP_TIMEOUT_SECONDS = 900.0
+
+
+class ComposeCli:
+    def __init__(self, options: ProjectOptions, environ: Mapping[str, str], cwd: Path, docker_host: str | None) -> None:
+        binary = find_compose(environ)
+        if binary is None:
+            raise UsageError("this needs the docker compose plugin (compose v2), which was not found",
+                             hint="Install it (Debian: docker-compose; Docker's own packages: docker-compose-plugin).")
+        self.binary = binary
+        self.options = options
+        self.environ = dict(environ)
+        if docker_host:  # the engine compose-ckpt was pointed at with -H
+            self.environ.pop("DOCKER_CONTEXT", None)
+            self.environ["DOCKER_HOST" if "://" in docker_host else "DOCKER_CONTEXT"] = docker_host
+        self.cwd = cwd
+
+    def _with_files(self, files: Sequence[Path], project_name: str, working_dir: Path) -> ProjectOptions:
+        return replace(self.options, files=tuple(str(f) for f in files), project_name=project_name,
+                       project_directory=str(working_dir))
+
+    def config(self, files: Sequence[Path], project_name: str, working_dir: Path) -> dict[str, Any]:
+        """The project made of `files` as compose resolves it, every profile enabled."""
+        options = replace(self._with_files(files, project_name, working_dir), profiles=("*",))
+        try:
+            return read_config(self.binary, start_config(self.binary, options, self.environ, self.cwd))
+        except ComposeRefused as refused:
+            raise ComposeFileError(f"docker compose: {refused.message}") from None
+
+    def up(self, files: Sequence[Path], project_name: str, working_dir: Path, services: Sequence[str]) -> None:
+        """`docker compose up -d SERVICE...` on the project made of `files`."""
+        argv = [str(self.binary), *compose_arguments(self._with_files(files, project_name, working_dir)),
+                "up", "-d", "--quiet-pull", *services]
+        try:
+            done = subprocess.run(argv, cwd=self.cwd, env=self.environ, stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=UP_TIMEOUT_SECONDS)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise EngineError(f"docker compose up did not finish: {err}") from None
+        if done.returncode != 0:
+            said = done.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise EngineError(f"docker compose up failed: {said[-1] if said else 'without saying why'}",
+                              details=said[-10:])

@@ -153,7 +153,7 @@ class EnginePort(Protocol):
 
 
 class ComposePort(Protocol):
-    """`docker compose` for one project, as its user runs it (the adapter: `compose_ckpt.compose.runner.ComposeCli`):
+    """`docker compose` for one project, as its user runs it (the adapter: `compose_ckpt.compose.docker_compose.ComposeCli`):
     `adopt` and `unadopt` change the project's files, then compose brings the containers to that form."""
 
     def config(self, files: Sequence[Path], project_name: str, working_dir: Path) -> dict[str, Any]: ...

@@ -112,7 +112,7 @@ class Runner:
     def _adoption_drift(self, project: Project) -> str | None:
         """What of the project's adoption no longer matches its compose files (adopt.drift), when its folder is
         readable here; None when not known (no compose plugin here, say)."""
-        from compose_ckpt.compose.runner import ComposeCli
+        from compose_ckpt.compose.docker_compose import ComposeCli
 
         folder = project.compose.working_dir
         try:

@@ -1,4 +1,5 @@
-"""The JSON documents `--json` prints, one function per shape, from the domain's results.
+"""The JSON documents `--json` prints, one function per shape, from the domain's results (`rm`, `recover`
+and `config` print theirs, a list or the compose project's own mapping, in place).
 
 Their keys are a stable interface for scripts, listed in docs/cli.md: add keys, never rename or drop one.
 """
@@ -9,6 +10,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from compose_ckpt.domain.host.doctor import Report
+    from compose_ckpt.domain.host.reboot import Outcome
     from compose_ckpt.domain.stack.adopt import AdoptionPlan
     from compose_ckpt.domain.stack.overview import StackOverview
     from compose_ckpt.domain.stack.restore import RestoreResult
@@ -18,7 +21,7 @@ if TYPE_CHECKING:
     from compose_ckpt.domain.transport.migrate import MigrateResult, MigrateViaResult
     from compose_ckpt.domain.transport.pull import PullResult
     from compose_ckpt.domain.transport.push import PushResult
-    from compose_ckpt.domain.transport.transfer import ImportResult
+    from compose_ckpt.domain.transport.transfer import ExportResult, ImportResult
 
 Document = dict[str, Any]
 
@@ -87,6 +90,11 @@ def restored(result: RestoreResult) -> Document:
             "warnings": result.warnings, "not_in_snapshot": [vars(c) for c in result.not_in_snapshot]}
 
 
+def exported(result: ExportResult, snapshot: str, project: str, output: str) -> Document:
+    return {"snapshot": snapshot, "project": project, "output": output, "bytes": result.bytes_in,
+            "images": result.images}
+
+
 def imported(result: ImportResult) -> Document:
     return {"snapshot": result.manifest.name, "project": result.manifest.project, "warnings": result.warnings,
             "host_access": result.host_access, "loaded_images": result.loaded_images,
@@ -125,3 +133,12 @@ def migrated_via(result: MigrateViaResult, pull_reference: str) -> Document:
     return {"snapshot": result.snapshot.name, "project": result.snapshot.project, "via": result.pushed.reference,
             "digest": result.pushed.digest, "pull": pull_reference, "seconds": result.seconds,
             "uploaded_bytes": result.pushed.uploaded_bytes, "source_removed": False}
+
+
+def doctor(report: Report) -> Document:
+    return {"ok": report.can_checkpoint, "checks": [check.as_dict() for check in report.checks]}
+
+
+def reboot_outcomes(outcomes: list[Outcome]) -> Document:
+    """What `host shutdown` or `host boot` did, per project."""
+    return {"projects": [vars(o) for o in outcomes]}

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from compose_ckpt.cli import documents
 from compose_ckpt.cli.context import GlobalOptions, open_store
 from compose_ckpt.cli.options import JsonOption
 from compose_ckpt.errors import CkptError, UsageError
@@ -27,7 +28,7 @@ def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
     report = run_checks(options.connect, default_home(), lambda engine: Project(options.compose_project(), engine),
                         options.compose_cli)
     if as_json:
-        print_json({"ok": report.can_checkpoint, "checks": [check.as_dict() for check in report.checks]})
+        print_json(documents.doctor(report))
     else:
         colours = {"ok": "green", "warn": "yellow", "fail": "red"}
         for check in report.checks:
@@ -67,7 +68,7 @@ def host_boot(ctx: typer.Context, project_names: Projects, as_json: JsonOption =
 
 def _print_outcomes(outcomes: list[Outcome], as_json: bool) -> None:
     if as_json:
-        print_json({"projects": [vars(o) for o in outcomes]})
+        print_json(documents.reboot_outcomes(outcomes))
     else:
         for outcome in outcomes:
             console.print(f"{outcome.project}: {outcome.action}: {escape(outcome.detail)}", soft_wrap=True)

@@ -49,10 +49,11 @@ def export(
         else:
             result = _export_to_file(Path(output), lambda out: export_snapshot(
                 open_store(), project_name, snapshot, out, images_from=engine, progress=progress))
-    summary = {"snapshot": snapshot, "project": project_name, "output": output, "bytes": result.bytes_in, "images": result.images}
-    if as_json and output != "-":
-        print_json(summary)
-    elif output != "-":
+    if output == "-":
+        return  # stdout holds the archive
+    if as_json:
+        print_json(documents.exported(result, snapshot, project_name, output))
+    else:
         console.print(f"exported {snapshot} of {project_name} to {output} ({human_size(result.bytes_in)} before compression"
                       + (f", images: {', '.join(result.images)})" if result.images else ")"))
 

@@ -5,10 +5,14 @@ The planting runs as nobody for real (setpriv), in a folder nobody can reach; co
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
 import stat
+import subprocess
+import sys
+import tarfile
 from datetime import UTC
 from pathlib import Path
 
@@ -356,3 +360,17 @@ def test_a_sidecar_config_another_user_can_change_is_refused(shared: Path) -> No
     os.chown(config, 65534, 65534)
     with pytest.raises(UnsafePathError, match="owned by uid 65534"):
         load_config(config, UTC)
+
+
+def test_export_to_stdout_writes_the_archive_alone(tmp_path: Path) -> None:
+    """`-o -` into a pipe: stdout is one zstd frame of the archive and nothing after it, even with --json."""
+    home = tmp_path / "home"
+    stored(home)
+    done = subprocess.run([sys.executable, "-m", "compose_ckpt", "-p", PROJECT, "export", "snap1", "-o", "-", "--json"],
+                          env={**os.environ, "COMPOSE_CKPT_HOME": str(home)}, capture_output=True, timeout=120)
+    assert done.returncode == ExitCode.OK, done.stderr
+    frame = zstandard.ZstdDecompressor().decompressobj()
+    archive = frame.decompress(done.stdout)
+    assert frame.eof and frame.unused_data == b""
+    with tarfile.open(fileobj=io.BytesIO(archive)) as members:
+        assert "manifest.json" in [Path(name).name for name in members.getnames()]

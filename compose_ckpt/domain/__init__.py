@@ -10,6 +10,9 @@ domain.
 Names: a `Project` (stack/project.py) is a compose project bound to an engine; `ComposeProject` (compose/)
 is the parsed compose model it wraps; a compose project's name, as a `str`, is `project_name`.
 (`Manifest.project` and the `--json` keys keep `project`: they are the documented formats.)
+The host is the machine compose-ckpt runs on (the `host/` wing, the `host` commands, host access); a
+Docker daemon is an engine, reached at its address (`-H`, `--to`), as a registry is at its own; Docker's
+`HostConfig` keeps Docker's name.
 
 Entry points take, in this order: the stack (a `Project`, or an engine and a `project_name`), the
 store, any other place involved (a target engine, a registry client), the request; progress

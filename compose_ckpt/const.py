@@ -1,6 +1,8 @@
-"""Names shared across layers: compose labels, our own labels, environment variables."""
+"""Names shared across layers: compose labels, our own labels, environment variables, files of the host."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 # Labels docker compose puts on the containers it creates (compose v1 const.py names).
 LABEL_PROJECT = "com.docker.compose.project"
@@ -40,3 +42,7 @@ DEFAULT_PARALLEL = 8
 
 # Names of checkpoints we create inside Docker start with this, so they are recognisable.
 CHECKPOINT_PREFIX = "ckpt-"
+
+# runc hands CRIU the options in this file: `host install --tcp-established` adds the line, `doctor` reads it.
+RUNC_CRIU_CONFIG = Path("/etc/criu/runc.conf")
+TCP_ESTABLISHED = "tcp-established"

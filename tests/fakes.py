@@ -328,6 +328,9 @@ class FakeStack(UntouchableEngine):
         self._reach()
         return False
 
+    def criu_version(self) -> str | None:
+        return None  # a remote engine's (DOCKER_26 is not local): not known here
+
     # --- checkpoints
     def checkpoint_create(self, container_id: str, name: str, *, leave_running: bool, into: Path | None = None,
                           options: CriuOptions = NO_CRIU_OPTIONS,

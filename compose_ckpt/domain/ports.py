@@ -18,13 +18,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # names for the annotations only: importing this module loads neither adapter
     from compose_ckpt.engine.types import (
+        ContainerdLeftovers,
         ContainerInfo,
         CriuOptions,
+        CriuProbe,
         DumpResult,
         EngineInfo,
         PlacedCheckpoint,
         ProcessFingerprint,
         RestartPolicy,
+        SocketHolder,
     )
     from compose_ckpt.registry.client import ManifestResponse
     from compose_ckpt.registry.reference import Reference
@@ -150,6 +153,25 @@ class EnginePort(Protocol):
     def create_volume(self, recorded: dict[str, Any]) -> None: ...
 
     def remove_volume(self, name: str) -> None: ...
+
+    # --- the daemon's own machine, when it is this one (EngineInfo.local): /proc, its criu, runc's options
+    def criu_version(self) -> str | None: ...
+
+    def criu_probe(self) -> CriuProbe: ...
+
+    def dirty_memory_tracking(self) -> bool | None: ...
+
+    def daemon_can_dump_any_uid(self) -> bool: ...
+
+    def runc_tcp_established(self) -> bool: ...
+
+    def containerd_leftovers(self) -> list[ContainerdLeftovers]: ...
+
+    def socket_holders(self, inodes: set[int]) -> dict[int, list[SocketHolder]]: ...
+
+    def descends_from(self, pid: int, ancestor: int) -> bool: ...
+
+    def established_peers(self, pid: int) -> list[tuple[str, int]]: ...
 
 
 class ComposePort(Protocol):

@@ -13,7 +13,8 @@ When the daemon runs on this machine, checkpoints take faster and leaner ways th
 /proc and its runtime. This class chooses between those and the API; the work itself lives beside the other
 code that runs on the daemon's host: runtime.py (dumps by the daemon's runc), pages_placement.py and
 pages_in_root.py (where a restore's files go), mount_propagation.py, ctrd_copies.py (containerd's leftover
-copies), criu_log.py (the restore log) and procfs.py (/proc).
+copies), criu_log.py (the restore log) and procfs.py (/proc); local_daemon.py answers what the domain asks
+about that machine.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from compose_ckpt.engine.containers import ContainerCalls
 from compose_ckpt.engine.criu_log import RestoreLogCatcher, restore_log_paths
 from compose_ckpt.engine.hardlinks import link_or_copy_tree
 from compose_ckpt.engine.images import ImageCalls
+from compose_ckpt.engine.local_daemon import LocalDaemon
 from compose_ckpt.engine.networks_volumes import NetworkVolumeCalls
 from compose_ckpt.engine.pages_in_root import BytesCallback
 from compose_ckpt.engine.runtime import DirectDumpUnavailable, Runtime, find_runtime, runtime_checkpoint
@@ -43,12 +45,10 @@ from compose_ckpt.engine.tar_stream import write_upload_id
 from compose_ckpt.engine.trees import TreeTransfer
 from compose_ckpt.engine.types import (
     NO_CRIU_OPTIONS,
-    ContainerInfo,
     CriuOptions,
     DumpPath,
     DumpResult,
     PlacedCheckpoint,
-    ProcessFingerprint,
 )
 from compose_ckpt.errors import CkptError, EngineError, EngineUnavailable, NotFoundError
 
@@ -56,7 +56,7 @@ _STALE_RUNTIME = "container with given ID already exists"
 _log = logging.getLogger(__name__)
 
 
-class Engine(ContainerCalls, CheckpointCalls, NetworkVolumeCalls, ImageCalls):
+class Engine(ContainerCalls, CheckpointCalls, NetworkVolumeCalls, ImageCalls, LocalDaemon):
     """A connection to one Docker engine, with what it can do on the daemon's own host."""
 
     def __init__(self, transport: Transport, base_url: str, sdk_client: Callable[[], Any],
@@ -257,9 +257,3 @@ class Engine(ContainerCalls, CheckpointCalls, NetworkVolumeCalls, ImageCalls):
         if container is None:
             raise NotFoundError(f"container {container_id[:12]} is gone")
         return mount_propagation.fit(linked, procfs.mount_table(pid), container)
-
-    def fingerprint(self, container: ContainerInfo) -> ProcessFingerprint | None:
-        """Memory-layout fingerprint of the container's init process; None when /proc shows none."""
-        if not container.pid or not self.info().local:
-            return None
-        return procfs.process_fingerprint(container.pid)

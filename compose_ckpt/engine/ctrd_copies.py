@@ -29,6 +29,7 @@ from pathlib import Path
 
 from compose_ckpt.engine import procfs
 from compose_ckpt.engine.tar_stream import UPLOAD_ID_FILE, write_upload_id
+from compose_ckpt.engine.types import ContainerdLeftovers
 from compose_ckpt.errors import CkptError, EngineUnavailable
 
 COPY_PREFIX = "ctrd-checkpoint"
@@ -76,22 +77,14 @@ def containerd_temp_folders(daemon: int) -> list[TempFolder]:
     return list(found.values())
 
 
-@dataclass(frozen=True)
-class Leftovers:
-    """The `ctrd-checkpoint*` folders in one containerd temp folder."""
-
-    folder: str
-    count: int
-    size: int  # bytes in their regular files
-
-
-def leftovers(daemon: int) -> list[Leftovers]:
+def leftovers(daemon: int) -> list[ContainerdLeftovers]:
     """What containerd's temp folders hold in `ctrd-checkpoint*` folders (links not followed or counted)."""
     found = []
     for temp in containerd_temp_folders(daemon):
         copies = [path for path in existing_copies([temp]) if stat.S_ISDIR(_lstat_mode(path))]
         if copies:
-            found.append(Leftovers(temp.shown, len(copies), sum(_tree_size(path) for path in copies)))
+            found.append(ContainerdLeftovers(temp.shown, len(copies), sum(_tree_size(path) for path in copies),
+                                             f"{temp.shown}/{COPY_PREFIX}*"))
     return found
 
 

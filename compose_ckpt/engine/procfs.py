@@ -16,22 +16,13 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from compose_ckpt.engine.types import ProcessFingerprint
+from compose_ckpt.const import RUNC_CRIU_CONFIG, TCP_ESTABLISHED
+from compose_ckpt.engine.types import CriuProbe, ProcessFingerprint, SocketHolder
 
 CAP_SYS_RESOURCE = 24
-RUNC_CRIU_CONFIG = Path("/etc/criu/runc.conf")
-TCP_ESTABLISHED = "tcp-established"
 DEFAULT_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
 DEFAULT_EXEC_ROOT = "/var/run/docker"
 DEFAULT_DAEMON_CONFIG = "/etc/docker/daemon.json"
-
-
-@dataclass(frozen=True)
-class CriuProbe:
-    path: str | None  # the criu runc will run, found on the daemon's PATH
-    version: str | None
-    check_output: str  # last line of `criu check`
-    check_ok: bool
 
 
 def daemon_pid_for_socket(socket_path: str) -> int | None:
@@ -135,10 +126,10 @@ def daemon_criu_version(pid: int | None) -> str | None:
 def probe_criu(search_path: str) -> CriuProbe:
     criu = shutil.which("criu", path=search_path)
     if criu is None:
-        return CriuProbe(None, None, "criu not found", False)
+        return CriuProbe(None, None, "criu not found", False, search_path)
     check = _run([criu, "check"]).strip().splitlines()
     last = check[-1] if check else "no output"
-    return CriuProbe(criu, criu_version(search_path), last, last == "Looks good.")
+    return CriuProbe(criu, criu_version(search_path), last, last == "Looks good.", search_path)
 
 
 def dirty_memory_tracking(search_path: str) -> bool | None:
@@ -186,13 +177,6 @@ def established_peers(pid: int) -> list[tuple[str, int]]:
                 if len(address) == width:
                     peers.append((_proc_address(address), int(port, 16)))
     return peers
-
-
-@dataclass(frozen=True)
-class SocketHolder:
-    pid: int
-    command: str
-    container_id: str | None  # the Docker container whose cgroup holds the process; None: a host process
 
 
 _CONTAINER_CGROUP = re.compile(r"[/-]([0-9a-f]{64})(?:\.scope)?$", re.MULTILINE)

@@ -251,3 +251,31 @@ class DumpResult:
     path: DumpPath
     size: int = 0  # bytes written into the store (RUNTIME); 0 for ENGINE_API, whose files are still the daemon's
     fallback: str | None = None  # why the direct path was not taken (ENGINE_API only; None: never tried)
+
+
+@dataclass(frozen=True)
+class CriuProbe:
+    """The criu the daemon's runc runs, as found on the daemon's PATH."""
+
+    path: str | None  # the criu runc will run, found on the daemon's PATH
+    version: str | None
+    check_output: str  # last line of `criu check`
+    check_ok: bool
+    search_path: str  # the PATH searched
+
+
+@dataclass(frozen=True)
+class SocketHolder:
+    pid: int
+    command: str
+    container_id: str | None  # the Docker container whose cgroup holds the process; None: a host process
+
+
+@dataclass(frozen=True)
+class ContainerdLeftovers:
+    """The `ctrd-checkpoint*` folders in one containerd temp folder."""
+
+    folder: str
+    count: int
+    size: int  # bytes in their regular files
+    pattern: str  # a shell pattern naming them

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from compose_ckpt.const import RUNC_CRIU_CONFIG
 from compose_ckpt.engine import procfs
 from tests.integration.stack import DEBIAN, Stack
 from tests.polling import wait_for, wait_for_change
@@ -94,7 +95,7 @@ def test_the_apps_connection_to_its_database_carries_on_across_restore_force(
 def test_without_tcp_established_the_failure_names_the_command_and_the_peer_outside(
         start_stack: Callable[..., Stack]) -> None:
     if procfs.runc_tcp_established():
-        pytest.fail(f"{procfs.RUNC_CRIU_CONFIG} allows tcp-established; this test needs it off")
+        pytest.fail(f"{RUNC_CRIU_CONFIG} allows tcp-established; this test needs it off")
     stack = start_stack(compose(None), settle=2.0)
     db_address = stack.docker("inspect", "--format", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
                               stack.containers("db")[0]).stdout.strip()

@@ -53,15 +53,6 @@ ENGINE = DOMAIN.parent / "engine"
 # Engine modules the domain may import: the package's values (ContainerInfo, RestartPolicy...), and pure
 # functions over Docker's JSON and CRIU's log that do no I/O.
 PURE_ENGINE_MODULES = {"types", "specs", "criu_log"}
-# Host-side helpers the domain still calls directly, not through EnginePort: issue #25 moves them behind the
-# port. Listed so that no new one joins them unnoticed; remove an entry when its module stops calling it.
-NOT_YET_BEHIND_THE_PORT = {
-    "host/compat.py": {"procfs"},
-    "host/doctor.py": {"procfs", "ctrd_copies"},
-    "host/hostsetup.py": {"procfs"},
-    "stack/snapshot.py": {"procfs"},
-    "transport/live_migrate.py": {"procfs"},
-}
 
 
 def test_the_domain_reaches_docker_and_the_host_only_through_the_port() -> None:
@@ -73,5 +64,4 @@ def test_the_domain_reaches_docker_and_the_host_only_through_the_port() -> None:
                     parts[:2] == ["compose_ckpt", "engine"] and len(parts) > 2 and (ENGINE / f"{parts[2]}.py").exists()
                     and parts[2] not in PURE_ENGINE_MODULES):
                 reached.setdefault(str(path.relative_to(DOMAIN)), set()).add(parts[2] if parts[0] == "compose_ckpt" else parts[0])
-    beyond = {path: modules - NOT_YET_BEHIND_THE_PORT.get(path, set()) for path, modules in reached.items()}
-    assert {path: modules for path, modules in beyond.items() if modules} == {}
+    assert reached == {}

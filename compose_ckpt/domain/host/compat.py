@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 from compose_ckpt.domain.host.versions import version_tuple
 from compose_ckpt.domain.ports import EnginePort
-from compose_ckpt.engine import procfs
 
 
 @dataclass
@@ -26,7 +25,7 @@ def check_target(recorded: dict[str, str], target: EnginePort) -> Compatibility:
     for key, mine in (("docker", info.server_version), ("kernel", info.kernel_version)):
         if recorded.get(key) and recorded[key] != mine:
             result.warnings.append(f"{key} differs: snapshot {recorded[key]}, target {mine}")
-    target_criu = procfs.daemon_criu_version(target.daemon_pid())
+    target_criu = target.criu_version()
     if recorded.get("criu") and target_criu and version_tuple(target_criu) < version_tuple(recorded["criu"]):
         result.warnings.append(f"the target's CRIU {target_criu} is older than the snapshot's {recorded['criu']}")
     return result

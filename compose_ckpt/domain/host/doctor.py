@@ -9,7 +9,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from compose_ckpt.const import LABEL_PROJECT
+from compose_ckpt.const import LABEL_PROJECT, RUNC_CRIU_CONFIG
 from compose_ckpt.domain.host.versions import version_tuple
 from compose_ckpt.domain.ports import ComposePort, EnginePort
 from compose_ckpt.domain.stack.adopt import drift
@@ -18,7 +18,7 @@ from compose_ckpt.domain.stack.holders import needs_holders, network_form
 from compose_ckpt.domain.stack.project import Project
 from compose_ckpt.domain.stack.remedies import CRIU_MISSING, remedy_for
 from compose_ckpt.domain.store.store import SnapshotStore
-from compose_ckpt.engine import ContainerInfo, ctrd_copies, procfs
+from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.engine.types import EngineInfo
 from compose_ckpt.errors import CkptError
 
@@ -74,7 +74,7 @@ def run_checks(connect: Callable[[], EnginePort], store_home: Path,
     ]
     pid = engine.daemon_pid()
     if pid is not None:
-        checks += _host_checks(info, pid)
+        checks += _host_checks(engine, info, pid)
     elif info.local:
         checks.append(Check(
             "host", Status.WARN,
@@ -176,13 +176,12 @@ def _experimental(info: EngineInfo) -> Check:
     )
 
 
-def _host_checks(info: EngineInfo, pid: int) -> list[Check]:
+def _host_checks(engine: EnginePort, info: EngineInfo, pid: int) -> list[Check]:
     """Checks of the very daemon process addressed (pid), on this host."""
-    search_path = procfs.daemon_path(pid)
-    criu = procfs.probe_criu(search_path)
+    criu = engine.criu_probe()
     checks: list[Check] = []
     if criu.path is None:
-        checks.append(Check("criu", Status.FAIL, f"no criu on the PATH of the daemon (pid {pid}): {search_path}",
+        checks.append(Check("criu", Status.FAIL, f"no criu on the PATH of the daemon (pid {pid}): {criu.search_path}",
                             CRIU_MISSING))
     elif version_tuple(criu.version) < CRIU_RECOMMENDED:
         checks.append(Check("criu", Status.WARN, f"criu {criu.version} at {criu.path} (daemon pid {pid})",
@@ -195,8 +194,8 @@ def _host_checks(info: EngineInfo, pid: int) -> list[Check]:
             else Check("criu-check", Status.FAIL, criu.check_output,
                        remedy_for(criu.check_output) or "Run `criu check --all` as root to see which kernel feature is missing.")
         )
-        checks.append(_memory_tracking(search_path))
-    if procfs.has_capability(pid, procfs.CAP_SYS_RESOURCE):
+        checks.append(_memory_tracking(engine))
+    if engine.daemon_can_dump_any_uid():
         checks.append(Check("capabilities", Status.OK, "CAP_SYS_RESOURCE held: processes of any uid can be dumped"))
     else:
         checks.append(Check(
@@ -205,28 +204,28 @@ def _host_checks(info: EngineInfo, pid: int) -> list[Check]:
             "(`Can't get rlimit 0: Operation not permitted`)",
             "Run dockerd with full root capabilities, or run checkpointed services as root inside their containers.",
         ))
-    if procfs.runc_tcp_established():
+    if engine.runc_tcp_established():
         checks.append(Check("tcp-established", Status.OK,
-                            f"on: {procfs.RUNC_CRIU_CONFIG} lets CRIU checkpoint established TCP connections"))
+                            f"on: {RUNC_CRIU_CONFIG} lets CRIU checkpoint established TCP connections"))
     else:
         checks.append(Check(
             "tcp-established", Status.WARN,
-            f"off: no `tcp-established` line in {procfs.RUNC_CRIU_CONFIG}, so containers with established TCP "
+            f"off: no `tcp-established` line in {RUNC_CRIU_CONFIG}, so containers with established TCP "
             "connections (an app connected to its database) cannot be checkpointed",
             f"`compose-ckpt host install --project NAME --tcp-established` adds it (showing the change), or add "
-            f"the line to {procfs.RUNC_CRIU_CONFIG} yourself, or per container set the annotation org.criu.config "
+            f"the line to {RUNC_CRIU_CONFIG} yourself, or per container set the annotation org.criu.config "
             "to a file holding it. Peers outside the snapshot must tolerate the pause.",
         ))
     checks.append(_disk("disk", Path(info.docker_root_dir)))
-    checks.append(_containerd_copies(pid))
+    checks.append(_containerd_copies(engine))
     return checks
 
 
-def _memory_tracking(search_path: str) -> Check:
+def _memory_tracking(engine: EnginePort) -> Check:
     """Pre-copy (dumping most memory before the freeze) needs the kernel to track what is written after.
     compose-ckpt always dumps all memory while the stack is frozen; this says whether the kernel could do
     better, so that the frozen window of a big service is understood."""
-    tracks = procfs.dirty_memory_tracking(search_path)
+    tracks = engine.dirty_memory_tracking()
     full = ("a live snapshot freezes the stack while all of its memory is dumped (at disk speed where the "
             "daemon's own runtime dumps it, see docs/checkpoint-paths.md)")
     if tracks is False:
@@ -238,14 +237,14 @@ def _memory_tracking(search_path: str) -> Check:
     return Check("memory-tracking", Status.OK, f"{state}; compose-ckpt does no pre-copy yet: {full}")
 
 
-def _containerd_copies(pid: int) -> Check:
+def _containerd_copies(engine: EnginePort) -> Check:
     """The copies of restored checkpoints containerd left behind (compose-ckpt removes those of its own
     restores; plain `docker start --checkpoint` and older versions leave them): process memory, on disk or in RAM."""
-    found = ctrd_copies.leftovers(pid)
+    found = engine.containerd_leftovers()
     if not found:
         return Check("restore-copies", Status.OK, "no checkpoint copies left in containerd's temp folder")
     where = ", ".join(f"{f.count} in {f.folder} ({f.size / 1024**3:.1f} GiB)" for f in found)
-    paths = " ".join(f"{f.folder}/{ctrd_copies.COPY_PREFIX}*" for f in found)
+    paths = " ".join(f.pattern for f in found)
     return Check("restore-copies", Status.WARN,
                  f"copies of restored checkpoints (process memory, secrets included) containerd left behind: {where}",
                  f"Remove them while no checkpoint or restore runs (a dump works in such a folder too): `rm -rf {paths}`")

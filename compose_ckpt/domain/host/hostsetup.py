@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from compose_ckpt.const import ENV_HOME
+from compose_ckpt.const import ENV_HOME, RUNC_CRIU_CONFIG, TCP_ESTABLISHED
 from compose_ckpt.domain.store.names import validate_name
-from compose_ckpt.engine.procfs import RUNC_CRIU_CONFIG, TCP_ESTABLISHED
 from compose_ckpt.errors import CkptError, UsageError
 
 UNIT_NAME = "compose-ckpt-host.service"

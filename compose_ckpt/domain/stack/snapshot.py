@@ -50,9 +50,10 @@ from compose_ckpt.domain.stack.remedies import TCP_REMEDY, UNIX_SOCKET_REMEDY, r
 from compose_ckpt.domain.stack.timing import Phases
 from compose_ckpt.domain.store.manifest import ContainerRecord, Manifest, ManifestError, SnapshotStatus, now_iso
 from compose_ckpt.domain.store.store import SnapshotStore
-from compose_ckpt.engine import NO_RESTART, ContainerInfo, CriuOptions, DumpPath, procfs
+from compose_ckpt.engine import NO_RESTART, ContainerInfo, CriuOptions, DumpPath
 from compose_ckpt.engine.criu_log import EXTERNAL_UNIX_SOCKET
 from compose_ckpt.engine.specs import joined_container
+from compose_ckpt.engine.types import SocketHolder
 from compose_ckpt.errors import CkptError, SnapshotFailed, UnsafePathError, UsageError
 
 
@@ -137,7 +138,7 @@ def engine_facts(engine: EnginePort) -> dict[str, str]:
     info = engine.info()
     facts = {"docker": info.server_version, "api": info.api_version, "kernel": info.kernel_version,
              "architecture": info.architecture, "containerd": info.containerd_version, "runc": info.runc_version}
-    facts["criu"] = procfs.daemon_criu_version(engine.daemon_pid()) or ""  # "" when not known here
+    facts["criu"] = engine.criu_version() or ""  # "" when not known here
     return facts
 
 
@@ -354,7 +355,7 @@ class _SnapshotRun:
                    for path, own, outside in EXTERNAL_UNIX_SOCKET.findall("\n".join(details))]
         if not sockets or not self.engine.info().local:
             return []
-        holders = procfs.socket_holders({inode for _, own, outside in sockets for inode in (own, outside) if inode})
+        holders = self.engine.socket_holders({inode for _, own, outside in sockets for inode in (own, outside) if inode})
         lines = []
         for path, own, outside in sockets:
             ours = " and ".join(self._describe_holder(holder) for holder in holders[own]) or "a process of the snapshot"
@@ -366,7 +367,7 @@ class _SnapshotRun:
                          "process tree and cannot take a connection to a process outside it")
         return lines
 
-    def _describe_holder(self, holder: procfs.SocketHolder) -> str:
+    def _describe_holder(self, holder: SocketHolder) -> str:
         process = f"pid {holder.pid} {holder.command}"
         if holder.container_id is None:
             return f"a process on the host, outside any container ({process})"
@@ -374,7 +375,7 @@ class _SnapshotRun:
         container = member[1] if member else self.engine.inspect(holder.container_id)
         if container is None:
             return f"container {holder.container_id[:12]} ({process})"
-        if container.pid and not procfs.descends_from(holder.pid, container.pid):
+        if container.pid and not self.engine.descends_from(holder.pid, container.pid):
             return f"a `docker exec` session in {container.name} ({process}, not started by its main process)"
         service = f"service {member[0]} " if member else ""
         return f"{service}{container.name} ({process})"
@@ -388,7 +389,7 @@ class _SnapshotRun:
         for service, container in sorted(self.members.values(), key=lambda member: member[1].name):
             if container.network_mode == "host" or not self.engine.info().local:
                 continue  # the host's own sockets, or another host's /proc: nothing to tell
-            outside = sorted({f"{ip}:{port}" for ip, port in procfs.established_peers(container.pid) if ip not in inside})
+            outside = sorted({f"{ip}:{port}" for ip, port in self.engine.established_peers(container.pid) if ip not in inside})
             if outside:
                 lines.append(f"service {service} ({container.name}) is connected to {', '.join(outside)}, outside "
                              "the snapshot: that end is not frozen with it")

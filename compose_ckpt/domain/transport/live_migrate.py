@@ -58,7 +58,6 @@ from compose_ckpt.domain.transport.migrate import (
     remove_from_target,
     restart_source,
 )
-from compose_ckpt.engine import procfs
 from compose_ckpt.errors import CkptError, ConflictError, UsageError
 
 NO_DIRTY_TRACKING = ("skipped: this kernel does not track dirty memory (`criu check --feature mem_dirty_track` "
@@ -292,7 +291,7 @@ class _LiveMove:
 
 
 def _memory_precopy(engine: EnginePort) -> str:
-    tracking = procfs.dirty_memory_tracking(procfs.daemon_path(engine.daemon_pid())) if engine.info().local else None
+    tracking = engine.dirty_memory_tracking()
     if tracking is False:
         return NO_DIRTY_TRACKING
     if tracking is None:

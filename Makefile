@@ -68,21 +68,17 @@ demo: engine install  ## the main job on examples/counter: snapshot, "reboot", r
 # the only form that engine restores (docs/engine.md).
 BENCH_28 := $(BIN)/python bench/run.py --docker-host unix:///run/docker28/docker.sock --adopt \
 	--sizes 8 --repeat 3 --out bench/results-28.json
-# The 2 GiB service (bench/bigservice.py), adopted, on Docker 28.5.2.
+# The 2 GiB service, its dump and restore rows (bench/bigservice.py), adopted, on Docker 28.5.2.
 BENCH_BIG_28 := $(BIN)/python bench/bigservice.py --docker-host unix:///run/docker28/docker.sock --adopt \
 	--out bench/bigservice-results-28.json
-# Its restore (bench/bigrestore.py), adopted, on Docker 28.5.2.
-BENCH_BIGRESTORE_28 := $(BIN)/python bench/bigrestore.py --docker-host unix:///run/docker28/docker.sock --adopt \
-	--out bench/bigrestore-results-28.json
 
 # Engine-28 runs even when a Docker 26 round failed (exit 1); make fails then all the same.
 bench: engine engine-28 registry install  ## benchmarks against the plain docker checkpoint loop, on Docker 26, then 28; see bench/README.md
 	$(BIN)/python bench/run.py; status=$$?; $(BIN)/python bench/bigservice.py || status=1; \
-	$(BIN)/python bench/bigrestore.py || status=1; $(BENCH_BIG_28) || status=1; \
-	$(BENCH_BIGRESTORE_28) || status=1; $(BENCH_28) && exit $$status
+	$(BENCH_BIG_28) || status=1; $(BENCH_28) && exit $$status
 
 bench-28: engine-28 install  ## only the engine-28 rows of `make bench` (adopted stacks; bench/results-28.json)
-	$(BENCH_BIG_28); status=$$?; $(BENCH_BIGRESTORE_28) || status=1; $(BENCH_28) && exit $$status
+	$(BENCH_BIG_28); status=$$?; $(BENCH_28) && exit $$status
 
 bench-registry: engine registry install  ## push of a 1 GiB snapshot against export of it; see bench/README.md
 	$(BIN)/python bench/registry.py

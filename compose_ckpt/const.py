@@ -46,3 +46,5 @@ CHECKPOINT_PREFIX = "ckpt-"
 # runc hands CRIU the options in this file: `host install --tcp-established` adds the line, `doctor` reads it.
 RUNC_CRIU_CONFIG = Path("/etc/criu/runc.conf")
 TCP_ESTABLISHED = "tcp-established"
+# A container's own CRIU configuration file: runc reads it instead of RUNC_CRIU_CONFIG, for dumps and restores.
+CRIU_CONFIG_ANNOTATION = "org.criu.config"

@@ -4,6 +4,8 @@ and ctrd_copies.py; of an engine on another host nothing can be read (None, Fals
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from compose_ckpt.engine import ctrd_copies, procfs
 from compose_ckpt.engine.connection import Connection
 from compose_ckpt.engine.types import ContainerdLeftovers, ContainerInfo, CriuProbe, ProcessFingerprint, SocketHolder
@@ -35,6 +37,11 @@ class LocalDaemon(Connection):
     def runc_tcp_established(self) -> bool:
         """Whether runc's CRIU options on this machine let it dump established TCP connections."""
         return procfs.runc_tcp_established()
+
+    def criu_config_options(self, config: Path) -> set[str] | None:
+        """The options a CRIU configuration file of the daemon's machine holds (none when it cannot be read);
+        None for an engine on another host, whose files cannot be read from here."""
+        return procfs.criu_config_options(config) if self.info().local else None
 
     def containerd_leftovers(self) -> list[ContainerdLeftovers]:
         """The copies of restored checkpoints containerd left in its temp folders (none known elsewhere)."""

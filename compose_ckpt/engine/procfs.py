@@ -156,10 +156,17 @@ def has_capability(pid: int | None, capability: int) -> bool:
 
 def runc_tcp_established(config: Path = RUNC_CRIU_CONFIG) -> bool:
     """runc passes CRIU the options in /etc/criu/runc.conf; `tcp-established` lets it dump live connections."""
+    return TCP_ESTABLISHED in criu_config_options(config)
+
+
+def criu_config_options(config: Path) -> set[str]:
+    """The lines of a CRIU configuration file (`tcp-established`, `work-dir /x`), comments and a leading `--`
+    left out; none when it cannot be read (CRIU then ignores it too)."""
     try:
-        return any(line.strip() == TCP_ESTABLISHED for line in config.read_text().splitlines())
+        lines = config.read_text().splitlines()
     except OSError:
-        return False
+        return set()
+    return {line.split("#", 1)[0].strip().removeprefix("--") for line in lines} - {""}
 
 
 def established_peers(pid: int) -> list[tuple[str, int]]:

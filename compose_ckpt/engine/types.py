@@ -231,6 +231,10 @@ class CriuOptions:
         return [flag for on, flag in ((self.tcp_established, "--tcp-established"), (self.file_locks, "--file-locks"))
                 if on]
 
+    def words(self) -> list[str]:
+        """As the label and a CRIU configuration file name them: `tcp-established`, `file-locks`."""
+        return [flag.removeprefix("--") for flag in self.runc_flags()]
+
     @classmethod
     def from_words(cls, words: str) -> CriuOptions:
         """`tcp-established,file-locks` (a container label's value); ValueError for anything else."""

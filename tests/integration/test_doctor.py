@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from compose_ckpt.engine import Engine
+from compose_ckpt.const import RUNC_CRIU_CONFIG
+from compose_ckpt.engine import Engine, procfs
+from tests.integration.stack import Stack
 
 pytestmark = pytest.mark.engine
 
@@ -51,3 +54,33 @@ def test_doctor_fails_clearly_when_the_daemon_is_unreachable(tmp_path: Path) -> 
     assert daemon["name"] == "daemon" and daemon["status"] == "fail"
     assert "Cannot reach the Docker daemon" in daemon["detail"]
     assert "make engine" in daemon["remedy"]
+
+
+def test_doctor_names_the_labelled_services_whose_restores_lack_their_criu_options(
+        start_stack: Callable[..., Stack], tmp_path: Path) -> None:
+    """The label reaches dumps only; a restore gets what the container's org.criu.config file (else runc.conf) holds."""
+    own = tmp_path / "criu.conf"
+    own.write_text("file-locks\n")
+    stack = start_stack(f"""
+services:
+  bare:
+    image: local/busybox:latest
+    command: ["sleep", "3600"]
+    labels:
+      compose-ckpt.criu-options: "file-locks"
+  annotated:
+    image: local/busybox:latest
+    command: ["sleep", "3600"]
+    labels:
+      compose-ckpt.criu-options: "file-locks"
+    annotations:
+      org.criu.config: {own}
+""", settle=0)
+    checks = {check["name"]: check for check in json.loads(stack.ckpt("doctor", "--json").stdout)["checks"]}
+    detail = checks["restore options"]["detail"]
+    if "file-locks" in procfs.criu_config_options(RUNC_CRIU_CONFIG):
+        assert checks["restore options"]["status"] == "ok"  # this host gives every container's restores the option
+    else:
+        assert checks["restore options"]["status"] == "warn"
+        assert f"{stack.project}-bare-1 lacks file-locks (not in {RUNC_CRIU_CONFIG})" in detail
+    assert f"{stack.project}-annotated-1 lacks" not in detail

@@ -9,7 +9,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from compose_ckpt.const import LABEL_PROJECT, RUNC_CRIU_CONFIG
+from compose_ckpt.const import CRIU_CONFIG_ANNOTATION, LABEL_CRIU_OPTIONS, LABEL_PROJECT, RUNC_CRIU_CONFIG
 from compose_ckpt.domain.host.versions import version_tuple
 from compose_ckpt.domain.ports import ComposePort, EnginePort
 from compose_ckpt.domain.stack.adopt import drift
@@ -18,7 +18,7 @@ from compose_ckpt.domain.stack.holders import needs_holders, network_form
 from compose_ckpt.domain.stack.project import Project
 from compose_ckpt.domain.stack.remedies import CRIU_MISSING, remedy_for
 from compose_ckpt.domain.store.store import SnapshotStore
-from compose_ckpt.engine import ContainerInfo
+from compose_ckpt.engine import ContainerInfo, CriuOptions
 from compose_ckpt.engine.types import EngineInfo
 from compose_ckpt.errors import CkptError
 
@@ -94,12 +94,59 @@ def run_checks(connect: Callable[[], EnginePort], store_home: Path,
     containers = _containers(project) if project is not None else []
     if project_here is not None and needs_holders(info.server_version):
         checks.append(_network_holders(info, containers))
+    if options := _restore_options(engine, containers):
+        checks.append(options)
     if held := _held_policies(store_home, containers):
         checks.append(held)
     drifted = _drift(project, compose) if project is not None and compose is not None else None
     if drifted:
         checks.append(Check("adoption", Status.WARN, drifted, "Run `compose-ckpt adopt` in the project folder."))
     return Report(checks)
+
+
+def _restore_options(engine: EnginePort, containers: list[tuple[str, ContainerInfo]],
+                     runc_conf: Path = RUNC_CRIU_CONFIG) -> Check | None:
+    """Whether the CRIU options a service's label asks for reach its restores too. The label reaches dumps only:
+    a restore is `docker start --checkpoint`, for which runc reads options from one file alone, the one the
+    container's org.criu.config annotation names, else /etc/criu/runc.conf (docs/checkpoint-paths.md). None
+    when no container of the project has such a label, or the engine's files cannot be read from here."""
+    asking, lacking = [], []
+    for _, container in containers:
+        try:
+            wanted = CriuOptions.from_words(container.labels.get(LABEL_CRIU_OPTIONS, "")).words()
+        except ValueError:
+            continue  # `snapshot` refuses such a label, saying why
+        if not wanted:
+            continue
+        config = criu_config_of((container.attrs.get("HostConfig") or {}).get("Annotations") or {}, runc_conf)
+        held = engine.criu_config_options(config) if config else set()
+        if held is None:
+            return None
+        asking.append(container.name)
+        missing = [word for word in wanted if word not in held]
+        if missing:
+            lacking.append(f"{container.name} lacks {', '.join(missing)} "
+                           f"({f'not in {config}' if config else 'its org.criu.config annotation is empty'})")
+    if not asking:
+        return None
+    if not lacking:
+        return Check("restore options", Status.OK,
+                     f"the CRIU options of the {LABEL_CRIU_OPTIONS} labels reach restores too: {', '.join(asking)}")
+    return Check("restore options", Status.WARN,
+                 f"the {LABEL_CRIU_OPTIONS} label reaches dumps only; for restores runc reads the container's "
+                 f"org.criu.config file, else {runc_conf}: " + "; ".join(lacking),
+                 "Give restores the same options: `compose-ckpt host install --tcp-established` (runc.conf, every "
+                 "container), or an org.criu.config annotation naming a root-owned file that holds them "
+                 "(docs/checkpoint-paths.md). Else a snapshot that needed them does not restore.")
+
+
+def criu_config_of(annotations: dict[str, str], runc_conf: Path = RUNC_CRIU_CONFIG) -> Path | None:
+    """The one CRIU configuration file runc gives CRIU for a container with these annotations, its dumps and
+    restores alike: the file org.criu.config names, else runc.conf; None when that annotation is empty (runc
+    then names none)."""
+    if CRIU_CONFIG_ANNOTATION not in annotations:
+        return runc_conf
+    return Path(annotations[CRIU_CONFIG_ANNOTATION]) if annotations[CRIU_CONFIG_ANNOTATION] else None
 
 
 def _resolved(project_here: Callable[[EnginePort], Project] | None, engine: EnginePort) -> Project | None:

@@ -16,8 +16,9 @@ A redis (`redis-server --enable-debug-command yes` from local/debian:bookworm) h
            --leave-running --image-path DIR --work-path DIR2 <id>` of the paused container, DIR beside the
            store), and a `dd` of 2 GiB with fdatasync into that same folder (the disk)
 Where the time goes: the `phases` of `--json`, each dump's path and rate, each restore's per-container phases
-and pages route, and CRIU's own time of every dump and restore on both sides (from its logs: the service names
-a CRIU config file, annotation `org.criu.config`, whose `work-dir` keeps them).
+and pages route, CRIU's own time of every dump and restore on both sides (from its logs: the service names a
+CRIU config file, annotation `org.criu.config`, whose `work-dir` keeps them), and before each restore side the
+machine's memory waiting for the disk (Dirty + Writeback, `*_restore_dirty_mib`).
 
 --rows picks rows (default all). Like bench/run.py: --docker-host for another local engine, --adopt for Docker 28
 (adopt the service after `up`). Everything it creates (compose project `ckptbench<random>big`, a work folder under
@@ -125,6 +126,13 @@ class BigService(Stack):
                     shutil.rmtree(folder)
             except OSError:
                 continue
+
+
+def dirty_mib() -> float:
+    """Memory waiting to be written to disk, machine-wide (Dirty + Writeback): a 2 GiB copy made on top of a
+    large backlog is throttled to the disk's speed, whoever made the backlog."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    return sum(int(fields[name].split()[0]) for name in ("Dirty", "Writeback")) / 1024
 
 
 def read_through(folder: Path) -> None:
@@ -257,6 +265,7 @@ class Rounds:
     def plain_restore(self, r: int) -> None:
         name, cid = f"plain{r}", self.service.id
         shutil.copytree(self.service.checkpoint_files(), self.service.root / "containers" / cid / "checkpoints" / name)
+        self.add("plain_restore_dirty_mib", dirty_mib())
         try:
             seconds, _ = timed(lambda: retried(partial(run, "docker", "start", "--checkpoint", name, cid)))
             self.same_data("docker start --checkpoint")
@@ -268,11 +277,13 @@ class Rounds:
 
     def ours_restore(self, r: int) -> None:  # noqa: ARG002 - called like the plain side
         read_through(self.service.checkpoint_files())
+        self.add("ours_restore_dirty_mib", dirty_mib())
         seconds, doc = timed(lambda: self.service.cli("restore", BASE, "--json"))
         self.same_data("compose-ckpt restore")
         self.add("ours_restore", seconds)
         self.phases["restore"].append(doc["phases"])
         self.restores.extend({key: c[key] for key in ("seconds", "pages", "page_bytes")} for c in doc["containers"])
+        self.restores[-1]["phases"] = doc["phases"]
         self.criu_time("ours", "restore")
 
     # --- floors ------------------------------------------------------------------------------------------
@@ -381,7 +392,8 @@ def main() -> int:
             "seconds": {name: median([c["seconds"][name] for c in rounds.restores if name in c["seconds"]])
                         for name in per_container},
             "pages": sorted({c["pages"] for c in rounds.restores}),
-            "page_bytes": max((c["page_bytes"] for c in rounds.restores), default=0)},
+            "page_bytes": max((c["page_bytes"] for c in rounds.restores), default=0),
+            "each": rounds.restores},
         criu={key: median(values) for key, values in rounds.criu.items()}, seed_retries=SEED_RETRIES,
         cli_errors=rounds.errors, elapsed_seconds=round(time.monotonic() - started, 1),
         load_average={"min": min(rounds.load, default=None), "median": median(rounds.load),

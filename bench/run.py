@@ -119,9 +119,12 @@ class Stack:
         self.compose("up", "-d", "--force-recreate", "--wait")
         if self.adopt:  # a cold restart of each container, not measured
             self.cli("adopt", "--yes")
-        # The service containers only: network holders are one-off containers of the project.
-        self.ids = run("docker", "ps", "-aq", "--no-trunc", "--filter", f"label=com.docker.compose.project={self.name}",
-                       "--filter", "label=com.docker.compose.oneoff=False").split()
+        # The service containers only: `adopt` makes each network holder a compose service of its own, labelled
+        # compose-ckpt.holder-for (a plain loop that checkpointed those too would wait forever: they restart).
+        listed = run("docker", "ps", "-a", "--no-trunc", "--filter", f"label=com.docker.compose.project={self.name}",
+                     "--filter", "label=com.docker.compose.oneoff=False",
+                     "--format", '{{.ID}} {{.Label "compose-ckpt.holder-for"}}').splitlines()
+        self.ids = [line.split()[0] for line in listed if len(line.split()) == 1]
 
     def down(self) -> None:
         """Containers, volumes and networks; --remove-orphans takes the network holders too."""

@@ -86,8 +86,8 @@ class SecondEngine:
         self.arguments = [bridge if arg == self.network.bridge else arg for arg in self.arguments]
         log = open(self.root / "dockerd.log", "ab")
         host_bridge = _default_bridge_address()
-        self.process = subprocess.Popen(self.arguments, stdout=log, stderr=log,
-                                        env={**os.environ, "PATH": DAEMON_PATH}, start_new_session=True)
+        self.process = subprocess.Popen(self.arguments, stdout=log, stderr=log, env=daemon_environment(self.root),
+                                        start_new_session=True)
         try:
             wait_for("the second dockerd to start again", lambda: self.docker("info", check=False).returncode == 0,
                      timeout=120)
@@ -101,6 +101,16 @@ class SecondEngine:
         subprocess.run(["ip", "link", "del", self.network.bridge], capture_output=True)
         subprocess.run(["ip", "link", "del", f"ckr-{self.root.name[-8:]}"], capture_output=True)
         remove_daemon_folders(self.root, self.exec_root)
+
+
+def daemon_environment(root: Path) -> dict[str, str]:
+    """The daemon finds our criu on PATH; its containerd unpacks each restored checkpoint into a folder of
+    TMPDIR and never removes it (containerd#10166): a TMPDIR of its own goes with the engine's folders, where
+    /tmp would keep a copy of every restore this engine made, which compose-ckpt, seeing a remote engine,
+    cannot clean."""
+    temporary = root / "tmp"
+    temporary.mkdir(mode=0o700, exist_ok=True)
+    return {**os.environ, "PATH": DAEMON_PATH, "TMPDIR": str(temporary)}
 
 
 def stop_daemon(process: subprocess.Popen[bytes]) -> None:
@@ -209,7 +219,7 @@ def start_second_engine(private_mounts: bool = False, network: Network | None = 
     arguments = ["dockerd", "--experimental", "--config-file", str(config), "--data-root", str(root / "data"),
                  "--exec-root", str(exec_root), "--pidfile", str(exec_root / "docker.pid"), "-H", unix, "-H", tcp,
                  "--tls=false", "--bridge", network.bridge, "--default-address-pool", network.pool, "--iptables=false"]
-    process = subprocess.Popen(arguments, stdout=log, stderr=log, env={**os.environ, "PATH": DAEMON_PATH},
+    process = subprocess.Popen(arguments, stdout=log, stderr=log, env=daemon_environment(root),
                                start_new_session=True)
     engine = SecondEngine(root, exec_root, tcp, unix, process, arguments, network)
     try:

@@ -10,38 +10,32 @@ SDK, imported on first use. API, SDK and connection errors are translated into `
 translation.py and nowhere else.
 
 When the daemon runs on this machine, checkpoints take faster and leaner ways through its files, its
-/proc and its runtime. This class chooses between those and the API; the work itself lives beside the other
-code that runs on the daemon's host: runtime.py (dumps by the daemon's runc), pages_placement.py and
-pages_in_root.py (where a restore's files go), mount_propagation.py, ctrd_copies.py (containerd's leftover
-copies), criu_log.py (the restore log) and procfs.py (/proc); local_daemon.py answers what the domain asks
-about that machine.
+/proc and its runtime. This class chooses between those and the API; the work itself is local_checkpoints.py,
+over the other code that runs on the daemon's machine: runtime.py (dumps by the daemon's runc),
+pages_placement.py and pages_in_root.py (where a restore's files go), mount_propagation.py, ctrd_copies.py
+(containerd's leftover copies), criu_log.py (the restore log) and procfs.py (/proc); local_daemon.py answers
+what the domain asks about that machine.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import shutil
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
 
-from compose_ckpt.const import ENV_DUMP_PATH
-from compose_ckpt.engine import ctrd_copies, mount_propagation, pages_in_root, pages_placement, procfs
-from compose_ckpt.engine.api import Transport
+from compose_ckpt.engine import procfs
 from compose_ckpt.engine.checkpoints import CheckpointCalls
 from compose_ckpt.engine.containers import ContainerCalls
-from compose_ckpt.engine.criu_log import RestoreLogCatcher, restore_log_paths
+from compose_ckpt.engine.criu_log import RestoreLogCatcher
 from compose_ckpt.engine.hardlinks import link_or_copy_tree
 from compose_ckpt.engine.images import ImageCalls
+from compose_ckpt.engine.local_checkpoints import LocalCheckpoints
 from compose_ckpt.engine.local_daemon import LocalDaemon
 from compose_ckpt.engine.networks_volumes import NetworkVolumeCalls
 from compose_ckpt.engine.pages_in_root import BytesCallback
-from compose_ckpt.engine.runtime import DirectDumpUnavailable, Runtime, find_runtime, runtime_checkpoint
-from compose_ckpt.engine.tar_stream import write_upload_id
+from compose_ckpt.engine.runtime import DirectDumpUnavailable, runtime_checkpoint
 from compose_ckpt.engine.trees import TreeTransfer
 from compose_ckpt.engine.types import (
     NO_CRIU_OPTIONS,
@@ -50,20 +44,14 @@ from compose_ckpt.engine.types import (
     DumpResult,
     PlacedCheckpoint,
 )
-from compose_ckpt.errors import CkptError, EngineError, EngineUnavailable, NotFoundError
+from compose_ckpt.errors import CkptError, EngineError, EngineUnavailable
 
 _STALE_RUNTIME = "container with given ID already exists"
 _log = logging.getLogger(__name__)
 
 
-class Engine(ContainerCalls, CheckpointCalls, NetworkVolumeCalls, ImageCalls, LocalDaemon):
+class Engine(ContainerCalls, CheckpointCalls, NetworkVolumeCalls, ImageCalls, LocalDaemon, LocalCheckpoints):
     """A connection to one Docker engine, with what it can do on the daemon's own host."""
-
-    def __init__(self, transport: Transport, base_url: str, sdk_client: Callable[[], Any],
-                 socket_path: str | None = None) -> None:
-        super().__init__(transport, base_url, sdk_client, socket_path)
-        # Per daemon pid (a new one after a daemon restart): found by a walk of /proc, the same for every restore.
-        self._containerd_temp: dict[int, list[ctrd_copies.TempFolder]] = {}
 
     @property
     def trees(self) -> TreeTransfer:
@@ -90,17 +78,6 @@ class Engine(ContainerCalls, CheckpointCalls, NetworkVolumeCalls, ImageCalls, Lo
                 return DumpResult(DumpPath.RUNTIME, size)
         self._dump_by_engine(container_id, name, leave_running=leave_running)
         return DumpResult(DumpPath.ENGINE_API, fallback=fallback)
-
-    def _runtime_for(self, container_id: str) -> Runtime:
-        """The daemon's own runtime for the container, or DirectDumpUnavailable saying why not."""
-        if os.environ.get(ENV_DUMP_PATH, "auto") == DumpPath.ENGINE_API.value:
-            raise DirectDumpUnavailable(f"{ENV_DUMP_PATH}={DumpPath.ENGINE_API.value} asks for the Docker API")
-        if self.daemon_pid() is None:
-            raise DirectDumpUnavailable("the engine does not run on this host (or its process is not known)")
-        container = self.inspect(container_id)
-        if container is None:
-            raise NotFoundError(f"container {container_id[:12]} is gone")
-        return find_runtime(container.id, container.pid)
 
     def dump_in_progress(self, container_id: str, name: str, since: float) -> bool:
         """Whether the daemon may still be dumping checkpoint `name` of the container, for a
@@ -152,55 +129,10 @@ class Engine(ContainerCalls, CheckpointCalls, NetworkVolumeCalls, ImageCalls, Lo
         except CkptError as exc:
             _log.warning("%s", exc)
 
-    def _linked_copy(self, container_id: str, name: str) -> str | None:
-        """For a checkpoint in Docker's folder that holds its page images itself: the name of a sibling made
-        for this restore, whose small images are hard links to its own and whose `pages-N.img` are links to
-        copies placed in the container's root (as `place_checkpoint` makes them). The checkpoint itself is
-        left whole, whatever happens. None when the page images cannot go there (the restore then takes
-        containerd's way with the checkpoint as it is)."""
-        if not self.info().local:
-            return None
-        folder = self._checkpoint_dir(container_id, name)
-        try:
-            images = pages_in_root.page_images(folder)
-        except OSError:
-            return None  # no such checkpoint: the daemon's answer says so
-        root, _ = self._container_root(container_id) if images else (None, "")
-        return pages_placement.linked_copy(container_id, folder, root) if root else None
-
-    def clear_stale_runtime(self, container_id: str) -> bool:
-        """On the daemon's host: remove runc's state of a container the daemon considers stopped, which a
-        daemon killed during a restore leaves (with a mount) and which fails every later restore of it.
-        Returns whether there was such state. Elsewhere it cannot be seen: False."""
-        pid = self.daemon_pid()
-        return pid is not None and procfs.remove_stale_runc_state(pid, container_id)
-
     def _restore_once(self, container_id: str, name: str) -> None:
         with (RestoreLogCatcher(self._restore_log_paths(container_id)) as catcher,
               self._containerd_copies_removed(container_id, name) as mark_upload):
             self._restore_request(container_id, name, catcher.text, mark_upload)
-
-    def _mark_upload(self, container_id: str, name: str) -> None:
-        """Give the placed checkpoint a new upload id (see tar_stream.UPLOAD_ID_FILE), where its folder is reachable."""
-        if self.info().local:
-            write_upload_id(self._checkpoint_dir(container_id, name))
-
-    def _containerd_copies_removed(self, container_id: str, name: str) -> AbstractContextManager[Callable[[], None]]:
-        """Around a restore on the daemon's host: remove the copy of the checkpoint's images that containerd
-        makes for it and leaves behind (see engine/ctrd_copies.py). Yields what gives the checkpoint a new
-        upload id before each attempt. A remote engine's copies are out of reach."""
-        pid = self.daemon_pid()
-        if pid is None:
-            return contextlib.nullcontext(lambda: self._mark_upload(container_id, name))
-        temp_folders = self._containerd_temp.get(pid)
-        if temp_folders is None:  # parallel restores may each look once: the answers agree
-            temp_folders = self._containerd_temp[pid] = ctrd_copies.containerd_temp_folders(pid)
-        return ctrd_copies.copies_removed(temp_folders, self._checkpoint_dir(container_id, name))
-
-    def _restore_log_paths(self, container_id: str) -> list[Path]:
-        """Where CRIU writes its restore log, on the daemon's host (see criu_log.restore_log_paths)."""
-        pid = self.daemon_pid()
-        return [] if pid is None else restore_log_paths(procfs.daemon_exec_root(pid), container_id)
 
     def copy_checkpoint_out(self, container_id: str, name: str, destination: Path) -> int:
         """Copy a checkpoint's files into `destination`; return their size in bytes.
@@ -220,19 +152,7 @@ class Engine(ContainerCalls, CheckpointCalls, NetworkVolumeCalls, ImageCalls, Lo
         mount propagation (see `_fit_mount_propagation`); elsewhere everything goes through the API."""
         if not self.info().local:
             return self._place_through_api(container_id, name, source, on_bytes)
-        target = self._checkpoint_dir(container_id, name)
-        if target.exists():
-            shutil.rmtree(target)
-        root, why = self._container_root(container_id)
-        return pages_placement.place_here(container_id, source, target, root, why, on_bytes,
-                                          lambda: self._fit_mount_propagation(container_id, target))
-
-    def _container_root(self, container_id: str) -> tuple[pages_in_root.ContainerRoot | None, str]:
-        """The container's root when the page images can go there, else None and why not."""
-        container = self.inspect(container_id)
-        if container is None:
-            raise NotFoundError(f"container {container_id[:12]} is gone")
-        return pages_placement.container_root(container, self.info().docker_root_dir)
+        return self._place_here(container_id, name, source, on_bytes)
 
     def remove_placed_pages(self, container_id: str) -> list[str]:
         """Remove the page images a restore placed in the container's root (engine/pages_in_root.py), also
@@ -240,20 +160,4 @@ class Engine(ContainerCalls, CheckpointCalls, NetworkVolumeCalls, ImageCalls, Lo
         those this process placed are emptied."""
         if not self.info().local:
             return self._empty_placed_pages(container_id)
-        container = self.inspect(container_id)
-        root = container and pages_in_root.ContainerRoot.of(container, self.info().docker_root_dir)
-        return pages_placement.remove_pages(root, container_id) if root else []
-
-    def _fit_mount_propagation(self, container_id: str, folder: Path) -> list[str]:
-        """Fit the checkpoint placed in `folder` to this host's mount propagation (see mount_propagation.py);
-        returns the container paths of the mounts whose link to a peer group outside was dropped."""
-        pid = self.daemon_pid()
-        if pid is None:
-            return []
-        linked = mount_propagation.linked_outside(folder)
-        if not linked:
-            return []
-        container = self.inspect(container_id)
-        if container is None:
-            raise NotFoundError(f"container {container_id[:12]} is gone")
-        return mount_propagation.fit(linked, procfs.mount_table(pid), container)
+        return self._remove_pages_here(container_id)

@@ -12,7 +12,7 @@ import pytest
 from compose_ckpt.engine import Engine
 from tests.integration.conftest import adopt_if_needed
 from tests.integration.second_engine import SecondEngine
-from tests.integration.stack import THREE_SERVICES, Stack
+from tests.integration.stack import THREE_SERVICES, Stack, counter_services
 
 pytestmark = pytest.mark.engine
 
@@ -112,3 +112,26 @@ def test_an_unknown_context_is_a_clear_error(stack: Stack) -> None:
     done = stack.ckpt("migrate", "--to", "no-such-context-here")
     assert done.returncode == 5 and "no-such-context-here" in done.stderr and "Traceback" not in done.stderr
     assert set(stack.states().values()) == {"running"}  # nothing was touched
+
+
+def test_a_read_only_root_takes_containerd_way_on_a_remote_engine(
+        engine: Engine, tmp_path: Path, project_name: str, second: SecondEngine) -> None:
+    (tmp_path / "compose.yaml").write_text("services:\n" + counter_services("ro") + "    read_only: true\n"
+                                           "    tmpfs: [/tmp]\n")
+    stack = Stack(tmp_path, project_name)
+    stack.compose("up", "-d")
+    try:
+        adopt_if_needed(engine, stack)
+        stack.wait_counting("ro", at_least=6)
+
+        document = json.loads(stack.ckpt_ok("migrate", "--to", second.tcp, "--json").stdout)
+
+        # The archive endpoint refuses a read-only root: the page images went through containerd instead.
+        assert {c["pages"] for c in document["containers"]} == {"containerd"}
+        (moved,) = second_containers(second, project_name)
+        assert int(read_on_second(second, moved, "cat", "/tmp/count")) > 5, "started fresh on the target"
+    finally:
+        stack.down()
+        for container in second_containers(second, project_name):
+            second.docker("rm", "-f", container, check=False)
+        second.docker("network", "rm", f"{project_name}_default", check=False)

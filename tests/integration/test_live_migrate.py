@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from compose_ckpt.domain.stack.tree_changes import RACY_MARGIN_NS
 from compose_ckpt.engine import Engine
 from tests.integration.conftest import adopt_if_needed
 from tests.integration.second_engine import Network, SecondEngine, start_second_engine
@@ -48,6 +50,11 @@ def stack(engine: Engine, tmp_path: Path, project_name: str, second: SecondEngin
     adopt_if_needed(engine, stack)
     stack.redis("set", "visits", "42")
     wait_for("the journal to be written", lambda: (volume_folder(stack, None) / "journal").exists(), timeout=60)
+    # A file changed less than the racy margin before the pre-copy is read again while frozen: the blob must
+    # be older than that, or it goes twice (when the target has the images, the pre-copy starts at once).
+    blob = volume_folder(stack, None) / "blob"
+    wait_for("the blob to be past the racy margin",
+             lambda: time.time_ns() - blob.stat().st_mtime_ns > RACY_MARGIN_NS, timeout=60)
     yield stack
     stack.down()
     listing = second.docker("ps", "-a", "-q", "--filter", f"label=com.docker.compose.project={project_name}").stdout
@@ -198,6 +205,11 @@ def test_a_full_target_disk_leaves_the_source_running_and_nothing_on_the_target(
         start_stack: Callable[..., Stack]) -> None:
     stack = start_stack(BLOB_STACK)
     wait_for("the journal to be written", lambda: (volume_folder(stack, None) / "journal").exists(), timeout=60)
+    # A file changed less than the racy margin before the pre-copy is read again while frozen: the blob must
+    # be older than that, or it goes twice (when the target has the images, the pre-copy starts at once).
+    blob = volume_folder(stack, None) / "blob"
+    wait_for("the blob to be past the racy margin",
+             lambda: time.time_ns() - blob.stat().st_mtime_ns > RACY_MARGIN_NS, timeout=60)
     small = start_second_engine(network=SMALL_TARGET_NETWORK, data_size="48m")
     try:
         failed = stack.ckpt("migrate", "--live", "--to", small.tcp)

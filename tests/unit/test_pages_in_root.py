@@ -4,14 +4,27 @@ planted are never followed. That CRIU reads them there is proven in tests/integr
 
 from __future__ import annotations
 
+import io
 import os
+import tarfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from compose_ckpt.engine import ContainerInfo
-from compose_ckpt.engine.pages_in_root import FOLDER_PREFIX, ContainerRoot, page_images, place, remove
+from compose_ckpt.engine.pages_in_root import (
+    FOLDER_PREFIX,
+    ContainerRoot,
+    emptied_tar,
+    new_folder_name,
+    page_images,
+    pages_tar,
+    place,
+    remove,
+)
+from compose_ckpt.engine.tar_stream import tar_stream
 
 
 def container(driver: str = "overlay2", **data: str) -> ContainerInfo:
@@ -94,3 +107,45 @@ def test_a_failed_copy_leaves_nothing(root: ContainerRoot, images: list[Path]) -
         place(root, images, lambda done, total: None)
 
     assert os.listdir(root.upper) == []
+
+
+# --- through the Docker API: the tars sent to the archive endpoint ---------------------------------------
+
+def members(chunks: Iterable[bytes]) -> dict[str, tuple[tarfile.TarInfo, bytes]]:
+    found = {}
+    with tarfile.open(fileobj=io.BytesIO(b"".join(chunks)), mode="r") as archive:
+        for member in archive.getmembers():
+            body = archive.extractfile(member) if member.isfile() else None
+            found[member.name] = (member, body.read() if body else b"")
+    return found
+
+
+def test_the_pages_tar_holds_a_private_folder_of_the_page_images(images: list[Path]) -> None:
+    progress: list[tuple[int, int]] = []
+    name = new_folder_name()
+
+    found = members(pages_tar(name, images, lambda done, total: progress.append((done, total))))
+
+    assert name.startswith(FOLDER_PREFIX) and len(name) == len(FOLDER_PREFIX) + 32
+    assert found[name][0].isdir() and found[name][0].mode == 0o700
+    assert {n for n in found if n != name} == {f"{name}/pages-1.img", f"{name}/pages-2.img"}
+    assert found[f"{name}/pages-1.img"][1] == b"a" * 5000 and found[f"{name}/pages-1.img"][0].mode == 0o600
+    assert progress[0] == (0, 5300) and progress[-1] == (5300, 5300)
+
+
+def test_the_emptied_tar_replaces_the_folder_by_one_empty_file() -> None:
+    found = members([emptied_tar(f"{FOLDER_PREFIX}{'0' * 32}")])
+
+    ((member, body),) = found.values()
+    assert member.name == f"{FOLDER_PREFIX}{'0' * 32}" and member.isfile() and body == b""
+
+
+def test_the_checkpoint_tar_links_its_page_images_to_the_placed_folder(images: list[Path]) -> None:
+    folder = images[0].parent
+
+    found = members(tar_stream(folder, "ckpt", {"pages-1.img": "/.p/pages-1.img", "pages-2.img": "/.p/pages-2.img"}))
+
+    assert found["ckpt/pages-1.img"][0].issym() and found["ckpt/pages-1.img"][0].linkname == "/.p/pages-1.img"
+    assert found["ckpt/pages-2.img"][0].issym()
+    assert found["ckpt/pagemap-1.img"][1] == b"map"  # the rest as it is
+    assert "ckpt/compose-ckpt-upload-id" in found

@@ -209,6 +209,12 @@ class SnapshotStore:
         assert folder is not None
         safefs.replace_private_file(folder / name, data)
 
+    def remove_project_file(self, project_name: str, name: str) -> None:
+        """Remove a private file of the project's folder; one that does not exist is fine."""
+        folder = self._project_folder(project_name, create=False)
+        if folder is not None:
+            (folder / name).unlink(missing_ok=True)
+
     # --- writing --------------------------------------------------------------------------------
 
     def write(self, manifest: Manifest) -> None:
@@ -256,37 +262,25 @@ class SnapshotStore:
 
     def note_restoring(self, project_name: str, container_ids: list[str]) -> None:
         """Record the containers a restore is about to place page images in, for `restoring` after a kill."""
-        folder = self._project_folder(project_name, create=True)
-        assert folder is not None
-        safefs.replace_private_file(folder / RESTORING, "".join(f"{cid}\n" for cid in container_ids).encode())
+        self.write_project_file(project_name, RESTORING, "".join(f"{cid}\n" for cid in container_ids).encode())
 
     def restoring(self, project_name: str) -> list[str]:
         """The ids `note_restoring` recorded and `done_restoring` has not cleared: those of a killed restore."""
-        folder = self._project_folder(project_name, create=False)
-        try:
-            text = safefs.read_trusted_file(folder / RESTORING, MAX_MANIFEST_BYTES) if folder else b""
-        except FileNotFoundError:
-            return []
+        text = self.read_project_file(project_name, RESTORING, MAX_MANIFEST_BYTES) or b""
         return [line for line in text.decode(errors="replace").split() if _CONTAINER_ID.fullmatch(line)]
 
     def note_set_aside(self, project_name: str, entries: list[SetAside]) -> None:
         """Record the containers a `restore --force` killed and has not put back yet, in the order to put them
         back, for `set_aside` after a kill or a rollback that could not finish (none: the note is removed)."""
-        folder = self._project_folder(project_name, create=True)
-        assert folder is not None
         if not entries:
-            (folder / SET_ASIDE).unlink(missing_ok=True)
+            self.remove_project_file(project_name, SET_ASIDE)
             return
         lines = "".join(f"{e.name} {e.container_id} {e.checkpoint}\n" for e in entries)
-        safefs.replace_private_file(folder / SET_ASIDE, lines.encode())
+        self.write_project_file(project_name, SET_ASIDE, lines.encode())
 
     def set_aside(self, project_name: str) -> list[SetAside]:
         """What `note_set_aside` recorded last, in order; lines that are not what it writes are left out."""
-        folder = self._project_folder(project_name, create=False)
-        try:
-            text = safefs.read_trusted_file(folder / SET_ASIDE, MAX_MANIFEST_BYTES) if folder else b""
-        except FileNotFoundError:
-            return []
+        text = self.read_project_file(project_name, SET_ASIDE, MAX_MANIFEST_BYTES) or b""
         entries = []
         for line in text.decode(errors="replace").splitlines():
             parts = line.split(" ")
@@ -296,23 +290,15 @@ class SnapshotStore:
         return entries
 
     def done_restoring(self, project_name: str) -> None:
-        folder = self._project_folder(project_name, create=False)
-        if folder is not None:
-            (folder / RESTORING).unlink(missing_ok=True)
+        self.remove_project_file(project_name, RESTORING)
 
     def note_moving(self, project_name: str, record: dict[str, Any]) -> None:
         """Record what a live migration under way has done so far, for the next one after a kill."""
-        folder = self._project_folder(project_name, create=True)
-        assert folder is not None
-        safefs.replace_private_file(folder / MOVING, json.dumps(record).encode())
+        self.write_project_file(project_name, MOVING, json.dumps(record).encode())
 
     def moving(self, project_name: str) -> dict[str, Any] | None:
         """What `note_moving` recorded and `done_moving` has not cleared: a live migration that was killed."""
-        folder = self._project_folder(project_name, create=False)
-        try:
-            text = safefs.read_trusted_file(folder / MOVING, MAX_MANIFEST_BYTES) if folder else None
-        except FileNotFoundError:
-            return None
+        text = self.read_project_file(project_name, MOVING, MAX_MANIFEST_BYTES)
         if text is None:
             return None
         try:
@@ -322,9 +308,7 @@ class SnapshotStore:
         return record if isinstance(record, dict) else None
 
     def done_moving(self, project_name: str) -> None:
-        folder = self._project_folder(project_name, create=False)
-        if folder is not None:
-            (folder / MOVING).unlink(missing_ok=True)
+        self.remove_project_file(project_name, MOVING)
 
     # --- reading --------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # names for the annotations only: importing this module loads
         PlacedCheckpoint,
         ProcessFingerprint,
         RestartPolicy,
-        SocketHolder,
+        SocketOwner,
     )
     from compose_ckpt.registry.client import ManifestResponse
     from compose_ckpt.registry.reference import Reference
@@ -169,7 +169,7 @@ class EnginePort(Protocol):
 
     def containerd_leftovers(self) -> list[ContainerdLeftovers]: ...
 
-    def socket_holders(self, inodes: set[int]) -> dict[int, list[SocketHolder]]: ...
+    def socket_owners(self, inodes: set[int]) -> dict[int, list[SocketOwner]]: ...
 
     def descends_from(self, pid: int, ancestor: int) -> bool: ...
 

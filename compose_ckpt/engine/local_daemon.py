@@ -8,7 +8,7 @@ from pathlib import Path
 
 from compose_ckpt.engine import ctrd_copies, procfs
 from compose_ckpt.engine.connection import Connection
-from compose_ckpt.engine.types import ContainerdLeftovers, ContainerInfo, CriuProbe, ProcessFingerprint, SocketHolder
+from compose_ckpt.engine.types import ContainerdLeftovers, ContainerInfo, CriuProbe, ProcessFingerprint, SocketOwner
 
 
 class LocalDaemon(Connection):
@@ -48,9 +48,9 @@ class LocalDaemon(Connection):
         pid = self.daemon_pid()
         return [] if pid is None else ctrd_copies.leftovers(pid)
 
-    def socket_holders(self, inodes: set[int]) -> dict[int, list[SocketHolder]]:
+    def socket_owners(self, inodes: set[int]) -> dict[int, list[SocketOwner]]:
         """The processes holding each socket of `inodes`, and the container each runs in."""
-        return procfs.socket_holders(inodes)
+        return procfs.socket_owners(inodes)
 
     def descends_from(self, pid: int, ancestor: int) -> bool:
         """Whether process `pid` is `ancestor` or one of its descendants."""

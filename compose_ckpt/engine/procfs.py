@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compose_ckpt.const import RUNC_CRIU_CONFIG, TCP_ESTABLISHED
-from compose_ckpt.engine.types import CriuProbe, ProcessFingerprint, SocketHolder
+from compose_ckpt.engine.types import CriuProbe, ProcessFingerprint, SocketOwner
 
 CAP_SYS_RESOURCE = 24
 DEFAULT_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
@@ -189,10 +189,10 @@ def established_peers(pid: int) -> list[tuple[str, int]]:
 _CONTAINER_CGROUP = re.compile(r"[/-]([0-9a-f]{64})(?:\.scope)?$", re.MULTILINE)
 
 
-def socket_holders(inodes: set[int]) -> dict[int, list[SocketHolder]]:
+def socket_owners(inodes: set[int]) -> dict[int, list[SocketOwner]]:
     """The processes holding an open descriptor of each socket inode, found by one walk of /proc."""
     wanted = {f"socket:[{inode}]": inode for inode in inodes}
-    found: dict[int, list[SocketHolder]] = {inode: [] for inode in inodes}
+    found: dict[int, list[SocketOwner]] = {inode: [] for inode in inodes}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -206,7 +206,7 @@ def socket_holders(inodes: set[int]) -> dict[int, list[SocketHolder]]:
             continue  # ended meanwhile
         container = _CONTAINER_CGROUP.search(cgroups)
         for inode in held:
-            found[inode].append(SocketHolder(pid, process_name(pid), container.group(1) if container else None))
+            found[inode].append(SocketOwner(pid, process_name(pid), container.group(1) if container else None))
     return found
 
 

@@ -269,7 +269,9 @@ class CriuProbe:
 
 
 @dataclass(frozen=True)
-class SocketHolder:
+class SocketOwner:
+    """A process with an open descriptor of a socket (not a network holder: that is a container)."""
+
     pid: int
     command: str
     container_id: str | None  # the Docker container whose cgroup holds the process; None: a host process

@@ -53,7 +53,7 @@ from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.engine import NO_RESTART, ContainerInfo, CriuOptions, DumpPath
 from compose_ckpt.engine.criu_log import EXTERNAL_UNIX_SOCKET
 from compose_ckpt.engine.specs import joined_container
-from compose_ckpt.engine.types import SocketHolder
+from compose_ckpt.engine.types import SocketOwner
 from compose_ckpt.errors import CkptError, SnapshotFailed, UnsafePathError, UsageError
 
 
@@ -355,27 +355,27 @@ class _SnapshotRun:
                    for path, own, outside in EXTERNAL_UNIX_SOCKET.findall("\n".join(details))]
         if not sockets or not self.engine.info().local:
             return []
-        holders = self.engine.socket_holders({inode for _, own, outside in sockets for inode in (own, outside) if inode})
+        owners = self.engine.socket_owners({inode for _, own, outside in sockets for inode in (own, outside) if inode})
         lines = []
         for path, own, outside in sockets:
-            ours = " and ".join(self._describe_holder(holder) for holder in holders[own]) or "a process of the snapshot"
+            ours = " and ".join(self._describe_owner(owner) for owner in owners[own]) or "a process of the snapshot"
             if outside is None:  # its peer is in another network namespace: CRIU's log does not say which
                 theirs = "a process in another container or on the host (not in its network namespace)"
             else:
-                theirs = " and ".join(self._describe_holder(h) for h in holders[outside]) or "a process that has ended since"
+                theirs = " and ".join(self._describe_owner(h) for h in owners[outside]) or "a process that has ended since"
             lines.append(f"{ours} holds unix socket {path}, connected to {theirs}: CRIU dumps each container's own "
                          "process tree and cannot take a connection to a process outside it")
         return lines
 
-    def _describe_holder(self, holder: SocketHolder) -> str:
-        process = f"pid {holder.pid} {holder.command}"
-        if holder.container_id is None:
+    def _describe_owner(self, owner: SocketOwner) -> str:
+        process = f"pid {owner.pid} {owner.command}"
+        if owner.container_id is None:
             return f"a process on the host, outside any container ({process})"
-        member = self.members.get(holder.container_id)
-        container = member[1] if member else self.engine.inspect(holder.container_id)
+        member = self.members.get(owner.container_id)
+        container = member[1] if member else self.engine.inspect(owner.container_id)
         if container is None:
-            return f"container {holder.container_id[:12]} ({process})"
-        if container.pid and not self.engine.descends_from(holder.pid, container.pid):
+            return f"container {owner.container_id[:12]} ({process})"
+        if container.pid and not self.engine.descends_from(owner.pid, container.pid):
             return f"a `docker exec` session in {container.name} ({process}, not started by its main process)"
         service = f"service {member[0]} " if member else ""
         return f"{service}{container.name} ({process})"

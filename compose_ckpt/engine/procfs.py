@@ -1,4 +1,4 @@
-"""Facts about the host the Docker daemon runs on, read from /proc and by running CRIU.
+"""Facts about the Docker daemon's own machine (when that is this one), read from /proc and by running CRIU.
 
 Only meaningful when the engine is local (`EngineInfo.local`); `doctor` says so otherwise.
 """

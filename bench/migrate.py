@@ -67,8 +67,8 @@ def one_round(work: Path, target: str, big: bool) -> dict[str, float]:
             capture_output=True, text=True).stdout.split()], capture_output=True)
 
 
-# A bridge and address pool of the bench's own: the test sessions of others use the second engines' ones.
-BENCH_NETWORK = Network("ckpt-br9", "10.241.0.1/24", "base=10.242.0.0/16,size=24")
+# An address pool of the bench's own: the test sessions of others use the second engines' ones.
+BENCH_NETWORK = Network("base=10.242.0.0/16,size=24")
 LIVE_TARGET = 0.15
 # About 10 MiB/s: a 1 MiB value every 0.1 s, over 200 keys of its own. The writer runs in redis's container
 # and talks to it over a unix socket: a TCP connection open at the freeze needs CRIU's tcp-established,

@@ -1,6 +1,9 @@
 """A second Docker daemon on this machine, standing in for another host in migration tests.
 
-It has its own data-root, exec-root, pid file, unix socket and bridge, and
+It has its own data-root, exec-root, pid file, unix socket and bridge (named
+after the engine, never shared: test sessions run side by side on this
+machine, and a daemon whose bridge another session deleted fails every
+`docker run` on it with exit 125), and
 also listens on tcp://127.0.0.1 so that tests reach it the way they would
 reach a remote engine (compose-ckpt then moves checkpoints through the API,
 not the file system). Started and stopped by pid, never by process name.
@@ -25,16 +28,15 @@ DAEMON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # 
 
 @dataclass(frozen=True)
 class Network:
-    """A second engine's default bridge and address pool, apart from the first daemon's default pools."""
+    """The address pool a second engine's networks take their subnets from (its default bridge's too, the
+    bridge having no address of its own), apart from the first daemon's default pools."""
 
-    bridge: str
-    cidr: str
     pool: str
 
 
-SECOND = Network("ckpt-br2", "10.213.0.1/24", "base=10.214.0.0/16,size=24")
-# The engine with private mounts runs beside `SECOND` in one test session: a bridge and pool of its own.
-PRIVATE_MOUNTS = Network("ckpt-br3", "10.215.0.1/24", "base=10.216.0.0/16,size=24")
+SECOND = Network("base=10.214.0.0/16,size=24")
+# The engine with private mounts runs beside `SECOND` in one test session: a pool of its own.
+PRIVATE_MOUNTS = Network("base=10.216.0.0/16,size=24")
 
 
 @dataclass
@@ -45,7 +47,7 @@ class SecondEngine:
     unix: str
     process: subprocess.Popen[bytes]
     arguments: list[str]  # dockerd's command line
-    network: Network
+    bridge: str  # its default bridge, its own
 
     def docker(self, *args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(["docker", "-H", self.unix, *args], check=check, capture_output=True, input=input)
@@ -78,12 +80,8 @@ class SecondEngine:
         self._start_again()
 
     def _start_again(self) -> None:
-        # A bridge of its own from now on: other test runs' engines delete and recreate the shared one.
-        bridge = f"ckr-{self.root.name[-8:]}"
-        if subprocess.run(["ip", "link", "show", bridge], capture_output=True).returncode != 0:
-            subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True, capture_output=True)
-            subprocess.run(["ip", "link", "set", bridge, "up"], check=True, capture_output=True)
-        self.arguments = [bridge if arg == self.network.bridge else arg for arg in self.arguments]
+        if subprocess.run(["ip", "link", "show", self.bridge], capture_output=True).returncode != 0:
+            _make_bridge(self.bridge)
         log = open(self.root / "dockerd.log", "ab")
         host_bridge = _default_bridge_address()
         self.process = subprocess.Popen(self.arguments, stdout=log, stderr=log, env=daemon_environment(self.root),
@@ -98,8 +96,7 @@ class SecondEngine:
 
     def stop(self) -> None:
         stop_daemon(self.process)
-        subprocess.run(["ip", "link", "del", self.network.bridge], capture_output=True)
-        subprocess.run(["ip", "link", "del", f"ckr-{self.root.name[-8:]}"], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
         remove_daemon_folders(self.root, self.exec_root)
 
 
@@ -178,10 +175,9 @@ def _put_back_default_bridge(address: str | None) -> None:
         subprocess.run(command, capture_output=True)
 
 
-def _make_bridge(network: Network) -> None:
-    for command in (["ip", "link", "add", network.bridge, "type", "bridge"],
-                    ["ip", "addr", "add", network.cidr, "dev", network.bridge],
-                    ["ip", "link", "set", network.bridge, "up"]):
+def _make_bridge(bridge: str) -> None:
+    """A bridge without an address: the daemon gives it a subnet of its pool."""
+    for command in (["ip", "link", "add", bridge, "type", "bridge"], ["ip", "link", "set", bridge, "up"]):
         subprocess.run(command, check=True, capture_output=True)
 
 
@@ -195,7 +191,7 @@ def start_second_engine(private_mounts: bool = False, network: Network | None = 
                         data_size: str | None = None) -> SecondEngine:
     """`private_mounts`: its data root is a slave-only mount (see _slave_only_mount), so the root file
     systems of its containers are private, where the first engine's are slaves of its shared data root.
-    `network`: a bridge and pool of its own (a bench or test beside the session's engines). `data_size`:
+    `network`: a pool of its own (a bench or test beside the session's engines). `data_size`:
     its data root is a tmpfs of that size (`64m`), to fill its disk."""
     network = network or (PRIVATE_MOUNTS if private_mounts else SECOND)
     tag = uuid.uuid4().hex[:8]
@@ -209,8 +205,8 @@ def start_second_engine(private_mounts: bool = False, network: Network | None = 
         (root / "data").mkdir()
         subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={data_size},mode=0710", "tmpfs", str(root / "data")],
                        check=True, capture_output=True)
-    subprocess.run(["ip", "link", "del", network.bridge], capture_output=True)
-    _make_bridge(network)
+    bridge = f"ckb-{tag}"  # 12 characters: interface names are limited to 15
+    _make_bridge(bridge)
     config = root / "daemon.json"
     config.write_text(json.dumps({}))  # --experimental is passed as a flag; a flag and a config key may not both set it
     unix = f"unix://{exec_root}/docker.sock"
@@ -218,10 +214,10 @@ def start_second_engine(private_mounts: bool = False, network: Network | None = 
     log = open(root / "dockerd.log", "ab")
     arguments = ["dockerd", "--experimental", "--config-file", str(config), "--data-root", str(root / "data"),
                  "--exec-root", str(exec_root), "--pidfile", str(exec_root / "docker.pid"), "-H", unix, "-H", tcp,
-                 "--tls=false", "--bridge", network.bridge, "--default-address-pool", network.pool, "--iptables=false"]
+                 "--tls=false", "--bridge", bridge, "--default-address-pool", network.pool, "--iptables=false"]
     process = subprocess.Popen(arguments, stdout=log, stderr=log, env=daemon_environment(root),
                                start_new_session=True)
-    engine = SecondEngine(root, exec_root, tcp, unix, process, arguments, network)
+    engine = SecondEngine(root, exec_root, tcp, unix, process, arguments, bridge)
     try:
         wait_for("the second dockerd to answer or end",
                  lambda: process.poll() is not None or engine.docker("info", check=False).returncode == 0)

@@ -188,7 +188,7 @@ def test_the_target_daemon_stopping_mid_move_leaves_the_source_running_and_a_sec
 
 
 # A throwaway target whose data root is a 48 MiB tmpfs: busybox fits, the 64 MiB blob of this stack not.
-SMALL_TARGET_NETWORK = Network("ckpt-br7", "10.243.0.1/24", "base=10.244.0.0/16,size=24")
+SMALL_TARGET_NETWORK = Network("base=10.244.0.0/16,size=24")
 BLOB_STACK = f"""
 services:
   db:

@@ -18,11 +18,7 @@ class NetworkVolumeCalls(Connection):
 
     def remove_network(self, name: str) -> None:
         """Remove a network; one that is already gone is fine."""
-        try:
-            with translated(f"remove network {name}"):
-                self._http.call("DELETE", path_of("/networks/{0}", name))
-        except NotFoundError:
-            pass
+        self._delete_if_present(f"remove network {name}", path_of("/networks/{0}", name))
 
     def network_exists(self, name: str) -> bool:
         try:
@@ -76,8 +72,11 @@ class NetworkVolumeCalls(Connection):
 
     def remove_volume(self, name: str) -> None:
         """Remove a volume; one that is already gone is fine."""
+        self._delete_if_present(f"remove volume {name}", path_of("/volumes/{0}", name))
+
+    def _delete_if_present(self, what: str, path: str) -> None:
         try:
-            with translated(f"remove volume {name}"):
-                self._http.call("DELETE", path_of("/volumes/{0}", name))
+            with translated(what):
+                self._http.call("DELETE", path)
         except NotFoundError:
             pass

@@ -26,24 +26,18 @@ from tests.polling import let_run
 pytestmark = pytest.mark.engine
 
 
-DOCKER_26_HOST = "unix:///var/run/docker.sock"
-_MAJOR = {DOCKER_26_HOST: "26", ENGINE_28_HOST: "28"}
-
-
 @pytest.fixture(autouse=True)
-def on_engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """DOCKER_HOST at engine-28 (or the engine `both_engines` passes) for this test, its CLI calls and its
-    teardown (set up first, undone last)."""
-    host = getattr(request, "param", ENGINE_28_HOST)
+def on_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """DOCKER_HOST at engine-28 for this test, its CLI calls and its teardown (set up first, undone last)."""
     try:
-        connected = Engine.connect(host)
+        connected = Engine.connect(ENGINE_28_HOST)
         version = connected.info().server_version
     except CkptError as exc:
-        engine_missing(f"{host}: {exc} (run `make engine` and `make engine-28`)")
+        engine_missing(f"{ENGINE_28_HOST}: {exc} (run `make engine-28`)")
         raise
-    if not version.startswith(_MAJOR[host] + "."):
-        engine_missing(f"{host} runs Docker {version}, not {_MAJOR[host]}")
-    monkeypatch.setenv("DOCKER_HOST", host)
+    if not version.startswith("28."):
+        engine_missing(f"{ENGINE_28_HOST} runs Docker {version}, not 28")
+    monkeypatch.setenv("DOCKER_HOST", ENGINE_28_HOST)
     yield
     connected.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from compose_ckpt.const import LABEL_HELPER
 from compose_ckpt.engine.api import path_of
 from compose_ckpt.engine.connection import Connection
 from compose_ckpt.engine.translation import translated
@@ -71,7 +72,14 @@ class NetworkVolumeCalls(Connection):
             self._http.call("POST", "/volumes/create", body=body)
 
     def remove_volume(self, name: str) -> None:
-        """Remove a volume; one that is already gone is fine."""
+        """Remove a volume; one that is already gone is fine. First our own helper containers left on it,
+        which would keep it "in use": a copy cut by its daemon going away could not remove its helper."""
+        with translated(f"list the helper containers of volume {name}"):
+            helpers = self._http.call("GET", "/containers/json",
+                                      {"all": True, "filters": {"label": [f"{LABEL_HELPER}={name}"]}})
+        for helper in helpers:
+            with translated(f"remove helper container {helper['Id'][:12]} of volume {name}"):
+                self._http.call("DELETE", path_of("/containers/{0}", helper["Id"]), {"force": True})
         self._delete_if_present(f"remove volume {name}", path_of("/volumes/{0}", name))
 
     def _delete_if_present(self, what: str, path: str) -> None:

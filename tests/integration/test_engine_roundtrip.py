@@ -8,7 +8,9 @@ import tarfile
 
 import pytest
 
+from compose_ckpt.const import LABEL_HELPER
 from compose_ckpt.engine import Engine
+from tests.integration.conftest import TEST_LABEL
 from tests.integration.stack import BUSYBOX, run_docker
 from tests.polling import wait_for, wait_for_change
 
@@ -74,3 +76,18 @@ def test_fingerprint_changes_on_a_fresh_start(engine: Engine, labelled: dict[str
     second = engine.inspect(name)
     assert second is not None and before is not None
     assert engine.fingerprint(second) != before
+
+
+def test_removing_a_volume_first_removes_a_helper_container_left_on_it(engine: Engine, labelled: dict[str, str],
+                                                                        test_id: str) -> None:
+    """As a volume copy cut by its daemon going away leaves it: a created helper holding the volume."""
+    volume = f"ckpt-helper-left-{test_id}"
+    run_docker("volume", "create", volume)
+    try:
+        run_docker("create", "--label", f"{LABEL_HELPER}={volume}", "--label", f"{TEST_LABEL}={test_id}",
+                   "-v", f"{volume}:/data", BUSYBOX, "true")
+        engine.remove_volume(volume)
+        assert not engine.volume_exists(volume)
+        assert not engine.list_containers(labelled)
+    finally:
+        run_docker("volume", "rm", "-f", volume, check=False)

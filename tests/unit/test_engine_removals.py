@@ -21,6 +21,8 @@ class _Answering:
 
     def call(self, method: str, path: str, params: dict[str, Any] | None = None, body: Any = None,
              timeout: float | None = None) -> Any:
+        if method == "GET":  # the volume's leftover helper containers: none
+            return []
         assert method == "DELETE"
         self.deleted.append(path)
         if self.status is not None:

@@ -78,13 +78,13 @@ class NetworkVolumeCalls(Connection):
             helpers = self._http.call("GET", "/containers/json",
                                       {"all": True, "filters": {"label": [f"{LABEL_HELPER}={name}"]}})
         for helper in helpers:
-            with translated(f"remove helper container {helper['Id'][:12]} of volume {name}"):
-                self._http.call("DELETE", path_of("/containers/{0}", helper["Id"]), {"force": True})
+            self._delete_if_present(f"remove helper container {helper['Id'][:12]} of volume {name}",
+                                    path_of("/containers/{0}", helper["Id"]), {"force": True})
         self._delete_if_present(f"remove volume {name}", path_of("/volumes/{0}", name))
 
-    def _delete_if_present(self, what: str, path: str) -> None:
+    def _delete_if_present(self, what: str, path: str, params: dict[str, Any] | None = None) -> None:
         try:
             with translated(what):
-                self._http.call("DELETE", path)
+                self._http.call("DELETE", path, params)
         except NotFoundError:
             pass

@@ -164,7 +164,9 @@ def runtime_checkpoint(runtime: Runtime, container_id: str, images: Path, *, lea
     A dump CRIU gave up before touching memory, because a process stayed in uninterruptible sleep past its
     freeze timeout (a slow disk's writeback, seen under load), is tried once more."""
     flags = [*(["--leave-running"] if leave_running else []), *options.runc_flags()]
-    for attempt in range(1 + SEIZE_RETRIES):
+    attempts = 0
+    while True:
+        attempts += 1
         work, status = _run_runc(runtime, container_id, images, flags, on_bytes)
         if status == 0:
             shutil.rmtree(work, ignore_errors=True)
@@ -172,16 +174,16 @@ def runtime_checkpoint(runtime: Runtime, container_id: str, images: Path, *, lea
         error = EngineError(f"checkpoint {container_id[:12]} by {runtime.binary}: "
                             f"{runc_message(_read(work / 'runc.out'), status)}")
         error.details = criu_log_key_lines(str(work / "dump.log"))
-        if not _seize_timed_out(work / "dump.log"):
-            raise error
-        if attempt == SEIZE_RETRIES:
+        seize_timed_out = _seize_timed_out(work / "dump.log")
+        if seize_timed_out and attempts <= SEIZE_RETRIES:
+            shutil.rmtree(work, ignore_errors=True)
+            _empty(images)
+            continue
+        if seize_timed_out:
             error.details.append(f"a process stayed in uninterruptible sleep (state D: usually waiting on a busy "
-                                 f"disk) past CRIU's freeze timeout, {1 + SEIZE_RETRIES} times; try again when "
-                                 "the disk is less busy")
-            raise error
-        shutil.rmtree(work, ignore_errors=True)
-        _empty(images)
-    raise AssertionError("unreachable: the last attempt returns or raises")
+                                 f"disk) past CRIU's freeze timeout, {attempts} times; try again when the disk "
+                                 "is less busy")
+        raise error
 
 
 def _run_runc(runtime: Runtime, container_id: str, images: Path, flags: list[str],

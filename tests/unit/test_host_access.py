@@ -55,6 +55,9 @@ def findings(manifest: Manifest) -> list[str]:
 
 def test_an_ordinary_service_reaches_nothing_of_its_host() -> None:
     assert findings(manifest()) == []
+    linked = {**ORDINARY_HOST_CONFIG, "Links": ["/shop-kv-1:/shop-kv-1/kv"], "OomScoreAdj": 500,
+              "Ulimits": [{"Name": "nofile", "Soft": 65536, "Hard": 65536}]}
+    assert findings(manifest(linked)) == []  # links among its own containers, limits that only limit
 
 
 # Each: a change to the ordinary HostConfig, and a word the finding must contain.
@@ -91,6 +94,14 @@ WAYS_IN: dict[str, tuple[dict[str, Any], str]] = {
     "unknown-setting": ({"SomethingNew": {"Path": "/"}}, "HostConfig.SomethingNew"),
     "foreign-volume": ({"Mounts": [{"Type": "volume", "Source": "bank_secrets", "Target": "/s"}]}, "bank_secrets"),
     "foreign-volume-bind": ({"Binds": ["bank_secrets:/s"]}, "volume bank_secrets, which the snapshot does not"),
+    "image-mount": ({"Mounts": [{"Type": "image", "Source": "attacker/tools", "Target": "/t"}]}, "attacker/tools"),
+    "powercap-unmasked": ({"MaskedPaths": sorted(ORDINARY_HOST_CONFIG["MaskedPaths"][:-1])}, "powercap"),
+    "links": ({"Links": ["/bank-db-1:/shop-kv-1/db"]}, "links to container bank-db-1"),
+    "oom-score": ({"OomScoreAdj": -1000}, "out-of-memory score -1000"),
+    "oom-kill-disable": ({"OomKillDisable": True}, "out-of-memory killer spares it"),
+    "ulimit-rtprio": ({"Ulimits": [{"Name": "rtprio", "Soft": 99, "Hard": 99}]}, "resource limit rtprio"),
+    "ulimit-memlock": ({"Ulimits": [{"Name": "nofile", "Soft": 1024, "Hard": 2048},
+                                    {"Name": "memlock", "Soft": -1, "Hard": -1}]}, "resource limit memlock"),
 }
 
 

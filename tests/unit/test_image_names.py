@@ -67,3 +67,13 @@ def test_an_image_archive_naming_other_images_is_refused(tmp_path: Path, index: 
     staged = saved(tmp_path, **{**OWN, index: document})
     with pytest.raises(ArchiveError, match="would also be tagged"):
         _image_replacements(Images({}), manifest(), staged)
+
+
+def test_an_image_taking_the_name_of_compose_ckpts_holder_image_is_refused(tmp_path: Path) -> None:
+    """Holders of every stack on this host run compose-ckpt/holder:1 in their network namespace: a snapshot
+    must not bring its own, even where this host has none yet."""
+    document = good_document()
+    document["containers"][0]["image"] = "compose-ckpt/holder:1"
+    staged = saved(tmp_path, manifest_json=[{"RepoTags": ["compose-ckpt/holder:1"]}])
+    with pytest.raises(ArchiveError, match="compose-ckpt's own images"):
+        _image_replacements(Images({}), Manifest.from_dict(document, "test"), staged)

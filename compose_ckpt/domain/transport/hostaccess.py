@@ -23,11 +23,16 @@ from compose_ckpt.errors import UsageError
 # What Docker masks and makes read-only in every unprivileged container: a record may add to these lists,
 # never leave one out (an empty list would unmask /proc/kcore and make /proc/sys writable).
 DEFAULT_MASKED = frozenset({"/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                            "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware"})
+                            "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+                            "/sys/devices/virtual/powercap"})
 DEFAULT_READONLY = frozenset({"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"})
 # Kernel settings a container's own namespaces hold (Docker refuses the others anyway).
 _NAMESPACED_SYSCTLS = ("net.", "kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")
 _CONFINING_OPTIONS = frozenset({"no-new-privileges", "no-new-privileges:true", "no-new-privileges=true"})
+# Resource limits a container may set as it likes: none lets it take the host's memory or CPUs from others
+# (memlock pins memory, rtprio/rttime/nice let an unprivileged process take real-time or higher priority).
+_ULIMITS = frozenset({"nofile", "nproc", "core", "cpu", "data", "fsize", "stack", "as", "locks", "sigpending",
+                      "msgqueue"})
 _LOG_DRIVERS = frozenset({"", "json-file", "local", "none"})
 _LOG_OPTIONS = frozenset({"max-size", "max-file", "compress", "labels", "labels-regex", "env", "env-regex", "tag",
                           "mode", "max-buffer-size"})
@@ -37,9 +42,9 @@ _NETWORK_OPTIONS = frozenset({"com.docker.network.driver.mtu", "com.docker.netwo
 # HostConfig settings that only limit the container or shape it inside its own namespaces: any value.
 _FREE = frozenset({
     "RestartPolicy", "AutoRemove", "ConsoleSize", "Dns", "DnsOptions", "DnsSearch", "ExtraHosts", "GroupAdd",
-    "Links", "OomScoreAdj", "ReadonlyRootfs", "Tmpfs", "ShmSize", "Isolation", "CpuShares", "Memory", "NanoCpus",
+    "ReadonlyRootfs", "Tmpfs", "ShmSize", "Isolation", "CpuShares", "Memory", "NanoCpus",
     "BlkioWeight", "CpuPeriod", "CpuQuota", "CpusetCpus", "CpusetMems", "MemoryReservation", "MemorySwap",
-    "MemorySwappiness", "OomKillDisable", "PidsLimit", "Ulimits", "CpuCount", "CpuPercent", "IOMaximumIOps",
+    "MemorySwappiness", "PidsLimit", "CpuCount", "CpuPercent", "IOMaximumIOps",
     "IOMaximumBandwidth", "KernelMemory", "KernelMemoryTCP", "CapDrop", "Init", "CgroupnsMode",
 })
 
@@ -140,6 +145,25 @@ def _volumes_from(value: Any, known: _Known) -> list[str]:
             for source in sources if source not in known.containers]
 
 
+def _links(value: Any, known: _Known) -> list[str]:
+    """Legacy links (`/target:/self/alias`) hand the linked container's environment to this one."""
+    targets = [str(link).split(":", 1)[0].lstrip("/") for link in value or []]
+    return [f"links to container {shown(target)}, which the snapshot does not hold (and sees its environment)"
+            for target in targets if target not in known.containers]
+
+
+def _oom_score(value: Any, known: _Known) -> list[str]:
+    return [] if value is None or isinstance(value, int) and value >= 0 else [
+        f"out-of-memory score {shown(value)} (the host's own processes are killed before it)"]
+
+
+def _ulimits(value: Any, known: _Known) -> list[str]:
+    return [f"resource limit {shown(limit.get('Name') if isinstance(limit, dict) else limit)} "
+            f"(soft {shown(limit.get('Soft') if isinstance(limit, dict) else '?')}, "
+            f"hard {shown(limit.get('Hard') if isinstance(limit, dict) else '?')})"
+            for limit in value or [] if not isinstance(limit, dict) or limit.get("Name") not in _ULIMITS]
+
+
 def _each(label: str, key: str | None = None) -> Rule:
     def check(value: Any, known: _Known) -> list[str]:
         return [f"{label} {shown(item.get(key) if key and isinstance(item, dict) else item)}" for item in value or []]
@@ -196,6 +220,10 @@ HOST_CONFIG_RULES: dict[str, Rule] = {
     "PublishAllPorts": _only_empty("publishes every exposed port on the host:"),
     "VolumeDriver": _only_empty("volume driver"),
     "VolumesFrom": _volumes_from,
+    "Links": _links,
+    "OomScoreAdj": _oom_score,
+    "OomKillDisable": _only_empty("the out-of-memory killer spares it:"),
+    "Ulimits": _ulimits,
     "CapAdd": _each("capability"),
     "IpcMode": _mode("IPC", ("", "private", "shareable", "none")),
     "PidMode": _mode("PID", ("",)),

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # export without images never talks to Docker: it need not lo
     from compose_ckpt.domain.ports import EnginePort
 from collections.abc import Callable
 
+from compose_ckpt.const import HOLDER_IMAGE
 from compose_ckpt.domain.stack.filesystem import LAYERS, SUFFIX, VOLUMES, check_tree, layer_path, volume_path
 from compose_ckpt.domain.stack.parallel import ProgressCallback, bytes_reporter
 from compose_ckpt.domain.store import safefs
@@ -242,6 +243,9 @@ def _image_replacements(engine: EnginePort, manifest: Manifest, staged: dict[str
         chunks = staged.get(image_key(image_id))
         if chunks is None:
             continue
+        if _familiar(reference).startswith(_OUR_IMAGES):
+            raise ArchiveError(f"the archive carries an image named {reference}, a name of compose-ckpt's own images "
+                               "(every network holder of this host would run it): tampered with")
         names = _saved_names(chunks)
         if names - {_familiar(reference)}:
             raise ArchiveError(f"the archive's image for {reference} would also be tagged "
@@ -261,6 +265,7 @@ def _familiar(reference: str) -> str:
     return reference if ":" in last or "@" in last else f"{reference}:latest"
 
 
+_OUR_IMAGES = HOLDER_IMAGE.split("/")[0] + "/"  # compose-ckpt/: made on this host only (engine/holder_image.py)
 _SAVED_INDEXES = ("manifest.json", "repositories", "index.json")  # where `docker save` writes the names
 
 

@@ -55,6 +55,11 @@ class _LazyConsole:
 
         return Measurement.get(self._console, self._console.options.update(max_width=sys.maxsize), renderable).minimum
 
+    def print_wrapped(self, text: str) -> None:
+        """Prose: on a terminal wrapped between words at its width (not cut mid-word by the terminal), to a
+        pipe one line."""
+        self._console.print(text, soft_wrap=not self._console.is_terminal)
+
     def print_unsqueezed(self, renderable: Any) -> None:
         """Print at the renderable's natural width even where it exceeds the terminal's (or a pipe's
         80 columns): rich would otherwise cut cells short with an ellipsis."""
@@ -86,15 +91,16 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, names:
     """A table for people. Its first `names` columns are never cut nor wrapped.
 
     On a terminal too narrow for it, the columns in `drop` are left out, in that order, until it fits; then
-    the other columns wrap. A table still too wide is printed at its natural width (the terminal wraps its
-    rows), as is any table printed to a pipe, with every column: never cut, as a cut name cannot be told from
-    another one, nor copied."""
+    the other columns wrap at spaces, and if that is not enough, within words. A table whose names alone
+    leave no room is printed at its natural width (the terminal wraps its rows), as is any table printed to a
+    pipe, with every column: never cut, as a cut name cannot be told from another one, nor copied."""
     from rich.table import Table
 
-    def table(columns: list[int], wrap: bool) -> Table:
+    def table(columns: list[int], wrap: bool, widths: dict[int, int] | None = None) -> Table:
         made = Table(box=None, pad_edge=False, header_style="bold")
         for index in columns:
-            made.add_column(headers[index], no_wrap=index < names or not wrap, overflow="fold")
+            made.add_column(headers[index], no_wrap=index < names or not wrap, overflow="fold",
+                            width=(widths or {}).get(index))
         for row in rows:
             made.add_row(*(str(row[index]) for index in columns))
         return made
@@ -110,7 +116,40 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, names:
         if console.minimum_width(table(columns, wrap=True)) <= console.width:
             console.print(table(columns, wrap=True))
             return
+        widths = _folded_widths(headers, rows, columns, names, console.width)
+        if widths is not None:
+            console.print(table(columns, wrap=True, widths=widths))
+            return
     console.print_unsqueezed(table(columns, wrap=False))
+
+
+# The least width a folded column is given: narrower, its words would break every few letters.
+_FOLDED_MINIMUM = 6
+
+
+def _folded_widths(headers: Sequence[str], rows: Sequence[Sequence[Any]], columns: list[int], names: int,
+                   width: int) -> dict[int, int] | None:
+    """Widths for the columns after the names, so that the table fits `width` with each name column whole:
+    what the names leave is shared in proportion to each column's natural width; None if too little is left.
+    (rich's own squeeze, its last resort, narrows the name columns too.)"""
+    from rich.cells import cell_len
+
+    natural = {index: max(cell_len(str(cell)) for cell in (headers[index], *(row[index] for row in rows)))
+               for index in columns}
+    folded = [index for index in columns if index >= names]
+    left = width - 2 * (len(columns) - 1) - sum(natural[index] for index in columns if index < names)
+    if not folded:
+        return None
+    wanted = sum(natural[index] for index in folded)
+    least = {index: min(natural[index], max(_FOLDED_MINIMUM, *map(cell_len, headers[index].split())))
+             for index in folded}  # a header word whole
+    if left < sum(least.values()):
+        return None
+    widths = {index: max(least[index], natural[index] * left // wanted) for index in folded}
+    while sum(widths.values()) > left:  # the least widths may overshoot: take it back from the widest
+        widest = max(widths, key=lambda index: widths[index] - least[index])
+        widths[widest] -= 1
+    return widths
 
 
 def print_warnings(warnings: Sequence[str]) -> None:
@@ -148,6 +187,11 @@ def parse_time(text: str) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def counted(count: int, noun: str) -> str:
+    """`1 container`, `5 containers`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def human_size(size: int | None) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import re
 import select
 import struct
 import subprocess
@@ -25,6 +26,7 @@ class Terminal:
         self.screen = pyte.Screen(columns, rows)
         self._stream = pyte.ByteStream(self.screen)
         self.screens: list[list[str]] = []  # the screen after each read, for what was shown along the way
+        self._written = bytearray()
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
         environment = {key: value for key, value in (env or os.environ).items() if key not in ("COLUMNS", "LINES")}
@@ -40,6 +42,12 @@ class Terminal:
         while shown and not shown[-1]:
             shown.pop()
         return shown
+
+    def written_lines(self) -> list[str]:
+        """The lines as the command wrote them, its escape sequences left out: longer than the terminal's
+        width, a line is one the terminal wrapped, not the command."""
+        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07", "", self._written.decode(errors="replace"))
+        return text.replace("\r\n", "\n").split("\n")
 
     def send(self, text: str) -> None:
         assert self.process.stdin is not None
@@ -78,5 +86,6 @@ class Terminal:
         if not data:
             return False
         self._stream.feed(data)
+        self._written += data
         self.screens.append(self.lines())
         return True

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from compose_ckpt.domain.stack.parallel import ProgressEvent, event_of
-from compose_ckpt.output import escape, human_size
+from compose_ckpt.output import counted, escape, human_size
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -238,8 +238,7 @@ class LiveProgress:
         if self._ended is None:
             text = f"[blue][+][/] {escape(self._title)}: [yellow]{len(self._rows)}[/] under way"
         elif self._ok:
-            count = len(self._rows)
-            text = f"[blue][+][/] {escape(self._title)} [green]done[/]: {count} item{'' if count == 1 else 's'}"
+            text = f"[blue][+][/] {escape(self._title)} [green]done[/]: {counted(len(self._rows), 'item')}"
         else:
             text = f"[bold red]✘[/] {escape(self._title)} [bold red]failed[/]"
         header = Table.grid(expand=True)

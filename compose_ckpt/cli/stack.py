@@ -13,7 +13,16 @@ from compose_ckpt.cli.context import GlobalOptions, open_store
 from compose_ckpt.cli.options import JsonOption, Parallel, Services, checked_name
 from compose_ckpt.const import DEFAULT_PARALLEL
 from compose_ckpt.errors import Declined, UsageError
-from compose_ckpt.output import console, err_console, escape, human_size, print_json, print_table, print_warnings
+from compose_ckpt.output import (
+    console,
+    counted,
+    err_console,
+    escape,
+    human_size,
+    print_json,
+    print_table,
+    print_warnings,
+)
 
 if TYPE_CHECKING:
     from compose_ckpt.domain.stack.adopt import AdoptionPlan
@@ -57,7 +66,7 @@ def snapshot(
         return
     state = "stopped" if manifest.stopped else "running"
     console.print(
-        f"snapshot [bold]{manifest.name}[/] of {manifest.project}: {len(manifest.containers)} containers, "
+        f"snapshot [bold]{manifest.name}[/] of {manifest.project}: {counted(len(manifest.containers), 'container')}, "
         f"{human_size(manifest.size)}, frozen {manifest.freeze_seconds:.2f}s, left {state}",
     )
 
@@ -109,7 +118,7 @@ def restore(
     print_warnings(result.warnings)
     print_table(["SERVICE", "CONTAINER", "RECREATED", "VERIFIED BY"],
                 [(c.service, c.container, "yes" if c.recreated else "no", c.verified) for c in result.containers])
-    console.print(f"restored {len(result.containers)} containers from snapshot {result.snapshot.name}")
+    console.print(f"restored {counted(len(result.containers), 'container')} from snapshot {result.snapshot.name}")
 
 
 def _print_not_in_snapshot(result: RestoreResult) -> None:
@@ -237,8 +246,8 @@ def _adoption(options: GlobalOptions, *, undo: bool, yes: bool, dry_run: bool, t
         print_json(document)
         return
     verb = "unadopted" if undo else "adopted"
-    console.print(f"{verb} project {project.name}: {len(plan.holders)} network holders, "
-                  f"{len(plan.in_the_way)} containers recreated by docker compose")
+    console.print(f"{verb} project {project.name}: {counted(len(plan.holders), 'network holder')}, "
+                  f"{counted(len(plan.in_the_way), 'container')} recreated by docker compose")
 
 
 def _confirm_adoption(plan: AdoptionPlan, undo: bool) -> None:

@@ -15,7 +15,7 @@ from compose_ckpt.cli.context import GlobalOptions, open_store
 from compose_ckpt.cli.options import InsecureOption, JsonOption, Parallel, TrustHostAccessOption, checked_name
 from compose_ckpt.const import DEFAULT_PARALLEL
 from compose_ckpt.errors import Declined, NotFoundError, UsageError
-from compose_ckpt.output import console, err_console, human_size, print_json, print_table, print_warnings
+from compose_ckpt.output import console, counted, err_console, human_size, print_json, print_table, print_warnings
 
 if TYPE_CHECKING:
     from compose_ckpt.cli.progress import Display
@@ -121,7 +121,8 @@ def import_(
     _print_host_access(result.host_access)
     manifest = result.manifest
     console.print(f"imported snapshot {manifest.name} of project {manifest.project}: "
-                  f"{len(result.created_containers)} containers created, {len(result.loaded_images)} images loaded; "
+                  f"{counted(len(result.created_containers), 'container')} created, "
+                  f"{counted(len(result.loaded_images), 'image')} loaded; "
                   f"restore it with `compose-ckpt -p {manifest.project} restore {manifest.name}`")
 
 
@@ -200,7 +201,7 @@ def pull(
     print_warnings(imported.warnings)
     _print_host_access(imported.host_access)
     console.print(f"pulled snapshot {manifest.name} of project {manifest.project} from {result.reference} "
-                  f"({human_size(result.downloaded_bytes)} downloaded): {len(imported.created_containers)} containers "
+                  f"({human_size(result.downloaded_bytes)} downloaded): {counted(len(imported.created_containers), 'container')} "
                   f"created; restore it with `compose-ckpt -p {manifest.project} restore {manifest.name}`")
 
 

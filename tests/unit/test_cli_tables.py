@@ -73,25 +73,51 @@ def test_relative_times_read_as_people_say_them() -> None:
     assert relative_time(now, now) == "now"
 
 
-def test_inspect_on_an_80_column_terminal_keeps_one_line_per_container(isolated_store: Path) -> None:
-    from compose_ckpt.domain.store.manifest import ContainerRecord, TreeCopy
+def stored_snapshot(store_home: Path, names: list[str], restored: bool = False) -> None:
+    """Snapshot `one` of project `proj`, with a container of each name (its last restore recorded if asked)."""
+    from compose_ckpt.domain.store.manifest import ContainerRecord, RestoreRecord, TreeCopy
 
-    store = SnapshotStore(isolated_store)
-    names = [f"ckpt-demo-{service}-1" for service in ("database", "web")]
+    store = SnapshotStore(store_home)
     records = [ContainerRecord(service=name.split("-")[-2], container_id=str(index) * 64, container_name=name,
                                number=1, image="registry.example.com/team/some-image:2026.12", checkpoint="ckpt-one",
                                image_id="sha256:" + "1" * 64, size=3 << 20, dump_seconds=0.42,
-                               layer=TreeCopy(size=10240, stored=255, seconds=0.1, sha256="0" * 64))
+                               layer=TreeCopy(size=10240, stored=255, seconds=0.1, sha256="0" * 64),
+                               last_restore=RestoreRecord(at=now_iso(), pages="container-root", page_bytes=3 << 20,
+                                                          place_seconds=0.01, restore_seconds=0.4) if restored else None)
                for index, name in enumerate(names)]
     store.write(Manifest(name="one", project="proj", created=now_iso(), status=SnapshotStatus.COMPLETE, stopped=True,
-                         compose_files=[], compose_hash="", services=["database", "web"], dependencies={},
-                         containers=records))
+                         compose_files=[], compose_hash="", services=sorted({r.service for r in records}),
+                         dependencies={}, containers=records))
     for record in records:
         (store.new_checkpoint_dir("proj", "one", record.container_name) / "pages-1.img").write_bytes(b"pages")
-    terminal = Terminal([sys.executable, "-m", "compose_ckpt", "-p", "proj", "inspect", "one"], columns=80, rows=30)
+
+
+def inspect_on_80_columns() -> Terminal:
+    terminal = Terminal([sys.executable, "-m", "compose_ckpt", "-p", "proj", "inspect", "one"], columns=80, rows=60)
     assert terminal.finish(timeout=60) == 0, "\n".join(terminal.lines())
-    lines = terminal.lines()
+    return terminal
+
+
+def test_inspect_on_an_80_column_terminal_keeps_one_line_per_container(isolated_store: Path) -> None:
+    names = [f"ckpt-demo-{service}-1" for service in ("database", "web")]
+    stored_snapshot(isolated_store, names)
+    lines = inspect_on_80_columns().lines()
     header = next(index for index, line in enumerate(lines) if line.startswith("SERVICE"))
     assert lines[header].split() == ["SERVICE", "CONTAINER", "SIZE", "DUMP", "LAYER"]  # IMAGE, DUMPED BY left out
     assert [line.split()[1] for line in lines[header + 1:header + 3]] == names
     assert all("10.0 KiB (255 B stored) in 0.10s" in line for line in lines[header + 1:header + 3])
+
+
+@pytest.mark.parametrize("project", ["a-project-named-at-some-length", "a-project-named-at-very-great-length-indeed"])
+def test_inspect_with_long_container_names_fits_80_columns_each_name_whole(isolated_store: Path, project: str) -> None:
+    """No line is longer than 80 columns (none left for the terminal to wrap, mid-word or mid-row), and every
+    container name is whole on one line of each table; with names too long for the other columns to wrap at
+    spaces, those break within words."""
+    names = [f"{project}-{service}-1" for service in ("database", "web")]
+    stored_snapshot(isolated_store, names, restored=True)
+    terminal = inspect_on_80_columns()
+    lines = terminal.lines()
+    assert max(len(line.rstrip()) for line in terminal.written_lines()) <= 80, "\n".join(terminal.written_lines())
+    for name in names:
+        assert sum(name in line for line in lines) == 2, "\n".join(lines)  # the dumps and the last restores
+    assert any(line.startswith("created ") or " created " in line for line in lines)

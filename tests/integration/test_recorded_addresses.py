@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.stack import DEBIAN, Stack
+from tests.integration.stack import BUSYBOX, COUNTER, DEBIAN, Stack
 from tests.integration.test_connected_services import APP
 from tests.polling import wait_for
 
@@ -129,3 +129,44 @@ def test_what_keeps_the_recorded_addresses_away_is_named_before_anything_is_kill
         assert stack.states() == {}  # nothing created
     finally:
         stack.docker("network", "rm", blocker)
+
+
+def test_networks_given_their_subnets_and_fixed_addresses_come_back_as_compose_made_them(
+        start_stack: Callable[..., Stack], project_name: str) -> None:
+    """No TCP connection here: the network's own config (subnet, ip range, gateway) and the service's
+    `ipv4_address` are what `docker compose up` made, and a restore after `down` makes them the same."""
+    octet = 100 + sum(project_name.encode()) % 150  # a subnet of this test's own
+    stack = start_stack(f"""services:
+  counter:
+    image: {BUSYBOX}
+    command: ["sh", "-c", "{COUNTER}"]
+    networks:
+      front:
+        ipv4_address: 10.213.{octet}.10
+      back: {{}}
+networks:
+  front:
+    ipam:
+      config:
+        - subnet: 10.213.{octet}.0/24
+          ip_range: 10.213.{octet}.8/29
+          gateway: 10.213.{octet}.1
+  back: {{}}
+""")
+    front = f"{stack.project}_front"
+    recorded = json.loads(stack.docker("network", "inspect", front).stdout)[0]["IPAM"]["Config"]
+    (before,) = stack.wait_counting("counter").values()
+    stack.ckpt_ok("snapshot", "--stop", "--name", "s")
+    stack.compose("down", "-t", "0")
+
+    restored = stack.ckpt("restore", "s")
+
+    assert restored.returncode == 0, restored.stderr
+    assert json.loads(stack.docker("network", "inspect", front).stdout)[0]["IPAM"]["Config"] == recorded
+    (counter,) = stack.containers("counter")
+    owner = json.loads(stack.docker("inspect", counter).stdout)[0]  # on Docker 28 (adopted), its holder's
+    mode = owner["HostConfig"]["NetworkMode"]
+    if mode.startswith("container:"):
+        owner = json.loads(stack.docker("inspect", mode.removeprefix("container:")).stdout)[0]
+    assert owner["NetworkSettings"]["Networks"][front]["IPAddress"] == f"10.213.{octet}.10"
+    assert stack.count(counter) >= before  # recreated (a new id), counting on from its state

@@ -16,8 +16,11 @@ from compose_ckpt.errors import ConflictError
 from tests.fakes import UntouchableEngine
 
 
-def network(name: str, subnet: str, project: str | None = None) -> dict[str, Any]:
-    return {"Name": name, "IPAM": {"Config": [{"Subnet": subnet}]}, "Labels": {LABEL_PROJECT: project} if project else {}}
+def network(name: str, subnet: str, project: str | None = None, **given: str) -> dict[str, Any]:
+    """A network as `docker network inspect` shows it; one whose subnet the engine picked has just its gateway."""
+    gateway = subnet.replace(".0/", ".1/").split("/")[0]
+    return {"Name": name, "IPAM": {"Config": [{"Subnet": subnet, "Gateway": gateway, **given}]},
+            "Labels": {LABEL_PROJECT: project} if project else {}}
 
 
 class Networks(UntouchableEngine):
@@ -29,14 +32,16 @@ class Networks(UntouchableEngine):
         return self.networks
 
 
-def manifest() -> Manifest:
-    endpoints = {"p_default": {"IPAddress": "172.26.0.2"}}
+def manifest(*networks: dict[str, Any], fixed: bool = False) -> Manifest:
+    endpoints: dict[str, Any] = {"p_default": {"IPAddress": "172.26.0.2"}}
+    if fixed:  # compose's `ipv4_address`
+        endpoints["p_default"]["IPAMConfig"] = {"IPv4Address": "172.26.0.2"}
     record = ContainerRecord(service="db", container_id="d" * 64, container_name="p-db-1", number=1, image="img",
                              image_id="sha256:" + "1" * 64, checkpoint="ckpt-s",
                              inspect={"NetworkSettings": {"Networks": endpoints}})
     return Manifest(name="s", project="p", created=now_iso(), status=SnapshotStatus.COMPLETE, stopped=True,
                     compose_files=[], compose_hash="", services=["db"], dependencies={}, containers=[record],
-                    networks=[network("p_default", "172.26.0.0/16"), network("p_other", "172.27.0.0/16")])
+                    networks=list(networks) or [network("p_default", "172.26.0.0/16"), network("p_other", "172.27.0.0/16")])
 
 
 def test_only_networks_with_connections_on_them_get_their_recorded_subnets() -> None:
@@ -71,3 +76,21 @@ def test_recorded_addresses_are_asked_for_unless_another_container_holds_them() 
     pinned = with_recorded_address(spec, {"b": {"172.27.0.2"}})["NetworkSettings"]["Networks"]
     assert pinned["a"]["IPAMConfig"] == {"IPv4Address": "172.26.0.2", "IPv6Address": "fd00::2"}
     assert "IPAMConfig" not in pinned["b"]
+
+
+def test_networks_given_their_ipam_config_or_holding_fixed_addresses_get_their_recorded_subnets() -> None:
+    ranged = network("p_default", "172.26.0.0/16", IPRange="172.26.5.0/24")
+    two = {**network("p_other", "10.1.0.0/24"), "IPAM": {"Config": [*network("x", "10.1.0.0/24")["IPAM"]["Config"],
+                                                                 *network("x", "10.2.0.0/24")["IPAM"]["Config"]]}}
+    planned = check_networks(Networks(), manifest(ranged, two), connected=())
+    assert [recorded for _, recorded in planned] == [True, True]
+    planned = check_networks(Networks(), manifest(fixed=True), connected=())
+    assert [(n["Name"], recorded) for n, recorded in planned] == [("p_default", True), ("p_other", False)]
+
+
+def test_a_fixed_address_whose_subnet_is_taken_is_refused_naming_what_holds_it() -> None:
+    engine = Networks(network("q_default", "172.26.0.0/24", project="q"))
+    with pytest.raises(ConflictError) as refused:
+        check_networks(engine, manifest(fixed=True), connected=())
+    assert ("network q_default (compose project q) holds it; p-db-1 has a fixed address on it"
+            in refused.value.message), refused.value.message

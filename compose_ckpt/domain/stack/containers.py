@@ -135,43 +135,69 @@ def ensure_networks_and_volumes(engine: EnginePort, manifest: Manifest, connecte
 def check_networks(engine: EnginePort, manifest: Manifest,
                    connected: Collection[str]) -> list[tuple[dict[str, Any], bool]]:
     """The recorded networks missing on the engine, each with whether it is to be created with its recorded
-    subnets: those a container of `connected` is on, whose TCP connections come back only at its recorded
-    address (the others get subnets the engine picks, as `docker compose up` would: a recorded subnet may
-    be another engine's on the same host, whose routes a second bridge with it would shadow).
+    IPAM config (subnets, ranges, gateways): those it was given (see `_configured`, as `docker compose up`
+    would create them again) and those a container of `connected` is on, whose TCP connections come back
+    only at its recorded address. The others get subnets the engine picks, as `docker compose up` would: a
+    subnet the engine once picked may be another engine's on the same host, whose routes a second bridge
+    with it would shadow.
 
-    Refuses (ConflictError, before anything is changed) when such a container could not get its address
-    back: its network exists with other subnets (recreated since), or is missing and another network
-    holds its subnet."""
+    Refuses (ConflictError, before anything is changed) when a network needs its recorded subnets and could
+    not have them: it exists with other subnets (recreated since), or is missing and another network holds
+    its subnet."""
     if not manifest.networks:
         return []
     existing = {network["Name"]: network for network in engine.list_networks()}
     missing: list[tuple[dict[str, Any], bool]] = []
     for network in manifest.networks:
         name = network["Name"]
-        needing = sorted(record.container_name for record in manifest.containers
-                         if record.container_name in connected and name in recorded_endpoints(record))
+        needs = _why_recorded_subnets(manifest, network, connected)
         if name in existing:
-            if needing and network_subnets(network) - network_subnets(existing[name]):
+            if needs and network_subnets(network) - network_subnets(existing[name]):
                 raise ConflictError(
                     f"network {name} has other subnets ({_listed(network_subnets(existing[name]))}) than when the "
-                    f"snapshot was taken ({_listed(network_subnets(network))}): {_connections_of(needing)}",
+                    f"snapshot was taken ({_listed(network_subnets(network))}): {needs}",
                     hint="Take the stack down (`docker compose down` removes its network) and restore again: "
                          "restore recreates the network as recorded. Nothing was changed.")
             continue
         holder = next(((subnet, other) for subnet in network_subnets(network) for other in existing.values()
                        if other["Name"] != name and any(subnet.overlaps(theirs) for theirs in network_subnets(other)
                                                         if theirs.version == subnet.version)), None)
-        if holder is not None and needing:
+        if holder is not None and needs:
             subnet, other = holder
             project = (other.get("Labels") or {}).get(LABEL_PROJECT)
             raise ConflictError(
                 f"cannot recreate network {name} with its recorded subnet {subnet}: network {other['Name']}"
-                + (f" (compose project {project})" if project else "") + f" holds it; {_connections_of(needing)}",
+                + (f" (compose project {project})" if project else "") + f" holds it; {needs}",
                 hint=f"Free the subnet (`docker network rm {other['Name']}`"
                      + (f", or take that stack down: `docker compose -p {project} down`" if project else "")
                      + ") and run the command again. Nothing was changed.")
-        missing.append((network, bool(needing)))
+        missing.append((network, bool(needs)))
     return missing
+
+
+def _why_recorded_subnets(manifest: Manifest, network: Mapping[str, Any], connected: Collection[str]) -> str:
+    """Why `network` is to be recreated with its recorded subnets ("" when any subnet does)."""
+    name = network["Name"]
+    on_it = [record for record in manifest.containers if name in recorded_endpoints(record)]
+    reasons = []
+    if fixed := sorted(record.container_name for record in on_it
+                       if any((recorded_endpoints(record)[name].get("IPAMConfig") or {}).values())):
+        reasons.append(f"{', '.join(fixed)} {'has a fixed address' if len(fixed) == 1 else 'have fixed addresses'} "
+                       "on it (ipv4_address/ipv6_address)")
+    if _configured(network):
+        reasons.append("its IPAM config was given (ip ranges, auxiliary addresses or several subnets)")
+    if tcp := sorted(record.container_name for record in on_it if record.container_name in connected):
+        reasons.append(_connections_of(tcp))
+    return "; ".join(reasons)
+
+
+def _configured(network: Mapping[str, Any]) -> bool:
+    """Whether the recorded IPAM config holds what only a user gives (the engine picks one subnet per address
+    family, with its gateway): ip ranges, auxiliary addresses, a subnet without gateway, several subnets."""
+    entries = [entry for entry in (network.get("IPAM") or {}).get("Config") or [] if isinstance(entry, dict)]
+    families = [subnet.version for subnet in network_subnets(network)]
+    return (any(entry.get("IPRange") or entry.get("AuxiliaryAddresses") or not entry.get("Gateway") for entry in entries)
+            or len(families) != len(set(families)))
 
 
 def network_subnets(network: Mapping[str, Any]) -> set[ipaddress.IPv4Network | ipaddress.IPv6Network]:

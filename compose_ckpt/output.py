@@ -60,6 +60,19 @@ class _LazyConsole:
         pipe one line."""
         self._console.print(text, soft_wrap=not self._console.is_terminal)
 
+    def print_fitted(self, parts: Sequence[str], drop: Sequence[int]) -> None:
+        """`parts` joined by ", " on one line. On a terminal too narrow for all of them, the parts at the
+        indexes in `drop` are left out, in that order, until it fits: the line a command ends with stays one
+        line under its progress display. To a pipe, every part."""
+        from rich.text import Text
+
+        kept = list(range(len(parts)))
+        for index in drop if self._console.is_terminal else ():
+            if Text.from_markup(", ".join(parts[i] for i in kept)).cell_len <= self._console.width:
+                break
+            kept.remove(index)
+        self._console.print(", ".join(parts[i] for i in kept))
+
     def print_unsqueezed(self, renderable: Any) -> None:
         """Print at the renderable's natural width even where it exceeds the terminal's (or a pipe's
         80 columns): rich would otherwise cut cells short with an ellipsis."""

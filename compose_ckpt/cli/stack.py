@@ -65,10 +65,9 @@ def snapshot(
         print_json(documents.snapshot_details(manifest))
         return
     state = "stopped" if manifest.stopped else "running"
-    console.print(
-        f"snapshot [bold]{manifest.name}[/] of {manifest.project}: {counted(len(manifest.containers), 'container')}, "
-        f"{human_size(manifest.size)}, frozen {manifest.freeze_seconds:.2f}s, left {state}",
-    )
+    console.print_fitted([f"snapshot [bold]{manifest.name}[/] of {manifest.project}: "
+                          f"{counted(len(manifest.containers), 'container')}", human_size(manifest.size),
+                          f"frozen {manifest.freeze_seconds:.2f}s", f"left {state}"], drop=[3, 1])
 
 
 def _print_snapshot_notes(manifest: Manifest) -> None:

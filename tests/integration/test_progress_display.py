@@ -26,9 +26,10 @@ def container_names(stack: Stack) -> list[str]:
     return sorted(name for name in stack.states())
 
 
-def test_a_five_container_snapshot_fits_in_seven_lines_on_a_terminal_and_piped_says_the_same(stack: Stack) -> None:
-    terminal = Terminal([sys.executable, "-m", "compose_ckpt", "-p", stack.project, "snapshot", "--name", "shown"],
-                        cwd=stack.folder, columns=100, rows=40)
+def snapshot_on_a_terminal(stack: Stack, columns: int, *args: str) -> list[str]:
+    """The screen a 5-container snapshot leaves on a terminal `columns` wide: at most 7 lines all along."""
+    terminal = Terminal([sys.executable, "-m", "compose_ckpt", "-p", stack.project, "snapshot", *args],
+                        cwd=stack.folder, columns=columns, rows=40)
     assert terminal.finish() == 0, "\n".join(terminal.lines())
     screen = terminal.lines()
     names = container_names(stack)
@@ -39,8 +40,19 @@ def test_a_five_container_snapshot_fits_in_seven_lines_on_a_terminal_and_piped_s
     rows = {name: next(line for line in screen if f" {name} " in line) for name in names}
     for row in rows.values():
         assert row.startswith(" ✔ ") and re.search(r"done \((dumping|copying layer) [\d.]+ (B|KiB|MiB)", row), row
-    assert screen[-1].startswith(f"snapshot shown of {stack.project}: 5 containers")
+    return screen
 
+
+def test_a_five_container_snapshot_fits_in_seven_lines_on_a_terminal_and_piped_says_the_same(stack: Stack) -> None:
+    screen = snapshot_on_a_terminal(stack, 100, "--name", "shown")
+    assert re.fullmatch(rf"snapshot shown of {stack.project}: 5 containers, [\d.]+ (KiB|MiB), frozen [\d.]+s, "
+                        "left running", screen[-1]), screen[-1]
+    # 80 columns and a default name (the time): the result line keeps to one line, the least needed facts left out
+    screen = snapshot_on_a_terminal(stack, 80)
+    assert re.fullmatch(rf"snapshot \d{{8}}-\d{{6}}-\d{{3}} of {stack.project}: 5 containers, frozen [\d.]+s",
+                        screen[-1]), screen[-1]
+
+    names = container_names(stack)
     piped = stack.ckpt_ok("snapshot", "--name", "piped")  # stderr is a pipe: plain lines by default
     lines = [line.split(None, 1)[1] for line in piped.stderr.splitlines()]
     moved = r"[\d.]+ (B|KiB|MiB), [\d.]+ (B|KiB|MiB)/s"

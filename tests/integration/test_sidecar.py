@@ -72,6 +72,12 @@ class Sidecar:
         status, _, body = self.exec("python3", "-c", script).stdout.partition("\n")
         return int(status), body
 
+    def status(self) -> str:
+        """What `compose-ckpt-sidecar status` prints in the container (the config may be mid-test: --url)."""
+        printed = self.exec("compose-ckpt-sidecar", "status", "--url", f"http://127.0.0.1:{PORT}")
+        assert printed.returncode == 0, printed.stderr
+        return printed.stdout
+
     def write_config(self, text: str) -> None:
         path = self.config_dir / "sidecar.yaml"
         temporary = path.with_name(".sidecar.yaml.tmp")
@@ -250,6 +256,9 @@ def test_healthz_and_metrics(live: Running) -> None:
         wait_for("a failed run", lambda: sidecar.events("run_failed", project=stack.project), timeout=15)
         status, body = sidecar.http("/healthz")
         assert status == 503 and f"{stack.project}/default" in body
+        # ... and so does `compose-ckpt-sidecar status` (a run may succeed in between only once two runs again).
+        printed = sidecar.status()
+        assert re.search(rf"^{stack.project} / default  failed$", printed, re.M), printed
     finally:
         run_docker("unpause", two)
     wait_for("health to come back", lambda: sidecar.http("/healthz")[0] == 200, timeout=15)
@@ -295,6 +304,17 @@ def test_status_and_page_after_scheduled_runs_and_a_failed_one(live: Running) ->
         assert expected in html.unescape(row), expected
     assert "Label problems" in text and f"{stack.project}-bad-1" in text
     assert '<meta http-equiv="refresh"' in dom
+
+    # The terminal's view: the same job, its last snapshot, failures and last error.
+    printed = sidecar.status()
+    job_lines = printed.split(f"\n{stack.project} / default  ")[1].split("\n\n")[0]
+    fields = dict(line.strip().split(None, 1) for line in job_lines.splitlines()[1:])
+    assert fields["services"] == "one, two" and fields["schedule"].startswith("@every 3s; next ")
+    assert fields["retention"] == "keep 2" and fields["push"] == "not pushed"
+    assert fields["last"].split(";")[0] >= stored_before
+    assert re.fullmatch(r"\d+, [1-9]\d* failed", fields["runs"]), fields["runs"]
+    assert fields["error"].startswith(job["last_error"]["message"])
+    assert f"label problem: {stack.project}-bad-1" in printed
 
 
 def test_sigterm_then_two_kept_and_each_restores(live: Running) -> None:

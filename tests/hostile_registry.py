@@ -1,8 +1,9 @@
 """A registry that lies: the OCI distribution API on 127.0.0.1 (http.server), blobs and manifests in memory.
 
 `push` fills it as a registry would; a test then rewrites what it serves (`manifest`, `put`), or makes
-it misbehave: `error_body` bytes of garbage with every error answer, or blobs sent at `trickle_delay`
-seconds per byte. It counts the bytes it sent (`sent`) and the blob downloads (`blob_gets`)."""
+it misbehave: `error_body` bytes of garbage with every error answer, blobs sent at `trickle_delay`
+seconds per byte (manifests too with `trickle_manifests`, error answers with `trickle_errors`), or a tag list whose pages never
+end (`endless_tags`). It counts the bytes it sent (`sent`) and the blob downloads (`blob_gets`)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ class HostileRegistry:
         self.error_body = 0  # bytes of garbage after every error answer
         self.trickle_delay = 0.0  # seconds between the bytes of a blob
         self.fail_blobs = False  # answer every blob GET with 500 (and error_body)
+        self.trickle_manifests = False  # manifests at trickle_delay seconds per byte too
+        self.trickle_errors = False  # error answers too
+        self.endless_tags = False  # every page of the tag list links to a next one
         self.sent = 0
         self.blob_gets: list[str] = []
         self.address = ""
@@ -78,11 +82,23 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, json.dumps({"errors": [{"code": "UNKNOWN", "message": "no"}]}).encode())
             return
         self._send(status, length=garbage)
+        if self.registry.trickle_errors:
+            self._trickle(b"x" * garbage)
+            return
         try:
             for _ in range(0, garbage, 65536):
                 self._write(b"x" * 65536)
         except OSError:
             pass  # the client stopped reading, as it should
+
+    def _trickle(self, data: bytes) -> None:
+        try:
+            for byte in data:
+                self._write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(self.registry.trickle_delay)  # on purpose: a registry that trickles
+        except OSError:
+            pass  # the client gave up, as it should
 
     def _route(self) -> tuple[str, str] | None:
         match = re.fullmatch(r"/v2/(.+)/(blobs|manifests|blobs/uploads)/([^?]*)(\?.*)?", self.path)
@@ -91,6 +107,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/v2/":
             self._send(200, b"{}")
+            return
+        if "/tags/list" in self.path and self.registry.endless_tags:
+            page = int(re.search(r"last=([0-9]+)", self.path)[1]) + 1 if "last=" in self.path else 0  # type: ignore[index]
+            repository = self.path.split("/tags/list")[0]
+            self._send(200, json.dumps({"tags": [f"t{page}-{n}" for n in range(1000)]}).encode(),
+                       {"Link": f'<{repository}/tags/list?n=1000&last={page}>; rel="next"'})
             return
         route = self._route()
         if route is None:
@@ -101,6 +123,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = self.registry.manifests.get(key)
             if body is None:
                 self._error(404)
+            elif self.registry.trickle_manifests:
+                self._send(200, headers={"Content-Type": OCI_MANIFEST}, length=len(body))
+                self._trickle(body)
             else:
                 self._send(200, body, {"Content-Type": OCI_MANIFEST})
             return
@@ -113,13 +138,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, data)
             return
         self._send(200, length=len(data))
-        try:
-            for byte in data:
-                self._write(bytes([byte]))
-                self.wfile.flush()
-                time.sleep(self.registry.trickle_delay)  # on purpose: a registry that trickles
-        except OSError:
-            pass  # the client gave up, as it should
+        self._trickle(data)
 
     def do_HEAD(self) -> None:
         route = self._route()

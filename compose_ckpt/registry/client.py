@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import threading
 import time
@@ -32,7 +33,8 @@ from urllib.parse import urlencode, urljoin
 import requests
 import urllib3
 
-from compose_ckpt.errors import NotFoundError, RegistryError
+from compose_ckpt.const import ENV_PULL_MIN_RATE, ENV_PULL_MIN_SECONDS
+from compose_ckpt.errors import NotFoundError, RegistryError, UsageError
 from compose_ckpt.registry.credentials import Credentials, load_credentials
 from compose_ckpt.registry.reference import Reference
 
@@ -45,6 +47,28 @@ _TIMEOUT = (15.0, 300.0)  # connect, read
 _IO_SIZE = 1024**2
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _TAGS_PAGE = 1000
+MAX_TAGS = 100_000  # a tag list longer than that (or a Link header that never ends) is a registry misbehaving
+DEFAULT_MIN_RATE = 64 * 1024  # bytes per second
+DEFAULT_MIN_SECONDS = 120.0
+
+
+def transfer_deadline(size: int) -> float:
+    """Seconds a registry may take to send `size` bytes (a blob, or any answer read whole): at least
+    $COMPOSE_CKPT_PULL_MIN_SECONDS, and as long as it takes at $COMPOSE_CKPT_PULL_MIN_RATE bytes per second.
+    A registry slower than that is cut off (a pull resumes where it stopped)."""
+    return max(_env_number(ENV_PULL_MIN_SECONDS, DEFAULT_MIN_SECONDS),
+               size / _env_number(ENV_PULL_MIN_RATE, DEFAULT_MIN_RATE))
+
+
+def _env_number(name: str, default: float) -> float:
+    text = os.environ.get(name)
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        value = -1
+    if not 0 < value < float("inf"):
+        raise UsageError(f"{name} must be a positive number, not {text!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -174,6 +198,9 @@ class RegistryClient:
                 found += [str(tag) for tag in (response.json().get("tags") or [])]
             except (ValueError, AttributeError) as exc:
                 raise RegistryError(f"{self.reference.registry} sent a tag list that is not JSON") from exc
+            if len(found) > MAX_TAGS:
+                raise RegistryError(f"{self.reference.registry} lists more than {MAX_TAGS} tags for "
+                                    f"{self.reference.repository}, or its pages never end")
             link = re.match(r"<([^>]+)>", response.headers.get("Link", ""))
             url = urljoin(self._base_url() + "/", link[1]) if link else None
         return found
@@ -296,10 +323,7 @@ class RegistryClient:
 
     def _error(self, method: str, response: requests.Response) -> RegistryError | NotFoundError:
         with response:
-            try:
-                body = _read_capped(response, MAX_ERROR_BODY_BYTES, "error answer", cut=True)
-            except requests.exceptions.RequestException:
-                body = b""
+            body = _read_capped(response, MAX_ERROR_BODY_BYTES, "error answer", cut=True)
             codes, messages = _registry_errors(body)
         status = response.status_code
         if status in (401, 403):
@@ -347,14 +371,28 @@ class BlobStream:
 
 
 def _read_capped(response: requests.Response, limit: int, what: str, *, cut: bool = False) -> bytes:
-    """At most `limit` bytes of the body, read as they come; more is an error, or with `cut` left unread."""
+    """At most `limit` bytes of the body, read as they come within `transfer_deadline(limit)`; more, or
+    slower, is an error, or with `cut` (an error answer, read only for its message) what came so far."""
+    deadline = transfer_deadline(limit)
+    ends = time.monotonic() + deadline
     body = bytearray()
-    for piece in response.iter_content(min(_IO_SIZE, limit + 1)):
-        body += piece
-        if len(body) > limit:
-            if cut:
-                return bytes(body[:limit])
-            raise RegistryError(f"the registry sent a {what} larger than {limit} bytes")
+    try:
+        while piece := response.raw.read1(min(_IO_SIZE, limit + 1 - len(body)), decode_content=True):
+            body += piece
+            if len(body) > limit:
+                if cut:
+                    return bytes(body[:limit])
+                raise RegistryError(f"the registry sent a {what} larger than {limit} bytes")
+            if time.monotonic() > ends:
+                if cut:
+                    return bytes(body)
+                raise RegistryError(f"the registry is sending its {what} too slowly: not done after {deadline:.0f} s",
+                                    hint="Over a slow link, lower COMPOSE_CKPT_PULL_MIN_RATE (bytes/s) or raise "
+                                         "COMPOSE_CKPT_PULL_MIN_SECONDS.")
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        if cut:
+            return bytes(body)
+        raise RegistryError(f"reading the registry's {what} failed: {_reason(exc)}") from None
     return bytes(body)
 
 

@@ -19,7 +19,7 @@ from compose_ckpt.domain.transport.pull import pull_snapshot
 from compose_ckpt.domain.transport.push import push_snapshot
 from compose_ckpt.domain.transport.transfer import import_snapshot
 from compose_ckpt.errors import ArchiveError, CkptError, NotFoundError, RegistryError, UsageError
-from compose_ckpt.registry.client import RegistryClient
+from compose_ckpt.registry.client import RegistryClient, transfer_deadline
 from compose_ckpt.registry.credentials import Credentials
 from compose_ckpt.registry.reference import parse_reference
 from tests.fakes import UntouchableEngine
@@ -151,13 +151,44 @@ def test_a_registry_trickling_a_blob_is_cut_off_at_the_blobs_deadline(
     assert len(partial) == 1 and 0 < partial[0].stat().st_size  # kept: the next pull resumes from there
 
 
-def test_bad_deadline_settings_are_usage_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    from compose_ckpt.domain.transport.pull import blob_deadline
+def test_a_registry_trickling_its_manifest_is_cut_off(
+        registry: HostileRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every answer read whole has the deadline of its size limit: here 1 s, for a manifest of a few KiB
+    sent at 50 bytes/s (a minute)."""
+    monkeypatch.setenv("COMPOSE_CKPT_PULL_MIN_SECONDS", "1")
+    monkeypatch.setenv("COMPOSE_CKPT_PULL_MIN_RATE", "1000000000")
+    registry.trickle_delay, registry.trickle_manifests = 0.02, True
 
-    assert blob_deadline(10) == 120 and blob_deadline(64 * 1024 * 1000) == 1000
+    with pytest.raises(RegistryError, match="sending its manifest too slowly") as failed:
+        pull(registry, tmp_path)
+
+    assert failed.value.exit_code == 5 and registry.blob_gets == []
+
+
+def test_an_error_answer_trickled_is_read_until_its_deadline_only(
+        registry: HostileRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMPOSE_CKPT_PULL_MIN_SECONDS", "1")
+    registry.fail_blobs, registry.error_body = True, 4096
+    registry.trickle_delay, registry.trickle_errors = 0.02, True  # 4 KiB: 80 s
+
+    with pytest.raises(RegistryError, match="answered GET with 500"):
+        pull(registry, tmp_path)
+
+    manifest_bytes = len(registry.manifests["v1"])
+    assert registry.sent - manifest_bytes < 1024  # a second's worth of the error answer, not its 4 KiB
+
+
+def test_a_tag_list_whose_pages_never_end_is_cut_off(registry: HostileRegistry) -> None:
+    registry.endless_tags = True
+    with client(registry) as lister, pytest.raises(RegistryError, match="more than 100000 tags"):
+        lister.tags()
+
+
+def test_bad_deadline_settings_are_usage_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert transfer_deadline(10) == 120 and transfer_deadline(64 * 1024 * 1000) == 1000
     monkeypatch.setenv("COMPOSE_CKPT_PULL_MIN_RATE", "0")
     with pytest.raises(UsageError, match="COMPOSE_CKPT_PULL_MIN_RATE"):
-        blob_deadline(1)
+        transfer_deadline(1)
 
 
 def leave(store: SnapshotStore, name: str, size: int = 1000) -> Path:

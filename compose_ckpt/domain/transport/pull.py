@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 import zstandard
 
-from compose_ckpt.const import ENV_PULL_MIN_RATE, ENV_PULL_MIN_SECONDS
 from compose_ckpt.domain.stack.containers import holders_as_built
 from compose_ckpt.domain.stack.parallel import ProgressCallback, SharedCount, bytes_reporter
 from compose_ckpt.domain.store import safefs
@@ -37,14 +36,13 @@ from compose_ckpt.domain.transport.transfer import (
     refuse_host_access,
     staging_name,
 )
-from compose_ckpt.errors import ArchiveError, CkptError, RegistryError, UsageError
+from compose_ckpt.errors import ArchiveError, CkptError, RegistryError
+from compose_ckpt.registry.client import transfer_deadline
 
 if TYPE_CHECKING:
     from compose_ckpt.domain.ports import EnginePort, RegistryPort
 
 _IO_SIZE = 1024**2
-DEFAULT_PULL_MIN_RATE = 64 * 1024  # bytes per second
-DEFAULT_PULL_MIN_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -204,7 +202,7 @@ def _download(client: RegistryPort, blob: Blob, cache: Path,
         out.seek(0)
         while have and (piece := out.read(_IO_SIZE)):
             digest.update(piece)
-        response = client.open_blob(blob.digest, have, blob_deadline(blob.size - have)) if have < blob.size else None
+        response = client.open_blob(blob.digest, have, transfer_deadline(blob.size - have)) if have < blob.size else None
         fresh = 0
         if response is None and downloaded:
             downloaded.add(have)
@@ -233,25 +231,6 @@ def _download(client: RegistryPort, blob: Blob, cache: Path,
         raise ArchiveError(f"blob {blob.digest} does not match its digest: tampered with or damaged in the registry")
     os.replace(partial, final)
     return fresh, have
-
-
-def blob_deadline(size: int) -> float:
-    """Seconds a download of `size` bytes may take: at least $COMPOSE_CKPT_PULL_MIN_SECONDS, and as long as
-    it takes at $COMPOSE_CKPT_PULL_MIN_RATE bytes per second. A registry slower than that is cut off (the
-    pull resumes where it stopped)."""
-    return max(_env_number(ENV_PULL_MIN_SECONDS, DEFAULT_PULL_MIN_SECONDS),
-               size / _env_number(ENV_PULL_MIN_RATE, DEFAULT_PULL_MIN_RATE))
-
-
-def _env_number(name: str, default: float) -> float:
-    text = os.environ.get(name)
-    try:
-        value = float(text) if text else default
-    except ValueError:
-        value = -1
-    if not 0 < value < float("inf"):
-        raise UsageError(f"{name} must be a positive number, not {text!r}")
-    return value
 
 
 def _file_digest(path: Path) -> str:

@@ -96,8 +96,8 @@ class CheckpointCalls(Connection):
             try:
                 with translated(f"upload the page images of checkpoint {name}"):
                     self._placed_through_api.setdefault(container_id, []).append(folder)
-                    if not self._api.put_archive(container_id, "/", pages_in_root.pages_tar(folder, images, on_bytes)):
-                        raise EngineError(f"the engine refused the page images of checkpoint {name}")
+                    self._http.upload(path_of("/containers/{0}/archive", container_id), {"path": "/"},
+                                      pages_in_root.pages_tar(folder, images), on_bytes)
                 why = ""
             except EngineUnavailable:
                 raise

@@ -54,7 +54,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from compose_ckpt.engine.tar_stream import produced_tar
+from compose_ckpt.engine.api import BodyPart, FileBody
 from compose_ckpt.engine.types import ContainerInfo
 
 FOLDER_PREFIX = ".compose-ckpt-pages-"
@@ -208,27 +208,17 @@ def new_folder_name() -> str:
     return FOLDER_PREFIX + secrets.token_hex(16)
 
 
-def pages_tar(name: str, images: list[Path], on_bytes: BytesCallback) -> Iterator[bytes]:
+def pages_tar(name: str, images: list[Path]) -> list[BodyPart]:
     """A tar of folder `name` (0700) holding `images` (0600 each), for the archive endpoint to unpack at the
-    top of a container's root; `on_bytes` follows the bytes read from it."""
-    total = sum(image.stat().st_size for image in images)
-
-    def write(archive: tarfile.TarFile) -> None:
-        folder = tarfile.TarInfo(name)
-        folder.type, folder.mode = tarfile.DIRTYPE, 0o700
-        archive.addfile(folder)
-        for image in images:
-            with os.fdopen(os.open(image, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as source:
-                member = tarfile.TarInfo(f"{name}/{image.name}")
-                member.size, member.mode = os.fstat(source.fileno()).st_size, 0o600
-                archive.addfile(member, source)
-
-    done = 0
-    on_bytes(0, total)
-    for chunk in produced_tar(write, "reading the page images"):
-        done += len(chunk)
-        on_bytes(min(done, total), total)
-        yield chunk
+    top of a container's root: tar headers as bytes, each image's body as a file part (sent by the kernel)."""
+    folder = tarfile.TarInfo(name)
+    folder.type, folder.mode = tarfile.DIRTYPE, 0o700
+    parts: list[BodyPart] = [folder.tobuf()]
+    for image in images:
+        member = tarfile.TarInfo(f"{name}/{image.name}")
+        member.size, member.mode = os.stat(image, follow_symlinks=False).st_size, 0o600
+        parts += [member.tobuf(), FileBody(image, member.size), bytes(-member.size % tarfile.BLOCKSIZE)]
+    return [*parts, bytes(2 * tarfile.BLOCKSIZE)]  # the end of the archive
 
 
 def emptied_tar(name: str) -> bytes:

@@ -4,8 +4,10 @@ That the real engine accepts these calls is proven by every integration test (th
 
 from __future__ import annotations
 
+import io
 import json
 import socketserver
+import tarfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
@@ -14,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from compose_ckpt.engine.api import ApiError, UnixTransport, Unreachable, path_of, query
+from compose_ckpt.engine.api import ApiError, BodyPart, FileBody, UnixTransport, Unreachable, path_of, query
 
 
 class FakeDockerd(BaseHTTPRequestHandler):
@@ -47,6 +49,14 @@ class FakeDockerd(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     do_GET = do_POST = do_DELETE = _answer
+
+    def do_PUT(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.seen.append((self.command, self.path, body))
+        if "/full/" in self.path:
+            self._send(500, b'{"message":"no space left on device"}\n', "application/json")
+        else:
+            self._send(200, b"", "text/plain")
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -109,3 +119,31 @@ def test_names_cannot_reach_another_endpoint_and_queries_follow_dockers_conventi
     assert query({"all": True, "force": False, "skip": None, "filters": {"label": ["a=b"]}}) == (
         "?all=1&force=0&filters=%7B%22label%22%3A+%5B%22a%3Db%22%5D%7D")
     assert query({}) == "" and query({"skip": None}) == ""
+
+
+def test_an_upload_sends_its_file_parts_whole_with_their_length_and_reports_its_bytes(dockerd: str,
+                                                                                         tmp_path: Path) -> None:
+    image = tmp_path / "pages-1.img"
+    image.write_bytes(bytes(range(256)) * 1000)
+    member = tarfile.TarInfo("f/pages-1.img")
+    member.size = 256_000
+    parts: list[BodyPart] = [member.tobuf(), FileBody(image, 256_000), bytes(-256_000 % 512), bytes(1024)]
+    progress: list[tuple[int, int]] = []
+    transport = UnixTransport(dockerd, timeout=5)
+    transport.negotiate()
+
+    transport.upload("/containers/c1/archive", {"path": "/"}, parts, lambda done, total: progress.append((done, total)))
+
+    method, path, body = FakeDockerd.seen[-1]
+    assert (method, path) == ("PUT", "/v1.45/containers/c1/archive?path=%2F")
+    with tarfile.open(fileobj=io.BytesIO(body)) as archive:
+        assert archive.extractfile("f/pages-1.img").read() == image.read_bytes()  # type: ignore[union-attr]
+    assert progress[0] == (0, len(body)) and progress[-1] == (len(body), len(body))
+
+
+def test_a_refused_upload_carries_the_daemons_message(dockerd: str, tmp_path: Path) -> None:
+    transport = UnixTransport(dockerd, timeout=5)
+    transport.negotiate()
+    with pytest.raises(ApiError) as caught:
+        transport.upload("/containers/full/archive", None, [bytes(1024)], lambda done, total: None)
+    assert caught.value.status == 500 and caught.value.explanation == "no space left on device"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import pytest
 
 from compose_ckpt.engine import Engine
-from compose_ckpt.engine.api import ApiError, Unreachable
+from compose_ckpt.engine.api import ApiError, BodyPart, SentCallback, Unreachable
 from compose_ckpt.errors import EngineError, EngineUnavailable
 
 
@@ -35,6 +35,10 @@ class ScriptedTransport:
     def stream(self, method: str, path: str, params: dict[str, Any] | None = None,
                chunks: Iterable[bytes] | None = None) -> Iterator[bytes]:
         raise AssertionError(f"no streamed request expected here: {method} {path}")
+
+    def upload(self, path: str, params: dict[str, Any] | None, parts: Sequence[BodyPart],
+               on_sent: SentCallback) -> None:
+        raise AssertionError(f"no upload expected here: {path}")
 
     def close(self) -> None:
         pass

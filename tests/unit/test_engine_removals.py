@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import pytest
 
-from compose_ckpt.engine.api import ApiError
+from compose_ckpt.engine.api import ApiError, BodyPart, SentCallback
 from compose_ckpt.engine.networks_volumes import NetworkVolumeCalls
 from compose_ckpt.errors import EngineError, NotFoundError
 
@@ -31,6 +31,10 @@ class _Answering:
 
     def stream(self, method: str, path: str, params: dict[str, Any] | None = None,
                chunks: Iterable[bytes] | None = None) -> Iterator[bytes]:
+        raise AssertionError("not used")
+
+    def upload(self, path: str, params: dict[str, Any] | None, parts: Sequence[BodyPart],
+               on_sent: SentCallback) -> None:
         raise AssertionError("not used")
 
     def close(self) -> None:

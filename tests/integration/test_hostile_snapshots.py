@@ -56,7 +56,7 @@ def edited_archive(archive: Path, edit: Callable[[dict[str, Any]], None]) -> Pat
 @pytest.fixture
 def exported(start_stack: Callable[..., Stack], tmp_path: Path) -> tuple[Stack, Path]:
     """A one-service stack's snapshot as an archive; the stack's containers removed, as on another host."""
-    stack = start_stack("services:\n" + counter_services("one"), adopt=False)
+    stack = start_stack("services:\n" + counter_services("one"))
     stack.ckpt_ok("snapshot", "--stop", "--name", "theirs")
     archive = tmp_path / "theirs.ckpt"
     stack.ckpt_ok("export", "theirs", "-o", str(archive))
@@ -121,7 +121,7 @@ def test_a_recorded_holder_is_rebuilt_from_our_template_and_import_starts_nothin
 
 
 def test_the_same_from_a_registry_that_serves_it_by_tag(start_stack: Callable[..., Stack], tmp_path: Path) -> None:
-    stack = start_stack("services:\n" + counter_services("one"), adopt=False)
+    stack = start_stack("services:\n" + counter_services("one"))
     stack.ckpt_ok("snapshot", "--stop", "--name", "theirs")
     folder = host_folder(tmp_path)
     with serving() as registry:
@@ -169,3 +169,46 @@ def test_a_privileged_container_with_a_host_folder_needs_the_users_word_and_is_n
     assert finding.startswith(f"container {container}: ") and "privileged mode" in finding
     assert inspect(stack, container)["State"]["Status"] == "created"  # restore, not import, starts it
     assert list(folder.iterdir()) == [] and os.path.isdir(folder)
+
+
+def test_a_pull_reaching_the_host_by_other_keys_is_refused_before_its_blobs_then_created_unstarted_when_trusted(
+        start_stack: Callable[..., Stack], tmp_path: Path) -> None:
+    """The same review for pull, with other ways in: a bind in `Mounts`, a host device, a capability, an OOM
+    shield and a real-time priority limit. Refused, nothing but the snapshot's manifest is downloaded."""
+    stack = start_stack("services:\n" + counter_services("one"))
+    container = f"{stack.project}-one-1"
+    stack.ckpt_ok("snapshot", "--stop", "--name", "theirs")
+    folder = host_folder(tmp_path)
+    with serving() as registry:
+        stack.ckpt_ok("push", "theirs", f"{registry.address}/team/app:v1")
+        stack.ckpt_ok("rm", "theirs")
+        stack.compose("rm", "-f", "-s")
+        document = registry.manifest("v1")
+        config = json.loads(registry.blobs[document["config"]["digest"]])
+        [record] = config["containers"]
+        record["inspect"]["Config"]["Entrypoint"] = ["sh", "-c", "id -u > /host/owned"]
+        record["inspect"]["HostConfig"].update({
+            "Mounts": [{"Type": "bind", "Source": str(folder), "Target": "/host"}],
+            "Devices": [{"PathOnHost": "/dev/null", "PathInContainer": "/dev/host-null", "CgroupPermissions": "rwm"}],
+            "CapAdd": ["SYS_ADMIN"], "OomScoreAdj": -1000, "Ulimits": [{"Name": "rtprio", "Soft": 99, "Hard": 99}]})
+        body = json.dumps(config).encode()
+        document["config"].update(digest=registry.add_blob(body), size=len(body))
+        registry.put("v1", document)
+
+        refused = stack.ckpt("pull", f"{registry.address}/team/app:v1")  # stdin is not a terminal
+
+        assert refused.returncode == 2, refused.stderr
+        for word in (f"bind mount of the host's {folder}", "device /dev/null", "capability SYS_ADMIN",
+                     "out-of-memory score -1000", "resource limit rtprio", "--trust-host-access"):
+            assert word in refused.stderr
+        assert registry.blob_gets == [document["config"]["digest"]]
+        assert stack.snapshots() == [] and stack.docker("ps", "-a", "-q", "--filter", f"name={container}").stdout == ""
+
+        accepted = stack.ckpt("pull", f"{registry.address}/team/app:v1", "--trust-host-access", "--json")
+
+    assert accepted.returncode == 0, accepted.stderr
+    [finding] = json.loads(accepted.stdout)["host_access"]
+    assert finding.startswith(f"container {container}: ")
+    created = inspect(stack, container)
+    assert created["State"]["Status"] == "created" and [m["Source"] for m in created["Mounts"]] == [str(folder)]
+    assert list(folder.iterdir()) == []

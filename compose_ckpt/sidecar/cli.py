@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from compose_ckpt.errors import CkptError, ExitCode
-from compose_ckpt.output import console, print_error, print_json
+from compose_ckpt.output import console, counted, print_error, print_json
 
 app = typer.Typer(name="compose-ckpt-sidecar", help="Scheduled snapshots of labelled compose stacks.",
                   add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)
@@ -96,25 +96,36 @@ def status(
     if as_json:
         print_json(document)
         return
+    from rich.padding import Padding
+    from rich.table import Table
+
     now = datetime.now(UTC)
     engine = "reachable" if document["engine_up"] else "[bold red]unreachable[/]"
-    console.print(f"Docker engine {engine}; {len(document['jobs'])} scheduled jobs")
+    console.print(f"Docker engine {engine}; {counted(len(document['jobs']), 'scheduled job')}")
     for job in document["jobs"]:
         last_run = job["last_run"]
         state = "[dim]no run yet[/]" if last_run is None else "[green]ok[/]" if last_run["ok"] else "[bold red]failed[/]"
         console.print(f"\n[bold]{escape(job['project'])}[/] / {escape(job['job'])}  {state}")
-        rows = [("services", ", ".join(job["services"])),
-                ("schedule", f"{job['schedule']}; next {when(job['next_run'], now)}"),
-                ("retention", retention_text(job["retention"])),
-                ("last", "; ".join(snapshot_lines(job, now))),
-                ("runs", f"{job['runs']}, {job['failures']} failed"),
-                ("error", "; ".join(error_lines(job, now)) or "none"),
-                ("push", "; ".join(push_lines(job, now)))]
-        for label, text in rows:
-            console.print(f"  {label:<10} {escape(text)}", soft_wrap=True)
+        # The page's cells, one fact a line; a line too long for the terminal wraps under its own column.
+        rows = [("services", [", ".join(job["services"])]),
+                ("schedule", [job["schedule"] or "-", f"next {when(job['next_run'], now)}"]),
+                ("retention", [retention_text(job["retention"])]),
+                ("last", snapshot_lines(job, now)),
+                ("runs", [f"{job['runs']}, {job['failures']} failed"]),
+                ("error", error_lines(job, now) or ["none"]),
+                ("push", push_lines(job, now))]
+        facts = Table.grid(padding=(0, 1))
+        facts.add_column(min_width=10, no_wrap=True)
+        facts.add_column(overflow="fold")
+        for label, lines in rows:
+            facts.add_row(label, "\n".join(escape(line) for line in lines))
+        if console.is_terminal:
+            console.print(Padding(facts, (0, 0, 0, 2), expand=False))
+        else:
+            console.print_unsqueezed(Padding(facts, (0, 0, 0, 2), expand=False))
     for problem in document["problems"]:
         console.print(f"[yellow]label problem:[/] {escape(problem['container'])} {escape(problem['label'])}: "
-                      f"{escape(problem['message'])}", soft_wrap=True)
+                      f"{escape(problem['message'])}")
 
 
 def entry() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 from compose_ckpt.domain.store.manifest import Manifest, SnapshotStatus
 from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.errors import CkptError
-from compose_ckpt.output import human_size, parse_time, relative_time
+from compose_ckpt.output import counted, human_size, parse_time, relative_time
 from compose_ckpt.sidecar.metrics import JobStats, Key
 from compose_ckpt.sidecar.policy import Problem, StackJob
 
@@ -127,7 +127,7 @@ def push_lines(job: dict[str, Any], now: datetime) -> list[str]:
     if push["waiting"]:
         lines.append(f"waiting: {push['waiting']}")
     if push["last_error"]:
-        lines.append(f"failed {push['failures']} times, last: {push['last_error']['message']} "
+        lines.append(f"failed {counted(push['failures'], 'time')}, last: {push['last_error']['message']} "
                      f"{when(push['last_error']['at'], now)}")
     return lines
 

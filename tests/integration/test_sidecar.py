@@ -308,12 +308,17 @@ def test_status_and_page_after_scheduled_runs_and_a_failed_one(live: Running) ->
     # The terminal's view: the same job, its last snapshot, failures and last error.
     printed = sidecar.status()
     job_lines = printed.split(f"\n{stack.project} / default  ")[1].split("\n\n")[0]
-    fields = dict(line.strip().split(None, 1) for line in job_lines.splitlines()[1:])
-    assert fields["services"] == "one, two" and fields["schedule"].startswith("@every 3s; next ")
-    assert fields["retention"] == "keep 2" and fields["push"] == "not pushed"
-    assert fields["last"].split(";")[0] >= stored_before
-    assert re.fullmatch(r"\d+, [1-9]\d* failed", fields["runs"]), fields["runs"]
-    assert fields["error"].startswith(job["last_error"]["message"])
+    fields: dict[str, list[str]] = {}
+    label = ""
+    for line in job_lines.splitlines()[1:]:  # `  label      fact`, then `             next fact`
+        label = line[:13].strip() or label
+        fields.setdefault(label, []).append(line[13:].rstrip())
+    assert fields["services"] == ["one, two"] and fields["schedule"][0] == "@every 3s"
+    assert fields["schedule"][1].startswith("next ")
+    assert fields["retention"] == ["keep 2"] and fields["push"] == ["not pushed"]
+    assert fields["last"][0] >= stored_before and "frozen" in fields["last"][2]
+    assert re.fullmatch(r"\d+, [1-9]\d* failed", fields["runs"][0]), fields["runs"]
+    assert fields["error"][0] == job["last_error"]["message"]
     assert f"label problem: {stack.project}-bad-1" in printed
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -12,6 +13,7 @@ from compose_ckpt.sidecar.metrics import Metrics
 from compose_ckpt.sidecar.policy import Problem, Retention, StackJob
 from compose_ckpt.sidecar.schedule import parse_schedule
 from compose_ckpt.sidecar.status import render_page, sidecar_status
+from tests.terminal import Terminal
 from tests.unit.test_store import manifest, with_checkpoint
 
 NOW = datetime(2026, 12, 6, 22, 0, tzinfo=UTC)
@@ -125,6 +127,15 @@ def test_the_server_serves_the_page_and_the_json_and_the_status_command_prints_t
         for shown in ("proj / hourly  ok", "auto-hourly-1", "keep 24", "checkpoint of proj-web-1 failed", "not pushed"):
             assert shown in printed.output, printed.output
         assert json.loads(CliRunner().invoke(app, ["status", "--url", url, "--json"]).output)["engine_up"] is True
+        # On a narrow terminal each fact wraps between words under its own column, never back to the margin.
+        terminal = Terminal([sys.executable, "-c", "from compose_ckpt.sidecar.cli import entry; entry()", "status", "--url", url],
+                            columns=40)
+        assert terminal.finish(timeout=60) == 0
+        lines = terminal.lines()
+        facts = lines[lines.index("proj / hourly  ok") + 1:]
+        assert all(line.startswith("  ") for line in facts), "\n".join(lines)
+        assert max(len(line.rstrip()) for line in terminal.written_lines()) <= 40
+        assert " ".join(line[13:] for line in facts).count("checkpoint of proj-web-1 failed") == 1
     finally:
         server.stop()
     refused = CliRunner().invoke(app, ["status", "--url", url])

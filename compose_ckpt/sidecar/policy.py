@@ -125,7 +125,9 @@ class JobSettings:
 
 @dataclass(frozen=True)
 class Retention:
-    """Which of a job's own snapshots to remove: `to_prune` (as `compose-ckpt prune`) over them alone.
+    """Which of a job's own snapshots to remove: `to_prune` (as `compose-ckpt prune`) over them alone. An
+    imported or pulled snapshot is never the job's own, whatever its name: it neither counts among the kept
+    nor is removed.
 
     The `keep` newest are always kept; with `max-age`, older ones only once past it;
     with `max-age` alone, every one past it."""
@@ -134,7 +136,7 @@ class Retention:
     max_age: timedelta | None = None
 
     def select(self, manifests: Sequence[Manifest], prefix: str, now: datetime) -> list[Manifest]:
-        mine = [m for m in manifests if m.name.startswith(prefix)]
+        mine = [m for m in manifests if m.name.startswith(prefix) and m.imported_from is None]
         keep = self.keep if self.keep is not None else (0 if self.max_age else len(mine))
         return to_prune(mine, keep, self.max_age, now)
 

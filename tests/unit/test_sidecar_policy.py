@@ -1,3 +1,4 @@
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -237,3 +238,12 @@ def test_push_labels_per_job_inherit_and_must_agree() -> None:
 def test_a_bad_push_label_skips_the_container_and_names_the_label(value: str) -> None:
     policy, problems = parsed(container("shop-web-1", {**EVERY_3S, "compose-ckpt.push": value}))
     assert policy is None and [p.label for p in problems] == ["compose-ckpt.push"]
+
+
+def test_a_snapshot_made_elsewhere_under_the_jobs_prefix_is_not_the_jobs_own() -> None:
+    """Pulled as `auto-hourly-z`, it would otherwise count among the newest and have the sidecar remove the
+    job's real snapshots without a word."""
+    pulled = dataclasses.replace(manifest("auto-hourly-z", 0.1), imported_from="registry.example/team/app@sha256:ab",
+                                 received=NOW.isoformat().replace("+00:00", "Z"))
+    removed = Retention(keep=2).select([*SNAPSHOTS, pulled], "auto-hourly-", NOW)
+    assert [m.name for m in removed] == ["auto-hourly-a", "auto-hourly-b", "auto-hourly-d"]

@@ -21,7 +21,7 @@ from compose_ckpt.errors import CkptError
 from tests.integration.conftest import engine_missing
 from tests.integration.second_engine import free_port
 from tests.integration.stack import COUNTER, ENGINE_28_HOST, REPO, Stack, http_get, run_docker
-from tests.polling import let_run
+from tests.polling import let_run, wait_for
 
 pytestmark = pytest.mark.engine
 
@@ -191,6 +191,34 @@ def test_drift_is_reported_and_unadopt_restores_the_project(adopted: tuple[Stack
     assert set(ids(stack)) == {f"{stack.project}-{service}-1" for service in ("kv", "api", "web")}
     ps_rows = json.loads(ckpt(stack, "ps", "--json").stdout)["containers"]
     assert {row["network"] for row in ps_rows} == {"own netns"}
+
+
+def test_containers_made_with_f_are_named_and_adopt_brings_every_service_back(adopted: tuple[Stack, int]) -> None:
+    """`docker compose -f compose.yaml` reads the user's file alone: compose makes the services anew with
+    namespaces of their own, and web, left `created`, cannot bind the port its holder keeps. ps names them and
+    the remedy; `compose-ckpt adopt` brings every service back joined to its holder, web included."""
+    stack, _ = adopted
+    failed = in_folder(stack, "docker", "compose", "-f", "compose.yaml", "up", "-d", check=False)
+    assert failed.returncode != 0 and "port is already allocated" in failed.stderr, failed.stderr
+    drift = json.loads(ckpt(stack, "ps", "--json").stdout)["drift"]
+    assert drift and f"{stack.project}-web-1" in drift and "without compose.ckpt.yaml" in drift, drift
+    ckpt(stack, "adopt", "--yes", "-t", "0")
+    let_run(1)  # the services run a moment after compose (re)started them
+    assert_all_taken(stack, "back")
+
+
+def test_adopt_leaves_a_finished_job_its_container(start_stack: Callable[..., Stack], project_name: str) -> None:
+    """A one-shot job that finished (exit 0) keeps its container through adopt, so that the snapshot skips it
+    rather than failing on a service without one; compose recreates it joined to its holder at the next `up`."""
+    job = '  init:\n    image: local/busybox:latest\n    command: ["sh", "-c", "exit 0"]\n'
+    stack = start_stack(holder_stack(free_port(), project_name) + job, settle=0.5, adopt=False)
+    finished = wait_for("init to finish", lambda: stack.states()[f"{stack.project}-init-1"] == "exited" or None)
+    assert finished and (before := stack.containers("init"))
+    ckpt(stack, "adopt", "--yes", "-t", "0")
+    let_run(1)  # the services run a moment after compose (re)started them
+    taken = json.loads(ckpt(stack, "snapshot", "--json").stdout)
+    assert sorted(taken["services"]) == ["api", "kv", "web"] and list(taken["skipped"]) == ["init"], taken
+    assert stack.containers("init") == before
 
 
 def test_non_adopted_stack_is_refused_with_the_remedy_and_keeps_running(start_stack: Callable[..., Stack]) -> None:

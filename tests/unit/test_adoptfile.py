@@ -29,6 +29,7 @@ from compose_ckpt.domain.stack.adoptfile import (
     without_compose_file,
 )
 from compose_ckpt.domain.stack.project import Project
+from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.errors import ConflictError
 from tests.fakes import UntouchableEngine
 
@@ -127,7 +128,14 @@ def adopted_project(folder: Path, user_file: bytes, registered: bool = True) -> 
     assert contents[0] == user_file
     compose = ComposeProject(name="p", working_dir=folder, config_files=tuple(files), services={}, disabled_services=(),
                              file_contents=tuple(contents))
-    return Project(compose, UntouchableEngine())  # drift never asks the engine
+    return Project(compose, NoContainers())
+
+
+class NoContainers(UntouchableEngine):
+    """Lists no container (none was made without the generated file) and is asked nothing else."""
+
+    def list_containers(self, labels: dict[str, str]) -> list[ContainerInfo]:
+        return []
 
 
 def test_drift_runs_compose_only_when_the_inputs_changed(tmp_path: Path) -> None:

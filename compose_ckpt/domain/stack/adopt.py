@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compose_ckpt.compose.interpolation import parse_dotenv
-from compose_ckpt.const import LABEL_HOLDER_FOR, LABEL_ONEOFF, LABEL_PROJECT
+from compose_ckpt.const import LABEL_CONFIG_FILES, LABEL_HOLDER_FOR, LABEL_ONEOFF, LABEL_PROJECT
 from compose_ckpt.domain.ports import ComposePort
 from compose_ckpt.domain.stack import adoptfile
 from compose_ckpt.domain.stack.holders import NetworkForm, network_form
@@ -176,8 +176,22 @@ def _in_the_way(project: Project, held: set[str]) -> list[ContainerInfo]:
     old_ids = {holder.id for holder in old_holders}
     joined = [c for c in listed if joined_container(c.network_mode) in old_ids]
     own = [c for service in held if service in project.compose.services for c in project.containers(service, listed)
-           if network_form(c.attrs) is NetworkForm.OWN]
+           if network_form(c.attrs) is NetworkForm.OWN and _meant_to_run(c)]
     return [*joined, *own, *old_holders]
+
+
+def _meant_to_run(container: ContainerInfo) -> bool:
+    """Running, paused, or `created` by an `up` that failed half-way (a port taken, say): compose brings it up
+    again in the new form. One that exited (a finished job, or stopped by the user) is left as it is, so that
+    a service never loses its container: compose recreates it at the next `up`."""
+    return container.running or container.paused or container.status == "created"
+
+
+def _made_with(container: ContainerInfo, generated: Path) -> bool:
+    """Whether compose read `generated` when it made `container` (its config_files label; by file name, as the
+    folder may be spelled another way)."""
+    files = container.labels.get(LABEL_CONFIG_FILES)
+    return files is None or generated.name in {Path(path).name for path in files.split(",")}
 
 
 def _joins(config: Mapping[str, object], holders: Mapping[str, str]) -> bool:
@@ -187,11 +201,11 @@ def _joins(config: Mapping[str, object], holders: Mapping[str, str]) -> bool:
 
 
 def _running(project: Project, services: Sequence[str]) -> tuple[str, ...]:
-    """Of `services`, those with a running container: compose brings them up again in the new form (the
+    """Of `services`, those with a container meant to run: compose brings them up again in the new form (the
     others stay as they are until the user's next `docker compose up`)."""
     listed = project.engine.list_containers({LABEL_PROJECT: project.name})
     return tuple(name for name in services if name in project.compose.services
-                 and any(c.running or c.paused for c in project.containers(name, listed)))
+                 and any(_meant_to_run(c) for c in project.containers(name, listed)))
 
 
 def _read(path: Path) -> bytes | None:
@@ -231,8 +245,9 @@ def _relative(path: Path, folder: Path) -> str:
 
 def drift(project: Project, compose: Callable[[], ComposePort]) -> str | None:
     """What no longer matches in an adopted project, or None (also when it is not adopted): the generated
-    file not among the files compose reads, or the user's files changed so that it says something else
-    (a port, a network, an alias, a new service). `compose` is called only when the inputs changed."""
+    file not among the files compose reads, containers compose made without it (`docker compose -f`), or the
+    user's files changed so that it says something else (a port, a network, an alias, a new service).
+    `compose` is called only when the inputs changed."""
     folder = project.compose.working_dir
     generated = folder / adoptfile.GENERATED_FILE
     existing = _read(generated)
@@ -242,6 +257,13 @@ def drift(project: Project, compose: Callable[[], ComposePort]) -> str | None:
     if generated not in project.compose.config_files:
         return (f"{generated.name} declares the network holders, but compose does not read it here (COMPOSE_FILE in "
                 f"{folder / '.env'}, or -f): run `compose-ckpt adopt` in the project folder to register it again")
+    bypassed = sorted(c.name for c in project.engine.list_containers({LABEL_PROJECT: project.name})
+                      if _meant_to_run(c) and not _made_with(c, generated))
+    if bypassed:
+        return (f"{', '.join(bypassed)} {'was' if len(bypassed) == 1 else 'were'} made by `docker compose` without "
+                f"{generated.name} (given -f?), so not joined to the network holders: run `docker compose up -d` in the "
+                f"project folder without -f (COMPOSE_FILE in .env names your files and {generated.name}), or "
+                "`compose-ckpt adopt`")
     read = dict(zip(project.compose.config_files, project.compose.file_contents))  # none when from labels
     user_files = [path for path in project.compose.config_files if path != generated]
     contents = [read[path] if path in read else _read(path) or b"" for path in user_files]

@@ -16,7 +16,16 @@ from typing import Any
 
 import pytest
 
-from compose_ckpt.engine.api import ApiError, BodyPart, FileBody, UnixTransport, Unreachable, path_of, query
+from compose_ckpt.engine.api import (
+    ApiError,
+    BodyPart,
+    FileBody,
+    SdkTransport,
+    UnixTransport,
+    Unreachable,
+    path_of,
+    query,
+)
 
 
 class FakeDockerd(BaseHTTPRequestHandler):
@@ -147,3 +156,27 @@ def test_a_refused_upload_carries_the_daemons_message(dockerd: str, tmp_path: Pa
     with pytest.raises(ApiError) as caught:
         transport.upload("/containers/full/archive", None, [bytes(1024)], lambda done, total: None)
     assert caught.value.status == 500 and caught.value.explanation == "no space left on device"
+
+
+class _TlsApi:
+    """The docker SDK's APIClient as SdkTransport uses it, for an https:// engine: what it was asked to send."""
+
+    base_url, api_version, timeout = "https://engine.example:2376", "1.45", 5
+    sent: bytes = b""
+
+    def request(self, method: str, url: str, data: Iterator[bytes], **_: Any) -> Any:
+        self.sent = b"".join(data)
+        response = type("Response", (), {"status_code": 200, "__enter__": lambda s: s, "__exit__": lambda s, *a: None,
+                                         "iter_content": lambda s, size: iter([b""])})
+        return response()
+
+
+def test_an_upload_to_a_tls_engine_streams_the_same_parts_through_the_sdk(tmp_path: Path) -> None:
+    image = tmp_path / "pages-1.img"
+    image.write_bytes(b"p" * 70_000)
+    api = _TlsApi()
+
+    SdkTransport(api).upload("/containers/c1/archive", {"path": "/"}, [b"head", FileBody(image, 70_000)],
+                             lambda done, total: None)
+
+    assert api.sent == b"head" + b"p" * 70_000

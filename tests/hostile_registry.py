@@ -2,7 +2,8 @@
 
 `push` fills it as a registry would; a test then rewrites what it serves (`manifest`, `put`), or makes
 it misbehave: `error_body` bytes of garbage with every error answer, blobs sent at `trickle_delay`
-seconds per byte (manifests too with `trickle_manifests`, error answers with `trickle_errors`), or a tag list whose pages never
+seconds per byte (manifests too with `trickle_manifests`, error answers with `trickle_errors`), manifests
+answered only after `stall_manifests` seconds, or a tag list whose pages never
 end (`endless_tags`). It counts the bytes it sent (`sent`) and the blob downloads (`blob_gets`)."""
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class HostileRegistry:
         self.trickle_manifests = False  # manifests at trickle_delay seconds per byte too
         self.trickle_errors = False  # error answers too
         self.endless_tags = False  # every page of the tag list links to a next one
+        self.stall_manifests = 0.0  # seconds to wait before answering a manifest request
         self.sent = 0
         self.blob_gets: list[str] = []
         self.address = ""
@@ -120,6 +122,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         kind, key = route
         if kind == "manifests":
+            time.sleep(self.registry.stall_manifests)  # on purpose: a registry that takes its time to answer
             body = self.registry.manifests.get(key)
             if body is None:
                 self._error(404)

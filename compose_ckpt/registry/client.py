@@ -60,6 +60,12 @@ def transfer_deadline(size: int) -> float:
                size / _env_number(ENV_PULL_MIN_RATE, DEFAULT_MIN_RATE))
 
 
+def _answer_timeout() -> tuple[float, float]:
+    """(connect, read) timeouts of a request whose answer is read whole: a registry silent for longer than
+    $COMPOSE_CKPT_PULL_MIN_SECONDS (at most 300 s) is cut off then."""
+    return _TIMEOUT[0], min(_TIMEOUT[1], transfer_deadline(0))
+
+
 def _env_number(name: str, default: float) -> float:
     text = os.environ.get(name)
     try:
@@ -216,7 +222,7 @@ class RegistryClient:
     def _probe_scheme(self) -> str:
         address = self.reference.api_address
         try:
-            self._session.get(f"https://{address}/v2/", timeout=_TIMEOUT, stream=True).close()  # body unread
+            self._session.get(f"https://{address}/v2/", timeout=_answer_timeout(), stream=True).close()  # body unread
             return f"https://{address}"
         except requests.exceptions.SSLError as exc:
             if not self.plain_http_allowed:
@@ -227,7 +233,7 @@ class RegistryClient:
             if not self.plain_http_allowed:
                 raise _unreachable(address, exc) from None
         try:
-            self._session.get(f"http://{address}/v2/", timeout=_TIMEOUT, stream=True).close()
+            self._session.get(f"http://{address}/v2/", timeout=_answer_timeout(), stream=True).close()
         except requests.exceptions.RequestException as exc:
             raise _unreachable(address, exc) from None
         return f"http://{address}"
@@ -239,13 +245,14 @@ class RegistryClient:
 
     def _request(self, method: str, path: str, *, ok: tuple[int, ...], headers: dict[str, str] | None = None,
                  data: bytes | memoryview | None = None, stream: bool = False,
-                 timeout: tuple[float, float] = _TIMEOUT) -> requests.Response:
+                 timeout: tuple[float, float] | None = None) -> requests.Response:
         """The answer, once its status is in `ok`; its body read (at most MAX_BODY_BYTES) unless `stream`.
 
         Every answer is streamed from the socket, so no body is ever read whole before we decide: an error
         answer gives MAX_ERROR_BODY_BYTES at most, however much the registry sends."""
         url = self._url(path)
         headers = dict(headers or {})
+        timeout = timeout or (_TIMEOUT if data is not None else _answer_timeout())  # an upload's answer may take a while
         scope = self._default_scope
         for attempt in range(2):
             authorization = self._authorization.get(scope)
@@ -292,12 +299,12 @@ class RegistryClient:
         query = {"service": challenge.params.get("service", ""), "scope": scope}
         try:
             if credentials.identity_token:
-                answer = self._session.post(realm, timeout=_TIMEOUT, stream=True, data={
+                answer = self._session.post(realm, timeout=_answer_timeout(), stream=True, data={
                     **query, "grant_type": "refresh_token", "refresh_token": credentials.identity_token,
                     "client_id": "compose-ckpt"})
             else:
                 auth = (credentials.username, credentials.password or "") if credentials.username else None
-                answer = self._session.get(realm, params=query, auth=auth, timeout=_TIMEOUT, stream=True)
+                answer = self._session.get(realm, params=query, auth=auth, timeout=_answer_timeout(), stream=True)
             with answer:
                 answer._content = _read_capped(answer, MAX_ERROR_BODY_BYTES if answer.status_code != 200
                                                else MAX_BODY_BYTES, "token answer", cut=answer.status_code != 200)

@@ -165,6 +165,19 @@ def test_a_registry_trickling_its_manifest_is_cut_off(
     assert failed.value.exit_code == 5 and registry.blob_gets == []
 
 
+def test_a_registry_silent_longer_than_the_deadline_is_cut_off(
+        registry: HostileRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deadline bounds the wait for an answer too, not only its bytes: one that comes after 20 s (the
+    default would wait for it) is not waited for past the 1 s set here."""
+    monkeypatch.setenv("COMPOSE_CKPT_PULL_MIN_SECONDS", "1")
+    registry.stall_manifests = 20
+
+    with pytest.raises(RegistryError, match="timed out"):
+        pull(registry, tmp_path)
+
+    assert registry.blob_gets == []
+
+
 def test_an_error_answer_trickled_is_read_until_its_deadline_only(
         registry: HostileRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COMPOSE_CKPT_PULL_MIN_SECONDS", "1")

@@ -149,7 +149,7 @@ def recover(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
 def ps(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Show the project as resolved: services, containers, their network form, whether a snapshot would take them."""
-    from compose_ckpt.domain.stack.overview import stack_overview
+    from compose_ckpt.domain.stack.overview import STALE_JOIN, stack_overview
 
     options: GlobalOptions = ctx.obj
     overview = stack_overview(options.project(), open_store(), options.compose_cli)
@@ -161,7 +161,8 @@ def ps(ctx: typer.Context, as_json: JsonOption = False) -> None:
                 [(c.service, c.container or "-",
                   c.state + (f" (restart policy {c.held_policy} held back)" if c.held_policy else ""),
                   "-" if c.network is None
-                  else c.network + ("" if c.restorable else f" (needs adopt on Docker {overview.engine_version})"),
+                  else c.network + ("" if c.restorable or c.network == STALE_JOIN
+                                    else f" (needs adopt on Docker {overview.engine_version})"),
                   "yes" if c.snapshot else "no") for c in overview.containers], names=2)
     if overview.abandoned_holders:
         print_warnings([f"network holders that no container joins (a plain `docker compose down` leaves them): "
@@ -235,7 +236,9 @@ def _adoption(options: GlobalOptions, *, undo: bool, yes: bool, dry_run: bool, t
             if as_json:
                 print_json(document)
             else:
-                console.print("nothing to change" if not plan.needed else "dry run: nothing was changed")
+                recreated = ", ".join(c.name for c in plan.in_the_way)
+                console.print("nothing to change" if not plan.needed else "dry run: nothing was changed"
+                              + (f"; it would recreate {recreated}" if recreated else ""))
             return
         if not yes:
             _confirm_adoption(plan, undo)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.integration.stack import COUNTER, Stack, run_docker
+from tests.integration.stack import COUNTER, Stack, counter_services, run_docker
 
 pytestmark = pytest.mark.engine
 
@@ -85,3 +85,25 @@ def test_restore_recreates_a_container_joined_to_one_since_replaced(start_stack:
     mode = run_docker("inspect", side, "--format", "{{.HostConfig.NetworkMode}}").stdout.strip()
     assert mode in (f"container:{net}", f"container:{stack.project}-net-1")
     assert stack.count(side) >= at_snapshot > 5
+
+
+def test_adopt_recreates_what_joins_a_holder_recreated_alone(start_stack: Callable[..., Stack]) -> None:
+    """In an adopted stack, `up -d --force-recreate api-net` recreates the holder alone: api and worker keep
+    the removed holder's namespace. ps names that (not `adopted`/`shared`), and `adopt` is what puts it right,
+    not `nothing to change` (issue 21, item 5; on every engine: adopt works on Docker 26 too)."""
+    stack = start_stack("services:\n" + counter_services("api", "worker") + "    network_mode: service:api\n",
+                        settle=0.5, adopt=False)
+    stack.ckpt_ok("adopt", "--yes", "-t", "0")
+    stack.compose("up", "-d", "--force-recreate", "--no-deps", "api-net")
+    rows = {row["service"]: row for row in json.loads(stack.ckpt_ok("ps", "--json").stdout)["containers"]}
+    assert [rows[s]["network"] for s in ("api", "worker")] == ["stale join", "stale join"], rows
+    assert "needs adopt" not in stack.ckpt_ok("ps").stdout  # the warning under the table says what to do
+
+    planned = json.loads(stack.ckpt_ok("adopt", "--dry-run", "--json").stdout)
+    assert sorted(planned["recreated"]) == [f"{stack.project}-api-1", f"{stack.project}-worker-1"], planned
+    stack.ckpt_ok("adopt", "--yes", "-t", "0")
+
+    rows = {row["service"]: row for row in json.loads(stack.ckpt_ok("ps", "--json").stdout)["containers"]}
+    assert [(rows[s]["network"], rows[s]["snapshot"]) for s in ("api", "worker")] == [("adopted", True),
+                                                                                      ("shared", True)], rows
+    stack.ckpt_ok("snapshot", "--name", "joined")

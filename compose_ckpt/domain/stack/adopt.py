@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compose_ckpt.compose.interpolation import parse_dotenv
-from compose_ckpt.const import LABEL_CONFIG_FILES, LABEL_HOLDER_FOR, LABEL_ONEOFF, LABEL_PROJECT
+from compose_ckpt.const import LABEL_CONFIG_FILES, LABEL_HOLDER_FOR, LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE
 from compose_ckpt.domain.ports import ComposePort
 from compose_ckpt.domain.stack import adoptfile
-from compose_ckpt.domain.stack.holders import NetworkForm, network_form
+from compose_ckpt.domain.stack.holders import NetworkForm, network_form, stale_join
 from compose_ckpt.domain.stack.parallel import ProgressCallback
 from compose_ckpt.domain.stack.project import Project
 from compose_ckpt.engine import ContainerInfo
@@ -86,10 +86,12 @@ def plan_adoption(project: Project, compose: ComposePort, environ: Mapping[str, 
     if existing is not None and adoptfile.body(existing.decode("utf-8", "replace")) == adoptfile.body(text):
         after = existing  # only the digest differs (a comment changed, say): nothing to regenerate
     holders = {name: adoptfile.holder_service(name) for name, config in services.items() if adoptfile.owns_namespace(config)}
+    in_the_way = _in_the_way(project, set(holders))
     moved = [name for name, config in services.items() if name in holders or _joins(config, holders)]
+    moved += [c.labels.get(LABEL_SERVICE, "") for c in in_the_way if stale_join(project.engine, c)]
     return AdoptionPlan(project.name, folder, user_files,
                         (FileChange(generated, existing, after), FileChange(env_path, env_before, env_after)),
-                        holders, tuple(_in_the_way(project, set(holders))), _running(project, moved))
+                        holders, tuple(in_the_way), _running(project, list(dict.fromkeys(moved))))
 
 
 def plan_undo(project: Project, environ: Mapping[str, str], env_files: Sequence[str] = ()) -> AdoptionPlan:
@@ -169,15 +171,17 @@ def _metadata(path: Path, data: bytes) -> adoptfile.Metadata:
 
 def _in_the_way(project: Project, held: set[str]) -> list[ContainerInfo]:
     """The containers to remove before compose creates the holders: those of held services that own their
-    namespace (they hold the ports), and label-based holders with the containers joined to them (the
-    earlier form of adoption, converted)."""
+    namespace (they hold the ports), label-based holders with the containers joined to them (the earlier
+    form of adoption, converted), and those running in a namespace no running container owns (a stale join,
+    as after `docker compose up -d --force-recreate` of the holder alone): Docker could not restore them."""
     listed = project.engine.list_containers({LABEL_PROJECT: project.name})
     old_holders = [c for c in listed if c.labels.get(LABEL_HOLDER_FOR) and c.labels.get(LABEL_ONEOFF) == "True"]
     old_ids = {holder.id for holder in old_holders}
     joined = [c for c in listed if joined_container(c.network_mode) in old_ids]
+    stale = [c for c in listed if c not in joined and stale_join(project.engine, c)]
     own = [c for service in held if service in project.compose.services for c in project.containers(service, listed)
            if network_form(c.attrs) is NetworkForm.OWN and _meant_to_run(c)]
-    return [*joined, *own, *old_holders]
+    return [*joined, *stale, *own, *old_holders]
 
 
 def _meant_to_run(container: ContainerInfo) -> bool:

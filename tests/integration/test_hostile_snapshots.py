@@ -212,3 +212,26 @@ def test_a_pull_reaching_the_host_by_other_keys_is_refused_before_its_blobs_then
     created = inspect(stack, container)
     assert created["State"]["Status"] == "created" and [m["Source"] for m in created["Mounts"]] == [str(folder)]
     assert list(folder.iterdir()) == []
+
+
+def test_a_network_the_snapshot_gives_its_own_subnet_needs_the_users_word(
+        start_stack: Callable[..., Stack], tmp_path: Path) -> None:
+    """Its IPAM config asks for a subnet (an ip range), which import would give the bridge it creates: one the
+    snapshot chose could be this host's LAN. Listed; created only once accepted."""
+    stack = start_stack("services:\n" + counter_services("one") + "networks:\n  default:\n    ipam:\n      config:\n"
+                        "        - subnet: 10.213.77.0/24\n          ip_range: 10.213.77.128/25\n")
+    stack.ckpt_ok("snapshot", "--stop", "--name", "theirs")
+    archive = tmp_path / "theirs.ckpt"
+    stack.ckpt_ok("export", "theirs", "-o", str(archive))
+    stack.ckpt_ok("rm", "theirs")
+    stack.down()
+
+    refused = stack.ckpt("import", str(archive))
+
+    assert refused.returncode == 2, refused.stderr
+    assert f"network {stack.project}_default: created with the snapshot's subnets 10.213.77.0/24" in refused.stderr
+    assert stack.snapshots() == [] and stack.docker("network", "ls", "-q", "--filter",
+                                                    f"name={stack.project}_default").stdout == ""
+    stack.ckpt_ok("import", str(archive), "--trust-host-access")
+    network = json.loads(stack.docker("network", "inspect", f"{stack.project}_default").stdout)[0]
+    assert [entry["Subnet"] for entry in network["IPAM"]["Config"]] == ["10.213.77.0/24"]

@@ -4,6 +4,7 @@ records; anything else is listed, in words, before import or pull store or creat
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +12,9 @@ import pytest
 from compose_ckpt.domain.stack.containers import holders_as_built
 from compose_ckpt.domain.store.manifest import Manifest
 from compose_ckpt.domain.transport.hostaccess import require_consent, review_host_access
+from compose_ckpt.domain.transport.transfer import pinned_subnets
 from compose_ckpt.errors import UsageError
+from tests.fakes import UntouchableEngine
 from tests.unit.test_manifest_validation import good_document
 
 # What Docker 26 records for a compose service with a named volume, an anonymous volume, a tmpfs, a
@@ -210,3 +213,36 @@ def test_the_cli_asks_on_a_terminal_refuses_without_one_and_trusts_only_when_tol
     else:
         assert consent(["container a: privileged mode"]) is (trust or bool(answer))
     assert bool(asked) == (terminal and not trust) and display.closed == bool(asked)
+
+
+class _Networks(UntouchableEngine):
+    def __init__(self, networks: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.networks = networks
+
+    def list_networks(self) -> list[dict[str, Any]]:
+        return self.networks
+
+
+def test_a_network_made_with_the_snapshots_own_subnet_is_listed(tmp_path: Path) -> None:
+    """A network recreated with its recorded subnet (a container's checkpoint holds TCP connections, or the
+    IPAM config was given): one the snapshot chose (this host's LAN, say) would take that traffic. Networks
+    the engine gives a subnet, or that exist already, are not listed."""
+    document = good_document()
+    lan = {"Subnet": "192.168.1.0/24", "Gateway": "192.168.1.1"}
+    document["networks"] = [{"Name": "shop_default", "Driver": "bridge", "IPAM": {"Config": [lan]}}]
+    document["containers"][0]["inspect"]["NetworkSettings"] = {"Networks": {"shop_default": {"Aliases": ["kv"]}}}
+    checkpoint = tmp_path / "shop-kv-1"
+    checkpoint.mkdir()
+    assert pinned_subnets(_Networks([]), Manifest.from_dict(document, "test"), {"shop-kv-1": checkpoint}) == []
+
+    (checkpoint / "tcp-stream-1a2b.img").touch()
+    [connected] = pinned_subnets(_Networks([]), Manifest.from_dict(document, "test"), {"shop-kv-1": checkpoint})
+    (checkpoint / "tcp-stream-1a2b.img").unlink()
+    document["networks"][0]["IPAM"]["Config"][0]["IPRange"] = "192.168.1.128/25"
+    [configured] = pinned_subnets(_Networks([]), Manifest.from_dict(document, "test"), {"shop-kv-1": checkpoint})
+
+    for finding in (connected, configured):
+        assert finding.startswith("network shop_default: created with the snapshot's subnets 192.168.1.0/24")
+    existing = {"Name": "shop_default", "IPAM": {"Config": [lan]}}
+    assert pinned_subnets(_Networks([existing]), Manifest.from_dict(document, "test"), {"shop-kv-1": checkpoint}) == []

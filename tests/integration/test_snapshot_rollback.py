@@ -93,7 +93,9 @@ services:
 # `server` listens on a unix socket in a shared volume, `client` (another container) connects to it; `db` listens
 # on one of its own, where a `docker compose exec` session connects; `talker` holds a TCP connection. CRIU
 # refuses each: the unix ones with a bare `External socket is used` or `Unix socket N not found`.
-UNIX_SERVER = ("import socket,os\\ns=socket.socket(socket.AF_UNIX)\\ns.bind('{path}'); s.listen()\\n"
+# The server removes the socket file an earlier one left in the shared volume (adopt restarts it on Docker 28).
+UNIX_SERVER = ("import socket,os\\nif os.path.exists('{path}'): os.unlink('{path}')\\n"
+               "s=socket.socket(socket.AF_UNIX)\\ns.bind('{path}'); s.listen()\\n"
                "held=[]\\nwhile True: held.append(s.accept())")
 UNIX_CLIENT = ("import socket,time,os\\nwhile True:\\n  try:\\n    s=socket.socket(socket.AF_UNIX); s.connect('{path}'); break\\n"
                "  except OSError: time.sleep(0.1)\\nopen('/tmp/connected','w').close()\\ntime.sleep(100000)")

@@ -235,3 +235,26 @@ def test_a_network_the_snapshot_gives_its_own_subnet_needs_the_users_word(
     stack.ckpt_ok("import", str(archive), "--trust-host-access")
     network = json.loads(stack.docker("network", "inspect", f"{stack.project}_default").stdout)[0]
     assert [entry["Subnet"] for entry in network["IPAM"]["Config"]] == ["10.213.77.0/24"]
+
+
+def test_a_volume_this_host_has_for_another_project_needs_the_users_word(
+        exported: tuple[Stack, Path], tmp_path: Path) -> None:
+    """The snapshot records the volume, so it is not foreign to it: but this host has it, with another
+    project's data, which the snapshot's container would mount."""
+    stack, archive = exported
+    theirs = f"{stack.project}-bank_secrets"
+    stack.docker("volume", "create", "--label", "com.docker.compose.project=bank", theirs)
+    try:
+        def take(document: dict[str, Any]) -> None:
+            document["volumes"].append({"Name": theirs, "Driver": "local"})
+            [record] = document["containers"]
+            record["inspect"]["HostConfig"]["Mounts"] = [{"Type": "volume", "Source": theirs, "Target": "/secrets"}]
+
+        refused = stack.ckpt("import", str(edited_archive(archive, take)))
+
+        assert refused.returncode == 2, refused.stderr
+        assert f"volume {theirs} is this host's (compose project bank)" in refused.stderr
+        assert stack.snapshots() == []
+    finally:
+        stack.down()  # a container created despite all would hold the volume
+        stack.docker("volume", "rm", "-f", theirs, check=False)

@@ -11,9 +11,8 @@ import pytest
 
 from compose_ckpt.domain.stack.containers import holders_as_built
 from compose_ckpt.domain.store.manifest import Manifest
-from compose_ckpt.domain.transport.hostaccess import require_consent, review_host_access
-from compose_ckpt.domain.transport.transfer import pinned_subnets
-from compose_ckpt.errors import UsageError
+from compose_ckpt.domain.transport.hostaccess import pinned_subnets, require_consent, review_host_access, this_hosts_own
+from compose_ckpt.errors import NotFoundError, UsageError
 from tests.fakes import UntouchableEngine
 from tests.unit.test_manifest_validation import good_document
 
@@ -246,3 +245,34 @@ def test_a_network_made_with_the_snapshots_own_subnet_is_listed(tmp_path: Path) 
         assert finding.startswith("network shop_default: created with the snapshot's subnets 192.168.1.0/24")
     existing = {"Name": "shop_default", "IPAM": {"Config": [lan]}}
     assert pinned_subnets(_Networks([existing]), Manifest.from_dict(document, "test"), {"shop-kv-1": checkpoint}) == []
+
+
+class _Existing(_Networks):
+    def __init__(self, networks: list[dict[str, Any]], volumes: dict[str, dict[str, Any]]) -> None:
+        super().__init__(networks)
+        self.volumes = volumes
+
+    def inspect_volume(self, name: str) -> dict[str, Any]:
+        if name not in self.volumes:
+            raise NotFoundError(f"no volume {name}")
+        return self.volumes[name]
+
+
+def test_volumes_and_networks_this_host_has_for_another_project_are_listed() -> None:
+    """Recorded by the snapshot, so not "foreign" to it; but this host's, with its data and its containers."""
+    document = good_document()
+    document["networks"] = [{"Name": "bank_backend", "Driver": "bridge"}, {"Name": "shop_default", "Driver": "bridge"}]
+    document["volumes"] = [{"Name": "bank_secrets"}, {"Name": "shop_data"}, {"Name": "shop_cache"}]
+    recorded = Manifest.from_dict(document, "test")
+    shop = {"Labels": {"com.docker.compose.project": "shop"}}
+    engine = _Existing([{"Name": "bank_backend", "Labels": {"com.docker.compose.project": "bank"}},
+                        {"Name": "shop_default", **shop}],
+                       {"bank_secrets": {"Labels": None}, "shop_data": shop})
+
+    listed = this_hosts_own(engine, recorded)
+
+    assert listed == ["volume bank_secrets is this host's (no compose project's): the snapshot's containers would "
+                      "use its data, and a restore with volumes would overwrite it",
+                      "network bank_backend is this host's (compose project bank): the snapshot's containers "
+                      "would join the containers on it"]
+    assert this_hosts_own(_Existing([], {}), recorded) == []

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from compose_ckpt.const import LABEL_PROJECT
+from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.store.manifest import Manifest
 from compose_ckpt.engine.specs import CONTAINER_PREFIX
-from compose_ckpt.errors import UsageError
+from compose_ckpt.errors import NotFoundError, UsageError
 
 # What Docker masks and makes read-only in every unprivileged container: a record may add to these lists,
 # never leave one out (an empty list would unmask /proc/kcore and make /proc/sys writable).
@@ -311,6 +314,51 @@ def review_host_access(manifest: Manifest, holders: Mapping[str, Mapping[str, An
     for network in manifest.networks:
         findings += _review_network(network)
     return findings
+
+
+def pinned_subnets(engine: EnginePort, manifest: Manifest, checkpoints: dict[str, Path]) -> list[str]:
+    """The networks the import would create with the snapshot's own subnets (its IPAM config asks for them,
+    its containers have fixed addresses, or their checkpoints hold TCP connections; see `check_networks`):
+    a bridge with a subnet the snapshot chose takes this host's traffic to it (its LAN's, a VPN's), and
+    Docker does not refuse one."""
+    from compose_ckpt.domain.stack.containers import check_networks, network_subnets
+
+    connected = {name for name, folder in checkpoints.items() if any(folder.glob("tcp-stream-*.img"))}
+    return [f"network {shown(network.get('Name'))}: created with the snapshot's subnets "
+            f"{shown(', '.join(sorted(map(str, network_subnets(network)))))}; this host's traffic to them would "
+            "go to that network" for network, pinned in check_networks(engine, manifest, connected) if pinned]
+
+
+def this_hosts_own(engine: EnginePort, manifest: Manifest) -> list[str]:
+    """The volumes and networks the snapshot records that this engine has already, for another compose
+    project (or none): the snapshot's containers would use this host's data and join this host's containers,
+    and a restore would write the snapshot's copy of such a volume over its data. The snapshot's own
+    project's are expected: its earlier import, or the stack it was taken of."""
+    found = []
+    for volume in manifest.volumes:
+        try:
+            existing = engine.inspect_volume(str(volume.get("Name")))
+        except NotFoundError:
+            continue
+        if _project_of(existing) != manifest.project:
+            found.append(f"volume {shown(volume.get('Name'))} is this host's ({_owner(existing)}): the snapshot's "
+                         "containers would use its data, and a restore with volumes would overwrite it")
+    networks = {str(network.get("Name")): network for network in engine.list_networks()}
+    for network in manifest.networks:
+        there = networks.get(str(network.get("Name")))
+        if there is not None and _project_of(there) != manifest.project:
+            found.append(f"network {shown(network.get('Name'))} is this host's ({_owner(there)}): the snapshot's "
+                         "containers would join the containers on it")
+    return found
+
+
+def _project_of(resource: Mapping[str, Any]) -> str | None:
+    return (resource.get("Labels") or {}).get(LABEL_PROJECT)
+
+
+def _owner(resource: Mapping[str, Any]) -> str:
+    project = _project_of(resource)
+    return f"compose project {shown(project)}" if project else "no compose project's"
 
 
 HostAccessConsent = Callable[[list[str]], bool]  # shown the findings, says whether to go on

@@ -31,7 +31,13 @@ from compose_ckpt.domain.store import safefs
 from compose_ckpt.domain.store.manifest import Manifest, ManifestError, SnapshotStatus, now_iso, parse_time
 from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.domain.transport.archive import MANIFEST, ArchiveWriter, MemberWriter, StagedArchive, read_archive
-from compose_ckpt.domain.transport.hostaccess import HostAccessConsent, require_consent, review_host_access, shown
+from compose_ckpt.domain.transport.hostaccess import (
+    HostAccessConsent,
+    pinned_subnets,
+    require_consent,
+    review_host_access,
+    this_hosts_own,
+)
 from compose_ckpt.errors import ArchiveError, CkptError, ConflictError, NotFoundError, UsageError
 
 ByteProgress = Callable[[int], None]
@@ -160,7 +166,7 @@ def install_staged(store: SnapshotStore, engine: EnginePort, staged: StagedArchi
             raise ConflictError("this engine cannot restore the snapshot: " + "; ".join(compatibility.blockers))
         findings = review_host_access(manifest, holders_as_built(manifest))
         findings += _image_replacements(engine, manifest, staged.images)
-        findings += pinned_subnets(engine, manifest, staged.checkpoints)
+        findings += pinned_subnets(engine, manifest, staged.checkpoints) + this_hosts_own(engine, manifest)
         require_consent(findings, consent)
         result = ImportResult(manifest, warnings=compatibility.warnings, host_access=findings)
         result.loaded_images = _load_images(engine, manifest, staged.images, progress)
@@ -211,19 +217,6 @@ def _check_staged_trees(manifest: Manifest, staged: StagedArchive) -> None:
                                f"its manifest ({', '.join(sorted(recorded)) or 'none'})")
         for path in found.values():
             check_tree(path, layer=kind == "layer")
-
-
-def pinned_subnets(engine: EnginePort, manifest: Manifest, checkpoints: dict[str, Path]) -> list[str]:
-    """The networks the import would create with the snapshot's own subnets (its IPAM config asks for them,
-    its containers have fixed addresses, or their checkpoints hold TCP connections; see `check_networks`):
-    a bridge with a subnet the snapshot chose takes this host's traffic to it (its LAN's, a VPN's), and
-    Docker does not refuse one."""
-    from compose_ckpt.domain.stack.containers import check_networks, network_subnets
-
-    connected = {name for name, folder in checkpoints.items() if any(folder.glob("tcp-stream-*.img"))}
-    return [f"network {shown(network.get('Name'))}: created with the snapshot's subnets "
-            f"{shown(', '.join(sorted(map(str, network_subnets(network)))))}; this host's traffic to them would "
-            "go to that network" for network, pinned in check_networks(engine, manifest, connected) if pinned]
 
 
 def _images(manifest: Manifest) -> list[tuple[str, str]]:

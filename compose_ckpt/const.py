@@ -32,6 +32,9 @@ ENV_LOCK_TIMEOUT = "COMPOSE_CKPT_LOCK_TIMEOUT"  # seconds to wait for another co
 ENV_DUMP_PATH = "COMPOSE_CKPT_DUMP_PATH"
 # A container label: CRIU options for its dumps, e.g. `tcp-established,file-locks` (direct dumps only).
 LABEL_CRIU_OPTIONS = "compose-ckpt.criu-options"
+# The labels above that compose-ckpt itself reads or writes: the sidecar's labels share their prefix by default,
+# so it leaves these alone rather than call them unknown.
+OWN_LABELS = frozenset({LABEL_HELPER, LABEL_HOLDER_FOR, LABEL_NETWORK_HOLDER, LABEL_CRIU_OPTIONS})
 # pull gives each blob max(MIN_SECONDS, its size / MIN_RATE) seconds: a registry sending slower is cut off
 ENV_PULL_MIN_RATE = "COMPOSE_CKPT_PULL_MIN_RATE"  # bytes per second, default 65536
 ENV_PULL_MIN_SECONDS = "COMPOSE_CKPT_PULL_MIN_SECONDS"  # default 120

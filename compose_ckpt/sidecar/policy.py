@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from enum import Enum
 
-from compose_ckpt.const import LABEL_PROJECT, LABEL_SERVICE
+from compose_ckpt.const import LABEL_PROJECT, LABEL_SERVICE, OWN_LABELS
 from compose_ckpt.domain.store.manifest import Manifest
 from compose_ckpt.domain.store.retention import parse_duration, to_prune
 from compose_ckpt.engine import ContainerInfo
@@ -266,7 +266,7 @@ def _split_labels(container: str, labels: Mapping[str, str], rules: LabelRules
     per_job: dict[str, dict[str, str]] = {}
     problems: list[Problem] = []
     for key, value in labels.items():
-        if not key.startswith(rules.prefix + "."):
+        if not key.startswith(rules.prefix + ".") or key in OWN_LABELS:
             continue
         parts = key[len(rules.prefix) + 1:].split(".")
         if len(parts) == 1 and parts[0] in JOB_FIELDS + CONTAINER_FIELDS:

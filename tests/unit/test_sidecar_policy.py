@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from compose_ckpt.const import LABEL_PROJECT, LABEL_SERVICE
+from compose_ckpt.const import LABEL_CRIU_OPTIONS, LABEL_NETWORK_HOLDER, LABEL_PROJECT, LABEL_SERVICE
 from compose_ckpt.domain.store.manifest import Manifest, SnapshotStatus
 from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.sidecar.policy import (
@@ -46,6 +46,15 @@ def test_enable_values(value: str) -> None:
                                     {"compose-ckpt.enable": "no"}, {"other.enable": "true"}])
 def test_containers_not_enabled_are_ignored_silently(labels: dict[str, str]) -> None:
     assert parsed(container("web", labels)) == (None, [])
+
+
+def test_compose_ckpts_own_labels_are_not_the_sidecars_to_read() -> None:
+    """After `adopt` (Docker 28/29) a service carries compose-ckpt.network-holder; with criu-options it
+    carries compose-ckpt.criu-options: under the default prefix they are ours, not unknown sidecar labels."""
+    policy, problems = parsed(container("web", {"compose-ckpt.enable": "true", "compose-ckpt.schedule": "@hourly",
+                                                LABEL_NETWORK_HOLDER: "shop-web-net-1",
+                                                LABEL_CRIU_OPTIONS: "tcp-established"}))
+    assert problems == [] and policy is not None and set(policy.jobs) == {"default"}
 
 
 def test_defaults_of_a_labelled_container() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -418,4 +419,54 @@ def test_restore_on_boot_rollback_takes_memory_and_volume_back_together(sidecar_
         assert stack.count(container) > 10  # its memory came back too, not a fresh start
     finally:
         run_docker("rm", "-f", f"{project}-sidecar", check=False)
+        stack.down()
+
+
+# --- the bundled example ------------------------------------------------------------------
+
+
+def test_the_bundled_example_at_a_glance_after_a_scheduled_run_and_a_failed_one(sidecar_image: str, tmp_path: Path,
+                                                                                 engine: Engine) -> None:
+    """examples/sidecar as shipped but for what a test must change (compose.override.yaml): this test's image,
+    its hourly job every 3 s, the store and trigger folders here, no published port. After a scheduled run
+    /status shows its snapshot; while a run fails the page in chromium, /status and `status` say so."""
+    project = f"ckptex{uuid.uuid4().hex[:8]}"
+    shutil.copytree(REPO / "examples" / "sidecar", tmp_path, dirs_exist_ok=True)
+    store, trigger = tmp_path / "store", tmp_path / "trigger"
+    trigger.mkdir()
+    every = '    labels:\n      compose-ckpt.hourly.schedule: "@every 3s"\n'
+    (tmp_path / "compose.override.yaml").write_text(
+        f"services:\n  kv:\n{every}  counter:\n{every}  ckpt-sidecar:\n    image: {sidecar_image}\n"
+        f"    ports: !reset []\n    environment:\n      {ENV_HOME}: {store}\n    volumes: !override\n"
+        f"      - {daemon_socket()}:/var/run/docker.sock\n      - {store}:{store}\n"
+        f"      - ./config:{CONFIG_DIR}:ro\n      - {trigger}:{TRIGGER_DIR}\n")
+    stack = Stack(tmp_path, project)
+    sidecar = Sidecar(f"{project}-ckpt-sidecar-1", "compose-ckpt", tmp_path / "config", trigger)
+    try:
+        stack.compose("up", "-d")
+        adopt_if_needed(engine, stack)
+        wait_for("a scheduled run", lambda: sidecar.events("run_done", project=project, job="hourly"), timeout=90)
+        jobs = {j["job"]: j for j in json.loads(sidecar.http("/status")[1])["jobs"] if j["project"] == project}
+        assert jobs["hourly"]["last_run"]["ok"] and jobs["hourly"]["last_snapshot"]["name"].startswith("auto-hourly-")
+        assert jobs["hourly"]["services"] == ["counter", "kv"] and jobs["daily"]["schedule"] == "0 3 * * *"
+
+        counter = stack.containers("counter")[0]
+        wait_for("pausing counter", lambda: run_docker("pause", counter, check=False).returncode == 0)
+        try:
+            wait_for("a failed run", lambda: sidecar.events("run_failed", project=project, job="hourly"), timeout=30)
+            document = json.loads(sidecar.http("/status")[1])
+            pid = int(run_docker("inspect", "-f", "{{.State.Pid}}", sidecar.name).stdout)
+            dom = render(f"http://127.0.0.1:{PORT}/", network_of_pid=pid)
+            printed = sidecar.status()
+        finally:
+            run_docker("unpause", counter)
+        hourly = next(j for j in document["jobs"] if (j["project"], j["job"]) == (project, "hourly"))
+        assert hourly["last_run"]["ok"] is False and "paused" in hourly["last_error"]["message"]
+        rows = {job: html.unescape(next(r for r in dom.split("<tr>") if project in r and f"job {job}<" in r))
+                for job in ("hourly", "daily")}
+        assert '<span class="failed">failed</span>' in rows["hourly"] and hourly["last_snapshot"]["name"] in rows["hourly"]
+        assert hourly["last_error"]["message"] in rows["hourly"] and "keep 24" in rows["hourly"]
+        assert "no run yet" in rows["daily"] and "0 3 * * *" in rows["daily"] and "max age 30 days" in rows["daily"]
+        assert f"{project} / hourly  failed" in printed and f"{project} / daily  no run yet" in printed
+    finally:
         stack.down()

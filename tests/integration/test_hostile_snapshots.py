@@ -16,7 +16,7 @@ import pytest
 import zstandard
 
 from tests.hostile_registry import serving
-from tests.integration.stack import Stack, counter_services
+from tests.integration.stack import BUSYBOX, Stack, counter_services
 
 pytestmark = pytest.mark.engine
 
@@ -258,3 +258,17 @@ def test_a_volume_this_host_has_for_another_project_needs_the_users_word(
     finally:
         stack.down()  # a container created despite all would hold the volume
         stack.docker("volume", "rm", "-f", theirs, check=False)
+
+
+def test_a_container_this_host_has_for_another_project_needs_the_users_word(exported: tuple[Stack, Path]) -> None:
+    """import leaves a container of the recorded name as it is, and restore would put the snapshot's memory
+    into it, with whatever binds and privileges it has here: another project's is listed."""
+    stack, archive = exported
+    container = f"{stack.project}-one-1"
+    stack.docker("create", "--name", container, "--label", "com.docker.compose.project=bank", BUSYBOX, "true")
+
+    refused = stack.ckpt("import", str(archive))
+
+    assert refused.returncode == 2, refused.stderr
+    assert f"container {container} is this host's (compose project bank)" in refused.stderr
+    assert stack.snapshots() == []

@@ -12,9 +12,10 @@ import pytest
 from compose_ckpt.domain.stack.containers import holders_as_built
 from compose_ckpt.domain.store.manifest import Manifest
 from compose_ckpt.domain.transport.hostaccess import pinned_subnets, require_consent, review_host_access, this_hosts_own
+from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.errors import NotFoundError, UsageError
 from tests.fakes import UntouchableEngine
-from tests.unit.test_manifest_validation import good_document
+from tests.unit.test_manifest_validation import IMAGE_ID, good_document
 
 # What Docker 26 records for a compose service with a named volume, an anonymous volume, a tmpfs, a
 # restart policy and a healthcheck (docker inspect, HostConfig, verbatim), on the project's network.
@@ -222,6 +223,9 @@ class _Networks(UntouchableEngine):
     def list_networks(self) -> list[dict[str, Any]]:
         return self.networks
 
+    def inspect(self, name: str) -> ContainerInfo | None:
+        return None
+
 
 def test_a_network_made_with_the_snapshots_own_subnet_is_listed(tmp_path: Path) -> None:
     """A network recreated with its recorded subnet (a container's checkpoint holds TCP connections, or the
@@ -269,10 +273,31 @@ def test_volumes_and_networks_this_host_has_for_another_project_are_listed() -> 
                         {"Name": "shop_default", **shop}],
                        {"bank_secrets": {"Labels": None}, "shop_data": shop})
 
-    listed = this_hosts_own(engine, recorded)
+    listed = this_hosts_own(engine, recorded, {})
 
     assert listed == ["volume bank_secrets is this host's (no compose project's): the snapshot's containers would "
                       "use its data, and a restore with volumes would overwrite it",
                       "network bank_backend is this host's (compose project bank): the snapshot's containers "
                       "would join the containers on it"]
-    assert this_hosts_own(_Existing([], {}), recorded) == []
+    assert this_hosts_own(_Existing([], {}), recorded, {}) == []
+
+
+def test_a_container_or_holder_this_host_has_for_another_project_is_listed() -> None:
+    """A restore would put the snapshot's memory into it, with the binds and privileges it has here."""
+    document = good_document()
+    document["containers"][0]["inspect"]["HostConfig"]["NetworkMode"] = "container:" + HOLDER["Id"]
+    document["containers"][0]["holder"] = HOLDER
+    recorded = Manifest.from_dict(document, "test")
+
+    class Containers(_Existing):
+        def inspect(self, name: str) -> ContainerInfo | None:
+            labels = {"shop-kv-1": {"com.docker.compose.project": "bank"}, "shop-kv-1-holder": {}}.get(name)
+            return None if labels is None else ContainerInfo(
+                id="c" * 64, name=name, image="redis:7.2", image_id=IMAGE_ID, status="exited", pid=0, exit_code=0,
+                labels=labels, started_at="", attrs={})
+
+    assert this_hosts_own(Containers([], {}), recorded, holders_as_built(recorded)) == [
+        "container shop-kv-1 is this host's (compose project bank): a restore would put the snapshot's memory "
+        "into it, as it is configured here",
+        "container shop-kv-1-holder is this host's (no compose project's): the snapshot's container would join "
+        "its network namespace"]

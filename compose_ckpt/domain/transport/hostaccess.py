@@ -329,12 +329,21 @@ def pinned_subnets(engine: EnginePort, manifest: Manifest, checkpoints: dict[str
             "go to that network" for network, pinned in check_networks(engine, manifest, connected) if pinned]
 
 
-def this_hosts_own(engine: EnginePort, manifest: Manifest) -> list[str]:
-    """The volumes and networks the snapshot records that this engine has already, for another compose
-    project (or none): the snapshot's containers would use this host's data and join this host's containers,
-    and a restore would write the snapshot's copy of such a volume over its data. The snapshot's own
-    project's are expected: its earlier import, or the stack it was taken of."""
+def this_hosts_own(engine: EnginePort, manifest: Manifest, holders: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The containers, holders, volumes and networks the snapshot records that this engine has already, for
+    another compose project (or none): a restore would put the snapshot's memory into such a container, as
+    it is configured here (never reviewed), its containers would use this host's data and join this host's
+    containers, and a restore would write the snapshot's copy of such a volume over its data. The snapshot's
+    own project's are expected: its earlier import, or the stack it was taken of. `holders`: as for
+    `review_host_access`."""
     found = []
+    restored_into = "a restore would put the snapshot's memory into it, as it is configured here"
+    joined = "the snapshot's container would join its network namespace"
+    for name, fate in [*((record.container_name, restored_into) for record in manifest.containers),
+                       *((str(spec["Name"]).lstrip("/"), joined) for spec in holders.values())]:
+        container = engine.inspect(name)
+        if container is not None and container.labels.get(LABEL_PROJECT) != manifest.project:
+            found.append(f"container {shown(name)} is this host's ({_owner({'Labels': container.labels})}): {fate}")
     for volume in manifest.volumes:
         try:
             existing = engine.inspect_volume(str(volume.get("Name")))

@@ -164,9 +164,10 @@ def install_staged(store: SnapshotStore, engine: EnginePort, staged: StagedArchi
         compatibility = check_target(manifest.engine, engine)
         if compatibility.blockers:
             raise ConflictError("this engine cannot restore the snapshot: " + "; ".join(compatibility.blockers))
-        findings = review_host_access(manifest, holders_as_built(manifest))
+        holders = holders_as_built(manifest)
+        findings = review_host_access(manifest, holders)
         findings += _image_replacements(engine, manifest, staged.images)
-        findings += pinned_subnets(engine, manifest, staged.checkpoints) + this_hosts_own(engine, manifest)
+        findings += pinned_subnets(engine, manifest, staged.checkpoints) + this_hosts_own(engine, manifest, holders)
         require_consent(findings, consent)
         result = ImportResult(manifest, warnings=compatibility.warnings, host_access=findings)
         result.loaded_images = _load_images(engine, manifest, staged.images, progress)

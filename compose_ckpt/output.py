@@ -30,9 +30,7 @@ class _LazyConsole:
     def _console(self) -> Console:
         from rich.console import Console
 
-        made = Console(stderr=self._stderr)
-        made.soft_wrap = not made.is_terminal  # a terminal's lines wrap between words, not mid-word; a pipe's stay whole
-        return made
+        return Console(stderr=self._stderr, soft_wrap=True)  # our text is not rich's to colour
 
     def print(self, *objects: Any, **options: Any) -> None:
         self._console.print(*objects, **options)
@@ -56,6 +54,11 @@ class _LazyConsole:
         from rich.measure import Measurement
 
         return Measurement.get(self._console, self._console.options.update(max_width=sys.maxsize), renderable).minimum
+
+    def print_wrapped(self, text: str) -> None:
+        """Prose: on a terminal wrapped between words at its width, not cut mid-word by the terminal; to a pipe
+        one line. (Other lines are left for the terminal to wrap, so that a command in them copies whole.)"""
+        self._console.print(text, soft_wrap=not self._console.is_terminal)
 
     def print_fitted(self, parts: Sequence[str], drop: Sequence[int]) -> None:
         """`parts` joined by ", " on one line. On a terminal too narrow for all of them, the parts at the

@@ -72,16 +72,16 @@ def inspect(ctx: typer.Context, snapshot: Annotated[str, typer.Argument(metavar=
     if as_json:
         print_json(document)
         return
-    console.print(
+    console.print_wrapped(
         f"snapshot {manifest.name} of {manifest.project}, {manifest.status.value}, created {manifest.created} "
         f"({_age(manifest.created, datetime.now(UTC))}), "
         f"frozen {manifest.freeze_seconds:.2f}s, total {manifest.total_seconds:.2f}s",
     )
-    console.print(f"{_KIND_TEXT[manifest.kind]}: {_KIND_MEANING[manifest.kind]}")
+    console.print_wrapped(f"{_KIND_TEXT[manifest.kind]}: {_KIND_MEANING[manifest.kind]}")
     if manifest.phases:
-        console.print("phases: " + ", ".join(f"{phase} {seconds:.2f}s" for phase, seconds in manifest.phases.items()))
+        console.print_wrapped("phases: " + ", ".join(f"{phase} {seconds:.2f}s" for phase, seconds in manifest.phases.items()))
     if manifest.error:
-        console.print(f"error: {escape(manifest.error)}")
+        console.print_wrapped(f"error: {escape(manifest.error)}")
     _print_containers(document["containers"])
     if document["volumes"]:
         print_table(["VOLUME", "COPY"], [(v["name"], _copy_text(v["copy"]) if v["copy"] else "not copied (no --with-volumes)")

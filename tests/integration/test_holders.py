@@ -221,6 +221,21 @@ def test_adopt_leaves_a_finished_job_its_container(start_stack: Callable[..., St
     assert stack.containers("init") == before
 
 
+def test_a_project_named_with_p_is_named_in_env_for_plain_compose(start_stack: Callable[..., Stack]) -> None:
+    """Started and adopted with -p (no `name:`, the folder named otherwise): adopt names the project in `.env`
+    too, so that plain compose in the folder acts on it rather than on a second copy named after the folder;
+    unadopt removes the `.env` it created."""
+    stack = start_stack(holder_stack(free_port()), settle=0.5, adopt=False)
+    stack.ckpt_ok("adopt", "--yes", "-t", "0")
+    adopted = ids(stack)
+    compose(stack, "up", "-d")
+    assert ids(stack) == adopted
+    let_run(1)  # the services run a moment after compose (re)started them
+    assert_all_taken(stack, "named")
+    ckpt(stack, "unadopt", "--yes", "-t", "0")
+    assert not (stack.folder / ".env").exists() and not (stack.folder / "compose.ckpt.yaml").exists()
+
+
 def test_non_adopted_stack_is_refused_with_the_remedy_and_keeps_running(start_stack: Callable[..., Stack]) -> None:
     stack = start_stack(holder_stack(free_port()), settle=1.5, adopt=False)
     before = stack.counts_of("api")

@@ -25,8 +25,8 @@ from compose_ckpt.domain.stack.adoptfile import (
     inputs_digest,
     read_metadata,
     render,
-    with_compose_file,
-    without_compose_file,
+    with_setting,
+    without_setting,
 )
 from compose_ckpt.domain.stack.project import Project
 from compose_ckpt.engine import ContainerInfo
@@ -72,7 +72,7 @@ def test_the_in_house_loader_reads_the_generated_file_as_compose_does(tmp_path: 
     config: dict[str, dict[str, Any]] = {"web": {"image": "busybox", "ports": [{"target": 8080, "published": "18080"}], "hostname": "h"},
               "side": {"image": "busybox", "network_mode": "service:web"}}
     (tmp_path / GENERATED_FILE).write_text(render(generated_services(config), Metadata(EnvChange("created"), "d")))
-    (tmp_path / ".env").write_bytes(with_compose_file(None, f"compose.yaml:{GENERATED_FILE}")[0])
+    (tmp_path / ".env").write_bytes(with_setting(None, "COMPOSE_FILE", f"compose.yaml:{GENERATED_FILE}")[0])
     project = load_project(ProjectOptions(cwd=tmp_path, environ={}))
     assert list(project.services) == ["web", "side", "web-net"]
     assert project.services["web"].network_mode == "service:web-net"
@@ -86,13 +86,27 @@ def test_the_in_house_loader_reads_the_generated_file_as_compose_does(tmp_path: 
                                     b"COMPOSE_FILE=x.yml\nexport COMPOSE_FILE=a.yml:b.yml\n"],
                          ids=["none", "empty", "lines", "no-final-newline", "crlf-replaced", "last-wins"])
 def test_env_is_changed_in_one_line_and_restored_exactly(before: bytes | None) -> None:
-    after, change = with_compose_file(before, f"a.yml:{GENERATED_FILE}")
+    after, change = with_setting(before, "COMPOSE_FILE", f"a.yml:{GENERATED_FILE}")
     assert after.count(f"COMPOSE_FILE=a.yml:{GENERATED_FILE}".encode()) == 1
     if before:
         assert after.startswith(before.split(b"COMPOSE_FILE")[0])  # what came before is kept
     metadata = read_metadata(render({}, Metadata(change, "d")))
     assert metadata is not None and metadata.env == change  # the record survives the file
-    assert without_compose_file(after, metadata.env) == before
+    assert without_setting(after, "COMPOSE_FILE", metadata.env) == before
+
+
+@pytest.mark.parametrize("before", [None, b"A=1", b"COMPOSE_PROJECT_NAME=theirs\nCOMPOSE_FILE=a.yml\n"],
+                         ids=["none", "no-final-newline", "both-replaced"])
+def test_the_project_name_is_written_beside_and_both_are_undone_exactly(before: bytes | None) -> None:
+    """adopt given -p also names the project in `.env`, so that plain compose in the folder finds it."""
+    with_file, file_change = with_setting(before, "COMPOSE_FILE", f"a.yml:{GENERATED_FILE}")
+    after, name_change = with_setting(with_file, "COMPOSE_PROJECT_NAME", "shop")
+    assert after.count(b"COMPOSE_PROJECT_NAME=shop") == 1 and after.count(b"COMPOSE_FILE=") == 1
+    assert inputs_digest([b"a"], after) == inputs_digest([b"a"], b"A=1\n" if before == b"A=1" else before)
+    metadata = read_metadata(render({}, Metadata(file_change, "d", name_change)))
+    assert metadata is not None and metadata.project_env == name_change
+    undone = without_setting(after, "COMPOSE_PROJECT_NAME", metadata.project_env)
+    assert undone is not None and without_setting(undone, "COMPOSE_FILE", metadata.env) == before
 
 
 def test_drift_is_a_changed_block_not_a_changed_digest() -> None:
@@ -141,7 +155,7 @@ class NoContainers(UntouchableEngine):
 def test_drift_runs_compose_only_when_the_inputs_changed(tmp_path: Path) -> None:
     user = b"services:\n  web:\n    ports: ['1:80']\n"
     (tmp_path / "compose.yaml").write_bytes(user)
-    env, change = with_compose_file(None, f"compose.yaml:{GENERATED_FILE}")
+    env, change = with_setting(None, "COMPOSE_FILE", f"compose.yaml:{GENERATED_FILE}")
     (tmp_path / ".env").write_bytes(env)
     metadata = Metadata(change, inputs_digest([user], None))
     (tmp_path / GENERATED_FILE).write_text(render(generated_services(CONFIG), metadata))

@@ -17,7 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from compose_ckpt.compose import ProjectOptions
 from compose_ckpt.compose.interpolation import parse_dotenv
+from compose_ckpt.compose.loader import load_project
 from compose_ckpt.const import LABEL_CONFIG_FILES, LABEL_HOLDER_FOR, LABEL_ONEOFF, LABEL_PROJECT, LABEL_SERVICE
 from compose_ckpt.domain.ports import ComposePort
 from compose_ckpt.domain.stack import adoptfile
@@ -76,12 +78,15 @@ def plan_adoption(project: Project, compose: ComposePort, environ: Mapping[str, 
     env_before = _read(env_path)
     separator = _path_separator(env_before, environ)
     listed = separator.join(_relative(path, folder) for path in (*user_files, generated))
-    env_after, change = adoptfile.with_compose_file(env_before, listed)
+    env_after, change = adoptfile.with_setting(env_before, adoptfile.COMPOSE_FILE, listed)
+    project_change = None
+    if _name_in_folder(user_files, folder, environ) != project.name:  # it was given -p
+        env_after, project_change = adoptfile.with_setting(env_after, adoptfile.COMPOSE_PROJECT_NAME, project.name)
     if metadata is not None:  # written by an earlier adopt: the original .env is what its record says
-        change = metadata.env
+        change, project_change = metadata.env, metadata.project_env or project_change
     contents = [_read(path) or b"" for path in user_files]
     text = adoptfile.render(adoptfile.generated_services(services),
-                            adoptfile.Metadata(change, adoptfile.inputs_digest(contents, env_before)))
+                            adoptfile.Metadata(change, adoptfile.inputs_digest(contents, env_before), project_change))
     after = text.encode()
     if existing is not None and adoptfile.body(existing.decode("utf-8", "replace")) == adoptfile.body(text):
         after = existing  # only the digest differs (a comment changed, say): nothing to regenerate
@@ -104,7 +109,11 @@ def plan_undo(project: Project, environ: Mapping[str, str], env_files: Sequence[
     metadata = _metadata(generated, existing)
     env_path = folder / ".env"
     env_before = _read(env_path)
-    env_after = adoptfile.without_compose_file(env_before, metadata.env) if env_before is not None else None
+    env_after = env_before
+    if env_after is not None and metadata.project_env is not None:  # undone in the reverse order of adopt's
+        env_after = adoptfile.without_setting(env_after, adoptfile.COMPOSE_PROJECT_NAME, metadata.project_env)
+    if env_after is not None:
+        env_after = adoptfile.without_setting(env_after, adoptfile.COMPOSE_FILE, metadata.env)
     holders = [c for c in project.engine.list_containers({LABEL_PROJECT: project.name}) if c.labels.get(LABEL_HOLDER_FOR)]
     holder_ids = {holder.id for holder in holders}
     joined = [c for c in project.engine.list_containers({LABEL_PROJECT: project.name})
@@ -159,6 +168,12 @@ def _where(project: Project, environ: Mapping[str, str], env_files: Sequence[str
                          hint=f"Unset it, or add {adoptfile.GENERATED_FILE} to it yourself.")
     folder = project.compose.working_dir
     return folder, folder / adoptfile.GENERATED_FILE
+
+
+def _name_in_folder(user_files: Sequence[Path], folder: Path, environ: Mapping[str, str]) -> str:
+    """The project name `docker compose` gives the user's files in `folder` with no -p (COMPOSE_PROJECT_NAME,
+    the files' `name:`, else the folder's name)."""
+    return load_project(ProjectOptions(files=tuple(map(str, user_files)), environ=environ, cwd=folder)).name
 
 
 def _metadata(path: Path, data: bytes) -> adoptfile.Metadata:

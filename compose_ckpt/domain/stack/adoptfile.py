@@ -17,7 +17,9 @@ Contract:
   `.env`), so that an unchanged project is recognised without running compose.
 - `.env`: `COMPOSE_FILE` lists the files compose read before, then this one (joined with
   `COMPOSE_PATH_SEPARATOR`, else the OS's), replacing the line that set it, else appended; `.env` is
-  created when there was none.
+  created when there was none. When compose in that folder with no flag would name the project otherwise
+  (it was given -p), `COMPOSE_PROJECT_NAME` names it, the same way, so that plain `docker compose` there
+  acts on the adopted project.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ _HEADER = ("# Written by `compose-ckpt adopt`: network holders for Docker 28+ (d
 # The keys of a service that belong to its network namespace: they move to the holder.
 NAMESPACE_KEYS = ("ports", "expose", "networks", "hostname", "domainname", "dns", "dns_opt", "dns_search",
                   "extra_hosts", "links", "external_links", "mac_address")
-_ENV_LINE = re.compile(rb"^[ \t]*(?:export[ \t]+)?COMPOSE_FILE[ \t]*=")
+COMPOSE_FILE = "COMPOSE_FILE"
+COMPOSE_PROJECT_NAME = "COMPOSE_PROJECT_NAME"
+_WRITTEN_KEYS = (COMPOSE_FILE, COMPOSE_PROJECT_NAME)  # the `.env` settings adopt may write
 
 
 class _Reset:
@@ -131,8 +135,8 @@ def _moved_onto_holder(name: str, config: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class EnvChange:
-    """How `.env` was changed: `created` (there was none), `appended` (no COMPOSE_FILE line) or `replaced`
-    (`line` is the original line, without its end of line)."""
+    """How one setting of `.env` was changed: `created` (there was no `.env`), `appended` (no line set it) or
+    `replaced` (`line` is the original line, without its end of line)."""
 
     how: str
     line: str | None = None
@@ -141,15 +145,22 @@ class EnvChange:
     def as_dict(self) -> dict[str, Any]:
         return {"how": self.how, "line": self.line, "added_newline": self.added_newline}
 
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any]) -> EnvChange:
+        return cls(str(document["how"]), document.get("line"), bool(document.get("added_newline")))
+
 
 @dataclass(frozen=True)
 class Metadata:
-    env: EnvChange
+    env: EnvChange  # of COMPOSE_FILE
     inputs: str  # inputs_digest() of what the file was generated from
+    project_env: EnvChange | None = None  # of COMPOSE_PROJECT_NAME, when adopt wrote it
 
 
 def render(services: Mapping[str, Any], metadata: Metadata) -> str:
-    header = _METADATA + json.dumps({"env": metadata.env.as_dict(), "inputs": metadata.inputs}, sort_keys=True)
+    record = {"env": metadata.env.as_dict(), "inputs": metadata.inputs,
+              **({"project_env": metadata.project_env.as_dict()} if metadata.project_env else {})}
+    header = _METADATA + json.dumps(record, sort_keys=True)
     body = yaml.dump({"services": dict(services)}, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
     return f"{header}\n{_HEADER}{body}"
 
@@ -161,9 +172,9 @@ def read_metadata(text: str) -> Metadata | None:
         return None
     try:
         document = json.loads(first.removeprefix(_METADATA))
-        env = document["env"]
-        return Metadata(EnvChange(str(env["how"]), env.get("line"), bool(env.get("added_newline"))),
-                        str(document["inputs"]))
+        project_env = document.get("project_env")
+        return Metadata(EnvChange.from_dict(document["env"]), str(document["inputs"]),
+                        EnvChange.from_dict(project_env) if project_env else None)
     except (ValueError, KeyError, TypeError):
         return None
 
@@ -174,22 +185,23 @@ def body(text: str) -> str:
 
 
 def inputs_digest(files: Sequence[bytes], env: bytes | None) -> str:
-    """sha256 of the user's compose files and `.env` without its COMPOSE_FILE line, which adopt writes."""
+    """sha256 of the user's compose files and `.env` without the lines adopt writes."""
     digest = hashlib.sha256()
     for data in files:
         digest.update(len(data).to_bytes(8, "big") + data)
     if env is not None:
-        digest.update(b"".join(line for line in env.splitlines(keepends=True) if not _ENV_LINE.match(line)))
+        written = [_setting_line(key) for key in _WRITTEN_KEYS]
+        digest.update(b"".join(line for line in env.splitlines(keepends=True) if not any(w.match(line) for w in written)))
     return digest.hexdigest()
 
 
-def with_compose_file(env: bytes | None, value: str) -> tuple[bytes, EnvChange]:
-    """`.env` (None: none yet) with `COMPOSE_FILE=value`, and how it was changed."""
-    line = f"COMPOSE_FILE={value}".encode()
+def with_setting(env: bytes | None, key: str, value: str) -> tuple[bytes, EnvChange]:
+    """`.env` (None: none yet) with `key=value`, and how it was changed."""
+    line = f"{key}={value}".encode()
     if env is None:
         return line + b"\n", EnvChange("created")
     lines = env.splitlines(keepends=True)
-    index = _last_compose_file_line(lines)
+    index = _last_line_setting(lines, key)
     if index is not None:  # the last one wins, as in compose's reading
         existing = lines[index]
         lines[index] = line + existing[len(existing.rstrip(b"\r\n")):]
@@ -198,11 +210,11 @@ def with_compose_file(env: bytes | None, value: str) -> tuple[bytes, EnvChange]:
     return env + joiner + line + b"\n", EnvChange("appended", added_newline=bool(joiner))
 
 
-def without_compose_file(env: bytes, change: EnvChange) -> bytes | None:
-    """`.env` as it was before `with_compose_file` made `change` (None: remove the file). Lines the user
-    added or changed since are kept; only the COMPOSE_FILE line is put back."""
+def without_setting(env: bytes, key: str, change: EnvChange) -> bytes | None:
+    """`.env` as it was before `with_setting` made `change` to `key` (None: remove the file). Lines the user
+    added or changed since are kept; only the line of `key` is put back."""
     lines = env.splitlines(keepends=True)
-    index = _last_compose_file_line(lines)
+    index = _last_line_setting(lines, key)
     if index is not None:
         if change.how == "replaced" and change.line is not None:
             ending = lines[index][len(lines[index].rstrip(b"\r\n")):]
@@ -215,8 +227,13 @@ def without_compose_file(env: bytes, change: EnvChange) -> bytes | None:
     return None if change.how == "created" and not restored else restored
 
 
-def _last_compose_file_line(lines: Sequence[bytes]) -> int | None:
-    return next((i for i in reversed(range(len(lines))) if _ENV_LINE.match(lines[i])), None)
+def _setting_line(key: str) -> re.Pattern[bytes]:
+    return re.compile(rb"^[ \t]*(?:export[ \t]+)?" + re.escape(key.encode()) + rb"[ \t]*=")
+
+
+def _last_line_setting(lines: Sequence[bytes], key: str) -> int | None:
+    line = _setting_line(key)
+    return next((i for i in reversed(range(len(lines))) if line.match(lines[i])), None)
 
 
 class _Loader(yaml.SafeLoader):

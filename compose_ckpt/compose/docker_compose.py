@@ -35,7 +35,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from compose_ckpt.compose.model import CONDITIONS, ComposeProject, ProjectOptions, ServiceConfig, ServiceDependency
+from compose_ckpt.compose.model import (
+    CONDITIONS,
+    ComposeProject,
+    ProjectOptions,
+    ServiceConfig,
+    ServiceDependency,
+    ipam_given,
+)
 from compose_ckpt.errors import ComposeFileError, EngineError, UsageError
 
 OVERRIDE_VARIABLE = "COMPOSE_CKPT_COMPOSE"
@@ -179,7 +186,8 @@ def project_from_config(document: Mapping[str, Any], working_dir: Path, files: t
     """compose's resolved project (active services only) as a ComposeProject."""
     services = {str(name): _service(str(name), raw) for name, raw in (document.get("services") or {}).items()}
     return ComposeProject(name=str(document["name"]), working_dir=working_dir, config_files=files,
-                          services=services, disabled_services=(), file_contents=contents)
+                          services=services, disabled_services=(), file_contents=contents,
+                          ipam_given=ipam_given(str(document["name"]), document.get("networks") or {}))
 
 
 def _service(name: str, raw: Mapping[str, Any]) -> ServiceConfig:

@@ -40,7 +40,14 @@ from typing import Any
 
 from compose_ckpt.compose.discovery import decide_project_name, locate, with_dotenv
 from compose_ckpt.compose.interpolation import interpolate_tree
-from compose_ckpt.compose.model import CONDITIONS, ComposeProject, ProjectOptions, ServiceConfig, ServiceDependency
+from compose_ckpt.compose.model import (
+    CONDITIONS,
+    ComposeProject,
+    ProjectOptions,
+    ServiceConfig,
+    ServiceDependency,
+    ipam_given,
+)
 from compose_ckpt.compose.services import (
     TOP_LEVEL_KEYS,
     Service,
@@ -86,6 +93,7 @@ def _load_project(options: ProjectOptions) -> ComposeProject:
         services=active,
         disabled_services=tuple(n for n in configs if n not in active),
         file_contents=contents,
+        ipam_given=ipam_given(name, model.network_definitions),
     )
 
 
@@ -96,6 +104,7 @@ class _Model:
     services: dict[str, Service] = field(default_factory=dict)
     networks: set[str] = field(default_factory=set)
     volumes: set[str] = field(default_factory=set)
+    network_definitions: dict[str, Any] = field(default_factory=dict)  # the last file's definition of each
 
 
 def _merged_model(documents: list[tuple[dict[str, Any], Path]], env: Mapping[str, str], base: Path,
@@ -120,6 +129,7 @@ def _add(model: _Model, part: _Model) -> None:
         model.services[name] = merge_services(model.services[name], service) if name in model.services else service
     model.networks |= part.networks
     model.volumes |= part.volumes
+    model.network_definitions.update(part.network_definitions)
 
 
 def _file_model(document: dict[str, Any], env: Mapping[str, str], path: Path, base: Path) -> _Model:
@@ -133,7 +143,9 @@ def _file_model(document: dict[str, Any], env: Mapping[str, str], path: Path, ba
             raise ComposeFileError(f"invalid service name {name!r}", path=str(path), hint="use letters, digits, '.', '_' and '-'")
         services[name] = validate_service(name, raw, path, base)
     resolved = {name: resolve_extends(name, services, path, env, ()) for name in services}
-    return _Model(resolved, _declared(document, "networks", path), _declared(document, "volumes", path))
+    networks = _declared(document, "networks", path)
+    definitions = {name: (document.get("networks") or {})[name] for name in networks}
+    return _Model(resolved, networks, _declared(document, "volumes", path), definitions)
 
 
 def _declared(document: dict[str, Any], key: str, path: Path) -> set[str]:

@@ -46,6 +46,9 @@ class ComposeProject:
     # The bytes the project was loaded from, so the hash matches what was parsed
     # even if the files change on disk afterwards.
     file_contents: tuple[bytes, ...] = field(default=(), repr=False)
+    # The networks (as Docker names them) whose `ipam.config` the files give: Docker shows a network given
+    # a subnet and gateway exactly like one it picked them for, so a restore learns which from here.
+    ipam_given: frozenset[str] = frozenset()
 
     def as_dict(self) -> dict[str, Any]:
         """The stable ``config --json`` document: name and, per active service (by name), what a snapshot uses."""
@@ -67,6 +70,17 @@ class ComposeProject:
     def config_hash(self) -> str:
         """sha256 hex digest of the config files' bytes, concatenated in merge order."""
         return hashlib.sha256(b"".join(self.file_contents)).hexdigest()
+
+
+def ipam_given(project_name: str, networks: Mapping[str, Any]) -> frozenset[str]:
+    """Of a project's top-level `networks` (key -> definition, interpolated), the Docker names of those given an
+    `ipam.config` (their `name:`, else `<project>_<key>`), as `docker compose` creates them."""
+    given = set()
+    for key, definition in networks.items():
+        if isinstance(definition, Mapping) and not definition.get("external") \
+                and isinstance(definition.get("ipam"), Mapping) and definition["ipam"].get("config"):
+            given.add(str(definition.get("name") or f"{project_name}_{key}"))
+    return frozenset(given)
 
 
 @dataclass(frozen=True)

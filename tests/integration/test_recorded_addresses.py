@@ -133,8 +133,9 @@ def test_what_keeps_the_recorded_addresses_away_is_named_before_anything_is_kill
 
 def test_networks_given_their_subnets_and_fixed_addresses_come_back_as_compose_made_them(
         start_stack: Callable[..., Stack], project_name: str) -> None:
-    """No TCP connection here: the network's own config (subnet, ip range, gateway) and the service's
-    `ipv4_address` are what `docker compose up` made, and a restore after `down` makes them the same."""
+    """No TCP connection here: the networks' own config (a subnet, ip range and gateway; a subnet and gateway, which
+    Docker shows as it shows those it picks: the compose files say it was given) and the service's `ipv4_address`
+    are what `docker compose up` made, and a restore after `down` makes them the same."""
     octet = 100 + sum(project_name.encode()) % 150  # a subnet of this test's own
     stack = start_stack(f"""services:
   counter:
@@ -151,10 +152,14 @@ networks:
         - subnet: 10.213.{octet}.0/24
           ip_range: 10.213.{octet}.8/29
           gateway: 10.213.{octet}.1
-  back: {{}}
+  back:
+    ipam:
+      config:
+        - subnet: 10.214.{octet}.0/24
+          gateway: 10.214.{octet}.1
 """)
-    front = f"{stack.project}_front"
-    recorded = json.loads(stack.docker("network", "inspect", front).stdout)[0]["IPAM"]["Config"]
+    front, back = f"{stack.project}_front", f"{stack.project}_back"
+    recorded = [json.loads(stack.docker("network", "inspect", name).stdout)[0]["IPAM"]["Config"] for name in (front, back)]
     (before,) = stack.wait_counting("counter").values()
     stack.ckpt_ok("snapshot", "--stop", "--name", "s")
     stack.compose("down", "-t", "0")
@@ -162,7 +167,8 @@ networks:
     restored = stack.ckpt("restore", "s")
 
     assert restored.returncode == 0, restored.stderr
-    assert json.loads(stack.docker("network", "inspect", front).stdout)[0]["IPAM"]["Config"] == recorded
+    assert [json.loads(stack.docker("network", "inspect", name).stdout)[0]["IPAM"]["Config"]
+            for name in (front, back)] == recorded
     (counter,) = stack.containers("counter")
     owner = json.loads(stack.docker("inspect", counter).stdout)[0]  # on Docker 28 (adopted), its holder's
     mode = owner["HostConfig"]["NetworkMode"]

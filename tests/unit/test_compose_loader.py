@@ -572,3 +572,29 @@ def test_required_false_alone_in_an_override_is_merged_then_checked(tmp_path: Pa
         "compose.override.yaml": "services:\n  app: {depends_on: {db: {required: false}}}\n",
     })
     assert load(tmp_path).services["app"].depends_on == (ServiceDependency("db", "service_healthy", False),)
+
+
+def test_networks_given_an_ipam_config_are_named_as_docker_names_them(tmp_path: Path) -> None:
+    """Docker shows a network given a subnet and gateway as it shows one it picked them for: restore learns
+    from the compose files which to recreate with their recorded subnets (the same from docker compose's own
+    printout: tests/unit/test_docker_compose.py)."""
+    write(tmp_path, {"compose.yaml": SIMPLE + NETWORKS, "compose.override.yaml": "networks:\n  later:\n    ipam:\n"
+                                                                              "      config: [{subnet: 10.9.0.0/24}]\n"})
+    assert load(tmp_path, project_name="p").ipam_given == {"p_given", "custom-name", "p_later"}
+
+
+NETWORKS = """networks:
+  given:
+    ipam:
+      config:
+        - subnet: 10.8.0.0/24
+          gateway: 10.8.0.1
+  named:
+    name: custom-name
+    ipam: {config: [{subnet: 10.8.1.0/24}]}
+  picked: {}
+  driver_only:
+    ipam: {driver: default}
+  outside:
+    external: true
+"""

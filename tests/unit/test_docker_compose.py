@@ -201,3 +201,13 @@ def test_a_fault_in_the_files_is_raised_before_compose_starts(tmp_path: Path) ->
     with pytest.raises(ComposeFileError):
         start_loading(ProjectOptions(cwd=tmp_path, files=("missing.yaml",), environ={"COMPOSE_CKPT_COMPOSE": str(never)}))
     assert not (tmp_path / "ran").exists()
+
+
+def test_networks_given_an_ipam_config_are_read_from_the_printed_project() -> None:
+    printed = {"name": "p", "services": {}, "networks": {
+        "given": {"name": "p_given", "ipam": {"config": [{"subnet": "10.8.0.0/24", "gateway": "10.8.0.1"}]}},
+        "picked": {"name": "p_picked", "ipam": {}},
+        "outside": {"name": "outside", "external": True},
+    }}
+    project = project_from_config(printed, Path("/w"), (Path("/w/compose.yaml"),), (b"",))
+    assert project.ipam_given == {"p_given"}

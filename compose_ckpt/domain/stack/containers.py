@@ -184,8 +184,8 @@ def _why_recorded_subnets(manifest: Manifest, network: Mapping[str, Any], connec
                        if any((recorded_endpoints(record)[name].get("IPAMConfig") or {}).values())):
         reasons.append(f"{', '.join(fixed)} {'has a fixed address' if len(fixed) == 1 else 'have fixed addresses'} "
                        "on it (ipv4_address/ipv6_address)")
-    if _configured(network):
-        reasons.append("its IPAM config was given (ip ranges, auxiliary addresses or several subnets)")
+    if name in manifest.ipam_given or _configured(network):
+        reasons.append("its IPAM config was given")
     if tcp := sorted(record.container_name for record in on_it if record.container_name in connected):
         reasons.append(_connections_of(tcp))
     return "; ".join(reasons)

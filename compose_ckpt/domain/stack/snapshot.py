@@ -176,6 +176,7 @@ class _SnapshotRun:
         with self.phases.timed("record"):
             self.manifest.engine = engine_facts(self.engine)
             self.manifest.networks, self.manifest.volumes = self._record_networks_and_volumes()
+            self.manifest.ipam_given = sorted({n["Name"] for n in self.manifest.networks} & self.project.compose.ipam_given)
             self.manifest.containers = [self._record(service, c) for service, c in self.members.values()]
             self.files.describe()
             self.store.write(self.manifest)  # `incomplete` until the end: a killed run is never restorable

@@ -15,7 +15,7 @@ from compose_ckpt.engine.types import RestartPolicy
 from compose_ckpt.errors import CkptError, ExitCode
 
 FORMAT_VERSION = 1
-_OMITTED_WHEN_EMPTY = ("files", "received", "imported_from")
+_OMITTED_WHEN_EMPTY = ("files", "received", "imported_from", "ipam_given")
 
 
 class SnapshotStatus(str, Enum):
@@ -136,6 +136,8 @@ class Manifest:
     skipped: dict[str, str] = field(default_factory=dict)
     containers: list[ContainerRecord] = field(default_factory=list)
     networks: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    # The networks whose IPAM config (subnets, ranges, gateways) the compose files gave: recreated with it.
+    ipam_given: list[str] = field(default_factory=list)
     volumes: list[dict[str, Any]] = field(default_factory=list, repr=False)
     engine: dict[str, str] = field(default_factory=dict)
     freeze_seconds: float = 0.0
@@ -424,6 +426,7 @@ MANIFEST_RULES: dict[str, Rule] = {
     "skipped": _mapping(_SERVICE, _text(f"{_PRINTABLE}{{0,2000}}", 2000), MAX_ITEMS),
     "containers": _list_of(_object(RECORD_RULES), MAX_ITEMS),
     "networks": _list_of(_named_object(_OBJECT_NAME), MAX_ITEMS),
+    "ipam_given": _list_of(_text(_OBJECT_NAME, 255), MAX_ITEMS, unique=True),
     "volumes": _list_of(_named_object(_OBJECT_NAME), MAX_ITEMS),
     "engine": _mapping(_text(r"[a-z_]{1,40}", 40), _text(f"{_PRINTABLE}{{0,200}}", 200), 40),
     "freeze_seconds": _number(MAX_SECONDS),

@@ -319,8 +319,7 @@ def review_host_access(manifest: Manifest, holders: Mapping[str, Mapping[str, An
 def pinned_subnets(engine: EnginePort, manifest: Manifest, checkpoints: dict[str, Path]) -> list[str]:
     """The networks the import would create with the snapshot's own subnets (its IPAM config asks for them,
     its containers have fixed addresses, or their checkpoints hold TCP connections; see `check_networks`):
-    a bridge with a subnet the snapshot chose takes this host's traffic to it (its LAN's, a VPN's), and
-    Docker does not refuse one."""
+    a bridge with a subnet the snapshot chose takes this host's traffic to it (its LAN's, a VPN's)."""
     from compose_ckpt.domain.stack.containers import check_networks, network_subnets
 
     connected = {name for name, folder in checkpoints.items() if any(folder.glob("tcp-stream-*.img"))}

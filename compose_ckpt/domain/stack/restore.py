@@ -32,7 +32,14 @@ from compose_ckpt.domain.stack.parallel import ProgressCallback, ProgressEvent, 
 from compose_ckpt.domain.stack.recovery import put_back_set_aside, recover_interrupted
 from compose_ckpt.domain.stack.remedies import remedies_for
 from compose_ckpt.domain.stack.timing import Phases
-from compose_ckpt.domain.store.manifest import ContainerRecord, Manifest, RestoreRecord, SnapshotStatus, now_iso
+from compose_ckpt.domain.store.manifest import (
+    ContainerRecord,
+    Manifest,
+    RestoreRecord,
+    SnapshotStatus,
+    now_iso,
+    parse_time,
+)
 from compose_ckpt.domain.store.store import SetAside, SnapshotStore
 from compose_ckpt.engine import ContainerInfo, ProcessFingerprint
 from compose_ckpt.errors import CkptError, ConflictError, NotFoundError, RestoreFailed, UsageError
@@ -160,7 +167,29 @@ class _Restore:
         self._drop_safety_checkpoints(list(self.set_aside.values()))
         warnings += [f"{c.container} was restored onto another image than the one it was checkpointed on "
                      "(--allow-other-image): old memory over new files" for c in restored if c.verified == OTHER_IMAGE]
+        warnings += self._connections_on_new_holders()
         return RestoreResult(self.manifest, restored, self.phases.seconds, warnings, self._not_in_snapshot())
+
+    def _connections_on_new_holders(self) -> list[str]:
+        """The containers whose TCP connections the restore could not carry: their network holder was started after
+        the snapshot (recreated after `docker compose down`, or restarted). Its namespace, made before they were
+        restored, lacks the lock CRIU keeps on their connections in the namespace they were dumped in, so it
+        answers their peers' packets (restored first) with resets. Without holders a namespace is made by the
+        restore itself; with the holder kept from the snapshot, the lock is there."""
+        taken = parse_time(self.manifest.created)
+        notes = []
+        for holder in dict.fromkeys(str(r.holder["Name"]).lstrip("/") for r in self.records
+                                    if r.holder and r.container_name in self.connected):
+            current = self.engine.inspect(holder)
+            started = current.last_started if current else None
+            if started is not None and started > taken:
+                joined = [r.container_name for r in self.records if r.container_name in self.connected and r.holder
+                          and str(r.holder["Name"]).lstrip("/") == holder]
+                notes.append(f"the TCP connections of {', '.join(joined)} were lost (reset): their network holder "
+                             f"{holder} was started after the snapshot (recreated or restarted), a new namespace "
+                             "that answered their peers before they were restored; they must reconnect "
+                             "(docs/limits.md: keep the holders, `snapshot --stop` rather than `down`)")
+        return notes
 
     def _not_in_snapshot(self) -> list[NotInSnapshot]:
         """The restored services' containers the snapshot does not hold (replicas scaled up after it): the

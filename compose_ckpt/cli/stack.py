@@ -247,8 +247,11 @@ def _adoption(options: GlobalOptions, *, undo: bool, yes: bool, dry_run: bool, t
     if as_json:
         print_json(document)
         return
-    verb = "unadopted" if undo else "adopted"
-    console.print(f"{verb} project {project.name}: {counted(len(plan.holders), 'network holder')}, "
+    if undo:
+        console.print(f"unadopted project {project.name}: {counted(plan.holders_in_the_way, 'network holder')} removed, "
+                      f"{counted(len(plan.in_the_way) - plan.holders_in_the_way, 'container')} recreated by docker compose")
+        return
+    console.print(f"adopted project {project.name}: {counted(len(plan.holders), 'network holder')}, "
                   f"{counted(len(plan.in_the_way), 'container')} recreated by docker compose")
 
 

@@ -147,6 +147,7 @@ def test_plain_compose_keeps_an_adopted_stack_restorable(adopted: tuple[Stack, i
     compose(stack, "up", "-d", "--scale", "api=2")  # the replicas share api's holder (docs/engine.md)
     assert_all_taken(stack, "scaled", containers=4)
     compose(stack, "up", "-d", "--scale", "api=1")
+    assert_all_taken(stack, "scaled-back")
     compose(stack, "down")  # takes the holders and the network too
     assert ids(stack) == {} and networks(stack) == []
     compose(stack, "up", "-d")
@@ -185,7 +186,8 @@ def test_drift_is_reported_and_unadopt_restores_the_project(adopted: tuple[Stack
     let_run(1)  # the services run a moment after compose (re)started them
     assert int(http_get(moved, "/count")) > 0
 
-    ckpt(stack, "unadopt", "--yes", "-t", "0")
+    undone = ckpt(stack, "unadopt", "--yes", "-t", "0")
+    assert "3 network holders removed, 3 containers recreated" in undone.stdout, undone.stdout
     assert (stack.folder / ".env").read_bytes() == b"# the user's own\nKEEP=1"
     assert not (stack.folder / "compose.ckpt.yaml").exists()
     assert set(ids(stack)) == {f"{stack.project}-{service}-1" for service in ("kv", "api", "web")}

@@ -61,6 +61,11 @@ class AdoptionPlan:
     def needed(self) -> bool:
         return any(change.changed for change in self.files) or bool(self.in_the_way)
 
+    @property
+    def holders_in_the_way(self) -> int:
+        """How many of the containers in the way are network holders (removed, not recreated)."""
+        return sum(1 for container in self.in_the_way if container.labels.get(LABEL_HOLDER_FOR))
+
     def compose_files(self, adopted: bool) -> list[Path]:
         return [*self.user_files, *([self.folder / adoptfile.GENERATED_FILE] if adopted else [])]
 

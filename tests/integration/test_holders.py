@@ -109,12 +109,15 @@ def assert_all_taken(stack: Stack, name: str, containers: int = 3) -> None:
     assert ps["drift"] is None
 
 
+USERS_ENV = b"# the user's own\nCOMPOSE_FILE=compose.yaml\nKEEP=1"  # its own COMPOSE_FILE, no end of line
+
+
 @pytest.fixture
 def adopted(start_stack: Callable[..., Stack], project_name: str) -> tuple[Stack, int]:
     """The stack named in its compose file (so that nothing is passed on the command line), adopted."""
     port = free_port()
     stack = start_stack(holder_stack(port, project_name), settle=0.5, adopt=False)
-    (stack.folder / ".env").write_bytes(b"# the user's own\nKEEP=1")  # adopt keeps it, unadopt restores it exactly
+    (stack.folder / ".env").write_bytes(USERS_ENV)  # adopt keeps it, unadopt restores it exactly
     planned = ckpt(stack, "adopt", "--dry-run")
     assert "compose.ckpt.yaml" in planned.stdout and "COMPOSE_FILE=compose.yaml:compose.ckpt.yaml" in planned.stdout
     assert not (stack.folder / "compose.ckpt.yaml").exists()
@@ -122,7 +125,7 @@ def adopted(start_stack: Callable[..., Stack], project_name: str) -> tuple[Stack
     assert refused.returncode == 2 and "--yes" in refused.stderr and not (stack.folder / "compose.ckpt.yaml").exists()
     done = json.loads(ckpt(stack, "adopt", "--yes", "-t", "0", "--json").stdout)
     assert done["holders"] == {"kv": "kv-net", "api": "api-net", "web": "web-net"}
-    assert (stack.folder / ".env").read_bytes() == b"# the user's own\nKEEP=1\nCOMPOSE_FILE=compose.yaml:compose.ckpt.yaml\n"
+    assert (stack.folder / ".env").read_bytes() == USERS_ENV.replace(b"compose.yaml", b"compose.yaml:compose.ckpt.yaml")
     assert json.loads(ckpt(stack, "adopt", "--json").stdout)["changed"] is False  # idempotent
     stack.redis("set", "visits", "42")
     let_run(1)  # the services run a moment after compose (re)started them
@@ -188,7 +191,7 @@ def test_drift_is_reported_and_unadopt_restores_the_project(adopted: tuple[Stack
 
     undone = ckpt(stack, "unadopt", "--yes", "-t", "0")
     assert "3 network holders removed, 3 containers recreated" in undone.stdout, undone.stdout
-    assert (stack.folder / ".env").read_bytes() == b"# the user's own\nKEEP=1"
+    assert (stack.folder / ".env").read_bytes() == USERS_ENV
     assert not (stack.folder / "compose.ckpt.yaml").exists()
     assert set(ids(stack)) == {f"{stack.project}-{service}-1" for service in ("kv", "api", "web")}
     ps_rows = json.loads(ckpt(stack, "ps", "--json").stdout)["containers"]

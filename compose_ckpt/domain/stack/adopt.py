@@ -175,10 +175,14 @@ def _where(project: Project, environ: Mapping[str, str], env_files: Sequence[str
     return folder, folder / adoptfile.GENERATED_FILE
 
 
-def _name_in_folder(user_files: Sequence[Path], folder: Path, environ: Mapping[str, str]) -> str:
+def _name_in_folder(user_files: Sequence[Path], folder: Path, environ: Mapping[str, str]) -> str | None:
     """The project name `docker compose` gives the user's files in `folder` with no -p (COMPOSE_PROJECT_NAME,
-    the files' `name:`, else the folder's name)."""
-    return load_project(ProjectOptions(files=tuple(map(str, user_files)), environ=environ, cwd=folder)).name
+    the files' `name:`, else the folder's name); None when compose-ckpt's own reading of the files fails where
+    compose's did not (then adopt names the project, to be sure)."""
+    try:
+        return load_project(ProjectOptions(files=tuple(map(str, user_files)), environ=environ, cwd=folder)).name
+    except CkptError:
+        return None
 
 
 def _metadata(path: Path, data: bytes) -> adoptfile.Metadata:

@@ -3,7 +3,9 @@ remedy), and `restore --force` then leaves the services as they were before the 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -43,7 +45,8 @@ def test_a_failed_restore_shows_criu_log_lines_and_a_remedy(start_stack: Callabl
     assert "A file the process had open at checkpoint time is gone" in failed.stderr
 
 
-def test_a_failed_forced_restore_puts_back_what_ran_before(start_stack: Callable[..., Stack]) -> None:
+def test_a_failed_forced_restore_puts_back_what_ran_before(start_stack: Callable[..., Stack],
+                                                           isolated_store: Path) -> None:
     stack = start_stack(AOF_REDIS.replace("volumes:\n  data:", counter_services("side") + "volumes:\n  data:"))
     stack.redis("set", "key", "before")
     stack.ckpt_ok("snapshot", "--name", "aof")
@@ -55,6 +58,9 @@ def test_a_failed_forced_restore_puts_back_what_ran_before(start_stack: Callable
 
     assert failed.returncode == 1, failed.stderr
     assert f"{stack.project}-kv-1: running again with its state from before the restore" in failed.stderr
+    # its safety checkpoint was dumped by the daemon's runtime into the store, its bytes shown
+    assert re.search(rf"{stack.project}-kv-1: saving current state \d+\.\d \w?i?B", failed.stderr), failed.stderr
+    assert list((isolated_store / "projects" / stack.project / ".safety").iterdir()) == []  # put back: removed
     assert set(stack.states().values()) == {"running"}, stack.states()
     assert stack.redis("get", "key") == "after"  # its state from just before the command
     side_after = stack.counts_of("side")

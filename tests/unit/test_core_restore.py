@@ -12,7 +12,8 @@ import pytest
 from compose_ckpt.domain.requests import RestoreRequest, SnapshotRequest
 from compose_ckpt.domain.stack import restore as restore_module
 from compose_ckpt.domain.stack.held_policies import held_policies
-from compose_ckpt.domain.stack.restore import RestoreResult, restore_snapshot
+from compose_ckpt.domain.stack.parallel import ProgressEvent
+from compose_ckpt.domain.stack.restore import SAVING, RestoreResult, restore_snapshot
 from compose_ckpt.domain.stack.snapshot import take_snapshot
 from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.errors import ConflictError, RestoreFailed
@@ -234,3 +235,35 @@ def test_a_stack_started_without_restore_gets_its_held_policies_back_before_the_
     restore_snapshot(stack, "p", store, RestoreRequest(snapshot="s2", parallel=1))
     assert stack.policies() == dict.fromkeys(NAMES, "always")
     assert held_policies(store, "p") == {}
+
+
+def test_safety_checkpoints_dumped_into_the_store_show_their_bytes_and_a_failure_puts_back_from_there(
+        tmp_path: Path) -> None:
+    """With the daemon's runtime at hand the safety checkpoints go into the store (private, bytes shown), and
+    the rollback places each for the daemon before its start; none is left once every container runs."""
+    stack, store = FakeStack(STACK, direct=True), SnapshotStore(tmp_path)
+    snapshot_of(stack, store, stop=False)
+    stack.move_on()
+    before = processes(stack)
+    stack.fail("start from checkpoint", "p-web-1")
+    events: list[tuple[str, str | ProgressEvent]] = []
+    with pytest.raises(RestoreFailed, match="restore of p-web-1 failed") as failed:
+        restore_snapshot(stack, "p", store, RestoreRequest(snapshot="s", force=True, parallel=1),
+                         progress=lambda name, phase: events.append((name, phase)))
+    calls = stack.calls
+    for name in NAMES:
+        assert (name, ProgressEvent(SAVING, 1)) in events  # the fake's dump writes 1 byte
+        assert last(calls, "place", name) < last(calls, "start from checkpoint", name)
+        assert f"{name}: running again with its state from before the restore" in failed.value.details
+    assert processes(stack) == before
+    assert all(not c.checkpoints for c in stack.containers.values())
+    assert list((store.project_dir("p") / ".safety").iterdir()) == []
+
+
+def test_safety_checkpoints_in_the_store_are_removed_after_a_restore_that_succeeds(tmp_path: Path) -> None:
+    stack, store = FakeStack(STACK, direct=True), SnapshotStore(tmp_path)
+    recorded = snapshot_of(stack, store, stop=False)
+    stack.move_on()
+    restore(stack, store, force=True)
+    assert processes(stack) == recorded
+    assert list((store.project_dir("p") / ".safety").iterdir()) == []

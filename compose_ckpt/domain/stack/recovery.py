@@ -35,6 +35,7 @@ from compose_ckpt.domain.stack.filesystem import remove_files
 from compose_ckpt.domain.stack.held_policies import release
 from compose_ckpt.domain.stack.parallel import ProgressCallback
 from compose_ckpt.domain.store.manifest import ContainerRecord, Manifest, SnapshotStatus
+from compose_ckpt.domain.store.safety import remove_safety_checkpoints, safety_checkpoint, safety_checkpoint_names
 from compose_ckpt.domain.store.store import SetAside, SnapshotStore
 from compose_ckpt.engine import ContainerInfo, ProcessFingerprint
 from compose_ckpt.errors import CkptError, NotFoundError, RecoveryFailed
@@ -120,29 +121,45 @@ def put_back_set_aside(engine: EnginePort, store: SnapshotStore, project_name: s
         if only is not None and entry.container_id not in only:
             continue
         progress(entry.name, "putting back its state from before the restore")
+        kept = safety_checkpoint(store, project_name, entry.checkpoint, entry.name)
         try:
-            lines.append(_put_back(engine, entry))
+            lines.append(_put_back(engine, entry, kept))
         except CkptError as exc:
-            lines.append(f"{entry.name}: NOT put back ({exc}); its state from before the restore is kept as checkpoint "
-                         f"{entry.checkpoint}: `compose-ckpt recover` tries again, or "
-                         f"`docker start --checkpoint {entry.checkpoint} {entry.name}`")
+            where = (f"in the store ({kept}): `compose-ckpt recover` tries again" if kept else
+                     f"as checkpoint {entry.checkpoint}: `compose-ckpt recover` tries again, or "
+                     f"`docker start --checkpoint {entry.checkpoint} {entry.name}`")
+            lines.append(f"{entry.name}: NOT put back ({exc}); its state from before the restore is kept {where}")
             left.append(entry.name)
             continue
+        remove_safety_checkpoints(store, project_name, entry.checkpoint, entry.name)
         remaining.remove(entry)
         store.note_set_aside(project_name, remaining)
+    if only is None:  # those of a restore killed before it noted them: never to be put back
+        for checkpoint in set(safety_checkpoint_names(store, project_name)) - {entry.checkpoint for entry in remaining}:
+            remove_safety_checkpoints(store, project_name, checkpoint)
     return lines, left
 
 
-def _put_back(engine: EnginePort, entry: SetAside) -> str:
+def _put_back(engine: EnginePort, entry: SetAside, kept: Path | None) -> str:
+    """Restore one container from its safety checkpoint: the store's copy (`kept`, placed for the daemon
+    first), else the daemon's own."""
     container = engine.inspect(entry.container_id)
     if container is None:
         return f"{entry.name}: removed since; its state from before the restore went with it"
-    if entry.checkpoint not in engine.checkpoint_list(container.id):
+    if kept is None and entry.checkpoint not in engine.checkpoint_list(container.id):
         return f"{entry.name}: {container.status}; its checkpoint from before the restore is gone, and its state with it"
     if not container.exited:
         engine.kill(container.id)  # restored from the snapshot, but the restore as a whole failed
     engine.wait_exited(container.id, timeout=60)
-    engine.start_from_checkpoint(container.id, entry.checkpoint)
+    try:
+        if kept is not None:
+            engine.place_checkpoint(container.id, entry.checkpoint, kept)
+        engine.start_from_checkpoint(container.id, entry.checkpoint)
+    except CkptError:
+        if kept is not None:  # the store keeps it: the placed copy would only be in the way of the next attempt
+            with contextlib.suppress(CkptError):
+                engine.checkpoint_delete(container.id, entry.checkpoint)
+        raise
     with contextlib.suppress(CkptError):
         engine.checkpoint_delete(container.id, entry.checkpoint)
     return f"{entry.name}: running again with its state from before the restore"

@@ -28,7 +28,13 @@ from compose_ckpt.domain.stack.filesystem import FilesystemRestore
 from compose_ckpt.domain.stack.held_policies import put_back_on_running, release
 from compose_ckpt.domain.stack.holders import refuse_unrestorable
 from compose_ckpt.domain.stack.ordering import dependency_levels
-from compose_ckpt.domain.stack.parallel import ProgressCallback, ProgressEvent, describe_failures, run_parallel
+from compose_ckpt.domain.stack.parallel import (
+    ProgressCallback,
+    ProgressEvent,
+    bytes_reporter,
+    describe_failures,
+    run_parallel,
+)
 from compose_ckpt.domain.stack.recovery import put_back_set_aside, recover_interrupted
 from compose_ckpt.domain.stack.remedies import remedies_for
 from compose_ckpt.domain.stack.timing import Phases
@@ -40,8 +46,9 @@ from compose_ckpt.domain.store.manifest import (
     now_iso,
     parse_time,
 )
+from compose_ckpt.domain.store.safety import new_safety_dir, remove_safety_checkpoints
 from compose_ckpt.domain.store.store import SetAside, SnapshotStore
-from compose_ckpt.engine import ContainerInfo, ProcessFingerprint
+from compose_ckpt.engine import ContainerInfo, DumpPath, ProcessFingerprint
 from compose_ckpt.errors import CkptError, ConflictError, NotFoundError, RestoreFailed, UsageError
 
 # The verdict on a container restored onto another image than the one it was checkpointed on.
@@ -52,6 +59,7 @@ _REBIND_FAILED = "Can't bind inet socket back"
 # by this long after the last start it shows.
 SETTLE_SECONDS = 0.3
 PLACING_PAGES = "placing pages"  # the phase of copying page images into a container's root, with its bytes
+SAVING = "saving current state"  # the phase of a safety checkpoint, with its bytes when dumped into the store
 
 
 @dataclass(frozen=True)
@@ -319,10 +327,18 @@ class _Restore:
 
         def save(container_id: str) -> None:
             container = by_id[container_id]
-            self.progress(container.name, "saving current state")
+            self.progress(container.name, SAVING)
             if container.running:
                 self.engine.pause(container_id)
-            self.engine.checkpoint_create(container_id, self.safety, leave_running=True)
+            into = new_safety_dir(self.store, self.manifest.project, self.safety, container.name)
+            written = bytes_reporter(self.progress, container.name, SAVING)
+            # No CRIU options of the service's label: the way back must restore with the host's own options.
+            result = self.engine.checkpoint_create(container_id, self.safety, leave_running=True, into=into,
+                                                   on_bytes=written)
+            if result.path is DumpPath.RUNTIME:
+                written(result.size)  # the final count: the display's last line of the phase shows it
+            else:
+                into.rmdir()  # the daemon keeps it, as checkpoint `self.safety` of the container
             self.set_aside[container.name] = container_id
 
         outcome = run_parallel(list(by_id), save, self.request.parallel)
@@ -363,9 +379,11 @@ class _Restore:
                                                        f"{', '.join(left)} with its state from before the restore.")
 
     def _drop_safety_checkpoints(self, container_ids: list[str]) -> None:
+        """Those the daemon keeps, and every one of this attempt in the store (a dump cut short's files too)."""
         for container_id in container_ids:
             with contextlib.suppress(CkptError):
                 self.engine.checkpoint_delete(container_id, self.safety)
+        remove_safety_checkpoints(self.store, self.manifest.project, self.safety)
 
     def _restore_one(self, container_name: str) -> RestoredContainer:
         record = next(r for r in self.records if r.container_name == container_name)

@@ -56,6 +56,7 @@ MAX_MANIFEST_BYTES = 32 * 1024**2
 _REMOVING = ".removing-"
 RESTORING = ".restoring"
 SET_ASIDE = ".set-aside"
+SAFETY = ".safety"  # restore --force's safety checkpoints dumped into the store: SAFETY/<checkpoint>/<container>
 MOVING = ".moving"
 _CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 _STAGING = re.compile(r"(import|pull)-([0-9a-f]{32}|[0-9a-f]{64})")  # tmp/ folders of import and pull
@@ -244,6 +245,13 @@ class SnapshotStore:
             shutil.rmtree(target)
         os.mkdir(target, safefs.PRIVATE_FOLDER)
         return target
+
+    def safety_folder(self, project_name: str, *, create: bool) -> Path | None:
+        """The project's trusted folder of safety checkpoints (see safety.py); None when missing."""
+        folder = self._project_folder(project_name, create=create)
+        if folder is not None and create:
+            return safefs.private_folder(folder / SAFETY)
+        return folder / SAFETY if folder is not None and safefs.checked_folder(folder / SAFETY) else None
 
     def save_compose_files(self, project_name: str, name: str, files: Iterable[tuple[Path, bytes]]) -> None:
         """Keep a copy of the compose files the snapshot was taken from, so that export reads nothing

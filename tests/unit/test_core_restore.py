@@ -13,11 +13,12 @@ from compose_ckpt.domain.requests import RestoreRequest, SnapshotRequest
 from compose_ckpt.domain.stack import restore as restore_module
 from compose_ckpt.domain.stack.held_policies import held_policies
 from compose_ckpt.domain.stack.parallel import ProgressEvent
+from compose_ckpt.domain.stack.recovery import recover_project
 from compose_ckpt.domain.stack.restore import SAVING, RestoreResult, restore_snapshot
 from compose_ckpt.domain.stack.snapshot import take_snapshot
 from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.errors import ConflictError, RestoreFailed
-from tests.fakes import Call, FakeStack
+from tests.fakes import Call, CommandKilled, FakeStack
 
 STACK = {"db": (), "cache": (), "web": ("db", "cache")}
 NAMES = ["p-db-1", "p-cache-1", "p-web-1"]
@@ -266,4 +267,34 @@ def test_safety_checkpoints_in_the_store_are_removed_after_a_restore_that_succee
     stack.move_on()
     restore(stack, store, force=True)
     assert processes(stack) == recorded
+    assert list((store.project_dir("p") / ".safety").iterdir()) == []
+
+
+def test_recover_puts_back_from_the_store_what_a_killed_forced_restore_set_aside(tmp_path: Path) -> None:
+    stack, store = FakeStack(STACK, direct=True), SnapshotStore(tmp_path)
+    snapshot_of(stack, store, stop=False)
+    stack.move_on()
+    before = processes(stack)
+    stack.kill_at("start from checkpoint", "p-db-1")
+    with pytest.raises(CommandKilled):
+        restore(stack, store, force=True)
+    stack.revive()
+    lines = recover_project(stack, "p", store)
+    for name in NAMES:
+        assert f"{name}: running again with its state from before the restore" in lines
+    assert processes(stack) == before
+    assert list((store.project_dir("p") / ".safety").iterdir()) == []
+
+
+def test_recover_removes_the_safety_checkpoints_of_a_forced_restore_killed_before_it_noted_them(
+        tmp_path: Path) -> None:
+    """Killed while it dumped web: db's and cache's are in the store, never to be put back (nothing was killed)."""
+    stack, store = FakeStack(STACK, direct=True), SnapshotStore(tmp_path)
+    snapshot_of(stack, store, stop=False)
+    stack.kill_at("dump", "p-web-1")
+    with pytest.raises(CommandKilled):
+        restore(stack, store, force=True)
+    assert len(list((store.project_dir("p") / ".safety").iterdir())) == 1
+    stack.revive()
+    recover_project(stack, "p", store)
     assert list((store.project_dir("p") / ".safety").iterdir()) == []

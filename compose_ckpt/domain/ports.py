@@ -175,6 +175,10 @@ class EnginePort(Protocol):
 
     def established_peers(self, pid: int) -> list[tuple[str, int]]: ...
 
+    def hold_resets(self, pid: int) -> bool: ...
+
+    def release_resets(self, pid: int) -> None: ...
+
 
 class ComposePort(Protocol):
     """`docker compose` for one project, as its user runs it (the adapter: `compose_ckpt.compose.docker_compose.ComposeCli`):

@@ -4,6 +4,7 @@ and ctrd_copies.py; of an engine on another host nothing can be read (None, Fals
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from compose_ckpt.engine import ctrd_copies, procfs
@@ -60,8 +61,30 @@ class LocalDaemon(Connection):
         """The remote (address, port) of every established TCP connection in the network namespace of `pid`."""
         return procfs.established_peers(pid)
 
+    def hold_resets(self, pid: int) -> bool:
+        """Keep the network namespace of process `pid` (a running container's) from answering TCP packets with
+        resets, as CRIU's lock keeps the namespace a container was dumped in: a rule in its own OUTPUT chain,
+        until `release_resets`. True when it is in place; False for an engine on another host, or when
+        iptables cannot run here."""
+        return self.info().local and _resets_rule(pid, "-I")
+
+    def release_resets(self, pid: int) -> None:
+        """Remove the rule `hold_resets` put in the network namespace of `pid` (gone with it if it ended)."""
+        if self.info().local:
+            _resets_rule(pid, "-D")
+
     def fingerprint(self, container: ContainerInfo) -> ProcessFingerprint | None:
         """Memory-layout fingerprint of the container's init process; None when /proc shows none."""
         if not container.pid or not self.info().local:
             return None
         return procfs.process_fingerprint(container.pid)
+
+
+def _resets_rule(pid: int, action: str) -> bool:
+    """Insert (`-I`) or delete (`-D`) the rule dropping outgoing TCP resets in the network namespace of `pid`."""
+    command = ["nsenter", "-t", str(pid), "-n", "iptables", "-w", action, "OUTPUT", "-p", "tcp",
+               "--tcp-flags", "RST", "RST", "-j", "DROP"]
+    try:
+        return subprocess.run(command, capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False

@@ -124,6 +124,8 @@ class _Restore:
         self.attempt = str(time.time_ns() // 1_000_000)
         self.safety = f"{CHECKPOINT_PREFIX}before-restore-{self.attempt}"
         self.set_aside: dict[str, str] = {}  # container name -> id: killed by --force, its safety checkpoint taken
+        self.locked: list[int] = []  # pids of the new network holders kept from answering with resets
+        self.unlocked: list[str] = []  # why the connections through a new holder were lost
         self.files = FilesystemRestore(engine, store, manifest, self.records, ignore_volumes=request.ignore_volumes,
                                        parallel=request.parallel, progress=progress)
 
@@ -167,6 +169,9 @@ class _Restore:
             raise
         finally:
             self.files.discard()
+            for pid in self.locked:
+                with contextlib.suppress(CkptError):
+                    self.engine.release_resets(pid)
         self.store.done_restoring(self.manifest.project)  # each restore removed its own page images
         self._record(restored)
         self.store.note_set_aside(self.manifest.project, [
@@ -175,29 +180,34 @@ class _Restore:
         self._drop_safety_checkpoints(list(self.set_aside.values()))
         warnings += [f"{c.container} was restored onto another image than the one it was checkpointed on "
                      "(--allow-other-image): old memory over new files" for c in restored if c.verified == OTHER_IMAGE]
-        warnings += self._connections_on_new_holders()
+        warnings += self.unlocked
         return RestoreResult(self.manifest, restored, self.phases.seconds, warnings, self._not_in_snapshot())
 
-    def _connections_on_new_holders(self) -> list[str]:
-        """The containers whose TCP connections the restore could not carry: their network holder was started after
-        the snapshot (recreated after `docker compose down`, or restarted). Its namespace, made before they were
-        restored, lacks the lock CRIU keeps on their connections in the namespace they were dumped in, so it
-        answers their peers' packets (restored first) with resets. Without holders a namespace is made by the
-        restore itself; with the holder kept from the snapshot, the lock is there."""
+    def _lock_new_holders(self) -> None:
+        """Keep the network holders started after the snapshot (recreated after `docker compose down`, or restarted)
+        from answering with resets while their containers' TCP connections are restored, as CRIU's lock keeps the
+        namespace they were dumped in: a new namespace, made before its containers are restored, would answer
+        their peers (restored first) with resets and the connections would be lost. Without holders a
+        namespace is made by the restore itself. Where that cannot be done (an engine on another host), the
+        restore warns that those connections are lost."""
         taken = parse_time(self.manifest.created)
-        notes = []
-        for holder in dict.fromkeys(str(r.holder["Name"]).lstrip("/") for r in self.records
-                                    if r.holder and r.container_name in self.connected):
-            current = self.engine.inspect(holder)
-            started = current.last_started if current else None
-            if started is not None and started > taken:
-                joined = [r.container_name for r in self.records if r.container_name in self.connected and r.holder
-                          and str(r.holder["Name"]).lstrip("/") == holder]
-                notes.append(f"the TCP connections of {', '.join(joined)} were lost (reset): their network holder "
-                             f"{holder} was started after the snapshot (recreated or restarted), a new namespace "
-                             "that answered their peers before they were restored; they must reconnect "
-                             "(docs/limits.md: keep the holders, `snapshot --stop` rather than `down`)")
-        return notes
+        joined: dict[str, list[str]] = {}
+        for record in self.records:
+            if record.holder and record.container_name in self.connected:
+                joined.setdefault(str(record.holder["Name"]).lstrip("/"), []).append(record.container_name)
+        for name, containers in joined.items():
+            holder = self.engine.inspect(name)
+            started = holder.last_started if holder else None
+            if holder is None or started is None or started <= taken or not holder.pid:
+                continue
+            if self.engine.hold_resets(holder.pid):
+                self.locked.append(holder.pid)
+            else:
+                self.unlocked.append(
+                    f"the TCP connections of {', '.join(containers)} were lost (reset): their network holder {name} "
+                    "was started after the snapshot (recreated or restarted), a new namespace that answered their "
+                    "peers before they were restored, as this engine's host cannot be reached to stop it; they must "
+                    "reconnect (docs/limits.md)")
 
     def _not_in_snapshot(self) -> list[NotInSnapshot]:
         """The restored services' containers the snapshot does not hold (replicas scaled up after it): the
@@ -319,6 +329,7 @@ class _Restore:
                                       allow_other_image=self.request.allow_other_image)
         self.targets.update(created)
         self.recreated.update(created)
+        self._lock_new_holders()
 
     def _take_safety_checkpoints(self, running: list[ContainerInfo]) -> None:
         """Freeze every container in the way and checkpoint it (leave-running): the way back if the

@@ -37,7 +37,7 @@ install: $(BIN)/compose-ckpt  ## .venv with compose-ckpt (editable) and the test
 
 # The core integration tests again, against Docker 28.5.2, on adopted stacks (see docs/engine.md).
 CORE_TESTS := tests/integration/test_stack_snapshot_restore.py tests/integration/test_migrate.py \
-	tests/integration/test_sidecar.py::test_scheduled_runs_every_3s
+	tests/integration/test_recorded_addresses.py tests/integration/test_sidecar.py::test_scheduled_runs_every_3s
 
 test: engine engine-28 registry install lint  ## lint, the whole suite, then the core integration tests again on Docker 28
 	COMPOSE_CKPT_TEST_RESTART_ENGINE=1 $(BIN)/python -m pytest

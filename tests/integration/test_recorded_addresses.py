@@ -107,21 +107,21 @@ def test_what_keeps_the_recorded_addresses_away_is_named_before_anything_is_kill
     recorded_subnet = subnet(stack)
     stack.ckpt_ok("snapshot", "--stop", "--name", "s")
     stack.compose("down", "-t", "0")
-    stack.compose("up", "-d")  # a fresh stack, on a network with the next free subnet
-    assert subnet(stack) != recorded_subnet
-
-    refused = stack.ckpt("restore", "s", "--force")
-
-    assert refused.returncode == 6, refused.stderr
-    assert f"network {stack.project}_default has other subnets" in refused.stderr, refused.stderr
-    assert "hold TCP connections" in refused.stderr and "Nothing was changed" in refused.stderr
-    assert set(stack.states().values()) == {"running"}  # nothing killed
-
-    stack.compose("down", "-t", "0")
-    blocker = f"{stack.project}-blocker"
+    blocker = f"{stack.project}-blocker"  # holds the recorded subnet (Docker 28 would give it to `up` again)
     stack.docker("network", "create", "--subnet", recorded_subnet, "--label", f"com.docker.compose.project={blocker}",
                  blocker)
     try:
+        stack.compose("up", "-d")  # a fresh stack, on a network with another subnet
+        assert subnet(stack) != recorded_subnet
+
+        refused = stack.ckpt("restore", "s", "--force")
+
+        assert refused.returncode == 6, refused.stderr
+        assert f"network {stack.project}_default has other subnets" in refused.stderr, refused.stderr
+        assert "hold TCP connections" in refused.stderr and "Nothing was changed" in refused.stderr
+        assert set(stack.states().values()) == {"running"}  # nothing killed
+
+        stack.compose("down", "-t", "0")
         refused = stack.ckpt("restore", "s")
         assert refused.returncode == 6, refused.stderr
         assert (f"cannot recreate network {stack.project}_default with its recorded subnet {recorded_subnet}: "

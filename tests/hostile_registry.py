@@ -3,8 +3,11 @@
 `push` fills it as a registry would; a test then rewrites what it serves (`manifest`, `put`), or makes
 it misbehave: `error_body` bytes of garbage with every error answer, blobs sent at `trickle_delay`
 seconds per byte (manifests too with `trickle_manifests`, error answers with `trickle_errors`), manifests
-answered only after `stall_manifests` seconds, or a tag list whose pages never
-end (`endless_tags`). It counts the bytes it sent (`sent`) and the blob downloads (`blob_gets`)."""
+answered only after `stall_manifests` seconds, a tag list whose pages never end (`endless_tags`), or
+the status line and headers of the answers to paths matching `trickle_head` sent one byte per 0.2 s,
+header after header (`head_bytes` counts them; after 30 s it hangs up, so that a client waiting for all of
+it fails a test rather than hanging it). With `require_token` every repository request asks for a bearer token
+from its own realm, /token. It counts the bytes it sent (`sent`) and the blob downloads (`blob_gets`)."""
 
 from __future__ import annotations
 
@@ -34,6 +37,10 @@ class HostileRegistry:
         self.trickle_errors = False  # error answers too
         self.endless_tags = False  # every page of the tag list links to a next one
         self.stall_manifests = 0.0  # seconds to wait before answering a manifest request
+        self.trickle_head = ""  # a regular expression: the paths whose answers' heads are trickled
+        self.head_bytes = 0
+        self.require_token = False
+        self.stopping = threading.Event()  # ends what is sent for ever, when the test is done
         self.sent = 0
         self.blob_gets: list[str] = []
         self.address = ""
@@ -102,11 +109,44 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass  # the client gave up, as it should
 
+    def _trickle_head(self) -> bool:
+        """Whether this answer's head is the one trickled for ever: then nothing else is sent."""
+        if not self.registry.trickle_head or not re.fullmatch(self.registry.trickle_head, self.path):
+            return False
+        head = b"HTTP/1.1 200 OK\r\n"
+        try:
+            for _ in range(150):
+                if self.registry.stopping.wait(0.2):
+                    break  # on purpose: a registry that trickles
+                self.wfile.write(head[:1])
+                self.wfile.flush()
+                with self.registry.lock:
+                    self.registry.head_bytes += 1
+                head = head[1:] or b"X-Slow: yes\r\n"
+        except OSError:
+            pass  # the client gave up, as it should
+        self.close_connection = True
+        return True
+
+    def _unauthorized(self) -> bool:
+        """Whether this request lacked the token `require_token` asks for (it is then answered 401)."""
+        if not self.registry.require_token or not self.path.startswith("/v2/") or self.path == "/v2/" \
+                or self.headers.get("Authorization") == "Bearer hostile-token":
+            return False
+        challenge = f'Bearer realm="http://{self.registry.address}/token",service="hostile"'
+        self._send(401, b"{}", {"WWW-Authenticate": challenge})
+        return True
+
     def _route(self) -> tuple[str, str] | None:
         match = re.fullmatch(r"/v2/(.+)/(blobs|manifests|blobs/uploads)/([^?]*)(\?.*)?", self.path)
         return (match[2], match[3]) if match else None
 
     def do_GET(self) -> None:
+        if self._trickle_head() or self._unauthorized():
+            return
+        if self.path.startswith("/token"):
+            self._send(200, json.dumps({"token": "hostile-token"}).encode())
+            return
         if self.path == "/v2/":
             self._send(200, b"{}")
             return
@@ -144,11 +184,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._trickle(data)
 
     def do_HEAD(self) -> None:
+        if self._trickle_head():
+            return
         route = self._route()
         present = route is not None and (route[1] in self.registry.blobs or route[1] in self.registry.manifests)
         self._send(200 if present else 404, length=0)
 
     def do_POST(self) -> None:
+        if self._trickle_head():
+            return
         upload = uuid.uuid4().hex
         self.registry.uploads[upload] = bytearray()
         repository = self.path.split("/blobs/uploads/")[0]
@@ -156,6 +200,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_PUT(self) -> None:
         data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self._trickle_head():
+            return
         route = self._route()
         if route is None:
             self._error(404)
@@ -182,5 +228,6 @@ def serving() -> Iterator[HostileRegistry]:
     try:
         yield registry
     finally:
+        registry.stopping.set()
         server.shutdown()
         server.server_close()

@@ -14,6 +14,10 @@ Plain HTTP is used only when allowed (`--insecure`, or a loopback registry as
 Docker allows): HTTPS is tried first and HTTP only when the registry does not
 speak TLS. TLS is always verified, with Docker's per-registry CA and client
 certificates from /etc/docker/certs.d/<host>/ when present.
+
+Nothing a registry does holds a command for ever: every request must be answered (status line and
+headers) within transfer_deadline of what it sends (registry/deadline.py cuts its connection then), and
+every body read is bounded in size and within transfer_deadline of that size.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import urllib3
 from compose_ckpt.const import ENV_PULL_MIN_RATE, ENV_PULL_MIN_SECONDS
 from compose_ckpt.errors import NotFoundError, RegistryError, UsageError
 from compose_ckpt.registry.credentials import Credentials, load_credentials
+from compose_ckpt.registry.deadline import AnsweredTooSlowly, WatchedAdapter, answered_within
 from compose_ckpt.registry.reference import Reference
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -106,6 +111,8 @@ class RegistryClient:
         self._credentials = credentials if credentials is not None else load_credentials(reference.registry)
         self._session = requests.Session()
         self._session.headers["User-Agent"] = "compose-ckpt"
+        for scheme in ("https://", "http://"):
+            self._session.mount(scheme, WatchedAdapter())
         certs = CERTS_DIR / reference.registry
         if (certs / "ca.crt").is_file():
             self._session.verify = str(certs / "ca.crt")
@@ -222,7 +229,8 @@ class RegistryClient:
     def _probe_scheme(self) -> str:
         address = self.reference.api_address
         try:
-            self._session.get(f"https://{address}/v2/", timeout=_answer_timeout(), stream=True).close()  # body unread
+            answered_within(transfer_deadline(0), lambda: self._session.get(  # its body unread
+                f"https://{address}/v2/", timeout=_answer_timeout(), stream=True)).close()
             return f"https://{address}"
         except requests.exceptions.SSLError as exc:
             if not self.plain_http_allowed:
@@ -233,7 +241,8 @@ class RegistryClient:
             if not self.plain_http_allowed:
                 raise _unreachable(address, exc) from None
         try:
-            self._session.get(f"http://{address}/v2/", timeout=_answer_timeout(), stream=True).close()
+            answered_within(transfer_deadline(0), lambda: self._session.get(
+                f"http://{address}/v2/", timeout=_answer_timeout(), stream=True)).close()
         except requests.exceptions.RequestException as exc:
             raise _unreachable(address, exc) from None
         return f"http://{address}"
@@ -253,6 +262,7 @@ class RegistryClient:
         url = self._url(path)
         headers = dict(headers or {})
         timeout = timeout or (_TIMEOUT if data is not None else _answer_timeout())  # an upload's answer may take a while
+        seconds = transfer_deadline(len(data) if data is not None else 0)  # to connect, send it all and be answered
         scope = self._default_scope
         for attempt in range(2):
             authorization = self._authorization.get(scope)
@@ -260,8 +270,9 @@ class RegistryClient:
                 headers["Authorization"] = authorization
             try:
                 # requests hands any buffer to urllib3, which sends it as is; its hints know only bytes
-                response = self._session.request(method, url, headers=headers, data=data,  # type: ignore[arg-type]
-                                                 stream=True, timeout=timeout, allow_redirects=True)
+                response = answered_within(seconds, lambda: self._session.request(
+                    method, url, headers=headers, data=data,  # type: ignore[arg-type]
+                    stream=True, timeout=timeout, allow_redirects=True))
             except requests.exceptions.RequestException as exc:
                 raise _unreachable(self.reference.api_address, exc) from None
             if response.status_code != 401 or attempt:
@@ -299,12 +310,14 @@ class RegistryClient:
         query = {"service": challenge.params.get("service", ""), "scope": scope}
         try:
             if credentials.identity_token:
-                answer = self._session.post(realm, timeout=_answer_timeout(), stream=True, data={
-                    **query, "grant_type": "refresh_token", "refresh_token": credentials.identity_token,
-                    "client_id": "compose-ckpt"})
+                form = {**query, "grant_type": "refresh_token", "refresh_token": credentials.identity_token,
+                        "client_id": "compose-ckpt"}
+                answer = answered_within(transfer_deadline(0), lambda: self._session.post(
+                    realm, timeout=_answer_timeout(), stream=True, data=form))
             else:
                 auth = (credentials.username, credentials.password or "") if credentials.username else None
-                answer = self._session.get(realm, params=query, auth=auth, timeout=_answer_timeout(), stream=True)
+                answer = answered_within(transfer_deadline(0), lambda: self._session.get(
+                    realm, params=query, auth=auth, timeout=_answer_timeout(), stream=True))
             with answer:
                 answer._content = _read_capped(answer, MAX_ERROR_BODY_BYTES if answer.status_code != 200
                                                else MAX_BODY_BYTES, "token answer", cut=answer.status_code != 200)
@@ -423,5 +436,9 @@ def _reason(exc: Exception) -> str:
 
 
 def _unreachable(address: str, exc: Exception) -> RegistryError:
+    if isinstance(exc, (AnsweredTooSlowly, requests.exceptions.ReadTimeout)):
+        return RegistryError(f"the registry at {address} answered too slowly: {_reason(exc)}",
+                             hint="Over a slow link, raise COMPOSE_CKPT_PULL_MIN_SECONDS (big uploads: lower "
+                                  "COMPOSE_CKPT_PULL_MIN_RATE, bytes/s).")
     return RegistryError(f"cannot reach the registry {address}: {_reason(exc)}",
                          hint="Check the address and that the registry runs (`make registry` starts a local one).")

@@ -7,6 +7,7 @@ import copy
 import io
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from compose_ckpt.domain.transport.pull import pull_snapshot
 from compose_ckpt.domain.transport.push import push_snapshot
 from compose_ckpt.domain.transport.transfer import import_snapshot
 from compose_ckpt.errors import ArchiveError, CkptError, NotFoundError, RegistryError, UsageError
+from compose_ckpt.registry import deadline
 from compose_ckpt.registry.client import RegistryClient, transfer_deadline
 from compose_ckpt.registry.credentials import Credentials
 from compose_ckpt.registry.reference import parse_reference
@@ -172,10 +174,50 @@ def test_a_registry_silent_longer_than_the_deadline_is_cut_off(
     monkeypatch.setenv("COMPOSE_CKPT_PULL_MIN_SECONDS", "1")
     registry.stall_manifests = 20
 
-    with pytest.raises(RegistryError, match="timed out"):
+    with pytest.raises(RegistryError, match="answered too slowly"):
         pull(registry, tmp_path)
 
     assert registry.blob_gets == []
+
+
+@pytest.mark.parametrize(("trickled", "token"), [
+    (r"/v2/", False), (r"/v2/.+/manifests/.+", False), (r"/token.*", True)],
+    ids=["scheme probe", "manifest", "token"])
+def test_a_registry_trickling_its_headers_is_cut_off_at_the_deadline(
+        registry: HostileRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trickled: str, token: bool) -> None:
+    """A byte of status line or header every 0.2 s never lets a read time out: the request's own deadline
+    (here 1 s) cuts it, and the pull fails without leaving anything in the store or a thread behind."""
+    monkeypatch.setenv("COMPOSE_CKPT_PULL_MIN_SECONDS", "1")
+    registry.trickle_head, registry.require_token = trickled, token
+
+    with pytest.raises(RegistryError, match="answered too slowly: no answer within 1 s") as failed:
+        pull(registry, tmp_path)
+
+    assert failed.value.exit_code == 5 and "COMPOSE_CKPT_PULL_MIN_SECONDS" in (failed.value.hint or "")
+    assert registry.head_bytes < 50  # about a second's worth (5), not the 30 s the registry would take
+    assert registry.blob_gets == [] and not (tmp_path / "target" / "tmp").exists()
+    assert deadline.TIMER_NAME not in [thread.name for thread in threading.enumerate()]
+
+
+def test_a_push_to_a_registry_trickling_its_headers_is_cut_off(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMPOSE_CKPT_PULL_MIN_SECONDS", "1")
+    store = SnapshotStore(tmp_path / "source")
+    snapshot(store, "snap", b"pages")
+    with serving() as hostile, client(hostile) as pusher:
+        hostile.trickle_head = r"/v2/.+/blobs/.+"
+        with pytest.raises(RegistryError, match="answered too slowly"):
+            push_snapshot(store, "proj", "snap", pusher, ["v1"])
+        assert hostile.head_bytes < 50 and hostile.manifests == {}
+
+
+def test_an_honest_token_service_is_still_answered_in_time(
+        registry: HostileRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COMPOSE_CKPT_PULL_MIN_SECONDS", "1")
+    registry.require_token = True
+
+    with pytest.raises(AssertionError, match="engine"):  # all downloaded and verified: it goes on to the engine
+        pull(registry, tmp_path)
 
 
 def test_an_error_answer_trickled_is_read_until_its_deadline_only(

@@ -8,14 +8,15 @@ import io
 import json
 import os
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import zstandard
 
-from tests.hostile_registry import serving
+from tests.hostile_registry import HostileRegistry, serving
 from tests.integration.stack import BUSYBOX, Stack, counter_services
 
 pytestmark = pytest.mark.engine
@@ -96,6 +97,24 @@ def planting_holder(stack: Stack, folder: Path) -> Callable[[dict[str, Any]], No
     return plant
 
 
+@contextmanager
+def served_with_config_edited(stack: Stack, edit: Callable[[dict[str, Any]], None]) -> Iterator[
+        tuple[HostileRegistry, dict[str, Any]]]:
+    """Snapshot `theirs` pushed to a fake registry as team/app:v1 and gone from here, its snapshot manifest (the
+    artifact's config) edited by `edit`: the registry and the OCI manifest it serves."""
+    with serving() as registry:
+        stack.ckpt_ok("push", "theirs", f"{registry.address}/team/app:v1")
+        stack.ckpt_ok("rm", "theirs")
+        stack.compose("rm", "-f", "-s")
+        document = registry.manifest("v1")
+        config = json.loads(registry.blobs[document["config"]["digest"]])
+        edit(config)
+        body = json.dumps(config).encode()
+        document["config"].update(digest=registry.add_blob(body), size=len(body))
+        registry.put("v1", document)
+        yield registry, document
+
+
 def assert_built_from_our_template_and_not_started(stack: Stack, folder: Path) -> None:
     container = f"{stack.project}-one-1"
     holder = inspect(stack, f"{container}-holder")
@@ -124,17 +143,7 @@ def test_the_same_from_a_registry_that_serves_it_by_tag(start_stack: Callable[..
     stack = start_stack("services:\n" + counter_services("one"))
     stack.ckpt_ok("snapshot", "--stop", "--name", "theirs")
     folder = host_folder(tmp_path)
-    with serving() as registry:
-        stack.ckpt_ok("push", "theirs", f"{registry.address}/team/app:v1")
-        stack.ckpt_ok("rm", "theirs")
-        stack.compose("rm", "-f", "-s")
-        document = registry.manifest("v1")
-        config = json.loads(registry.blobs[document["config"]["digest"]])
-        planting_holder(stack, folder)(config)
-        body = json.dumps(config).encode()
-        document["config"].update(digest=registry.add_blob(body), size=len(body))
-        registry.put("v1", document)
-
+    with served_with_config_edited(stack, planting_holder(stack, folder)) as (registry, _):
         pulled = stack.ckpt("pull", f"{registry.address}/team/app:v1", "--json")
 
     assert pulled.returncode == 0, pulled.stderr
@@ -179,22 +188,16 @@ def test_a_pull_reaching_the_host_by_other_keys_is_refused_before_its_blobs_then
     container = f"{stack.project}-one-1"
     stack.ckpt_ok("snapshot", "--stop", "--name", "theirs")
     folder = host_folder(tmp_path)
-    with serving() as registry:
-        stack.ckpt_ok("push", "theirs", f"{registry.address}/team/app:v1")
-        stack.ckpt_ok("rm", "theirs")
-        stack.compose("rm", "-f", "-s")
-        document = registry.manifest("v1")
-        config = json.loads(registry.blobs[document["config"]["digest"]])
+
+    def reach_the_host(config: dict[str, Any]) -> None:
         [record] = config["containers"]
         record["inspect"]["Config"]["Entrypoint"] = ["sh", "-c", "id -u > /host/owned"]
         record["inspect"]["HostConfig"].update({
             "Mounts": [{"Type": "bind", "Source": str(folder), "Target": "/host"}],
             "Devices": [{"PathOnHost": "/dev/null", "PathInContainer": "/dev/host-null", "CgroupPermissions": "rwm"}],
             "CapAdd": ["SYS_ADMIN"], "OomScoreAdj": -1000, "Ulimits": [{"Name": "rtprio", "Soft": 99, "Hard": 99}]})
-        body = json.dumps(config).encode()
-        document["config"].update(digest=registry.add_blob(body), size=len(body))
-        registry.put("v1", document)
 
+    with served_with_config_edited(stack, reach_the_host) as (registry, document):
         refused = stack.ckpt("pull", f"{registry.address}/team/app:v1")  # stdin is not a terminal
 
         assert refused.returncode == 2, refused.stderr

@@ -152,6 +152,7 @@ class FakeStack(UntouchableEngine):
         super().__init__()
         self.services = dict(services)
         self.direct = direct
+        self.estimate: int | None = None  # what memory_estimate answers
         self.calls: list[Call] = []
         self.failing: dict[Call, CkptError] = {}
         self.killing: Call | None = None
@@ -318,6 +319,10 @@ class FakeStack(UntouchableEngine):
         container = self.container(container_id)
         self.act(f"policy {policy.as_text()}", container)
         container.policy = policy
+
+    def memory_estimate(self, container: ContainerInfo) -> int | None:
+        self._reach()
+        return self.estimate
 
     def fingerprint(self, container: ContainerInfo) -> ProcessFingerprint | None:
         self._reach()

@@ -48,9 +48,10 @@ class NoDisplay:
 PLAIN_BYTES_INTERVAL = 1.0
 
 
-def bytes_text(done: int, total: int | None, seconds: float) -> str:
-    """`1.2 GiB of 2.0 GiB, 512.0 MiB/s`: what moved, out of what (when known), and how fast on average."""
-    moved = human_size(done) if total is None else f"{human_size(done)} of {human_size(total)}"
+def bytes_text(done: int, total: int | None, seconds: float, *, estimated: bool = False) -> str:
+    """`1.2 GiB of 2.0 GiB, 512.0 MiB/s`: what moved, out of what (when known; `of ~2.0 GiB` when estimated),
+    and how fast on average."""
+    moved = human_size(done) if total is None else f"{human_size(done)} of {'~' * estimated}{human_size(total)}"
     if seconds <= 0:
         return moved
     return f"{moved}, {human_size(int(done / seconds))}/s"
@@ -64,23 +65,25 @@ class _Item:
     began: float  # when this phase started
     done: int | None = None
     total: int | None = None
+    estimated: bool = False
     counted_at: float = 0.0  # when `done` was reported: the rate is over the bytes' own time, not the phase's
     printed_done: int | None = None  # plain mode: the byte count last printed, and when
     printed_at: float = 0.0
 
     @classmethod
     def start(cls, event: ProgressEvent, now: float) -> _Item:
-        return cls(event.phase, now, event.done, event.total, counted_at=now, printed_at=now)
+        return cls(event.phase, now, event.done, event.total, event.estimated, counted_at=now, printed_at=now)
 
     def update(self, event: ProgressEvent, now: float) -> None:
         """Take in a later report of the same phase (counts not given are kept)."""
         if event.done is not None:
             self.done, self.counted_at = event.done, now
         if event.total is not None:
-            self.total = event.total
+            self.total, self.estimated = event.total, event.estimated
 
     def bytes_text(self) -> str | None:
-        return None if self.done is None else bytes_text(self.done, self.total, self.counted_at - self.began)
+        return None if self.done is None else bytes_text(self.done, self.total, self.counted_at - self.began,
+                                                            estimated=self.estimated)
 
     @property
     def warns(self) -> bool:

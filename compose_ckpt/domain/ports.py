@@ -104,6 +104,9 @@ class EnginePort(Protocol):
 
     def fingerprint(self, container: ContainerInfo) -> ProcessFingerprint | None: ...
 
+    def memory_estimate(self, container: ContainerInfo) -> int | None:
+        """About the bytes a dump of the running container writes (None when not known cheaply)."""
+
     def ensure_holder_image(self) -> str: ...
 
     # --- checkpoints

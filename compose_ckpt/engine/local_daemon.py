@@ -73,6 +73,13 @@ class LocalDaemon(Connection):
         if self.info().local:
             _resets_rule(pid, "-D")
 
+    def memory_estimate(self, container: ContainerInfo) -> int | None:
+        """About the bytes a dump of the container writes: its cgroup's anonymous and shared memory (see
+        `procfs.anonymous_memory`). None for an engine on another host, or when this host does not show it."""
+        if not container.pid or not self.info().local:
+            return None
+        return procfs.anonymous_memory(container.pid)
+
     def fingerprint(self, container: ContainerInfo) -> ProcessFingerprint | None:
         """Memory-layout fingerprint of the container's init process; None when /proc shows none."""
         if not container.pid or not self.info().local:

@@ -407,3 +407,46 @@ def process_fingerprint(pid: int) -> ProcessFingerprint | None:
     if len(values) < 5 or not any(values):  # zeros: no permission to read them
         return None
     return ProcessFingerprint(*values)
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+# What CRIU writes as page images, as the memory controller counts it: anonymous memory (cgroup v1 `total_rss`,
+# v2 `anon`, which holds the copied-on-write pages of private file mappings too) and shared memory
+# (`shmem`: shared anonymous mappings, and tmpfs files, which CRIU writes compressed instead). Page cache
+# is left out: CRIU does not write what is in files.
+_ANONYMOUS = {"v1": ("total_rss", "total_shmem", "total_swap"), "v2": ("anon", "shmem")}
+
+
+def anonymous_memory(pid: int) -> int | None:
+    """The anonymous and shared memory of the cgroup that process `pid` runs in (its container's), in bytes:
+    about what a dump of the container writes. None when this host's /proc and /sys do not show it."""
+    try:
+        lines = (Path("/proc") / str(pid) / "cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    groups = dict(line.split(":", 2)[1:] for line in lines if line.count(":") >= 2)
+    for controllers, path in groups.items():
+        if "memory" in controllers.split(","):
+            return _memory_stat(CGROUP_ROOT / controllers / path.lstrip("/"), "v1")
+    if "" in groups and (CGROUP_ROOT / "cgroup.controllers").is_file():  # the unified hierarchy alone
+        folder = CGROUP_ROOT / groups[""].lstrip("/")
+        stat = _memory_stat(folder, "v2")
+        return None if stat is None else stat + _read_int(folder / "memory.swap.current")
+    return None
+
+
+def _memory_stat(folder: Path, version: str) -> int | None:
+    try:
+        text = (folder / "memory.stat").read_text()
+    except OSError:
+        return None
+    counts = dict(line.split(" ", 1) for line in text.splitlines() if " " in line)
+    wanted = [int(counts[key]) for key in _ANONYMOUS[version] if counts.get(key, "").strip().isdigit()]
+    return sum(wanted) if wanted else None
+
+
+def _read_int(path: Path) -> int:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return 0

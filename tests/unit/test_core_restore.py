@@ -247,13 +247,14 @@ def test_safety_checkpoints_dumped_into_the_store_show_their_bytes_and_a_failure
     stack.move_on()
     before = processes(stack)
     stack.fail("start from checkpoint", "p-web-1")
+    stack.estimate = 2  # what the engine says each container's memory is: a dump's estimated total
     events: list[tuple[str, str | ProgressEvent]] = []
     with pytest.raises(RestoreFailed, match="restore of p-web-1 failed") as failed:
         restore_snapshot(stack, "p", store, RestoreRequest(snapshot="s", force=True, parallel=1),
                          progress=lambda name, phase: events.append((name, phase)))
     calls = stack.calls
     for name in NAMES:
-        assert (name, ProgressEvent(SAVING, 1)) in events  # the fake's dump writes 1 byte
+        assert (name, ProgressEvent(SAVING, 1, 2, estimated=True)) in events  # the fake's dump writes 1 byte
         assert last(calls, "place", name) < last(calls, "start from checkpoint", name)
         assert f"{name}: running again with its state from before the restore" in failed.value.details
     assert processes(stack) == before

@@ -15,6 +15,7 @@ import pytest
 
 from compose_ckpt.domain.requests import SnapshotRequest
 from compose_ckpt.domain.stack.held_policies import held_policies
+from compose_ckpt.domain.stack.parallel import ProgressEvent
 from compose_ckpt.domain.stack.snapshot import take_snapshot
 from compose_ckpt.domain.store.manifest import SnapshotStatus
 from compose_ckpt.domain.store.store import SnapshotStore
@@ -165,3 +166,14 @@ def test_a_stopped_container_that_cannot_be_restarted_keeps_its_checkpoint_and_i
     assert stack.policies() == {"p-db-1": "no", "p-cache-1": "always", "p-web-1": "always"}
     assert {held.container for held in held_policies(store, "p").values()} == {"p-db-1"}
     assert [m.status for m in store.list("p")] == [SnapshotStatus.INCOMPLETE]
+
+
+def test_a_dump_written_into_the_store_reports_its_bytes_out_of_the_memory_the_engine_estimates(
+        tmp_path: Path) -> None:
+    stack, store = FakeStack(STACK, direct=True), SnapshotStore(tmp_path)
+    stack.estimate = 5
+    events: list[tuple[str, str | ProgressEvent]] = []
+    take_snapshot(stack.project(), store, SnapshotRequest(name="s", stop=False, parallel=1, ignore_rootfs=True),
+                  progress=lambda name, phase: events.append((name, phase)))
+    for name in ("p-db-1", "p-cache-1", "p-web-1"):
+        assert (name, ProgressEvent("dumping", 1, 5, estimated=True)) in events  # the fake's dump writes 1 byte

@@ -75,3 +75,13 @@ def test_plain_escapes_names_and_phases_that_look_like_markup() -> None:
     progress, lines, _ = plain()
     progress("[red]x", "mounts restored private: [bold]/data")
     assert lines == ["[dim]  0.00s[/] \\[red]x: mounts restored private: \\[bold]/data"]
+
+
+def test_an_estimated_total_is_shown_as_one() -> None:
+    """A dump's total is the memory its container holds (the engine's estimate): `of ~`, and passing it is no end."""
+    assert bytes_text(512 * MiB, 1024 * MiB, 0.5, estimated=True) == "512.0 MiB of ~1.0 GiB, 1.0 GiB/s"
+    progress, lines, clock = plain()
+    progress("web-1", "dumping")
+    clock.now += 1.0
+    progress("web-1", ProgressEvent("dumping", 3 * MiB, 2 * MiB, estimated=True))
+    assert lines[-1] == "[dim]  1.00s[/] web-1: dumping 3.0 MiB of ~2.0 MiB, 3.0 MiB/s"

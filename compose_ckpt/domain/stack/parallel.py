@@ -19,13 +19,15 @@ class ProgressEvent:
     """Where one item's work stands: its phase and, for work that moves bytes, how many so far.
 
     `done` counts from 0 at the start of the phase and only grows; `total` is given when known in advance
-    (a dump's is not, a layer copy's or an upload's is). A phase with bytes is announced once with its
+    (a layer copy's or an upload's is), or `estimated` (a dump's, from the memory its container holds: CRIU
+    decides which pages it writes). A phase with bytes is announced once with its
     bytes unknown (the plain string form), then reported as they move, as often as the work finds cheap:
     the display throttles, not the domain."""
 
     phase: str
     done: int | None = None
     total: int | None = None
+    estimated: bool = False  # `total` is an estimate: `done` may end below or above it
 
     def __str__(self) -> str:
         return self.phase
@@ -41,9 +43,10 @@ def event_of(phase: str | ProgressEvent) -> ProgressEvent:
     return phase if isinstance(phase, ProgressEvent) else ProgressEvent(phase)
 
 
-def bytes_reporter(progress: ProgressCallback, name: str, phase: str, total: int | None = None) -> Callable[[int], None]:
+def bytes_reporter(progress: ProgressCallback, name: str, phase: str, total: int | None = None, *,
+                   estimated: bool = False) -> Callable[[int], None]:
     """For code that counts bytes (`moved(done)`): each count reported as `phase` of `name`."""
-    return lambda done: progress(name, ProgressEvent(phase, done, total))
+    return lambda done: progress(name, ProgressEvent(phase, done, total, estimated))
 
 
 class SharedCount:

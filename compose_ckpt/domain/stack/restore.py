@@ -342,7 +342,8 @@ class _Restore:
             if container.running:
                 self.engine.pause(container_id)
             into = new_safety_dir(self.store, self.manifest.project, self.safety, container.name)
-            written = bytes_reporter(self.progress, container.name, SAVING)
+            written = bytes_reporter(self.progress, container.name, SAVING, self.engine.memory_estimate(container),
+                                     estimated=True)
             # No CRIU options of the service's label: the way back must restore with the host's own options.
             result = self.engine.checkpoint_create(container_id, self.safety, leave_running=True, into=into,
                                                    on_bytes=written)

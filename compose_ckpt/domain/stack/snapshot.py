@@ -307,8 +307,10 @@ class _SnapshotRun:
         record = self._record_for(container_id)
         began = time.monotonic()
 
+        estimate = self.engine.memory_estimate(self.members[container_id][1])
+
         def written(done: int) -> None:
-            self.progress(record.container_name, ProgressEvent("dumping", done))
+            self.progress(record.container_name, ProgressEvent("dumping", done, estimate, estimated=True))
 
         into = self.store.new_checkpoint_dir(self.project.name, self.manifest.name, record.container_name)
         result = self.engine.checkpoint_create(container_id, self.checkpoint, leave_running=not self.request.stop,

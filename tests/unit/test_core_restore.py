@@ -299,3 +299,23 @@ def test_recover_removes_the_safety_checkpoints_of_a_forced_restore_killed_befor
     stack.revive()
     recover_project(stack, "p", store)
     assert list((store.project_dir("p") / ".safety").iterdir()) == []
+
+
+def test_recover_thaws_what_a_forced_restore_killed_while_dumping_had_frozen(tmp_path: Path) -> None:
+    """Killed while it dumped web for its safety checkpoint: what it had frozen is thawed by the next command's
+    recovery, running with its state (nothing was killed)."""
+    stack, store = FakeStack(STACK, direct=True), SnapshotStore(tmp_path)
+    snapshot_of(stack, store, stop=False)
+    stack.move_on()
+    before = processes(stack)
+    stack.kill_at("dump", "p-web-1")
+    with pytest.raises(CommandKilled):
+        restore(stack, store, force=True)
+    stack.revive()
+    assert any(container.paused for container in stack.list_containers({}))
+
+    lines = recover_project(stack, "p", store)
+
+    assert not any(container.paused for container in stack.list_containers({}))
+    assert any("unpaused (frozen by an interrupted restore --force)" in line for line in lines)
+    assert processes(stack) == before and store.freezing("p") is None

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compose_ckpt.domain.store.store import SET_ASIDE, SetAside, SnapshotStore
+from compose_ckpt.domain.store.notes import SET_ASIDE, SetAside
+from compose_ckpt.domain.store.store import SnapshotStore
 
 DB = SetAside("p-db-1", "d" * 64, "ckpt-before-restore-1")
 APP = SetAside("p-app-1", "a" * 64, "ckpt-before-restore-1")

@@ -35,8 +35,9 @@ from compose_ckpt.domain.stack.filesystem import remove_files
 from compose_ckpt.domain.stack.held_policies import release
 from compose_ckpt.domain.stack.parallel import ProgressCallback
 from compose_ckpt.domain.store.manifest import ContainerRecord, Manifest, SnapshotStatus
+from compose_ckpt.domain.store.notes import SetAside
 from compose_ckpt.domain.store.safety import remove_safety_checkpoints, safety_checkpoint, safety_checkpoint_names
-from compose_ckpt.domain.store.store import SetAside, SnapshotStore
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo, ProcessFingerprint
 from compose_ckpt.errors import CkptError, NotFoundError, RecoveryFailed
 
@@ -68,6 +69,7 @@ def recover_interrupted(engine: EnginePort, project_name: str, store: SnapshotSt
     a state is lost for good. That loss is recorded in the snapshot, now `failed`, and must not
     block the next snapshot or restore of containers the user has started fresh since."""
     total = _Outcome(lines=_remove_placed_pages(engine, project_name, store))
+    total.lines += _thaw_left_frozen(engine, project_name, store, progress)
     for manifest in store.list(project_name):
         if manifest.status is SnapshotStatus.INCOMPLETE:
             outcome = _Recovery(engine, store, manifest, progress).run()
@@ -210,34 +212,14 @@ class _Recovery:
     def _wait_for_dumps(self) -> bool:
         """Wait until the daemon has visibly finished every dump the killed run may have started."""
         since = datetime.fromisoformat(self.manifest.created.replace("Z", "+00:00")).timestamp()
-        deadline = time.monotonic() + dump_wait_seconds()
-        quiet_from: float | None = None
-        announced: set[str] = set()
-        while True:
-            busy = [r.container_name for r in self.manifest.containers if self._dumping(r, since)]
-            now = time.monotonic()
-            if not busy:
-                quiet_from = quiet_from or now
-                if now - quiet_from >= QUIET_SECONDS:
-                    return True
-            else:
-                quiet_from = None
-                for name in set(busy) - announced:
-                    self.progress(name, "waiting for the daemon to finish its dump")
-                announced.update(busy)
-            if now > deadline:
-                names = ", ".join(busy) or "(none)"
-                self.outcome.lines.append(f"the daemon is still dumping {names}; nothing was touched")
-                self.outcome.left += busy
-                self.outcome.retry = True
-                return False
-            time.sleep(POLL_SECONDS)
+        busy = _wait_until_no_dump(self.engine, {r.container_name: (r.container_id, r.checkpoint)
+                                                 for r in self.manifest.containers}, since, self.progress)
+        if busy:
+            self.outcome.lines.append(f"the daemon is still dumping {', '.join(busy)}; nothing was touched")
+            self.outcome.left += busy
+            self.outcome.retry = True
+        return not busy
 
-    def _dumping(self, record: ContainerRecord, since: float) -> bool:
-        try:
-            return self.engine.dump_in_progress(record.container_id, record.checkpoint, since)
-        except CkptError:
-            return False  # gone, or the daemon is gone: nothing of it is dumping
 
     def _recover(self, record: ContainerRecord) -> None:
         name = record.container_name
@@ -336,3 +318,59 @@ class _Recovery:
             self.outcome.left.append(record.container_name)
             return
         self.outcome.lines.append(f"{record.container_name}: running with its state")
+
+
+def _wait_until_no_dump(engine: EnginePort, dumps: dict[str, tuple[str, str]], since: float,
+                        progress: ProgressCallback) -> list[str]:
+    """Wait until no dump of `dumps` (name -> (container id, checkpoint), requested after `since`) is seen running
+    for a moment; returns the names still dumping when the wait ran out (none: all done)."""
+    deadline = time.monotonic() + dump_wait_seconds()
+    quiet_from: float | None = None
+    announced: set[str] = set()
+    while True:
+        busy = [name for name, (container_id, checkpoint) in dumps.items()
+                if _dumping(engine, container_id, checkpoint, since)]
+        now = time.monotonic()
+        if not busy:
+            quiet_from = quiet_from or now
+            if now - quiet_from >= QUIET_SECONDS:
+                return []
+        else:
+            quiet_from = None
+            for name in set(busy) - announced:
+                progress(name, "waiting for the daemon to finish its dump")
+            announced.update(busy)
+        if now > deadline:
+            return busy
+        time.sleep(POLL_SECONDS)
+
+
+def _dumping(engine: EnginePort, container_id: str, checkpoint: str, since: float) -> bool:
+    try:
+        return engine.dump_in_progress(container_id, checkpoint, since)
+    except CkptError:
+        return False  # gone, or the daemon is gone: nothing of it is dumping
+
+
+def _thaw_left_frozen(engine: EnginePort, project_name: str, store: SnapshotStore,
+                      progress: ProgressCallback) -> list[str]:
+    """Thaw the containers a killed `restore --force` froze for its safety checkpoints and had not set aside
+    yet (`SnapshotStore.note_freezing`), once no dump of them runs; one line per container thawed. Those set
+    aside are put back from their safety checkpoints (`put_back_set_aside`)."""
+    noted = store.freezing(project_name)
+    if noted is None:
+        return []
+    checkpoint, since, container_ids = noted
+    set_aside = {entry.container_id for entry in store.set_aside(project_name)}
+    frozen = {c.name: c for cid in container_ids if cid not in set_aside
+              if (c := engine.inspect(cid)) is not None and c.paused}
+    busy = _wait_until_no_dump(engine, {name: (c.id, checkpoint) for name, c in frozen.items()}, since, progress)
+    if busy:  # the next command tries again
+        return [f"the daemon is still dumping {', '.join(busy)}; left frozen for now"]
+    lines = []
+    for name, container in frozen.items():
+        progress(name, "unpausing")
+        engine.unpause(container.id)
+        lines.append(f"{name}: unpaused (frozen by an interrupted restore --force); running with its state")
+    store.done_freezing(project_name)
+    return lines

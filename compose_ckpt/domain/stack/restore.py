@@ -46,8 +46,9 @@ from compose_ckpt.domain.store.manifest import (
     now_iso,
     parse_time,
 )
+from compose_ckpt.domain.store.notes import SetAside
 from compose_ckpt.domain.store.safety import new_safety_dir, remove_safety_checkpoints
-from compose_ckpt.domain.store.store import SetAside, SnapshotStore
+from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.engine import ContainerInfo, DumpPath, ProcessFingerprint
 from compose_ckpt.errors import CkptError, ConflictError, NotFoundError, RestoreFailed, UsageError
 
@@ -316,6 +317,7 @@ class _Restore:
             earlier = [e for e in self.store.set_aside(self.manifest.project)
                        if e.container_id not in self.set_aside.values()]
             self.store.note_set_aside(self.manifest.project, earlier + ours)
+        self.store.done_freezing(self.manifest.project)  # from here the set-aside note covers them
         run_parallel(list(names_by_id), lambda cid: self._discard_running(cid, names_by_id[cid]),
                      self.request.parallel).raise_first()
         for stale in ensure_holders(self.engine, self.manifest, self.records, self.progress, self.connected):
@@ -335,6 +337,9 @@ class _Restore:
         """Freeze every container in the way and checkpoint it (leave-running): the way back if the
         restore fails. One that cannot be checkpointed stops the restore before anything is killed."""
         by_id = {container.id: container for container in running}
+        # A kill from here until they are set aside would leave them frozen: `recover` thaws what is noted.
+        self.store.note_freezing(self.manifest.project, self.safety, time.time(),
+                                 [c.id for c in running if c.running])
 
         def save(container_id: str) -> None:
             container = by_id[container_id]
@@ -360,6 +365,7 @@ class _Restore:
             if container.running:
                 with contextlib.suppress(CkptError):
                     self.engine.unpause(container.id)
+        self.store.done_freezing(self.manifest.project)
         self._drop_safety_checkpoints(list(self.set_aside.values()))
         self.set_aside.clear()
         failures = {by_id[cid].name: exc for cid, exc in outcome.failures.items()}

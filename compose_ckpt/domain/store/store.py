@@ -8,6 +8,9 @@ Layout under the store home ($COMPOSE_CKPT_HOME, default /var/lib/compose-ckpt):
                                                   images in (engine/pages_in_root.py); gone once removed
     projects/<project>/.set-aside                 containers a `restore --force` killed and has not put back
                                                   yet (name, id, safety checkpoint), in order; see recovery.py
+    projects/<project>/.freezing                  containers a `restore --force` froze for its safety checkpoints
+                                                  and has not set aside yet (JSON, notes.py); `recover` thaws them
+    projects/<project>/.safety/<checkpoint>/<container>/   those safety checkpoints, while the command runs
     projects/<project>/.moving                    what a live migration under way created on its target (JSON,
                                                   domain/transport/live_migrate.py); gone once the target runs the stack
     projects/<project>/<snapshot>/manifest.json   written atomically (temp file + rename)
@@ -41,12 +44,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from compose_ckpt.const import ENV_HOME, ENV_LOCK_TIMEOUT
 from compose_ckpt.domain.store import safefs
 from compose_ckpt.domain.store.manifest import Manifest, ManifestError, SnapshotStatus
 from compose_ckpt.domain.store.names import NAME_PATTERN, validate_name
+from compose_ckpt.domain.store.notes import CommandNotes
 from compose_ckpt.errors import ConflictError, NotFoundError, UnsafePathError, UsageError
 
 DEFAULT_HOME = Path("/var/lib/compose-ckpt")
@@ -54,31 +57,18 @@ DEFAULT_LOCK_TIMEOUT = 30.0
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 32 * 1024**2
 _REMOVING = ".removing-"
-RESTORING = ".restoring"
-SET_ASIDE = ".set-aside"
 SAFETY = ".safety"  # restore --force's safety checkpoints dumped into the store: SAFETY/<checkpoint>/<container>
-MOVING = ".moving"
-_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 _STAGING = re.compile(r"(import|pull)-([0-9a-f]{32}|[0-9a-f]{64})")  # tmp/ folders of import and pull
 _LOCK_SUFFIX = ".lock"
 # Compose file copies: letters, digits, '_', '.', '-' only (they become archive member names).
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-@dataclass(frozen=True)
-class SetAside:
-    """A container `restore --force` killed after taking its safety checkpoint: put back from it if the restore fails."""
-
-    name: str
-    container_id: str
-    checkpoint: str
-
-
 def default_home() -> Path:
     return Path(os.environ.get(ENV_HOME) or DEFAULT_HOME)
 
 
-class SnapshotStore:
+class SnapshotStore(CommandNotes):
     def __init__(self, home: Path) -> None:
         self.home = home
 
@@ -267,56 +257,6 @@ class SnapshotStore:
             return []
         safefs.check_tree(folder)
         return sorted(folder.iterdir(), key=_merge_order)
-
-    def note_restoring(self, project_name: str, container_ids: list[str]) -> None:
-        """Record the containers a restore is about to place page images in, for `restoring` after a kill."""
-        self.write_project_file(project_name, RESTORING, "".join(f"{cid}\n" for cid in container_ids).encode())
-
-    def restoring(self, project_name: str) -> list[str]:
-        """The ids `note_restoring` recorded and `done_restoring` has not cleared: those of a killed restore."""
-        text = self.read_project_file(project_name, RESTORING, MAX_MANIFEST_BYTES) or b""
-        return [line for line in text.decode(errors="replace").split() if _CONTAINER_ID.fullmatch(line)]
-
-    def note_set_aside(self, project_name: str, entries: list[SetAside]) -> None:
-        """Record the containers a `restore --force` killed and has not put back yet, in the order to put them
-        back, for `set_aside` after a kill or a rollback that could not finish (none: the note is removed)."""
-        if not entries:
-            self.remove_project_file(project_name, SET_ASIDE)
-            return
-        lines = "".join(f"{e.name} {e.container_id} {e.checkpoint}\n" for e in entries)
-        self.write_project_file(project_name, SET_ASIDE, lines.encode())
-
-    def set_aside(self, project_name: str) -> list[SetAside]:
-        """What `note_set_aside` recorded last, in order; lines that are not what it writes are left out."""
-        text = self.read_project_file(project_name, SET_ASIDE, MAX_MANIFEST_BYTES) or b""
-        entries = []
-        for line in text.decode(errors="replace").splitlines():
-            parts = line.split(" ")
-            if len(parts) == 3 and NAME_PATTERN.match(parts[0]) and _CONTAINER_ID.fullmatch(parts[1]) \
-                    and NAME_PATTERN.match(parts[2]):
-                entries.append(SetAside(*parts))
-        return entries
-
-    def done_restoring(self, project_name: str) -> None:
-        self.remove_project_file(project_name, RESTORING)
-
-    def note_moving(self, project_name: str, record: dict[str, Any]) -> None:
-        """Record what a live migration under way has done so far, for the next one after a kill."""
-        self.write_project_file(project_name, MOVING, json.dumps(record).encode())
-
-    def moving(self, project_name: str) -> dict[str, Any] | None:
-        """What `note_moving` recorded and `done_moving` has not cleared: a live migration that was killed."""
-        text = self.read_project_file(project_name, MOVING, MAX_MANIFEST_BYTES)
-        if text is None:
-            return None
-        try:
-            record = json.loads(text)
-        except ValueError:
-            return None
-        return record if isinstance(record, dict) else None
-
-    def done_moving(self, project_name: str) -> None:
-        self.remove_project_file(project_name, MOVING)
 
     # --- reading --------------------------------------------------------------------------------
 

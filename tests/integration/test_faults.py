@@ -37,10 +37,10 @@ def assert_running_with_state(stack: Stack, before: dict[str, int]) -> None:
     stack.assert_counting_on(before)
 
 
-def run_until(stack: Stack, args: list[str], phase: str, then: object,
+def run_until(stack: Stack, args: list[str], phase: str | Callable[[subprocess.Popen[str], str], bool], then: object,
               dump_path: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run compose-ckpt with plain progress lines; on the first line of `phase`, call `then(process)`.
-    `dump_path`: its COMPOSE_CKPT_DUMP_PATH."""
+    """Run compose-ckpt with plain progress lines; on the first line of `phase` (or the first line for which the
+    predicate `phase` holds), call `then(process)`. `dump_path`: its COMPOSE_CKPT_DUMP_PATH."""
     env = None if dump_path is None else {**os.environ, "COMPOSE_CKPT_DUMP_PATH": dump_path}
     process = subprocess.Popen([sys.executable, "-m", "compose_ckpt", "--progress", "plain", "-p", stack.project, *args],
                                cwd=stack.folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -48,7 +48,7 @@ def run_until(stack: Stack, args: list[str], phase: str, then: object,
     seen = []
     for line in process.stderr:
         seen.append(line)
-        if line.rstrip().endswith(f": {phase}"):
+        if phase(process, line) if callable(phase) else line.rstrip().endswith(f": {phase}"):
             then(process)  # type: ignore[operator]
             break
     stdout, rest = process.communicate(timeout=300)
@@ -86,6 +86,28 @@ def test_recover_alone_puts_a_frozen_stack_back(stack: Stack) -> None:
     run_until(stack, ["snapshot"], "dumping", sigkill)
     done = stack.ckpt_ok("recover")
     assert "unpaused" in done.stdout
+    assert_running_with_state(stack, before)
+    assert stack.ckpt_ok("recover").stdout.strip() == "nothing to recover"
+
+
+def test_a_forced_restore_killed_while_saving_the_current_state_leaves_nothing_frozen(stack: Stack) -> None:
+    """Killed as it starts the second safety checkpoint (one at a time): the first container is frozen, dumped
+    and not set aside yet. `recover` thaws what it froze: every service runs on from its current state."""
+    stack.ckpt_ok("snapshot", "--name", "s")
+    before = stack.counts_of(*services(stack))
+    saving: list[str] = []
+
+    def on_second_save(process: subprocess.Popen[str], line: str) -> bool:
+        if line.rstrip().endswith(": saving current state"):
+            saving.append(line)
+        return len(saving) == 2
+
+    killed = run_until(stack, ["restore", "s", "--force", "--parallel", "1"], on_second_save, sigkill)
+
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert "paused" in stack.states().values(), stack.states()
+    recovered = stack.ckpt_ok("recover")
+    assert "unpaused (frozen by an interrupted restore --force)" in recovered.stdout, recovered.stdout
     assert_running_with_state(stack, before)
     assert stack.ckpt_ok("recover").stdout.strip() == "nothing to recover"
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import io
 import json
 import os
 import socket
@@ -259,10 +260,14 @@ class SdkTransport:
         self._api.close()
 
 
+def body_length(parts: Sequence[BodyPart]) -> int:
+    return sum(len(part) if isinstance(part, bytes) else part.size for part in parts)
+
+
 def _sized_put(sock: socket.socket, url: str, parts: Sequence[BodyPart], on_sent: SentCallback) -> None:
     """PUT `url` with a Content-Length body of `parts` on a connected socket: file parts go by sendfile, with
     no copy through this process (a few times faster than a chunked body for gigabytes of page images)."""
-    total = sum(len(part) if isinstance(part, bytes) else part.size for part in parts)
+    total = body_length(parts)
     try:
         sock.sendall(f"PUT {url} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/x-tar\r\n"
                      f"Content-Length: {total}\r\nConnection: close\r\n\r\n".encode())
@@ -306,7 +311,7 @@ def _raise_for_answer(sock: socket.socket) -> None:
 
 def body_chunks(parts: Sequence[BodyPart], on_sent: SentCallback) -> Iterator[bytes]:
     """`parts` as chunks of a streamed body, files read in big blocks."""
-    total = sum(len(part) if isinstance(part, bytes) else part.size for part in parts)
+    total = body_length(parts)
     sent = 0
     on_sent(0, total)
     for part in parts:
@@ -327,7 +332,7 @@ def body_chunks(parts: Sequence[BodyPart], on_sent: SentCallback) -> Iterator[by
                 yield block
 
 
-def _opened(part: FileBody) -> Any:
+def _opened(part: FileBody) -> io.FileIO:
     """The file of `part`, never through a link, checked to hold at least the bytes it declares."""
     source = os.fdopen(os.open(part.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb", buffering=0)
     if os.fstat(source.fileno()).st_size < part.size:

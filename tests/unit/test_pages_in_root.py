@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from compose_ckpt.engine import ContainerInfo
-from compose_ckpt.engine.api import body_chunks
+from compose_ckpt.engine.api import body_chunks, body_length
 from compose_ckpt.engine.pages_in_root import (
     FOLDER_PREFIX,
     ContainerRoot,
@@ -131,7 +131,7 @@ def test_the_pages_tar_holds_a_private_folder_of_the_page_images(images: list[Pa
     assert found[name][0].isdir() and found[name][0].mode == 0o700
     assert {n for n in found if n != name} == {f"{name}/pages-1.img", f"{name}/pages-2.img"}
     assert found[f"{name}/pages-1.img"][1] == b"a" * 5000 and found[f"{name}/pages-1.img"][0].mode == 0o600
-    total = sum(len(part) if isinstance(part, bytes) else part.size for part in pages_tar(name, images))
+    total = body_length(pages_tar(name, images))
     assert progress[0] == (0, total) and progress[-1] == (total, total) and total > 5300
 
 

@@ -364,6 +364,9 @@ def _thaw_left_frozen(engine: EnginePort, project_name: str, store: SnapshotStor
     set_aside = {entry.container_id for entry in store.set_aside(project_name)}
     frozen = {c.name: c for cid in container_ids if cid not in set_aside
               if (c := engine.inspect(cid)) is not None and c.paused}
+    if not frozen:  # no dump to wait for
+        store.done_freezing(project_name)
+        return []
     busy = _wait_until_no_dump(engine, {name: (c.id, checkpoint) for name, c in frozen.items()}, since, progress)
     if busy:  # the next command tries again
         return [f"the daemon is still dumping {', '.join(busy)}; left frozen for now"]

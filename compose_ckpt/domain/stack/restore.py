@@ -317,7 +317,7 @@ class _Restore:
             earlier = [e for e in self.store.set_aside(self.manifest.project)
                        if e.container_id not in self.set_aside.values()]
             self.store.note_set_aside(self.manifest.project, earlier + ours)
-        self.store.done_freezing(self.manifest.project)  # from here the set-aside note covers them
+            self.store.done_freezing(self.manifest.project)  # from here the set-aside note covers them
         run_parallel(list(names_by_id), lambda cid: self._discard_running(cid, names_by_id[cid]),
                      self.request.parallel).raise_first()
         for stale in ensure_holders(self.engine, self.manifest, self.records, self.progress, self.connected):

@@ -271,14 +271,19 @@ def test_safety_checkpoints_in_the_store_are_removed_after_a_restore_that_succee
     assert list((store.project_dir("p") / ".safety").iterdir()) == []
 
 
+def killed_forced_restore(stack: FakeStack, store: SnapshotStore, step: str, container: str) -> None:
+    """`restore --force` killed at `step` of `container`."""
+    stack.kill_at(step, container)
+    with pytest.raises(CommandKilled):
+        restore(stack, store, force=True)
+
+
 def test_recover_puts_back_from_the_store_what_a_killed_forced_restore_set_aside(tmp_path: Path) -> None:
     stack, store = FakeStack(STACK, direct=True), SnapshotStore(tmp_path)
     snapshot_of(stack, store, stop=False)
     stack.move_on()
     before = processes(stack)
-    stack.kill_at("start from checkpoint", "p-db-1")
-    with pytest.raises(CommandKilled):
-        restore(stack, store, force=True)
+    killed_forced_restore(stack, store, "start from checkpoint", "p-db-1")
     stack.revive()
     lines = recover_project(stack, "p", store)
     for name in NAMES:
@@ -292,9 +297,7 @@ def test_recover_removes_the_safety_checkpoints_of_a_forced_restore_killed_befor
     """Killed while it dumped web: db's and cache's are in the store, never to be put back (nothing was killed)."""
     stack, store = FakeStack(STACK, direct=True), SnapshotStore(tmp_path)
     snapshot_of(stack, store, stop=False)
-    stack.kill_at("dump", "p-web-1")
-    with pytest.raises(CommandKilled):
-        restore(stack, store, force=True)
+    killed_forced_restore(stack, store, "dump", "p-web-1")
     assert len(list((store.project_dir("p") / ".safety").iterdir())) == 1
     stack.revive()
     recover_project(stack, "p", store)
@@ -308,9 +311,7 @@ def test_recover_thaws_what_a_forced_restore_killed_while_dumping_had_frozen(tmp
     snapshot_of(stack, store, stop=False)
     stack.move_on()
     before = processes(stack)
-    stack.kill_at("dump", "p-web-1")
-    with pytest.raises(CommandKilled):
-        restore(stack, store, force=True)
+    killed_forced_restore(stack, store, "dump", "p-web-1")
     stack.revive()
     assert any(container.paused for container in stack.list_containers({}))
 

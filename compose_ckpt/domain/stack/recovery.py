@@ -231,7 +231,7 @@ class _Recovery:
             in_docker = record.checkpoint in self.engine.checkpoint_list(container.id)
             saved = self.store.checkpoint_dir(self.manifest.project, self.manifest.name, name)
             if container.paused:
-                container = self._unpause(container)
+                container = _unpause(self.engine, container, self.progress)
             if container.paused:
                 self.outcome.lines.append(f"{name}: unpaused; running with its state")
             elif container.running:
@@ -299,15 +299,6 @@ class _Recovery:
             return
         self.outcome.lines.append(f"{name}: restored from the checkpoint the killed snapshot took; running with its state")
 
-    def _unpause(self, container: ContainerInfo) -> ContainerInfo:
-        """Thaw a frozen container; returns it as before when thawed, or as it is now when its process
-        had already ended: a dump with exit ends it, and Docker shows it paused for a few more seconds."""
-        self.progress(container.name, "unpausing")
-        try:
-            self.engine.unpause(container.id)
-            return container
-        except CkptError:
-            return self.engine.wait_exited(container.id, timeout=30)
 
     def _running(self, record: ContainerRecord, container: ContainerInfo) -> None:
         """A container already running again: with its state, unless it was started fresh since."""
@@ -372,8 +363,20 @@ def _thaw_left_frozen(engine: EnginePort, project_name: str, store: SnapshotStor
         return [f"the daemon is still dumping {', '.join(busy)}; left frozen for now"]
     lines = []
     for name, container in frozen.items():
-        progress(name, "unpausing")
-        engine.unpause(container.id)
-        lines.append(f"{name}: unpaused (frozen by an interrupted restore --force); running with its state")
+        if _unpause(engine, container, progress).paused:
+            lines.append(f"{name}: unpaused (frozen by an interrupted restore --force); running with its state")
+        else:
+            lines.append(f"{name}: ended while frozen; its state is lost, start it fresh (`docker compose up -d`)")
     store.done_freezing(project_name)
     return lines
+
+
+def _unpause(engine: EnginePort, container: ContainerInfo, progress: ProgressCallback) -> ContainerInfo:
+    """Thaw a frozen container; returns it as before when thawed, or as it is now when its process
+    had already ended: a dump with exit ends it, and Docker shows it paused for a few more seconds."""
+    progress(container.name, "unpausing")
+    try:
+        engine.unpause(container.id)
+        return container
+    except CkptError:
+        return engine.wait_exited(container.id, timeout=30)

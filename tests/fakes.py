@@ -379,6 +379,10 @@ class FakeStack(UntouchableEngine):
         container.checkpoints[name] = int(held.read_text()) if held.is_file() else None  # copied as it is
         return PlacedCheckpoint([], PagesRoute.CONTAINERD, 0)
 
+    def send_pages_early(self, container_id: str, folder: Path, dump: Any, estimate: int | None,
+                         on_bytes: Callable[[int, int], None] = lambda done, total: None) -> int:
+        return 0  # as an engine on this host: the restore copies the page images
+
     def remove_placed_pages(self, container_id: str) -> list[str]:
         self.container(container_id)
         self._reach()

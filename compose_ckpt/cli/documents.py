@@ -125,6 +125,7 @@ def migrated_live(result: LiveMigrateResult, target: str) -> Document:
     return {"snapshot": result.snapshot.name, "project": result.snapshot.project, "target": target,
             "live": True, "downtime_seconds": result.downtime, "bytes_before_downtime": result.bytes_before,
             "bytes_during_downtime": result.bytes_during, "volume_entries_during_downtime": result.volume_entries,
+            "page_bytes_sent_while_dumping": result.pages_while_dumping,
             "memory_precopy": result.memory_precopy, "seconds": result.seconds, "warnings": result.warnings,
             "source_removed": result.source_removed, "containers": [vars(c) for c in result.restored]}
 

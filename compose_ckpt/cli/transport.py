@@ -265,6 +265,7 @@ def _migrated_text(result: MigrateResult | LiveMigrateResult, to: str, target: s
         return f"migrated {result.snapshot.project} to {to} ({timing}); {source} the source"
     return (f"migrated {result.snapshot.project} to {target} live: downtime {result.downtime:.2f}s; "
             f"sent {human_size(result.bytes_before)} before it, {human_size(result.bytes_during)} during it "
+            f"({human_size(result.pages_while_dumping)} of page images while they were dumped) "
             f"({timing}); memory pre-copy {result.memory_precopy}; {source} the source")
 
 

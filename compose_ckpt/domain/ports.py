@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # names for the annotations only: importing this module loads neither adapter
+    from compose_ckpt.domain.store.manifest import ContainerRecord, Manifest
     from compose_ckpt.engine.types import (
         ContainerdLeftovers,
         ContainerInfo,
         CriuOptions,
         CriuProbe,
+        DumpProgress,
         DumpResult,
         EngineInfo,
         PlacedCheckpoint,
@@ -130,6 +132,9 @@ class EnginePort(Protocol):
     def place_checkpoint(self, container_id: str, name: str, source: Path,
                          on_bytes: Callable[[int, int], None] = ...) -> PlacedCheckpoint: ...
 
+    def send_pages_early(self, container_id: str, folder: Path, dump: DumpProgress, estimate: int | None,
+                         on_bytes: Callable[[int, int], None] = ...) -> int: ...
+
     def remove_placed_pages(self, container_id: str) -> list[str]: ...
 
     # --- images, networks, volumes
@@ -228,3 +233,17 @@ class RegistryPort(Protocol):
     def delete_manifest(self, digest: str) -> None: ...
 
     def tags(self) -> list[str]: ...
+
+
+class DumpWatcher(Protocol):
+    """Works beside a snapshot: `migrate --live` prepares the target before the freeze and sends the page images
+    there while CRIU writes them (domain/transport/early_pages.py); see domain/stack/snapshot.py."""
+
+    def recorded(self, manifest: Manifest) -> None:
+        """The containers are recorded and still run: the freeze comes next."""
+        ...
+
+    def dump_started(self, record: ContainerRecord, into: Path, estimate: int | None, dump: DumpProgress) -> None:
+        """CRIU may now write the container's checkpoint into `into` (when the daemon's runtime dumps it
+        there); `dump` tells when it has ended, and whether well."""
+        ...

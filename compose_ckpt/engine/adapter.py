@@ -41,6 +41,7 @@ from compose_ckpt.engine.types import (
     NO_CRIU_OPTIONS,
     CriuOptions,
     DumpPath,
+    DumpProgress,
     DumpResult,
     PlacedCheckpoint,
 )
@@ -153,6 +154,17 @@ class Engine(ContainerCalls, CheckpointCalls, NetworkVolumeCalls, ImageCalls, Lo
         if not self.info().local:
             return self._place_through_api(container_id, name, source, on_bytes)
         return self._place_here(container_id, name, source, on_bytes)
+
+    def send_pages_early(self, container_id: str, folder: Path, dump: DumpProgress, estimate: int | None,
+                         on_bytes: BytesCallback = lambda done, total: None) -> int:
+        """Send the page images CRIU is writing into `folder` (on this host) into the root of this engine's
+        container `container_id` as they are written, so that its restore does not wait for them: through
+        the archive endpoint (engine/pages_stream.py), or on the daemon's host copied in the kernel
+        (pages_in_root.place_while_written). Returns their bytes (0 when the dump failed, or the root takes
+        no page images)."""
+        if self.info().local:
+            return self._send_pages_early_here(container_id, folder, dump, on_bytes)
+        return self._send_pages_early(container_id, folder, dump, estimate, on_bytes)
 
     def remove_placed_pages(self, container_id: str) -> list[str]:
         """Remove the page images a restore placed in the container's root (engine/pages_in_root.py), also

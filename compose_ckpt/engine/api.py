@@ -11,6 +11,7 @@ stdlib one cannot reach the engine.
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import io
 import json
@@ -53,7 +54,22 @@ class FileBody:
     size: int
 
 
-BodyPart = bytes | FileBody
+class GrowingBody(Protocol):
+    """A part whose bytes are not all there when the body starts (a page image CRIU is still writing): it
+    sends exactly `size` bytes itself, waiting for them, or raises."""
+
+    size: int
+
+    def send(self, sock: socket.socket, on_step: Callable[[int], None]) -> None:
+        """Send the part on `sock`, calling `on_step` with its bytes sent so far."""
+        ...
+
+    def chunks(self) -> Iterator[bytes]:
+        """The part as blocks, for a body that goes through the SDK (TLS, ssh://)."""
+        ...
+
+
+BodyPart = bytes | FileBody | GrowingBody
 # Called with (bytes sent so far, bytes to send) while a body goes out.
 SentCallback = Callable[[int, int], None]
 _SEND_SLICE = 64 * 1024**2  # a progress report per slice of a file
@@ -290,6 +306,10 @@ def _send_parts(sock: socket.socket, parts: Sequence[BodyPart], total: int, on_s
             sent += len(part)
             on_sent(sent, total)
             continue
+        if not isinstance(part, FileBody):
+            part.send(sock, functools.partial(_sent_after, sent, total, on_sent))
+            sent += part.size
+            continue
         with _opened(part) as source:
             offset = 0
             while offset < part.size:
@@ -299,6 +319,10 @@ def _send_parts(sock: socket.socket, parts: Sequence[BodyPart], total: int, on_s
                 offset += step
                 on_sent(sent + offset, total)
         sent += part.size
+
+
+def _sent_after(before: int, total: int, on_sent: SentCallback, done: int) -> None:
+    on_sent(before + done, total)
 
 
 def _raise_for_answer(sock: socket.socket) -> None:
@@ -319,6 +343,12 @@ def body_chunks(parts: Sequence[BodyPart], on_sent: SentCallback) -> Iterator[by
             sent += len(part)
             yield part
             on_sent(sent, total)
+            continue
+        if not isinstance(part, FileBody):
+            for block in part.chunks():
+                sent += len(block)
+                yield block
+                on_sent(sent, total)
             continue
         with _opened(part) as source:
             left = part.size

@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from compose_ckpt.const import LABEL_HELPER
-from compose_ckpt.engine import pages_in_root
-from compose_ckpt.engine.api import Transport, path_of
+from compose_ckpt.engine import pages_in_root, pages_stream
+from compose_ckpt.engine.api import FileBody, Transport, path_of
 from compose_ckpt.engine.connection import Connection
 from compose_ckpt.engine.criu_log import criu_log_key_lines
 from compose_ckpt.engine.pages_in_root import BytesCallback
+from compose_ckpt.engine.pages_stream import GrowingFile, SentEarly
 from compose_ckpt.engine.tar_stream import extract_tree, tar_stream
 from compose_ckpt.engine.translation import retry_transient, translated
-from compose_ckpt.engine.types import PagesRoute, PlacedCheckpoint
+from compose_ckpt.engine.types import DumpProgress, PagesRoute, PlacedCheckpoint
 from compose_ckpt.errors import CkptError, EngineError, EngineUnavailable, NotFoundError
 
 HELPER_MOUNT = "/checkpoints"
@@ -34,6 +35,8 @@ class CheckpointCalls(Connection):
         super().__init__(transport, base_url, sdk_client, socket_path)
         # Container id -> the page folders placed in its root through the API, until emptied (pages_in_root.py).
         self._placed_through_api: dict[str, list[str]] = {}
+        # Container id -> the page images sent while they were dumped, until its restore uses them (pages_stream.py).
+        self._sent_early: dict[str, SentEarly] = {}
 
     def _dump_by_engine(self, container_id: str, name: str, *, leave_running: bool) -> None:
         """POST /containers/{id}/checkpoints: the daemon dumps the container into its checkpoint folder as `name`."""
@@ -85,14 +88,43 @@ class CheckpointCalls(Connection):
             stream, _ = self._api.get_archive(helper, f"{HELPER_MOUNT}/{name}")
             return extract_tree(stream, name, destination)
 
+    def _send_pages_early(self, container_id: str, folder: Path, dump: DumpProgress, estimate: int | None,
+                          on_bytes: BytesCallback) -> int:
+        """Send the page images CRIU is writing into `folder` into `container_id`'s root as they are written
+        (engine/pages_stream.py); the container's restore then links to them instead of sending them."""
+        name = pages_in_root.new_folder_name()
+        self._placed_through_api.setdefault(container_id, []).append(name)  # emptied after the restore, or on failure
+        before = 0  # bytes of the images sent completely
+
+        def upload(image: Path, growing: GrowingFile | None) -> None:
+            nonlocal before
+            body = growing or FileBody(image, image.stat().st_size)
+            with translated(f"send the page images of {container_id[:12]} as they are dumped"):
+                self._http.upload(path_of("/containers/{0}/archive", container_id), {"path": "/"},
+                                  pages_in_root.page_bodies_tar(name, [(image.name, body)]),
+                                  lambda done, total: on_bytes(before + done, max(estimate or 0, before + total)))
+            before += body.size
+
+        taken = pages_stream.send_while_dumped(folder, dump, estimate, upload)
+        if taken is None:
+            return 0
+        self._sent_early[container_id] = SentEarly(name, taken)
+        return sum(taken.values())
+
     def _place_through_api(self, container_id: str, name: str, source: Path,
                            on_bytes: BytesCallback) -> PlacedCheckpoint:
         """An engine whose files are out of reach: the page images go into the container's root through its
         archive endpoint, the rest (with links to them) through the checkpoint helper (see
-        engine/pages_in_root.py); when the root takes no files, everything goes through containerd."""
+        engine/pages_in_root.py); when the root takes no files, everything goes through containerd. Page
+        images sent while they were dumped (`_send_pages_early`) are not sent again when they match."""
         images = pages_in_root.page_images(source)
         folder, why = pages_in_root.new_folder_name(), "no page images"
-        if images:
+        early = self._sent_early.pop(container_id, None)
+        if early is not None and early.matches(images):
+            folder, why = early.folder, ""
+            size = sum(early.taken.values())
+            on_bytes(size, size)
+        elif images:
             try:
                 with translated(f"upload the page images of checkpoint {name}"):
                     self._placed_through_api.setdefault(container_id, []).append(folder)

@@ -23,7 +23,7 @@ from compose_ckpt.engine.criu_log import restore_log_paths
 from compose_ckpt.engine.pages_in_root import BytesCallback
 from compose_ckpt.engine.runtime import DirectDumpUnavailable, Runtime, find_runtime
 from compose_ckpt.engine.tar_stream import write_upload_id
-from compose_ckpt.engine.types import DumpPath, PlacedCheckpoint
+from compose_ckpt.engine.types import DumpPath, DumpProgress, PlacedCheckpoint
 from compose_ckpt.errors import NotFoundError
 
 
@@ -35,6 +35,8 @@ class LocalCheckpoints(Connection):
         super().__init__(transport, base_url, sdk_client, socket_path)
         # Per daemon pid (a new one after a daemon restart): found by a walk of /proc, the same for every restore.
         self._containerd_temp: dict[int, list[ctrd_copies.TempFolder]] = {}
+        # Container id -> the page images copied into its root while they were dumped, until its restore.
+        self._copied_early: dict[str, pages_in_root.PlacedPages] = {}
 
     def _runtime_for(self, container_id: str) -> Runtime:
         """The daemon's own runtime for the container, or DirectDumpUnavailable saying why not."""
@@ -100,7 +102,21 @@ class LocalCheckpoints(Connection):
             shutil.rmtree(target)
         root, why = self._container_root(container_id)
         return pages_placement.place_here(container_id, source, target, root, why, on_bytes,
-                                          lambda: self._fit_mount_propagation(container_id, target))
+                                          lambda: self._fit_mount_propagation(container_id, target),
+                                          self._copied_early.pop(container_id, None))
+
+    def _send_pages_early_here(self, container_id: str, folder: Path, dump: DumpProgress,
+                               on_bytes: BytesCallback) -> int:
+        """`send_pages_early` on the daemon's host: the page images copied into the container's root as CRIU
+        writes them (pages_in_root.place_while_written); its restore links to them instead of copying them."""
+        root, _ = self._container_root(container_id)
+        if root is None:
+            return 0
+        placed = pages_in_root.place_while_written(root, folder, dump, on_bytes)
+        if placed is None:
+            return 0
+        self._copied_early[container_id] = placed
+        return placed.size
 
     def _container_root(self, container_id: str) -> tuple[pages_in_root.ContainerRoot | None, str]:
         """The container's root when the page images can go there, else None and why not."""

@@ -49,17 +49,20 @@ import secrets
 import shutil
 import stat
 import tarfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from compose_ckpt.engine.api import BodyPart, FileBody
-from compose_ckpt.engine.types import ContainerInfo
+from compose_ckpt.engine.api import BodyPart, FileBody, GrowingBody
+from compose_ckpt.engine.pages_stream import ordered_page_images
+from compose_ckpt.engine.types import ContainerInfo, DumpProgress
 
 FOLDER_PREFIX = ".compose-ckpt-pages-"
 PAGES = re.compile(r"pages-\d+\.img")
 _CHUNK = 64 * 1024**2
+_GROWTH_POLL_SECONDS = 0.02  # how often the images of a running dump are looked at again
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 # Called with (bytes placed so far, bytes to place) while the pages are copied.
@@ -145,6 +148,63 @@ def place(root: ContainerRoot, images: list[Path], on_bytes: BytesCallback) -> P
     return PlacedPages(f"/{name}", [image.name for image in images], total)
 
 
+def place_while_written(root: ContainerRoot, source: Path, dump: DumpProgress,
+                        on_bytes: BytesCallback) -> PlacedPages | None:
+    """`place` for the page images CRIU is writing into `source`: each is copied as it grows (CRIU only appends
+    to an image, and finishes one before it starts the next: engine/pages_stream.py), until the dump ends.
+    None (nothing left in the root) when the dump failed; on an error nothing stays either."""
+    copied: dict[str, int] = {}
+    with root.opened() as top:
+        name = _new_folder(top)
+        try:
+            folder = os.open(name, _DIRECTORY, dir_fd=top)
+            try:
+                while True:
+                    ended = dump.ended.is_set()  # read before the sizes: once ended, they are final
+                    before = sum(copied.values())
+                    for image in ordered_page_images(source):
+                        _copy_grown(image, folder, copied)
+                    if sum(copied.values()) != before:
+                        on_bytes(sum(copied.values()), 0)
+                    if ended:
+                        break
+                    time.sleep(_GROWTH_POLL_SECONDS)
+            finally:
+                os.close(folder)
+            if not dump.ok:
+                shutil.rmtree(name, dir_fd=top)
+                return None
+        except BaseException:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(name, dir_fd=top)
+            raise
+    return PlacedPages(f"/{name}", list(copied), sum(copied.values()))
+
+
+def _copy_grown(image: Path, folder: int, copied: dict[str, int]) -> None:
+    """Copy what `image` gained since the last call (`copied` holds the bytes copied so far of each image)."""
+    source = os.open(image, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        size = os.fstat(source).st_size
+        done = copied.get(image.name)
+        if done == size:
+            return
+        flags = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT | os.O_EXCL if done is None else 0)
+        target = os.open(image.name, flags, 0o600, dir_fd=folder)
+        try:
+            done = done or 0
+            while done < size:
+                step = _copy_chunk(source, target, done, min(_CHUNK, size - done), done)
+                if step == 0:
+                    break
+                done += step
+        finally:
+            os.close(target)
+        copied[image.name] = done
+    finally:
+        os.close(source)
+
+
 def _new_folder(top: int) -> str:
     for _ in range(5):
         name = new_folder_name()
@@ -178,13 +238,16 @@ def _copy_into(image: Path, folder: int, done: int, total: int, on_bytes: BytesC
     return done
 
 
-def _copy_chunk(source: int, target: int, offset: int, count: int) -> int:
-    """In-kernel copy (copy_file_range; sendfile where the two file systems refuse it)."""
+def _copy_chunk(source: int, target: int, offset: int, count: int, at: int | None = None) -> int:
+    """In-kernel copy (copy_file_range; sendfile where the two file systems refuse it) of `count` bytes from
+    `offset`, written at `at` (None: at the target's current position)."""
     try:
-        return os.copy_file_range(source, target, count, offset)
+        return os.copy_file_range(source, target, count, offset, at)
     except OSError as exc:
         if exc.errno not in (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
             raise
+    if at is not None:
+        os.lseek(target, at, os.SEEK_SET)
     return os.sendfile(target, source, offset, count)
 
 
@@ -211,13 +274,19 @@ def new_folder_name() -> str:
 def pages_tar(name: str, images: list[Path]) -> list[BodyPart]:
     """A tar of folder `name` (0700) holding `images` (0600 each), for the archive endpoint to unpack at the
     top of a container's root: tar headers as bytes, each image's body as a file part (sent by the kernel)."""
+    return page_bodies_tar(name, [(image.name, FileBody(image, os.stat(image, follow_symlinks=False).st_size))
+                                  for image in images])
+
+
+def page_bodies_tar(name: str, bodies: list[tuple[str, FileBody | GrowingBody]]) -> list[BodyPart]:
+    """`pages_tar` from (image name, body) pairs: a body may be a file still being written (engine/pages_stream.py)."""
     folder = tarfile.TarInfo(name)
     folder.type, folder.mode = tarfile.DIRTYPE, 0o700
     parts: list[BodyPart] = [folder.tobuf()]
-    for image in images:
-        member = tarfile.TarInfo(f"{name}/{image.name}")
-        member.size, member.mode = os.stat(image, follow_symlinks=False).st_size, 0o600
-        parts += [member.tobuf(), FileBody(image, member.size), bytes(-member.size % tarfile.BLOCKSIZE)]
+    for image_name, body in bodies:
+        member = tarfile.TarInfo(f"{name}/{image_name}")
+        member.size, member.mode = body.size, 0o600
+        parts += [member.tobuf(), body, bytes(-member.size % tarfile.BLOCKSIZE)]
     return [*parts, bytes(2 * tarfile.BLOCKSIZE)]  # the end of the archive
 
 

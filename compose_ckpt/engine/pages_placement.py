@@ -31,11 +31,17 @@ def container_root(container: ContainerInfo, docker_root_dir: str) -> tuple[Cont
 
 
 def place_here(container_id: str, source: Path, target: Path, root: ContainerRoot | None, why: str,
-               on_bytes: BytesCallback, fit_mount_propagation: Callable[[], list[str]]) -> PlacedCheckpoint:
+               on_bytes: BytesCallback, fit_mount_propagation: Callable[[], list[str]],
+               early: PlacedPages | None = None) -> PlacedCheckpoint:
     """The checkpoint files of `source` placed at `target` (Docker's checkpoint folder), the page images in
-    `root` when it takes them (else `why` not), then fitted to this host's mount propagation."""
+    `root` when it takes them (else `why` not), then fitted to this host's mount propagation. `early`: the
+    page images already copied into the root while they were dumped (`place_while_written`), used when they
+    are the checkpoint's."""
     placed = None
-    if root:
+    if root and early and matches(early, source):
+        placed = early
+        on_bytes(early.size, early.size)
+    elif root:
         placed, why = place_pages(root, source, on_bytes)
     try:
         if placed:
@@ -63,6 +69,13 @@ def place_pages(root: ContainerRoot, source: Path, on_bytes: BytesCallback) -> t
         return pages_in_root.place(root, images, on_bytes), ""
     except OSError as exc:  # a full or read-only layer: containerd's way still works
         return None, f"the container's root takes no new files ({exc.strerror or exc})"
+
+
+def matches(placed: PlacedPages, source: Path) -> bool:
+    """Whether the page images `placed` are those of the checkpoint in `source`, by name and size."""
+    images = pages_in_root.page_images(source)
+    return sorted(placed.names) == [image.name for image in images] and placed.size == sum(
+        image.stat().st_size for image in images)
 
 
 def link_pages(source: Path, target: Path, placed: PlacedPages) -> None:

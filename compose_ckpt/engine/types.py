@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -255,6 +256,18 @@ class DumpResult:
     path: DumpPath
     size: int = 0  # bytes written into the store (RUNTIME); 0 for ENGINE_API, whose files are still the daemon's
     fallback: str | None = None  # why the direct path was not taken (ENGINE_API only; None: never tried)
+
+
+@dataclass
+class DumpProgress:
+    """Whether a dump still runs, told by the snapshot to whoever reads its files as CRIU writes them."""
+
+    ended: threading.Event = field(default_factory=threading.Event)
+    ok: bool = False  # set before `ended`: the dump wrote a complete checkpoint
+
+    def end(self, ok: bool) -> None:
+        self.ok = ok
+        self.ended.set()
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,10 @@ from compose_ckpt.const import (
     LABEL_CRIU_OPTIONS,
     LABEL_SERVICE,
 )
-from compose_ckpt.domain.ports import EnginePort
+from compose_ckpt.domain.ports import DumpWatcher, EnginePort
 from compose_ckpt.domain.requests import SnapshotRequest
 from compose_ckpt.domain.stack.containers import start_order
+from compose_ckpt.domain.stack.dump_diagnostics import peers_outside, unix_socket_ends
 from compose_ckpt.domain.stack.filesystem import FilesystemCapture, remove_files, remove_stale_precopies
 from compose_ckpt.domain.stack.held_policies import HeldPolicy, held_policies, hold, put_back_on_running, release
 from compose_ckpt.domain.stack.holders import NetworkForm, network_form, refuse_stale_joins, refuse_unrestorable
@@ -51,9 +52,8 @@ from compose_ckpt.domain.stack.timing import Phases
 from compose_ckpt.domain.store.manifest import ContainerRecord, Manifest, ManifestError, SnapshotStatus, now_iso
 from compose_ckpt.domain.store.store import SnapshotStore
 from compose_ckpt.engine import NO_RESTART, ContainerInfo, CriuOptions, DumpPath
-from compose_ckpt.engine.criu_log import EXTERNAL_UNIX_SOCKET
 from compose_ckpt.engine.specs import joined_container
-from compose_ckpt.engine.types import SocketOwner
+from compose_ckpt.engine.types import DumpProgress
 from compose_ckpt.errors import CkptError, SnapshotFailed, UnsafePathError, UsageError
 
 
@@ -63,7 +63,8 @@ def default_snapshot_name() -> str:
 
 
 def take_snapshot(project: Project, store: SnapshotStore, request: SnapshotRequest, *,
-                  progress: ProgressCallback = lambda name, phase: None, phases: Phases | None = None) -> Manifest:
+                  progress: ProgressCallback = lambda name, phase: None, phases: Phases | None = None,
+                  watcher: DumpWatcher | None = None) -> Manifest:
     """`phases`: the caller's timings so far (the CLI's start-up), continued here and kept in the manifest."""
     if request.parallel < 1:
         raise UsageError("--parallel must be at least 1")
@@ -85,7 +86,8 @@ def take_snapshot(project: Project, store: SnapshotStore, request: SnapshotReque
         refuse_stale_joins(project.engine, [(e.service, c) for e in resolved for c in e.containers], "snapshot")
         phases.add("resolve", time.monotonic() - began)
         run = _SnapshotRun(project, store, name, [s for s in services if s not in skipped],
-                           [(e.service, c) for e in resolved for c in e.containers], request, progress, phases)
+                           [(e.service, c) for e in resolved for c in e.containers], request, progress, phases,
+                           watcher)
         run.manifest.skipped = skipped
         return run.execute()
 
@@ -147,8 +149,9 @@ class _SnapshotRun:
 
     def __init__(self, project: Project, store: SnapshotStore, name: str, services: list[str],
                  members: list[tuple[str, ContainerInfo]], request: SnapshotRequest,
-                 progress: ProgressCallback, phases: Phases) -> None:
+                 progress: ProgressCallback, phases: Phases, watcher: DumpWatcher | None) -> None:
         self.project = project
+        self.watcher = watcher
         self.engine: EnginePort = project.engine
         self.store = store
         self.request = request
@@ -183,6 +186,9 @@ class _SnapshotRun:
             self.store.save_compose_files(self.project.name, self.manifest.name,
                                           zip(self.project.compose.config_files, self.project.compose.file_contents))
         try:
+            if self.watcher:
+                with self.phases.timed("prepare target"):
+                    self.watcher.recorded(self.manifest)
             if self.request.with_volumes and self.request.precopy:
                 with self.phases.timed("pre-copy volumes"):  # while the stack runs: see domain/stack/filesystem.py
                     self.files.precopy_volumes(self.request.parallel, self.progress)
@@ -313,8 +319,16 @@ class _SnapshotRun:
             self.progress(record.container_name, ProgressEvent("dumping", done, estimate, estimated=True))
 
         into = self.store.new_checkpoint_dir(self.project.name, self.manifest.name, record.container_name)
-        result = self.engine.checkpoint_create(container_id, self.checkpoint, leave_running=not self.request.stop,
-                                               into=into, options=self._criu_options(container_id), on_bytes=written)
+        dump = DumpProgress()
+        if self.watcher:
+            self.watcher.dump_started(record, into, estimate, dump)
+        try:
+            result = self.engine.checkpoint_create(container_id, self.checkpoint, leave_running=not self.request.stop,
+                                                   into=into, options=self._criu_options(container_id), on_bytes=written)
+        except BaseException:
+            dump.end(ok=False)
+            raise
+        dump.end(ok=result.path is DumpPath.RUNTIME)  # the API path leaves its files in the daemon's folder
         if result.path is DumpPath.RUNTIME:
             self.direct.add(container_id)
             written(result.size)  # the final count: the display's last line of the phase shows it
@@ -346,57 +360,10 @@ class _SnapshotRun:
         if outcome.failures:
             failure = _phase_failure(phase, {self.members[cid][1].name: exc for cid, exc in outcome.failures.items()})
             if TCP_REMEDY in (failure.hint or ""):
-                failure.details += self._peers_outside()
+                failure.details += peers_outside(self.engine, self.members)
             if UNIX_SOCKET_REMEDY in (failure.hint or ""):
-                failure.details += self._unix_socket_ends(failure.details)
+                failure.details += unix_socket_ends(self.engine, self.members, failure.details)
             raise failure
-
-    def _unix_socket_ends(self, details: list[str]) -> list[str]:
-        """Both ends of each unix connection CRIU refused, found by their inodes in /proc: which container
-        (or `docker exec` session, or host process) holds each."""
-        sockets = [(path or f"inode {own}", int(own), int(outside) if outside else None)
-                   for path, own, outside in EXTERNAL_UNIX_SOCKET.findall("\n".join(details))]
-        if not sockets or not self.engine.info().local:
-            return []
-        owners = self.engine.socket_owners({inode for _, own, outside in sockets for inode in (own, outside) if inode})
-        lines = []
-        for path, own, outside in sockets:
-            ours = " and ".join(self._describe_owner(owner) for owner in owners[own]) or "a process of the snapshot"
-            if outside is None:  # its peer is in another network namespace: CRIU's log does not say which
-                theirs = "a process in another container or on the host (not in its network namespace)"
-            else:
-                theirs = " and ".join(self._describe_owner(h) for h in owners[outside]) or "a process that has ended since"
-            lines.append(f"{ours} holds unix socket {path}, connected to {theirs}: CRIU dumps each container's own "
-                         "process tree and cannot take a connection to a process outside it")
-        return lines
-
-    def _describe_owner(self, owner: SocketOwner) -> str:
-        process = f"pid {owner.pid} {owner.command}"
-        if owner.container_id is None:
-            return f"a process on the host, outside any container ({process})"
-        member = self.members.get(owner.container_id)
-        container = member[1] if member else self.engine.inspect(owner.container_id)
-        if container is None:
-            return f"container {owner.container_id[:12]} ({process})"
-        if container.pid and not self.engine.descends_from(owner.pid, container.pid):
-            return f"a `docker exec` session in {container.name} ({process}, not started by its main process)"
-        service = f"service {member[0]} " if member else ""
-        return f"{service}{container.name} ({process})"
-
-    def _peers_outside(self) -> list[str]:
-        """Services connected to an address no container of this snapshot has: only frozen ends agree."""
-        inside = {"127.0.0.1", "::1"}
-        for _, container in self.members.values():
-            inside.update(container.addresses)
-        lines = []
-        for service, container in sorted(self.members.values(), key=lambda member: member[1].name):
-            if container.network_mode == "host" or not self.engine.info().local:
-                continue  # the host's own sockets, or another host's /proc: nothing to tell
-            outside = sorted({f"{ip}:{port}" for ip, port in self.engine.established_peers(container.pid) if ip not in inside})
-            if outside:
-                lines.append(f"service {service} ({container.name}) is connected to {', '.join(outside)}, outside "
-                             "the snapshot: that end is not frozen with it")
-        return lines
 
     # --- after the window ------------------------------------------------------
 

@@ -39,6 +39,7 @@ from compose_ckpt.const import LABEL_NETWORK_HOLDER
 from compose_ckpt.domain.host.compat import check_target
 from compose_ckpt.domain.ports import EnginePort
 from compose_ckpt.domain.requests import MigrateRequest, RestoreRequest, SnapshotRequest
+from compose_ckpt.domain.stack.containers import connected_containers
 from compose_ckpt.domain.stack.filesystem import Tally, VolumePreCopies, named_volumes, remove_stale_precopies
 from compose_ckpt.domain.stack.parallel import ProgressCallback, bytes_reporter, counted
 from compose_ckpt.domain.stack.project import Project
@@ -47,6 +48,7 @@ from compose_ckpt.domain.stack.restore import RestoredContainer, restore_snapsho
 from compose_ckpt.domain.stack.snapshot import default_snapshot_name, engine_facts, take_snapshot
 from compose_ckpt.domain.store.manifest import Manifest, SnapshotStatus
 from compose_ckpt.domain.store.store import SnapshotStore
+from compose_ckpt.domain.transport.early_pages import PagesAhead
 from compose_ckpt.domain.transport.migrate import (
     Clock,
     MigrateFailed,
@@ -75,6 +77,7 @@ class LiveMigrateResult:
     seconds: dict[str, float] = field(default_factory=dict)  # pre-copy, freeze and dump, volume changes, restore
     warnings: list[str] = field(default_factory=list)
     volume_entries: int = 0  # volume entries sent again during the downtime
+    pages_while_dumping: int = 0  # bytes of page images sent to the target while CRIU wrote them
     source_removed: bool = False
 
 
@@ -103,9 +106,11 @@ class _LiveMove:
         self.precopies = VolumePreCopies(self.source, store, project.name, "migrate")
         self.bytes_before = 0
         self.bytes_during = 0
+        # Makes the target's containers before the freeze and sends page images as CRIU writes them.
+        self.ahead = PagesAhead(target, progress, self._note_created)
         # What a kill would leave behind, kept in the store as it grows (see the module's contract).
         self.journal: dict[str, Any] = {"target": target.base_url, "created_volumes": self.created_volumes,
-                                        "created_networks": [],
+                                        "created_networks": [], "created_containers": [],
                                         "snapshot": None, "existing_on_target": []}
 
     def execute(self) -> LiveMigrateResult:
@@ -129,6 +134,11 @@ class _LiveMove:
                                 f"{exc.message}", details=exc.details + left, hint=exc.hint) from exc
         existing_on_target = set(self.journal["existing_on_target"])
         try:
+            left = self.ahead.undo_for_connections(connected_containers(self.store, manifest),
+                                                   self.journal["created_networks"])
+            if left:
+                raise MigrateFailed("the containers made on the target before the freeze could not be removed",
+                                    details=left)
             entries = self._send_volume_changes(manifest)
             self.seconds["volume changes"] = self.clock.lap()
             restored = restore_snapshot(self.target, self.project.name, self.store,
@@ -158,12 +168,15 @@ class _LiveMove:
         return LiveMigrateResult(manifest, restored.containers, downtime, self.bytes_before, self.bytes_during,
                                  memory_precopy=memory, seconds=self.seconds,
                                  warnings=warnings + restored.warnings, volume_entries=entries,
+                                 pages_while_dumping=sum(self.ahead.sent.values()),
                                  source_removed=not self.request.keep_source)
 
     def _undo_before_downtime(self) -> list[str]:
-        """Remove the volumes this move created on the target; return a line for each one left there."""
+        """Remove what this move created on the target before its restore began (the containers made for the
+        early page images, their networks, the volumes); return a line for each thing left there."""
         self.precopies.discard()
-        left = remove_from_target(self.target, [], self.created_volumes, self.progress)
+        left = remove_from_target(self.target, self.journal["created_containers"], self.created_volumes, self.progress,
+                                  self.journal["created_networks"])
         if not left:
             self.store.done_moving(self.project.name)
         return left
@@ -192,6 +205,7 @@ class _LiveMove:
             manifest = loaded if loaded.status is SnapshotStatus.COMPLETE else None
         existing = {n for n in record.get("existing_on_target") or [] if isinstance(n, str)}
         containers = [n for n in names_with_holders(manifest) if n not in existing] if manifest else []
+        containers += [n for n in record.get("created_containers") or [] if isinstance(n, str) and n not in containers]
         volumes = [v for v in record.get("created_volumes") or [] if isinstance(v, str)]
         networks = [n for n in record.get("created_networks") or [] if isinstance(n, str)]
         left = remove_from_target(self.target, containers, volumes, self.progress, networks)
@@ -235,9 +249,12 @@ class _LiveMove:
         self.journal["created_networks"] = sorted(self._networks_the_target_lacks())  # the restore makes them
         self._note()
         called = time.monotonic()
-        manifest = take_snapshot(self.project, self.store,
-                                 SnapshotRequest(name=name, stop=True, parallel=self.request.parallel),
-                                 progress=self.progress)
+        try:
+            manifest = take_snapshot(self.project, self.store,
+                                     SnapshotRequest(name=name, stop=True, parallel=self.request.parallel),
+                                     progress=self.progress, watcher=self.ahead)
+        finally:
+            self.ahead.wait()  # the page images still on their way: part of the downtime
         before_freeze = 0.0
         for phase, seconds in manifest.phases.items():  # in the order they ran: resolve, record, ..., pause
             if phase == "pause":
@@ -245,6 +262,10 @@ class _LiveMove:
             before_freeze += seconds
         self.seconds["freeze and dump"] = self.clock.lap()
         return manifest, called + before_freeze
+
+    def _note_created(self, names: list[str]) -> None:
+        self.journal["created_containers"].extend(names)
+        self._note()
 
     def _names_on_target(self) -> set[str]:
         """The stack's container and holder names the target has before the move: never ours to remove."""

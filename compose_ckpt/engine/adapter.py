@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -150,7 +151,11 @@ class Engine(ContainerCalls, CheckpointCalls, NetworkVolumeCalls, ImageCalls, Lo
 
         On the daemon's host the page images go into the container's own root when it allows it (see
         engine/pages_in_root.py; `on_bytes` follows that copy), the placed copy is fitted to this host's
-        mount propagation (see `_fit_mount_propagation`); elsewhere everything goes through the API."""
+        mount propagation (see `_fit_mount_propagation`); elsewhere everything goes through the API. Page
+        images still being sent early (`send_pages_early`) are waited for: the restore uses them."""
+        sending = self._early_sendings.pop(container_id, None)
+        if sending is not None:
+            sending.wait()
         if not self.info().local:
             return self._place_through_api(container_id, name, source, on_bytes)
         return self._place_here(container_id, name, source, on_bytes)
@@ -162,9 +167,13 @@ class Engine(ContainerCalls, CheckpointCalls, NetworkVolumeCalls, ImageCalls, Lo
         the archive endpoint (engine/pages_stream.py), or on the daemon's host copied in the kernel
         (pages_in_root.place_while_written). Returns their bytes (0 when the dump failed, or the root takes
         no page images)."""
-        if self.info().local:
-            return self._send_pages_early_here(container_id, folder, dump, on_bytes)
-        return self._send_pages_early(container_id, folder, dump, estimate, on_bytes)
+        ended = self._early_sendings[container_id] = threading.Event()
+        try:
+            if self.info().local:
+                return self._send_pages_early_here(container_id, folder, dump, on_bytes)
+            return self._send_pages_early(container_id, folder, dump, estimate, on_bytes)
+        finally:
+            ended.set()
 
     def remove_placed_pages(self, container_id: str) -> list[str]:
         """Remove the page images a restore placed in the container's root (engine/pages_in_root.py), also

@@ -6,6 +6,7 @@ through the API alone, for an engine on another host."""
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +38,8 @@ class CheckpointCalls(Connection):
         self._placed_through_api: dict[str, list[str]] = {}
         # Container id -> the page images sent while they were dumped, until its restore uses them (pages_stream.py).
         self._sent_early: dict[str, SentEarly] = {}
+        # Container id -> set once its early sending has ended: its restore waits for that, not the whole move.
+        self._early_sendings: dict[str, threading.Event] = {}
 
     def _dump_by_engine(self, container_id: str, name: str, *, leave_running: bool) -> None:
         """POST /containers/{id}/checkpoints: the daemon dumps the container into its checkpoint folder as `name`."""

@@ -173,7 +173,9 @@ def test_a_killed_live_move_is_undone_by_the_next_one_which_then_moves_the_stack
     assert_moved_with_state(stack, second)
 
 
-@pytest.mark.parametrize("phase", ["sending volume", "restoring"], ids=["before-downtime", "during-restore"])
+# "dumping": while the page images go to the target as CRIU writes them.
+@pytest.mark.parametrize("phase", ["sending volume", "dumping", "restoring"],
+                         ids=["before-downtime", "during-dump", "during-restore"])
 def test_the_target_daemon_stopping_mid_move_leaves_the_source_running_and_a_second_move_works(
         stack: Stack, second: SecondEngine, phase: str) -> None:
     try:

@@ -11,9 +11,9 @@ How.
   are free, since a checkpoint may hold TCP connections. The names are noted in the move's record first, so
   that a failure, or the next move after a kill, removes them.
 - For each container the daemon's runtime dumps into the store, a thread sends the page images into its new
-  container's root as they are written (engine/pages_stream.py). The downtime waits for these threads
-  before the restore, which finds the containers made and links to the page images sent instead of sending
-  them again.
+  container's root as they are written (engine/pages_stream.py). The restore finds the containers made,
+  waits for each one's sending only when it comes to place its checkpoint (the volume changes and its
+  preparation run meanwhile), and links to the page images sent instead of sending them again.
 - None of this is needed for the move to work: when the target cannot be prepared (a recorded subnet another
   network holds there, for instance) or a sending fails, the restore does what it did before, and the
   downtime is that much longer. An engine on this host takes no early sending (its restore copies the page
@@ -83,13 +83,14 @@ class PagesAhead:
         thing that could not be removed."""
         if not connected & set(self.created):
             return []
+        self.wait()
         self.progress(", ".join(sorted(connected)), "TCP connections: the target's containers are made again at "
                                                     "their recorded addresses")
         self.created = {}
         return remove_from_target(self.target, self.made, (), self.progress, networks)
 
     def wait(self) -> None:
-        """Until every sending has ended (each ends with its dump); a failed one is said, not raised."""
+        """Until every sending has ended (each ends soon after its dump); a failed one is said, not raised."""
         for thread in self.threads:
             thread.join()
         for name, why in self.failures.items():

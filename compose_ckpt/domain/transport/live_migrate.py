@@ -8,13 +8,13 @@ The order, and what is sent to the target when:
    built on, that is detected and said, never faked; where it is present it is not used yet either.
 2. The downtime, from the first container frozen on the source to the last one running on the target:
    a snapshot with --stop and without volume copies (freeze, dump, each container ends at its checkpoint,
-   the checkpoints go to the local store); then only the volume entries changed since their pre-copy (the
-   rule of domain/stack/tree_changes.py) go to the target's volumes; then the stack is restored on the target
-   in dependency order and verified (restore_snapshot, which places each checkpoint through the target's
-   API). A volume that could not be pre-copied (a remote source engine) is copied whole here.
+   the checkpoints go to the local store). Its containers are made on the target just before the freeze,
+   and their page images sent there while CRIU writes them (`PagesAhead`, early_pages.py). Then only the
+   volume entries changed since their pre-copy (the rule of domain/stack/tree_changes.py) go to the
+   target's volumes; then the stack is restored on the target in dependency order and verified
+   (restore_snapshot, which places the rest of each checkpoint through the target's API). A volume that
+   could not be pre-copied (a remote source engine) is copied whole here.
 3. The source containers are removed (with --keep-source: kept stopped).
-The checkpoint images are written into the local store before they are sent: they are not streamed to
-the target while CRIU writes them (docs/live.md says why).
 
 A failure before the target runs: what was created on the target (its containers, the volumes this run
 created) is removed, and the stack is put back on the source with its state, from the snapshot when the
@@ -22,8 +22,8 @@ freeze had begun (as `migrate` does). The downtime and the bytes sent before and
 and recorded in the snapshot's phases (`migrate pre-copy`, `migrate downtime`).
 
 A killed move cannot clean up after itself, so each step is noted first in the project's `.moving`
-record (the store's): the target, the volumes created there, the snapshot's name and which of its
-containers the target had before. The next `migrate --live` to that target finds the record and, before
+record (the store's): the target, the volumes and containers created there, the snapshot's name and which
+of its containers the target had before. The next `migrate --live` to that target finds the record and, before
 anything else, puts the source back (a freeze left behind through `recover_interrupted`; containers the
 snapshot ended, restored from it), removes what the killed move created on the target and its
 pre-copies, and only then starts its own move.
@@ -148,6 +148,7 @@ class _LiveMove:
             self.seconds["restore"] = self.clock.lap()
         except CkptError as exc:
             self.precopies.discard()
+            self.ahead.wait()
             left = remove_from_target(self.target, [n for n in names_with_holders(manifest)
                                                     if n not in existing_on_target], self.created_volumes, self.progress,
                                       self.journal["created_networks"])
@@ -160,6 +161,7 @@ class _LiveMove:
                 else:
                     self.store.done_moving(self.project.name)
         self.precopies.discard()
+        self.ahead.wait()  # ended already (each restore waited for its container's): says what failed
         self.store.done_moving(self.project.name)  # the target runs the stack: nothing to undo from here on
         manifest = restored.snapshot  # as the restore left it in the store: with how each container came back
         self.bytes_during += sum(r.size + (r.layer.size if r.layer else 0) for r in manifest.containers)
@@ -253,8 +255,11 @@ class _LiveMove:
             manifest = take_snapshot(self.project, self.store,
                                      SnapshotRequest(name=name, stop=True, parallel=self.request.parallel),
                                      progress=self.progress, watcher=self.ahead)
-        finally:
-            self.ahead.wait()  # the page images still on their way: part of the downtime
+        except BaseException:
+            self.ahead.wait()  # each sending ends with its dump: then nothing writes to the target any more
+            raise
+        # The page images still on their way: each container's restore waits for its own (the engine's
+        # place_checkpoint), while the volume changes and the restore's preparation run.
         before_freeze = 0.0
         for phase, seconds in manifest.phases.items():  # in the order they ran: resolve, record, ..., pause
             if phase == "pause":

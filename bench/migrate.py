@@ -5,6 +5,8 @@
 volume; each side on a fresh copy of the stack, alternating which goes first. The live side's data is
 checked: the volume's files on the target equal the source's (which the freeze left as they were), and
 redis on the target has every key, the populated ones with the digests they had before the move.
+After the rounds, `floor`: the same bytes as the page images put alone into a container on the target, plus
+the rounds' CRIU restore, the least a move that copies the memory during its downtime takes here.
 
 The target is a second dockerd on this machine (as in the integration tests), reached over tcp, so
 checkpoints travel through the Docker API and images stream from `docker save` into `docker load`.
@@ -24,6 +26,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any, cast
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -158,6 +161,41 @@ def live_round(work: Path, target: str, live: bool, cli: str = CLI) -> dict[str,
         subprocess.run(["docker", "-H", target, "network", "rm", f"{project}_default"], capture_output=True)
 
 
+def upload_floor(work: Path, target: str, size: int, repeat: int) -> list[float]:
+    """Seconds to put `size` bytes (one file, as a plain tar with its length, as the page images go) into a
+    container on the target through its archive endpoint, with nothing else running: what moving the memory
+    costs at least when its only way in is the target's API. The file is read once before, as a just-written
+    dump is in the page cache."""
+    folder = work / "floor"
+    (folder / "pages").mkdir(parents=True)
+    with open(folder / "pages" / "pages-1.img", "wb") as image:
+        for _ in range(size // (64 * 1024**2)):
+            image.write(os.urandom(64 * 1024**2))
+        image.write(os.urandom(size % (64 * 1024**2)))
+    run("tar", "-cf", str(folder / "pages.tar"), "-C", str(folder), "pages")
+    with open(folder / "pages.tar", "rb") as written:
+        while written.read(64 * 1024**2):
+            pass
+    container = run("docker", "-H", target, "create", "local/debian:bookworm", "true").strip()
+    if target.startswith("unix://"):
+        connection = ["--unix-socket", target.removeprefix("unix://"), "http://engine"]
+    else:
+        connection = [target.replace("tcp://", "http://")]
+    seconds = []
+    try:
+        for _ in range(repeat):
+            started = time.perf_counter()
+            run("curl", "-sf", "-X", "PUT", "-T", str(folder / "pages.tar"), *connection[:-1],
+                f"{connection[-1]}/containers/{container}/archive?path=/tmp")
+            seconds.append(round(time.perf_counter() - started, 3))
+            run("docker", "-H", target, "rm", "-f", container)
+            container = run("docker", "-H", target, "create", "local/debian:bookworm", "true").strip()
+    finally:
+        subprocess.run(["docker", "-H", target, "rm", "-f", container], capture_output=True)
+        subprocess.run(["rm", "-rf", str(folder)])
+    return seconds
+
+
 def live_main(repeat: int, out: Path, local_target: bool, sides: tuple[bool, ...], earlier_cli: str | None) -> None:
     second = start_second_engine(network=BENCH_NETWORK)
     target = second.unix if local_target else second.tcp
@@ -171,26 +209,48 @@ def live_main(repeat: int, out: Path, local_target: bool, sides: tuple[bool, ...
                     rounds.append(live_round(Path(temporary), target, side))
                 if earlier_cli:  # today's `migrate` as an earlier build does it, after this build's sides
                     rounds.append(live_round(Path(temporary), target, False, earlier_cli))
+            page_bytes = statistics.median(c["last_restore"]["page_bytes"] for c in live_containers(rounds))
+            upload = upload_floor(Path(temporary), target, int(page_bytes), repeat)
     finally:
         second.stop()
     live = statistics.median(float(str(r["downtime_seconds"])) for r in rounds if r["live"])
     plain = statistics.median([float(str(r["downtime_seconds"])) for r in rounds if not r["live"] and r["cli"] == CLI]
                               or [float("nan")])
     earlier = [float(str(r["downtime_seconds"])) for r in rounds if r["cli"] != CLI]
-    summary = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "load_1m": [load, os.getloadavg()[0]],
-               "downtime_live_s": live, "downtime_migrate_s": plain, "ratio": round(live / plain, 3),
-               "downtime_migrate_earlier_build_s": statistics.median(earlier) if earlier else None,
-               "ratio_to_earlier_build": round(live / statistics.median(earlier), 3) if earlier else None,
-               "target": LIVE_TARGET, "target_engine": "unix socket (this host)" if local_target else "tcp",
-               "rounds": rounds}
+    summary: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "load_1m": [load, os.getloadavg()[0]],
+        "downtime_live_s": live, "downtime_migrate_s": plain, "ratio": round(live / plain, 3),
+        "downtime_migrate_earlier_build_s": statistics.median(earlier) if earlier else None,
+        "ratio_to_earlier_build": round(live / statistics.median(earlier), 3) if earlier else None,
+        "floor": floor(rounds, upload),
+        "target": LIVE_TARGET, "target_engine": "unix socket (this host)" if local_target else "tcp",
+        "rounds": rounds}
     out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"downtime: migrate --live {live:.2f}s vs migrate {plain:.2f}s: x{summary['ratio']} "
           f"(target <= {LIVE_TARGET})")
+    print(f"floor: the memory's upload alone {summary['floor']['upload_s']}s + CRIU's restore "
+          f"{summary['floor']['criu_restore_s']}s = {summary['floor']['seconds']}s; --live is "
+          f"x{summary['floor']['live_ratio']} of it")
     if earlier:
         print(f"migrate by {earlier_cli}: {summary['downtime_migrate_earlier_build_s']:.2f}s: "
               f"x{summary['ratio_to_earlier_build']}")
     for entry in rounds:
         print(json.dumps(entry))
+
+
+def live_containers(rounds: list[dict[str, object]]) -> list[dict[str, Any]]:
+    """The containers of the `--live` rounds, as `inspect --json` gave them."""
+    return [c for r in rounds if r["live"] for c in cast(list[dict[str, Any]], r["containers"])]
+
+
+def floor(rounds: list[dict[str, object]], upload: list[float]) -> dict[str, Any]:
+    """The least a stop-and-copy move of this memory costs here: its upload into the target (measured alone)
+    then CRIU's restore reading it (the live rounds' own). The dump overlaps the upload, so it adds nothing."""
+    restore = statistics.median(float(c["last_restore"]["restore_seconds"]) for c in live_containers(rounds))
+    seconds = round(statistics.median(upload) + restore, 3)
+    downtime = statistics.median(float(str(r["downtime_seconds"])) for r in rounds if r["live"])
+    return {"upload_rounds_s": upload, "upload_s": statistics.median(upload), "criu_restore_s": restore,
+            "seconds": seconds, "live_ratio": round(downtime / seconds, 3)}
 
 
 def main() -> None:

@@ -7,9 +7,12 @@ writes them overlaps the upload with the dump and the exit.
 
 How.
 - Before the freeze (the containers are recorded and still run), each container the target lacks is created
-  there as the restore would create it (`recreate_containers`), asking for its recorded addresses where they
-  are free, since a checkpoint may hold TCP connections. The names are noted in the move's record first, so
-  that a failure, or the next move after a kill, removes them.
+  there as the restore would create it (`recreate_containers`), at any free address, as compose gives: a
+  network made there with its recorded subnet could shadow the routes of the stack still running, when the
+  target shares this host's network. The names are noted in the move's record first, so that a failure, or
+  the next move after a kill, removes them. Whose checkpoint holds TCP connections is known only after the
+  dump: those containers are made again at their recorded addresses during the downtime
+  (`undo_for_connections`), and their page images go with the restore.
 - For each container the daemon's runtime dumps into the store, a thread sends the page images into its new
   container's root as they are written (engine/pages_stream.py). The restore finds the containers made,
   waits for each one's sending only when it comes to place its checkpoint (the volume changes and its
@@ -60,8 +63,6 @@ class PagesAhead:
         self.made = [r.container_name for r in missing] + holders
         self.note_created(self.made)
         try:
-            # Any free address, as compose gives: whose checkpoint holds TCP connections is known after the dump
-            # (`undo_for_connections`).
             self.created = recreate_containers(self.target, manifest, missing, self.progress)
         except CkptError as exc:
             self.progress(manifest.project, f"page images are sent after the dump: the target could not be "

@@ -7,6 +7,7 @@ from typing import Any
 from compose_ckpt.const import LABEL_HELPER
 from compose_ckpt.engine.api import path_of
 from compose_ckpt.engine.connection import Connection
+from compose_ckpt.engine.specs import endpoint_config
 from compose_ckpt.engine.translation import translated
 from compose_ckpt.errors import NotFoundError
 
@@ -53,6 +54,18 @@ class NetworkVolumeCalls(Connection):
         }
         with translated(f"create network {recorded['Name']}"):
             self._http.call("POST", "/networks/create", body=body)
+
+    def connect_network(self, name: str, container_id: str, recorded: dict[str, Any]) -> None:
+        """Attach a container to a network with the settings of a recorded endpoint (aliases, fixed addresses,
+        links, driver options)."""
+        body = {"Container": container_id, "EndpointConfig": endpoint_config(recorded)}
+        with translated(f"connect {container_id[:12]} to network {name}"):
+            self._http.call("POST", path_of("/networks/{0}/connect", name), body=body)
+
+    def disconnect_network(self, name: str, container_id: str) -> None:
+        with translated(f"disconnect {container_id[:12]} from network {name}"):
+            self._http.call("POST", path_of("/networks/{0}/disconnect", name),
+                            body={"Container": container_id, "Force": True})
 
     def inspect_volume(self, name: str) -> dict[str, Any]:
         with translated(f"inspect volume {name}"):

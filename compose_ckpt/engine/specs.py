@@ -48,7 +48,7 @@ def create_body(recorded: Mapping[str, Any], references: Mapping[str, str] | Non
     if host.get("VolumesFrom"):
         host["VolumesFrom"] = [_renamed_volumes_from(entry, references) for entry in host["VolumesFrom"]]
     networks: dict[str, Any] = (recorded.get("NetworkSettings") or {}).get("Networks") or {}
-    endpoints = {network: {key: endpoint.get(key) for key in _ENDPOINT_KEYS} for network, endpoint in networks.items()}
+    endpoints = {network: endpoint_config(endpoint) for network, endpoint in networks.items()}
     if joined_container(host.get("NetworkMode") or ""):
         for key in _NETNS_CONFIG:
             config.pop(key, None)
@@ -57,6 +57,11 @@ def create_body(recorded: Mapping[str, Any], references: Mapping[str, str] | Non
         endpoints = {}
     body = {**config, "HostConfig": host, "NetworkingConfig": {"EndpointsConfig": endpoints}}
     return str(recorded["Name"]).lstrip("/"), body
+
+
+def endpoint_config(recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings of a recorded network endpoint that a create or connect request takes."""
+    return {key: recorded.get(key) for key in _ENDPOINT_KEYS}
 
 
 def _renamed_volumes_from(entry: str, references: Mapping[str, str]) -> str:

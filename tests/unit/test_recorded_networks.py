@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from compose_ckpt.const import LABEL_PROJECT
-from compose_ckpt.domain.stack.containers import check_networks
+from compose_ckpt.domain.stack.containers import check_networks, take_recorded_addresses
 from compose_ckpt.domain.stack.holders import with_recorded_address
 from compose_ckpt.domain.store.manifest import ContainerRecord, Manifest, SnapshotStatus, now_iso
+from compose_ckpt.engine import ContainerInfo
 from compose_ckpt.errors import ConflictError
 from tests.fakes import UntouchableEngine
 
@@ -94,3 +95,68 @@ def test_a_fixed_address_whose_subnet_is_taken_is_refused_naming_what_holds_it()
         check_networks(engine, manifest(fixed=True), connected=())
     assert ("network q_default (compose project q) holds it; p-db-1 has a fixed address on it"
             in refused.value.message), refused.value.message
+
+
+class Attaching(Networks):
+    """Networks with the calls that attach containers, each one noted."""
+
+    def __init__(self, *networks: dict[str, Any]) -> None:
+        super().__init__(*networks)
+        self.calls: list[tuple[Any, ...]] = []
+
+    def inspect_network(self, name: str) -> dict[str, Any]:
+        return {"Containers": {}}
+
+    def disconnect_network(self, name: str, container_id: str) -> None:
+        self.calls.append(("disconnect", name, container_id))
+
+    def remove_network(self, name: str) -> None:
+        self.calls.append(("remove", name))
+
+    def create_network(self, recorded: dict[str, Any], *, recorded_subnets: bool) -> None:
+        self.calls.append(("create", recorded["Name"], recorded_subnets))
+
+    def connect_network(self, name: str, container_id: str, recorded: dict[str, Any]) -> None:
+        self.calls.append(("connect", name, container_id, (recorded.get("IPAMConfig") or {}).get("IPv4Address")))
+
+
+def made(*names: str) -> dict[str, ContainerInfo]:
+    """Containers created (not started) on the target before the freeze, at any free address."""
+    return {name: ContainerInfo(id=f"id-{name}", name=name, image="img", image_id="sha256:1", status="created", pid=0,
+                                exit_code=0, labels={}, started_at="", attrs={}) for name in names}
+
+
+def two_on_one_network() -> Manifest:
+    """`p-db-1` (its checkpoint holds TCP connections) and `p-app-1`, both on p_default."""
+    stack = manifest(network("p_default", "172.26.0.0/16"))
+    app = ContainerRecord(service="app", container_id="a" * 64, container_name="p-app-1", number=1, image="img",
+                          image_id="sha256:" + "1" * 64, checkpoint="ckpt-s",
+                          inspect={"NetworkSettings": {"Networks": {"p_default": {"IPAddress": "172.26.0.3"}}}})
+    stack.containers.append(app)
+    return stack
+
+
+def test_containers_made_early_take_their_recorded_addresses_on_their_network_made_again() -> None:
+    # The network this move made before the freeze got a subnet the engine picked: it is made again with the
+    # recorded one, and both containers attached again, the connected one at its recorded address.
+    engine = Attaching(network("p_default", "10.242.3.0/24"))
+    take_recorded_addresses(engine, two_on_one_network(), made("p-db-1", "p-app-1"), {"p-db-1"}, ["p_default"])
+    assert engine.calls == [("disconnect", "p_default", "id-p-db-1"), ("disconnect", "p_default", "id-p-app-1"),
+                            ("remove", "p_default"), ("create", "p_default", True),
+                            ("connect", "p_default", "id-p-db-1", "172.26.0.2"),
+                            ("connect", "p_default", "id-p-app-1", None)]
+
+
+def test_on_a_network_with_the_recorded_subnet_only_the_connected_container_is_attached_again() -> None:
+    engine = Attaching(network("p_default", "172.26.0.0/16"))
+    take_recorded_addresses(engine, two_on_one_network(), made("p-db-1", "p-app-1"), {"p-db-1"}, [])
+    assert engine.calls == [("disconnect", "p_default", "id-p-db-1"), ("connect", "p_default", "id-p-db-1", "172.26.0.2")]
+
+
+def test_a_network_the_target_had_before_with_another_subnet_is_not_made_again() -> None:
+    engine = Attaching(network("p_default", "10.242.3.0/24"))
+    with pytest.raises(ConflictError, match="network p_default has other subnets on the target"):
+        take_recorded_addresses(engine, two_on_one_network(), made("p-db-1", "p-app-1"), {"p-db-1"}, [])
+    assert engine.calls == []
+    take_recorded_addresses(engine, two_on_one_network(), made("p-db-1", "p-app-1"), set(), [])  # no connection
+    assert engine.calls == []

@@ -92,6 +92,42 @@ def _create_at_recorded_address(engine: EnginePort, recorded: dict[str, Any], re
     return engine.create_container(recorded, references, restart_policy=restart_policy)
 
 
+def take_recorded_addresses(engine: EnginePort, manifest: Manifest, created: Mapping[str, ContainerInfo],
+                            connected: Collection[str], made_networks: Collection[str]) -> None:
+    """The containers `created` (not started) at any free address take their recorded addresses where their
+    checkpoints hold TCP connections (`connected`), keeping all else they hold (a live move's page images).
+    A network such a container is on is made again with its recorded subnets when it has others, if this
+    command made it (`made_networks`: only `created` containers are on it), and those containers attached
+    to it again; a connected one is attached again at its recorded addresses. Raises CkptError when that
+    cannot be done: a network the engine had before, with other subnets (the restore says the same), or one
+    whose recorded subnet another network holds now."""
+    by_name = {record.container_name: record for record in manifest.containers}
+    existing = {network["Name"]: network for network in engine.list_networks()}
+    for network in manifest.networks:
+        name = network["Name"]
+        on_it = [c for c in created if name in recorded_endpoints(by_name[c])]
+        if not any(c in connected for c in on_it):
+            continue
+        if name in existing and not network_subnets(network) - network_subnets(existing[name]):
+            attach = [c for c in on_it if c in connected]
+            for container in attach:
+                engine.disconnect_network(name, created[container].id)
+        elif name in made_networks:
+            attach = on_it
+            for container in attach:
+                engine.disconnect_network(name, created[container].id)
+            engine.remove_network(name)
+            engine.create_network(network, recorded_subnets=True)
+        else:
+            raise ConflictError(f"network {name} has other subnets on the target than when the snapshot was taken")
+        in_use = _AddressesInUse(engine)
+        for container in attach:
+            recorded = by_name[container].inspect
+            if container in connected:
+                recorded = with_recorded_address(recorded, {name: in_use.on(name)})
+            engine.connect_network(name, created[container].id, recorded["NetworkSettings"]["Networks"][name])
+
+
 class _AddressesInUse:
     """The addresses other containers hold on each network now, read once per network."""
 

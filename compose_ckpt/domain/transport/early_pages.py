@@ -11,8 +11,9 @@ How.
   network made there with its recorded subnet could shadow the routes of the stack still running, when the
   target shares this host's network. The names are noted in the move's record first, so that a failure, or
   the next move after a kill, removes them. Whose checkpoint holds TCP connections is known only after the
-  dump: those containers are made again at their recorded addresses during the downtime
-  (`undo_for_connections`), and their page images go with the restore.
+  dump: during the downtime those containers take their recorded addresses (their networks made again with
+  the recorded subnets, as the restore would make them), keeping the page images sent into them
+  (`readdress_for_connections`).
 - For each container the daemon's runtime dumps into the store, a thread sends the page images into its new
   container's root as they are written (engine/pages_stream.py). The restore finds the containers made,
   waits for each one's sending only when it comes to place its checkpoint (the volume changes and its
@@ -30,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from compose_ckpt.domain.ports import EnginePort
-from compose_ckpt.domain.stack.containers import recorded_holders, recreate_containers
+from compose_ckpt.domain.stack.containers import recorded_holders, recreate_containers, take_recorded_addresses
 from compose_ckpt.domain.stack.parallel import ProgressCallback, ProgressEvent
 from compose_ckpt.domain.store.manifest import ContainerRecord, Manifest
 from compose_ckpt.domain.transport.migrate import remove_from_target
@@ -77,16 +78,28 @@ class PagesAhead:
         self.threads.append(thread)
         thread.start()
 
-    def undo_for_connections(self, connected: set[str], networks: list[str]) -> list[str]:
+    def readdress_for_connections(self, manifest: Manifest, connected: set[str], networks: list[str]) -> list[str]:
         """The checkpoints of `connected` hold TCP connections, which come back only at their recorded addresses
-        (and networks with their recorded subnets), where the restore makes them: remove what was made here for
-        nothing (the containers and holders, and `networks`, those the target lacked). Returns a line for each
-        thing that could not be removed."""
+        (and networks with their recorded subnets): the containers made here take those, keeping the page
+        images sent into them (`take_recorded_addresses`). Where they cannot (network holders, a subnet taken
+        on the target), what was made here is removed (the containers, holders, and `networks`, those the
+        target lacked) and the restore makes them again, sending the page images itself. Returns a line for
+        each thing that could not be removed."""
         if not connected & set(self.created):
             return []
+        by_name = {record.container_name: record for record in manifest.containers}
+        why = "network holders" if any(by_name[name].holder for name in self.created) else ""
+        if not why:
+            try:
+                take_recorded_addresses(self.target, manifest, self.created, connected, networks)
+                self.progress(", ".join(sorted(connected & set(self.created))),
+                              "TCP connections: the containers made early take their recorded addresses")
+                return []
+            except CkptError as exc:
+                why = exc.message
         self.wait()
-        self.progress(", ".join(sorted(connected)), "TCP connections: the target's containers are made again at "
-                                                    "their recorded addresses")
+        self.progress(", ".join(sorted(connected)), f"TCP connections: the target's containers are made again at "
+                                                    f"their recorded addresses ({why})")
         self.created = {}
         return remove_from_target(self.target, self.made, (), self.progress, networks)
 

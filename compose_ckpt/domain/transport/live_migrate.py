@@ -134,8 +134,8 @@ class _LiveMove:
                                 f"{exc.message}", details=exc.details + left, hint=exc.hint) from exc
         existing_on_target = set(self.journal["existing_on_target"])
         try:
-            left = self.ahead.undo_for_connections(connected_containers(self.store, manifest),
-                                                   self.journal["created_networks"])
+            left = self.ahead.readdress_for_connections(manifest, connected_containers(self.store, manifest),
+                                                        self.journal["created_networks"])
             if left:
                 raise MigrateFailed("the containers made on the target before the freeze could not be removed",
                                     details=left)

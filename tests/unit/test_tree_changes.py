@@ -5,7 +5,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from compose_ckpt.domain.stack.tree_changes import RACY_MARGIN_NS, ROOT, changes_since, index_tree
 from compose_ckpt.domain.store import safefs
@@ -95,3 +99,47 @@ def test_remove_inside_never_follows_a_link_on_the_way(tmp_path: Path) -> None:
     assert not (root / "tree").exists() and (outside / "victim").exists()
     safefs.remove_inside(root, "./dir")
     assert not (root / "dir").is_symlink() and (outside / "victim").exists()
+
+
+
+class RacingListing:
+    """os.scandir's listing of a folder, where a writer removes the entry `gone` just before it is yielded."""
+
+    def __init__(self, listing: Any, gone: str) -> None:
+        self.listing, self.gone = listing, gone
+
+    def __enter__(self) -> RacingListing:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.listing.close()
+
+    def __iter__(self) -> Iterator[os.DirEntry[str]]:
+        for entry in self.listing:
+            if entry.name == self.gone:
+                os.unlink(entry.path)
+            yield entry
+
+
+def test_entries_removed_while_the_index_is_taken_are_left_out_of_it(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # The stack still writes during the index before a pre-copy: a file removed between its folder's listing
+    # and its lstat, and a folder removed before it is listed, are as if the index had been taken later.
+    for name in ("keep", "gone"):
+        (tmp_path / name).write_text(name)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "inner").write_text("inner")
+    listed = os.scandir
+
+    def racing(path: Any) -> Any:
+        if not isinstance(path, str):  # safefs lists folders by descriptor
+            return listed(path)
+        if path.endswith("/sub"):
+            safefs.remove_inside(tmp_path, "./sub")
+        return RacingListing(listed(path), "gone")
+
+    monkeypatch.setattr(os, "scandir", racing)
+    index = index_tree(tmp_path)
+    monkeypatch.undo()
+    assert set(index) == {ROOT, "./keep", "./sub"}
+    assert changes_since(index, index, index_tree(tmp_path), began_after_writes()).removed == ["./sub"]

@@ -54,15 +54,26 @@ TreeIndex = dict[str, EntryState]  # "./a/b" -> state; the folder itself is ROOT
 
 
 def index_tree(folder: Path) -> TreeIndex:
-    """Every entry under `folder`, by lstat, without crossing into another filesystem or following a link."""
+    """Every entry under `folder`, by lstat, without crossing into another filesystem or following a link.
+
+    The stack may still write to the folder (the index before a pre-copy): an entry removed between its
+    folder's listing and its lstat, or a folder removed before it is listed, is left out, as if the index
+    had been taken a moment later (an entry missing from the index counts as changed, see `changes_since`)."""
     top = folder.lstat()
     index = {ROOT: EntryState.of(top)}
     pending = [(str(folder), ROOT)]
     while pending:
         path, name = pending.pop()
-        with os.scandir(path) as listing:
+        try:
+            listing = os.scandir(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        with listing:
             for entry in listing:
-                info = entry.stat(follow_symlinks=False)
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
                 relative = f"{name}/{entry.name}"
                 index[relative] = EntryState.of(info)
                 if stat.S_ISDIR(info.st_mode) and info.st_dev == top.st_dev:

@@ -178,15 +178,15 @@ def upload_floor(work: Path, target: str, size: int, repeat: int) -> list[float]
             pass
     container = run("docker", "-H", target, "create", "local/debian:bookworm", "true").strip()
     if target.startswith("unix://"):
-        connection = ["--unix-socket", target.removeprefix("unix://"), "http://engine"]
+        socket, base = ["--unix-socket", target.removeprefix("unix://")], "http://engine"
     else:
-        connection = [target.replace("tcp://", "http://")]
+        socket, base = [], target.replace("tcp://", "http://")
     seconds = []
     try:
         for _ in range(repeat):
             started = time.perf_counter()
-            run("curl", "-sf", "-X", "PUT", "-T", str(folder / "pages.tar"), *connection[:-1],
-                f"{connection[-1]}/containers/{container}/archive?path=/tmp")
+            run("curl", "-sf", "-X", "PUT", "-T", str(folder / "pages.tar"), *socket,
+                f"{base}/containers/{container}/archive?path=/tmp")
             seconds.append(round(time.perf_counter() - started, 3))
             run("docker", "-H", target, "rm", "-f", container)
             container = run("docker", "-H", target, "create", "local/debian:bookworm", "true").strip()
@@ -222,7 +222,7 @@ def live_main(repeat: int, out: Path, local_target: bool, sides: tuple[bool, ...
         "downtime_live_s": live, "downtime_migrate_s": plain, "ratio": round(live / plain, 3),
         "downtime_migrate_earlier_build_s": statistics.median(earlier) if earlier else None,
         "ratio_to_earlier_build": round(live / statistics.median(earlier), 3) if earlier else None,
-        "floor": floor(rounds, upload),
+        "floor": floor(rounds, upload, live),
         "target": LIVE_TARGET, "target_engine": "unix socket (this host)" if local_target else "tcp",
         "rounds": rounds}
     out.write_text(json.dumps(summary, indent=2) + "\n")
@@ -243,12 +243,12 @@ def live_containers(rounds: list[dict[str, object]]) -> list[dict[str, Any]]:
     return [c for r in rounds if r["live"] for c in cast(list[dict[str, Any]], r["containers"])]
 
 
-def floor(rounds: list[dict[str, object]], upload: list[float]) -> dict[str, Any]:
+def floor(rounds: list[dict[str, object]], upload: list[float], downtime: float) -> dict[str, Any]:
     """The least a stop-and-copy move of this memory costs here: its upload into the target (measured alone)
-    then CRIU's restore reading it (the live rounds' own). The dump overlaps the upload, so it adds nothing."""
+    then CRIU's restore reading it (the live rounds' own). The dump overlaps the upload, so it adds nothing.
+    `downtime`: the live rounds' median, given as a ratio of it."""
     restore = statistics.median(float(c["last_restore"]["restore_seconds"]) for c in live_containers(rounds))
     seconds = round(statistics.median(upload) + restore, 3)
-    downtime = statistics.median(float(str(r["downtime_seconds"])) for r in rounds if r["live"])
     return {"upload_rounds_s": upload, "upload_s": statistics.median(upload), "criu_restore_s": restore,
             "seconds": seconds, "live_ratio": round(downtime / seconds, 3)}
 

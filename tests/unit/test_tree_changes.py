@@ -101,7 +101,6 @@ def test_remove_inside_never_follows_a_link_on_the_way(tmp_path: Path) -> None:
     assert not (root / "dir").is_symlink() and (outside / "victim").exists()
 
 
-
 class RacingListing:
     """os.scandir's listing of a folder, where a writer removes the entry `gone` just before it is yielded."""
 

@@ -108,18 +108,15 @@ def take_recorded_addresses(engine: EnginePort, manifest: Manifest, created: Map
         on_it = [c for c in created if name in recorded_endpoints(by_name[c])]
         if not any(c in connected for c in on_it):
             continue
-        if name in existing and not network_subnets(network) - network_subnets(existing[name]):
-            attach = [c for c in on_it if c in connected]
-            for container in attach:
-                engine.disconnect_network(name, created[container].id)
-        elif name in made_networks:
-            attach = on_it
-            for container in attach:
-                engine.disconnect_network(name, created[container].id)
+        remake = name not in existing or bool(network_subnets(network) - network_subnets(existing[name]))
+        if remake and name not in made_networks:
+            raise ConflictError(f"network {name} has other subnets on the target than when the snapshot was taken")
+        attach = on_it if remake else [c for c in on_it if c in connected]
+        for container in attach:
+            engine.disconnect_network(name, created[container].id)
+        if remake:
             engine.remove_network(name)
             engine.create_network(network, recorded_subnets=True)
-        else:
-            raise ConflictError(f"network {name} has other subnets on the target than when the snapshot was taken")
         in_use = _AddressesInUse(engine)
         for container in attach:
             recorded = by_name[container].inspect

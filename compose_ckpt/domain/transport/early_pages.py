@@ -85,14 +85,14 @@ class PagesAhead:
         on the target), what was made here is removed (the containers, holders, and `networks`, those the
         target lacked) and the restore makes them again, sending the page images itself. Returns a line for
         each thing that could not be removed."""
-        if not connected & set(self.created):
+        moving = connected & set(self.created)
+        if not moving:
             return []
-        by_name = {record.container_name: record for record in manifest.containers}
-        why = "network holders" if any(by_name[name].holder for name in self.created) else ""
+        why = "network holders" if any(r.holder for r in manifest.containers if r.container_name in self.created) else ""
         if not why:
             try:
                 take_recorded_addresses(self.target, manifest, self.created, connected, networks)
-                self.progress(", ".join(sorted(connected & set(self.created))),
+                self.progress(", ".join(sorted(moving)),
                               "TCP connections: the containers made early take their recorded addresses")
                 return []
             except CkptError as exc:

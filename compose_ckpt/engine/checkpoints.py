@@ -177,7 +177,7 @@ class CheckpointCalls(Connection):
         with translated("create checkpoint helper container"):
             helper = self._api.create_container(
                 target.image_id, command=["true"], entrypoint=[], network_disabled=True,
-                labels={LABEL_HELPER: container_id}, host_config=self._api.create_host_config(binds=binds),
+                labels={LABEL_HELPER: target.id}, host_config=self._api.create_host_config(binds=binds),
             )["Id"]
         try:
             yield helper

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
+from compose_ckpt.const import LABEL_HELPER
 from compose_ckpt.engine import procfs
 from compose_ckpt.engine.api import SdkTransport, Transport, UnixTransport, Unreachable, path_of
 from compose_ckpt.engine.contexts import START_HINT, sdk_client_for
@@ -154,3 +155,22 @@ class Connection:
 
     def _checkpoint_dir(self, container_id: str, name: str = "") -> Path:
         return Path(self.info().docker_root_dir, "containers", container_id, "checkpoints", name)
+
+    # --- removals ------------------------------------------------------------
+
+    def _remove_helpers_of(self, subject: str, what: str) -> None:
+        """Remove our helper containers for `subject` (a container id or a volume name): a command killed,
+        or whose daemon went away, while it held one could not remove it, and nothing else would."""
+        with translated(f"list the helper containers of {what}"):
+            helpers = self._http.call("GET", "/containers/json",
+                                      {"all": True, "filters": {"label": [f"{LABEL_HELPER}={subject}"]}})
+        for helper in helpers:
+            self._delete_if_present(f"remove helper container {helper['Id'][:12]} of {what}",
+                                    path_of("/containers/{0}", helper["Id"]), {"force": True})
+
+    def _delete_if_present(self, what: str, path: str, params: dict[str, Any] | None = None) -> None:
+        try:
+            with translated(what):
+                self._http.call("DELETE", path, params)
+        except NotFoundError:
+            pass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from compose_ckpt.const import LABEL_HELPER
 from compose_ckpt.engine.api import path_of
 from compose_ckpt.engine.connection import Connection
 from compose_ckpt.engine.specs import endpoint_config
@@ -87,17 +86,5 @@ class NetworkVolumeCalls(Connection):
     def remove_volume(self, name: str) -> None:
         """Remove a volume; one that is already gone is fine. First our own helper containers left on it,
         which would keep it "in use": a copy cut by its daemon going away could not remove its helper."""
-        with translated(f"list the helper containers of volume {name}"):
-            helpers = self._http.call("GET", "/containers/json",
-                                      {"all": True, "filters": {"label": [f"{LABEL_HELPER}={name}"]}})
-        for helper in helpers:
-            self._delete_if_present(f"remove helper container {helper['Id'][:12]} of volume {name}",
-                                    path_of("/containers/{0}", helper["Id"]), {"force": True})
+        self._remove_helpers_of(name, f"volume {name}")
         self._delete_if_present(f"remove volume {name}", path_of("/volumes/{0}", name))
-
-    def _delete_if_present(self, what: str, path: str, params: dict[str, Any] | None = None) -> None:
-        try:
-            with translated(what):
-                self._http.call("DELETE", path, params)
-        except NotFoundError:
-            pass

@@ -91,3 +91,17 @@ def test_removing_a_volume_first_removes_a_helper_container_left_on_it(engine: E
         assert not engine.list_containers(labelled)
     finally:
         run_docker("volume", "rm", "-f", volume, check=False)
+
+
+def test_removing_a_container_removes_the_checkpoint_helpers_a_killed_command_left_for_it(
+        engine: Engine, labelled: dict[str, str], test_id: str) -> None:
+    """A command killed while it placed or read a checkpoint leaves its created helper, which bind-mounts the
+    container's checkpoint folder; removing the container removes it too (the helper is of no use alone)."""
+    label_args = [arg for key, value in labelled.items() for arg in ("--label", f"{key}={value}")]
+    container_id = run_docker("create", "--network", "none", *label_args, BUSYBOX, "true").stdout.strip()
+    run_docker("create", "--network", "none", "--label", f"{LABEL_HELPER}={container_id}", *label_args, BUSYBOX, "true")
+    assert len(engine.list_containers(labelled)) == 2
+
+    engine.remove(container_id)
+
+    assert not engine.list_containers(labelled)

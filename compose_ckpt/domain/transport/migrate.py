@@ -102,12 +102,12 @@ def finish_on_source(source: EnginePort, manifest: Manifest, request: MigrateReq
         progress(record.container_name, "kept stopped on the source" if request.keep_source else "removing from the source")
         if request.keep_source:
             _ensure_stopped(source, record.container_name)
-        elif source.inspect(record.container_name) is not None:
-            source.remove(record.container_name)
+        elif (found := source.inspect(record.container_name)) is not None:
+            source.remove(found.id)
     if not request.keep_source:  # the holders after the containers that joined them
         for holder in recorded_holders(manifest.containers):
-            if source.inspect(holder) is not None:
-                source.remove(holder)
+            if (found := source.inspect(holder)) is not None:
+                source.remove(found.id)
 
 
 @dataclass
@@ -220,9 +220,9 @@ def remove_from_target(target: EnginePort, containers: list[str], volumes: Colle
     left: list[str] = []
     for name in containers:
         try:
-            if target.inspect(name):
+            if (found := target.inspect(name)) is not None:
                 progress(name, "removing from the target")
-                target.remove(name)
+                target.remove(found.id)
         except CkptError as exc:
             left.append(f"container {name} may remain on the target: {exc.message}")
     for volume in volumes:

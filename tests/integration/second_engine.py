@@ -21,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from compose_ckpt.const import LABEL_HELPER
 from tests.polling import wait_for
 
 DAEMON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # CRIU wrapper first
@@ -51,6 +52,11 @@ class SecondEngine:
 
     def docker(self, *args: str, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(["docker", "-H", self.unix, *args], check=check, capture_output=True, input=input)
+
+    def helpers(self) -> set[str]:
+        """The ids of compose-ckpt's helper containers on this engine (a test compares before and after)."""
+        listing = self.docker("ps", "-a", "-q", "--no-trunc", "--filter", f"label={LABEL_HELPER}").stdout.decode()
+        return set(listing.split())
 
     def copy_image_from_first(self, image: str) -> None:
         saved = subprocess.run(["docker", "save", image], check=True, capture_output=True).stdout

@@ -45,6 +45,7 @@ volumes:
 @pytest.fixture
 def stack(engine: Engine, tmp_path: Path, project_name: str, second: SecondEngine) -> Iterator[Stack]:
     (tmp_path / "compose.yaml").write_text(LIVE_STACK)
+    helpers_before = second.helpers()
     stack = Stack(tmp_path, project_name)
     stack.compose("up", "-d")
     adopt_if_needed(engine, stack)
@@ -56,12 +57,17 @@ def stack(engine: Engine, tmp_path: Path, project_name: str, second: SecondEngin
     wait_for("the blob to be past the racy margin",
              lambda: time.time_ns() - blob.stat().st_mtime_ns > RACY_MARGIN_NS, timeout=60)
     yield stack
+    # Every move of the test, killed, cut or done, ends with no helper of ours left on the target.
+    left = second.helpers() - helpers_before
     stack.down()
     listing = second.docker("ps", "-a", "-q", "--filter", f"label=com.docker.compose.project={project_name}").stdout
     for container in listing.decode().split():
         second.docker("rm", "-f", container, check=False)
     second.docker("volume", "rm", f"{project_name}_data", check=False)
     second.docker("network", "rm", f"{project_name}_default", check=False)
+    if left:
+        second.docker("rm", "-f", *left, check=False)
+    assert not left, f"helper containers left on the target: {left}"
 
 
 def volume_folder(stack: Stack, second: SecondEngine | None) -> Path:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from compose_ckpt.const import LABEL_HELPER
 from compose_ckpt.engine import Engine
 from tests.integration.conftest import adopt_if_needed
 from tests.integration.second_engine import SecondEngine
@@ -49,20 +48,12 @@ def placed_pages(second: SecondEngine, container: str) -> list[str]:
                   and (entry.is_dir() or entry.stat().st_size > 0))
 
 
-def helpers_for(second: SecondEngine, containers: list[str], volumes: list[str]) -> list[str]:
-    """Our helper containers on the second engine for these containers (by name) and volumes; other tests'
-    leftovers on the shared engine are theirs to answer for."""
-    ids = {json.loads(second.docker("inspect", name).stdout)[0]["Id"] for name in containers}
-    listing = second.docker("ps", "-a", "--filter", f"label={LABEL_HELPER}",
-                            "--format", f'{{{{.ID}}}} {{{{.Label "{LABEL_HELPER}"}}}}').stdout.decode()
-    return [line for line in listing.splitlines() if line.split()[-1] in ids | set(volumes)]
-
-
 def read_on_second(second: SecondEngine, container: str, *command: str) -> str:
     return second.docker("exec", container, *command).stdout.decode().strip()
 
 
 def test_migrate_moves_the_running_stack_with_its_state(stack: Stack, second: SecondEngine) -> None:
+    helpers_before = second.helpers()  # other tests' leftovers on the shared engine are theirs to answer for
     done = stack.ckpt_ok("migrate", "--to", second.tcp, "--json")
     document = json.loads(done.stdout)
 
@@ -81,7 +72,7 @@ def test_migrate_moves_the_running_stack_with_its_state(stack: Stack, second: Se
             assert first > 5, f"{container} started fresh on the target"
         # ...and were removed after the restore: an empty file of the folder's name is all that stays
         assert placed_pages(second, container) == [], f"page images left in the root of {container}"
-    assert helpers_for(second, moved, [f"{stack.project}_site"]) == [], "helper containers were left behind"
+    assert second.helpers() - helpers_before == set(), "helper containers were left behind"
     # the project's snapshot records the move and can still be listed
     assert [s["status"] for s in stack.snapshots()] == ["complete"]
 

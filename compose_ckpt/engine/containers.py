@@ -72,11 +72,11 @@ class ContainerCalls(Connection):
             self._http.call("POST", path_of("/containers/{0}/update", container_id), body={"RestartPolicy": policy.as_api()})
 
     def remove(self, container_id: str) -> None:
-        """Remove the container (`container_id`: its full id), then the checkpoint helpers a killed command
-        left for it."""
+        """Remove the container (`container_id`: its full id), and first the checkpoint helpers a killed command
+        left for it: once the container is gone, a kill between the two would leave them for good."""
+        self._remove_helpers_of(container_id, f"container {container_id[:12]}")
         with translated(f"remove {container_id[:12]}"):
             self._http.call("DELETE", path_of("/containers/{0}", container_id), {"force": True})
-        self._remove_helpers_of(container_id, f"container {container_id[:12]}")
 
     def wait_exited(self, container_id: str, timeout: float = 60.0) -> ContainerInfo:
         """Until the container is no longer running or paused: POST /containers/{id}/wait, which the
